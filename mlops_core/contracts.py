@@ -1,0 +1,141 @@
+"""The landing-zone contract: columns, types, ranges and allowed values of every source.
+
+Defined once here as pandera models. Ingestion validates against them, the data
+generator writes to them, README lists them, and dbt's accepted_values tests are
+checked against them by a unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing.pandas import Series
+
+MERCHANT_CATEGORIES: tuple[str, ...] = (
+    "grocery",
+    "restaurants",
+    "gas_transport",
+    "retail",
+    "pharmacy",
+    "entertainment",
+    "utilities",
+    "travel",
+    "electronics",
+    "digital_goods",
+    "jewelry",
+    "gambling",
+)
+CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "CAD", "MXN", "BRL", "INR", "NGN", "JPY")
+CHANNELS: tuple[str, ...] = ("in_store", "online")
+COUNTRIES: tuple[str, ...] = ("US", "CA", "MX", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "NG", "JP")
+AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+LABEL_SOURCES: tuple[str, ...] = ("chargeback", "customer_report", "maturity")
+
+# A single card payment above this is treated as a data error, not a purchase.
+MAX_AMOUNT = 50_000.0
+ID_LENGTH = {"min_value": 1, "max_value": 64}
+UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+
+
+class TransactionsContract(pa.DataFrameModel):
+    """One card transaction, as authorised."""
+
+    transaction_id: Series[str] = pa.Field(str_length=ID_LENGTH, description="Unique id of the transaction.")
+    account_id: Series[str] = pa.Field(str_length=ID_LENGTH, description="Card account; must exist in accounts.")
+    merchant_id: Series[str] = pa.Field(str_length=ID_LENGTH, description="Merchant id.")
+    merchant_category: Series[str] = pa.Field(isin=MERCHANT_CATEGORIES, description="Merchant category.")
+    amount: Series[float] = pa.Field(gt=0, le=MAX_AMOUNT, description="Amount in `currency`, > 0 and <= 50,000.")
+    currency: Series[str] = pa.Field(isin=CURRENCIES, description="ISO 4217 currency of `amount`.")
+    channel: Series[str] = pa.Field(isin=CHANNELS, description="in_store or online.")
+    country: Series[str] = pa.Field(isin=COUNTRIES, description="ISO 3166 alpha-2 country of the merchant.")
+    event_timestamp: Series[UTC_TIMESTAMP] = pa.Field(description="Authorisation time, UTC, inside the partition day.")
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+class LabelsContract(pa.DataFrameModel):
+    """A fraud verdict for an earlier transaction, landed on the day it became known."""
+
+    transaction_id: Series[str] = pa.Field(str_length=ID_LENGTH, description="Transaction the label is about.")
+    is_fraud: Series[bool] = pa.Field(description="True: confirmed fraud. False: matured without a dispute.")
+    labeled_at: Series[UTC_TIMESTAMP] = pa.Field(description="When the verdict became known, UTC, inside the partition day.")
+    label_source: Series[str] = pa.Field(isin=LABEL_SOURCES, description="chargeback, customer_report or maturity.")
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+class AccountsContract(pa.DataFrameModel):
+    """A snapshot row of a card account; the row from the latest partition wins."""
+
+    account_id: Series[str] = pa.Field(str_length=ID_LENGTH, description="Unique id of the account.")
+    created_at: Series[UTC_TIMESTAMP] = pa.Field(description="Account opening time, UTC, not after the partition day.")
+    home_country: Series[str] = pa.Field(isin=COUNTRIES, description="Country of the card holder's address.")
+    age_band: Series[str] = pa.Field(isin=AGE_BANDS, description="Card holder's age band.")
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key from a column of one source to the id column of another."""
+
+    column: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SourceContract:
+    """How a landing source is keyed, partitioned and linked to the others."""
+
+    name: str
+    model: type[pa.DataFrameModel]
+    id_column: str
+    # The timestamp that decides which day's partition a row belongs in.
+    partition_time_column: str
+    # "within": the timestamp must fall inside the partition day (events).
+    # "not_after": it may be any time up to the end of the partition day (snapshots).
+    partition_time_rule: Literal["within", "not_after"]
+    references: tuple[Reference, ...] = ()
+
+    @property
+    def schema(self) -> pa.DataFrameSchema:
+        return self.model.to_schema()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.columns)
+
+    def dtype_of(self, column: str) -> str:
+        """The contract's dtype of a column as a pandas dtype string, e.g. 'float64'."""
+        return str(self.schema.columns[column].dtype)
+
+
+ACCOUNTS = SourceContract("accounts", AccountsContract, "account_id", "created_at", "not_after")
+TRANSACTIONS = SourceContract(
+    "transactions",
+    TransactionsContract,
+    "transaction_id",
+    "event_timestamp",
+    "within",
+    references=(Reference("account_id", "accounts"),),
+)
+LABELS = SourceContract(
+    "labels",
+    LabelsContract,
+    "transaction_id",
+    "labeled_at",
+    "within",
+    references=(Reference("transaction_id", "transactions"),),
+)
+
+# Ingestion order matters: references point to sources loaded earlier.
+SOURCES: dict[str, SourceContract] = {s.name: s for s in (ACCOUNTS, TRANSACTIONS, LABELS)}

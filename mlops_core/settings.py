@@ -1,0 +1,58 @@
+"""Where local state lives. Every path derives from one directory, MLOPS_HOME.
+
+Kept free of dagster so the CLI, the data generator and benchmarks share it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = REPO_ROOT / ".mlops"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations of the platform's local state.
+
+    MLOPS_HOME (default: <repo>/.mlops, git-ignored) holds everything; the other
+    variables override single locations inside or outside it.
+    """
+
+    home: Path
+    data_dir: Path
+    duckdb_path: Path
+    dagster_home: Path
+    reports_dir: Path
+    mlflow_dir: Path
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @classmethod
+    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        home = Path(env.get("MLOPS_HOME", DEFAULT_HOME)).resolve()
+        return cls(
+            home=home,
+            data_dir=Path(env.get("MLOPS_DATA_DIR", home / "data")).resolve(),
+            duckdb_path=Path(env.get("MLOPS_DUCKDB_PATH", home / "warehouse.duckdb")).resolve(),
+            dagster_home=Path(env.get("DAGSTER_HOME", home / "dagster_home")).resolve(),
+            reports_dir=Path(env.get("MLOPS_REPORTS_DIR", home / "reports")).resolve(),
+            mlflow_dir=Path(env.get("MLOPS_MLFLOW_DIR", home / "mlflow")).resolve(),
+        )
+
+    def export(self) -> None:
+        """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH)."""
+        os.environ["MLOPS_HOME"] = str(self.home)
+        os.environ["MLOPS_DATA_DIR"] = str(self.data_dir)
+        os.environ["MLOPS_DUCKDB_PATH"] = str(self.duckdb_path)
+        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
