@@ -9,11 +9,12 @@ quarantine.rejected_rows with their reason.
 from __future__ import annotations
 
 import duckdb
+import pandas as pd
 
 from mlops_core.contracts import SOURCES, SourceContract
 
 _SQL_TYPES = {
-    "str": "VARCHAR",
+    "string[pyarrow]": "VARCHAR",
     "float64": "DOUBLE",
     "bool": "BOOLEAN",
     # Stored as naive TIMESTAMP holding UTC, so no session time zone can shift it.
@@ -80,3 +81,110 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(raw_table_ddl(contract))
     con.execute(QUARANTINE_DDL)
     con.execute(LOAD_LOG_DDL)
+
+
+def _registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> str:
+    con.register(name, frame)
+    return name
+
+
+def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract):
+    """For each reference of the contract, the frame rows whose id is not in the
+    accepted rows of the referenced source. Returns (index label, column, value) rows."""
+    found = []
+    for ref in contract.references:
+        keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "ref_id": frame[ref.column].to_numpy()})
+        view = _registered(con, "_refs_to_check", keys)
+        missing = con.execute(
+            f"""
+            SELECT k.row_label, k.ref_id FROM {view} k
+            ANTI JOIN (SELECT DISTINCT {SOURCES[ref.source].id_column} AS id
+                       FROM {raw_table(ref.source)} WHERE _batch_status = 'accepted') known
+            ON k.ref_id = known.id
+            """
+        ).df()
+        con.unregister(view)
+        missing["column"] = ref.column
+        missing["source"] = ref.source
+        found.append(missing)
+    if not found:
+        return pd.DataFrame(columns=["row_label", "ref_id", "column", "source"])
+    return pd.concat(found, ignore_index=True)
+
+
+def ids_loaded_in_other_partitions(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract, partitions: list):
+    """Rows whose id already exists in a partition outside this run (events only)."""
+    keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "id": frame[contract.id_column].to_numpy()})
+    view = _registered(con, "_ids_to_check", keys)
+    clash = con.execute(
+        f"""
+        SELECT k.row_label, k.id, min(t._partition_date) AS other_partition
+        FROM {view} k JOIN {raw_table(contract.name)} t ON k.id = t.{contract.id_column}
+        WHERE t._partition_date NOT IN (SELECT unnest($partitions::DATE[]))
+        GROUP BY ALL
+        """,
+        {"partitions": partitions},
+    ).df()
+    con.unregister(view)
+    return clash
+
+
+def load_history(con: duckdb.DuckDBPyConnection, source: str):
+    """The load log of a source: one row per partition ever loaded, oldest first."""
+    return con.execute(
+        "SELECT partition_date, status, n_landed, failed_checks, fingerprint FROM raw.load_log "
+        "WHERE source = ? ORDER BY partition_date",
+        [source],
+    ).df()
+
+
+def replace_partitions(
+    con: duckdb.DuckDBPyConnection,
+    contract: SourceContract,
+    partitions: list,
+    accepted,
+    rejected,
+    load_log,
+) -> None:
+    """Atomically replace the given partitions' raw rows, quarantined rows and load log.
+
+    Re-materializing a day therefore replaces it and never duplicates it.
+    """
+    table = raw_table(contract.name)
+    columns = contract.columns + list(LINEAGE_COLUMNS)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        params = {"partitions": partitions}
+        con.execute(f"DELETE FROM {table} WHERE _partition_date IN (SELECT unnest($partitions::DATE[]))", params)
+        con.execute(
+            "DELETE FROM quarantine.rejected_rows WHERE source = $source "
+            "AND partition_date IN (SELECT unnest($partitions::DATE[]))",
+            {**params, "source": contract.name},
+        )
+        con.execute(
+            "DELETE FROM raw.load_log WHERE source = $source AND partition_date IN (SELECT unnest($partitions::DATE[]))",
+            {**params, "source": contract.name},
+        )
+        if len(accepted):
+            con.register("_accepted_rows", accepted)
+            con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _accepted_rows")
+            con.unregister("_accepted_rows")
+        if len(rejected):
+            con.register("_rejected_rows", rejected)
+            con.execute(
+                "INSERT INTO quarantine.rejected_rows SELECT $source, partition_date, source_file, row_number, "
+                "check_name, reason, record, run_id, quarantined_at FROM _rejected_rows",
+                {"source": contract.name},
+            )
+            con.unregister("_rejected_rows")
+        con.register("_load_log_rows", load_log)
+        con.execute(
+            "INSERT INTO raw.load_log SELECT $source, partition_date, status, n_landed, n_accepted, n_rejected, "
+            "failed_checks, fingerprint, run_id, loaded_at FROM _load_log_rows",
+            {"source": contract.name},
+        )
+        con.unregister("_load_log_rows")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

@@ -1,0 +1,16 @@
+"""Names shared across asset families: groups, partitions, job names."""
+
+import os
+
+import dagster as dg
+
+# Asset groups, one per stage of the platform, shown as boxes in the Dagster UI.
+INGESTION = "ingestion"
+WAREHOUSE = "warehouse"
+
+DATA_LAYER_JOB = "data_layer_job"
+
+# The first day the landing zone can hold. Demo data defaults to the days before
+# today, so this only needs to be early enough; override for older histories.
+PARTITIONS_START = os.environ.get("MLOPS_PARTITIONS_START", "2025-01-01")
+daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)

@@ -1,0 +1,205 @@
+"""The `mlops` command line. Heavy imports (dagster, the code location) happen inside
+the commands that need them, so `mlops demo generate` starts fast."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+
+from mlops_core.settings import REPO_ROOT, Settings
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def prepare_instance(settings: Settings) -> None:
+    """Create local state and install the repo's instance profile into DAGSTER_HOME."""
+    settings.export()
+    settings.ensure_dirs()
+    instance_yaml = settings.dagster_home / "dagster.yaml"
+    template = REPO_ROOT / "dagster.yaml"
+    if not instance_yaml.exists() or instance_yaml.read_text() != template.read_text():
+        shutil.copyfile(template, instance_yaml)
+
+
+@click.group()
+def main() -> None:
+    """MLOps platform: demo data, the data layer and the Dagster UI."""
+
+
+@main.group()
+def demo() -> None:
+    """Generate demo data and run the platform end to end on it."""
+
+
+def _scenario_help() -> str:
+    from mlops_core.datagen.generator import SCENARIOS
+
+    return "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+
+
+@demo.command("generate")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day, YYYY-MM-DD.")
+@click.option("--days", type=click.IntRange(min=1), required=True, help="Number of days.")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True, help="Mean transactions per day.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same files.")
+@click.option("--scenario", default="baseline", show_default=True, help="See `mlops demo scenarios`.")
+@click.option("--drift-day", type=click.IntRange(min=0), default=None, help="0-based day the scenario starts (default: days // 2).")
+@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--landing-dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_DATA_DIR/landing.")
+def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_format, landing_dir) -> None:
+    """Write a realistic card-transaction landing zone (transactions, late labels, accounts)."""
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+
+    landing_dir = landing_dir or Settings.from_env().landing_dir
+    try:
+        spec = DemoSpec(
+            start=start.date(), days=days, rows_per_day=rows_per_day, seed=seed,
+            scenario=scenario, drift_day=drift_day, file_format=file_format,
+        )
+        summary = generate_landing(spec, landing_dir)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(f"Wrote {len(summary.files)} files to {landing_dir}")
+    click.echo(f"Rows per source: {summary.rows_per_source}; fraud rate {summary.fraud_rate:.2%}")
+
+
+@demo.command("scenarios")
+def demo_scenarios() -> None:
+    """List the demo data scenarios."""
+    from mlops_core.datagen.generator import SCENARIOS
+
+    for name, text in SCENARIOS.items():
+        click.echo(f"{name:28s} {text}")
+
+
+def run_data_layer(first: date, last: date) -> bool:
+    """Materialize the data layer for a range of days as one run on the local instance."""
+    import dagster as dg
+
+    from mlops_assets.constants import DATA_LAYER_JOB
+    from mlops_assets.definitions import defs
+
+    job = defs.resolve_job_def(DATA_LAYER_JOB)
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    return result.success
+
+
+def _print_where_to_look(settings: Settings) -> None:
+    import duckdb
+
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        loads = con.execute(
+            "SELECT source, count(*) FILTER (status = 'accepted'), count(*) FILTER (status = 'held'), "
+            "sum(n_accepted), sum(n_rejected) FROM raw.load_log GROUP BY source ORDER BY source"
+        ).fetchall()
+        marts = con.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1"
+        ).fetchall()
+        counts = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for (name,) in marts}
+    click.echo("\nData layer")
+    for source, accepted, held, rows, rejected in loads:
+        click.echo(f"  raw.{source:13s} {accepted} day(s) accepted, {held} held; {rows} rows loaded, {rejected} quarantined")
+    for name, n in counts.items():
+        click.echo(f"  {name:28s} {n} rows")
+    click.echo("\nWhere to look")
+    click.echo(f"  Dagster UI:      .venv/bin/mlops ui   then open http://127.0.0.1:3000 (runs, asset graph, checks)")
+    click.echo(f"  DuckDB file:     {settings.duckdb_path}")
+    click.echo(f"                   e.g. .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True).sql('from marts.transactions_enriched limit 5'))\"")
+    click.echo("  Rejected rows:   quarantine.rejected_rows (source, partition_date, source_file, row_number, check_name, reason, record)")
+    click.echo(f"  Landing zone:    {settings.landing_dir}")
+    click.echo(f"  Reports:         {settings.reports_dir}")
+    click.echo(f"  DAGSTER_HOME:    {settings.dagster_home}")
+
+
+@demo.command("run")
+@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True, help="Days of history ending yesterday.")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scenario", default="baseline", show_default=True)
+@click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs).")
+def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
+    """The main job: generate demo data, then materialize the data layer; prints where to look."""
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+
+    settings = Settings.from_env()
+    if fresh:
+        for path in (settings.data_dir, settings.dagster_home, settings.reports_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        settings.duckdb_path.unlink(missing_ok=True)
+    prepare_instance(settings)
+    from mlops_assets.transform.project import ensure_manifest
+
+    ensure_manifest()
+    first = _today() - timedelta(days=days)
+    last = _today() - timedelta(days=1)
+    try:
+        spec = DemoSpec(start=first, days=days, rows_per_day=rows_per_day, seed=seed, scenario=scenario)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    summary = generate_landing(spec, settings.landing_dir)
+    click.echo(f"Generated {summary.rows_per_source} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
+    ok = run_data_layer(first, last)
+    _print_where_to_look(settings)
+    if not ok:
+        click.echo("\nThe run failed: a blocking data gate stopped it (see the checks in the UI and quarantine.rejected_rows).", err=True)
+        sys.exit(1)
+
+
+@main.command("ingest")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day to (re)load.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: --start).")
+def ingest(start, end) -> None:
+    """(Re)materialize the data layer for landed days, e.g. after fixing a file."""
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    from mlops_assets.transform.project import ensure_manifest
+
+    ensure_manifest()
+    first = start.date()
+    last = (end or start).date()
+    ok = run_data_layer(first, last)
+    _print_where_to_look(settings)
+    sys.exit(0 if ok else 1)
+
+
+@main.command("prepare")
+def prepare() -> None:
+    """Create local state, install the instance profile and parse the dbt project (no network)."""
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    from mlops_assets.transform.project import ensure_manifest
+
+    click.echo(f"dbt manifest: {ensure_manifest()}")
+    click.echo(f"DAGSTER_HOME: {settings.dagster_home}")
+
+
+@main.command("ui")
+@click.option("--port", type=int, default=3000, show_default=True)
+def ui(port) -> None:
+    """Start the Dagster UI and daemon on 127.0.0.1 for this project."""
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    from mlops_assets.transform.project import ensure_manifest
+
+    ensure_manifest()
+    dagster = Path(sys.executable).with_name("dagster")
+    cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    raise SystemExit(subprocess.call(cmd, cwd=REPO_ROOT, env=os.environ.copy()))
+
+
+if __name__ == "__main__":
+    main()
