@@ -35,7 +35,7 @@ def transactions(day: str, n: int = 10, prefix: str | None = None, accounts_=("a
             "currency": ["USD"] * n,
             "channel": ["online", "in_store"] * (n // 2) + ["online"] * (n % 2),
             "country": ["US"] * (n - 1) + ["FR"],
-            "event_timestamp": [start + pd.Timedelta(minutes=37 * i) for i in range(n)],
+            "event_timestamp": [start + pd.Timedelta(seconds=int(i * 86_399 / n)) for i in range(n)],
         }
     )
 
