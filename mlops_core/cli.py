@@ -68,7 +68,7 @@ def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_for
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     click.echo(f"Wrote {len(summary.files)} files to {landing_dir}")
-    click.echo(f"Rows per source: {summary.rows_per_source}; fraud rate {summary.fraud_rate:.2%}")
+    click.echo(f"Rows per source: {summary.rows}; fraud rate {summary.fraud_rate:.2%}")
 
 
 @demo.command("scenarios")
@@ -150,7 +150,7 @@ def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     summary = generate_landing(spec, settings.landing_dir)
-    click.echo(f"Generated {summary.rows_per_source} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
+    click.echo(f"Generated {summary.rows} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
     ok = run_data_layer(first, last)
     _print_where_to_look(settings)
     if not ok:

@@ -1,0 +1,133 @@
+"""Data-layer benchmark: ~10M transactions through ingestion, validation and dbt marts.
+
+Usage: .venv/bin/python benchmarks/data_layer.py [--days 365] [--rows-per-day 27400]
+
+Measures, in one run on the same generated landing zone:
+  ours  - the data_layer_job (pandera gates, quarantine, load log, dbt build), in process
+  floor - the peer: DuckDB reading the same files with no validation at all, then the same dbt build
+Each leg runs in a fresh child process so its peak RSS is its own; dbt's own peak is
+reported from its child process. Results are appended to benchmarks/RESULTS.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+
+
+def _peak_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def leg_ours(first: str, last: str) -> dict:
+    from mlops_core.cli import prepare_instance, run_data_layer
+    from mlops_core.settings import Settings
+
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    start = time.perf_counter()
+    ok = run_data_layer(date.fromisoformat(first), date.fromisoformat(last))
+    return {"ok": ok, "seconds": time.perf_counter() - start}
+
+
+def leg_floor(first: str, last: str) -> dict:
+    """No validation: read every landing file straight into raw tables, then dbt build."""
+    import duckdb
+
+    from mlops_core.contracts import SOURCES
+    from mlops_core.settings import Settings
+    from mlops_core.warehouse import ensure_schema
+
+    settings = Settings.from_env()
+    settings.export()
+    start = time.perf_counter()
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        ensure_schema(con)
+        for name, contract in SOURCES.items():
+            columns = ", ".join(contract.columns)
+            con.execute(
+                f"""INSERT INTO raw.{name} SELECT {columns}, CAST(regexp_extract(filename, 'date=([0-9-]+)', 1) AS DATE),
+                filename, 0, 'accepted', 'floor', now()::TIMESTAMP
+                FROM read_parquet('{settings.landing_dir}/{name}/date=*/*.parquet', filename=true)"""
+            )
+    load_seconds = time.perf_counter() - start
+    dbt = Path(sys.executable).with_name("dbt")
+    project = Path(__file__).resolve().parents[1] / "dbt_project"
+    subprocess.run([str(dbt), "build", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"], check=True)
+    return {"ok": True, "seconds": time.perf_counter() - start, "load_seconds": load_seconds}
+
+
+def run_leg(name: str, home: Path, first: str, last: str, data_dir: Path) -> dict:
+    """Run one leg in a child process against its own MLOPS_HOME and the shared landing zone."""
+    shutil.rmtree(home, ignore_errors=True)
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_DATA_DIR": str(data_dir)}
+    for key in ("MLOPS_DUCKDB_PATH", "DAGSTER_HOME"):
+        env.pop(key, None)
+    out = subprocess.run(
+        [sys.executable, __file__, "--leg", name, "--first", first, "--last", last],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--rows-per-day", type=int, default=27_400)
+    parser.add_argument("--repeats", type=int, default=1, help="Runs per leg; medians are reported.")
+    parser.add_argument("--leg", choices=["ours", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--first", help=argparse.SUPPRESS)
+    parser.add_argument("--last", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.leg:
+        result = (leg_ours if args.leg == "ours" else leg_floor)(args.first, args.last)
+        result["peak_rss_mb"] = _peak_mb(resource.RUSAGE_SELF)
+        result["peak_rss_children_mb"] = _peak_mb(resource.RUSAGE_CHILDREN)
+        print(json.dumps(result))
+        return
+
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+
+    data_dir = WORK / "data"
+    shutil.rmtree(WORK, ignore_errors=True)
+    first = date.today() - timedelta(days=args.days + 1)
+    last = first + timedelta(days=args.days - 1)
+    start = time.perf_counter()
+    summary = generate_landing(
+        DemoSpec(start=first, days=args.days, rows_per_day=args.rows_per_day, seed=11), data_dir / "landing"
+    )
+    generate_seconds = time.perf_counter() - start
+    rows = summary.rows
+    print(f"generated {rows} in {generate_seconds:.1f} s; peak RSS {_peak_mb(resource.RUSAGE_SELF):.0f} MB")
+
+    results = {"ours": [], "floor": []}
+    for _ in range(args.repeats):
+        for leg in ("floor", "ours"):
+            outcome = run_leg(leg, WORK / f"home_{leg}", first.isoformat(), last.isoformat(), data_dir)
+            results[leg].append(outcome)
+            print(leg, outcome)
+    total_rows = sum(rows.values())
+    for leg, runs in results.items():
+        seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+        peak = max(r["peak_rss_mb"] for r in runs)
+        child = max(r["peak_rss_children_mb"] for r in runs)
+        print(
+            f"{leg:6s} median {seconds:6.1f} s  {total_rows / seconds:>10,.0f} rows/s  "
+            f"peak RSS {peak:,.0f} MB (dbt child {child:,.0f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+with
+
+source as (
+
+    select * from {{ source('raw', 'accounts') }}
+    where _batch_status = 'accepted'
+
+),
+
+renamed as (
+
+    select
+        account_id,
+        created_at,
+        home_country,
+        age_band,
+        _partition_date as landed_date,
+        _loaded_at as loaded_at,
+        _row_number as row_number_in_file
+
+    from source
+
+),
+
+latest_snapshot as (
+
+    select * from renamed
+    qualify row_number() over (
+        partition by account_id
+        order by landed_date desc, loaded_at desc, row_number_in_file desc
+    ) = 1
+
+)
+
+select
+    account_id,
+    created_at,
+    home_country,
+    age_band,
+    landed_date
+
+from latest_snapshot

@@ -1,0 +1,221 @@
+"""The dbt project: its accepted values follow the landing contract, and a build over a
+tiny raw layer gives the marts we expect."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from mlops_core import contracts
+from mlops_core.warehouse import LINEAGE_COLUMNS, ensure_schema
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+
+# Every (node, column) whose values the contract restricts, and the tuple it must match.
+EXPECTED_ACCEPTED_VALUES = {
+    ("fx_rates", "currency"): contracts.CURRENCIES,
+    ("stg_landing__accounts", "home_country"): contracts.COUNTRIES,
+    ("stg_landing__accounts", "age_band"): contracts.AGE_BANDS,
+    ("stg_landing__transactions", "merchant_category"): contracts.MERCHANT_CATEGORIES,
+    ("stg_landing__transactions", "currency"): contracts.CURRENCIES,
+    ("stg_landing__transactions", "channel"): contracts.CHANNELS,
+    ("stg_landing__transactions", "country"): contracts.COUNTRIES,
+    ("stg_landing__labels", "label_source"): contracts.LABEL_SOURCES,
+}
+
+
+def _accepted_values_in_project() -> dict[tuple[str, str], list[tuple[str, ...]]]:
+    found: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for path in sorted(DBT_PROJECT_DIR.glob("**/*.yml")):
+        if path.name in ("dbt_project.yml", "profiles.yml") or path.relative_to(DBT_PROJECT_DIR).parts[0] == "target":
+            continue
+        document = yaml.safe_load(path.read_text()) or {}
+        for node in document.get("models", []) + document.get("seeds", []):
+            for column in node.get("columns", []):
+                for test in column.get("data_tests", []) + column.get("tests", []):
+                    if isinstance(test, dict) and "accepted_values" in test:
+                        spec = test["accepted_values"]
+                        values = spec.get("arguments", spec)["values"]
+                        found.setdefault((node["name"], column["name"]), []).append(tuple(values))
+    return found
+
+
+@pytest.mark.slow
+def test_accepted_values_match_the_landing_contract() -> None:
+    found = _accepted_values_in_project()
+
+    assert set(found) == set(EXPECTED_ACCEPTED_VALUES)
+    for key, expected in EXPECTED_ACCEPTED_VALUES.items():
+        assert found[key] == [expected], key
+
+    with (DBT_PROJECT_DIR / "seeds" / "fx_rates.csv").open() as handle:
+        seeded = [row["currency"] for row in csv.DictReader(handle)]
+    assert sorted(seeded) == sorted(contracts.CURRENCIES)
+
+
+def _fx_rate(currency: str) -> float:
+    with (DBT_PROJECT_DIR / "seeds" / "fx_rates.csv").open() as handle:
+        rates = {row["currency"]: float(row["usd_per_unit"]) for row in csv.DictReader(handle)}
+    return rates[currency]
+
+
+ACCOUNT_COLUMNS = ("account_id", "created_at", "home_country", "age_band")
+TRANSACTION_COLUMNS = (
+    "transaction_id", "account_id", "merchant_id", "merchant_category",
+    "amount", "currency", "channel", "country", "event_timestamp",
+)
+LABEL_COLUMNS = ("transaction_id", "is_fraud", "labeled_at", "label_source")
+A1_CREATED = datetime(2023, 6, 1)
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], batches: list[tuple[date, str, list[tuple]]]
+) -> None:
+    """Insert rows as ingestion would: one batch per (partition day, status)."""
+    for partition_date, status, rows in batches:
+        for row_number, row in enumerate(rows):
+            lineage = {
+                "_partition_date": partition_date,
+                "_source_file": f"{table}/{partition_date}.csv",
+                "_row_number": row_number,
+                "_batch_status": status,
+                "_run_id": "test-run",
+                "_loaded_at": datetime.combine(partition_date, datetime.min.time()).replace(hour=23),
+            }
+            assert set(lineage) == set(LINEAGE_COLUMNS)
+            names = ", ".join(columns + tuple(lineage))
+            values = list(row) + list(lineage.values())
+            con.execute(f"INSERT INTO raw.{table} ({names}) VALUES ({', '.join('?' * len(values))})", values)
+
+
+def _seed_raw_layer(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    try:
+        ensure_schema(con)
+        # a1 re-lands with a new home country: that later snapshot must win, the still
+        # later held one must not. a3 exists only in a held batch.
+        _insert(con, "accounts", ACCOUNT_COLUMNS, [
+            (date(2024, 1, 1), "accepted", [
+                ("a1", A1_CREATED, "US", "25-34"),
+                ("a2", datetime(2024, 1, 1, 23), "CA", "18-24"),
+            ]),
+            (date(2024, 1, 3), "accepted", [("a1", A1_CREATED, "GB", "35-44")]),
+            (date(2024, 1, 4), "held", [
+                ("a1", A1_CREATED, "JP", "45-54"),
+                ("a3", datetime(2024, 1, 4, 8), "DE", "65+"),
+            ]),
+        ])
+        _insert(con, "transactions", TRANSACTION_COLUMNS, [
+            # t2 comes 23 h 59 min after a2 opened: one calendar day later, 0 whole days old.
+            (date(2024, 1, 2), "accepted", [
+                ("t2", "a2", "m2", "digital_goods", 50.0, "CAD", "online", "US", datetime(2024, 1, 2, 22, 59)),
+            ]),
+            (date(2024, 1, 5), "accepted", [
+                ("t1", "a1", "m1", "retail", 100.0, "EUR", "in_store", "GB", datetime(2024, 1, 5, 10)),
+            ]),
+            (date(2024, 1, 6), "held", [
+                ("t3", "a1", "m3", "jewelry", 900.0, "USD", "online", "NG", datetime(2024, 1, 6, 3)),
+            ]),
+        ])
+        _insert(con, "labels", LABEL_COLUMNS, [
+            (date(2024, 1, 7), "accepted", [("t1", True, datetime(2024, 1, 7, 12), "customer_report")]),
+            # An accepted label for the held transaction t3: a warning, and not in the mart.
+            (date(2024, 1, 8), "accepted", [("t3", True, datetime(2024, 1, 8, 6), "customer_report")]),
+            (date(2024, 1, 20), "accepted", [("t1", True, datetime(2024, 1, 20, 9), "chargeback")]),
+            (date(2024, 2, 1), "accepted", [("t2", False, datetime(2024, 2, 1, 6), "maturity")]),
+            (date(2024, 2, 3), "held", [("t2", True, datetime(2024, 2, 3, 6), "chargeback")]),
+        ])
+    finally:
+        con.close()
+
+
+def _dbt_build(tmp_path: Path, duckdb_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MLOPS_DUCKDB_PATH": str(duckdb_path),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    return subprocess.run(
+        [
+            str(DBT_EXECUTABLE), "build",
+            "--project-dir", str(DBT_PROJECT_DIR),
+            "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(tmp_path / "target"),
+            "--log-path", str(tmp_path / "logs"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _rows_by_id(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, dict]:
+    """Query rows as dicts, keyed by the first column."""
+    cursor = con.execute(sql)
+    names = [column[0] for column in cursor.description]
+    return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+
+
+@pytest.mark.slow
+def test_dbt_build_gives_expected_marts(tmp_path: Path) -> None:
+    duckdb_path = tmp_path / "warehouse.duckdb"
+    _seed_raw_layer(duckdb_path)
+
+    result = _dbt_build(tmp_path, duckdb_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # The only warning: the accepted label of held transaction t3 has no transaction.
+    assert "WARN=1 " in result.stdout, result.stdout[-4000:]
+
+    con = duckdb.connect(str(duckdb_path), read_only=True)
+    try:
+        accounts = _rows_by_id(con, "SELECT account_id, home_country, age_band FROM staging.stg_landing__accounts")
+        enriched = _rows_by_id(con, "SELECT * FROM marts.transactions_enriched")
+        labels = _rows_by_id(con, "SELECT * FROM marts.transaction_labels")
+    finally:
+        con.close()
+
+    # Held accounts, transactions and labels never leave raw; the latest accepted snapshot wins.
+    assert {key: (row["home_country"], row["age_band"]) for key, row in accounts.items()} == {
+        "a1": ("GB", "35-44"),
+        "a2": ("CA", "18-24"),
+    }
+    assert set(enriched) == {"t1", "t2"}
+    assert set(labels) == {"t1", "t2"}
+
+    t1, t2 = enriched["t1"], enriched["t2"]
+    assert t1["amount_usd"] == pytest.approx(100.0 * _fx_rate("EUR"))
+    assert t2["amount_usd"] == pytest.approx(50.0 * _fx_rate("CAD"))
+    assert (t1["home_country"], t1["age_band"], t1["account_created_at"]) == ("GB", "35-44", A1_CREATED)
+    assert t1["account_age_days"] == (datetime(2024, 1, 5, 10) - A1_CREATED).days == 218
+    assert t2["account_age_days"] == 0
+    assert t1["is_foreign"] is False  # GB merchant, GB home; the stale US or held JP snapshot would say foreign
+    assert t2["is_foreign"] is True  # US merchant, CA home
+    assert (t1["is_online"], t2["is_online"]) == (False, True)
+    # 2024-01-05 is a Friday and 2024-01-02 a Tuesday; 0 = Monday.
+    calendar = ("event_date", "hour_of_day", "day_of_week", "is_weekend")
+    assert tuple(t1[c] for c in calendar) == (date(2024, 1, 5), 10, 4, False)
+    assert tuple(t2[c] for c in calendar) == (date(2024, 1, 2), 22, 1, False)
+    assert (t1["merchant_category"], t1["amount"], t1["currency"], t1["landed_date"]) == (
+        "retail", 100.0, "EUR", date(2024, 1, 5)
+    )
+
+    # t1: the later chargeback replaced the customer report; t2: the held chargeback did not count.
+    verdict = ("is_fraud", "labeled_at", "label_source", "event_timestamp")
+    assert tuple(labels["t1"][c] for c in verdict) == (
+        True, datetime(2024, 1, 20, 9), "chargeback", datetime(2024, 1, 5, 10)
+    )
+    assert tuple(labels["t2"][c] for c in verdict) == (
+        False, datetime(2024, 2, 1, 6), "maturity", datetime(2024, 1, 2, 22, 59)
+    )
+    assert labels["t1"]["label_delay_days"] == pytest.approx(14 + 23 / 24)
+    assert labels["t2"]["label_delay_days"] == pytest.approx(29 + 7 / 24 + 1 / 24 / 60)

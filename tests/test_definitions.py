@@ -1,0 +1,41 @@
+"""The code location loads and is wired as designed."""
+
+import dagster as dg
+
+from mlops_assets.constants import DATA_LAYER_JOB, INGESTION, WAREHOUSE
+from mlops_assets.definitions import defs
+from mlops_core.contracts import SOURCES
+from mlops_core.ingestion import CHECK_LANDING_UNCHANGED, gate_checks
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def(DATA_LAYER_JOB) is not None
+
+
+def test_raw_assets_carry_blocking_gates():
+    graph = defs.resolve_asset_graph()
+    for name, contract in SOURCES.items():
+        key = dg.AssetKey(f"raw_{name}")
+        node = graph.get(key)
+        assert node.group_name == INGESTION
+        assert node.partitions_def is not None
+        specs = {spec.name: spec for spec in defs.resolve_assets_def(key).check_specs}
+        assert {n for n, s in specs.items() if s.blocking} == set(gate_checks(contract))
+        assert not specs[CHECK_LANDING_UNCHANGED].blocking
+
+
+def test_dbt_sources_are_the_raw_assets_and_tests_are_checks():
+    graph = defs.resolve_asset_graph()
+    staging = dg.AssetKey(["staging", "stg_landing__transactions"])
+    assert dg.AssetKey("raw_transactions") in graph.get(staging).parent_keys
+    mart = dg.AssetKey(["marts", "transactions_enriched"])
+    assert graph.get(mart).group_name == WAREHOUSE
+    mart_checks = {k.name for k in graph.asset_check_keys if k.asset_key == mart}
+    assert "unique_transactions_enriched_transaction_id" in mart_checks
+
+
+def test_references_order_ingestion():
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey("raw_accounts") in graph.get(dg.AssetKey("raw_transactions")).parent_keys
+    assert dg.AssetKey("raw_transactions") in graph.get(dg.AssetKey("raw_labels")).parent_keys
