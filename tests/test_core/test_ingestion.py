@@ -192,3 +192,22 @@ def test_chunking_does_not_change_the_outcome(landing):
         )
     assert results[0] == results[1] == results[2]
     assert results[0][1] == (6,)
+
+
+def test_ids_repeated_across_chunks_of_one_run_are_caught(con, landing):
+    run = days("2026-01-01", 3)
+    lf.write(landing, "accounts", run[0], lf.accounts())
+    for day in run:
+        lf.write(landing, "transactions", day, lf.transactions(day.isoformat(), n=60))
+    repeat = lf.transactions(run[2].isoformat(), n=60)
+    repeat.loc[0, "transaction_id"] = "t20260101_7"
+    lf.write(landing, "transactions", run[2], repeat)
+    ingest_partitions(con, landing, ACCOUNTS, run[:1], now=NOW)
+    report = ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW, chunk_rows=50)
+    assert report.rejected_by_check[CHECK_UNIQUE_IDS] == 1
+    assert quarantined(con, "transactions")["reason"].tolist() == [
+        "transaction_id: 't20260101_7' already loaded from partition 2026-01-01"
+    ]
+    # Re-materializing the same run must not flag a day's ids against its own earlier load.
+    again = ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW, chunk_rows=50)
+    assert again.rejected_by_check[CHECK_UNIQUE_IDS] == 1
