@@ -1,13 +1,10 @@
 """The one place that chooses the environment's resources (local, CI; production in a later profile)."""
 
-import sys
-from pathlib import Path
-
 import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
-from mlops_assets.transform.project import dbt_project
+from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
 from mlops_core.settings import Settings
 from resources.landing import LandingZone
 
@@ -20,10 +17,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     return {
         "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
         "landing": LandingZone(root=str(settings.landing_dir)),
-        # The venv's dbt, so it works without the venv on PATH (cron, the UI, CI).
         "dbt": DbtCliResource(
-            project_dir=dbt_project,
-            profiles_dir=str(dbt_project.profiles_dir),
-            dbt_executable=str(Path(sys.executable).with_name("dbt")),
+            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),
     }

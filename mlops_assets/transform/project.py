@@ -1,12 +1,16 @@
 """The dbt project, and preparing its manifest without network or a database."""
 
+import os
+import sys
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
 
-from mlops_core.settings import REPO_ROOT
+from mlops_core.settings import REPO_ROOT, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+# The venv's dbt, so nothing depends on the venv being on PATH (CI, cron, the UI).
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -17,5 +21,8 @@ def ensure_manifest() -> Path:
     `dbt parse` needs neither network nor the warehouse; later loads reuse the file.
     """
     if not dbt_project.manifest_path.exists():
-        dbt_project.preparer.prepare(dbt_project)
+        # profiles.yml renders env_var('MLOPS_DUCKDB_PATH'); parsing never opens the file.
+        os.environ.setdefault("MLOPS_DUCKDB_PATH", str(Settings.from_env().duckdb_path))
+        dbt = DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE)
+        dbt.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
     return dbt_project.manifest_path
