@@ -101,19 +101,20 @@ def run_leg(name: str, home: Path, first: str, last: str, data_dir: Path) -> dic
     env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_DATA_DIR": str(data_dir)}
     for key in ("MLOPS_DUCKDB_PATH", "DAGSTER_HOME"):
         env.pop(key, None)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--leg", name, "--first", first, "--last", last],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    # Output goes to files: a pipe that nobody reads while we poll fills up and blocks the leg.
+    stdout_path, stderr_path = home.with_suffix(".stdout"), home.with_suffix(".stderr")
+    with stdout_path.open("w") as out, stderr_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--leg", name, "--first", first, "--last", last], env=env, stdout=out, stderr=err
+        )
     # The leg and its dbt child overlap in time: sample the whole tree's RSS, 5 times a second.
     tree_peak = 0
     while proc.poll() is None:
         tree_peak = max(tree_peak, _tree_rss_bytes(proc.pid))
         time.sleep(0.2)
-    stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"leg {name} failed:\n{stderr[-4000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+        raise SystemExit(f"leg {name} failed:\n{stderr_path.read_text()[-4000:]}")
+    result = json.loads(stdout_path.read_text().strip().splitlines()[-1])
     result["peak_tree_rss_mb"] = tree_peak / 2**20
     return result
 
