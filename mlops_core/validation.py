@@ -69,8 +69,18 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
             else:
                 lowered = values.astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else v)
                 mapped = lowered.map(lambda v: True if v in _TRUE or v is True else False if v in _FALSE or v is False else None)
-                cast = mapped.astype(object)
-            expected = "true or false"
+                # numpy bools cannot hold a null, so null flags are rejected here rather
+                # than by pandera; the rejected rows are dropped before anything reads them.
+                nulls = values.isna()
+                if nulls.any():
+                    failures.append(pd.Series(f"{column}: null not allowed", index=values.index[nulls], dtype=object))
+                unparsed = values.notna() & mapped.isna()
+                if unparsed.any():
+                    failures.append(
+                        pd.Series([f"{column}: expected true or false, found {v!r}" for v in values[unparsed]], index=values.index[unparsed])
+                    )
+                typed[column] = mapped.eq(True)
+                continue
         elif dtype.startswith("datetime64"):
             if pd.api.types.is_datetime64_any_dtype(values):
                 cast = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
@@ -91,9 +101,6 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
             )
         typed[column] = cast
     coerced = pd.DataFrame(typed, index=frame.index)
-    for column in contract.columns:
-        if contract.dtype_of(column) == "bool" and coerced[column].notna().all():
-            coerced[column] = coerced[column].astype(bool)
     reasons = _join_reasons(frame.index, pd.concat(failures) if failures else pd.Series([], dtype=object))
     return coerced, RowRejections(CHECK_VALUES, reasons)
 
@@ -108,17 +115,8 @@ def contract_violations(frame: pd.DataFrame, contract: SourceContract) -> RowRej
     """Ranges, allowed values, lengths and nulls, as the pandera model defines them."""
     if frame.empty:
         return RowRejections(CHECK_VALUES, pd.Series([], dtype=object))
-    schema = contract.schema
-    # Bool columns with nulls are object dtype after coercion; only their nulls are wrong.
-    with_nullable_bools = frame.copy()
-    null_reasons = []
-    for column in contract.columns:
-        if contract.dtype_of(column) == "bool" and with_nullable_bools[column].dtype != bool:
-            nulls = with_nullable_bools[column].isna()
-            null_reasons.append(pd.Series(f"{column}: null not allowed", index=frame.index[nulls]))
-            with_nullable_bools[column] = with_nullable_bools[column].fillna(False).astype(bool)
     try:
-        schema.validate(with_nullable_bools, lazy=True)
+        contract.schema.validate(frame, lazy=True)
         cases = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
@@ -132,8 +130,7 @@ def contract_violations(frame: pd.DataFrame, contract: SourceContract) -> RowRej
         index=pd.Index(row_cases["index"].to_numpy(), dtype=frame.index.dtype),
         dtype=object,
     )
-    reasons = pd.concat([described, *null_reasons]) if null_reasons else described
-    return RowRejections(CHECK_VALUES, _join_reasons(frame.index, reasons))
+    return RowRejections(CHECK_VALUES, _join_reasons(frame.index, described))
 
 
 def timestamp_violations(frame: pd.DataFrame, contract: SourceContract, now: pd.Timestamp) -> RowRejections:

@@ -52,7 +52,16 @@ def test_boolean_text_is_mapped():
     frame["is_fraud"] = pd.Series(["true", "0", "maybe"], dtype="string[pyarrow]")
     typed, rejections = coerce_to_contract(frame, LABELS)
     assert rejections.reasons.to_dict() == {2: "is_fraud: expected true or false, found 'maybe'"}
+    assert typed["is_fraud"].dtype == bool
     assert typed["is_fraud"].tolist()[:2] == [True, False]
+
+
+def test_null_flags_are_rejected_not_defaulted():
+    frame = lf.labels(["t1", "t2"], "2026-01-05").astype({"is_fraud": object})
+    frame.loc[1, "is_fraud"] = None
+    typed, rejections = coerce_to_contract(frame, LABELS)
+    assert rejections.reasons.to_dict() == {1: "is_fraud: null not allowed"}
+    assert contract_violations(drop_rejected(typed, rejections), LABELS).reasons.empty
 
 
 def test_contract_violations_name_column_check_and_value():
