@@ -1,0 +1,346 @@
+"""Point-in-time correct features and training sets in DuckDB SQL, generated from the spec.
+
+Windowed aggregates use window frames `RANGE BETWEEN <w> PRECEDING AND CURRENT ROW
+EXCLUDE GROUP`: the frame holds the account's events in [t - w, t] and EXCLUDE GROUP
+drops every event at exactly t (the row itself and its ties), leaving [t - w, t).
+Account attributes come from an ASOF join on the snapshot valid strictly before t.
+Labels are the newest verdict known at the training cutoff.
+
+Identifiers in the SQL come only from the spec and from table names checked here;
+every user-supplied value (cutoff, maturity, split shares) is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from mlops_core.features.spec import (
+    ACCOUNT_COLUMNS,
+    ACCOUNT_FEATURES,
+    ACCOUNT_HISTORY_TABLE,
+    EVENTS_TABLE,
+    FEATURE_NAMES,
+    LABEL_EVENTS_TABLE,
+    REQUEST_FEATURES,
+    WINDOWED_FEATURES,
+    WINDOWS,
+    RequestFeature,
+    WindowedFeature,
+    spec_version,
+)
+from mlops_core.features.transforms import sql_expression
+
+TRAINING_SET_TABLE = "features.training_set"
+SPLITS = ("train", "validation", "test")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def checked_identifier(name: str) -> str:
+    """A table name fit to splice into SQL, or ValueError naming it."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain [schema.]table identifier: {name!r}")
+    return name
+
+
+def _window_clause(window: str) -> str:
+    seconds = WINDOWS[window]
+    return (
+        f"w_{window} as (partition by account_id order by event_timestamp "
+        f"range between interval {seconds} seconds preceding and current row exclude group)"
+    )
+
+
+def _windowed_sql(f: WindowedFeature) -> str:
+    w = f"w_{f.window}"
+    if f.aggregation == "count":
+        return f"count(*) over {w}"
+    if f.aggregation == "distinct_count":
+        return f"count(distinct {f.column}) over {w}"
+    if f.aggregation == "seconds_since_last":
+        last = f"max(event_timestamp) over {w}"
+        return f"coalesce((epoch_us(event_timestamp) - epoch_us({last})) / 1000000.0, {float(f.default)!r})"
+    function = {"sum": "sum", "mean": "avg", "max": "max"}[f.aggregation]
+    return f"coalesce({function}({f.column}) over {w}, {float(f.default)!r})"
+
+
+def _request_sql(f: RequestFeature) -> str:
+    return sql_expression(f, list(f.inputs))
+
+
+def point_in_time_features_sql(events: str = EVENTS_TABLE, account_history: str = ACCOUNT_HISTORY_TABLE) -> str:
+    """A query giving every event in `events` its features as of its own event_timestamp.
+
+    `events` needs the request fields (transaction_id, account_id, event_timestamp,
+    amount_usd, merchant_id, merchant_category, channel, country); `account_history`
+    needs account_id, valid_from, created_at, home_country, age_band.
+    """
+    events, account_history = checked_identifier(events), checked_identifier(account_history)
+    windows = sorted({f.window for f in WINDOWED_FEATURES}, key=lambda w: WINDOWS[w])
+    windowed = ",\n        ".join(f"{_windowed_sql(f)} as {f.name}" for f in WINDOWED_FEATURES)
+    account = ",\n        ".join(
+        f"coalesce(history.{f.column}, '{f.default}') as {f.name}" for f in ACCOUNT_FEATURES
+    )
+    request = ",\n        ".join(f"{_request_sql(f)} as {f.name}" for f in REQUEST_FEATURES)
+    # Snapshot columns request transforms read; those that are features themselves come coalesced.
+    raw_account = ", ".join(f"history.{c}" for c in ACCOUNT_COLUMNS if c not in {f.name for f in ACCOUNT_FEATURES})
+    return f"""
+with events as (
+    select transaction_id, account_id, event_timestamp, amount_usd, merchant_id,
+           merchant_category, channel, country
+    from {events}
+),
+windowed as (
+    select
+        events.*,
+        {windowed}
+    from events
+    window {", ".join(_window_clause(w) for w in windows)}
+),
+with_account as (
+    -- The snapshot valid strictly before the event; none => an unknown account.
+    select windowed.*, {raw_account},
+        {account}
+    from windowed
+    asof left join {account_history} as history
+        on windowed.account_id = history.account_id
+        and windowed.event_timestamp > history.valid_from
+)
+select
+    transaction_id, account_id, event_timestamp,
+    {", ".join(f.name for f in WINDOWED_FEATURES)},
+    {", ".join(f.name for f in ACCOUNT_FEATURES)},
+    {request}
+from with_account
+"""
+
+
+def brute_force_features_sql(sample: str, events: str = EVENTS_TABLE, account_history: str = ACCOUNT_HISTORY_TABLE) -> str:
+    """The same features recomputed the slow, obvious way for the entity rows in `sample`.
+
+    Every pair (entity row, earlier event of the account within 30 days) is joined and
+    each window is a FILTER on the pair's time difference: no window frames, no ASOF.
+    Used by the leakage check to audit point_in_time_features_sql on a sample.
+    """
+    sample, events, account_history = (checked_identifier(x) for x in (sample, events, account_history))
+    max_window = max(WINDOWS.values())
+    aggregates = []
+    for f in WINDOWED_FEATURES:
+        in_window = f"p.event_timestamp >= s.event_timestamp - interval {f.window_seconds} seconds"
+        if f.aggregation == "count":
+            expr = f"count(p.transaction_id) filter (where {in_window})"
+        elif f.aggregation == "distinct_count":
+            expr = f"count(distinct p.{f.column}) filter (where {in_window})"
+        elif f.aggregation == "seconds_since_last":
+            expr = (
+                f"coalesce((epoch_us(s.event_timestamp) - epoch_us(max(p.event_timestamp) filter (where {in_window}))) "
+                f"/ 1000000.0, {float(f.default)!r})"
+            )
+        else:
+            function = {"sum": "sum", "mean": "avg", "max": "max"}[f.aggregation]
+            expr = f"coalesce({function}(p.{f.column}) filter (where {in_window}), {float(f.default)!r})"
+        aggregates.append(f"{expr} as {f.name}")
+    account = ", ".join(f"coalesce(h.{f.column}, '{f.default}') as {f.name}" for f in ACCOUNT_FEATURES)
+    request = ",\n        ".join(f"{_request_sql(f)} as {f.name}" for f in REQUEST_FEATURES)
+    raw_account = ", ".join(f"h.{c}" for c in ACCOUNT_COLUMNS if c not in {f.name for f in ACCOUNT_FEATURES})
+    return f"""
+with entity as (
+    select e.transaction_id, e.account_id, e.event_timestamp, e.amount_usd, e.merchant_id,
+           e.merchant_category, e.channel, e.country
+    from {sample} as s join {events} as e using (transaction_id)
+),
+windowed as (
+    select s.transaction_id,
+        {", ".join(aggregates)}
+    from entity as s
+    left join {events} as p
+        on p.account_id = s.account_id
+        and p.event_timestamp < s.event_timestamp
+        and p.event_timestamp >= s.event_timestamp - interval {max_window} seconds
+    group by s.transaction_id, s.event_timestamp
+),
+latest_snapshot as (
+    select s.transaction_id, max(h.valid_from) as valid_from
+    from entity as s join {account_history} as h
+        on h.account_id = s.account_id and h.valid_from < s.event_timestamp
+    group by s.transaction_id
+),
+joined as (
+    select entity.*, windowed.* exclude (transaction_id), {raw_account}, {account}
+    from entity
+    join windowed using (transaction_id)
+    left join latest_snapshot using (transaction_id)
+    left join {account_history} as h
+        on h.account_id = entity.account_id and h.valid_from = latest_snapshot.valid_from
+)
+select transaction_id, account_id, event_timestamp,
+    {", ".join(f.name for f in WINDOWED_FEATURES)},
+    {", ".join(f.name for f in ACCOUNT_FEATURES)},
+    {request}
+from joined
+"""
+
+
+@dataclass(frozen=True)
+class TrainingSetSpec:
+    """What goes into a training set; all of it is recorded in the metadata."""
+
+    cutoff: dt.datetime
+    # A legitimate transaction gets its label only when it matures; younger ones have
+    # only their fraud labels, which would inflate the fraud rate of the latest split.
+    label_maturity_days: int = 45
+    validation_share: float = 0.15
+    test_share: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.cutoff.tzinfo is None:
+            raise ValueError(f"cutoff must be timezone-aware (UTC), got {self.cutoff!r}")
+        if self.label_maturity_days < 0:
+            raise ValueError(f"label_maturity_days must be >= 0, got {self.label_maturity_days}")
+        if not (0 < self.validation_share < 1 and 0 < self.test_share < 1 and self.validation_share + self.test_share < 1):
+            raise ValueError(
+                f"validation_share and test_share must be in (0, 1) and sum below 1, got "
+                f"{self.validation_share} and {self.test_share}"
+            )
+
+    @property
+    def cutoff_naive_utc(self) -> dt.datetime:
+        # The warehouse stores naive UTC timestamps.
+        return self.cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    @property
+    def entity_horizon(self) -> dt.datetime:
+        """Transactions at or after this instant are too young to have a mature label."""
+        return self.cutoff_naive_utc - dt.timedelta(days=self.label_maturity_days)
+
+
+@dataclass(frozen=True)
+class TrainingSetSummary:
+    rows: int
+    rows_by_split: dict[str, int]
+    fraud_rate_by_split: dict[str, float]
+    split_bounds: dict[str, tuple[str, str]]
+    entity_rows: int
+    labels_after_cutoff: int
+    unlabeled_mature_transactions: int
+    data_version: str
+
+
+def labels_known_at_cutoff_sql(labels: str = LABEL_EVENTS_TABLE) -> str:
+    """The newest verdict per transaction among those known by the cutoff ($cutoff)."""
+    labels = checked_identifier(labels)
+    return f"""
+select transaction_id, is_fraud, labeled_at, label_source
+from {labels}
+where labeled_at <= $cutoff
+qualify row_number() over (partition by transaction_id order by labeled_at desc, is_fraud desc) = 1
+"""
+
+
+def build_training_set(
+    con: duckdb.DuckDBPyConnection,
+    spec: TrainingSetSpec,
+    target: str = TRAINING_SET_TABLE,
+    events: str = EVENTS_TABLE,
+    account_history: str = ACCOUNT_HISTORY_TABLE,
+    labels: str = LABEL_EVENTS_TABLE,
+) -> TrainingSetSummary:
+    """Write `target`: one row per mature labelled transaction, features as of its event time.
+
+    Replaces the table in one transaction, so a failed build leaves the previous one.
+    """
+    target = checked_identifier(target)
+    params = {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon}
+    schema = target.split(".")[0] if "." in target else None
+    con.execute("begin transaction")
+    try:
+        if schema:
+            con.execute(f"create schema if not exists {schema}")
+        con.execute(
+            f"""
+create or replace table {target} as
+with labels as ({labels_known_at_cutoff_sql(labels)}),
+features as ({point_in_time_features_sql(events, account_history)}),
+entity as (
+    select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
+    from features join labels using (transaction_id)
+    where features.event_timestamp < $horizon
+),
+bounds as (
+    select
+        quantile_disc(event_timestamp, {1 - spec.validation_share - spec.test_share!r}) as train_end,
+        quantile_disc(event_timestamp, {1 - spec.test_share!r}) as validation_end
+    from entity
+)
+select
+    entity.*,
+    case
+        when event_timestamp <= bounds.train_end then 'train'
+        when event_timestamp <= bounds.validation_end then 'validation'
+        else 'test'
+    end as split
+from entity, bounds
+order by event_timestamp, transaction_id
+""",
+            params,
+        )
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+    return summarize_training_set(con, spec, target, events, labels)
+
+
+def summarize_training_set(
+    con: duckdb.DuckDBPyConnection,
+    spec: TrainingSetSpec,
+    target: str = TRAINING_SET_TABLE,
+    events: str = EVENTS_TABLE,
+    labels: str = LABEL_EVENTS_TABLE,
+) -> TrainingSetSummary:
+    target, events, labels = (checked_identifier(x) for x in (target, events, labels))
+    by_split = con.execute(
+        f"""select split, count(*), avg(cast(is_fraud as double)),
+                   cast(min(event_timestamp) as varchar), cast(max(event_timestamp) as varchar)
+            from {target} group by split"""
+    ).fetchall()
+    rows_by_split = {s: 0 for s in SPLITS}
+    fraud_rate = {s: 0.0 for s in SPLITS}
+    bounds: dict[str, tuple[str, str]] = {}
+    for split, n, rate, first, last in by_split:
+        rows_by_split[split], fraud_rate[split], bounds[split] = n, rate, (first, last)
+    params = {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon}
+    entity_rows = con.execute(
+        f"select count(*) from {events} where event_timestamp < $horizon", {"horizon": spec.entity_horizon}
+    ).fetchone()[0]
+    labels_after = con.execute(f"select count(*) from {labels} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}).fetchone()[0]
+    unlabeled = con.execute(
+        f"""select count(*) from {events} as e
+            where e.event_timestamp < $horizon
+              and not exists (select 1 from {labels} as l where l.transaction_id = e.transaction_id and l.labeled_at <= $cutoff)""",
+        params,
+    ).fetchone()[0]
+    return TrainingSetSummary(
+        rows=sum(rows_by_split.values()),
+        rows_by_split=rows_by_split,
+        fraud_rate_by_split=fraud_rate,
+        split_bounds=bounds,
+        entity_rows=entity_rows,
+        labels_after_cutoff=labels_after,
+        unlabeled_mature_transactions=unlabeled,
+        data_version=data_version(con, target),
+    )
+
+
+def data_version(con: duckdb.DuckDBPyConnection, table: str = TRAINING_SET_TABLE) -> str:
+    """A content hash of the table: order-independent, changes with any value, row or the spec."""
+    table = checked_identifier(table)
+    columns = ["transaction_id", "is_fraud", "labeled_at", "split", *FEATURE_NAMES]
+    rows, digest = con.execute(
+        f"select count(*), coalesce(sum(hash({', '.join(columns)})), 0) from {table}"
+    ).fetchone()
+    return hashlib.sha256(f"{rows}:{digest}:{spec_version()}".encode()).hexdigest()[:16]

@@ -1,0 +1,374 @@
+"""Online stores: where serving keeps each account's recent events and snapshots.
+
+The store holds raw events, not precomputed aggregates: windowed features are computed
+at request time from them (online.compute_features), which is what makes sliding
+windows exact at any instant. Two implementations of one interface:
+
+- SqliteOnlineStore: the embedded default, one file, WAL mode; survives restarts and
+  is shared by every process that opens the file;
+- RedisOnlineStore: the production store; one sorted set of events per account
+  scored by event time, one of snapshots, and a meta hash.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_core.features.online import MICROS, AccountEvents, AccountSnapshot, EventRecord
+from mlops_core.features.spec import MAX_WINDOW_SECONDS, spec_version
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """What the store can say about its own freshness."""
+
+    watermark_us: int | None  # newest event time held
+    offline_watermark_us: int | None  # newest event time of the last rebuild from the warehouse
+    materialized_at: float | None  # wall clock of the last rebuild (epoch seconds)
+    last_recorded_at: float | None  # wall clock of the last recorded scored transaction
+    events: int
+    accounts: int
+    spec_version: str | None
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        if self.watermark_us is None:
+            return None
+        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=self.watermark_us)
+
+
+class OnlineStore(abc.ABC):
+    """The interface serving and materialization use; every method is safe to retry."""
+
+    @abc.abstractmethod
+    def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
+        """Events with since_us <= ts < until_us and all snapshots of each account.
+
+        Takes account ids and epoch-microsecond bounds; returns AccountEvents in time
+        order for every account that has events or snapshots (absent = unknown account).
+        """
+
+    @abc.abstractmethod
+    def record_events(self, events: Sequence[EventRecord]) -> int:
+        """Add scored transactions; a transaction already held is ignored. Returns the count added."""
+
+    @abc.abstractmethod
+    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
+        """Replace everything up to `offline_watermark_us` with the warehouse's events and all snapshots.
+
+        Events recorded online after the watermark are kept (they are newer than the
+        warehouse); events older than the longest window before the watermark are
+        dropped. Readers see the old state or the new one, never a mix, per account.
+        """
+
+    @abc.abstractmethod
+    def status(self) -> StoreStatus:
+        """Watermarks, rebuild and record times, sizes and the spec version of the state."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+_SCHEMA = """
+create table if not exists events (
+    account_id text not null,
+    ts_us integer not null,
+    transaction_id text not null,
+    amount_usd real not null,
+    merchant_id text not null,
+    country text not null,
+    primary key (account_id, ts_us, transaction_id)
+) without rowid;
+create table if not exists snapshots (
+    account_id text not null,
+    valid_from_us integer not null,
+    created_at_us integer not null,
+    home_country text,
+    age_band text,
+    primary key (account_id, valid_from_us)
+) without rowid;
+create table if not exists meta (key text primary key, value text);
+"""
+
+
+class SqliteOnlineStore(OnlineStore):
+    """The embedded online store: a sqlite file (or ':memory:') in WAL mode."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection guarded by a lock: serving threads share it, sqlite serializes anyway.
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._con.execute("pragma journal_mode=wal")
+        # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
+        self._con.execute("pragma synchronous=normal")
+        self._con.executescript(_SCHEMA)
+
+    def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
+        result: dict[str, AccountEvents] = {}
+        with self._lock:
+            for account_id in account_ids:
+                history = AccountEvents()
+                for ts, txid, amount, merchant, country in self._con.execute(
+                    "select ts_us, transaction_id, amount_usd, merchant_id, country from events "
+                    "where account_id = ? and ts_us >= ? and ts_us < ? order by ts_us, transaction_id",
+                    (account_id, since_us, until_us),
+                ):
+                    history.ts_us.append(ts)
+                    history.transaction_ids.append(txid)
+                    history.amount_usd.append(amount)
+                    history.merchant_id.append(merchant)
+                    history.country.append(country)
+                history.snapshots = [
+                    AccountSnapshot(*row)
+                    for row in self._con.execute(
+                        "select valid_from_us, created_at_us, home_country, age_band from snapshots "
+                        "where account_id = ? order by valid_from_us",
+                        (account_id,),
+                    )
+                ]
+                if history.ts_us or history.snapshots:
+                    result[account_id] = history
+        return result
+
+    def record_events(self, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        with self._lock:
+            self._con.execute("begin immediate")
+            try:
+                before = self._con.total_changes
+                self._con.executemany(
+                    "insert or ignore into events values (?, ?, ?, ?, ?, ?)",
+                    [(e.account_id, e.ts_us, e.transaction_id, e.amount_usd, e.merchant_id, e.country) for e in events],
+                )
+                added = self._con.total_changes - before
+                self._set_meta_max("watermark_us", max(e.ts_us for e in events))
+                self._set_meta("last_recorded_at", repr(time.time()))
+                self._con.execute("commit")
+            except BaseException:
+                self._con.execute("rollback")
+                raise
+        return added
+
+    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
+        horizon = offline_watermark_us - MAX_WINDOW_SECONDS * MICROS
+        with self._lock:
+            self._con.execute("begin immediate")
+            try:
+                self._con.execute("delete from events where ts_us <= ? or ts_us < ?", (offline_watermark_us, horizon))
+                self._con.executemany(
+                    "insert or ignore into events values (?, ?, ?, ?, ?, ?)",
+                    (
+                        (e.account_id, e.ts_us, e.transaction_id, e.amount_usd, e.merchant_id, e.country)
+                        for e in events
+                        if e.ts_us >= horizon
+                    ),
+                )
+                self._con.execute("delete from snapshots")
+                self._con.executemany(
+                    "insert or replace into snapshots values (?, ?, ?, ?, ?)",
+                    ((a, s.valid_from_us, s.created_at_us, s.home_country, s.age_band) for a, s in snapshots),
+                )
+                newest = self._con.execute("select max(ts_us) from events").fetchone()[0]
+                self._set_meta("watermark_us", str(newest) if newest is not None else None)
+                self._set_meta("offline_watermark_us", str(offline_watermark_us))
+                self._set_meta("materialized_at", repr(time.time()))
+                self._set_meta("spec_version", spec_version())
+                self._con.execute("commit")
+            except BaseException:
+                self._con.execute("rollback")
+                raise
+
+    def status(self) -> StoreStatus:
+        with self._lock:
+            meta = dict(self._con.execute("select key, value from meta").fetchall())
+            events = self._con.execute("select count(*) from events").fetchone()[0]
+            accounts = self._con.execute("select count(distinct account_id) from snapshots").fetchone()[0]
+        return StoreStatus(
+            watermark_us=_int_or_none(meta.get("watermark_us")),
+            offline_watermark_us=_int_or_none(meta.get("offline_watermark_us")),
+            materialized_at=_float_or_none(meta.get("materialized_at")),
+            last_recorded_at=_float_or_none(meta.get("last_recorded_at")),
+            events=events,
+            accounts=accounts,
+            spec_version=meta.get("spec_version"),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._con.execute("delete from meta where key = ?", (key,))
+        else:
+            self._con.execute("insert or replace into meta values (?, ?)", (key, value))
+
+    def _set_meta_max(self, key: str, value: int) -> None:
+        current = self._con.execute("select value from meta where key = ?", (key,)).fetchone()
+        if current is None or int(current[0]) < value:
+            self._set_meta(key, str(value))
+
+
+class RedisOnlineStore(OnlineStore):
+    """The production online store on Redis.
+
+    Keys under `prefix`: `<prefix>:ev:<account>` (sorted set, score = event time in
+    microseconds, member = the event's fields joined by '|'), `<prefix>:snap:<account>`
+    (sorted set by valid_from) and `<prefix>:meta` (hash). Account ids and merchant ids
+    may not contain '|'; the contract's id columns never do.
+    """
+
+    def __init__(self, url: str, prefix: str = "mlops:features") -> None:
+        import redis  # only the production store needs the client
+
+        self.url = url
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(url, decode_responses=True)
+
+    def _ev(self, account_id: str) -> str:
+        return f"{self.prefix}:ev:{account_id}"
+
+    def _snap(self, account_id: str) -> str:
+        return f"{self.prefix}:snap:{account_id}"
+
+    @property
+    def _meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @staticmethod
+    def _event_member(e: EventRecord) -> str:
+        # repr() of a float round-trips exactly.
+        return f"{e.ts_us}|{e.transaction_id}|{e.amount_usd!r}|{e.merchant_id}|{e.country}"
+
+    @staticmethod
+    def _snapshot_member(s: AccountSnapshot) -> str:
+        return f"{s.valid_from_us}|{s.created_at_us}|{s.home_country or ''}|{s.age_band or ''}"
+
+    def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
+        pipe = self._client.pipeline(transaction=False)
+        for account_id in account_ids:
+            pipe.zrangebyscore(self._ev(account_id), since_us, f"({until_us}")
+            pipe.zrange(self._snap(account_id), 0, -1)
+        replies = pipe.execute()
+        result: dict[str, AccountEvents] = {}
+        for i, account_id in enumerate(account_ids):
+            members, snapshots = replies[2 * i], replies[2 * i + 1]
+            if not members and not snapshots:
+                continue
+            history = AccountEvents()
+            # Members of equal score come back in lexical order; sort like sqlite does.
+            for ts, txid, amount, merchant, country in sorted(
+                (m.split("|") for m in members), key=lambda p: (int(p[0]), p[1])
+            ):
+                history.ts_us.append(int(ts))
+                history.transaction_ids.append(txid)
+                history.amount_usd.append(float(amount))
+                history.merchant_id.append(merchant)
+                history.country.append(country)
+            for member in snapshots:
+                valid_from, created, home, age = member.split("|")
+                history.snapshots.append(AccountSnapshot(int(valid_from), int(created), home or None, age or None))
+            history.snapshots.sort(key=lambda s: s.valid_from_us)
+            result[account_id] = history
+        return result
+
+    def record_events(self, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        pipe = self._client.pipeline(transaction=True)
+        for e in events:
+            pipe.zadd(self._ev(e.account_id), {self._event_member(e): e.ts_us})
+        newest = max(e.ts_us for e in events)
+        added = sum(pipe.execute())
+        self._set_meta_max("watermark_us", newest)
+        self._client.hset(self._meta, "last_recorded_at", repr(time.time()))
+        return added
+
+    def _set_meta_max(self, key: str, value: int) -> None:
+        # Compare-and-set in Lua so concurrent recorders never move the watermark back.
+        script = (
+            "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+            "if (not v) or tonumber(v) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end"
+        )
+        self._client.eval(script, 1, self._meta, key, str(value))
+
+    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
+        horizon = offline_watermark_us - MAX_WINDOW_SECONDS * MICROS
+        by_account: dict[str, list[EventRecord]] = {}
+        for e in events:
+            if e.ts_us >= horizon:
+                by_account.setdefault(e.account_id, []).append(e)
+        snaps: dict[str, list[AccountSnapshot]] = {}
+        for account_id, s in snapshots:
+            snaps.setdefault(account_id, []).append(s)
+        stale = {k[len(self.prefix) + 4 :] for k in self._client.scan_iter(f"{self.prefix}:ev:*", count=1000)}
+        stale |= {k[len(self.prefix) + 6 :] for k in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000)}
+        previous = _int_or_none(self._client.hget(self._meta, "watermark_us"))
+        accounts = sorted(set(by_account) | set(snaps) | stale)
+        for start in range(0, len(accounts), 500):
+            # One MULTI per chunk: a reader sees an account entirely before or after.
+            pipe = self._client.pipeline(transaction=True)
+            for account_id in accounts[start : start + 500]:
+                ev_key = self._ev(account_id)
+                pipe.zremrangebyscore(ev_key, "-inf", offline_watermark_us)
+                pipe.zremrangebyscore(ev_key, "-inf", f"({horizon}")
+                if by_account.get(account_id):
+                    pipe.zadd(ev_key, {self._event_member(e): e.ts_us for e in by_account[account_id]})
+                pipe.delete(self._snap(account_id))
+                if snaps.get(account_id):
+                    pipe.zadd(self._snap(account_id), {self._snapshot_member(s): s.valid_from_us for s in snaps[account_id]})
+            pipe.execute()
+        # Kept online events are newer than the offline watermark; older state is gone.
+        candidates = [max(e.ts_us for e in batch) for batch in by_account.values()]
+        if previous is not None and previous > offline_watermark_us:
+            candidates.append(previous)
+        newest = max(candidates) if candidates else None
+        mapping = {
+            "offline_watermark_us": str(offline_watermark_us),
+            "materialized_at": repr(time.time()),
+            "spec_version": spec_version(),
+        }
+        if newest is not None:
+            mapping["watermark_us"] = str(newest)
+        self._client.hset(self._meta, mapping=mapping)
+
+    def status(self) -> StoreStatus:
+        meta = self._client.hgetall(self._meta)
+        events = 0
+        pipe = self._client.pipeline(transaction=False)
+        ev_keys = list(self._client.scan_iter(f"{self.prefix}:ev:*", count=1000))
+        for key in ev_keys:
+            pipe.zcard(key)
+        events = sum(pipe.execute()) if ev_keys else 0
+        accounts = sum(1 for _ in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000))
+        return StoreStatus(
+            watermark_us=_int_or_none(meta.get("watermark_us")),
+            offline_watermark_us=_int_or_none(meta.get("offline_watermark_us")),
+            materialized_at=_float_or_none(meta.get("materialized_at")),
+            last_recorded_at=_float_or_none(meta.get("last_recorded_at")),
+            events=events,
+            accounts=accounts,
+            spec_version=meta.get("spec_version"),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
