@@ -7,8 +7,10 @@ import dagster as dg
 # Asset groups, one per stage of the platform, shown as boxes in the Dagster UI.
 INGESTION = "ingestion"
 WAREHOUSE = "warehouse"
+FEATURES = "features"
 
 DATA_LAYER_JOB = "data_layer_job"
+FEATURE_JOB = "feature_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

@@ -2,13 +2,16 @@
 
 import dagster as dg
 
+from mlops_assets.features.online_store import online_features, online_store_fresh
+from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.jobs import jobs
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *warehouse_assets],
+    assets=[*raw_assets, *warehouse_assets, training_set, online_features],
+    asset_checks=[online_store_fresh],
     jobs=jobs,
     resources=build_resources(),
     executor=dg.in_process_executor,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.constants import DATA_LAYER_JOB, INGESTION, WAREHOUSE
+from mlops_assets.constants import DATA_LAYER_JOB, FEATURE_JOB, FEATURES, INGESTION, WAREHOUSE
 
 data_layer_job = dg.define_asset_job(
     DATA_LAYER_JOB,
@@ -10,4 +10,10 @@ data_layer_job = dg.define_asset_job(
     description="Ingest landing partitions through the data gates, then build the dbt warehouse.",
 )
 
-jobs = [data_layer_job]
+feature_job = dg.define_asset_job(
+    FEATURE_JOB,
+    selection=dg.AssetSelection.groups(FEATURES),
+    description="Build the point-in-time training set and rebuild the online feature store from the warehouse.",
+)
+
+jobs = [data_layer_job, feature_job]

@@ -80,21 +80,33 @@ def demo_scenarios() -> None:
         click.echo(f"{name:28s} {text}")
 
 
-def run_data_layer(first: date, last: date) -> bool:
-    """Materialize the data layer for a range of days as one run on the local instance."""
+def run_job(job_name: str, tags: dict[str, str] | None = None) -> bool:
+    """Execute one job of the code location as a run on the local instance."""
     import dagster as dg
 
-    from mlops_assets.constants import DATA_LAYER_JOB
     from mlops_assets.definitions import defs
 
-    job = defs.resolve_job_def(DATA_LAYER_JOB)
-    tags = {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
+    job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
     return result.success
+
+
+def run_data_layer(first: date, last: date) -> bool:
+    """Materialize the data layer for a range of days as one run on the local instance."""
+    from mlops_assets.constants import DATA_LAYER_JOB
+
+    return run_job(
+        DATA_LAYER_JOB,
+        {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()},
+    )
+
+
+def run_features() -> bool:
+    """Build the training set and rebuild the online store, with their checks."""
+    from mlops_assets.constants import FEATURE_JOB
+
+    return run_job(FEATURE_JOB)
 
 
 def _print_where_to_look(settings: Settings) -> None:
@@ -114,6 +126,18 @@ def _print_where_to_look(settings: Settings) -> None:
         click.echo(f"  raw.{source:13s} {accepted} day(s) accepted, {held} held; {rows} rows loaded, {rejected} quarantined")
     for name, n in counts.items():
         click.echo(f"  {name:28s} {n} rows")
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        has_training_set = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'features' AND table_name = 'training_set'"
+        ).fetchone()[0]
+        if has_training_set:
+            splits = con.execute(
+                "SELECT split, count(*), avg(is_fraud::int) FROM features.training_set GROUP BY split ORDER BY min(event_timestamp)"
+            ).fetchall()
+            click.echo("\nFeature store")
+            for split, n, rate in splits:
+                click.echo(f"  features.training_set {split:10s} {n} rows, fraud rate {rate:.4f}")
+    click.echo(f"  online store     {settings.online_store_path if settings.online_store == 'sqlite' else 'redis ($MLOPS_REDIS_URL)'}")
     click.echo("\nWhere to look")
     click.echo(f"  Dagster UI:      .venv/bin/mlops ui   then open http://127.0.0.1:3000 (runs, asset graph, checks)")
     click.echo(f"  DuckDB file:     {settings.duckdb_path}")
@@ -131,7 +155,7 @@ def _print_where_to_look(settings: Settings) -> None:
 @click.option("--scenario", default="baseline", show_default=True)
 @click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs).")
 def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
-    """The main job: generate demo data, then materialize the data layer; prints where to look."""
+    """The main job: generate demo data, materialize the data layer and the feature store; prints where to look."""
     from mlops_core.datagen.generator import DemoSpec, generate_landing
 
     settings = Settings.from_env()
@@ -152,9 +176,14 @@ def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
     summary = generate_landing(spec, settings.landing_dir)
     click.echo(f"Generated {summary.rows} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
     ok = run_data_layer(first, last)
+    if ok:
+        ok = run_features()
+        stage = "a feature-store check (leakage, join or online/offline parity)"
+    else:
+        stage = "a blocking data gate (see quarantine.rejected_rows)"
     _print_where_to_look(settings)
     if not ok:
-        click.echo("\nThe run failed: a blocking data gate stopped it (see the checks in the UI and quarantine.rejected_rows).", err=True)
+        click.echo(f"\nThe run failed: {stage} stopped it; the checks are in the UI.", err=True)
         sys.exit(1)
 
 

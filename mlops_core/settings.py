@@ -27,10 +27,16 @@ class Settings:
     dagster_home: Path
     reports_dir: Path
     mlflow_dir: Path
+    # "sqlite" (embedded, under data_dir) or "redis" (MLOPS_REDIS_URL).
+    online_store: str = "sqlite"
 
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
+
+    @property
+    def online_store_path(self) -> Path:
+        return self.data_dir / "online_store.sqlite"
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -43,7 +49,12 @@ class Settings:
             dagster_home=Path(env.get("DAGSTER_HOME", home / "dagster_home")).resolve(),
             reports_dir=Path(env.get("MLOPS_REPORTS_DIR", home / "reports")).resolve(),
             mlflow_dir=Path(env.get("MLOPS_MLFLOW_DIR", home / "mlflow")).resolve(),
+            online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
         )
+
+    def __post_init__(self) -> None:
+        if self.online_store not in ("sqlite", "redis"):
+            raise ValueError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {self.online_store!r}")
 
     def export(self) -> None:
         """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH)."""

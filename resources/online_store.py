@@ -1,0 +1,55 @@
+"""The online feature store: sqlite embedded by default, Redis in production."""
+
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnlineStore
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """Where serving reads features and records scored transactions."""
+
+    backend: Literal["sqlite", "redis"] = Field(default="sqlite", description="sqlite (embedded, one file) or redis (production).")
+    sqlite_path: str = Field(default="", description="File of the sqlite store; required for the sqlite backend.")
+    redis_url: str = Field(default="", description="redis://host:port/db of the Redis store; pass it as dg.EnvVar('MLOPS_REDIS_URL').")
+    key_prefix: str = Field(default="mlops:features", description="Prefix of every Redis key the store writes.")
+
+    def open(self) -> OnlineStore:
+        """A new client of the configured store; the caller closes it."""
+        if self.backend == "redis":
+            if not self.redis_url:
+                raise ValueError("online store backend is redis but redis_url is empty: set MLOPS_REDIS_URL")
+            return RedisOnlineStore(self.redis_url, self.key_prefix)
+        if not self.sqlite_path:
+            raise ValueError("online store backend is sqlite but sqlite_path is empty")
+        return SqliteOnlineStore(self.sqlite_path)
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[OnlineStore]:
+        """An empty store of the same backend that production state never sees (for replays)."""
+        if self.backend == "redis":
+            prefix = f"{self.key_prefix}:scratch:{uuid.uuid4().hex}"
+            store = RedisOnlineStore(self.redis_url, prefix)
+            try:
+                yield store
+            finally:
+                client = store._client
+                keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+                if keys:
+                    client.delete(*keys)
+                store.close()
+        else:
+            with tempfile.TemporaryDirectory(prefix="online-scratch-") as tmp:
+                store = SqliteOnlineStore(Path(tmp) / "scratch.sqlite")
+                try:
+                    yield store
+                finally:
+                    store.close()
