@@ -9,6 +9,7 @@ demo:
 # Install and run the test suite (what CI runs).
 test:
 	bash scripts/bootstrap.sh
+	bash scripts/system_packages.sh
 	.venv/bin/mlops prepare
 	.venv/bin/python -m pytest
 

@@ -39,3 +39,17 @@ def test_references_order_ingestion():
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey("raw_accounts") in graph.get(dg.AssetKey("raw_transactions")).parent_keys
     assert dg.AssetKey("raw_transactions") in graph.get(dg.AssetKey("raw_labels")).parent_keys
+
+
+def test_feature_assets_follow_the_marts_and_gate_with_blocking_checks():
+    from mlops_assets.constants import FEATURE_JOB, FEATURES
+
+    graph = defs.resolve_asset_graph()
+    training = graph.get(dg.AssetKey("training_set"))
+    assert training.group_name == FEATURES
+    assert {dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "account_history"])} <= set(training.parent_keys)
+    blocking = {spec.name for key in ("training_set", "online_features") for spec in defs.resolve_assets_def(dg.AssetKey(key)).check_specs if spec.blocking}
+    assert blocking == {"check_point_in_time_correct", "check_one_row_per_labelled_transaction", "check_online_offline_parity"}
+    online_checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("online_features")}
+    assert "check_online_store_fresh" in online_checks
+    assert defs.resolve_job_def(FEATURE_JOB) is not None

@@ -182,6 +182,26 @@ def _build_store(repo_dir: Path, features_path: Path):
     return store, refs, [name for name, _ in feature_cols]
 
 
+def _configure_duckdb(repo_dir: Path, memory_limit: str | None) -> dict:
+    """Tune ibis's default in-process DuckDB connection, which Feast's DuckDB store uses.
+
+    Spill files go to the temp repo (DuckDB's default is ``.tmp`` in the caller's cwd);
+    ``memory_limit`` (e.g. "8GB") is left at DuckDB's default (80% of RAM) unless given.
+    """
+    import ibis
+
+    con = ibis.get_backend()
+    spill = repo_dir / "duckdb_spill"
+    spill.mkdir(exist_ok=True)
+    con.raw_sql(f"SET temp_directory = '{spill}'")
+    if memory_limit:
+        con.raw_sql(f"SET memory_limit = '{memory_limit}'")
+    row = con.raw_sql(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchone()
+    return {"duckdb_memory_limit": row[0], "duckdb_threads": int(row[1])}
+
+
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
@@ -226,6 +246,7 @@ def cmd_historical(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         store, refs, feature_names = _build_store(Path(tmp), features_path)
         apply_seconds = time.perf_counter() - t
+        duckdb_settings = _configure_duckdb(Path(tmp), args.duckdb_memory_limit)
 
         seconds: list[float] = []
         result = None
@@ -256,6 +277,7 @@ def cmd_historical(args: argparse.Namespace) -> int:
             "n_features": len(feature_names),
             "apply_seconds": apply_seconds,
             "offline_store": "duckdb",
+            **duckdb_settings,
         },
     )
     return 0
@@ -363,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--out", required=True, help="result parquet (last repeat)")
     h.add_argument("--timings", required=True, help="timings JSON output")
     h.add_argument("--repeats", type=int, default=3)
+    h.add_argument(
+        "--duckdb-memory-limit",
+        default=None,
+        help="DuckDB memory_limit, e.g. 8GB (default: DuckDB's own, 80%% of RAM)",
+    )
     h.set_defaults(func=cmd_historical)
 
     o = sub.add_parser("online", help="materialize, then paced get_online_features")
