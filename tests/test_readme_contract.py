@@ -24,3 +24,13 @@ def test_readme_tables_match_the_contract():
                 allowed = check.statistics.get("allowed_values")
                 if allowed:
                     assert re.findall(r"`([^`]+)`", row.split("|")[3]) == list(allowed), f"{name}.{column}"
+
+
+def test_feature_store_doc_lists_the_spec():
+    from mlops_core.features.spec import describe
+
+    doc = (REPO_ROOT / "docs" / "feature_store.md").read_text()
+    listed = re.findall(r"^\| `(\w+)` \| (\w+) \| (\w+) \| ([^|]+) \| ([^|]+) \|$", doc, flags=re.M)
+    assert [(n, k, d, h.strip(), str(v).strip()) for n, k, d, h, v in listed] == [
+        (r["name"], r["kind"], r["dtype"], r["definition"], str(r["default"])) for r in describe()
+    ]

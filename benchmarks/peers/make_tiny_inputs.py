@@ -7,8 +7,9 @@ Needs only numpy + pyarrow (runs in the Feast venv or the project venv):
         --accounts 20000 --rows-per-account 50 --features 20 --entity-rows 1000000
 
 F: account_id, event_timestamp (timestamp[us, UTC]), then feature columns, alternating
-int64 (txn_count_<i>) and float64 (amount_<i>). About 1% of feature rows are exact
-duplicates of another row (same account, timestamp and values).
+int64 (txn_count_<i>) and float64 (amount_<i>). Timestamps are distinct within an
+account except that about 1% of feature rows are exact duplicates of another row (same
+account, timestamp and values).
 E: transaction_id, account_id, event_timestamp (timestamp[us, UTC]). About 10% of entity
 rows copy a feature row's timestamp exactly (to check inclusive matching), about 5% fall
 before the account's first feature row (no feature inside the TTL -> null features).
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     # Feature rows (whole seconds so exact-equality matches are easy to build).
     n = a.accounts * a.rows_per_account
     f_acc = np.repeat(np.arange(a.accounts), a.rows_per_account)
-    f_ts = BASE_US + rng.integers(0, SPAN_US // US, n) * US
+    # Distinct whole-second timestamps within each account (positive gaps), ~SPAN long.
+    max_gap_s = max(2, 2 * (SPAN_US // US) // a.rows_per_account)
+    gaps = rng.integers(1, max_gap_s, (a.accounts, a.rows_per_account))
+    f_ts = (BASE_US + np.cumsum(gaps, axis=1) * US).reshape(-1)
     cols: dict[str, np.ndarray] = {}
     for j in range(a.features):
         if j % 2 == 0:

@@ -19,13 +19,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from mlops_core.features.spec import (
+    ACCOUNT_COLUMNS,
     ACCOUNT_FEATURES,
     FEATURE_NAMES,
     MAX_WINDOW_SECONDS,
     REQUEST_FEATURES,
     WINDOWED_FEATURES,
 )
-from mlops_core.features.transforms import epoch_us, python_value
+from mlops_core.features.transforms import TRANSFORMS, epoch_us
 
 MICROS = 1_000_000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -40,6 +41,9 @@ class AccountSnapshot:
     age_band: str | None
 
 
+_EVENT_VALUE_COLUMNS = frozenset(("amount_usd", "merchant_id", "country"))
+
+
 @dataclass
 class AccountEvents:
     """An account's recorded events in time order, column by column, and its snapshots."""
@@ -52,7 +56,35 @@ class AccountEvents:
     snapshots: list[AccountSnapshot] = field(default_factory=list)
 
     def column(self, name: str) -> list:
-        return {"amount_usd": self.amount_usd, "merchant_id": self.merchant_id, "country": self.country}[name]
+        if name not in _EVENT_VALUE_COLUMNS:
+            raise KeyError(f"events keep no column {name!r}; they keep {sorted(_EVENT_VALUE_COLUMNS)}")
+        return getattr(self, name)
+
+    def window(self, since_us: int, until_us: int) -> "AccountEvents":
+        """The events with since_us <= ts < until_us (snapshots kept whole)."""
+        lo, hi = bisect.bisect_left(self.ts_us, since_us), bisect.bisect_left(self.ts_us, until_us)
+        return AccountEvents(
+            self.ts_us[lo:hi], self.transaction_ids[lo:hi], self.amount_usd[lo:hi], self.merchant_id[lo:hi],
+            self.country[lo:hi], self.snapshots,
+        )
+
+    def insert(self, event: "EventRecord") -> None:
+        """Add one event in (time, transaction id) order."""
+        i = bisect.bisect_left(self.ts_us, event.ts_us)
+        while i < len(self.ts_us) and self.ts_us[i] == event.ts_us and self.transaction_ids[i] < event.transaction_id:
+            i += 1
+        self.ts_us.insert(i, event.ts_us)
+        self.transaction_ids.insert(i, event.transaction_id)
+        self.amount_usd.insert(i, event.amount_usd)
+        self.merchant_id.insert(i, event.merchant_id)
+        self.country.insert(i, event.country)
+
+    def drop_before(self, since_us: int) -> None:
+        """Forget events older than since_us (outside every window)."""
+        lo = bisect.bisect_left(self.ts_us, since_us)
+        if lo:
+            for column in (self.ts_us, self.transaction_ids, self.amount_usd, self.merchant_id, self.country):
+                del column[:lo]
 
 
 @dataclass(frozen=True)
@@ -117,53 +149,83 @@ def event_record(request: Mapping[str, object]) -> EventRecord:
 
 
 def _snapshot_before(snapshots: Sequence[AccountSnapshot], t_us: int) -> AccountSnapshot | None:
-    known = [s for s in snapshots if s.valid_from_us < t_us]
-    return max(known, key=lambda s: s.valid_from_us) if known else None
+    """The snapshot valid strictly before t; snapshots are sorted by valid_from."""
+    for snapshot in reversed(snapshots):
+        if snapshot.valid_from_us < t_us:
+            return snapshot
+    return None
+
+
+def _window_plan() -> tuple[tuple[int, tuple[tuple[str, str, str | None, object], ...]], ...]:
+    """Windowed features grouped by window, so each window is located and sliced once."""
+    by_window: dict[int, list[tuple[str, str, str | None, object]]] = {}
+    for f in WINDOWED_FEATURES:
+        by_window.setdefault(f.window_seconds * MICROS, []).append((f.name, f.aggregation, f.column, f.default))
+    return tuple((span, tuple(features)) for span, features in sorted(by_window.items()))
+
+
+_WINDOW_PLAN = _window_plan()
+_ACCOUNT_PLAN = tuple((f.name, f.column, f.default) for f in ACCOUNT_FEATURES)
+# Where each request transform's inputs come from: features computed above, the account, or the request.
+_ACCOUNT_INPUTS = frozenset(ACCOUNT_COLUMNS)
+_WINDOWED_NAMES = frozenset(f.name for f in WINDOWED_FEATURES)
+# Per request feature: its name, its Python formula and, per input, (0 = computed
+# feature, 1 = account, 2 = request, input name).
+_REQUEST_PLAN = tuple(
+    (
+        f.name,
+        f,
+        TRANSFORMS[f.transform].python,
+        tuple((0 if i in _WINDOWED_NAMES else 1 if i in _ACCOUNT_INPUTS else 2, i) for i in f.inputs),
+    )
+    for f in REQUEST_FEATURES
+)
+_EMPTY = AccountEvents()
 
 
 def compute_features(request: Mapping[str, object], history: AccountEvents | None) -> dict[str, object]:
     """All features of one transaction as of its event_timestamp; `request` is normalized."""
-    t = request["event_timestamp"]
-    t_us = epoch_us(t)
-    history = history or AccountEvents()
+    t_us = epoch_us(request["event_timestamp"])
+    history = history or _EMPTY
     ts = history.ts_us
     end = bisect.bisect_left(ts, t_us)  # first event at or after t: excluded
-    values: dict[str, object] = {}
-    starts: dict[int, int] = {}
-    for f in WINDOWED_FEATURES:
-        start = starts.get(f.window_seconds)
-        if start is None:
-            start = starts[f.window_seconds] = bisect.bisect_left(ts, t_us - f.window_seconds * MICROS, 0, end)
+    values: dict[str, object] = dict.fromkeys(FEATURE_NAMES)
+    for span_us, features in _WINDOW_PLAN:
+        start = bisect.bisect_left(ts, t_us - span_us, 0, end)
         n = end - start
         if n == 0:
-            values[f.name] = f.default
-        elif f.aggregation == "count":
-            values[f.name] = n
-        elif f.aggregation == "seconds_since_last":
-            values[f.name] = (t_us - ts[end - 1]) / MICROS
-        elif f.aggregation == "distinct_count":
-            values[f.name] = len(set(history.column(f.column)[start:end]))
-        else:
-            window = history.column(f.column)[start:end]
-            if f.aggregation == "sum":
-                values[f.name] = math.fsum(window)
-            elif f.aggregation == "mean":
-                values[f.name] = math.fsum(window) / n
+            for name, _, _, default in features:
+                values[name] = default
+            continue
+        sums: dict[str, float] = {}
+        for name, aggregation, column, _ in features:
+            if aggregation == "count":
+                values[name] = n
+            elif aggregation == "seconds_since_last":
+                values[name] = (t_us - ts[end - 1]) / MICROS
+            elif aggregation == "distinct_count":
+                values[name] = len(set(history.column(column)[start:end]))
+            elif aggregation == "max":
+                values[name] = max(history.column(column)[start:end])
             else:
-                values[f.name] = max(window)
+                total = sums.get(column)
+                if total is None:
+                    # Correctly rounded, so the value does not depend on summation order.
+                    total = sums[column] = math.fsum(history.column(column)[start:end])
+                values[name] = total if aggregation == "sum" else total / n
     snapshot = _snapshot_before(history.snapshots, t_us)
     account = {
         "created_at": EPOCH + dt.timedelta(microseconds=snapshot.created_at_us) if snapshot else None,
         "home_country": snapshot.home_country if snapshot else None,
         "age_band": snapshot.age_band if snapshot else None,
     }
-    for f in ACCOUNT_FEATURES:
-        value = account[f.column]
-        values[f.name] = value if value is not None else f.default
-    for f in REQUEST_FEATURES:
-        inputs = [values[i] if i in values else account[i] if i in account else request[i] for i in f.inputs]
-        values[f.name] = python_value(f, inputs)
-    return {name: values[name] for name in FEATURE_NAMES}
+    for name, column, default in _ACCOUNT_PLAN:
+        value = account[column]
+        values[name] = value if value is not None else default
+    sources = (values, account, request)
+    for name, feature, formula, inputs in _REQUEST_PLAN:
+        values[name] = formula(feature, [sources[where][i] for where, i in inputs])
+    return values
 
 
 class OnlineFeatureService:
