@@ -52,3 +52,19 @@ def test_dagster_job_execute_runs_the_data_layer_on_a_generated_sample(tmp_path)
         raw = con.execute("SELECT count(*) FROM raw.transactions").fetchone()
     assert days == (4,)
     assert enriched == raw and raw[0] > 0
+    # The feature store builds from the same warehouse in its own job. Four days hold no
+    # matured legitimate labels, so a one-day maturity keeps the training set non-empty.
+    config = tmp_path / "features.yaml"
+    config.write_text("ops:\n  training_set:\n    config:\n      label_maturity_days: 1\n")
+    run = subprocess.run(
+        [BIN / "dagster", "job", "execute", "-m", "mlops_assets.definitions", "-j", "feature_job", "-c", str(config)],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "check_online_offline_parity' on 'online_features' passed" in run.stderr + run.stdout
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        rows, leaked = con.execute(
+            "SELECT count(*), count(*) FILTER (labeled_at > TIMESTAMP '2026-02-05') FROM features.training_set"
+        ).fetchone()
+    assert rows > 0 and leaked == 0
+    assert (tmp_path / "home" / "data" / "online_store.sqlite").exists()

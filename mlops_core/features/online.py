@@ -13,7 +13,7 @@ import bisect
 import csv
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,9 +24,10 @@ from mlops_core.features.spec import (
     FEATURE_NAMES,
     MAX_WINDOW_SECONDS,
     REQUEST_FEATURES,
+    REQUEST_FIELDS,
     WINDOWED_FEATURES,
 )
-from mlops_core.features.transforms import TRANSFORMS, epoch_us
+from mlops_core.features.transforms import PYTHON_NAMESPACE, epoch_us, python_expression
 
 MICROS = 1_000_000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -156,76 +157,82 @@ def _snapshot_before(snapshots: Sequence[AccountSnapshot], t_us: int) -> Account
     return None
 
 
-def _window_plan() -> tuple[tuple[int, tuple[tuple[str, str, str | None, object], ...]], ...]:
-    """Windowed features grouped by window, so each window is located and sliced once."""
-    by_window: dict[int, list[tuple[str, str, str | None, object]]] = {}
+def _generate_source() -> str:
+    """Python source of compute_features, generated from the spec like the offline SQL.
+
+    One straight-line function: each window is located by bisection and sliced once,
+    each feature is a local variable, request formulas are inlined. That keeps a lookup
+    of all features in the tens of microseconds.
+    """
+    by_window: dict[int, list] = {}
     for f in WINDOWED_FEATURES:
-        by_window.setdefault(f.window_seconds * MICROS, []).append((f.name, f.aggregation, f.column, f.default))
-    return tuple((span, tuple(features)) for span, features in sorted(by_window.items()))
+        by_window.setdefault(f.window_seconds * MICROS, []).append(f)
+    request_fields = sorted({i for f in REQUEST_FEATURES for i in f.inputs if i in REQUEST_FIELDS and i not in _WINDOWED_NAMES})
+    lines = [
+        "def compute_features(request, history):",
+        '    """All features of one transaction as of its event_timestamp; `request` is normalized."""',
+        "    t_us = epoch_us(request['event_timestamp'])",
+        "    history = history or EMPTY",
+        "    ts = history.ts_us",
+        "    end = bisect_left(ts, t_us)  # the first event at or after t is excluded",
+    ]
+    lines += [f"    r_{field} = request[{field!r}]" for field in request_fields]
+    for span, features in sorted(by_window.items()):
+        columns = sorted({f.column for f in features if f.column in _EVENT_VALUE_COLUMNS})
+        lines += [f"    start = bisect_left(ts, t_us - {span}, 0, end)", "    n = end - start", "    if n:"]
+        lines += [f"        w_{c} = history.{c}[start:end]" for c in columns]
+        # Correctly rounded sums, so the value does not depend on summation order.
+        lines += [f"        total_{c} = fsum(w_{c})" for c in sorted({f.column for f in features if f.aggregation in ("sum", "mean")})]
+        for f in features:
+            expression = {
+                "count": "n",
+                "sum": f"total_{f.column}",
+                "mean": f"total_{f.column} / n",
+                "max": f"max(w_{f.column})",
+                "distinct_count": f"len(set(w_{f.column}))",
+                "seconds_since_last": f"(t_us - ts[end - 1]) / {MICROS}",
+            }[f.aggregation]
+            lines.append(f"        f_{f.name} = {expression}")
+        lines.append("    else:")
+        lines += [f"        f_{f.name} = {f.default!r}" for f in features]
+    lines += [
+        "    snapshot = snapshot_before(history.snapshots, t_us)",
+        "    if snapshot is None:",
+        "        a_created_at = a_home_country = a_age_band = None",
+        "    else:",
+        "        a_created_at = EPOCH + timedelta(microseconds=snapshot.created_at_us)",
+        "        a_home_country = snapshot.home_country",
+        "        a_age_band = snapshot.age_band",
+    ]
+    for f in ACCOUNT_FEATURES:
+        lines.append(f"    f_{f.name} = {f.default!r} if a_{f.column} is None else a_{f.column}")
+    for f in REQUEST_FEATURES:
+        names = [f"f_{i}" if i in _WINDOWED_NAMES else f"a_{i}" if i in _ACCOUNT_INPUTS else f"r_{i}" for i in f.inputs]
+        lines.append(f"    f_{f.name} = {python_expression(f, names)}")
+    lines.append("    return {" + ", ".join(f"{name!r}: f_{name}" for name in FEATURE_NAMES) + "}")
+    return "\n".join(lines) + "\n"
 
 
-_WINDOW_PLAN = _window_plan()
-_ACCOUNT_PLAN = tuple((f.name, f.column, f.default) for f in ACCOUNT_FEATURES)
-# Where each request transform's inputs come from: features computed above, the account, or the request.
-_ACCOUNT_INPUTS = frozenset(ACCOUNT_COLUMNS)
 _WINDOWED_NAMES = frozenset(f.name for f in WINDOWED_FEATURES)
-# Per request feature: its name, its Python formula and, per input, (0 = computed
-# feature, 1 = account, 2 = request, input name).
-_REQUEST_PLAN = tuple(
-    (
-        f.name,
-        f,
-        TRANSFORMS[f.transform].python,
-        tuple((0 if i in _WINDOWED_NAMES else 1 if i in _ACCOUNT_INPUTS else 2, i) for i in f.inputs),
-    )
-    for f in REQUEST_FEATURES
-)
-_EMPTY = AccountEvents()
+_ACCOUNT_INPUTS = frozenset(ACCOUNT_COLUMNS)
+ONLINE_SOURCE = _generate_source()
 
 
-def compute_features(request: Mapping[str, object], history: AccountEvents | None) -> dict[str, object]:
-    """All features of one transaction as of its event_timestamp; `request` is normalized."""
-    t_us = epoch_us(request["event_timestamp"])
-    history = history or _EMPTY
-    ts = history.ts_us
-    end = bisect.bisect_left(ts, t_us)  # first event at or after t: excluded
-    values: dict[str, object] = dict.fromkeys(FEATURE_NAMES)
-    for span_us, features in _WINDOW_PLAN:
-        start = bisect.bisect_left(ts, t_us - span_us, 0, end)
-        n = end - start
-        if n == 0:
-            for name, _, _, default in features:
-                values[name] = default
-            continue
-        sums: dict[str, float] = {}
-        for name, aggregation, column, _ in features:
-            if aggregation == "count":
-                values[name] = n
-            elif aggregation == "seconds_since_last":
-                values[name] = (t_us - ts[end - 1]) / MICROS
-            elif aggregation == "distinct_count":
-                values[name] = len(set(history.column(column)[start:end]))
-            elif aggregation == "max":
-                values[name] = max(history.column(column)[start:end])
-            else:
-                total = sums.get(column)
-                if total is None:
-                    # Correctly rounded, so the value does not depend on summation order.
-                    total = sums[column] = math.fsum(history.column(column)[start:end])
-                values[name] = total if aggregation == "sum" else total / n
-    snapshot = _snapshot_before(history.snapshots, t_us)
-    account = {
-        "created_at": EPOCH + dt.timedelta(microseconds=snapshot.created_at_us) if snapshot else None,
-        "home_country": snapshot.home_country if snapshot else None,
-        "age_band": snapshot.age_band if snapshot else None,
+def _compile() -> Callable[[Mapping[str, object], AccountEvents | None], dict[str, object]]:
+    namespace = {
+        **PYTHON_NAMESPACE,
+        "bisect_left": bisect.bisect_left,
+        "fsum": math.fsum,
+        "EMPTY": AccountEvents(),
+        "EPOCH": EPOCH,
+        "timedelta": dt.timedelta,
+        "snapshot_before": _snapshot_before,
     }
-    for name, column, default in _ACCOUNT_PLAN:
-        value = account[column]
-        values[name] = value if value is not None else default
-    sources = (values, account, request)
-    for name, feature, formula, inputs in _REQUEST_PLAN:
-        values[name] = formula(feature, [sources[where][i] for where, i in inputs])
-    return values
+    exec(compile(ONLINE_SOURCE, "<generated online features>", "exec"), namespace)  # noqa: S102 - generated from the spec
+    return namespace["compute_features"]
+
+
+compute_features = _compile()
 
 
 class OnlineFeatureService:

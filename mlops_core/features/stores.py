@@ -344,12 +344,24 @@ class RedisOnlineStore(OnlineStore):
             result[account_id] = history
         return result
 
+    # An event is (account, time, transaction id), as sqlite's primary key: a retry of the
+    # same transaction with other values is ignored, not stored twice.
+    _ADD_ONCE = """
+local same_time = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+for _, member in ipairs(same_time) do
+  if string.sub(member, 1, string.len(ARGV[3])) == ARGV[3] then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
     def record_events(self, events: Sequence[EventRecord]) -> int:
         if not events:
             return 0
+        add_once = self._client.register_script(self._ADD_ONCE)
         pipe = self._client.pipeline(transaction=True)
         for e in events:
-            pipe.zadd(self._ev(e.account_id), {self._event_member(e): e.ts_us})
+            add_once(keys=[self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), f"{e.ts_us}|{e.transaction_id}|"], client=pipe)
         newest = max(e.ts_us for e in events)
         added = sum(pipe.execute())
         self._set_meta_max("watermark_us", newest)
@@ -400,9 +412,13 @@ class RedisOnlineStore(OnlineStore):
             "materialized_at": repr(time.time()),
             "spec_version": spec_version(),
         }
+        pipe = self._client.pipeline(transaction=True)
         if newest is not None:
             mapping["watermark_us"] = str(newest)
-        self._client.hset(self._meta, mapping=mapping)
+        else:
+            pipe.hdel(self._meta, "watermark_us")
+        pipe.hset(self._meta, mapping=mapping)
+        pipe.execute()
 
     def status(self) -> StoreStatus:
         meta = self._client.hgetall(self._meta)
