@@ -41,10 +41,7 @@ class OnlineStoreResource(dg.ConfigurableResource):
             try:
                 yield store
             finally:
-                client = store._client
-                keys = list(client.scan_iter(f"{prefix}:*", count=1000))
-                if keys:
-                    client.delete(*keys)
+                store.delete_all()
                 store.close()
         else:
             with tempfile.TemporaryDirectory(prefix="online-scratch-") as tmp:

@@ -439,6 +439,11 @@ return 1
             spec_version=meta.get("spec_version"),
         )
 
+    def delete_all(self) -> int:
+        """Remove every key under this store's prefix (scratch stores); returns the count."""
+        keys = list(self._client.scan_iter(f"{self.prefix}:*", count=1000))
+        return self._client.delete(*keys) if keys else 0
+
     def close(self) -> None:
         self._client.close()
 
