@@ -234,10 +234,15 @@ def labels_known_at_cutoff_sql(labels: str = LABEL_EVENTS_TABLE) -> str:
     """The newest verdict per transaction among those known by the cutoff ($cutoff)."""
     labels = checked_identifier(labels)
     return f"""
-select transaction_id, is_fraud, labeled_at, label_source
+select
+    transaction_id,
+    -- The newest verdict; on equal times fraud wins (a hash aggregate, not a sort).
+    arg_max(is_fraud, (labeled_at, is_fraud, label_source)) as is_fraud,
+    max(labeled_at) as labeled_at,
+    arg_max(label_source, (labeled_at, is_fraud, label_source)) as label_source
 from {labels}
 where labeled_at <= $cutoff
-qualify row_number() over (partition by transaction_id order by labeled_at desc, is_fraud desc) = 1
+group by transaction_id
 """
 
 
@@ -284,7 +289,6 @@ select
         else 'test'
     end as split
 from entity, bounds
-order by event_timestamp, transaction_id
 """,
             params,
         )

@@ -385,10 +385,10 @@ return 1
         snaps: dict[str, list[AccountSnapshot]] = {}
         for account_id, s in snapshots:
             snaps.setdefault(account_id, []).append(s)
-        stale = {k[len(self.prefix) + 4 :] for k in self._client.scan_iter(f"{self.prefix}:ev:*", count=1000)}
-        stale |= {k[len(self.prefix) + 6 :] for k in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000)}
+        existing = {k[len(self.prefix) + 4 :] for k in self._client.scan_iter(f"{self.prefix}:ev:*", count=1000)}
+        existing |= {k[len(self.prefix) + 6 :] for k in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000)}
         previous = _int_or_none(self._client.hget(self._meta, "watermark_us"))
-        accounts = sorted(set(by_account) | set(snaps) | stale)
+        accounts = sorted(set(by_account) | set(snaps) | existing)
         for start in range(0, len(accounts), 500):
             # One MULTI per chunk: a reader sees an account entirely before or after.
             pipe = self._client.pipeline(transaction=True)
