@@ -1,0 +1,253 @@
+"""The evaluation report: plots and tables, as one self-contained HTML file and as markdown.
+
+The HTML embeds its plots as base64 PNGs and its style inline, so the file opens in any
+browser with no network and can be attached to an MLflow run as is. The same tables go
+to Dagster metadata as markdown.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Plotting without a display: the report is rendered on servers and in CI.
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+METRIC_ORDER = (
+    "auc_roc",
+    "auc_pr",
+    "precision",
+    "recall",
+    "f1",
+    "false_positive_rate",
+    "positive_rate",
+    "log_loss",
+    "brier",
+    "expected_calibration_error",
+    "n",
+    "positives",
+)
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """One model's scores on the frozen test set."""
+
+    name: str
+    y: np.ndarray
+    p: np.ndarray
+    threshold: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class EvaluationReport:
+    title: str
+    candidate: ScoredModel
+    others: list[ScoredModel] = field(default_factory=list)
+    segments: pd.DataFrame | None = None
+    latency: dict[str, float] = field(default_factory=dict)
+    gates: list[GateOutcome] = field(default_factory=list)
+    facts: dict[str, object] = field(default_factory=dict)
+    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def models(self) -> list[ScoredModel]:
+        return [self.candidate, *self.others]
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _has_both_classes(y: np.ndarray) -> bool:
+    return 0 < int(np.sum(y)) < len(y)
+
+
+def plot_roc(models: list[ScoredModel]) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    for m in models:
+        if _has_both_classes(m.y):
+            fpr, tpr, _ = roc_curve(m.y, m.p)
+            ax.plot(fpr, tpr, label=f"{m.name} (AUC {m.metrics.get('auc_roc', float('nan')):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title="ROC")
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def plot_pr(models: list[ScoredModel]) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    for m in models:
+        if _has_both_classes(m.y):
+            precision, recall, _ = precision_recall_curve(m.y, m.p)
+            ax.plot(recall, precision, label=f"{m.name} (AP {m.metrics.get('auc_pr', float('nan')):.3f})")
+    if models:
+        ax.axhline(float(np.mean(models[0].y)), color="grey", linestyle=":", linewidth=1, label="fraud rate")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    ax.legend(fontsize=8, loc="upper right")
+    return _png(fig)
+
+
+def plot_calibration(models: list[ScoredModel], bins: int = 10) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    for m in models:
+        if _has_both_classes(m.y):
+            observed, predicted = calibration_curve(m.y, m.p, n_bins=bins, strategy="quantile")
+            ax.plot(predicted, observed, marker="o", markersize=3, label=m.name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration (quantile bins)")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.legend(fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def plot_score_distribution(model: ScoredModel) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    edges = np.linspace(0, 1, 41)
+    for label, name in ((0, "legitimate"), (1, "fraud")):
+        scores = model.p[model.y == label]
+        if len(scores):
+            ax.hist(scores, bins=edges, density=True, alpha=0.55, label=f"{name} (n={len(scores)})")
+    ax.axvline(model.threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {model.threshold:.3f}")
+    ax.set_yscale("log")
+    ax.set(xlabel="fraud probability", ylabel="density (log)", title=f"Score distribution: {model.name}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plots(report: EvaluationReport) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by file name."""
+    return {
+        "roc.png": plot_roc(report.models),
+        "precision_recall.png": plot_pr(report.models),
+        "calibration.png": plot_calibration(report.models),
+        "score_distribution.png": plot_score_distribution(report.candidate),
+    }
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def metrics_table(report: EvaluationReport) -> pd.DataFrame:
+    rows = {m.name: {k: m.metrics.get(k, float("nan")) for k in METRIC_ORDER} for m in report.models}
+    for m in report.models:
+        rows[m.name]["threshold"] = m.threshold
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame, index_name: str = "") -> str:
+    header = "| " + " | ".join([index_name, *map(str, frame.columns)]) + " |"
+    rule = "|" + "---|" * (len(frame.columns) + 1)
+    lines = [header, rule]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(index), *(_fmt(v) for v in row.tolist())]) + " |")
+    return "\n".join(lines)
+
+
+def markdown_tables(report: EvaluationReport) -> dict[str, str]:
+    """Tables for Dagster metadata (MetadataValue.md)."""
+    tables = {"metrics": _markdown(metrics_table(report), "metric")}
+    if report.segments is not None and len(report.segments):
+        segments = report.segments.set_index(["segment", "value"])
+        segments.index = [f"{a}={b}" for a, b in segments.index]
+        tables["segments"] = _markdown(segments, "segment")
+    if report.gates:
+        gates = pd.DataFrame(
+            {"result": ["pass" if g.passed else "FAIL" for g in report.gates], "detail": [g.detail for g in report.gates]},
+            index=[g.name for g in report.gates],
+        )
+        tables["gates"] = _markdown(gates, "gate")
+    if report.latency:
+        tables["latency"] = _markdown(pd.DataFrame({"value": report.latency}), "single-row ONNX scoring")
+    return tables
+
+
+def _html_table(frame: pd.DataFrame, index_name: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [index_name, *frame.columns])
+    body = []
+    for index, row in frame.iterrows():
+        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.tolist())
+        body.append(f"<tr><th>{html.escape(str(index))}</th>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}th{background:#f6f8fa}
+td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{border:1px solid #d0d7de}.facts td{text-align:left}
+"""
+
+
+def render_html(report: EvaluationReport, figures: dict[str, bytes] | None = None) -> str:
+    """The whole report as one HTML document with its plots embedded."""
+    figures = figures if figures is not None else plots(report)
+    verdict = all(g.passed for g in report.gates) if report.gates else None
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(report.title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(report.title)}</h1>",
+        f"<p>Generated {report.generated_at:%Y-%m-%d %H:%M UTC}. "
+        + (
+            f"Verdict: <span class='{'pass' if verdict else 'fail'}'>{'all gates pass' if verdict else 'stopped by a gate'}</span>."
+            if verdict is not None
+            else ""
+        )
+        + "</p>",
+    ]
+    if report.facts:
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report.facts.items())
+        parts.append(f"<h2>Run</h2><table class='facts'>{rows}</table>")
+    if report.gates:
+        rows = "".join(
+            f"<tr><th>{html.escape(g.name)}</th><td class='{'pass' if g.passed else 'fail'}'>{'pass' if g.passed else 'FAIL'}</td>"
+            f"<td style='text-align:left'>{html.escape(g.detail)}</td></tr>"
+            for g in report.gates
+        )
+        parts.append(f"<h2>Quality gates</h2><table><thead><tr><th>gate</th><th>result</th><th>numbers</th></tr></thead><tbody>{rows}</tbody></table>")
+    parts.append("<h2>Metrics on the frozen test set</h2>" + _html_table(metrics_table(report), "metric"))
+    if report.latency:
+        parts.append("<h2>Single-row ONNX scoring latency</h2>" + _html_table(pd.DataFrame({"value": report.latency}), ""))
+    images = "".join(
+        f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" for name, png in figures.items()
+    )
+    parts.append(f"<h2>Plots</h2><div class='plots'>{images}</div>")
+    if report.segments is not None and len(report.segments):
+        segments = report.segments.set_index(["segment", "value"])
+        segments.index = [f"{a} = {b}" for a, b in segments.index]
+        parts.append("<h2>By segment (candidate, at its threshold)</h2>" + _html_table(segments, "segment"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
