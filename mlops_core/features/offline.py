@@ -112,6 +112,8 @@ with_account as (
 )
 select
     transaction_id, account_id, event_timestamp,
+    -- Raw fields kept beside the features for per-segment evaluation; not model inputs.
+    channel, country,
     {", ".join(f.name for f in WINDOWED_FEATURES)},
     {", ".join(f.name for f in ACCOUNT_FEATURES)},
     {request}
