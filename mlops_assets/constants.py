@@ -8,9 +8,12 @@ import dagster as dg
 INGESTION = "ingestion"
 WAREHOUSE = "warehouse"
 FEATURES = "features"
+TRAINING = "training"
 
 DATA_LAYER_JOB = "data_layer_job"
 FEATURE_JOB = "feature_job"
+TRAINING_JOB = "training_job"
+PROMOTE_JOB = "promote_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

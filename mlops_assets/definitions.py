@@ -6,11 +6,25 @@ from mlops_assets.features.online_store import online_features, online_store_fre
 from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.jobs import jobs
+from mlops_assets.training.evaluation import candidate_evaluation
+from mlops_assets.training.models import baseline_model, fraud_model_candidate
+from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *warehouse_assets, training_set, online_features],
+    assets=[
+        *raw_assets,
+        *warehouse_assets,
+        training_set,
+        online_features,
+        fraud_model_candidate,
+        baseline_model,
+        candidate_evaluation,
+        registered_challenger,
+        champion_model,
+        model_alias_history,
+    ],
     asset_checks=[online_store_fresh],
     jobs=jobs,
     resources=build_resources(),

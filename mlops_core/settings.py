@@ -67,3 +67,15 @@ class Settings:
         for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):
             path.mkdir(parents=True, exist_ok=True)
         self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def code_version() -> str:
+    """The git commit of the checkout, with '+dirty' when it has uncommitted changes; 'unknown' outside git."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")

@@ -143,7 +143,9 @@ def evaluate(
         p_base = baseline.scorer().predict(X)
         others.append(ScoredModel(f"baseline ({baseline.kind})", y, p_base, baseline.threshold, metrics.classification_metrics(y, p_base, baseline.threshold)))
     segments = metrics.segment_metrics(y, p, candidate.threshold, test[list(SEGMENT_COLUMNS)].reset_index(drop=True))
-    gaps = metrics.fairness_gaps(y, p, candidate.threshold, test["age_band"].reset_index(drop=True))
+    gaps = metrics.fairness_gaps(
+        y, p, candidate.threshold, test["age_band"].reset_index(drop=True), min_positives=thresholds.fairness_min_positives
+    )
     latency = metrics.latency_percentiles(scorer.predict, X, n_calls=latency_calls)
     flip_rate = metrics.decision_flip_rate(scorer.predict, X, candidate.threshold, relative_noise=0.01, seed=0)
     outcomes = {

@@ -52,6 +52,8 @@ class GateThresholds:
     min_recall: float = 0.3
     max_auc_pr_regression: float = 0.02
     max_recall_gap: float = 0.35
+    # Recall of a band with few frauds is mostly noise: bands below this are not compared.
+    fairness_min_positives: int = 10
     max_false_positive_rate_gap: float = 0.05
     max_p99_latency_ms: float = 5.0
     max_flip_rate: float = 0.02
@@ -90,7 +92,7 @@ def fairness(gaps: dict[str, object], t: GateThresholds) -> GateOutcome:
         GATE_FAIRNESS,
         passed,
         f"recall gap {recall_gap:.4f} (max {t.max_recall_gap}), false-positive-rate gap {fpr_gap:.4f} "
-        f"(max {t.max_false_positive_rate_gap}) across age bands",
+        f"(max {t.max_false_positive_rate_gap}) across age bands with >= {t.fairness_min_positives} frauds",
     )
 
 

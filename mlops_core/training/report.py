@@ -153,6 +153,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
+        if value.is_integer() and abs(value) >= 1:
+            return f"{int(value):,}"
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"

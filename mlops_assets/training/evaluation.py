@@ -1,0 +1,108 @@
+"""The candidate's evaluation on the frozen test split, with the quality gates as blocking checks."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+from pydantic import Field
+
+from mlops_assets.constants import TRAINING
+from mlops_assets.training.models import load_training_set
+from mlops_core import registry
+from mlops_core.settings import Settings
+from mlops_core.training import gates as g
+from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
+from mlops_core.training.onnx_export import OnnxScorer
+from mlops_core.training.report import markdown_tables, plots, render_html
+
+EVALUATION = dg.AssetKey("candidate_evaluation")
+
+
+class GateConfig(dg.Config):
+    """Bounds of the quality gates; each check reports its number against its bound."""
+
+    min_auc_pr: float = Field(default=0.3, description="Least AUC-PR on the test split.")
+    min_recall: float = Field(default=0.3, description="Least recall at the operating threshold.")
+    max_auc_pr_regression: float = Field(default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split.")
+    max_recall_gap: float = Field(default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds).")
+    fairness_min_positives: int = Field(default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps.")
+    max_false_positive_rate_gap: float = Field(default=0.05, description="Largest false-positive-rate difference between age bands.")
+    max_p99_latency_ms: float = Field(default=5.0, description="Single-row ONNX scoring p99 SLO, ms.")
+    max_flip_rate: float = Field(default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs.")
+    max_onnx_difference: float = Field(default=1e-5, description="Largest |ONNX - native| probability.")
+    max_calibration_error: float = Field(default=0.02, description="Largest expected calibration error (10 bins).")
+
+    def thresholds(self) -> g.GateThresholds:
+        return g.GateThresholds(**self.model_dump())
+
+
+def champion_scorer(client) -> tuple[str, OnnxScorer, float] | None:
+    """The current champion's ONNX graph from the registry (bytes only, never unpickled)."""
+    version = registry.alias_version(client, registry.CHAMPION)
+    if version is None:
+        return None
+    details = client.get_model_version(registry.MODEL_NAME, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.MODEL_NAME}/{version}", dst_path=tmp))
+        model_bytes = next(local.rglob("*.onnx")).read_bytes()
+    threshold = float(details.tags.get("threshold") or client.get_run(details.run_id).data.tags["threshold"])
+    return f"champion (version {version})", OnnxScorer(model_bytes), threshold
+
+
+def _check_results(evaluation: Evaluation):
+    for name in g.GATES:
+        outcome = evaluation.outcomes[name]
+        yield dg.AssetCheckResult(check_name=name, asset_key=EVALUATION, passed=outcome.passed, description=outcome.detail)
+
+
+@dg.asset(
+    key=EVALUATION,
+    group_name=TRAINING,
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"mlflow", "html"},
+    check_specs=[dg.AssetCheckSpec(name, asset=EVALUATION, blocking=True, description=g.GATE_DESCRIPTIONS[name]) for name in g.GATES],
+)
+def candidate_evaluation(
+    context: dg.AssetExecutionContext,
+    config: GateConfig,
+    fraud_model_candidate: TrainedModel,
+    baseline_model: TrainedModel,
+):
+    """Candidate vs champion vs baseline on the same frozen test split: metrics, segments, plots, latency,
+    and the quality gates. Writes a self-contained HTML report and logs it to the candidate's MLflow run."""
+    frame, _ = load_training_set(context.resources.warehouse)
+    client = mlflow.MlflowClient()
+    evaluation = evaluate(
+        fraud_model_candidate, split(frame, "test"), config.thresholds(), baseline=baseline_model, champion=champion_scorer(client)
+    )
+    figures = plots(evaluation.report)
+    page = render_html(evaluation.report, figures)
+    settings = Settings.from_env()
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.reports_dir / f"evaluation-{fraud_model_candidate.run_id}.html"
+    path.write_text(page)
+    (settings.reports_dir / "evaluation-latest.html").write_text(page)
+    client.log_artifact(fraud_model_candidate.run_id, str(path), "evaluation")
+    for name, value in evaluation.test_metrics.items():
+        if value == value:  # NaN (a split without one class) is not a metric
+            client.log_metric(fraud_model_candidate.run_id, f"test_{name}", float(value))
+    tables = markdown_tables(evaluation.report)
+    import base64
+
+    plot_md = "\n\n".join(f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items())
+    yield dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(str(path)),
+            "verdict": "all gates pass" if evaluation.passed else "stopped: " + ", ".join(n for n, o in evaluation.outcomes.items() if not o.passed),
+            "metrics": dg.MetadataValue.md(tables["metrics"]),
+            "segments": dg.MetadataValue.md(tables.get("segments", "")),
+            "gates": dg.MetadataValue.md(tables["gates"]),
+            "plots": dg.MetadataValue.md(plot_md),
+            "latency_p50_ms": evaluation.report.latency["p50_ms"],
+            "latency_p99_ms": evaluation.report.latency["p99_ms"],
+            "test_auc_pr": evaluation.test_metrics["auc_pr"],
+            "mlflow_run_id": fraud_model_candidate.run_id,
+        }
+    )
+    yield from _check_results(evaluation)

@@ -1,0 +1,86 @@
+"""The model registry as assets: the challenger alias, the explicit promote step, and the alias history."""
+
+import json
+
+import dagster as dg
+import mlflow
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from mlops_assets.constants import TRAINING
+from mlops_assets.training.evaluation import EVALUATION
+from mlops_assets.training.models import MODEL_ARTIFACT
+from mlops_core import registry
+from mlops_core.training.candidates import TrainedModel
+
+ALIAS_HISTORY = dg.AssetKey("model_alias_history")
+CHALLENGER = dg.AssetKey("registered_challenger")
+
+
+@dg.asset(key=CHALLENGER, group_name=TRAINING, deps=[EVALUATION], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"})
+def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candidate: TrainedModel):
+    """The candidate registered in the MLflow model registry with the `challenger` alias. Runs only
+    after every blocking gate on candidate_evaluation passed."""
+    client = mlflow.MlflowClient()
+    version = registry.register_version(
+        client,
+        fraud_model_candidate.run_id,
+        MODEL_ARTIFACT,
+        tags={"threshold": repr(fraud_model_candidate.threshold), "data_version": fraud_model_candidate.data_version},
+    )
+    test_metrics = client.get_run(fraud_model_candidate.run_id).data.metrics
+    with context.resources.warehouse.get_connection() as con:
+        change = registry.move_alias(
+            client, con, registry.CHALLENGER, version, reason="passed every quality gate", metrics=test_metrics
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "model": registry.MODEL_NAME,
+            "version": version,
+            "alias": registry.CHALLENGER,
+            "previous_challenger": change.from_version,
+            "mlflow_run_id": fraud_model_candidate.run_id,
+            "test_auc_pr": test_metrics.get("test_auc_pr"),
+        }
+    )
+
+
+class PromoteConfig(dg.Config):
+    """Why the challenger becomes champion; recorded in the alias history."""
+
+    reason: str = Field(default="promoted by hand from the Dagster UI", description="Why this promotion happens (audit history).")
+    actor: str = Field(default="dagster", description="Who or what promotes (audit history).")
+
+
+@dg.asset(group_name=TRAINING, deps=[CHALLENGER], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"})
+def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
+    """The `champion` alias moved to the current challenger: the explicit promote step until staged
+    rollout takes it over. The previous champion stays recorded for rollback."""
+    client = mlflow.MlflowClient()
+    challenger = registry.alias_version(client, registry.CHALLENGER)
+    metrics = client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics if challenger else {}
+    with context.resources.warehouse.get_connection() as con:
+        change = registry.promote_challenger(client, con, reason=config.reason, metrics=metrics, actor=config.actor)
+    return dg.MaterializeResult(
+        metadata={"model": registry.MODEL_NAME, "champion_version": change.to_version, "previous_champion": change.from_version}
+    )
+
+
+@dg.asset(key=ALIAS_HISTORY, group_name=TRAINING, deps=[CHALLENGER, dg.AssetKey("champion_model")], kinds={"duckdb"})
+def model_alias_history(warehouse: DuckDBResource):
+    """Every alias move (what, from which version to which, why, when, by whom, metrics then), from
+    registry.alias_history; MLflow keeps no such history."""
+    with warehouse.get_connection() as con:
+        frame = registry.history(con)
+    recent = frame.tail(20)
+    lines = ["| when | alias | from | to | reason | actor |", "|---|---|---|---|---|---|"]
+    for row in recent.itertuples():
+        lines.append(f"| {row.changed_at} | {row.alias} | {row.from_version or '-'} | {row.to_version or '-'} | {row.reason} | {row.actor} |")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "table": registry.HISTORY_TABLE,
+            "recent_changes": dg.MetadataValue.md("\n".join(lines)),
+            "latest": dg.MetadataValue.json(json.loads(recent.tail(1).to_json(orient="records", date_format="iso")) if len(recent) else []),
+        }
+    )

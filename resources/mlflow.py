@@ -1,0 +1,43 @@
+"""MLflow tracking through dagster-mlflow, pointed at the embedded store or a server."""
+
+import os
+
+import dagster as dg
+from dagster_mlflow import mlflow_tracking
+
+from mlops_core.settings import Settings
+
+EXPERIMENT = "fraud_detection"
+
+
+def tracking_uri(settings: Settings) -> str:
+    """MLOPS_MLFLOW_TRACKING_URI (a server such as http://127.0.0.1:5000) or the embedded sqlite store."""
+    from mlops_core.registry import tracking_uri_for
+
+    return os.environ.get("MLOPS_MLFLOW_TRACKING_URI") or tracking_uri_for(settings.mlflow_dir)
+
+
+def prepare_experiment(settings: Settings) -> str:
+    """Create the experiment with its artifact root under MLOPS_MLFLOW_DIR before dagster-mlflow
+    sees it: its `set_experiment` would otherwise create it with artifacts in ./mlruns."""
+    from mlflow import MlflowClient
+
+    from mlops_core.registry import artifact_root_for, ensure_experiment
+
+    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return ensure_experiment(MlflowClient(tracking_uri(settings)), EXPERIMENT, artifact_root_for(settings.mlflow_dir))
+
+
+def mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
+    """dagster-mlflow's tracking resource: one MLflow parent run per Dagster run, each model
+    in a nested run under it. The experiment is prepared first, when the resource starts."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+    @dg.resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
+    def tracking(context):
+        prepare_experiment(settings)
+        return mlflow_tracking.resource_fn(context)
+
+    return tracking.configured(
+        {"experiment_name": EXPERIMENT, "mlflow_tracking_uri": tracking_uri(settings), "extra_tags": {"platform": "mlops"}}
+    )
