@@ -1,0 +1,357 @@
+"""Model registry layer over MLflow's registry, with aliases and an audit history. No dagster here.
+
+Versions are addressed by aliases (`champion`, `challenger`); MLflow stages are deprecated and
+never used. MLflow keeps no record of alias changes, so every move is appended to the DuckDB
+table `registry.alias_history`, which is also what `rollback_champion` reads.
+
+Consistency between MLflow and the history table: the alias is set in MLflow first and the
+history row written second. MLflow is the call likely to fail (a remote server), and when it
+does nothing has been written. If the history write fails afterwards, the alias is put back to
+the version it had (or removed if it had none) before the error is re-raised, so the two never
+disagree. Only if that compensation itself fails (MLflow went away in between) can they differ;
+the raised `RegistryInconsistent` then names the alias and both versions.
+
+Registration writes no history: a registered version without an alias is a normal state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pandas as pd
+import requests
+from mlflow import MlflowClient
+from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+from mlflow.exceptions import MlflowException
+
+MODEL_NAME = "fraud_detector"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+HISTORY_TABLE = "registry.alias_history"
+
+HISTORY_DDL = f"""
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    changed_at TIMESTAMP NOT NULL,  -- UTC, stored naive so no session time zone shifts it
+    model_name VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    from_version VARCHAR,           -- NULL: the alias was unset before
+    to_version VARCHAR,             -- NULL: the alias was removed
+    reason VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL,
+    metrics VARCHAR NOT NULL,       -- JSON object
+    run_id VARCHAR                  -- MLflow run of to_version; NULL when the alias was removed
+)
+"""
+
+# MLflow error codes that mean "the request was wrong", not "the registry is unreachable".
+_CLIENT_ERROR_CODES = {
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_ALREADY_EXISTS",
+    "RESOURCE_DOES_NOT_EXIST",
+    "INVALID_STATE",
+    "BAD_REQUEST",
+}
+
+_T = TypeVar("_T")
+
+
+class RegistryError(Exception):
+    """A registry operation was refused: missing alias, version or history."""
+
+
+class VersionNotFound(RegistryError):
+    """The model version named does not exist in the registry."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The MLflow tracking/registry server could not be reached or failed internally."""
+
+
+class RegistryInconsistent(RegistryError):
+    """History write failed and the alias could not be restored: MLflow and history differ."""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One alias move as recorded in registry.alias_history."""
+
+    changed_at: datetime
+    model_name: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    actor: str
+    metrics: dict[str, Any]
+    run_id: str | None
+
+
+def tracking_uri_for(mlflow_dir: Path) -> str:
+    """sqlite tracking URI for the store in `mlflow_dir`."""
+    return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(mlflow_dir: Path) -> str:
+    """File URI of the artifact root in `mlflow_dir`."""
+    return (Path(mlflow_dir).resolve() / "artifacts").as_uri()
+
+
+def _uri(client: MlflowClient) -> str:
+    # Registry and tracking share one URI here; MlflowClient exposes only the tracking one.
+    return client.tracking_uri
+
+
+def _call(client: MlflowClient, what: str, fn: Callable[[], _T]) -> _T:
+    """Run one MLflow call, turning transport and server failures into RegistryUnavailable."""
+    try:
+        return fn()
+    except MlflowException as exc:
+        if exc.error_code in _CLIENT_ERROR_CODES:
+            raise
+        raise RegistryUnavailable(f"MLflow registry at {_uri(client)} failed during {what}: {exc}") from exc
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise RegistryUnavailable(f"MLflow registry at {_uri(client)} unreachable during {what}: {exc}") from exc
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str) -> str:
+    """Experiment id for `name`, created with an explicit artifact location so nothing lands in ./mlruns."""
+    existing = _call(client, f"get experiment {name!r}", lambda: client.get_experiment_by_name(name))
+    if existing is not None:
+        return existing.experiment_id
+    return _call(
+        client,
+        f"create experiment {name!r}",
+        lambda: client.create_experiment(name, artifact_location=artifact_location),
+    )
+
+
+def _get_version(client: MlflowClient, model_name: str, version: str):
+    try:
+        return _call(
+            client, f"get {model_name} version {version}", lambda: client.get_model_version(model_name, str(version))
+        )
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise VersionNotFound(f"model {model_name!r} has no version {version!r}") from exc
+        raise
+
+
+def register_version(
+    client: MlflowClient,
+    run_id: str,
+    artifact_path: str,
+    model_name: str = MODEL_NAME,
+    tags: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> str:
+    """Register runs:/<run_id>/<artifact_path> as a new version of `model_name`; returns its number once READY."""
+
+    def create_model() -> None:
+        try:
+            client.create_registered_model(model_name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    _call(client, f"create registered model {model_name!r}", create_model)
+    version = _call(
+        client,
+        f"register runs:/{run_id}/{artifact_path}",
+        lambda: client.create_model_version(
+            model_name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
+        ),
+    )
+    deadline = time.monotonic() + timeout_s
+    while version.status != ModelVersionStatus.to_string(ModelVersionStatus.READY):
+        if version.status == ModelVersionStatus.to_string(ModelVersionStatus.FAILED_REGISTRATION):
+            raise RegistryError(f"{model_name} version {version.version} failed registration: {version.status_message}")
+        if time.monotonic() > deadline:
+            raise RegistryError(f"{model_name} version {version.version} not READY after {timeout_s} s")
+        time.sleep(0.5)
+        version = _get_version(client, model_name, version.version)
+    return str(version.version)
+
+
+def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> str | None:
+    """Version the alias points at, or None if the alias (or the model) does not exist."""
+    try:
+        model = _call(client, f"get registered model {model_name!r}", lambda: client.get_registered_model(model_name))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def ensure_history_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the registry schema and registry.alias_history if missing."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS registry")
+    con.execute(HISTORY_DDL)
+
+
+def _append_history(con: duckdb.DuckDBPyConnection, change: AliasChange) -> None:
+    ensure_history_table(con)
+    con.execute(
+        f"INSERT INTO {HISTORY_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            change.changed_at.replace(tzinfo=None),
+            change.model_name,
+            change.alias,
+            change.from_version,
+            change.to_version,
+            change.reason,
+            change.actor,
+            json.dumps(change.metrics, sort_keys=True, default=str),
+            change.run_id,
+        ],
+    )
+
+
+def _set_alias(client: MlflowClient, model_name: str, alias: str, version: str | None) -> None:
+    if version is None:
+        _call(
+            client,
+            f"delete alias {alias!r} of {model_name!r}",
+            lambda: client.delete_registered_model_alias(model_name, alias),
+        )
+    else:
+        _call(
+            client,
+            f"set alias {alias!r} of {model_name!r} to version {version}",
+            lambda: client.set_registered_model_alias(model_name, alias, str(version)),
+        )
+
+
+def _change_alias(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    alias: str,
+    to_version: str | None,
+    reason: str,
+    metrics: dict[str, Any],
+    actor: str,
+    model_name: str,
+) -> AliasChange:
+    run_id = None
+    if to_version is not None:
+        run_id = _get_version(client, model_name, str(to_version)).run_id
+    from_version = alias_version(client, alias, model_name)
+    if to_version is None and from_version is None:
+        raise RegistryError(f"alias {alias!r} of {model_name!r} is not set; nothing to remove")
+    change = AliasChange(
+        changed_at=datetime.now(timezone.utc),
+        model_name=model_name,
+        alias=alias,
+        from_version=from_version,
+        to_version=None if to_version is None else str(to_version),
+        reason=reason,
+        actor=actor,
+        metrics=dict(metrics),
+        run_id=run_id,
+    )
+    _set_alias(client, model_name, alias, change.to_version)
+    try:
+        _append_history(con, change)
+    except Exception as history_error:
+        # Deliberately broad: whatever broke the history write, the alias must go back.
+        try:
+            _set_alias(client, model_name, alias, from_version)
+        except RegistryError as restore_error:
+            raise RegistryInconsistent(
+                f"alias {alias!r} of {model_name!r} moved {from_version} -> {change.to_version} "
+                f"but history write failed ({history_error}) and restoring failed ({restore_error})"
+            ) from history_error
+        raise
+    return change
+
+
+def move_alias(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    alias: str,
+    to_version: str,
+    reason: str,
+    metrics: dict[str, Any],
+    actor: str = "dagster",
+    model_name: str = MODEL_NAME,
+) -> AliasChange:
+    """Point `alias` at `to_version` and record the move; raises VersionNotFound for an unknown version."""
+    return _change_alias(client, con, alias, str(to_version), reason, metrics, actor, model_name)
+
+
+def remove_alias(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    alias: str,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+    actor: str = "dagster",
+    model_name: str = MODEL_NAME,
+) -> AliasChange:
+    """Remove `alias` and record it (to_version NULL); raises RegistryError if the alias is unset."""
+    return _change_alias(client, con, alias, None, reason, metrics or {}, actor, model_name)
+
+
+def history(con: duckdb.DuckDBPyConnection, model_name: str | None = None) -> pd.DataFrame:
+    """All recorded alias changes, oldest first; metrics stay JSON text."""
+    ensure_history_table(con)
+    where = "" if model_name is None else "WHERE model_name = ?"
+    params = [] if model_name is None else [model_name]
+    return con.execute(f"SELECT * FROM {HISTORY_TABLE} {where} ORDER BY changed_at, rowid", params).df()
+
+
+def promote_challenger(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    reason: str,
+    metrics: dict[str, Any],
+    actor: str = "dagster",
+    model_name: str = MODEL_NAME,
+) -> AliasChange:
+    """Move champion to the challenger's version; the old champion is kept as from_version for rollback."""
+    challenger = alias_version(client, CHALLENGER, model_name)
+    if challenger is None:
+        raise RegistryError(f"no {CHALLENGER!r} alias on {model_name!r}: nothing to promote")
+    if alias_version(client, CHAMPION, model_name) == challenger:
+        raise RegistryError(f"{model_name!r} version {challenger} is already {CHAMPION!r}")
+    return move_alias(client, con, CHAMPION, challenger, reason, metrics, actor, model_name)
+
+
+def rollback_champion(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    reason: str,
+    actor: str = "dagster",
+    model_name: str = MODEL_NAME,
+) -> AliasChange:
+    """Undo the latest champion move: point champion at that row's from_version.
+
+    A second rollback undoes the first one (it is itself a recorded move), so repeated
+    rollbacks toggle between two versions rather than walking further back.
+    """
+    current = alias_version(client, CHAMPION, model_name)
+    ensure_history_table(con)
+    row = con.execute(
+        f"SELECT from_version, to_version FROM {HISTORY_TABLE} "
+        "WHERE model_name = ? AND alias = ? ORDER BY changed_at DESC, rowid DESC LIMIT 1",
+        [model_name, CHAMPION],
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise RegistryError(f"no previous {CHAMPION!r} of {model_name!r} in history to roll back to")
+    previous, last_to = row
+    if last_to != current:
+        raise RegistryError(
+            f"{CHAMPION!r} of {model_name!r} is version {current} in MLflow but history says {last_to}; "
+            "refusing to roll back"
+        )
+    metrics = {"rolled_back_from": current}
+    return move_alias(client, con, CHAMPION, previous, reason, metrics, actor, model_name)
