@@ -22,11 +22,12 @@ EVALUATION = dg.AssetKey("candidate_evaluation")
 class GateConfig(dg.Config):
     """Bounds of the quality gates; each check reports its number against its bound."""
 
-    min_auc_pr: float = Field(default=0.3, description="Least AUC-PR on the test split.")
+    min_auc_pr: float = Field(default=0.2, description="Least AUC-PR on the test split.")
     min_recall: float = Field(default=0.3, description="Least recall at the operating threshold.")
     max_auc_pr_regression: float = Field(default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split.")
     max_recall_gap: float = Field(default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds).")
     fairness_min_positives: int = Field(default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps.")
+    fairness_significance: float = Field(default=0.05, description="A fairness gap fails only if a two-proportion z-test gives p below this.")
     max_false_positive_rate_gap: float = Field(default=0.05, description="Largest false-positive-rate difference between age bands.")
     max_p99_latency_ms: float = Field(default=5.0, description="Single-row ONNX scoring p99 SLO, ms.")
     max_flip_rate: float = Field(default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs.")

@@ -48,12 +48,13 @@ GATE_DESCRIPTIONS = {
 
 @dataclass(frozen=True)
 class GateThresholds:
-    min_auc_pr: float = 0.3
+    min_auc_pr: float = 0.2
     min_recall: float = 0.3
     max_auc_pr_regression: float = 0.02
     max_recall_gap: float = 0.35
     # Recall of a band with few frauds is mostly noise: bands below this are not compared.
     fairness_min_positives: int = 10
+    fairness_significance: float = 0.05
     max_false_positive_rate_gap: float = 0.05
     max_p99_latency_ms: float = 5.0
     max_flip_rate: float = 0.02
@@ -85,14 +86,54 @@ def no_regression(candidate: dict[str, float], champion: dict[str, float] | None
     )
 
 
+def _two_proportion_p_value(hits_a: float, n_a: float, hits_b: float, n_b: float) -> float:
+    """Two-sided p-value of a z-test that two rates are equal (pooled variance)."""
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return 1.0
+    z = abs(hits_a / n_a - hits_b / n_b) / se
+    return math.erfc(z / math.sqrt(2))
+
+
+def _widest_gap(groups: dict[str, dict[str, float]], rate: str, denominator) -> tuple[float, float, str]:
+    """(gap, p-value, 'band a vs band b') for the lowest and highest `rate` among the groups."""
+    rated = {k: v for k, v in groups.items() if not math.isnan(v[rate])}
+    if len(rated) < 2:
+        return float("nan"), float("nan"), "fewer than two bands to compare"
+    low = min(rated, key=lambda k: rated[k][rate])
+    high = max(rated, key=lambda k: rated[k][rate])
+    n_low, n_high = denominator(rated[low]), denominator(rated[high])
+    p_value = _two_proportion_p_value(rated[low][rate] * n_low, n_low, rated[high][rate] * n_high, n_high)
+    # Bonferroni over every pair of bands: the extreme pair is picked after looking.
+    pairs = len(rated) * (len(rated) - 1) / 2
+    p_value = min(1.0, p_value * pairs)
+    return rated[high][rate] - rated[low][rate], p_value, f"{low} {rated[low][rate]:.3f} vs {high} {rated[high][rate]:.3f}"
+
+
 def fairness(gaps: dict[str, object], t: GateThresholds) -> GateOutcome:
-    recall_gap, fpr_gap = float(gaps["recall_gap"]), float(gaps["false_positive_rate_gap"])
-    passed = not _nan(recall_gap) and not _nan(fpr_gap) and recall_gap <= t.max_recall_gap and fpr_gap <= t.max_false_positive_rate_gap
+    """A gap fails only when it exceeds its bound and is unlikely to be sampling noise: a
+    two-proportion z-test between the lowest and highest band, Bonferroni-corrected for
+    having picked that pair among all pairs, p < significance. A few frauds per band would
+    otherwise make the gate a coin toss."""
+    groups = gaps["groups"]
+    recall_gap, recall_p, recall_pair = _widest_gap(groups, "recall", lambda g: g["positives"])
+    fpr_gap, fpr_p, fpr_pair = _widest_gap(groups, "false_positive_rate", lambda g: g["n"] - g["positives"])
+    if math.isnan(recall_gap):
+        return GateOutcome(
+            GATE_FAIRNESS,
+            True,
+            f"not assessed: fewer than two age bands have >= {t.fairness_min_positives} frauds in the test split "
+            f"(left out: {', '.join(gaps.get('excluded_groups', [])) or 'none'})",
+        )
+    recall_bad = recall_gap > t.max_recall_gap and recall_p < t.fairness_significance
+    fpr_bad = fpr_gap > t.max_false_positive_rate_gap and fpr_p < t.fairness_significance
     return GateOutcome(
         GATE_FAIRNESS,
-        passed,
-        f"recall gap {recall_gap:.4f} (max {t.max_recall_gap}), false-positive-rate gap {fpr_gap:.4f} "
-        f"(max {t.max_false_positive_rate_gap}) across age bands with >= {t.fairness_min_positives} frauds",
+        not (recall_bad or fpr_bad),
+        f"recall gap {recall_gap:.3f} ({recall_pair}; adjusted p={recall_p:.3g}; max {t.max_recall_gap}), "
+        f"false-positive-rate gap {fpr_gap:.4f} ({fpr_pair}; adjusted p={fpr_p:.3g}; max {t.max_false_positive_rate_gap}); "
+        f"a gap fails when above its bound with p < {t.fairness_significance}; bands with >= {t.fairness_min_positives} frauds",
     )
 
 

@@ -1,0 +1,64 @@
+"""Quality gates on hand-made numbers, and the evaluation report's HTML."""
+
+import numpy as np
+import pandas as pd
+
+from mlops_core.training import gates as g
+from mlops_core.training.report import EvaluationReport, GateOutcome, ScoredModel, markdown_tables, render_html
+
+T = g.GateThresholds()
+
+
+def band(n, positives, recall, fpr):
+    return {"n": float(n), "positives": float(positives), "recall": recall, "false_positive_rate": fpr}
+
+
+def test_minimums_and_regression_report_their_numbers():
+    low = g.minimum_quality({"auc_pr": 0.1, "recall": 0.9}, T)
+    assert not low.passed and "AUC-PR 0.1000 (min 0.2)" in low.detail
+    assert g.minimum_quality({"auc_pr": 0.5, "recall": 0.5}, T).passed
+    assert g.no_regression({"auc_pr": 0.40}, None, T).passed
+    worse = g.no_regression({"auc_pr": 0.40}, {"auc_pr": 0.45}, T)
+    assert not worse.passed and "drop +0.0500" in worse.detail
+    assert g.no_regression({"auc_pr": 0.44}, {"auc_pr": 0.45}, T).passed
+
+
+def test_fairness_fails_a_large_significant_gap_only():
+    biased = {"groups": {"18-24": band(2000, 100, 0.05, 0.01), "25-34": band(2000, 100, 0.80, 0.01)}, "excluded_groups": []}
+    outcome = g.fairness(biased, T)
+    assert not outcome.passed and "18-24 0.050 vs 25-34 0.800" in outcome.detail
+    # The same gap on ten frauds a band is not distinguishable from noise after correction.
+    noisy = {"groups": {k: band(300, 10, r, 0.01) for k, r in zip("abcdef", (0.4, 0.5, 0.6, 0.6, 0.7, 0.8))}, "excluded_groups": []}
+    assert g.fairness(noisy, T).passed
+    too_few = {"groups": {"a": band(100, 12, 0.5, 0.01)}, "excluded_groups": ["b", "c"]}
+    outcome = g.fairness(too_few, T)
+    assert outcome.passed and "not assessed" in outcome.detail and "b, c" in outcome.detail
+
+
+def test_latency_robustness_parity_calibration_and_behaviour_bounds():
+    assert not g.latency({"p50_ms": 4.0, "p99_ms": 7.5}, T).passed
+    assert g.latency({"p50_ms": 0.1, "p99_ms": 0.3}, T).passed
+    assert not g.robustness(0.05, T).passed and g.robustness(0.0, T).passed
+    assert not g.onnx_parity(1e-3, T).passed and g.onnx_parity(2e-7, T).passed
+    assert not g.onnx_parity(float("nan"), T).passed
+    assert not g.calibration({"expected_calibration_error": 0.2}, T).passed
+    wrong_way = g.behavioural([("foreign", 0.02, 0.01), ("online", 0.02, 0.03)])
+    assert not wrong_way.passed and "foreign" in wrong_way.detail and "online" not in wrong_way.detail
+    assert g.behavioural([("online", 0.02, 0.03)]).passed
+
+
+def test_report_renders_one_self_contained_page():
+    rng = np.random.default_rng(1)
+    y = (rng.random(500) < 0.1).astype(int)
+    p = np.clip(0.1 + 0.5 * y + rng.normal(0, 0.1, 500), 0, 1)
+    model = ScoredModel("candidate", y, p, 0.4, {"auc_pr": 0.8, "recall": 0.7, "n": 500.0})
+    segments = pd.DataFrame({"segment": ["age_band"], "value": ["65+"], "n": [100], "recall": [0.5]})
+    report = EvaluationReport("t", model, segments=segments, latency={"p50_ms": 0.01, "p99_ms": 0.02},
+                              gates=[GateOutcome("gate_x", False, "1 > 0")])
+    page = render_html(report)
+    assert page.count("data:image/png;base64,") == 4
+    assert "stopped by a gate" in page and "age_band = 65+" in page
+    assert "http" not in page.replace("http-equiv", "")  # nothing fetched from the network
+    tables = markdown_tables(report)
+    assert "| gate_x | FAIL | 1 > 0 |" in tables["gates"]
+    assert "| recall | 0.7000 |" in tables["metrics"]
