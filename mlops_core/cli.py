@@ -80,7 +80,7 @@ def demo_scenarios() -> None:
         click.echo(f"{name:28s} {text}")
 
 
-def run_job(job_name: str, tags: dict[str, str] | None = None) -> bool:
+def run_job(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> bool:
     """Execute one job of the code location as a run on the local instance."""
     import dagster as dg
 
@@ -88,7 +88,7 @@ def run_job(job_name: str, tags: dict[str, str] | None = None) -> bool:
 
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
     return result.success
 
 
@@ -100,6 +100,20 @@ def run_data_layer(first: date, last: date) -> bool:
         DATA_LAYER_JOB,
         {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()},
     )
+
+
+def run_training() -> bool:
+    """Features, candidate and baseline, evaluation with the gates, challenger registration."""
+    from mlops_assets.constants import TRAINING_JOB
+
+    return run_job(TRAINING_JOB)
+
+
+def run_promote(reason: str) -> bool:
+    """Move champion to the challenger, recorded in the alias history."""
+    from mlops_assets.constants import PROMOTE_JOB
+
+    return run_job(PROMOTE_JOB, run_config={"ops": {"champion_model": {"config": {"reason": reason, "actor": "mlops cli"}}}})
 
 
 def run_features() -> bool:
@@ -138,6 +152,17 @@ def _print_where_to_look(settings: Settings) -> None:
             for split, n, rate in splits:
                 click.echo(f"  features.training_set {split:10s} {n} rows, fraud rate {rate:.4f}")
     click.echo(f"  online store     {settings.online_store_path if settings.online_store == 'sqlite' else 'redis ($MLOPS_REDIS_URL)'}")
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        has_history = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'registry' AND table_name = 'alias_history'"
+        ).fetchone()[0]
+        changes = con.execute("SELECT changed_at, alias, from_version, to_version, reason FROM registry.alias_history ORDER BY changed_at").fetchall() if has_history else []
+    if changes:
+        click.echo("\nModel registry (fraud_detector)")
+        for when, alias, before, after, why in changes[-4:]:
+            click.echo(f"  {when:%Y-%m-%d %H:%M:%S} {alias:10s} {before or '-'} -> {after or '-'}  ({why})")
+        click.echo(f"  evaluation report: {settings.reports_dir / 'evaluation-latest.html'}")
+        click.echo(f"  MLflow store:      {settings.mlflow_dir}  (mlflow ui --backend-store-uri sqlite:///{settings.mlflow_dir / 'mlflow.db'})")
     click.echo("\nWhere to look")
     click.echo(f"  Dagster UI:      .venv/bin/mlops ui   then open http://127.0.0.1:3000 (runs, asset graph, checks)")
     click.echo(f"  DuckDB file:     {settings.duckdb_path}")
@@ -149,7 +174,7 @@ def _print_where_to_look(settings: Settings) -> None:
 
 
 @demo.command("run")
-@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True, help="Days of history ending yesterday.")
+@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True, help="Days of history ending yesterday (labels mature after 45).")
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--scenario", default="baseline", show_default=True)
@@ -176,11 +201,13 @@ def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
     summary = generate_landing(spec, settings.landing_dir)
     click.echo(f"Generated {summary.rows} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
     ok = run_data_layer(first, last)
+    stage = "a blocking data gate (see quarantine.rejected_rows)"
     if ok:
-        ok = run_features()
-        stage = "a feature-store check (leakage, join or online/offline parity)"
-    else:
-        stage = "a blocking data gate (see quarantine.rejected_rows)"
+        ok = run_training()
+        stage = "a feature-store check or a model quality gate (see candidate_evaluation)"
+    if ok:
+        ok = run_promote("demo: first champion")
+        stage = "the promote step"
     _print_where_to_look(settings)
     if not ok:
         click.echo(f"\nThe run failed: {stage} stopped it; the checks are in the UI.", err=True)
@@ -202,6 +229,26 @@ def ingest(start, end) -> None:
     ok = run_data_layer(first, last)
     _print_where_to_look(settings)
     sys.exit(0 if ok else 1)
+
+
+@main.command("train")
+def train() -> None:
+    """Run training_job: features, candidate, baseline, evaluation and gates, challenger registration."""
+    prepare_instance(Settings.from_env())
+    if not run_training():
+        click.echo("Training stopped: a check or a quality gate failed (see candidate_evaluation in the UI).", err=True)
+        sys.exit(1)
+    click.echo(f"Evaluation report: {Settings.from_env().reports_dir / 'evaluation-latest.html'}")
+
+
+@main.command("promote")
+@click.option("--reason", required=True, help="Why the challenger becomes champion (kept in the alias history).")
+def promote(reason) -> None:
+    """Move the champion alias to the current challenger."""
+    prepare_instance(Settings.from_env())
+    if not run_promote(reason):
+        click.echo("Promotion failed (no challenger, or it is already champion); see promote_job in the UI.", err=True)
+        sys.exit(1)
 
 
 @main.command("prepare")

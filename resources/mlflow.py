@@ -24,8 +24,17 @@ def prepare_experiment(settings: Settings) -> str:
 
     from mlops_core.registry import artifact_root_for, ensure_experiment
 
+    uri = tracking_uri(settings)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server keeps artifacts where it was told to (--artifacts-destination) and
+        # proxies them: the client must not pick a local path the server cannot see.
+        from mlflow import MlflowClient as _Client
+
+        client = _Client(uri)
+        existing = client.get_experiment_by_name(EXPERIMENT)
+        return existing.experiment_id if existing else client.create_experiment(EXPERIMENT)
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return ensure_experiment(MlflowClient(tracking_uri(settings)), EXPERIMENT, artifact_root_for(settings.mlflow_dir))
+    return ensure_experiment(MlflowClient(uri), EXPERIMENT, artifact_root_for(settings.mlflow_dir))
 
 
 def mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
@@ -35,8 +44,18 @@ def mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
 
     @dg.resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
     def tracking(context):
+        import mlflow
+
         prepare_experiment(settings)
-        return mlflow_tracking.resource_fn(context)
+        lifecycle = mlflow_tracking.resource_fn(context)
+        try:
+            yield next(lifecycle)
+        finally:
+            next(lifecycle, None)  # dagster-mlflow's own teardown (marks a failed run)
+            # What its end_mlflow_on_run_finished hook does for a job, for every way a run
+            # starts (jobs, dg.materialize, several runs in one process): end the parent run.
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
 
     return tracking.configured(
         {"experiment_name": EXPERIMENT, "mlflow_tracking_uri": tracking_uri(settings), "extra_tags": {"platform": "mlops"}}

@@ -219,3 +219,20 @@ def test_promote_moves_champion_and_records_it(settings):
     assert registry.alias_version(client, registry.CHAMPION) == version
     history = result.asset_materializations_for_node("model_alias_history")[0].metadata["recent_changes"].value
     assert "test promotion" in history
+
+
+def test_training_tracks_and_registers_on_a_real_mlflow_server(settings, mlflow_server, monkeypatch):
+    uri, _, _ = mlflow_server
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", uri)
+    result = dg.materialize(
+        [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert result.success, failed(result)
+    client = mlflow.MlflowClient(uri)
+    version = registry.alias_version(client, registry.CHALLENGER)
+    assert version == "1"  # the server's own registry, not the embedded store
+    run_id = client.get_model_version(registry.MODEL_NAME, version).run_id
+    assert "evaluation" in {a.path for a in client.list_artifacts(run_id)}

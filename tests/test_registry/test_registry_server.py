@@ -1,9 +1,4 @@
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -25,57 +20,6 @@ from mlops_core.registry import (
     register_version,
     rollback_champion,
 )
-
-MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
-READY_TIMEOUT_S = 90
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on 127.0.0.1; yields (uri, data dir, seconds until /health answered)."""
-    port = free_port()
-    data = tmp_path / "server"
-    data.mkdir()
-    log_path = tmp_path / "mlflow-server.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    cmd = [
-        str(MLFLOW_BIN), "server",
-        "--backend-store-uri", f"sqlite:///{data}/mlflow.db",
-        "--default-artifact-root", str(data / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > READY_TIMEOUT_S:
-                pytest.fail(f"mlflow server not healthy after {READY_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        ready_s = time.monotonic() - started
-        yield f"http://127.0.0.1:{port}", data, ready_s
-    finally:
-        _stop(proc)
-
 
 @pytest.mark.slow
 def test_against_real_mlflow_server(mlflow_server, tmp_path: Path):
