@@ -53,3 +53,20 @@ def test_feature_assets_follow_the_marts_and_gate_with_blocking_checks():
     online_checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("online_features")}
     assert "check_online_store_fresh" in online_checks
     assert defs.resolve_job_def(FEATURE_JOB) is not None
+
+
+def test_training_chain_is_gated_and_promotion_is_separate():
+    from mlops_assets.constants import PROMOTE_JOB, TRAINING, TRAINING_JOB
+    from mlops_core.training.gates import GATES
+
+    graph = defs.resolve_asset_graph()
+    evaluation = dg.AssetKey("candidate_evaluation")
+    assert graph.get(evaluation).group_name == TRAINING
+    specs = defs.resolve_assets_def(evaluation).check_specs
+    assert {s.name for s in specs if s.blocking} == set(GATES)
+    assert evaluation in graph.get(dg.AssetKey("registered_challenger")).parent_keys
+    training = {k.to_user_string() for k in defs.resolve_job_def(TRAINING_JOB).asset_layer.selected_asset_keys}
+    assert {"training_set", "fraud_model_candidate", "baseline_model", "candidate_evaluation", "registered_challenger"} <= training
+    assert "champion_model" not in training
+    promote = {k.to_user_string() for k in defs.resolve_job_def(PROMOTE_JOB).asset_layer.selected_asset_keys}
+    assert promote == {"champion_model", "model_alias_history"}
