@@ -121,8 +121,9 @@ def _call(client: MlflowClient, what: str, fn: Callable[[], _T]) -> _T:
         raise RegistryUnavailable(f"MLflow registry at {_uri(client)} unreachable during {what}: {exc}") from exc
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_location: str) -> str:
-    """Experiment id for `name`, created with an explicit artifact location so nothing lands in ./mlruns."""
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Experiment id for `name`, created with an explicit artifact location so nothing lands in
+    ./mlruns (None: the tracking server's own artifact root)."""
     existing = _call(client, f"get experiment {name!r}", lambda: client.get_experiment_by_name(name))
     if existing is not None:
         return existing.experiment_id

@@ -26,13 +26,9 @@ def prepare_experiment(settings: Settings) -> str:
 
     uri = tracking_uri(settings)
     if uri.startswith(("http://", "https://")):
-        # A tracking server keeps artifacts where it was told to (--artifacts-destination) and
-        # proxies them: the client must not pick a local path the server cannot see.
-        from mlflow import MlflowClient as _Client
-
-        client = _Client(uri)
-        existing = client.get_experiment_by_name(EXPERIMENT)
-        return existing.experiment_id if existing else client.create_experiment(EXPERIMENT)
+        # A tracking server keeps artifacts where it was told to and proxies them: the
+        # client must not pick a local path the server cannot see.
+        return ensure_experiment(MlflowClient(uri), EXPERIMENT, artifact_location=None)
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     return ensure_experiment(MlflowClient(uri), EXPERIMENT, artifact_root_for(settings.mlflow_dir))
 

@@ -1,5 +1,6 @@
 """The candidate's evaluation on the frozen test split, with the quality gates as blocking checks."""
 
+import base64
 import tempfile
 from pathlib import Path
 
@@ -89,8 +90,6 @@ def candidate_evaluation(
         if value == value:  # NaN (a split without one class) is not a metric
             client.log_metric(fraud_model_candidate.run_id, f"test_{name}", float(value))
     tables = markdown_tables(evaluation.report)
-    import base64
-
     plot_md = "\n\n".join(f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items())
     yield dg.MaterializeResult(
         metadata={

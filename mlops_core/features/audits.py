@@ -222,17 +222,14 @@ def materialize_online_store(
 ) -> MaterializeSummary:
     """Rebuild the online store from the warehouse: the last 30 days of events and all snapshots."""
     events = checked_identifier(events)
-    watermark, watermark_us = con.execute(f"select max(event_timestamp), max(epoch_us(event_timestamp)) from {events}").fetchone()
-    if watermark is None:
-        store.rebuild([], warehouse_snapshots(con, account_history), 0)
-        return MaterializeSummary(0, len(warehouse_snapshots(con, account_history)), None)
-    since = con.execute(
-        f"select max(event_timestamp) - interval {MAX_WINDOW_SECONDS} seconds from {events}"
-    ).fetchone()[0]
-    records = list(warehouse_events(con, since=since, events=events))
+    watermark, watermark_us, since = con.execute(
+        f"select max(event_timestamp), max(epoch_us(event_timestamp)), "
+        f"max(event_timestamp) - interval {MAX_WINDOW_SECONDS} seconds from {events}"
+    ).fetchone()
+    records = [] if watermark is None else list(warehouse_events(con, since=since, events=events))
     snapshots = warehouse_snapshots(con, account_history)
-    store.rebuild(records, snapshots, watermark_us)
-    return MaterializeSummary(len(records), len({a for a, _ in snapshots}), str(watermark))
+    store.rebuild(records, snapshots, watermark_us or 0)
+    return MaterializeSummary(len(records), len({a for a, _ in snapshots}), None if watermark is None else str(watermark))
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,13 @@ class AccountEvents:
     country: list[str] = field(default_factory=list)
     snapshots: list[AccountSnapshot] = field(default_factory=list)
 
-    def column(self, name: str) -> list:
-        if name not in _EVENT_VALUE_COLUMNS:
-            raise KeyError(f"events keep no column {name!r}; they keep {sorted(_EVENT_VALUE_COLUMNS)}")
-        return getattr(self, name)
+    def append(self, ts_us: int, transaction_id: str, amount_usd: float, merchant_id: str, country: str) -> None:
+        """Add an event known to be the newest so far (stores read in time order)."""
+        self.ts_us.append(ts_us)
+        self.transaction_ids.append(transaction_id)
+        self.amount_usd.append(amount_usd)
+        self.merchant_id.append(merchant_id)
+        self.country.append(country)
 
     def window(self, since_us: int, until_us: int) -> "AccountEvents":
         """The events with since_us <= ts < until_us (snapshots kept whole)."""
@@ -79,13 +82,6 @@ class AccountEvents:
         self.amount_usd.insert(i, event.amount_usd)
         self.merchant_id.insert(i, event.merchant_id)
         self.country.insert(i, event.country)
-
-    def drop_before(self, since_us: int) -> None:
-        """Forget events older than since_us (outside every window)."""
-        lo = bisect.bisect_left(self.ts_us, since_us)
-        if lo:
-            for column in (self.ts_us, self.transaction_ids, self.amount_usd, self.merchant_id, self.country):
-                del column[:lo]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,19 @@ class StoreStatus:
     accounts: int
     spec_version: str | None
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, str], events: int, accounts: int) -> "StoreStatus":
+        """From the key/value meta both stores keep (sqlite table, Redis hash)."""
+        return cls(
+            watermark_us=_int_or_none(meta.get("watermark_us")),
+            offline_watermark_us=_int_or_none(meta.get("offline_watermark_us")),
+            materialized_at=_float_or_none(meta.get("materialized_at")),
+            last_recorded_at=_float_or_none(meta.get("last_recorded_at")),
+            events=events,
+            accounts=accounts,
+            spec_version=meta.get("spec_version"),
+        )
+
     @property
     def watermark(self) -> dt.datetime | None:
         if self.watermark_us is None:
@@ -142,11 +155,7 @@ class SqliteOnlineStore(OnlineStore):
             history = replica.get(account_id)
             if history is None:
                 history = replica[account_id] = AccountEvents()
-            history.ts_us.append(ts)
-            history.transaction_ids.append(txid)
-            history.amount_usd.append(amount)
-            history.merchant_id.append(merchant)
-            history.country.append(country)
+            history.append(ts, txid, amount, merchant, country)
         for account_id, *snapshot in self._con.execute(
             "select account_id, valid_from_us, created_at_us, home_country, age_band from snapshots "
             "order by account_id, valid_from_us"
@@ -171,11 +180,7 @@ class SqliteOnlineStore(OnlineStore):
                     "where account_id = ? and ts_us >= ? and ts_us < ? order by ts_us, transaction_id",
                     (account_id, since_us, until_us),
                 ):
-                    history.ts_us.append(ts)
-                    history.transaction_ids.append(txid)
-                    history.amount_usd.append(amount)
-                    history.merchant_id.append(merchant)
-                    history.country.append(country)
+                    history.append(ts, txid, amount, merchant, country)
                 history.snapshots = [
                     AccountSnapshot(*row)
                     for row in self._con.execute(
@@ -255,15 +260,7 @@ class SqliteOnlineStore(OnlineStore):
             meta = dict(self._con.execute("select key, value from meta").fetchall())
             events = self._con.execute("select count(*) from events").fetchone()[0]
             accounts = self._con.execute("select count(distinct account_id) from snapshots").fetchone()[0]
-        return StoreStatus(
-            watermark_us=_int_or_none(meta.get("watermark_us")),
-            offline_watermark_us=_int_or_none(meta.get("offline_watermark_us")),
-            materialized_at=_float_or_none(meta.get("materialized_at")),
-            last_recorded_at=_float_or_none(meta.get("last_recorded_at")),
-            events=events,
-            accounts=accounts,
-            spec_version=meta.get("spec_version"),
-        )
+        return StoreStatus.from_meta(meta, events, accounts)
 
     def close(self) -> None:
         with self._lock:
@@ -296,6 +293,7 @@ class RedisOnlineStore(OnlineStore):
         self.url = url
         self.prefix = prefix
         self._client = redis.Redis.from_url(url, decode_responses=True)
+        self._add_once = self._client.register_script(self._ADD_ONCE)
 
     def _ev(self, account_id: str) -> str:
         return f"{self.prefix}:ev:{account_id}"
@@ -332,11 +330,7 @@ class RedisOnlineStore(OnlineStore):
             for ts, txid, amount, merchant, country in sorted(
                 (m.split("|") for m in members), key=lambda p: (int(p[0]), p[1])
             ):
-                history.ts_us.append(int(ts))
-                history.transaction_ids.append(txid)
-                history.amount_usd.append(float(amount))
-                history.merchant_id.append(merchant)
-                history.country.append(country)
+                history.append(int(ts), txid, float(amount), merchant, country)
             for member in snapshots:
                 valid_from, created, home, age = member.split("|")
                 history.snapshots.append(AccountSnapshot(int(valid_from), int(created), home or None, age or None))
@@ -358,10 +352,9 @@ return 1
     def record_events(self, events: Sequence[EventRecord]) -> int:
         if not events:
             return 0
-        add_once = self._client.register_script(self._ADD_ONCE)
         pipe = self._client.pipeline(transaction=True)
         for e in events:
-            add_once(keys=[self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), f"{e.ts_us}|{e.transaction_id}|"], client=pipe)
+            self._add_once(keys=[self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), f"{e.ts_us}|{e.transaction_id}|"], client=pipe)
         newest = max(e.ts_us for e in events)
         added = sum(pipe.execute())
         self._set_meta_max("watermark_us", newest)
@@ -422,22 +415,13 @@ return 1
 
     def status(self) -> StoreStatus:
         meta = self._client.hgetall(self._meta)
-        events = 0
         pipe = self._client.pipeline(transaction=False)
         ev_keys = list(self._client.scan_iter(f"{self.prefix}:ev:*", count=1000))
         for key in ev_keys:
             pipe.zcard(key)
         events = sum(pipe.execute()) if ev_keys else 0
         accounts = sum(1 for _ in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000))
-        return StoreStatus(
-            watermark_us=_int_or_none(meta.get("watermark_us")),
-            offline_watermark_us=_int_or_none(meta.get("offline_watermark_us")),
-            materialized_at=_float_or_none(meta.get("materialized_at")),
-            last_recorded_at=_float_or_none(meta.get("last_recorded_at")),
-            events=events,
-            accounts=accounts,
-            spec_version=meta.get("spec_version"),
-        )
+        return StoreStatus.from_meta(meta, events, accounts)
 
     def delete_all(self) -> int:
         """Remove every key under this store's prefix (scratch stores); returns the count."""

@@ -89,7 +89,7 @@ TRANSFORMS: dict[str, TransformForms] = {
 }
 
 # Names the Python expressions may use.
-PYTHON_NAMESPACE: dict[str, object] = {"log": math.log, "floor": math.floor, "epoch_us": None, "float": float, "int": int}
+PYTHON_NAMESPACE: dict[str, object] = {"log": math.log, "floor": math.floor, "epoch_us": _epoch_us, "float": float, "int": int}
 
 
 def sql_expression(feature: RequestFeature, input_sql: list[str]) -> str:
@@ -115,4 +115,3 @@ def python_value(feature: RequestFeature, inputs: list[object]) -> object:
 
 
 epoch_us = _epoch_us
-PYTHON_NAMESPACE["epoch_us"] = _epoch_us

@@ -108,13 +108,12 @@ class Evaluation:
 
 def behavioural_results(scorer: OnnxScorer, test: pd.DataFrame, sample: int = 500, seed: int = 0) -> list[tuple[str, float, float]]:
     rows = test[~test["is_fraud"].astype(bool)].sample(n=min(sample, int((~test["is_fraud"].astype(bool)).sum())), random_state=seed)
+    before = float(np.mean(scorer.predict(matrix.encode(rows))))
     results = []
     for expectation in g.EXPECTATIONS:
         changed = rows.copy()
         changed[expectation.feature] = expectation.change(changed[expectation.feature].to_numpy())
-        before = float(np.mean(scorer.predict(matrix.encode(rows))))
-        after = float(np.mean(scorer.predict(matrix.encode(changed))))
-        results.append((expectation.description, before, after))
+        results.append((expectation.description, before, float(np.mean(scorer.predict(matrix.encode(changed))))))
     return results
 
 

@@ -8,14 +8,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from generated_history import loaded_history
 from mlops_assets.features.online_store import CHECK_FRESHNESS, CHECK_PARITY, online_features, online_store_fresh
 from mlops_assets.features.training_set import CHECK_JOIN, CHECK_POINT_IN_TIME, training_set
-from mlops_assets.ingestion.assets import raw_assets
-from mlops_assets.transform.assets import warehouse_assets
-from mlops_core.datagen.generator import DemoSpec, generate_landing
 from mlops_core.features import offline, online
 from mlops_core.features.stores import SqliteOnlineStore
-from mlops_core.settings import Settings
 from resources.environment import build_resources
 
 START = date(2026, 1, 5)
@@ -29,27 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    home = tmp_path_factory.mktemp("feature-home")
-    settings = Settings.from_env({"MLOPS_HOME": str(home)})
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "MLOPS_HOME": settings.home,
-            "MLOPS_DATA_DIR": settings.data_dir,
-            "MLOPS_DUCKDB_PATH": settings.duckdb_path,
-            "DAGSTER_HOME": settings.dagster_home,
-        }.items():
-            mp.setenv(key, str(value))
-        generate_landing(DemoSpec(start=START, days=DAYS, rows_per_day=200, seed=11), settings.landing_dir)
-        result = dg.materialize(
-            [*raw_assets, *warehouse_assets],
-            resources=build_resources(settings),
-            instance=dg.DagsterInstance.ephemeral(),
-            tags={
-                "dagster/asset_partition_range_start": START.isoformat(),
-                "dagster/asset_partition_range_end": (START + timedelta(days=DAYS - 1)).isoformat(),
-            },
-        )
-        assert result.success
+    with loaded_history(tmp_path_factory.mktemp("feature-home"), START, DAYS, rows_per_day=200, seed=11) as settings:
         yield settings
 
 

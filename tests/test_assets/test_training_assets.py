@@ -6,7 +6,7 @@ candidate is stopped by the gate made for it, and the registry stays as it was.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import duckdb
@@ -14,16 +14,13 @@ import mlflow
 import onnx
 import pytest
 
+from generated_history import loaded_history
 from mlops_assets.features.training_set import training_set
-from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.training import models as model_assets
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
-from mlops_assets.transform.assets import warehouse_assets
 from mlops_core import registry
-from mlops_core.datagen.generator import DemoSpec, generate_landing
-from mlops_core.settings import Settings
 from mlops_core.training import candidates, gates, matrix
 from resources.environment import build_resources
 from resources.mlflow import tracking_uri
@@ -38,30 +35,7 @@ TRAINING_ASSETS = [training_set, fraud_model_candidate, baseline_model, candidat
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    home = tmp_path_factory.mktemp("training-home")
-    settings = Settings.from_env({"MLOPS_HOME": str(home)})
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "MLOPS_HOME": settings.home,
-            "MLOPS_DATA_DIR": settings.data_dir,
-            "MLOPS_DUCKDB_PATH": settings.duckdb_path,
-            "DAGSTER_HOME": settings.dagster_home,
-            "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
-            "MLOPS_REPORTS_DIR": settings.reports_dir,
-        }.items():
-            mp.setenv(key, str(value))
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        generate_landing(DemoSpec(start=START, days=DAYS, rows_per_day=2000, seed=21), settings.landing_dir)
-        result = dg.materialize(
-            [*raw_assets, *warehouse_assets],
-            resources=build_resources(settings),
-            instance=dg.DagsterInstance.ephemeral(),
-            tags={
-                "dagster/asset_partition_range_start": START.isoformat(),
-                "dagster/asset_partition_range_end": (START + timedelta(days=DAYS - 1)).isoformat(),
-            },
-        )
-        assert result.success
+    with loaded_history(tmp_path_factory.mktemp("training-home"), START, DAYS, rows_per_day=2000, seed=21) as settings:
         yield settings
 
 
