@@ -1,0 +1,69 @@
+"""Which model answers a request: sticky canary buckets by account, and the deployment snapshot.
+
+A Deployment is immutable. The endpoint holds one reference to the current one and each
+request reads it once, so a request is scored entirely by the models of one deployment,
+and a swap (promote, canary, rollback) is one assignment.
+"""
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass, field
+
+from mlops_core.serving.models import LoadedModel
+
+CHAMPION = "champion"
+CANARY = "canary"
+SHADOW = "shadow"
+# 10,000 buckets: canary shares are honoured to 0.01 %.
+BUCKETS = 10_000
+
+
+def account_bucket(account_id: str) -> int:
+    """A stable bucket in [0, BUCKETS) for the account: the same in every process and restart.
+
+    crc32 rather than hash(): Python salts str hashes per process, which would move an
+    account between champion and canary on every restart.
+    """
+    return zlib.crc32(account_id.encode("utf-8")) % BUCKETS
+
+
+def in_canary(account_id: str, share: float) -> bool:
+    return account_bucket(account_id) < round(share * BUCKETS)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The models one request is scored with. `previous` is the champion kept warm for rollback."""
+
+    champion: LoadedModel | None
+    canary: LoadedModel | None = None
+    canary_share: float = 0.0
+    shadow: LoadedModel | None = None
+    previous: LoadedModel | None = None
+    reason: str = "start"
+    changed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise ValueError(f"canary_share must be within [0, 1], got {self.canary_share}")
+        if self.canary_share > 0 and self.canary is None:
+            raise ValueError("canary_share > 0 needs a canary model")
+
+    def variant_for(self, account_id: str) -> str:
+        if self.canary is not None and self.canary_share > 0 and in_canary(account_id, self.canary_share):
+            return CANARY
+        return CHAMPION
+
+    def describe(self) -> dict[str, object]:
+        def version(model: LoadedModel | None) -> str | None:
+            return None if model is None else model.version
+
+        return {
+            "champion_version": version(self.champion),
+            "canary_version": version(self.canary),
+            "canary_share": self.canary_share if self.canary is not None else 0.0,
+            "shadow_version": version(self.shadow),
+            "previous_champion_version": version(self.previous),
+            "reason": self.reason,
+            "changed_at": self.changed_at.isoformat(),
+        }

@@ -1,0 +1,75 @@
+"""The HTTP contract of the scoring endpoint: raw transaction fields in, a decision out.
+
+The request mirrors the landing contract (mlops_core.contracts.TransactionsContract), so a
+transaction the data gates would reject is refused here too, with a 422 naming the field.
+"""
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlops_core.contracts import CHANNELS, COUNTRIES, CURRENCIES, MAX_AMOUNT, MERCHANT_CATEGORIES
+
+MAX_BATCH = 1000
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Transaction(BaseModel):
+    """One card transaction as authorised (the raw fields of the landing contract)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transaction_id: Identifier
+    account_id: Identifier
+    merchant_id: Identifier
+    merchant_category: Literal[MERCHANT_CATEGORIES]  # type: ignore[valid-type]
+    # strict: "12.5" as a string is a client bug, not an amount.
+    amount: Annotated[float, Field(gt=0, le=MAX_AMOUNT, strict=True)]
+    currency: Literal[CURRENCIES]  # type: ignore[valid-type]
+    channel: Literal[CHANNELS]  # type: ignore[valid-type]
+    country: Literal[COUNTRIES]  # type: ignore[valid-type]
+    event_timestamp: dt.datetime = Field(description="ISO-8601; naive times are UTC.")
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+class Prediction(BaseModel):
+    transaction_id: str
+    fraud_probability: float
+    is_fraud: bool
+    model_version: str
+    variant: Literal["champion", "canary"]
+    request_id: str
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transactions: Annotated[list[Transaction], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class TrafficRequest(BaseModel):
+    """A new traffic plan. Versions are registry versions of the model; None clears a slot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    champion_version: str | None = Field(default=None, description="Load this version as champion (default: keep).")
+    canary_version: str | None = Field(default=None, description="Version receiving `canary_share` of accounts.")
+    canary_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    shadow_version: str | None = Field(default=None, description="Version scoring every request silently.")
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = "traffic change"
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
