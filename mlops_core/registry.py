@@ -99,6 +99,13 @@ def tracking_uri_for(mlflow_dir: Path) -> str:
     return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
 
 
+def tracking_uri(mlflow_dir: Path) -> str:
+    """MLOPS_MLFLOW_TRACKING_URI (a server such as http://127.0.0.1:5000), else the embedded sqlite store."""
+    import os
+
+    return os.environ.get("MLOPS_MLFLOW_TRACKING_URI") or tracking_uri_for(mlflow_dir)
+
+
 def artifact_root_for(mlflow_dir: Path) -> str:
     """File URI of the artifact root in `mlflow_dir`."""
     return (Path(mlflow_dir).resolve() / "artifacts").as_uri()

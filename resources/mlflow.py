@@ -12,9 +12,9 @@ EXPERIMENT = "fraud_detection"
 
 def tracking_uri(settings: Settings) -> str:
     """MLOPS_MLFLOW_TRACKING_URI (a server such as http://127.0.0.1:5000) or the embedded sqlite store."""
-    from mlops_core.registry import tracking_uri_for
+    from mlops_core.registry import tracking_uri as resolve
 
-    return os.environ.get("MLOPS_MLFLOW_TRACKING_URI") or tracking_uri_for(settings.mlflow_dir)
+    return resolve(settings.mlflow_dir)
 
 
 def prepare_experiment(settings: Settings) -> str:

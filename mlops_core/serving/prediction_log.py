@@ -144,8 +144,10 @@ class PredictionLog:
             self._thread.join(timeout=10)
 
 
-def read_predictions(path: str | Path, since: float | None = None, variants: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Logged predictions (optionally since a unix time, of some variants), oldest first."""
+def read_predictions(
+    path: str | Path, since: float | None = None, variants: tuple[str, ...] | None = None, after_id: int | None = None
+) -> pd.DataFrame:
+    """Logged predictions (optionally since a unix time, of some variants, after a row id), oldest first."""
     path = Path(path)
     columns = ["id", *PredictionRecord.__dataclass_fields__]
     if not path.exists():
@@ -156,6 +158,9 @@ def read_predictions(path: str | Path, since: float | None = None, variants: tup
         if since is not None:
             clauses.append("logged_at >= ?")
             params.append(since)
+        if after_id is not None:
+            clauses.append("id > ?")
+            params.append(int(after_id))
         if variants:
             clauses.append(f"variant in ({', '.join('?' * len(variants))})")
             params.extend(variants)

@@ -63,14 +63,10 @@ def open_online_store(settings: Settings) -> OnlineStore:
     return SqliteOnlineStore(settings.online_store_path)
 
 
-def tracking_uri(settings: Settings) -> str:
-    return os.environ.get("MLOPS_MLFLOW_TRACKING_URI") or registry.tracking_uri_for(settings.mlflow_dir)
-
-
 def build_service(settings: Settings, role: str = "production", model_version: str | None = None) -> ScoringService:
     """Production: resumes its recorded plan and records scored events into the online store.
     Staging (`model_version` given): serves that version only, records nothing into production state."""
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(settings))
+    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
     paths = ServingPaths.for_role(settings, role)
     staging = model_version is not None
     service = ScoringService(

@@ -1,0 +1,592 @@
+"""Serving benchmark: our scoring endpoint against two peers, side by side, on the same model.
+
+Usage:
+  .venv/bin/python benchmarks/serving.py                      # set-up if needed, 3 repeats, all three
+  .venv/bin/python benchmarks/serving.py --endpoints mlflow,fastapi --repeats 1   # peers only
+  .venv/bin/python benchmarks/serving.py --wait-for-ours 50   # poll up to 50 min for `mlops serve`
+
+Prerequisites: the project venv (.venv) only. Nothing is downloaded; every server binds
+127.0.0.1. The state lives in benchmarks/.work/serving/home (git-ignored): on first use, or
+with --setup, it is made by `MLOPS_HOME=<that> .venv/bin/mlops demo run --days 90` (about
+45 s), which ends with the `champion` alias on version 1 of `fraud_detector`.
+
+The three endpoints, each started as a subprocess in its own process group on a free
+loopback port, measured, then stopped by that pid (SIGTERM to the group, SIGKILL after 15 s):
+
+- ours:    `.venv/bin/mlops serve --host 127.0.0.1 --port P` with MLOPS_HOME set.
+           POST /v1/predict with the raw transaction fields; the server looks up the online
+           features (sqlite online store), encodes them, scores the champion's ONNX graph,
+           records the transaction in the online store and logs the prediction.
+- mlflow:  `mlflow models serve -m models:/fraud_detector@champion --env-manager local
+           --workers 1` (uvicorn), the registered mlflow.onnx model. POST /invocations with
+           the 49 encoded features precomputed by this script ({"inputs": [[...]]}).
+- fastapi: benchmarks/peers/fastapi_predict_proba.py, FastAPI + uvicorn (1 worker) calling
+           XGBClassifier.predict_proba. POST /predict {"features": [...]}, precomputed too.
+The peers get the features for free (no lookup, no recording): that favours them.
+
+Same model: the champion is the `fraud_model_candidate` asset's XGBoost, trained by
+`mlops_core.training.candidates.fit` on `features.training_set` with the asset's default
+XGBoostConfig (seeded, one thread). This script retrains those trees with the same call
+(`train_xgboost` on the same splits and params), asserts that their predict_proba matches
+the registered ONNX graph within 1e-5 on every payload row, and saves them for the FastAPI
+peer. Before each measured run, every endpoint must return the ONNX probability of 50
+sample payloads within 1e-5 (for ours this also checks its feature lookup).
+
+Payloads: the newest `--payloads` transactions of marts.transactions_enriched (raw fields),
+in time order, cycled. They are already in the online store (it is rebuilt from the
+warehouse), so for ours the lookup sees the same history as the precomputed features and
+recording them is an idempotent no-op write. Their features come from
+OnlineFeatureService over a copy of the online store, encoded with matrix.encode_rows.
+
+Method (benchmarks/loadgen.py, one load-generator process per leg, raw asyncio HTTP/1.1
+keep-alive, requests serialized in advance; one endpoint at a time, so on this 2-core
+machine the server and the load generator each have a core):
+  (a) closed loop at concurrency 1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 0.5 s warm-up and
+      4 s measured per level (at most 20,000 requests), stopping after two levels in a row
+      over the p99 budget; the result is the highest throughput whose p99 <= 10 ms.
+  (b) open loop at 500 requests/s over 32 connections, 1 s warm-up then 10 s (5,000
+      requests), latency from each request's scheduled send time.
+Each endpoint runs `--repeats` times (servers restarted each time, endpoints interleaved)
+and the medians are reported. Errors (non-2xx, socket errors, timeouts) are counted, never
+retried. Output: a markdown table on stdout and benchmarks/.work/serving/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+WORK = HERE / ".work" / "serving"
+HOME = WORK / "home"
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = VENV_BIN / "python"
+MODEL_NAME = "fraud_detector"
+TRACKING_URI = f"sqlite:///{HOME / 'mlflow' / 'mlflow.db'}"
+PARITY_TOLERANCE = 1e-5
+HOST = "127.0.0.1"
+
+
+# ---------------------------------------------------------------- state and payloads
+
+
+def ensure_state(force: bool) -> None:
+    """A demo MLOPS_HOME with a champion; made with `mlops demo run --days 90` when missing."""
+    have = (HOME / "warehouse.duckdb").exists() and (HOME / "mlflow" / "mlflow.db").exists()
+    if have and not force:
+        return
+    shutil.rmtree(HOME, ignore_errors=True)  # `demo run --fresh` keeps the MLflow store; start clean
+    HOME.mkdir(parents=True)
+    env = _clean_env() | {"MLOPS_HOME": str(HOME)}
+    print(f"setting up {HOME}: mlops demo run --days 90", flush=True)
+    with open(WORK / "demo_run.log", "w") as log:
+        subprocess.run([str(VENV_BIN / "mlops"), "demo", "run", "--days", "90"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any MLflow or MLOPS setting: each server gets only its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_"))}
+
+
+@dataclass
+class Prepared:
+    champion_version: str
+    threshold: float
+    run_id: str
+    transaction_ids: list[str]
+    expected: list[float]  # ONNX P(fraud) of each payload
+    bodies: dict[str, Path]  # endpoint -> JSON list of serialized bodies
+    peer_model: Path
+    facts: dict = field(default_factory=dict)
+
+
+def prepare(n_payloads: int) -> Prepared:
+    os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for this process's own registry reads
+    os.environ["MLFLOW_REGISTRY_URI"] = TRACKING_URI
+    import duckdb
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from mlops_assets.training.models import XGBoostConfig
+    from mlops_core import registry
+    from mlops_core.features.online import OnlineFeatureService
+    from mlops_core.features.stores import SqliteOnlineStore
+    from mlops_core.serving.models import download_onnx
+    from mlops_core.training import matrix
+    from mlops_core.training.candidates import split
+    from mlops_core.training.models import train_xgboost
+    from mlops_core.training.onnx_export import OnnxScorer
+
+    client = MlflowClient(tracking_uri=TRACKING_URI, registry_uri=TRACKING_URI)
+    version = registry.alias_version(client, registry.CHAMPION, MODEL_NAME)
+    if version is None:
+        sys.exit(f"no champion of {MODEL_NAME} in {TRACKING_URI}: run with --setup")
+    details = client.get_model_version(MODEL_NAME, version)
+    run = client.get_run(details.run_id)
+    if run.data.tags.get("model_kind") != "xgboost":
+        sys.exit(f"champion version {version} is a {run.data.tags.get('model_kind')!r} model, expected xgboost")
+    onnx_bytes, threshold = download_onnx(client, version, MODEL_NAME)
+    scorer = OnnxScorer(onnx_bytes)
+
+    con = duckdb.connect(str(HOME / "warehouse.duckdb"), read_only=True)
+    columns = ["transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp"]
+    rows = con.execute(
+        f"select {', '.join(columns)} from marts.transactions_enriched order by event_timestamp desc, transaction_id desc limit ?", [n_payloads]
+    ).fetchall()
+    payloads = [dict(zip(columns, r)) for r in reversed(rows)]
+    for p in payloads:
+        p["event_timestamp"] = p["event_timestamp"].isoformat() + "+00:00"  # the warehouse holds naive UTC
+    # Retrain the champion's trees exactly as the asset did: same table read, splits, config.
+    frame = con.execute("select * from features.training_set").df()
+    con.close()
+    config = XGBoostConfig().params()
+    logged = {k: run.data.params.get(k) for k in config.as_dict()}
+    if any(str(v) != logged[k] for k, v in config.as_dict().items()):
+        sys.exit(f"the champion was trained with {logged}, not the asset's default config {config.as_dict()}")
+    train, validation = split(frame, "train"), split(frame, "validation")
+    native = train_xgboost(matrix.encode(train), matrix.labels(train), matrix.encode(validation), matrix.labels(validation), config)
+
+    # Features of the payloads from a copy of the online store (the servers never see the copy).
+    copy = WORK / "online_store_copy.sqlite"
+    copy.unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{HOME / 'data' / 'online_store.sqlite'}?mode=ro", uri=True)
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    stored_ids = {r[0] for r in target.execute("select transaction_id from events")}
+    events_in_store = target.execute("select count(*) from events").fetchone()[0]
+    source.close()
+    target.close()
+    store = SqliteOnlineStore(copy)
+    X = matrix.encode_rows(OnlineFeatureService(store).get_online_features(payloads))
+    store.close()
+    expected = scorer.predict(X)
+    X_test = matrix.encode(split(frame, "test"))
+    diff_payloads = float(np.max(np.abs(native.predict_proba(X)[:, 1] - expected)))
+    diff_test = float(np.max(np.abs(native.predict_proba(X_test)[:, 1] - scorer.predict(X_test))))
+    assert diff_payloads <= PARITY_TOLERANCE and diff_test <= PARITY_TOLERANCE, (diff_payloads, diff_test)
+    peer_model = WORK / "peer_xgboost.json"
+    native.save_model(peer_model)
+
+    def dump(name: str, bodies: list[str]) -> Path:
+        path = WORK / f"bodies-{name}.json"
+        path.write_text(json.dumps(bodies))
+        return path
+
+    vectors = [[float(v) for v in row] for row in X]  # float32 values, exact as JSON doubles
+    bodies = {
+        "ours": dump("ours", [json.dumps(p) for p in payloads]),
+        "mlflow": dump("mlflow", [json.dumps({"inputs": [v]}) for v in vectors]),
+        "fastapi": dump("fastapi", [json.dumps({"features": v}) for v in vectors]),
+    }
+    facts = {
+        "champion_version": str(version),
+        "champion_run_id": details.run_id,
+        "threshold": threshold,
+        "best_iteration": int(native.best_iteration),
+        "payloads": len(payloads),
+        "payload_first_event": payloads[0]["event_timestamp"],
+        "payload_last_event": payloads[-1]["event_timestamp"],
+        "payloads_already_in_online_store": sum(p["transaction_id"] in stored_ids for p in payloads),
+        "online_store_events": events_in_store,
+        "payload_features_with_nan": int(np.isnan(X).any(axis=1).sum()),
+        "retrained_vs_onnx_max_diff_payloads": diff_payloads,
+        "retrained_vs_onnx_max_diff_test_split": diff_test,
+        "fraud_rate_flagged_in_payloads": float(np.mean(expected >= threshold)),
+        "mean_ours_body_bytes": statistics.mean(len(b) for b in json.loads(bodies["ours"].read_text())),
+        "mean_mlflow_body_bytes": statistics.mean(len(b) for b in json.loads(bodies["mlflow"].read_text())),
+    }
+    return Prepared(str(version), threshold, details.run_id, [p["transaction_id"] for p in payloads], [float(p) for p in expected], bodies, peer_model, facts)
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    path: str
+    ready_path: str
+
+    def command(self, port: int, prepared: Prepared) -> tuple[list[str], dict[str, str]]:
+        env = _clean_env() | {"PYTHONUNBUFFERED": "1"}
+        if self.name == "ours":
+            return (
+                [str(VENV_BIN / "mlops"), "serve", "--host", HOST, "--port", str(port)],
+                env | {"MLOPS_HOME": str(HOME), "MLOPS_ADMIN_TOKEN": "serving-benchmark", "MLFLOW_DISABLE_TELEMETRY": "true"},
+            )
+        if self.name == "mlflow":
+            return (
+                [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local",
+                 "--host", HOST, "--port", str(port), "--workers", "1"],
+                env | {"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": TRACKING_URI},
+            )
+        return (
+            [str(PYTHON), str(HERE / "peers" / "fastapi_predict_proba.py"), "--model", str(prepared.peer_model), "--host", HOST, "--port", str(port)],
+            env,
+        )
+
+    def probability(self, response: dict) -> float:
+        if self.name == "ours":
+            return float(response["fraud_probability"])
+        if self.name == "mlflow":
+            predictions = response["predictions"]
+            if isinstance(predictions, dict):  # mlflow.onnx: one entry per graph output
+                predictions = predictions["probabilities"]
+            return float(predictions[0][1])
+        return float(response["fraud_probability"])
+
+
+ENDPOINTS = {
+    "ours": Endpoint("ours", "/v1/predict", "/ready"),
+    "mlflow": Endpoint("mlflow", "/invocations", "/ping"),
+    "fastapi": Endpoint("fastapi", "/predict", "/ready"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def group_stats(pgid: int) -> dict[str, float]:
+    """CPU seconds and RSS (MB) of every live process in the server's process group."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = rss = 0.0
+    n = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) != pgid:  # fields[2] is pgrp (fields start at state)
+            continue
+        n += 1
+        cpu += (int(fields[11]) + int(fields[12])) / ticks
+        rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return {"cpu_s": cpu, "rss_mb": rss, "processes": n}
+
+
+class Server:
+    def __init__(self, endpoint: Endpoint, prepared: Prepared, log_path: Path) -> None:
+        self.endpoint = endpoint
+        self.port = free_port()
+        cmd, env = endpoint.command(self.port, prepared)
+        self.cmd = cmd
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.ready_seconds: float | None = None
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.endpoint.name} exited with {self.proc.returncode} before it was ready; log: {self.log_path}\n{self.tail()}")
+            try:
+                if httpx.get(f"http://{HOST}:{self.port}{self.endpoint.ready_path}", timeout=2).status_code == 200:
+                    self.ready_seconds = time.monotonic() - self.started
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.endpoint.name} not ready after {timeout:.0f} s; log: {self.log_path}\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGTERM to the server's process group (the pid we started leads it), SIGKILL after 15 s."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        # Children of the group (mlflow runs uvicorn as one) may outlive the leader briefly.
+        for _ in range(60):
+            if group_stats(self.proc.pid)["processes"] == 0:
+                break
+            time.sleep(0.25)
+        else:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+        return self.proc.returncode
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def parity(server: Server, prepared: Prepared, samples: int = 50) -> dict:
+    """Each endpoint's P(fraud) for `samples` payloads against the ONNX graph's, one request each."""
+    import httpx
+
+    bodies = json.loads(prepared.bodies[server.endpoint.name].read_text())
+    step = max(1, len(bodies) // samples)
+    worst, mismatches, failures, extra = 0.0, 0, [], {}
+    with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=10) as client:
+        for i in range(0, len(bodies), step)[:samples]:
+            response = client.post(server.endpoint.path, content=bodies[i], headers={"content-type": "application/json"})
+            if response.status_code != 200:
+                failures.append(f"{response.status_code}: {response.text[:300]}")
+                continue
+            body = response.json()
+            got = server.endpoint.probability(body)
+            worst = max(worst, abs(got - prepared.expected[i]))
+            mismatches += abs(got - prepared.expected[i]) > PARITY_TOLERANCE
+            if server.endpoint.name == "ours":
+                extra = {
+                    "model_version": body.get("model_version"),
+                    "variant": body.get("variant"),
+                    "transaction_id_echoed": body.get("transaction_id") == prepared.transaction_ids[i],
+                    "is_fraud_consistent": bool(body.get("is_fraud")) == (got >= prepared.threshold),
+                    "response_keys": sorted(body),
+                }
+    return {"samples": samples, "max_abs_diff": worst, "mismatches": mismatches, "failures": failures, **extra}
+
+
+def loadgen(server: Server, prepared: Prepared, args: argparse.Namespace, **options) -> dict:
+    out = WORK / "last_leg.json"
+    out.unlink(missing_ok=True)
+    cmd = [str(PYTHON), str(HERE / "loadgen.py"), "--host", HOST, "--port", str(server.port), "--path", server.endpoint.path,
+           "--bodies", str(prepared.bodies[server.endpoint.name]), "--out", str(out)]
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    before = group_stats(server.proc.pid)
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    wall = time.monotonic() - started
+    after = group_stats(server.proc.pid)
+    if done.returncode != 0 or not out.exists():
+        return {"fatal": f"loadgen exited {done.returncode}: {done.stderr[-1500:]}", "errors": 1}
+    result = json.loads(out.read_text())
+    result["server_cpu_share"] = (after["cpu_s"] - before["cpu_s"]) / wall  # over the whole leg, incl. start-up
+    result["server_rss_mb"] = after["rss_mb"]
+    return result
+
+
+def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, rep: int) -> dict:
+    log_path = WORK / "logs" / f"{endpoint.name}-rep{rep}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = Server(endpoint, prepared, log_path)
+    result: dict = {"endpoint": endpoint.name, "repeat": rep, "command": " ".join(server.cmd), "log": str(log_path)}
+    store_before = _store_events() if endpoint.name == "ours" else None
+    try:
+        server.wait_ready()
+        result["ready_seconds"] = server.ready_seconds
+        result["parity"] = parity(server, prepared)
+        if endpoint.name != "ours" and (result["parity"]["mismatches"] or result["parity"]["failures"]):
+            raise AssertionError(f"{endpoint.name} disagrees with the registered ONNX model: {result['parity']}")
+        loadgen(server, prepared, args, mode="closed", concurrency=4, duration=2, warmup=0)  # warm-up, discarded
+        sweep = []
+        over = 0
+        for level in args.levels:
+            leg = loadgen(server, prepared, args, mode="closed", concurrency=level, duration=args.step_seconds, warmup=args.step_warmup,
+                          max_requests=args.max_requests, timeout=5)
+            sweep.append(leg)
+            p99 = leg.get("latency", {}).get("p99_ms", float("inf"))
+            print(f"  {endpoint.name} rep {rep} c={level:<3d} {leg.get('throughput_rps', 0):8.1f} req/s  "
+                  f"p50 {leg.get('latency', {}).get('p50_ms', float('nan')):6.2f} ms  p99 {p99:6.2f} ms  errors {leg.get('errors')}  "
+                  f"cpu server {leg.get('server_cpu_share', float('nan')):.2f} client {leg.get('client_cpu_share', float('nan')):.2f}", flush=True)
+            if "fatal" in leg or server.proc.poll() is not None:
+                break
+            over = over + 1 if p99 > args.p99_budget_ms else 0
+            if over >= 2:
+                break
+        result["sweep"] = sweep
+        ok = [leg for leg in sweep if "fatal" not in leg and leg["latency"]["p99_ms"] <= args.p99_budget_ms and leg["errors"] == 0]
+        best = max(ok, key=lambda leg: leg["throughput_rps"], default=None)
+        result["max_rps_within_budget"] = best["throughput_rps"] if best else 0.0
+        result["best_concurrency"] = best["concurrency"] if best else None
+        result["best_p99_ms"] = best["latency"]["p99_ms"] if best else None
+        if server.proc.poll() is None:
+            open_leg = loadgen(server, prepared, args, mode="open", rate=args.open_rate, duration=args.open_seconds, warmup=1,
+                               connections=args.open_connections, timeout=10)
+            result["open_loop"] = open_leg
+            lat = open_leg.get("latency", {})
+            print(f"  {endpoint.name} rep {rep} open {args.open_rate:.0f} req/s: p50 {lat.get('p50_ms', float('nan')):.2f} ms  "
+                  f"p99 {lat.get('p99_ms', float('nan')):.2f} ms  errors {open_leg.get('errors')}  "
+                  f"send lag p99 {open_leg.get('send_lag', {}).get('p99_ms', float('nan')):.3f} ms", flush=True)
+        result["parity_after"] = parity(server, prepared)
+        result["server_exit_during_run"] = server.proc.poll()
+        result["errors_total"] = sum(leg.get("errors", 0) for leg in sweep) + result.get("open_loop", {}).get("errors", 0)
+    except Exception as exc:  # record what happened, keep the other endpoints going
+        result["failure"] = f"{type(exc).__name__}: {exc}"
+        result["server_log_tail"] = server.tail()
+        print(f"  {endpoint.name} rep {rep} FAILED: {result['failure']}", flush=True)
+    finally:
+        result["exit_code_after_stop"] = server.stop()
+    if store_before is not None:
+        result["online_store_events_before_after"] = [store_before, _store_events()]
+    return result
+
+
+def _store_events() -> int:
+    con = sqlite3.connect(f"file:{HOME / 'data' / 'online_store.sqlite'}?mode=ro", uri=True)
+    try:
+        return con.execute("select count(*) from events").fetchone()[0]
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summarize(runs: list[dict], names: list[str]) -> dict:
+    summary = {}
+    for name in names:
+        mine = [r for r in runs if r["endpoint"] == name and "failure" not in r]
+        failed = [r for r in runs if r["endpoint"] == name and "failure" in r]
+        if not mine:
+            summary[name] = {"failures": [r["failure"] for r in failed]}
+            continue
+        opened = [r["open_loop"] for r in mine if "open_loop" in r and "latency" in r["open_loop"]]
+        med = lambda values: statistics.median(values) if values else None  # noqa: E731
+        summary[name] = {
+            "repeats": len(mine),
+            "max_rps_within_budget": med([r["max_rps_within_budget"] for r in mine]),
+            "max_rps_within_budget_runs": [r["max_rps_within_budget"] for r in mine],
+            "best_concurrency_runs": [r["best_concurrency"] for r in mine],
+            "open_p50_ms": med([o["latency"]["p50_ms"] for o in opened]),
+            "open_p99_ms": med([o["latency"]["p99_ms"] for o in opened]),
+            "open_p999_ms": med([o["latency"]["p999_ms"] for o in opened]),
+            "open_p99_ms_runs": [o["latency"]["p99_ms"] for o in opened],
+            "open_service_p99_ms": med([o["service_latency"]["p99_ms"] for o in opened]),
+            "open_send_lag_p99_ms": med([o["send_lag"]["p99_ms"] for o in opened]),
+            "open_server_cpu_share": med([o["server_cpu_share"] for o in opened]),
+            "errors": sum(r["errors_total"] for r in mine),
+            "requests": sum(sum(leg.get("requests", 0) for leg in r["sweep"]) + r.get("open_loop", {}).get("requests", 0) for r in mine),
+            "parity_max_abs_diff": max(max(r["parity"]["max_abs_diff"], r["parity_after"]["max_abs_diff"]) for r in mine),
+            "ready_seconds": med([r["ready_seconds"] for r in mine]),
+            "failures": [r["failure"] for r in failed],
+        }
+    return summary
+
+
+def table(summary: dict, budget_ms: float, rate: float) -> str:
+    labels = {"ours": "ours (`mlops serve`)", "mlflow": "MLflow `models serve` ¹", "fastapi": "FastAPI + predict_proba ¹"}
+    lines = [
+        f"| endpoint | max req/s with p99 <= {budget_ms:g} ms (runs) | p50 at {rate:g} req/s | p99 at {rate:g} req/s (runs) | errors / requests |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        if "repeats" not in s:
+            lines.append(f"| {labels.get(name, name)} | failed: {'; '.join(s['failures'])[:200]} | | | |")
+            continue
+        runs = ", ".join(f"{v:,.0f}" for v in s["max_rps_within_budget_runs"])
+        p99s = ", ".join(f"{v:.2f}" for v in s["open_p99_ms_runs"])
+        fmt = lambda v: "-" if v is None else f"{v:.2f} ms"  # noqa: E731
+        lines.append(
+            f"| {labels.get(name, name)} | **{s['max_rps_within_budget']:,.0f}** ({runs}) | {fmt(s['open_p50_ms'])} | "
+            f"**{fmt(s['open_p99_ms'])}** ({p99s}) | {s['errors']} / {s['requests']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    versions = {p: md.version(p) for p in ("fastapi", "uvicorn", "mlflow", "onnxruntime", "xgboost-cpu", "uvloop", "httptools")}
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "mem_gb": round(mem / 2**20, 1), "python": platform.python_version(),
+            "kernel": platform.release(), "packages": versions}
+
+
+def wait_for_ours(minutes: float) -> bool:
+    deadline = time.monotonic() + minutes * 60
+    while True:
+        if (ROOT / "mlops_core" / "serving" / "server.py").exists():
+            check = subprocess.run([str(VENV_BIN / "mlops"), "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
+            if check.returncode == 0:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        print("waiting for `mlops serve` ...", flush=True)
+        time.sleep(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoints", default="ours,mlflow,fastapi")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--setup", action="store_true", help="rebuild the demo MLOPS_HOME even if it exists")
+    parser.add_argument("--payloads", type=int, default=4000)
+    parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64", help="closed-loop concurrency levels")
+    parser.add_argument("--step-seconds", type=float, default=4.0)
+    parser.add_argument("--step-warmup", type=float, default=0.5)
+    parser.add_argument("--max-requests", type=int, default=20_000)
+    parser.add_argument("--p99-budget-ms", type=float, default=10.0)
+    parser.add_argument("--open-rate", type=float, default=500.0)
+    parser.add_argument("--open-seconds", type=float, default=10.0)
+    parser.add_argument("--open-connections", type=int, default=32)
+    parser.add_argument("--wait-for-ours", type=float, default=0.0, help="minutes to poll for `mlops serve` before giving up on it")
+    args = parser.parse_args()
+    args.levels = [int(x) for x in args.levels.split(",")]
+    names = [n.strip() for n in args.endpoints.split(",") if n.strip()]
+    unknown = set(names) - set(ENDPOINTS)
+    if unknown:
+        sys.exit(f"unknown endpoints {sorted(unknown)}; choose from {sorted(ENDPOINTS)}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    if "ours" in names and not wait_for_ours(args.wait_for_ours):
+        sys.exit("`mlops serve` is not available (mlops_core/serving/server.py or `mlops serve --help`); use --endpoints mlflow,fastapi")
+    ensure_state(args.setup)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    prepared = prepare(args.payloads)
+    print(json.dumps(prepared.facts, indent=1), flush=True)
+    runs = []
+    for rep in range(1, args.repeats + 1):
+        for name in names:
+            runs.append(measure(ENDPOINTS[name], prepared, args, rep))
+    summary = summarize(runs, names)
+    ratios = {}
+    if summary.get("ours", {}).get("max_rps_within_budget") and summary.get("mlflow", {}).get("max_rps_within_budget"):
+        ratios["ours_over_mlflow_throughput"] = summary["ours"]["max_rps_within_budget"] / summary["mlflow"]["max_rps_within_budget"]
+    if summary.get("ours", {}).get("max_rps_within_budget") and summary.get("fastapi", {}).get("max_rps_within_budget"):
+        ratios["ours_over_fastapi_throughput"] = summary["ours"]["max_rps_within_budget"] / summary["fastapi"]["max_rps_within_budget"]
+    if summary.get("ours", {}).get("open_p99_ms") is not None:
+        ratios["ours_open_p99_under_5ms"] = summary["ours"]["open_p99_ms"] < 5.0
+    out = {
+        "started": started,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "args": {k: v for k, v in vars(args).items()},
+        "facts": prepared.facts,
+        "summary": summary,
+        "ratios": ratios,
+        "runs": runs,
+    }
+    (WORK / "results.json").write_text(json.dumps(out, indent=1, default=str))
+    print()
+    print(table(summary, args.p99_budget_ms, args.open_rate))
+    print(json.dumps(ratios))
+    print(f"results: {WORK / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

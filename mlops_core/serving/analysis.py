@@ -1,0 +1,123 @@
+"""Rollout analysis over the prediction log: shadow agreement and canary health.
+
+Pure functions of a predictions frame (prediction_log.read_predictions), shared by the
+rollout assets, their checks and the canary rollback sensor.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of `actual` against `expected`, on the expected's quantile bins."""
+    expected = np.asarray(expected, dtype=float)
+    actual = np.asarray(actual, dtype=float)
+    if len(expected) == 0 or len(actual) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([expected.min() - 1e-9, expected.max() + 1e-9])
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    # A small floor keeps empty bins finite (the usual PSI convention).
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+@dataclass(frozen=True)
+class ShadowAgreement:
+    requests: int
+    decision_agreement: float
+    mean_abs_score_difference: float
+    score_rank_correlation: float
+    champion_flag_rate: float
+    shadow_flag_rate: float
+
+    def as_metadata(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def shadow_agreement(frame: pd.DataFrame) -> ShadowAgreement:
+    """Champion answers paired with the shadow's score of the same request."""
+    served = frame[(frame["served"] == 1) & (frame["status"] == "ok")]
+    shadow = frame[(frame["variant"] == SHADOW) & (frame["status"] == "ok")]
+    pairs = served.merge(shadow, on="request_id", suffixes=("_served", "_shadow"))
+    if pairs.empty:
+        return ShadowAgreement(0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
+    rank = pairs["score_served"].rank().corr(pairs["score_shadow"].rank()) if len(pairs) > 2 else float("nan")
+    return ShadowAgreement(
+        requests=len(pairs),
+        decision_agreement=float((pairs["decision_served"] == pairs["decision_shadow"]).mean()),
+        mean_abs_score_difference=float((pairs["score_served"] - pairs["score_shadow"]).abs().mean()),
+        score_rank_correlation=float(rank),
+        champion_flag_rate=float(pairs["decision_served"].mean()),
+        shadow_flag_rate=float(pairs["decision_shadow"].mean()),
+    )
+
+
+@dataclass(frozen=True)
+class CanaryRules:
+    """When a canary is unhealthy. Each window with fewer than `min_requests` canary requests is not judged."""
+
+    min_requests: int = 50
+    max_error_rate: float = 0.01
+    max_p99_latency_ms: float = 50.0
+    max_score_psi: float = 0.25
+    # The canary's flag rate may differ from the champion's by this factor (plus a small floor).
+    max_decision_rate_ratio: float = 3.0
+    decision_rate_floor: float = 0.01
+    consecutive: int = 2
+
+
+@dataclass(frozen=True)
+class CanaryWindow:
+    canary_requests: int
+    champion_requests: int
+    error_rate: float
+    p99_latency_ms: float
+    score_psi: float
+    canary_flag_rate: float
+    champion_flag_rate: float
+    violations: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def judged(self) -> bool:
+        return not np.isnan(self.error_rate)
+
+    def as_metadata(self) -> dict[str, object]:
+        out = asdict(self)
+        out["violations"] = list(self.violations)
+        return out
+
+
+def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
+    """Canary vs champion over one window of the log, with the rules it breaks."""
+    canary_all = frame[frame["variant"] == CANARY]
+    canary_ok = canary_all[(canary_all["status"] == "ok") & (canary_all["served"] == 1)]
+    champion = frame[(frame["variant"] == CHAMPION) & (frame["status"] == "ok")]
+    n = len(canary_all)
+    if n < rules.min_requests or champion.empty:
+        nan = float("nan")
+        return CanaryWindow(n, len(champion), nan, nan, nan, nan, nan)
+    error_rate = float((canary_all["status"] == "error").mean())
+    p99 = float(np.percentile(canary_ok["latency_ms"], 99)) if len(canary_ok) else float("nan")
+    shift = psi(champion["score"].to_numpy(), canary_ok["score"].to_numpy()) if len(canary_ok) else float("nan")
+    canary_rate = float(canary_ok["decision"].mean()) if len(canary_ok) else float("nan")
+    champion_rate = float(champion["decision"].mean())
+    violations = []
+    if error_rate > rules.max_error_rate:
+        violations.append(f"error rate {error_rate:.3f} > {rules.max_error_rate}")
+    if p99 > rules.max_p99_latency_ms:
+        violations.append(f"p99 latency {p99:.1f} ms > {rules.max_p99_latency_ms} ms")
+    if shift > rules.max_score_psi:
+        violations.append(f"score PSI vs champion {shift:.3f} > {rules.max_score_psi}")
+    high = champion_rate * rules.max_decision_rate_ratio + rules.decision_rate_floor
+    low = champion_rate / rules.max_decision_rate_ratio - rules.decision_rate_floor
+    if canary_rate > high or canary_rate < low:
+        violations.append(f"flag rate {canary_rate:.3f} outside [{max(low, 0):.3f}, {high:.3f}] around the champion's {champion_rate:.3f}")
+    return CanaryWindow(n, len(champion), error_rate, p99, shift, canary_rate, champion_rate, tuple(violations))

@@ -1,0 +1,75 @@
+"""A small HTTP client of the scoring endpoint, for Dagster assets, sensors, the CLI and tests."""
+
+from collections.abc import Mapping, Sequence
+
+import httpx
+
+
+class EndpointError(RuntimeError):
+    """The endpoint is unreachable or refused a call; the message says which and why."""
+
+
+class EndpointClient:
+    def __init__(self, url: str, admin_token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._admin = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _call(self, method: str, path: str, admin: bool = False, **kwargs) -> dict:
+        try:
+            response = self._http.request(method, path, headers=self._admin if admin else None, **kwargs)
+        except httpx.HTTPError as exc:
+            raise EndpointError(f"{method} {self.url}{path}: endpoint unreachable ({type(exc).__name__}: {exc}); is `mlops serve` running?") from exc
+        if response.status_code >= 400:
+            raise EndpointError(f"{method} {self.url}{path} -> HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def alive(self) -> bool:
+        try:
+            return self._http.get("/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def ready(self) -> dict:
+        return self._call("GET", "/ready")
+
+    def deployment(self) -> dict:
+        return self._call("GET", "/deployment")
+
+    def predict(self, transaction: Mapping[str, object]) -> dict:
+        return self._call("POST", "/v1/predict", json=dict(transaction))
+
+    def predict_batch(self, transactions: Sequence[Mapping[str, object]]) -> list[dict]:
+        return self._call("POST", "/v1/predict/batch", json={"transactions": [dict(t) for t in transactions]})["predictions"]
+
+    def traffic(
+        self,
+        reason: str,
+        champion_version: str | None = None,
+        canary_version: str | None = None,
+        canary_share: float = 0.0,
+        shadow_version: str | None = None,
+    ) -> dict:
+        body = {
+            "champion_version": champion_version,
+            "canary_version": canary_version,
+            "canary_share": canary_share,
+            "shadow_version": shadow_version,
+            "reason": reason,
+        }
+        return self._call("POST", "/admin/traffic", admin=True, json=body)
+
+    def rollback(self, reason: str) -> dict:
+        return self._call("POST", "/admin/rollback", admin=True, json={"reason": reason})
+
+    def reload(self) -> dict:
+        return self._call("POST", "/admin/reload", admin=True, json={})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "EndpointClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
