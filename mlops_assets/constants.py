@@ -9,11 +9,15 @@ INGESTION = "ingestion"
 WAREHOUSE = "warehouse"
 FEATURES = "features"
 TRAINING = "training"
+DEPLOYMENT = "deployment"
+SCORING = "scoring"
 
 DATA_LAYER_JOB = "data_layer_job"
 FEATURE_JOB = "feature_job"
 TRAINING_JOB = "training_job"
 PROMOTE_JOB = "promote_job"
+ROLLOUT_JOB = "rollout_job"
+ROLLBACK_JOB = "canary_rollback_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

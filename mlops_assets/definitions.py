@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from mlops_assets.deployment.prediction_log import prediction_log
+from mlops_assets.deployment.rollback import canary_rollback
+from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint, shadow_endpoint, staging_endpoint
 from mlops_assets.features.online_store import online_features, online_store_fresh
 from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
@@ -11,6 +14,7 @@ from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
+from sensors.canary import canary_rollback_sensor
 
 defs = dg.Definitions(
     assets=[
@@ -24,7 +28,14 @@ defs = dg.Definitions(
         registered_challenger,
         champion_model,
         model_alias_history,
+        staging_endpoint,
+        shadow_endpoint,
+        canary_endpoint,
+        production_endpoint,
+        canary_rollback,
+        prediction_log,
     ],
+    sensors=[canary_rollback_sensor],
     asset_checks=[online_store_fresh],
     jobs=jobs,
     resources=build_resources(),

@@ -2,7 +2,18 @@
 
 import dagster as dg
 
-from mlops_assets.constants import DATA_LAYER_JOB, FEATURE_JOB, FEATURES, INGESTION, PROMOTE_JOB, TRAINING, TRAINING_JOB, WAREHOUSE
+from mlops_assets.constants import (
+    DATA_LAYER_JOB,
+    FEATURE_JOB,
+    FEATURES,
+    INGESTION,
+    PROMOTE_JOB,
+    ROLLBACK_JOB,
+    ROLLOUT_JOB,
+    TRAINING,
+    TRAINING_JOB,
+    WAREHOUSE,
+)
 
 data_layer_job = dg.define_asset_job(
     DATA_LAYER_JOB,
@@ -27,8 +38,23 @@ training_job = dg.define_asset_job(
 
 promote_job = dg.define_asset_job(
     PROMOTE_JOB,
-    selection=_promotion | dg.AssetSelection.assets("model_alias_history"),
-    description="Move the champion alias to the current challenger (recorded in the alias history).",
+    selection=_promotion | dg.AssetSelection.assets("production_endpoint", "model_alias_history"),
+    description="Move the champion alias to the current challenger by hand (recorded in the alias history) and serve it.",
 )
 
-jobs = [data_layer_job, feature_job, training_job, promote_job]
+rollout_job = dg.define_asset_job(
+    ROLLOUT_JOB,
+    selection=dg.AssetSelection.assets(
+        "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint", "model_alias_history"
+    ),
+    description="Staged rollout of the challenger: staging smoke test, shadow, canary, promotion and production; "
+    "each stage gated by a blocking check.",
+)
+
+canary_rollback_job = dg.define_asset_job(
+    ROLLBACK_JOB,
+    selection=dg.AssetSelection.assets("canary_rollback"),
+    description="Drain a bad canary, restore the aliases, record and alert (launched by canary_rollback_sensor).",
+)
+
+jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job]

@@ -116,6 +116,25 @@ def run_promote(reason: str) -> bool:
     return run_job(PROMOTE_JOB, run_config={"ops": {"champion_model": {"config": {"reason": reason, "actor": "mlops cli"}}}})
 
 
+def rollout_run_config(replay_requests: int, canary_share: float) -> dict:
+    """rollout_job's config: how much recent traffic to replay through shadow and canary (0 = real traffic only)."""
+    canary_replay = int(replay_requests / max(canary_share, 0.05)) if replay_requests else 0
+    return {
+        "ops": {
+            "shadow_endpoint": {"config": {"replay_requests": replay_requests, "min_requests": min(100, replay_requests or 100)}},
+            "canary_endpoint": {"config": {"replay_requests": canary_replay, "share": canary_share}},
+            "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "rollout_job"}},
+        }
+    }
+
+
+def run_rollout(replay_requests: int = 0, canary_share: float = 0.1) -> bool:
+    """Staging, shadow, canary, promotion and production for the current challenger."""
+    from mlops_assets.constants import ROLLOUT_JOB
+
+    return run_job(ROLLOUT_JOB, run_config=rollout_run_config(replay_requests, canary_share))
+
+
 def run_features() -> bool:
     """Build the training set and rebuild the online store, with their checks."""
     from mlops_assets.constants import FEATURE_JOB
@@ -178,14 +197,23 @@ def _print_where_to_look(settings: Settings) -> None:
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--scenario", default="baseline", show_default=True)
-@click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs).")
-def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
-    """The main job: generate demo data, materialize the data layer and the feature store; prints where to look."""
+@click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint the demo leaves running on 127.0.0.1.")
+def demo_run(days, rows_per_day, seed, scenario, fresh, port) -> None:
+    """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint."""
     from mlops_core.datagen.generator import DemoSpec, generate_landing
 
+    from mlops_core.serving import server
+
     settings = Settings.from_env()
+    # Before the code location loads: its serving_endpoint resource reads the URL once.
+    os.environ["MLOPS_SERVING_URL"] = f"http://127.0.0.1:{port}"
     if fresh:
-        for path in (settings.data_dir, settings.dagster_home, settings.reports_dir):
+        # The endpoint of an earlier demo serves state that is about to go: stop it first.
+        stopped = server.stop(settings, port)
+        if stopped:
+            click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
+        for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
             shutil.rmtree(path, ignore_errors=True)
         settings.duckdb_path.unlink(missing_ok=True)
     prepare_instance(settings)
@@ -206,12 +234,40 @@ def demo_run(days, rows_per_day, seed, scenario, fresh) -> None:
         ok = run_training()
         stage = "a feature-store check or a model quality gate (see candidate_evaluation)"
     if ok:
-        ok = run_promote("demo: first champion")
-        stage = "the promote step"
+        server.ensure_admin_token(settings)
+        if server.running_pid(server.ServingPaths.for_role(settings, "production").pid_file(port)) is None:
+            pid = server.start_detached(settings, port=port)
+            click.echo(f"Started the endpoint on http://127.0.0.1:{port} (pid {pid})")
+        ok = run_rollout(replay_requests=300, canary_share=0.25)
+        stage = "a rollout stage (staging smoke test, shadow agreement or canary health)"
     _print_where_to_look(settings)
     if not ok:
         click.echo(f"\nThe run failed: {stage} stopped it; the checks are in the UI.", err=True)
         sys.exit(1)
+    _print_endpoint(settings, port)
+
+
+def _print_endpoint(settings: Settings, port: int) -> None:
+    import json
+
+    import duckdb
+
+    from mlops_core.serving.client import EndpointClient
+    from mlops_core.serving.replay import recent_transactions
+
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        (example,) = recent_transactions(con, 1)
+    # A transaction the store already holds: recording it again is a no-op, so the check leaves no trace.
+    with EndpointClient(f"http://127.0.0.1:{port}") as client:
+        answer = client.predict(example)
+        deployment = client.deployment()
+    click.echo(f"""
+Live endpoint:     http://127.0.0.1:{port}  (champion version {deployment['champion_version']})
+  curl -s -X POST http://127.0.0.1:{port}/v1/predict -H 'content-type: application/json' \\
+       -d '{json.dumps(example, default=str)}'
+  -> {json.dumps(answer)}
+  Health, readiness, metrics: /health /ready /metrics; API docs: /docs
+  Stop it:         mlops serve --stop --port {port}""")
 
 
 @main.command("ingest")
@@ -249,6 +305,23 @@ def promote(reason) -> None:
     if not run_promote(reason):
         click.echo("Promotion failed (no challenger, or it is already champion); see promote_job in the UI.", err=True)
         sys.exit(1)
+
+
+@main.command("rollout")
+@click.option("--replay", "replay_requests", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Recent transactions replayed through shadow and canary (0 = judge real traffic).")
+@click.option("--canary-share", type=click.FloatRange(0.01, 1.0), default=0.1, show_default=True)
+def rollout(replay_requests, canary_share) -> None:
+    """Roll the challenger out: staging smoke test, shadow, canary, promotion, production."""
+    from mlops_core.serving import server
+
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    server.ensure_admin_token(settings)
+    if not run_rollout(replay_requests, canary_share):
+        click.echo("Rollout stopped: a stage's check failed; see the rollout_job run in the UI.", err=True)
+        sys.exit(1)
+    click.echo("Rollout complete: the challenger is champion and serves all traffic.")
 
 
 @main.command("prepare")

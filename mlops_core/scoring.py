@@ -144,19 +144,21 @@ def write_scores(con: duckdb.DuckDBPyConnection, day: dt.date, scores: pd.DataFr
         raise ValueError(f"scores for day {day} hold rows of other days {other_days[:5]}: write each day on its own")
     columns = ", ".join(SCORE_COLUMNS)
     casts = ", ".join(f"cast({name} as {sql_type})" for name, (sql_type, _) in SCORE_COLUMNS.items())
-    con.execute("begin transaction")
+    # Registered outside the transaction: unregistering inside an aborted one would fail and
+    # hide the error that aborted it.
+    con.register(_STAGING_VIEW, frame)
     try:
-        ensure_scores_table(con)
-        con.execute(f"delete from {SCORES_TABLE} where event_date = $day", {"day": day})
-        con.register(_STAGING_VIEW, frame)
+        con.execute("begin transaction")
         try:
+            ensure_scores_table(con)
+            con.execute(f"delete from {SCORES_TABLE} where event_date = $day", {"day": day})
             con.execute(f"insert into {SCORES_TABLE} ({columns}) select {casts} from {_STAGING_VIEW}")
-        finally:
-            con.unregister(_STAGING_VIEW)
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    finally:
+        con.unregister(_STAGING_VIEW)
     return len(frame)
 
 

@@ -1,14 +1,19 @@
 """The one place that chooses the environment's resources (local, CI; production in a later profile)."""
 
+import os
+
 import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
 from mlops_core.settings import Settings
+from mlops_core.serving.server import ServingPaths, ensure_admin_token
+from resources.alerts import AlertResource
 from resources.landing import LandingZone
 from resources.mlflow import mlflow_resource
 from resources.online_store import OnlineStoreResource
+from resources.serving import ServingEndpointResource
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
@@ -16,6 +21,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or Settings.from_env()
     settings.export()
     settings.ensure_dirs()
+    ensure_admin_token(settings)
+    serving = ServingPaths.for_role(settings, "production")
     if settings.online_store == "redis":
         online_store = OnlineStoreResource(backend="redis", redis_url=dg.EnvVar("MLOPS_REDIS_URL"))
     else:
@@ -25,6 +32,13 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "online_store": online_store,
         "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
         "landing": LandingZone(root=str(settings.landing_dir)),
+        "serving_endpoint": ServingEndpointResource(
+            url=os.environ.get("MLOPS_SERVING_URL", "http://127.0.0.1:8000"),
+            admin_token=dg.EnvVar("MLOPS_ADMIN_TOKEN"),
+            prediction_log_path=str(serving.predictions),
+            plan_path=str(serving.plan),
+        ),
+        "alerts": AlertResource(webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", "")),
         "dbt": DbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),

@@ -52,10 +52,12 @@ class PromoteConfig(dg.Config):
     actor: str = Field(default="dagster", description="Who or what promotes (audit history).")
 
 
-@dg.asset(group_name=TRAINING, deps=[CHALLENGER], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"})
+@dg.asset(
+    group_name=TRAINING, deps=[CHALLENGER, dg.AssetKey("canary_endpoint")], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"}
+)
 def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
-    """The `champion` alias moved to the current challenger: the explicit promote step until staged
-    rollout takes it over. The previous champion stays recorded for rollback."""
+    """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
+    hand (promote_job). The previous champion stays recorded for rollback."""
     client = mlflow.MlflowClient()
     challenger = registry.alias_version(client, registry.CHALLENGER)
     metrics = client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics if challenger else {}

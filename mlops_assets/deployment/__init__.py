@@ -1,0 +1,1 @@
+"""The deployed endpoint as assets: staging, shadow, canary, production, rollback, the prediction log."""

@@ -1,0 +1,251 @@
+"""Staged rollout of the challenger: staging smoke test, shadow, canary, production.
+
+Each stage is a materialization whose metadata says which version takes what traffic at
+which URL; each gate is a blocking check, so a failed stage stops the rollout before the
+next move of traffic. The endpoint holds the previous champion for instant rollback.
+"""
+
+import socket
+import time
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+from pydantic import Field
+
+from mlops_assets.constants import DEPLOYMENT
+from mlops_core import registry
+from mlops_core.serving import server
+from mlops_core.serving.analysis import CanaryRules, canary_window, shadow_agreement
+from mlops_core.serving.client import EndpointClient, EndpointError
+from mlops_core.serving.plan import TrafficPlan
+from mlops_core.serving.prediction_log import read_predictions
+from mlops_core.serving.replay import recent_transactions, replay
+from mlops_core.settings import Settings
+
+CHALLENGER = dg.AssetKey("registered_challenger")
+STAGING = dg.AssetKey("staging_endpoint")
+SHADOW = dg.AssetKey("shadow_endpoint")
+CANARY = dg.AssetKey("canary_endpoint")
+PRODUCTION = dg.AssetKey("production_endpoint")
+CHECK_STAGING = "staging_smoke_test_passed"
+CHECK_SHADOW = "shadow_agreement_within_bounds"
+CHECK_CANARY = "canary_healthy"
+
+
+def _versions() -> tuple[str | None, str | None]:
+    client = mlflow.MlflowClient()
+    return registry.alias_version(client, registry.CHALLENGER), registry.alias_version(client, registry.CHAMPION)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StagingConfig(dg.Config):
+    requests: int = Field(default=200, description="Real recent transactions sent to the staging instance.")
+    slo_p99_ms: float = Field(default=50.0, description="p99 of a sequential request, client side, the staging copy must stay under.")
+
+
+@dg.asset(
+    key=STAGING,
+    group_name=DEPLOYMENT,
+    deps=[CHALLENGER],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec(CHECK_STAGING, asset=STAGING, blocking=True, description="Zero errors, every answer keeps the contract, p99 under the SLO.")],
+)
+def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
+    """The challenger on a second local endpoint (its own port, log and no writes to production state),
+    smoke-tested with real transactions, then stopped."""
+    challenger, _ = _versions()
+    if challenger is None:
+        raise dg.Failure(f"no {registry.CHALLENGER!r} alias on {registry.MODEL_NAME!r}: run training_job first")
+    with context.resources.warehouse.get_connection() as con:
+        transactions = recent_transactions(con, config.requests)
+    settings = Settings.from_env()
+    port = _free_port()
+    pid = server.start_detached(settings, port=port, role="staging", model_version=challenger, timeout=120)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with EndpointClient(url) as client:
+            result = replay(client, transactions)
+    finally:
+        server.stop(settings, port, "staging")
+    summary = result.summary()
+    problems = []
+    if result.errors:
+        problems.append(f"{len(result.errors)} errors, first: {result.errors[0]}")
+    if result.contract_violations:
+        problems.append(f"{len(result.contract_violations)} contract violations, first: {result.contract_violations[0]}")
+    if result.versions != {challenger}:
+        problems.append(f"answered by versions {sorted(result.versions)}, expected only {challenger}")
+    if not result.percentile(99) <= config.slo_p99_ms:
+        problems.append(f"p99 {result.percentile(99):.1f} ms over the {config.slo_p99_ms} ms SLO")
+    yield dg.MaterializeResult(metadata={"version": challenger, "url": url, "pid": pid, "traffic_split": "staging only (no production traffic)", **summary})
+    yield dg.AssetCheckResult(
+        check_name=CHECK_STAGING, asset_key=STAGING, passed=not problems,
+        description="; ".join(problems) or f"{result.sent} requests, 0 errors, p99 {result.percentile(99):.1f} ms",
+        metadata=summary,
+    )
+
+
+class SoakConfig(dg.Config):
+    replay_requests: int = Field(
+        default=0, description="Recent warehouse transactions to replay through the endpoint during this stage (demo and tests; "
+        "0 = judge the real traffic logged since the stage began).",
+    )
+    wait_seconds: float = Field(default=0.0, description="Let real traffic accumulate this long before judging.")
+    min_requests: int = Field(default=100, description="Fewest requests the stage must see to be judged.")
+
+
+class ShadowConfig(SoakConfig):
+    min_decision_agreement: float = Field(default=0.9, description="Share of requests where challenger and champion decide alike.")
+
+
+def _soak(context, config: SoakConfig) -> float:
+    """Traffic for a stage: the replay if asked for, and the wait. Returns the unix time the stage began."""
+    began = time.time()
+    if config.replay_requests > 0:
+        with context.resources.warehouse.get_connection() as con:
+            transactions = recent_transactions(con, config.replay_requests)
+        with context.resources.serving_endpoint.client() as client:
+            result = replay(client, transactions)
+        if result.errors:
+            raise dg.Failure(f"replay to the endpoint failed {len(result.errors)} times, first: {result.errors[0]}")
+    if config.wait_seconds > 0:
+        time.sleep(config.wait_seconds)
+    return began
+
+
+def _let_log_commit() -> None:
+    # The endpoint commits its prediction log every 50 ms; judge only what is on disk.
+    time.sleep(0.3)
+
+
+def _skipped(stage: str, reason: str):
+    return dg.MaterializeResult(metadata={"skipped": True, "reason": reason, "stage": stage})
+
+
+@dg.asset(
+    key=SHADOW,
+    group_name=DEPLOYMENT,
+    deps=[STAGING],
+    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec(CHECK_SHADOW, asset=SHADOW, blocking=True, description="Enough shadowed requests, and challenger and champion decide alike on most.")],
+)
+def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
+    """The challenger scores every request beside the champion; only the champion answers. Agreement is recorded."""
+    challenger, champion = _versions()
+    endpoint = context.resources.serving_endpoint
+    if champion is None:
+        yield _skipped("shadow", "no champion yet: the first model goes from staging to production")
+        yield dg.AssetCheckResult(check_name=CHECK_SHADOW, asset_key=SHADOW, passed=True, description="skipped: first deployment")
+        return
+    with endpoint.client() as client:
+        client.traffic(f"shadow: version {challenger} beside champion {champion}", champion_version=champion, shadow_version=challenger)
+    began = _soak(context, config)
+    _let_log_commit()
+    agreement = shadow_agreement(read_predictions(endpoint.prediction_log_path, since=began))
+    passed = agreement.requests >= config.min_requests and agreement.decision_agreement >= config.min_decision_agreement
+    yield dg.MaterializeResult(
+        metadata={"version": challenger, "champion_version": champion, "url": endpoint.url, "traffic_split": f"champion {champion} 100%, shadow {challenger}", **agreement.as_metadata()}
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_SHADOW, asset_key=SHADOW, passed=passed, metadata=agreement.as_metadata(),
+        description=f"{agreement.requests} shadowed requests (need {config.min_requests}), decision agreement "
+        f"{agreement.decision_agreement:.3f} (need {config.min_decision_agreement})",
+    )
+
+
+class CanaryConfig(SoakConfig):
+    share: float = Field(default=0.1, ge=0.0, le=1.0, description="Share of accounts (sticky by account_id hash) the canary answers.")
+    min_requests: int = Field(default=50, description="Fewest canary requests before the canary is judged.")
+    max_error_rate: float = 0.01
+    max_p99_latency_ms: float = 50.0
+    max_score_psi: float = 0.25
+    max_decision_rate_ratio: float = 3.0
+
+    def rules(self) -> CanaryRules:
+        return CanaryRules(
+            min_requests=self.min_requests, max_error_rate=self.max_error_rate, max_p99_latency_ms=self.max_p99_latency_ms,
+            max_score_psi=self.max_score_psi, max_decision_rate_ratio=self.max_decision_rate_ratio,
+        )
+
+
+@dg.asset(
+    key=CANARY,
+    group_name=DEPLOYMENT,
+    deps=[SHADOW],
+    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec(CHECK_CANARY, asset=CANARY, blocking=True, description="Canary error rate, p99 latency, score shift and flag rate within bounds of the champion's.")],
+)
+def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
+    """The challenger answers a share of accounts (sticky by account hash). The canary rollback sensor
+    watches it live; this check judges the soak before production."""
+    challenger, champion = _versions()
+    endpoint = context.resources.serving_endpoint
+    if champion is None:
+        yield _skipped("canary", "no champion yet: the first model goes from staging to production")
+        yield dg.AssetCheckResult(check_name=CHECK_CANARY, asset_key=CANARY, passed=True, description="skipped: first deployment")
+        return
+    with endpoint.client() as client:
+        client.traffic(
+            f"canary: version {challenger} on {config.share:.0%} of accounts", champion_version=champion,
+            canary_version=challenger, canary_share=config.share,
+        )
+    began = _soak(context, config)
+    _let_log_commit()
+    window = canary_window(read_predictions(endpoint.prediction_log_path, since=began), config.rules())
+    passed = window.judged and not window.violations
+    yield dg.MaterializeResult(
+        metadata={"version": challenger, "champion_version": champion, "url": endpoint.url,
+                  "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}", **window.as_metadata()}
+    )
+    if not window.judged:
+        description = f"only {window.canary_requests} canary requests, need {config.min_requests}"
+    else:
+        description = "; ".join(window.violations) or f"{window.canary_requests} canary requests within every bound"
+    yield dg.AssetCheckResult(check_name=CHECK_CANARY, asset_key=CANARY, passed=passed, description=description, metadata=window.as_metadata())
+
+
+@dg.asset(
+    key=PRODUCTION,
+    group_name=DEPLOYMENT,
+    deps=[dg.AssetKey("champion_model")],
+    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
+    kinds={"python"},
+)
+def production_endpoint(context: dg.AssetExecutionContext):
+    """The endpoint serving the registry's champion to all traffic, the previous champion held for rollback.
+    If the endpoint cannot load it, the champion alias is rolled back and the run fails."""
+    _, champion = _versions()
+    if champion is None:
+        raise dg.Failure(f"no {registry.CHAMPION!r} alias on {registry.MODEL_NAME!r}: nothing to serve")
+    endpoint = context.resources.serving_endpoint
+    reason = f"production: champion version {champion}"
+    with endpoint.client() as client:
+        if not client.alive():
+            # Down (or not started yet): record the plan; the endpoint resumes it at start.
+            previous = TrafficPlan.load(Path(endpoint.plan_path))
+            TrafficPlan(
+                champion_version=champion,
+                previous_champion_version=previous.champion_version if previous and previous.champion_version != champion else None,
+                reason=reason,
+            ).save(Path(endpoint.plan_path))
+            return dg.MaterializeResult(metadata={"version": champion, "url": endpoint.url, "endpoint_running": False,
+                                                  "traffic_split": f"champion {champion} 100% (when the endpoint starts)"})
+        try:
+            deployment = client.traffic(reason, champion_version=champion)
+        except EndpointError as exc:
+            with context.resources.warehouse.get_connection() as con:
+                registry.rollback_champion(mlflow.MlflowClient(), con, reason=f"endpoint could not serve version {champion}: {exc}")
+            raise dg.Failure(f"the endpoint refused champion version {champion}; the alias was rolled back: {exc}") from exc
+    return dg.MaterializeResult(
+        metadata={"version": champion, "url": endpoint.url, "endpoint_running": True, "traffic_split": f"champion {champion} 100%",
+                  "previous_champion_version": deployment["previous_champion_version"]}
+    )
