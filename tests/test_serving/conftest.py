@@ -1,0 +1,22 @@
+import socket
+
+import pytest
+from serving_world import build_world, running_endpoint
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("serving-world"))
+
+
+@pytest.fixture(scope="module")
+def endpoint(world):
+    """A real endpoint process for the module; yields its base URL."""
+    with running_endpoint(world, free_port()) as (url, _pid):
+        yield url
