@@ -1,0 +1,99 @@
+"""Tier 1: canary buckets, the deployment snapshot, and the rollout analysis rules."""
+
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_core.serving.analysis import CanaryRules, canary_window, psi, shadow_agreement
+from mlops_core.serving.routing import BUCKETS, Deployment, account_bucket, in_canary
+
+
+def test_buckets_are_stable_and_spread():
+    # crc32, not hash(): the same bucket in every process (a salted hash would move accounts on restart).
+    assert account_bucket("a0001552") == zlib.crc32(b"a0001552") % BUCKETS
+    buckets = np.array([account_bucket(f"acct{i}") for i in range(20000)])
+    counts = np.bincount(buckets * 10 // BUCKETS, minlength=10)
+    assert counts.min() > 1700 and counts.max() < 2300
+
+
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.1, 0.5, 1.0])
+def test_canary_share_is_honoured(share):
+    accounts = [f"acct{i}" for i in range(20000)]
+    observed = np.mean([in_canary(a, share) for a in accounts])
+    assert observed == pytest.approx(share, abs=0.01)
+
+
+def test_a_larger_share_keeps_every_account_already_in_canary():
+    accounts = [f"acct{i}" for i in range(5000)]
+    small = {a for a in accounts if in_canary(a, 0.05)}
+    large = {a for a in accounts if in_canary(a, 0.25)}
+    assert small <= large
+
+
+def test_deployment_refuses_a_share_without_a_canary():
+    with pytest.raises(ValueError, match="canary model"):
+        Deployment(champion=None, canary_share=0.2)
+    with pytest.raises(ValueError, match="within"):
+        Deployment(champion=None, canary_share=1.5)
+
+
+def test_psi_is_small_without_shift_and_large_with_it():
+    rng = np.random.default_rng(0)
+    base = rng.beta(1, 30, 5000)
+    assert psi(base, rng.beta(1, 30, 5000)) < 0.02
+    assert psi(base, rng.beta(5, 5, 5000)) > 1.0
+
+
+def _log(rng, n, variant, score_a, score_b, flag_threshold, latency=1.0, errors=0):
+    scores = rng.beta(score_a, score_b, n)
+    frame = pd.DataFrame(
+        {"request_id": [f"{variant}{i}" for i in range(n)], "variant": variant, "served": 1, "status": "ok", "score": scores,
+         "decision": (scores >= flag_threshold).astype(int), "latency_ms": latency}
+    )
+    if errors:
+        frame.loc[: errors - 1, ["status", "served", "score", "decision"]] = ["error", 0, None, None]
+    return frame
+
+
+def test_a_healthy_canary_breaks_no_rule():
+    rng = np.random.default_rng(1)
+    frame = pd.concat([_log(rng, 900, "champion", 1, 30, 0.1), _log(rng, 100, "canary", 1, 30, 0.1)])
+    window = canary_window(frame, CanaryRules())
+    assert window.judged and window.violations == ()
+
+
+def test_a_shifted_canary_breaks_the_score_and_flag_rules():
+    rng = np.random.default_rng(2)
+    frame = pd.concat([_log(rng, 900, "champion", 1, 30, 0.1), _log(rng, 100, "canary", 5, 5, 0.1)])
+    violations = canary_window(frame, CanaryRules()).violations
+    assert any("PSI" in v for v in violations) and any("flag rate" in v for v in violations)
+
+
+def test_a_failing_or_slow_canary_breaks_its_rules():
+    rng = np.random.default_rng(3)
+    champion = _log(rng, 900, "champion", 1, 30, 0.1)
+    failing = canary_window(pd.concat([champion, _log(rng, 100, "canary", 1, 30, 0.1, errors=5)]), CanaryRules())
+    assert [v for v in failing.violations if v.startswith("error rate 0.050")]
+    slow = canary_window(pd.concat([champion, _log(rng, 100, "canary", 1, 30, 0.1, latency=80.0)]), CanaryRules())
+    assert [v for v in slow.violations if v.startswith("p99 latency 80.0")]
+
+
+def test_too_few_canary_requests_are_not_judged():
+    rng = np.random.default_rng(4)
+    frame = pd.concat([_log(rng, 900, "champion", 1, 30, 0.1), _log(rng, 49, "canary", 5, 5, 0.1)])
+    window = canary_window(frame, CanaryRules(min_requests=50))
+    assert not window.judged and window.violations == ()
+
+
+def test_shadow_agreement_pairs_requests():
+    served = pd.DataFrame({"request_id": ["a", "b", "c", "d"], "variant": "champion", "served": 1, "status": "ok",
+                           "score": [0.1, 0.2, 0.8, 0.9], "decision": [0, 0, 1, 1]})
+    shadow = pd.DataFrame({"request_id": ["a", "b", "c", "d"], "variant": "shadow", "served": 0, "status": "ok",
+                           "score": [0.1, 0.6, 0.7, 0.95], "decision": [0, 1, 1, 1]})
+    agreement = shadow_agreement(pd.concat([served, shadow]))
+    assert agreement.requests == 4
+    assert agreement.decision_agreement == pytest.approx(0.75)
+    assert agreement.mean_abs_score_difference == pytest.approx((0 + 0.4 + 0.1 + 0.05) / 4)
+    assert agreement.score_rank_correlation == pytest.approx(1.0)
