@@ -97,3 +97,20 @@ def test_shadow_agreement_pairs_requests():
     assert agreement.decision_agreement == pytest.approx(0.75)
     assert agreement.mean_abs_score_difference == pytest.approx((0 + 0.4 + 0.1 + 0.05) / 4)
     assert agreement.score_rank_correlation == pytest.approx(1.0)
+
+
+def test_psi_sees_a_shift_away_from_a_degenerate_champion():
+    rng = np.random.default_rng(5)
+    assert psi(np.zeros(1000), rng.uniform(0.2, 0.4, 200)) > 1.0
+    assert psi(np.zeros(1000), np.zeros(200)) == 0.0
+
+
+def test_canary_score_shift_ignores_differences_inside_one_probability_bin():
+    rng = np.random.default_rng(6)
+    champion = _log(rng, 900, "champion", 1, 30, 0.5)
+    champion["score"] = 0.0021
+    canary = _log(rng, 100, "canary", 1, 30, 0.5)
+    canary["score"] = 0.0024  # another sound model: a hair apart, same bin
+    assert canary_window(pd.concat([champion, canary]), CanaryRules()).score_psi < 0.01
+    canary["score"] = 0.28
+    assert canary_window(pd.concat([champion, canary]), CanaryRules()).score_psi > 1.0
