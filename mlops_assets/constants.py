@@ -18,6 +18,7 @@ TRAINING_JOB = "training_job"
 PROMOTE_JOB = "promote_job"
 ROLLOUT_JOB = "rollout_job"
 ROLLBACK_JOB = "canary_rollback_job"
+SCORING_JOB = "scoring_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

@@ -12,6 +12,7 @@ from mlops_assets.jobs import jobs
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
+from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
 from sensors.canary import canary_rollback_sensor
@@ -34,6 +35,7 @@ defs = dg.Definitions(
         production_endpoint,
         canary_rollback,
         prediction_log,
+        batch_scores,
     ],
     sensors=[canary_rollback_sensor],
     asset_checks=[online_store_fresh],

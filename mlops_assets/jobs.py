@@ -10,6 +10,8 @@ from mlops_assets.constants import (
     PROMOTE_JOB,
     ROLLBACK_JOB,
     ROLLOUT_JOB,
+    SCORING,
+    SCORING_JOB,
     TRAINING,
     TRAINING_JOB,
     WAREHOUSE,
@@ -57,4 +59,10 @@ canary_rollback_job = dg.define_asset_job(
     description="Drain a bad canary, restore the aliases, record and alert (launched by canary_rollback_sensor).",
 )
 
-jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job]
+scoring_job = dg.define_asset_job(
+    SCORING_JOB,
+    selection=dg.AssetSelection.groups(SCORING),
+    description="Score one day's transactions with the champion, vectorized (scoring.batch_scores).",
+)
+
+jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job]

@@ -1,10 +1,11 @@
 """Batch scoring: every transaction of one event day scored by a registered model in one pass.
 
 Features come from the same point-in-time SQL as the training set, run over the events of
-[day - 30 days, day + 1) only. The longest window reaches 30 days back from the day's first
-instant, so every row of the day sees exactly the history it would see over the whole
-warehouse, and no event after the day is read. The window is a CTE with bound parameters
-rather than a temporary view, because DuckDB refuses parameters in a view definition.
+[day - 30 days, day + 1) of the accounts that transact on the day only. Windows are per
+account and the longest reaches 30 days back from the day's first instant, so every row of
+the day sees exactly the history it would see over the whole warehouse, and no event after
+the day is read. The restriction is a CTE with bound parameters rather than a temporary
+view, because DuckDB refuses parameters in a view definition.
 
 The day's matrix is scored in a few large chunks, one onnxruntime call each, and written to
 `scoring.batch_scores`, replacing the day's previous scores in one transaction. No dagster here.
@@ -70,7 +71,9 @@ def day_features(
     return con.execute(
         f"""
 with scoring_window as (
-    select * from {events} where event_timestamp >= $since and event_timestamp < $until
+    select * from {events}
+    where event_timestamp >= $since and event_timestamp < $until
+      and account_id in (select account_id from {events} where event_timestamp >= $start and event_timestamp < $until)
 )
 select * from ({point_in_time_features_sql("scoring_window", account_history)})
 where event_timestamp >= $start

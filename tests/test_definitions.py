@@ -69,4 +69,31 @@ def test_training_chain_is_gated_and_promotion_is_separate():
     assert {"training_set", "fraud_model_candidate", "baseline_model", "candidate_evaluation", "registered_challenger"} <= training
     assert "champion_model" not in training
     promote = {k.to_user_string() for k in defs.resolve_job_def(PROMOTE_JOB).asset_layer.selected_asset_keys}
-    assert promote == {"champion_model", "model_alias_history"}
+    assert promote == {"champion_model", "production_endpoint", "model_alias_history"}
+
+
+def test_rollout_is_staged_and_every_stage_is_gated():
+    from mlops_assets.constants import DEPLOYMENT, ROLLBACK_JOB, ROLLOUT_JOB
+
+    graph = defs.resolve_asset_graph()
+    order = ["registered_challenger", "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint"]
+    for parent, child in zip(order, order[1:]):
+        assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
+    for stage in ("staging_endpoint", "shadow_endpoint", "canary_endpoint"):
+        assert graph.get(dg.AssetKey(stage)).group_name == DEPLOYMENT
+        specs = defs.resolve_assets_def(dg.AssetKey(stage)).check_specs
+        assert specs and all(s.blocking for s in specs)
+    rollout = {k.to_user_string() for k in defs.resolve_job_def(ROLLOUT_JOB).asset_layer.selected_asset_keys}
+    assert set(order[1:]) <= rollout and "registered_challenger" not in rollout
+    rollback = {k.to_user_string() for k in defs.resolve_job_def(ROLLBACK_JOB).asset_layer.selected_asset_keys}
+    assert rollback == {"canary_rollback"}
+    sensor = defs.resolve_sensor_def("canary_rollback_sensor")
+    assert sensor.job_name == ROLLBACK_JOB and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_batch_scoring_is_daily_partitioned():
+    from mlops_assets.constants import SCORING, SCORING_JOB
+
+    scores = defs.resolve_assets_def(dg.AssetKey("batch_scores"))
+    assert scores.partitions_def is not None and scores.group_names_by_key[dg.AssetKey("batch_scores")] == SCORING
+    assert defs.resolve_job_def(SCORING_JOB) is not None

@@ -6,11 +6,10 @@ import time
 import dagster as dg
 import mlflow
 
-from mlops_assets.constants import daily_partitions
+from mlops_assets.constants import SCORING, daily_partitions
 from mlops_core import registry, scoring
 from mlops_core.serving.models import LoadedModel, load_alias
 
-SCORING = "scoring"
 
 BATCH_SCORES = dg.AssetKey("batch_scores")
 CHECK_COMPLETE = "check_batch_scores_complete"
@@ -20,6 +19,7 @@ SOURCES = [
     dg.AssetKey("champion_model"),
 ]
 
+PREVIEW_COLUMNS = ("transaction_id", "account_id", "event_timestamp", "fraud_probability", "is_fraud")
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[dg.TableColumn(name, sql_type, description) for name, (sql_type, description) in scoring.SCORE_COLUMNS.items()]
 )
@@ -82,7 +82,7 @@ def batch_scores(context: dg.AssetExecutionContext):
         "seconds": round(seconds, 3),
     }
     if summary["rows"]:
-        metadata["top_scores"] = dg.MetadataValue.md(scoring.markdown_preview(scores))
+        metadata["top_scores"] = dg.MetadataValue.md(scoring.markdown_preview(scores, PREVIEW_COLUMNS))
     else:
         metadata["note"] = f"No transactions on {day} in marts.transactions_enriched: nothing to score, 0 rows written."
     yield dg.MaterializeResult(metadata=metadata)
