@@ -151,6 +151,9 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
     _let_log_commit()
     agreement = shadow_agreement(read_predictions(endpoint.prediction_log_path, since=began))
     passed = agreement.requests >= config.min_requests and agreement.decision_agreement >= config.min_decision_agreement
+    with endpoint.client() as client:
+        # The shadow has been measured; scoring every request twice stops here either way.
+        client.traffic(f"shadow of version {challenger} ended", champion_version=champion)
     yield dg.MaterializeResult(
         metadata={"version": challenger, "champion_version": champion, "url": endpoint.url, "traffic_split": f"champion {champion} 100%, shadow {challenger}", **agreement.as_metadata()}
     )
@@ -202,9 +205,14 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
     _let_log_commit()
     window = canary_window(read_predictions(endpoint.prediction_log_path, since=began), config.rules())
     passed = window.judged and not window.violations
+    if window.violations:
+        # Don't leave a canary that broke the rules answering customers until the sensor's next tick.
+        with endpoint.client() as client:
+            client.rollback(f"canary {challenger} failed its soak: {'; '.join(window.violations)}")
     yield dg.MaterializeResult(
         metadata={"version": challenger, "champion_version": champion, "url": endpoint.url,
-                  "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}", **window.as_metadata()}
+                  "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}",
+                  "drained_after_failing": bool(window.violations), **window.as_metadata()}
     )
     if not window.judged:
         description = f"only {window.canary_requests} canary requests, need {config.min_requests}"
