@@ -94,3 +94,42 @@ def test_dagster_job_execute_runs_ingest_features_training_and_registration(tmp_
         history = con.execute("SELECT alias, to_version FROM registry.alias_history").fetchall()
     assert history == [("challenger", "1")]
     assert (tmp_path / "home" / "reports" / "evaluation-latest.html").stat().st_size > 10_000
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_demo_run_ends_with_a_live_endpoint(tmp_path):
+    """The README's main command, end to end: data, features, training, staged rollout, a live endpoint."""
+    import httpx
+
+    env = _env(tmp_path)
+    port = _free_port()
+    try:
+        run = subprocess.run(
+            [BIN / "mlops", "demo", "run", "--days", "60", "--rows-per-day", "600", "--port", str(port)],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        )
+        assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+        assert f"Live endpoint:     http://127.0.0.1:{port}" in run.stdout
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()
+        assert ready["ready"] is True and ready["champion_version"] == "1"
+        with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+            body = con.execute(
+                "select transaction_id, account_id, merchant_id, merchant_category, amount, currency, channel, country, "
+                "strftime(event_timestamp, '%Y-%m-%dT%H:%M:%S') as event_timestamp from marts.transactions_enriched limit 1"
+            ).df().to_dict(orient="records")[0]
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=10).json()
+        assert answer["transaction_id"] == body["transaction_id"] and answer["model_version"] == "1"
+        assert 0.0 <= answer["fraud_probability"] <= 1.0
+    finally:
+        stop = subprocess.run([BIN / "mlops", "serve", "--stop", "--port", str(port)], env=env, capture_output=True, text=True)
+    assert "stopped production server" in stop.stdout
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -107,3 +107,29 @@ def test_a_bad_challenger_is_stopped_by_shadow_or_canary_and_drained(world, live
         deployment = endpoint.deployment()
         assert endpoint.predict(transaction(8888))["model_version"] == champion_before
     assert deployment["canary_version"] is None and deployment["shadow_version"] is None
+
+
+def test_prediction_log_asset_copies_each_logged_prediction_once(world, live):
+    from mlops_assets.deployment.prediction_log import TABLE, prediction_log
+    from mlops_core.serving.prediction_log import read_predictions
+
+    url, resources = live
+    with EndpointClient(url) as client:
+        for i in range(30):
+            client.predict(transaction(20_000 + i))
+    resources = {k: resources[k] for k in ("warehouse", "serving_endpoint")}
+    first = dg.materialize([prediction_log], resources=resources)
+    with EndpointClient(url) as client:
+        client.predict(transaction(20_100))
+    import time
+
+    time.sleep(0.3)
+    second = dg.materialize([prediction_log], resources=resources)
+    assert first.success and second.success
+    assert _metadata(second, "prediction_log")["new_rows"].value >= 1
+    source = read_predictions(resources["serving_endpoint"].prediction_log_path)
+    with world.duckdb() as con:
+        copied = con.execute(f"select count(*), count(distinct id) from {TABLE}").fetchone()
+        newest = con.execute(f"select transaction_id from {TABLE} order by id desc limit 1").fetchone()[0]
+    assert copied == (len(source), len(source))
+    assert newest == "t0020100"
