@@ -1,13 +1,5 @@
-import socket
-
 import pytest
-from serving_world import build_world, running_endpoint
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving_world import build_world, free_port, running_endpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ coin-flip labels, whose scores sit near 0.3 and which flags almost every request
 import contextlib
 import datetime as dt
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -100,6 +101,12 @@ def build_world(home: Path) -> World:
     store.record_events(history)
     store.close()
     return World(home, settings, uri)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -13,9 +13,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import httpx
 import pytest
-from conftest import free_port
 from dagster_duckdb import DuckDBResource
-from serving_world import ADMIN_TOKEN, running_endpoint, transaction
+from serving_world import ADMIN_TOKEN, free_port, running_endpoint, transaction
 
 from mlops_assets.deployment.rollback import canary_rollback
 from mlops_core import registry

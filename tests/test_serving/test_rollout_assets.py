@@ -10,9 +10,8 @@ from unittest import mock
 import dagster as dg
 import pandas as pd
 import pytest
-from conftest import free_port
 from dagster_duckdb import DuckDBResource
-from serving_world import running_endpoint, transaction
+from serving_world import free_port, running_endpoint, transaction
 
 from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint, shadow_endpoint, staging_endpoint
 from mlops_assets.training.registry import champion_model
