@@ -1,14 +1,8 @@
 import pytest
-from serving_world import build_world, free_port, running_endpoint
+from serving_world import build_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    """A registry with three versions, an online store with history; one per test module."""
     return build_world(tmp_path_factory.mktemp("serving-world"))
-
-
-@pytest.fixture(scope="module")
-def endpoint(world):
-    """A real endpoint process for the module; yields its base URL."""
-    with running_endpoint(world, free_port()) as (url, _pid):
-        yield url
