@@ -63,8 +63,15 @@ class World:
     tracking_uri: str
 
     def env(self) -> dict[str, str]:
-        return {"MLOPS_HOME": str(self.home), "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN, "MLFLOW_DISABLE_TELEMETRY": "true",
-                "MLOPS_ONLINE_STORE": "sqlite"}
+        """Every location spelled out: loading the code location exports the session's paths into
+        os.environ, and a server started with those would read another home."""
+        s = self.settings
+        return {
+            "MLOPS_HOME": str(self.home), "MLOPS_DATA_DIR": str(s.data_dir), "MLOPS_DUCKDB_PATH": str(s.duckdb_path),
+            "DAGSTER_HOME": str(s.dagster_home), "MLOPS_REPORTS_DIR": str(s.reports_dir), "MLOPS_MLFLOW_DIR": str(s.mlflow_dir),
+            "MLOPS_MLFLOW_TRACKING_URI": "", "MLOPS_ONLINE_STORE": "sqlite", "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
 
     def client(self) -> mlflow.MlflowClient:
         return mlflow.MlflowClient(self.tracking_uri)

@@ -253,3 +253,23 @@ def test_recorded_plan_is_resumed_after_restart(world, tmp_path):
     state = resumed.deployment.describe()
     resumed.close()
     assert (state["champion_version"], state["canary_version"], state["canary_share"], state["shadow_version"]) == ("1", "2", 0.3, "3")
+
+
+def test_reload_serves_the_registry_champion_and_keeps_the_old_one(http, world):
+    with world.duckdb() as con:
+        registry.move_alias(world.client(), con, registry.CHAMPION, "2", "test: reload", {})
+    try:
+        response = http.post("/admin/reload", json={}, headers=ADMIN)
+        assert response.status_code == 200, response.text
+        assert (response.json()["champion_version"], response.json()["previous_champion_version"]) == ("2", "1")
+        assert http.post("/v1/predict", json=transaction(31)).json()["model_version"] == "2"
+    finally:
+        with world.duckdb() as con:
+            registry.move_alias(world.client(), con, registry.CHAMPION, "1", "test: restore", {})
+
+
+def test_deployment_route_describes_the_traffic(http):
+    http.post("/admin/traffic", json={"canary_version": "2", "canary_share": 0.25, "reason": "describe me"}, headers=ADMIN).raise_for_status()
+    described = http.get("/deployment").json()
+    assert set(described) == {"champion_version", "canary_version", "canary_share", "shadow_version", "previous_champion_version", "reason", "changed_at"}
+    assert (described["champion_version"], described["canary_version"], described["canary_share"], described["reason"]) == ("1", "2", 0.25, "describe me")
