@@ -127,7 +127,7 @@ class ScoringService:
         variants = [deployment.variant_for(str(r["account_id"])) for r in rows]
         scores = np.empty(len(rows))
         versions = [champion.version] * len(rows)
-        errors: list[tuple[int, str, str]] = []
+        errors: list[tuple[int, str, str, str]] = []  # (row, variant, version, message)
         canary_rows = [i for i, v in enumerate(variants) if v == CANARY]
         champion_rows = [i for i, v in enumerate(variants) if v == CHAMPION]
         if canary_rows:
@@ -137,7 +137,7 @@ class ScoringService:
                     versions[i] = deployment.canary.version
             except Exception as exc:  # a broken canary must never fail the caller: the champion answers
                 self.metrics.model_errors.labels(CANARY).inc(len(canary_rows))
-                errors = [(i, deployment.canary.version, f"{type(exc).__name__}: {exc}") for i in canary_rows]
+                errors = [(i, CANARY, deployment.canary.version, f"{type(exc).__name__}: {exc}") for i in canary_rows]
                 for i in canary_rows:
                     variants[i] = CHAMPION
                 champion_rows = sorted(champion_rows + canary_rows)
@@ -149,7 +149,7 @@ class ScoringService:
                 shadow_scores = deployment.shadow.score(X)
             except Exception as exc:
                 self.metrics.model_errors.labels(SHADOW).inc(len(rows))
-                errors += [(i, deployment.shadow.version, f"{type(exc).__name__}: {exc}") for i in range(len(rows))]
+                errors += [(i, SHADOW, deployment.shadow.version, f"{type(exc).__name__}: {exc}") for i in range(len(rows))]
         if self.record_events:
             self.features.record(rows)
         request_id = uuid.uuid4().hex
@@ -203,9 +203,8 @@ class ScoringService:
                         status="ok", score=float(score), decision=int(score >= shadow.threshold), latency_ms=None, features=None,
                     )
                 )
-        for i, version, message in errors:
+        for i, variant, version, message in errors:
             r, row = results[i], rows[i]
-            variant = SHADOW if deployment.shadow is not None and version == deployment.shadow.version and shadow_scores is None else CANARY
             records.append(
                 PredictionRecord(
                     logged_at=now, request_id=r.request_id, transaction_id=r.transaction_id, account_id=str(row["account_id"]),

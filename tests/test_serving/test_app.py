@@ -273,3 +273,25 @@ def test_deployment_route_describes_the_traffic(http):
     described = http.get("/deployment").json()
     assert set(described) == {"champion_version", "canary_version", "canary_share", "shadow_version", "previous_champion_version", "reason", "changed_at"}
     assert (described["champion_version"], described["canary_version"], described["canary_share"], described["reason"]) == ("1", "2", 0.25, "describe me")
+
+
+class _BrokenScorer:
+    def predict(self, X):
+        raise RuntimeError("graph exploded")
+
+
+def test_a_failing_canary_never_fails_the_caller(http, service):
+    from mlops_core.serving.models import LoadedModel
+
+    real_loader = service.loader
+    service.loader = lambda v: LoadedModel(version="9", scorer=_BrokenScorer(), threshold=0.5) if v == "9" else real_loader(v)
+    http.post("/admin/traffic", json={"canary_version": "9", "canary_share": 1.0}, headers=ADMIN).raise_for_status()
+    answer = http.post("/v1/predict", json=transaction(77))
+    assert answer.status_code == 200
+    assert (answer.json()["model_version"], answer.json()["variant"]) == ("1", "champion")
+    service.prediction_log.flush()
+    log = read_predictions(service.prediction_log.path)
+    errors = log[log["status"] == "error"]
+    assert list(errors["variant"]) == ["canary"] and list(errors["model_version"]) == ["9"]
+    assert "graph exploded" in errors["error"].iloc[0]
+    assert 'mlops_model_errors_total{variant="canary"} 1.0' in http.get("/metrics").text
