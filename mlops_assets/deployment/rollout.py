@@ -31,6 +31,7 @@ PRODUCTION = dg.AssetKey("production_endpoint")
 CHECK_STAGING = "staging_smoke_test_passed"
 CHECK_SHADOW = "shadow_agreement_within_bounds"
 CHECK_CANARY = "canary_healthy"
+TOO_LITTLE_TRAFFIC = "let real traffic accumulate with wait_seconds, or replay recent transactions with replay_requests"
 
 
 def _versions() -> tuple[str | None, str | None]:
@@ -160,7 +161,8 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
     yield dg.AssetCheckResult(
         check_name=CHECK_SHADOW, asset_key=SHADOW, passed=passed, metadata=agreement.as_metadata(),
         description=f"{agreement.requests} shadowed requests (need {config.min_requests}), decision agreement "
-        f"{agreement.decision_agreement:.3f} (need {config.min_decision_agreement})",
+        f"{agreement.decision_agreement:.3f} (need {config.min_decision_agreement})"
+        + ("" if agreement.requests >= config.min_requests else f"; {TOO_LITTLE_TRAFFIC}"),
     )
 
 
@@ -215,7 +217,7 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
                   "drained_after_failing": bool(window.violations), **window.as_metadata()}
     )
     if not window.judged:
-        description = f"only {window.canary_requests} canary requests, need {config.min_requests}"
+        description = f"only {window.canary_requests} canary requests, need {config.min_requests}; {TOO_LITTLE_TRAFFIC}"
     else:
         description = "; ".join(window.violations) or f"{window.canary_requests} canary requests within every bound"
     yield dg.AssetCheckResult(check_name=CHECK_CANARY, asset_key=CANARY, passed=passed, description=description, metadata=window.as_metadata())
