@@ -6,13 +6,15 @@ while a new model is downloaded and built.
 """
 
 import hmac
-import json
 import logging
+
+import orjson
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from mlops_core.serving.schemas import BatchRequest, BatchResponse, Prediction, RollbackRequest, TrafficRequest, Transaction
 from mlops_core.serving.service import NotReady, ScoringService, TrafficError
@@ -64,28 +66,80 @@ class GuardMiddleware:
             await _send_json(send, 413, {"error": "request too large", "detail": str(exc)})
 
 
+def invalid_request_body(errors: list[dict]) -> dict:
+    """The 422 body: the fields at fault, what is wrong with each and what was found."""
+    # A malformed body reports a character offset as its location: name the body instead.
+    fields = [
+        "body" if e.get("type") == "json_invalid" else ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        for e in errors
+    ]
+    detail = [{"field": f, "problem": e.get("msg"), "found": _short(e.get("input"))} for f, e in zip(fields, errors)]
+    return {"error": "invalid request", "fields": fields, "detail": detail}
+
+
+class FastScoring:
+    """The two scoring routes served straight from ASGI, in front of FastAPI.
+
+    Same contract, same errors, same metrics as the FastAPI routes below (the tests run
+    both), without the per-request routing, dependency and serialisation layers: the
+    framework cost more than the scoring itself (see benchmarks/RESULTS.md).
+    """
+
+    ROUTES = {"/v1/predict": "predict", "/v1/predict/batch": "batch"}
+
+    def __init__(self, app, service: ScoringService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        route = self.ROUTES.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            if route == "predict":
+                transactions = [Transaction.model_validate_json(body).model_dump()]
+            else:
+                transactions = [t.model_dump() for t in BatchRequest.model_validate_json(body).transactions]
+        except ValidationError as exc:
+            self.service.metrics.requests.labels(route, "none", "422").inc()
+            return await _send_json(send, 422, invalid_request_body(exc.errors()))
+        try:
+            results = self.service.predict(transactions, route=route)
+        except NotReady as exc:
+            return await _send_json(send, 503, {"error": "not ready", "detail": str(exc)})
+        answer = results[0].as_dict() if route == "predict" else {"predictions": [r.as_dict() for r in results]}
+        await _send_json(send, 200, answer)
+
+
 async def _send_json(send, status: int, body: dict) -> None:
-    payload = json.dumps(body).encode()
+    payload = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(service: ScoringService, admin_token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    service: ScoringService, admin_token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, fast_scoring: bool = True
+) -> FastAPI:
+    """The app. With `fast_scoring` the scoring routes bypass FastAPI (FastScoring); the FastAPI
+    routes stay as the documented API (/docs) and as the reference the tests compare against."""
     app = FastAPI(title="mlops fraud scoring", version="1", docs_url="/docs", redoc_url=None)
     app.state.service = service
+    # Added last = outermost: size and content-type are refused before any route, fast or not.
+    if fast_scoring:
+        app.add_middleware(FastScoring, service=service)
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        # A malformed body reports a character offset as its location: name the body instead.
-        fields = [
-            "body" if e.get("type") == "json_invalid" else ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            for e in errors
-        ]
         service.metrics.requests.labels(_route(request), "none", "422").inc()
-        detail = [{"field": f, "problem": e.get("msg"), "found": _short(e.get("input"))} for f, e in zip(fields, errors)]
-        return JSONResponse(status_code=422, content={"error": "invalid request", "fields": fields, "detail": detail})
+        return JSONResponse(status_code=422, content=invalid_request_body(exc.errors()))
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):

@@ -1,18 +1,18 @@
 """The durable log of every scored request: what monitoring, canary analysis and late-label joins read.
 
-A sqlite file in WAL mode, written by one background thread in small batches so the
-request path only enqueues. A batch is committed within `flush_interval` seconds; a crash
+A sqlite file in WAL mode, written by one background thread in batches so the request
+path only appends to a deque. A batch is committed within `flush_interval` seconds; a crash
 can lose at most that last interval, never corrupt the file. `close()` drains the queue.
 """
 
-import json
-import queue
+import collections
 import sqlite3
 import threading
 import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
+import orjson
 import pandas as pd
 
 SCHEMA = """
@@ -60,88 +60,70 @@ _INSERT = f"insert into predictions ({', '.join(PredictionRecord.__dataclass_fie
 
 
 def features_json(features: dict[str, object]) -> str:
-    return json.dumps(features, default=str, separators=(",", ":"))
+    return orjson.dumps(features, default=str).decode()
 
 
 class PredictionLog:
+    """Appends are a deque extend (no lock, no wake-up of the writer); the writer thread wakes
+    every `flush_interval`, takes everything queued and commits it in one transaction."""
+
     def __init__(self, path: str | Path, flush_interval: float = 0.05) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_interval = flush_interval
-        con = self._connect()
-        con.executescript(SCHEMA)
-        con.close()
-        self._queue: queue.Queue[PredictionRecord | None] = queue.Queue()
+        self._con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._con.execute("pragma journal_mode=wal")
+        self._con.execute("pragma synchronous=normal")
+        self._con.executescript(SCHEMA)
+        self._pending: collections.deque[PredictionRecord] = collections.deque()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        con.execute("pragma journal_mode=wal")
-        con.execute("pragma synchronous=normal")
-        return con
-
     def append(self, records: list[PredictionRecord]) -> None:
-        for record in records:
-            self._queue.put(record)
+        self._pending.extend(records)
 
     def _run(self) -> None:
-        con = self._connect()
-        stopping = False
-        while not stopping:
-            batch: list[PredictionRecord] = []
-            try:
-                item = self._queue.get(timeout=self.flush_interval)
-            except queue.Empty:
-                continue
-            deadline = time.monotonic() + self.flush_interval
-            while True:
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if stopping or len(batch) >= 2000:
-                    break
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(con, batch)
-            for _ in range(len(batch) + (1 if stopping else 0)):
-                self._queue.task_done()
-        con.close()
+        while not self._stop.wait(self.flush_interval):
+            self._write_pending()
 
-    def _write(self, con: sqlite3.Connection, batch: list[PredictionRecord]) -> None:
-        for attempt in range(5):
-            try:
-                con.execute("begin immediate")
-                con.executemany(_INSERT, [astuple(r) for r in batch])
-                con.execute("commit")
-                self.written += len(batch)
+    def _write_pending(self) -> None:
+        with self._write_lock:
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
                 return
-            except sqlite3.Error as exc:
-                if con.in_transaction:
-                    con.execute("rollback")
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                time.sleep(0.05 * (attempt + 1))
-        # Kept in memory for the next attempt rather than dropped.
-        self.failures += len(batch)
-        for record in batch:
-            self._queue.put(record)
+            for attempt in range(5):
+                try:
+                    self._con.execute("begin immediate")
+                    self._con.executemany(_INSERT, [astuple(r) for r in batch])
+                    self._con.execute("commit")
+                    self.written += len(batch)
+                    return
+                except sqlite3.Error as exc:
+                    if self._con.in_transaction:
+                        self._con.execute("rollback")
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    time.sleep(0.05 * (attempt + 1))
+            # Kept in memory, in order, for the next attempt rather than dropped.
+            self.failures += len(batch)
+            self._pending.extendleft(reversed(batch))
 
     def flush(self) -> None:
-        """Block until everything appended so far is committed."""
-        self._queue.join()
+        """Commit everything appended so far, now."""
+        self._write_pending()
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(None)
-            self._queue.join()
+            self._stop.set()
             self._thread.join(timeout=10)
+        self._write_pending()
+        self._con.close()
 
 
 def read_predictions(

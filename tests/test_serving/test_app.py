@@ -47,9 +47,9 @@ def service(world, tmp_path):
     service.close()
 
 
-@pytest.fixture
-def http(service):
-    with TestClient(create_app(service, ADMIN_TOKEN)) as client:
+@pytest.fixture(params=[True, False], ids=["fast scoring path", "fastapi routes"])
+def http(service, request):
+    with TestClient(create_app(service, ADMIN_TOKEN, fast_scoring=request.param)) as client:
         yield client
 
 
