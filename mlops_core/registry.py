@@ -159,8 +159,18 @@ def register_version(
     model_name: str = MODEL_NAME,
     tags: dict[str, str] | None = None,
     timeout_s: float = 60.0,
+    model_uri: str | None = None,
 ) -> str:
-    """Register runs:/<run_id>/<artifact_path> as a new version of `model_name`; returns its number once READY."""
+    """Register a new version of `model_name`; returns its number once READY.
+
+    `model_uri` is the logged model (`models:/m-...`, what `mlflow.<flavor>.log_model`
+    returns). Registered from it, the version loads with `mlflow models serve` and
+    `mlflow.pyfunc.load_model`; MLflow 3 cannot load a version whose source is
+    runs:/<run_id>/<artifact_path> (it looks for MLmodel one folder too high). Without it,
+    the runs:/ source is used, for plain artifacts that are not logged models.
+    """
+    source = model_uri or f"runs:/{run_id}/{artifact_path}"
+    model_id = model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/m-") else None
 
     def create_model() -> None:
         try:
@@ -172,10 +182,8 @@ def register_version(
     _call(client, f"create registered model {model_name!r}", create_model)
     version = _call(
         client,
-        f"register runs:/{run_id}/{artifact_path}",
-        lambda: client.create_model_version(
-            model_name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
-        ),
+        f"register {source}",
+        lambda: client.create_model_version(model_name, source=source, run_id=run_id, tags=tags, model_id=model_id),
     )
     deadline = time.monotonic() + timeout_s
     while version.status != ModelVersionStatus.to_string(ModelVersionStatus.READY):

@@ -27,6 +27,7 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
         fraud_model_candidate.run_id,
         MODEL_ARTIFACT,
         tags={"threshold": repr(fraud_model_candidate.threshold), "data_version": fraud_model_candidate.data_version},
+        model_uri=fraud_model_candidate.model_uri,
     )
     test_metrics = client.get_run(fraud_model_candidate.run_id).data.metrics
     with context.resources.warehouse.get_connection() as con:

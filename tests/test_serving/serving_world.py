@@ -92,8 +92,8 @@ def build_world(home: Path) -> World:
     try:
         for seed, bad, threshold in ((1, False, 0.5), (1, False, 0.5), (3, True, 0.1)):
             with mlflow.start_run(experiment_id=experiment) as run:
-                mlflow.onnx.log_model(onnx.load_from_string(tiny_model_onnx(seed, bad)), name="model")
-            registry.register_version(client, run.info.run_id, "model", tags={"threshold": repr(threshold)})
+                info = mlflow.onnx.log_model(onnx.load_from_string(tiny_model_onnx(seed, bad)), name="model")
+            registry.register_version(client, run.info.run_id, "model", tags={"threshold": repr(threshold)}, model_uri=info.model_uri)
     finally:
         mlflow.set_tracking_uri(previous_uri)
     with duckdb.connect(str(settings.duckdb_path)) as con:

@@ -295,3 +295,20 @@ def test_a_failing_canary_never_fails_the_caller(http, service):
     assert list(errors["variant"]) == ["canary"] and list(errors["model_version"]) == ["9"]
     assert "graph exploded" in errors["error"].iloc[0]
     assert 'mlops_model_errors_total{variant="canary"} 1.0' in http.get("/metrics").text
+
+
+def test_registered_versions_load_with_mlflow_pyfunc(world, service):
+    """What `mlflow models serve` does: a version registered from the logged model loads as pyfunc
+    and gives the endpoint's probabilities."""
+    import mlflow
+    import numpy as np
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(world.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    X = np.random.default_rng(0).gamma(1.0, 3.0, size=(5, 49)).astype(np.float32)
+    via_pyfunc = model.predict(X)["probabilities"][:, 1]
+    assert via_pyfunc == pytest.approx(service.deployment.champion.score(X), abs=1e-6)
