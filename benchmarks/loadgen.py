@@ -155,8 +155,10 @@ class Recorder:
         self.first_end: float | None = None
         self.last_end = 0.0
         self.full_at: float | None = None
+        self.responses_2xx_total = 0  # warm-up included: what the server answered in all
 
     def record(self, start: float, t_send: float, status: int, t_end: float, body: bytes, due: float | None = None) -> None:
+        self.responses_2xx_total += 200 <= status < 300
         if start < self.measure_from:
             return
         self.status_counts[str(status)] += 1
@@ -372,6 +374,7 @@ def _errors(rec: Recorder, timeouts: int) -> dict:
         "socket_errors": rec.socket_errors,
         "errors": rec.non_2xx + rec.socket_errors + timeouts,
         "error_samples": rec.error_samples,
+        "responses_2xx_total": rec.responses_2xx_total,
     }
 
 

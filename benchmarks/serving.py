@@ -19,9 +19,14 @@ loopback port, measured, then stopped by that pid (SIGTERM to the group, SIGKILL
            records the transaction in the online store and logs the prediction.
 - mlflow:  `mlflow models serve -m models:/fraud_detector@champion --env-manager local
            --workers 1` (uvicorn), the registered mlflow.onnx model. POST /invocations with
-           the 49 encoded features precomputed by this script ({"inputs": [[...]]}).
-- fastapi: benchmarks/peers/fastapi_predict_proba.py, FastAPI + uvicorn (1 worker) calling
-           XGBClassifier.predict_proba. POST /predict {"features": [...]}, precomputed too.
+           the 49 encoded features precomputed by this script ({"inputs": [[...]]}). With
+           MLflow 3.17.2 the alias URI does not load for our registry's versions (see
+           `mlflow_uri`); then the same logged model is served as `models:/<model_id>`.
+           UVICORN_ACCESS_LOG=false and UVICORN_LOG_LEVEL=warning give its uvicorn the
+           logging settings ours runs with. onnxruntime keeps MLflow's default threads.
+- fastapi: benchmarks/peers/fastapi_predict_proba.py, FastAPI + uvicorn (1 worker, no access
+           log) calling XGBClassifier.predict_proba (n_jobs=1). POST /predict
+           {"features": [...]}, precomputed too.
 The peers get the features for free (no lookup, no recording): that favours them.
 
 Same model: the champion is the `fraud_model_candidate` asset's XGBoost, trained by
@@ -41,14 +46,22 @@ OnlineFeatureService over a copy of the online store, encoded with matrix.encode
 Method (benchmarks/loadgen.py, one load-generator process per leg, raw asyncio HTTP/1.1
 keep-alive, requests serialized in advance; one endpoint at a time, so on this 2-core
 machine the server and the load generator each have a core):
-  (a) closed loop at concurrency 1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 0.5 s warm-up and
-      4 s measured per level (at most 20,000 requests), stopping after two levels in a row
-      over the p99 budget; the result is the highest throughput whose p99 <= 10 ms.
+  (a) closed loop at concurrency 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 0.5 s warm-up
+      and 4 s measured per level (at most 20,000 requests), stopping after two levels in a
+      row over the p99 budget; the result is the highest throughput whose p99 <= 10 ms
+      with no errors.
   (b) open loop at 500 requests/s over 32 connections, 1 s warm-up then 10 s (5,000
       requests), latency from each request's scheduled send time.
 Each endpoint runs `--repeats` times (servers restarted each time, endpoints interleaved)
-and the medians are reported. Errors (non-2xx, socket errors, timeouts) are counted, never
-retried. Output: a markdown table on stdout and benchmarks/.work/serving/results.json.
+and the medians are reported. Before every leg the script waits (up to 120 s) for a second
+in which all other processes together use at most 0.25 cores, and it records the CPU used
+by anything but the server and the load generator during the leg (`other_cpu_share`, from
+per-process times): the noise.
+Errors (non-2xx, socket errors, timeouts) are counted, never retried. For ours it also
+checks that the prediction log gained one row per answered request and that the online
+store's event count is unchanged. Output: a markdown table on stdout and
+benchmarks/.work/serving/results.json (per leg: latency percentiles, CPU of server, load
+generator and the rest of the machine). Server logs: benchmarks/.work/serving/logs/.
 """
 
 from __future__ import annotations
@@ -111,6 +124,7 @@ class Prepared:
     expected: list[float]  # ONNX P(fraud) of each payload
     bodies: dict[str, Path]  # endpoint -> JSON list of serialized bodies
     peer_model: Path
+    mlflow_model_uri: str
     facts: dict = field(default_factory=dict)
 
 
@@ -141,6 +155,7 @@ def prepare(n_payloads: int) -> Prepared:
         sys.exit(f"champion version {version} is a {run.data.tags.get('model_kind')!r} model, expected xgboost")
     onnx_bytes, threshold = download_onnx(client, version, MODEL_NAME)
     scorer = OnnxScorer(onnx_bytes)
+    mlflow_model_uri, alias_error = mlflow_uri(run, onnx_bytes)
 
     con = duckdb.connect(str(HOME / "warehouse.duckdb"), read_only=True)
     columns = ["transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp"]
@@ -177,7 +192,8 @@ def prepare(n_payloads: int) -> Prepared:
     X_test = matrix.encode(split(frame, "test"))
     diff_payloads = float(np.max(np.abs(native.predict_proba(X)[:, 1] - expected)))
     diff_test = float(np.max(np.abs(native.predict_proba(X_test)[:, 1] - scorer.predict(X_test))))
-    assert diff_payloads <= PARITY_TOLERANCE and diff_test <= PARITY_TOLERANCE, (diff_payloads, diff_test)
+    if not (diff_payloads <= PARITY_TOLERANCE and diff_test <= PARITY_TOLERANCE):
+        sys.exit(f"the retrained trees differ from the champion's ONNX graph: {diff_payloads:.2e} (payloads), {diff_test:.2e} (test split)")
     peer_model = WORK / "peer_xgboost.json"
     native.save_model(peer_model)
 
@@ -209,7 +225,41 @@ def prepare(n_payloads: int) -> Prepared:
         "mean_ours_body_bytes": statistics.mean(len(b) for b in json.loads(bodies["ours"].read_text())),
         "mean_mlflow_body_bytes": statistics.mean(len(b) for b in json.loads(bodies["mlflow"].read_text())),
     }
-    return Prepared(str(version), threshold, details.run_id, [p["transaction_id"] for p in payloads], [float(p) for p in expected], bodies, peer_model, facts)
+    facts["mlflow_peer_model_uri"] = mlflow_model_uri
+    facts["mlflow_alias_uri_error"] = alias_error
+    return Prepared(
+        str(version), threshold, details.run_id, [p["transaction_id"] for p in payloads], [float(p) for p in expected], bodies, peer_model,
+        mlflow_model_uri, facts,
+    )
+
+
+def mlflow_uri(run, onnx_bytes: bytes) -> tuple[str, str | None]:
+    """The URI `mlflow models serve` gets: the champion alias if MLflow can load it, else the same logged model by id.
+
+    Our registry registers versions with source `runs:/<run>/model`. With MLflow 3.17.2 that
+    version resolves to the run's logged model, but the download lands in a `model/`
+    subfolder while the caller looks for MLmodel one level up, so `models:/<name>@champion`
+    does not load in `mlflow models serve` or `mlflow.pyfunc.load_model`. Then the peer serves
+    `models:/<model_id>`: the very logged model the version points to (its ONNX bytes are
+    checked equal to the registered version's).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    alias_uri = f"models:/{MODEL_NAME}@champion"
+    try:
+        mlflow.pyfunc.load_model(alias_uri)
+        return alias_uri, None
+    except MlflowException as exc:
+        error = str(exc).splitlines()[0]
+    (output,) = run.outputs.model_outputs
+    uri = f"models:/{output.model_id}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(WORK / "mlflow_peer_model_check")))
+    graphs = sorted(local.rglob("*.onnx"))
+    if len(graphs) != 1 or graphs[0].read_bytes() != onnx_bytes:
+        sys.exit(f"{uri} does not hold the champion's ONNX graph; cannot serve the same model with MLflow")
+    shutil.rmtree(WORK / "mlflow_peer_model_check", ignore_errors=True)
+    return uri, error
 
 
 # ---------------------------------------------------------------- servers
@@ -230,9 +280,11 @@ class Endpoint:
             )
         if self.name == "mlflow":
             return (
-                [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local",
+                [str(VENV_BIN / "mlflow"), "models", "serve", "-m", prepared.mlflow_model_uri, "--env-manager", "local",
                  "--host", HOST, "--port", str(port), "--workers", "1"],
-                env | {"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": TRACKING_URI},
+                env | {"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": TRACKING_URI,
+                       # uvicorn reads UVICORN_* options: no access log, like ours (which runs access_log=False).
+                       "UVICORN_ACCESS_LOG": "false", "UVICORN_LOG_LEVEL": "warning"},
             )
         return (
             [str(PYTHON), str(HERE / "peers" / "fastapi_predict_proba.py"), "--model", str(prepared.peer_model), "--host", HOST, "--port", str(port)],
@@ -377,32 +429,99 @@ def loadgen(server: Server, prepared: Prepared, args: argparse.Namespace, **opti
            "--bodies", str(prepared.bodies[server.endpoint.name]), "--out", str(out)]
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    before = group_stats(server.proc.pid)
+    quiet = wait_quiet(args, server.proc.pid)
+    before, others_before = group_stats(server.proc.pid), cpu_snapshot()
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     wall = time.monotonic() - started
-    after = group_stats(server.proc.pid)
+    after, others_after = group_stats(server.proc.pid), cpu_snapshot()
     if done.returncode != 0 or not out.exists():
         return {"fatal": f"loadgen exited {done.returncode}: {done.stderr[-1500:]}", "errors": 1}
     result = json.loads(out.read_text())
-    result["server_cpu_share"] = (after["cpu_s"] - before["cpu_s"]) / wall  # over the whole leg, incl. start-up
+    # CPU shares (cores) over the whole leg, load-generator start-up included.
+    result["server_cpu_share"] = (after["cpu_s"] - before["cpu_s"]) / wall
     result["server_rss_mb"] = after["rss_mb"]
+    # Everything but the server and this harness (whose children's time holds the load generator): the noise.
+    result["other_cpu_share"] = other_cpu_seconds(others_before, others_after, server.proc.pid) / wall
+    result["other_top"] = top_others(others_before, others_after, server.proc.pid)
+    result["before_leg"] = quiet
     return result
+
+
+def cpu_snapshot() -> dict[int, tuple[int, float]]:
+    """pid -> (process group, CPU seconds of the process and its reaped children) for every process.
+
+    Per-process times are exact (the scheduler's runtime), unlike /proc/stat's tick samples,
+    which miss most of a server that wakes for 0.5 ms at a time.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    snapshot = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        snapshot[int(entry)] = (int(fields[2]), sum(int(v) for v in fields[11:15]) / ticks)
+    return snapshot
+
+
+def other_cpu_seconds(before: dict, after: dict, server_pgid: int) -> float:
+    """CPU used between two snapshots by processes other than the server's group and this harness.
+
+    A process that exited in between is charged to its parent's reaped-children time, so
+    its CPU from before the first snapshot is taken off again.
+    """
+    skip = lambda pid, pgid: pgid == server_pgid or pid == os.getpid()  # noqa: E731
+    return sum(v for pid, (g, v) in after.items() if not skip(pid, g)) - sum(v for pid, (g, v) in before.items() if not skip(pid, g))
+
+
+def top_others(before: dict, after: dict, server_pgid: int, n: int = 3) -> list[str]:
+    """The processes that used the most CPU between the snapshots, outside the server and this harness."""
+    used = []
+    for pid, (g, v) in after.items():
+        if g == server_pgid or pid == os.getpid():
+            continue
+        delta = v - before.get(pid, (g, 0.0))[1]
+        if delta > 0.05:
+            try:
+                name = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:100]
+            except OSError:
+                name = "?"
+            used.append((delta, f"{delta:.2f} s pid {pid}: {name}"))
+    return [text for _, text in sorted(used, reverse=True)[:n]]
+
+
+def wait_quiet(args: argparse.Namespace, server_pgid: int | None = None) -> dict:
+    """Wait (at most --quiet-wait s) for a second in which everything else used at most --quiet-cores."""
+    started = time.monotonic()
+    while True:
+        before = cpu_snapshot()
+        time.sleep(1.0)
+        busy = other_cpu_seconds(before, cpu_snapshot(), server_pgid if server_pgid is not None else -1)
+        waited = time.monotonic() - started
+        if busy <= args.quiet_cores or waited >= args.quiet_wait:
+            return {"busy_cores_before": busy, "waited_s": waited, "quiet": busy <= args.quiet_cores}
 
 
 def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, rep: int) -> dict:
     log_path = WORK / "logs" / f"{endpoint.name}-rep{rep}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server = Server(endpoint, prepared, log_path)
-    result: dict = {"endpoint": endpoint.name, "repeat": rep, "command": " ".join(server.cmd), "log": str(log_path)}
+    result: dict = {"endpoint": endpoint.name, "repeat": rep, "command": " ".join(server.cmd), "log": str(log_path), "code": code_state()}
     store_before = _store_events() if endpoint.name == "ours" else None
+    logged_before = _logged_predictions() if endpoint.name == "ours" else None
+    answered = 0
     try:
         server.wait_ready()
         result["ready_seconds"] = server.ready_seconds
         result["parity"] = parity(server, prepared)
         if endpoint.name != "ours" and (result["parity"]["mismatches"] or result["parity"]["failures"]):
             raise AssertionError(f"{endpoint.name} disagrees with the registered ONNX model: {result['parity']}")
-        loadgen(server, prepared, args, mode="closed", concurrency=4, duration=2, warmup=0)  # warm-up, discarded
+        warm = loadgen(server, prepared, args, mode="closed", concurrency=4, duration=2, warmup=0)  # warm-up, discarded
+        result["warmup_errors"] = warm.get("errors")
         sweep = []
         over = 0
         for level in args.levels:
@@ -412,7 +531,7 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
             p99 = leg.get("latency", {}).get("p99_ms", float("inf"))
             print(f"  {endpoint.name} rep {rep} c={level:<3d} {leg.get('throughput_rps', 0):8.1f} req/s  "
                   f"p50 {leg.get('latency', {}).get('p50_ms', float('nan')):6.2f} ms  p99 {p99:6.2f} ms  errors {leg.get('errors')}  "
-                  f"cpu server {leg.get('server_cpu_share', float('nan')):.2f} client {leg.get('client_cpu_share', float('nan')):.2f}", flush=True)
+                  f"cpu server {leg.get('server_cpu_share', float('nan')):.2f} client {leg.get('client_cpu_share', float('nan')):.2f} other {leg.get('other_cpu_share', float('nan')):.2f}", flush=True)
             if "fatal" in leg or server.proc.poll() is not None:
                 break
             over = over + 1 if p99 > args.p99_budget_ms else 0
@@ -435,6 +554,9 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
         result["parity_after"] = parity(server, prepared)
         result["server_exit_during_run"] = server.proc.poll()
         result["errors_total"] = sum(leg.get("errors", 0) for leg in sweep) + result.get("open_loop", {}).get("errors", 0)
+        answered = 2 * result["parity"]["samples"] + sum(
+            leg.get("responses_2xx_total", 0) for leg in [warm, *sweep, result.get("open_loop", {})]
+        )
     except Exception as exc:  # record what happened, keep the other endpoints going
         result["failure"] = f"{type(exc).__name__}: {exc}"
         result["server_log_tail"] = server.tail()
@@ -443,7 +565,31 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
         result["exit_code_after_stop"] = server.stop()
     if store_before is not None:
         result["online_store_events_before_after"] = [store_before, _store_events()]
+        result["prediction_log_rows_added"] = _logged_predictions() - logged_before
+        result["answered_2xx"] = answered
     return result
+
+
+def code_state() -> dict:
+    """The commit, and a digest of the serving code as it is on disk now (it may be edited between runs)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "mlops_core").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"commit": head, "mlops_core_sha256": digest.hexdigest()[:16]}
+
+
+def _logged_predictions() -> int:
+    path = HOME / "data" / "serving" / "production" / "predictions.sqlite"
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("select count(*) from predictions").fetchone()[0]
+    finally:
+        con.close()
 
 
 def _store_events() -> int:
@@ -483,6 +629,10 @@ def summarize(runs: list[dict], names: list[str]) -> dict:
             "requests": sum(sum(leg.get("requests", 0) for leg in r["sweep"]) + r.get("open_loop", {}).get("requests", 0) for r in mine),
             "parity_max_abs_diff": max(max(r["parity"]["max_abs_diff"], r["parity_after"]["max_abs_diff"]) for r in mine),
             "ready_seconds": med([r["ready_seconds"] for r in mine]),
+            "client_cpu_share_max": max(leg.get("client_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
+            "other_cpu_share_median": med([leg["other_cpu_share"] for r in mine for leg in [*r["sweep"], r.get("open_loop", {})] if "other_cpu_share" in leg]),
+            "other_cpu_share_max": max(leg.get("other_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
+            "legs_started_noisy": sum(not leg.get("before_leg", {}).get("quiet", True) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
             "failures": [r["failure"] for r in failed],
         }
     return summary
@@ -537,7 +687,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--setup", action="store_true", help="rebuild the demo MLOPS_HOME even if it exists")
     parser.add_argument("--payloads", type=int, default=4000)
-    parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64", help="closed-loop concurrency levels")
+    parser.add_argument("--levels", default="1,2,3,4,6,8,12,16,24,32,48,64", help="closed-loop concurrency levels")
     parser.add_argument("--step-seconds", type=float, default=4.0)
     parser.add_argument("--step-warmup", type=float, default=0.5)
     parser.add_argument("--max-requests", type=int, default=20_000)
@@ -546,6 +696,9 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=10.0)
     parser.add_argument("--open-connections", type=int, default=32)
     parser.add_argument("--wait-for-ours", type=float, default=0.0, help="minutes to poll for `mlops serve` before giving up on it")
+    parser.add_argument("--out", default=str(WORK / "results.json"), help="where the JSON results go")
+    parser.add_argument("--quiet-cores", type=float, default=0.25, help="before each leg, wait until the machine uses at most this many cores")
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... for at most this many seconds (then measure anyway, and say so)")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
     names = [n.strip() for n in args.endpoints.split(",") if n.strip()]
@@ -564,6 +717,9 @@ def main() -> None:
         for name in names:
             runs.append(measure(ENDPOINTS[name], prepared, args, rep))
     summary = summarize(runs, names)
+    digests = {r["code"]["mlops_core_sha256"] for r in runs}
+    if len(digests) > 1:  # a new commit alone (docs, tests) is fine; changed mlops_core code is not
+        print(f"WARNING: mlops_core changed during the benchmark: {sorted(digests)}; the repeats measured different code", flush=True)
     ratios = {}
     if summary.get("ours", {}).get("max_rps_within_budget") and summary.get("mlflow", {}).get("max_rps_within_budget"):
         ratios["ours_over_mlflow_throughput"] = summary["ours"]["max_rps_within_budget"] / summary["mlflow"]["max_rps_within_budget"]
@@ -579,13 +735,15 @@ def main() -> None:
         "facts": prepared.facts,
         "summary": summary,
         "ratios": ratios,
+        "code_versions_seen": sorted({json.dumps(r["code"], sort_keys=True) for r in runs}),
+        "mlops_core_changed_during_run": len({r["code"]["mlops_core_sha256"] for r in runs}) > 1,
         "runs": runs,
     }
-    (WORK / "results.json").write_text(json.dumps(out, indent=1, default=str))
+    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     print()
     print(table(summary, args.p99_budget_ms, args.open_rate))
     print(json.dumps(ratios))
-    print(f"results: {WORK / 'results.json'}")
+    print(f"results: {args.out}")
 
 
 if __name__ == "__main__":

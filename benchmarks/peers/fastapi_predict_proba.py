@@ -2,7 +2,7 @@
 
 What a team would write without the platform: load the trained classifier, take the 49
 encoded model features as JSON, return P(fraud). No feature lookup, no validation beyond
-pydantic's list of floats, no logging beyond uvicorn's defaults. One uvicorn worker.
+pydantic's list of floats, no logging. One uvicorn worker.
 
   .venv/bin/python benchmarks/peers/fastapi_predict_proba.py --model model.json --port 8002
 
@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(build_app(args.model), host=args.host, port=args.port, workers=1)
+    # The same uvicorn settings as `mlops serve`: uvloop + httptools (uvicorn's defaults when
+    # installed), no access log, warnings only.
+    uvicorn.run(build_app(args.model), host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
