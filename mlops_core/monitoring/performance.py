@@ -1,0 +1,401 @@
+"""Performance of the served model once labels arrive, and before they do.
+
+Four tools, none of which imports dagster:
+
+- `live_performance`: realized quality of logged decisions against the labels known so far,
+  overall, per model version and per segment.
+- `PageHinkley`: a streaming detector of an increase in the mean of an error stream
+  (`error_stream` builds one from the log and the labels).
+- `calibration_drift`: expected calibration error of a window against the reference one.
+- `estimate_performance_cbpe`: confidence-based performance estimation from scores alone,
+  and `cbpe_reliability` to measure how far such estimates are from what was realized.
+
+Labels are late (docs/demo_data.md): a fraud is confirmed within days or weeks, a legitimate
+transaction only when it matures 45 days after the event. Until a window is that old its
+labelled rows are enriched in fraud, so realized precision, fraud rate and error rates are
+biased upwards there. Recall is not affected as much, because it only looks at frauds. Compute
+precision-like figures on matured windows (events before a cutoff, as `error_stream`'s
+complete_before does) and use CBPE in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+import pandas as pd
+from scipy.signal import lfilter
+
+from mlops_core.training.metrics import (
+    CALIBRATION_BINS,
+    _as_arrays,
+    _auc_pr,
+    _decision_counts,
+    _ratio,
+    classification_metrics,
+    expected_calibration_error,
+)
+
+PERFORMANCE_COLUMNS: tuple[str, ...] = (
+    "segment",
+    "value",
+    "n_scored",
+    "n_labelled",
+    "label_coverage",
+    "positives",
+    "flag_rate",
+    "precision",
+    "recall",
+    "f1",
+    "auc_pr",
+)
+OVERALL = "overall"
+CBPE_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "auc_pr", "fraud_rate")
+
+
+def _f1(precision: float, recall: float) -> float:
+    # Same convention as metrics.classification_metrics: NaN when either side is undefined.
+    if np.isnan(precision) or np.isnan(recall):
+        return float("nan")
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def _label_lookup(labels: pd.DataFrame) -> pd.Series:
+    missing = {"transaction_id", "is_fraud"} - set(labels.columns)
+    if missing:
+        raise ValueError(f"labels lack column(s) {sorted(missing)}")
+    duplicated = labels["transaction_id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"{int(duplicated.sum())} transaction(s) have more than one label, e.g. {labels['transaction_id'][duplicated].iloc[0]!r}")
+    return labels.set_index("transaction_id")["is_fraud"].astype(bool).astype(np.int64)
+
+
+def _scored_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Rows that carry a score and a decision: error rows of the log have neither."""
+    missing = {"transaction_id", "score", "decision", "model_version"} - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions lack column(s) {sorted(missing)}")
+    return predictions[predictions["score"].notna() & predictions["decision"].notna()].reset_index(drop=True)
+
+
+def _segment_values(predictions: pd.DataFrame, name: str) -> pd.Series:
+    """A segment column, or the value of that key in the logged features JSON."""
+    if name in predictions.columns:
+        return predictions[name]
+    if "features" in predictions.columns:
+        parsed = predictions["features"].map(lambda text: orjson.loads(text) if isinstance(text, str | bytes) else {})
+        keys = set().union(*parsed) if len(parsed) else set()
+        if name in keys:
+            return pd.Series([features.get(name) for features in parsed], index=predictions.index, dtype=object)
+        raise ValueError(
+            f"segment {name!r} is neither a column nor a key of the features JSON (keys: {sorted(keys)}); "
+            "join the transactions for raw fields such as channel or country"
+        )
+    raise ValueError(f"segment {name!r} is not a column of the predictions")
+
+
+def _group_row(segment: str, value: object, member: np.ndarray, score: np.ndarray, flagged: np.ndarray, label: np.ndarray) -> dict[str, object]:
+    labelled = member & ~np.isnan(label)
+    y = label[labelled].astype(np.int64)
+    tp, fp, fn, _ = _decision_counts(y, flagged[labelled])
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    n_scored, n_labelled = int(member.sum()), int(labelled.sum())
+    return {
+        "segment": segment,
+        "value": value,
+        "n_scored": n_scored,
+        "n_labelled": n_labelled,
+        "label_coverage": _ratio(n_labelled, n_scored),
+        "positives": int(y.sum()),
+        "flag_rate": _ratio(int(flagged[member].sum()), n_scored),
+        "precision": precision,
+        "recall": recall,
+        "f1": _f1(precision, recall),
+        "auc_pr": _auc_pr(y, score[labelled]),
+    }
+
+
+def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame, segments: Sequence[str] = ("channel", "country")) -> pd.DataFrame:
+    """Realized quality of the logged decisions, overall, per model_version and per segment.
+
+    `predictions` holds transaction_id, score, decision (0/1) and model_version, one row per
+    scored transaction and model (rows without a score, i.e. errors, are left out); `labels`
+    holds transaction_id and is_fraud, at most one per transaction. Each segment is a column
+    of `predictions` or else a key of its `features` JSON column (e.g. is_online, is_foreign,
+    merchant_category, age_band); the logged features hold neither channel nor country, so
+    those need the transactions joined first.
+
+    One row per (segment, value): the first is (overall, all), then model_version, then the
+    segments in the given order, values sorted by their text (None: value unknown). n_scored
+    and flag_rate count every scored row; precision, recall, f1 (of the logged decisions) and
+    auc_pr (of the scores) count the labelled ones only, so a segment without labelled fraud
+    gets NaN recall and auc_pr, and one without flags NaN precision.
+
+    When the log's `served` column is there, the overall and segment rows count served rows
+    only, so a transaction scored by the champion and a shadow counts once; the model_version
+    rows count every row, so a shadow model is measured on the traffic it saw. On events
+    younger than the label maturity, precision is biased upwards (module docstring).
+    """
+    scored = _scored_rows(predictions)
+    label = scored["transaction_id"].map(_label_lookup(labels)).to_numpy(dtype=np.float64, na_value=np.nan)
+    score = scored["score"].to_numpy(dtype=np.float64)
+    flagged = scored["decision"].to_numpy(dtype=np.float64) >= 0.5
+    served = scored["served"].to_numpy() == 1 if "served" in scored.columns else np.ones(len(scored), dtype=bool)
+    rows = [_group_row(OVERALL, "all", served, score, flagged, label)]
+    for column in ("model_version", *segments):
+        counted = np.ones(len(scored), dtype=bool) if column == "model_version" else served
+        values = _segment_values(scored, column).to_numpy(dtype=object)
+        missing = pd.isna(values)
+        for value in sorted(pd.unique(values[counted & ~missing]), key=str):
+            rows.append(_group_row(column, value, counted & (values == value), score, flagged, label))
+        if (counted & missing).any():
+            rows.append(_group_row(column, None, counted & missing, score, flagged, label))
+    return pd.DataFrame(rows, columns=list(PERFORMANCE_COLUMNS))
+
+
+def error_stream(
+    predictions: pd.DataFrame, labels: pd.DataFrame, kind: str = "score", complete_before: pd.Timestamp | str | None = None
+) -> pd.Series:
+    """Per labelled prediction, its error, ordered by event_timestamp (the index).
+
+    kind "score" gives |is_fraud - score|, kind "decision" gives 1 when the decision was wrong.
+    Because a legitimate transaction is only labelled when it matures, the labelled rows of a
+    recent window are mostly fraud and their errors are far larger than usual: a detector fed
+    with them alarms on label delay, not on the model. `complete_before` keeps only events
+    before a time whose labels are complete (45 days before the last labels day in the demo).
+    Rows are taken as given: pass one model's rows (e.g. the champion's) so each transaction
+    appears once.
+    """
+    if kind not in ("score", "decision"):
+        raise ValueError(f"kind must be 'score' or 'decision', not {kind!r}")
+    scored = _scored_rows(predictions)
+    label = scored["transaction_id"].map(_label_lookup(labels))
+    event = pd.to_datetime(scored["event_timestamp"], utc=True, format="ISO8601")
+    keep = label.notna().to_numpy()
+    if complete_before is not None:
+        cutoff = pd.Timestamp(complete_before)
+        cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+        keep &= (event < cutoff).to_numpy()
+    y = label[keep].to_numpy(dtype=np.float64)
+    if kind == "score":
+        error = np.abs(y - scored["score"][keep].to_numpy(dtype=np.float64))
+    else:
+        error = (scored["decision"][keep].to_numpy(dtype=np.float64) != y).astype(np.float64)
+    stream = pd.Series(error, index=pd.DatetimeIndex(event[keep], name="event_timestamp"), name=f"{kind}_error")
+    return stream.sort_index(kind="stable")
+
+
+class PageHinkley:
+    """Page-Hinkley test for an increase in the mean of a stream (an error stream here).
+
+    After each x the detector updates the running mean x̄ and the cumulative deviation
+    m = alpha * m + (x - x̄ - delta), and alarms when m - min(m) > threshold, once at least
+    min_instances values were seen; it then starts afresh. Only increases alarm: a model whose
+    errors fall is not a problem.
+
+    Choosing the parameters. On a stationary stream with variance s² the statistic is a random
+    walk with drift -delta reflected at its minimum, whose excursions pass `threshold` with
+    probability about exp(-2 * delta * threshold / s²) each (Wald's approximation for CUSUM);
+    a shift of the mean by d > delta is caught after about threshold / (d - delta) values.
+    So delta is half the smallest increase in error worth an alarm, and threshold sets the
+    false-alarm rate. The defaults target 0/1 decision errors or |label - score| of a fraud
+    model, whose mean is a few percent (s² up to about 0.05): with delta = 0.005 and
+    threshold = 50 an excursion alarms with probability about exp(-10), and doubling a 5% error
+    rate is caught after about 1,100 labelled transactions (measured in
+    tests/test_monitoring/test_performance.py). alpha slightly below 1 makes old deviations
+    fade (memory of about 1 / (1 - alpha) values) so a long quiet past does not mask a change;
+    min_instances keeps the first values, where x̄ is still noisy, from alarming.
+    """
+
+    def __init__(self, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1 - 1e-4, min_instances: int = 30) -> None:
+        if delta < 0 or threshold <= 0 or not 0 < alpha <= 1 or min_instances < 1:
+            raise ValueError("need delta >= 0, threshold > 0, 0 < alpha <= 1 and min_instances >= 1")
+        self.delta = delta
+        self.threshold = threshold
+        self.alpha = alpha
+        self.min_instances = min_instances
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen, as after an alarm."""
+        self.n_ = 0
+        self.mean_ = 0.0
+        self.sum_ = 0.0
+        self.min_sum_ = float("inf")
+
+    def update(self, x: float) -> bool:
+        """Take the next value; True when it raises an alarm (the detector then resets)."""
+        x = float(x)
+        if np.isnan(x):
+            raise ValueError("the stream holds NaN")
+        self.n_ += 1
+        self.mean_ += (x - self.mean_) / self.n_
+        self.sum_ = self.alpha * self.sum_ + (x - self.mean_ - self.delta)
+        self.min_sum_ = min(self.min_sum_, self.sum_)
+        alarm = self.n_ >= self.min_instances and self.sum_ - self.min_sum_ > self.threshold
+        if alarm:
+            self.reset()
+        return alarm
+
+    def statistic(self, series: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+        """m - min(m) after each value of a fresh detector, without resets (vectorized)."""
+        x = np.asarray(series, dtype=np.float64).ravel()
+        if np.isnan(x).any():
+            raise ValueError("the stream holds NaN")
+        if len(x) == 0:
+            return x
+        mean = np.cumsum(x) / np.arange(1, len(x) + 1)
+        deviation = x - mean - self.delta
+        cumulative = np.cumsum(deviation) if self.alpha == 1 else lfilter([1.0], [1.0, -self.alpha], deviation)
+        return cumulative - np.minimum.accumulate(cumulative)
+
+    def detect(self, series: Sequence[float] | np.ndarray | pd.Series) -> object | None:
+        """Where a fresh detector first alarms on `series`, or None; the streaming state is untouched.
+
+        The position for an array, the index label for a pandas Series (e.g. the event time of
+        an `error_stream`). Same answer as calling update on each value in turn.
+        """
+        stat = self.statistic(series)
+        alarms = np.flatnonzero((np.arange(1, len(stat) + 1) >= self.min_instances) & (stat > self.threshold))
+        if len(alarms) == 0:
+            return None
+        first = int(alarms[0])
+        return series.index[first] if isinstance(series, pd.Series) else first
+
+
+def calibration_drift(
+    y: np.ndarray,
+    p: np.ndarray,
+    reference_ece: float,
+    n_bins: int = CALIBRATION_BINS,
+    confidence: float = 0.99,
+    n_simulations: int = 2000,
+    seed: int = 0,
+) -> dict[str, float | bool]:
+    """Has the calibration of a window of labelled scores moved away from the reference?
+
+    The window's ECE (metrics.expected_calibration_error, same bins) is compared with
+    bound = reference_ece + q, where q is the `confidence` quantile of the ECE that sampling
+    noise alone gives on this window: labels drawn as Binomial(bin count, bin mean score) per
+    bin, `n_simulations` times. Per bin |labels - scores| <= |labels - E labels| + |E labels -
+    scores|, so a window as miscalibrated as the reference stays under the bound with about
+    that confidence; a small window gets a wide bound rather than a false alarm.
+
+    Also returned: mean score / realized fraud rate (1 when calibrated on average; 0.5 when
+    fraud doubled; NaN without fraud). Both need complete labels: an immature window is
+    enriched in fraud and looks under-confident.
+    """
+    y, p = _as_arrays(y, p)
+    ece = expected_calibration_error(y, p, n_bins)
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    score_sums = np.bincount(bins, weights=p, minlength=n_bins)
+    bin_means = np.divide(score_sums, counts, out=np.zeros(n_bins), where=counts > 0)
+    rng = np.random.default_rng(seed)
+    simulated = rng.binomial(counts, np.clip(bin_means, 0.0, 1.0), size=(n_simulations, n_bins))
+    noise_ece = np.abs(simulated - score_sums).sum(axis=1) / len(y)
+    noise_quantile = float(np.quantile(noise_ece, confidence))
+    bound = float(reference_ece) + noise_quantile
+    mean_score, fraud_rate = float(p.mean()), float(y.mean())
+    return {
+        "ece": ece,
+        "reference_ece": float(reference_ece),
+        "noise_quantile": noise_quantile,
+        "bound": bound,
+        "drift": bool(ece > bound),
+        "mean_score": mean_score,
+        "fraud_rate": fraud_rate,
+        "score_to_rate_ratio": _ratio(mean_score, fraud_rate),
+        "n": float(len(y)),
+        "positives": float(y.sum()),
+    }
+
+
+def _expected_average_precision(p: np.ndarray) -> float:
+    """Average precision of the expected confusion matrix at every distinct score.
+
+    With calibrated scores a row flagged at threshold t is fraud with probability p, so the
+    expected true positives of "flag everything >= t" are the sum of those scores, and expected
+    precision and recall follow from them. AP is then computed as sklearn does from real
+    counts: sum over distinct thresholds of (recall step) x precision. It equals sklearn's
+    average_precision_score with every row counted once as fraud (weight p) and once as
+    legitimate (weight 1 - p). It is the AP of the expected counts, not the expected AP; on the
+    tests' windows (about 240 frauds in 20,000) the two agree within sampling noise.
+    """
+    total = p.sum()
+    if total <= 0:
+        return float("nan")
+    order = np.argsort(-p, kind="stable")
+    sorted_scores = p[order]
+    expected_tp = np.cumsum(sorted_scores)
+    # Tied scores are flagged together: only the last position of each run is a threshold.
+    run_ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+    precision = expected_tp[run_ends] / (run_ends + 1)
+    recall = expected_tp[run_ends] / total
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def estimate_performance_cbpe(scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Expected quality of decisions "flag when score >= threshold", from the scores alone.
+
+    Confidence-based performance estimation (NannyML's CBPE): if the scores are calibrated,
+    each flagged row is a true positive with probability equal to its score and each unflagged
+    one a false negative with probability equal to its score. Hence expected precision =
+    mean(score | flagged), expected recall = sum(score over flagged) / sum(score), expected F1
+    from the expected counts, expected fraud rate = mean(score), and expected AUC-PR from the
+    expected confusion matrix at every threshold (`_expected_average_precision`). The flag rate
+    needs no estimate: it is known when scoring. All of it is only as good as the calibration
+    on the current data: it cannot see concept drift, under which the scores stay put while
+    their meaning changes (see `cbpe_reliability`).
+    """
+    p = np.asarray(scores, dtype=np.float64).ravel()
+    if len(p) == 0:
+        raise ValueError("no scores to estimate from")
+    flagged = p >= threshold
+    expected_tp = float(p[flagged].sum())
+    expected_fp = float(flagged.sum()) - expected_tp
+    expected_fn = float(p[~flagged].sum())
+    precision = _ratio(expected_tp, expected_tp + expected_fp)
+    recall = _ratio(expected_tp, expected_tp + expected_fn)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": _f1(precision, recall),
+        "auc_pr": _expected_average_precision(p),
+        "fraud_rate": float(p.mean()),
+        "flag_rate": float(flagged.mean()),
+        "expected_true_positives": expected_tp,
+        "expected_false_positives": expected_fp,
+        "expected_false_negatives": expected_fn,
+        "n": float(len(p)),
+    }
+
+
+def cbpe_reliability(scores: np.ndarray, labels: np.ndarray, threshold: float, windows: int | np.ndarray | pd.Series) -> pd.DataFrame:
+    """CBPE estimate against the realized value, window by window, on fully labelled data.
+
+    `windows` is a window key per row (e.g. the event day) or an int: consecutive chunks of
+    that many rows. One row per window, in key order, with n, positives and, for precision,
+    recall, f1, auc_pr and fraud_rate, estimated_<m>, realized_<m> and error_<m> = estimated -
+    realized (NaN where the realized value is undefined, e.g. recall without fraud). The mean
+    of |error_<m>| is the estimator's error on that data; a large or one-sided error means the
+    scores are not calibrated there and CBPE should not be trusted.
+    """
+    y, p = _as_arrays(labels, scores)
+    keys = np.arange(len(p)) // windows if isinstance(windows, int) else np.asarray(windows)
+    if len(keys) != len(p):
+        raise ValueError(f"{len(keys)} window keys but {len(p)} scores")
+    rows = []
+    for key, positions in pd.Series(np.arange(len(p))).groupby(keys, sort=True):
+        index = positions.to_numpy()
+        estimated = estimate_performance_cbpe(p[index], threshold)
+        realized = classification_metrics(y[index], p[index], threshold)
+        realized["fraud_rate"] = realized["positives"] / realized["n"]
+        row: dict[str, object] = {"window": key, "n": len(index), "positives": int(y[index].sum())}
+        for metric in CBPE_METRICS:
+            row[f"estimated_{metric}"] = estimated[metric]
+            row[f"realized_{metric}"] = realized[metric]
+            row[f"error_{metric}"] = estimated[metric] - realized[metric]
+        rows.append(row)
+    return pd.DataFrame(rows)
