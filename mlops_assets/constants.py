@@ -11,6 +11,7 @@ FEATURES = "features"
 TRAINING = "training"
 DEPLOYMENT = "deployment"
 SCORING = "scoring"
+MONITORING = "monitoring"
 
 DATA_LAYER_JOB = "data_layer_job"
 FEATURE_JOB = "feature_job"
@@ -19,6 +20,7 @@ PROMOTE_JOB = "promote_job"
 ROLLOUT_JOB = "rollout_job"
 ROLLBACK_JOB = "canary_rollback_job"
 SCORING_JOB = "scoring_job"
+MONITORING_JOB = "monitoring_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

@@ -12,6 +12,8 @@ from mlops_assets.jobs import jobs
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
+from mlops_assets.monitoring.drift import feature_drift
+from mlops_assets.monitoring.labels import label_volume
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
@@ -36,6 +38,8 @@ defs = dg.Definitions(
         canary_rollback,
         prediction_log,
         batch_scores,
+        feature_drift,
+        label_volume,
     ],
     sensors=[canary_rollback_sensor],
     asset_checks=[online_store_fresh],

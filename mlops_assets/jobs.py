@@ -7,6 +7,8 @@ from mlops_assets.constants import (
     FEATURE_JOB,
     FEATURES,
     INGESTION,
+    MONITORING,
+    MONITORING_JOB,
     PROMOTE_JOB,
     ROLLBACK_JOB,
     ROLLOUT_JOB,
@@ -65,4 +67,10 @@ scoring_job = dg.define_asset_job(
     description="Score one day's transactions with the champion, vectorized (scoring.batch_scores).",
 )
 
-jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job]
+monitoring_job = dg.define_asset_job(
+    MONITORING_JOB,
+    selection=dg.AssetSelection.groups(MONITORING),
+    description="A day's monitoring: feature drift against the training split, and label volume since the champion's cutoff.",
+)
+
+jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job, monitoring_job]

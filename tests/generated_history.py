@@ -17,6 +17,41 @@ from mlops_core.settings import Settings
 from resources.environment import build_resources
 
 
+# The gates have their own tests (test_training_assets.py); tests that only need a promoted
+# champion open them wide so a small history always yields one.
+OPEN_GATES = {
+    "min_auc_pr": 0.0,
+    "min_recall": 0.0,
+    "max_recall_gap": 1.0,
+    "max_false_positive_rate_gap": 1.0,
+    "max_p99_latency_ms": 1000.0,
+    "max_flip_rate": 1.0,
+    "max_calibration_error": 1.0,
+}
+
+
+def promote_a_champion(settings: Settings) -> None:
+    """Training set, candidate, baseline, evaluation, challenger and champion, in one run."""
+    from mlops_assets.features.training_set import training_set
+    from mlops_assets.training.evaluation import candidate_evaluation
+    from mlops_assets.training.models import baseline_model, fraud_model_candidate
+    from mlops_assets.training.registry import champion_model, registered_challenger
+
+    result = dg.materialize(
+        [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger, champion_model],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={
+            "ops": {
+                "training_set": {"config": {"leakage_sample_size": 50}},
+                "fraud_model_candidate": {"config": {"n_estimators": 60}},
+                "candidate_evaluation": {"config": OPEN_GATES},
+            }
+        },
+    )
+    assert result.success
+
+
 @contextlib.contextmanager
 def loaded_history(home: Path, start: date, days: int, rows_per_day: int, seed: int) -> Iterator[Settings]:
     """Settings of `home` with every path exported, after ingesting and building the marts."""

@@ -97,3 +97,13 @@ def test_batch_scoring_is_daily_partitioned():
     scores = defs.resolve_assets_def(dg.AssetKey("batch_scores"))
     assert scores.partitions_def is not None and scores.group_names_by_key[dg.AssetKey("batch_scores")] == SCORING
     assert defs.resolve_job_def(SCORING_JOB) is not None
+
+
+def test_monitoring_assets_are_daily_and_in_their_job():
+    from mlops_assets.constants import MONITORING, MONITORING_JOB
+
+    for name in ("feature_drift", "label_volume"):
+        asset = defs.resolve_assets_def(dg.AssetKey(name))
+        assert asset.partitions_def is not None and asset.group_names_by_key[dg.AssetKey(name)] == MONITORING
+    selected = {k.to_user_string() for k in defs.resolve_job_def(MONITORING_JOB).asset_layer.selected_asset_keys}
+    assert selected == {"feature_drift", "label_volume"}

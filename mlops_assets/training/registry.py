@@ -26,7 +26,12 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
         client,
         fraud_model_candidate.run_id,
         MODEL_ARTIFACT,
-        tags={"threshold": repr(fraud_model_candidate.threshold), "data_version": fraud_model_candidate.data_version},
+        tags={
+            "threshold": repr(fraud_model_candidate.threshold),
+            "data_version": fraud_model_candidate.data_version,
+            # Labels known after this were never seen in training: label_volume counts them.
+            "training_cutoff": _training_cutoff(context) or "",
+        },
         model_uri=fraud_model_candidate.model_uri,
     )
     test_metrics = client.get_run(fraud_model_candidate.run_id).data.metrics
@@ -44,6 +49,12 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
             "test_auc_pr": test_metrics.get("test_auc_pr"),
         }
     )
+
+
+def _training_cutoff(context: dg.AssetExecutionContext) -> str | None:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+    cutoff = event.asset_materialization.metadata.get("cutoff") if event and event.asset_materialization else None
+    return None if cutoff is None else str(cutoff.value)
 
 
 class PromoteConfig(dg.Config):

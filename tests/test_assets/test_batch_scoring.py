@@ -13,12 +13,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from generated_history import loaded_history
-from mlops_assets.features.training_set import training_set
+from generated_history import loaded_history, promote_a_champion
 from mlops_assets.scoring.batch_scores import CHECK_COMPLETE, batch_scores
-from mlops_assets.training.evaluation import candidate_evaluation
-from mlops_assets.training.models import baseline_model, fraud_model_candidate
-from mlops_assets.training.registry import champion_model, registered_challenger
 from mlops_core import registry, scoring
 from mlops_core.features import offline
 from mlops_core.serving.models import load_alias
@@ -33,33 +29,10 @@ START = date(2026, 1, 5)
 DAYS = 56
 LAST_DAY = START + timedelta(days=DAYS - 1)
 EMPTY_DAY = START - timedelta(days=2)
-OPEN_GATES = {
-    "min_auc_pr": 0.0,
-    "min_recall": 0.0,
-    "max_recall_gap": 1.0,
-    "max_false_positive_rate_gap": 1.0,
-    "max_p99_latency_ms": 1000.0,
-    "max_flip_rate": 1.0,
-    "max_calibration_error": 1.0,
-}
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     with loaded_history(tmp_path_factory.mktemp("scoring-home"), START, DAYS, rows_per_day=300, seed=21) as settings:
-        result = dg.materialize(
-            [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger, champion_model],
-            resources=build_resources(settings),
-            instance=dg.DagsterInstance.ephemeral(),
-            run_config={
-                "ops": {
-                    "training_set": {"config": {"leakage_sample_size": 50}},
-                    "fraud_model_candidate": {"config": {"n_estimators": 60}},
-                    "candidate_evaluation": {"config": OPEN_GATES},
-                }
-            },
-        )
-        assert result.success
+        promote_a_champion(settings)
         yield settings
 
 

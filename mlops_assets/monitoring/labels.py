@@ -1,0 +1,53 @@
+"""How many labels have arrived that the champion never saw: the retraining signal of label volume."""
+
+import datetime as dt
+
+import dagster as dg
+import mlflow
+
+from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_core import registry
+
+LABEL_VOLUME = dg.AssetKey("label_volume")
+CUTOFF_TAG = "training_cutoff"
+
+
+@dg.asset(
+    key=LABEL_VOLUME,
+    group_name=MONITORING,
+    partitions_def=daily_partitions,
+    deps=[dg.AssetKey(["marts", "label_events"]), dg.AssetKey("champion_model")],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"duckdb"},
+)
+def label_volume(context: dg.AssetExecutionContext):
+    """Labels landed on the day, and every label known by the end of the day that came after the champion's
+    training cutoff (the `training_cutoff` tag of its registry version): new evidence the champion never saw."""
+    day = dt.date.fromisoformat(context.partition_key)
+    client = mlflow.MlflowClient()
+    champion = registry.alias_version(client, registry.CHAMPION)
+    cutoff = None
+    if champion is not None:
+        tag = client.get_model_version(registry.MODEL_NAME, champion).tags.get(CUTOFF_TAG)
+        cutoff = dt.datetime.fromisoformat(tag) if tag else None
+    end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    with context.resources.warehouse.get_connection() as con:
+        landed, landed_fraud = con.execute(
+            "select count(*), count(*) filter (is_fraud) from marts.label_events where landed_date = $day", {"day": day}
+        ).fetchall()[0]
+        since = cutoff.replace(tzinfo=None) if cutoff else dt.datetime.min
+        new, new_fraud = con.execute(
+            "select count(*), count(*) filter (is_fraud) from marts.label_events where labeled_at > $since and labeled_at < $end",
+            {"since": since, "end": end_of_day},
+        ).fetchall()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "labels_landed": int(landed),
+            "fraud_labels_landed": int(landed_fraud),
+            "champion_version": champion,
+            "champion_training_cutoff": cutoff.isoformat() if cutoff else None,
+            "new_labels_since_cutoff": int(new),
+            "new_fraud_labels_since_cutoff": int(new_fraud),
+        }
+    )
