@@ -21,6 +21,7 @@ ROLLOUT_JOB = "rollout_job"
 ROLLBACK_JOB = "canary_rollback_job"
 SCORING_JOB = "scoring_job"
 MONITORING_JOB = "monitoring_job"
+RETRAINING_JOB = "retraining_job"
 
 # The first day the landing zone can hold. Demo data defaults to the days before
 # today, so this only needs to be early enough; override for older histories.

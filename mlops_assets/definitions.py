@@ -18,6 +18,7 @@ from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
 from sensors.canary import canary_rollback_sensor
+from sensors.retraining import retraining_sensor, weekly_retraining
 
 defs = dg.Definitions(
     assets=[
@@ -41,7 +42,8 @@ defs = dg.Definitions(
         feature_drift,
         label_volume,
     ],
-    sensors=[canary_rollback_sensor],
+    sensors=[canary_rollback_sensor, retraining_sensor],
+    schedules=[weekly_retraining],
     asset_checks=[online_store_fresh],
     jobs=jobs,
     resources=build_resources(),

@@ -10,6 +10,7 @@ from mlops_assets.constants import (
     MONITORING,
     MONITORING_JOB,
     PROMOTE_JOB,
+    RETRAINING_JOB,
     ROLLBACK_JOB,
     ROLLOUT_JOB,
     SCORING,
@@ -73,4 +74,16 @@ monitoring_job = dg.define_asset_job(
     description="A day's monitoring: feature drift against the training split, and label volume since the champion's cutoff.",
 )
 
-jobs = [data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job, monitoring_job]
+retraining_job = dg.define_asset_job(
+    RETRAINING_JOB,
+    selection=(dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion)
+    | dg.AssetSelection.assets(
+        "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint", "model_alias_history"
+    ),
+    description="Everything downstream of a trigger: training set, candidate, gates, challenger, then the staged rollout. "
+    "Launched by retraining_sensor and weekly_retraining; the trigger's reasons are in the run's mlops/reasons tag.",
+)
+
+jobs = [
+    data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job, monitoring_job, retraining_job,
+]

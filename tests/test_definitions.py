@@ -107,3 +107,15 @@ def test_monitoring_assets_are_daily_and_in_their_job():
         assert asset.partitions_def is not None and asset.group_names_by_key[dg.AssetKey(name)] == MONITORING
     selected = {k.to_user_string() for k in defs.resolve_job_def(MONITORING_JOB).asset_layer.selected_asset_keys}
     assert selected == {"feature_drift", "label_volume"}
+
+
+def test_retraining_runs_everything_downstream_of_a_trigger():
+    from mlops_assets.constants import RETRAINING_JOB
+
+    selected = {k.to_user_string() for k in defs.resolve_job_def(RETRAINING_JOB).asset_layer.selected_asset_keys}
+    assert {"training_set", "fraud_model_candidate", "candidate_evaluation", "registered_challenger", "staging_endpoint",
+            "canary_endpoint", "champion_model", "production_endpoint"} <= selected
+    assert not selected & {"raw_transactions", "feature_drift", "label_volume"}
+    sensor = defs.resolve_sensor_def("retraining_sensor")
+    assert sensor.job_name == RETRAINING_JOB and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_schedule_def("weekly_retraining").job_name == RETRAINING_JOB
