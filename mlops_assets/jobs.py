@@ -70,7 +70,7 @@ scoring_job = dg.define_asset_job(
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
-    selection=dg.AssetSelection.groups(MONITORING),
+    selection=dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request"),
     description="A day's monitoring: feature drift against the training split, and label volume since the champion's cutoff.",
 )
 
@@ -78,7 +78,8 @@ retraining_job = dg.define_asset_job(
     RETRAINING_JOB,
     selection=(dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion)
     | dg.AssetSelection.assets(
-        "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint", "model_alias_history"
+        "retraining_request", "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint",
+        "model_alias_history",
     ),
     description="Everything downstream of a trigger: training set, candidate, gates, challenger, then the staged rollout. "
     "Launched by retraining_sensor and weekly_retraining; the trigger's reasons are in the run's mlops/reasons tag.",

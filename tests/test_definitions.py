@@ -107,13 +107,14 @@ def test_monitoring_assets_are_daily_and_in_their_job():
         assert asset.partitions_def is not None and asset.group_names_by_key[dg.AssetKey(name)] == MONITORING
     selected = {k.to_user_string() for k in defs.resolve_job_def(MONITORING_JOB).asset_layer.selected_asset_keys}
     assert selected == {"feature_drift", "label_volume"}
+    assert defs.resolve_assets_def(dg.AssetKey("retraining_request")) is not None
 
 
 def test_retraining_runs_everything_downstream_of_a_trigger():
     from mlops_assets.constants import RETRAINING_JOB
 
     selected = {k.to_user_string() for k in defs.resolve_job_def(RETRAINING_JOB).asset_layer.selected_asset_keys}
-    assert {"training_set", "fraud_model_candidate", "candidate_evaluation", "registered_challenger", "staging_endpoint",
+    assert {"retraining_request", "training_set", "fraud_model_candidate", "candidate_evaluation", "registered_challenger", "staging_endpoint",
             "canary_endpoint", "champion_model", "production_endpoint"} <= selected
     assert not selected & {"raw_transactions", "feature_drift", "label_volume"}
     sensor = defs.resolve_sensor_def("retraining_sensor")

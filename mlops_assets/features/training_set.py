@@ -52,7 +52,8 @@ def _feature_table() -> str:
 @dg.asset(
     key=TRAINING_SET,
     group_name=FEATURES,
-    deps=MARTS,
+    # retraining_request only records why a retraining run happened; it feeds no data.
+    deps=[*MARTS, dg.AssetKey("retraining_request")],
     kinds={"duckdb"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -73,3 +73,16 @@ def test_a_trigger_for_a_day_already_retrained_keeps_its_run_key(instance):
     second, _ = tick(instance, cursor)
     assert isinstance(first, dg.RunRequest) and isinstance(second, dg.RunRequest)
     assert first.run_key == second.run_key
+
+
+def test_retraining_request_records_the_reasons_and_refuses_a_reasonless_manual_run():
+    from mlops_assets.monitoring.retraining import retraining_request
+
+    by_sensor = dg.materialize([retraining_request], tags={"mlops/trigger": "retraining_sensor", "mlops/reasons": "feature drift on 2026-03-02"})
+    meta = by_sensor.get_asset_materialization_events()[0].materialization.metadata
+    assert (meta["trigger"].value, meta["reasons"].value) == ("retraining_sensor", "feature drift on 2026-03-02")
+    by_hand = dg.materialize([retraining_request], run_config={"ops": {"retraining_request": {"config": {"reason": "new fraud ring reported"}}}})
+    meta = by_hand.get_asset_materialization_events()[0].materialization.metadata
+    assert (meta["trigger"].value, meta["reasons"].value) == ("manual", "new fraud ring reported")
+    reasonless = dg.materialize([retraining_request], raise_on_error=False)
+    assert not reasonless.success
