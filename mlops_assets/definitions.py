@@ -14,6 +14,7 @@ from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.monitoring.drift import feature_drift
 from mlops_assets.monitoring.labels import label_volume
+from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
@@ -43,6 +44,7 @@ defs = dg.Definitions(
         feature_drift,
         label_volume,
         retraining_request,
+        live_performance_asset,
     ],
     sensors=[canary_rollback_sensor, retraining_sensor],
     schedules=[weekly_retraining],

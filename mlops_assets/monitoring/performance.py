@@ -1,0 +1,104 @@
+"""Realized quality of the endpoint's decisions once labels arrive."""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_assets.deployment.prediction_log import PREDICTION_LOG
+from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
+from mlops_core.monitoring.performance import PERFORMANCE_COLUMNS, live_performance
+
+LIVE_PERFORMANCE = dg.AssetKey("live_performance")
+PERFORMANCE_TABLE = "monitoring.live_performance"
+SEGMENTS = ("channel", "country", "merchant_category", "age_band")
+
+# Each scored transaction of the day (served answers and shadow scores), its channel and country.
+PREDICTIONS_SQL = f"""
+select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.served, p.features,
+       t.channel, t.country, t.event_timestamp
+from {PREDICTION_TABLE} as p
+join marts.transactions_enriched as t using (transaction_id)
+where p.status = 'ok' and t.event_date = $day
+-- A transaction replayed or rescored by the same model counts once.
+qualify row_number() over (partition by p.transaction_id, p.model_version, p.variant order by p.id) = 1
+"""
+# The latest verdict known on each of those transactions.
+LABELS_SQL = """
+select transaction_id, is_fraud from marts.label_events
+where transaction_id in (select transaction_id from day_predictions)
+qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
+"""
+
+
+@dg.asset(
+    key=LIVE_PERFORMANCE,
+    group_name=MONITORING,
+    partitions_def=daily_partitions,
+    deps=[PREDICTION_LOG, dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "transactions_enriched"])],
+    kinds={"duckdb"},
+)
+def live_performance_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    """The day's logged decisions against the labels known now: AUC-PR, precision, recall, F1 and flag
+    rate, overall, per model version and per channel, country, merchant category and age band, in
+    monitoring.live_performance. Re-materialize a day as its labels mature: legitimate labels come
+    45 days after the event, so a young day's precision is biased upwards."""
+    day = dt.date.fromisoformat(context.partition_key)
+    with warehouse.get_connection() as con:
+        logged = con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
+        ).fetchall()[0][0]
+        if not logged:
+            return dg.MaterializeResult(metadata={"day": day.isoformat(), "scored": 0, "note": f"no {PREDICTION_TABLE} yet: materialize prediction_log"})
+        predictions = con.execute(PREDICTIONS_SQL, {"day": day}).df()
+        con.register("day_predictions", predictions)
+        labels = con.execute(LABELS_SQL).df()
+        con.unregister("day_predictions")
+        if predictions.empty:
+            return dg.MaterializeResult(metadata={"day": day.isoformat(), "scored": 0, "note": "no logged predictions for this day"})
+        table = live_performance(predictions, labels, segments=SEGMENTS)
+        table.insert(0, "day", day)
+        con.execute(
+            "create schema if not exists monitoring; create table if not exists "
+            f"{PERFORMANCE_TABLE} (day date, segment varchar, value varchar, n_scored bigint, n_labelled bigint, "
+            "label_coverage double, positives bigint, flag_rate double, precision double, recall double, f1 double, auc_pr double)"
+        ).fetchall()
+        table["value"] = table["value"].astype("string")
+        con.register("performance_rows", table)
+        try:
+            con.execute("begin").fetchall()
+            con.execute(f"delete from {PERFORMANCE_TABLE} where day = $day", {"day": day}).fetchall()
+            con.execute(f"insert into {PERFORMANCE_TABLE} by name select * from performance_rows").fetchall()
+            con.execute("commit").fetchall()
+        except Exception:
+            con.execute("rollback").fetchall()
+            raise
+        finally:
+            con.unregister("performance_rows")
+    overall = table.iloc[0]
+    shown = table[list(("segment", *PERFORMANCE_COLUMNS[1:]))].round(4).astype(str)
+    markdown = "\n".join(
+        ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+        + ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "scored": int(overall["n_scored"]),
+            "labelled": int(overall["n_labelled"]),
+            "label_coverage": float(overall["label_coverage"]),
+            "auc_pr": _number(overall["auc_pr"]),
+            "precision": _number(overall["precision"]),
+            "recall": _number(overall["recall"]),
+            "flag_rate": _number(overall["flag_rate"]),
+            "table": PERFORMANCE_TABLE,
+            "by_segment": dg.MetadataValue.md(markdown),
+        }
+    )
+
+
+def _number(value) -> float | None:
+    """NaN (no labelled fraud yet) as None: metadata floats must be finite."""
+    value = float(value)
+    return None if value != value else value
