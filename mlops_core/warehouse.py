@@ -193,3 +193,27 @@ def replace_partitions(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows: pd.DataFrame) -> None:
+    """Replace the rows of `day` (column `day`) in `table` with `rows`, in one transaction.
+
+    `ddl` creates the table if missing. Re-materializing a day partition replaces it, and a
+    failed write leaves the previous rows. The frame is registered outside the transaction:
+    unregistering inside an aborted one would fail and hide the error that aborted it.
+    """
+    for statement in ddl.split(";"):
+        if statement.strip():
+            con.execute(statement).fetchall()
+    con.register("_day_rows", rows)
+    try:
+        con.execute("begin").fetchall()
+        try:
+            con.execute(f"delete from {table} where day = $day", {"day": day}).fetchall()
+            con.execute(f"insert into {table} by name select * from _day_rows").fetchall()
+            con.execute("commit").fetchall()
+        except Exception:
+            con.execute("rollback").fetchall()
+            raise
+    finally:
+        con.unregister("_day_rows")

@@ -13,6 +13,7 @@ from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
 from mlops_core.scoring import day_features
 from mlops_core.settings import Settings
+from mlops_core.warehouse import replace_day
 
 FEATURE_DRIFT = dg.AssetKey("feature_drift")
 DRIFT_TABLE = "monitoring.feature_drift"
@@ -64,19 +65,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         frame = report.as_frame()
         frame.insert(0, "day", day)
         frame["computed_at"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        for statement in DDL.split(";"):
-            con.execute(statement).fetchall()
-        con.register("drift_rows", frame)
-        try:
-            con.execute("begin").fetchall()
-            con.execute(f"delete from {DRIFT_TABLE} where day = $day", {"day": day}).fetchall()
-            con.execute(f"insert into {DRIFT_TABLE} by name select * from drift_rows").fetchall()
-            con.execute("commit").fetchall()
-        except Exception:
-            con.execute("rollback").fetchall()
-            raise
-        finally:
-            con.unregister("drift_rows")
+        replace_day(con, DRIFT_TABLE, DDL, day, frame)
     metadata = {
         "day": day.isoformat(),
         "transactions": len(current),

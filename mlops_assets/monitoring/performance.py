@@ -9,10 +9,19 @@ from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
 from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
 from mlops_core.monitoring.performance import PERFORMANCE_COLUMNS, live_performance
+from mlops_core.warehouse import replace_day
 
 LIVE_PERFORMANCE = dg.AssetKey("live_performance")
 PERFORMANCE_TABLE = "monitoring.live_performance"
 SEGMENTS = ("channel", "country", "merchant_category", "age_band")
+
+PERFORMANCE_DDL = f"""
+create schema if not exists monitoring;
+create table if not exists {PERFORMANCE_TABLE} (
+    day date, segment varchar, value varchar, n_scored bigint, n_labelled bigint, label_coverage double,
+    positives bigint, flag_rate double, precision double, recall double, f1 double, auc_pr double
+)
+"""
 
 # Each scored transaction of the day (served answers and shadow scores), its channel and country.
 PREDICTIONS_SQL = f"""
@@ -59,23 +68,8 @@ def live_performance_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
             return dg.MaterializeResult(metadata={"day": day.isoformat(), "scored": 0, "note": "no logged predictions for this day"})
         table = live_performance(predictions, labels, segments=SEGMENTS)
         table.insert(0, "day", day)
-        con.execute(
-            "create schema if not exists monitoring; create table if not exists "
-            f"{PERFORMANCE_TABLE} (day date, segment varchar, value varchar, n_scored bigint, n_labelled bigint, "
-            "label_coverage double, positives bigint, flag_rate double, precision double, recall double, f1 double, auc_pr double)"
-        ).fetchall()
         table["value"] = table["value"].astype("string")
-        con.register("performance_rows", table)
-        try:
-            con.execute("begin").fetchall()
-            con.execute(f"delete from {PERFORMANCE_TABLE} where day = $day", {"day": day}).fetchall()
-            con.execute(f"insert into {PERFORMANCE_TABLE} by name select * from performance_rows").fetchall()
-            con.execute("commit").fetchall()
-        except Exception:
-            con.execute("rollback").fetchall()
-            raise
-        finally:
-            con.unregister("performance_rows")
+        replace_day(con, PERFORMANCE_TABLE, PERFORMANCE_DDL, day, table)
     overall = table.iloc[0]
     shown = table[list(("segment", *PERFORMANCE_COLUMNS[1:]))].round(4).astype(str)
     markdown = "\n".join(

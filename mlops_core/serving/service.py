@@ -237,12 +237,8 @@ class ScoringService:
         self.deployment = new  # the atomic step: in-flight requests keep the deployment they read
         self.metrics.show(new)
         if self.plan_path is not None:
-            d = new.describe()
-            TrafficPlan(
-                champion_version=d["champion_version"], canary_version=d["canary_version"], canary_share=float(d["canary_share"]),
-                shadow_version=d["shadow_version"], previous_champion_version=d["previous_champion_version"], reason=new.reason,
-                changed_at=new.changed_at.isoformat(),
-            ).save(self.plan_path)
+            # The description holds exactly the plan's fields: what to resume after a restart.
+            TrafficPlan(**new.describe()).save(self.plan_path)
         log.info("traffic changed: %s", new.describe())
         return new
 
