@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the server tests start on 127.0.0.1: redis-server (the production online store).
+# Debian packages the server tests start on 127.0.0.1: redis-server (the production online store),
+# postgresql (the production Dagster and MLflow stores) and chromium + chromium-driver (the UI test).
 # Installs only what is missing; needs root (or passwordless sudo) and the Debian mirror.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
