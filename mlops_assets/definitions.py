@@ -8,19 +8,20 @@ from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint
 from mlops_assets.features.online_store import online_features, online_store_fresh
 from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
-from mlops_assets.jobs import jobs
+from mlops_assets.jobs import jobs, monitoring_automation
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.monitoring.drift import feature_drift
 from mlops_assets.monitoring.labels import label_volume
+from mlops_assets.monitoring.model_quality import concept_drift, prediction_drift
 from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
 from resources.environment import build_resources
 from sensors.canary import canary_rollback_sensor
-from sensors.retraining import retraining_sensor, weekly_retraining
+from sensors.retraining import performance_sensor, retraining_sensor, weekly_retraining
 
 defs = dg.Definitions(
     assets=[
@@ -45,8 +46,10 @@ defs = dg.Definitions(
         label_volume,
         retraining_request,
         live_performance_asset,
+        prediction_drift,
+        concept_drift,
     ],
-    sensors=[canary_rollback_sensor, retraining_sensor],
+    sensors=[canary_rollback_sensor, retraining_sensor, performance_sensor, monitoring_automation],
     schedules=[weekly_retraining],
     asset_checks=[online_store_fresh],
     jobs=jobs,

@@ -70,8 +70,20 @@ scoring_job = dg.define_asset_job(
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
-    selection=dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request"),
-    description="A day's monitoring: feature drift against the training split, and label volume since the champion's cutoff.",
+    selection=dg.AssetSelection.assets("prediction_log")
+    | (dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request")),
+    description="A day's monitoring: the prediction log copied in, then feature and prediction drift, label volume, "
+    "live performance and concept drift for the day.",
+)
+
+# Daily monitoring and batch scoring simply follow their upstream (eager automation conditions on the
+# assets); this sensor evaluates those conditions and is running by default, unlike Dagster's own.
+monitoring_automation = dg.AutomationConditionSensorDefinition(
+    "monitoring_automation",
+    target=dg.AssetSelection.groups(MONITORING, SCORING) - dg.AssetSelection.assets("retraining_request"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Materializes a day's monitoring and batch scores once its data layer (and labels) are updated.",
 )
 
 retraining_job = dg.define_asset_job(

@@ -13,6 +13,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".mlops"
 
 
+def _int_env(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved locations of the platform's local state.
@@ -29,6 +39,9 @@ class Settings:
     mlflow_dir: Path
     # "sqlite" (embedded, under data_dir) or "redis" (MLOPS_REDIS_URL).
     online_store: str = "sqlite"
+    # The dispute window of the business: a transaction without a fraud verdict after this many days
+    # is legitimate. Training leaves younger transactions out (MLOPS_LABEL_MATURITY_DAYS).
+    label_maturity_days: int = 45
 
     @property
     def landing_dir(self) -> Path:
@@ -50,11 +63,14 @@ class Settings:
             reports_dir=Path(env.get("MLOPS_REPORTS_DIR", home / "reports")).resolve(),
             mlflow_dir=Path(env.get("MLOPS_MLFLOW_DIR", home / "mlflow")).resolve(),
             online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
+            label_maturity_days=_int_env(env, "MLOPS_LABEL_MATURITY_DAYS", 45),
         )
 
     def __post_init__(self) -> None:
         if self.online_store not in ("sqlite", "redis"):
             raise ValueError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {self.online_store!r}")
+        if not 1 <= self.label_maturity_days <= 365:
+            raise ValueError(f"MLOPS_LABEL_MATURITY_DAYS must be in 1..365, got {self.label_maturity_days}")
 
     def export(self) -> None:
         """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH)."""
@@ -62,6 +78,7 @@ class Settings:
         os.environ["MLOPS_DATA_DIR"] = str(self.data_dir)
         os.environ["MLOPS_DUCKDB_PATH"] = str(self.duckdb_path)
         os.environ["DAGSTER_HOME"] = str(self.dagster_home)
+        os.environ["MLOPS_LABEL_MATURITY_DAYS"] = str(self.label_maturity_days)
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):

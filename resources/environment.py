@@ -13,6 +13,7 @@ from resources.alerts import AlertResource
 from resources.landing import LandingZone
 from resources.mlflow import mlflow_resource
 from resources.online_store import OnlineStoreResource
+from resources.retraining import RetrainingPolicy
 from resources.serving import ServingEndpointResource
 
 
@@ -38,6 +39,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             prediction_log_path=str(serving.predictions),
             plan_path=str(serving.plan),
         ),
+        "retraining_policy": RetrainingPolicy.from_env(),
         "alerts": AlertResource(webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", "")),
         "dbt": DbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE

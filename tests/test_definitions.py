@@ -102,11 +102,14 @@ def test_batch_scoring_is_daily_partitioned():
 def test_monitoring_assets_are_daily_and_in_their_job():
     from mlops_assets.constants import MONITORING, MONITORING_JOB
 
-    for name in ("feature_drift", "label_volume", "live_performance"):
+    daily = {"feature_drift", "prediction_drift", "label_volume", "live_performance", "concept_drift"}
+    for name in daily:
         asset = defs.resolve_assets_def(dg.AssetKey(name))
         assert asset.partitions_def is not None and asset.group_names_by_key[dg.AssetKey(name)] == MONITORING
+        # They follow their upstream through declarative automation.
+        assert asset.automation_conditions_by_key[dg.AssetKey(name)] is not None
     selected = {k.to_user_string() for k in defs.resolve_job_def(MONITORING_JOB).asset_layer.selected_asset_keys}
-    assert selected == {"feature_drift", "label_volume", "live_performance"}
+    assert selected == daily | {"prediction_log"}
     assert defs.resolve_assets_def(dg.AssetKey("retraining_request")) is not None
 
 

@@ -11,6 +11,7 @@ from mlops_assets.constants import FEATURES
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
 from mlops_core.features.offline import TRAINING_SET_TABLE, TrainingSetSpec, build_training_set
+from mlops_core.settings import Settings
 
 TRAINING_SET = dg.AssetKey("training_set")
 CHECK_POINT_IN_TIME = "check_point_in_time_correct"
@@ -25,8 +26,10 @@ class TrainingSetConfig(dg.Config):
         default=None,
         description="Training cutoff, ISO-8601 UTC. Only labels known by then are used. Default: the end of the newest landed day.",
     )
-    label_maturity_days: int = Field(
-        default=45, description="Transactions younger than this at the cutoff are left out: their legitimate labels are not in yet."
+    label_maturity_days: int | None = Field(
+        default=None,
+        description="Transactions younger than this at the cutoff are left out: their legitimate labels are not in yet. "
+        "Default: MLOPS_LABEL_MATURITY_DAYS (45).",
     )
     validation_share: float = Field(default=0.15, description="Share of rows, by time, in the validation split (after train).")
     test_share: float = Field(default=0.15, description="Share of rows, by time, in the test split (the newest).")
@@ -77,7 +80,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, w
     with warehouse.get_connection() as con:
         spec = TrainingSetSpec(
             cutoff=resolve_cutoff(con, config),
-            label_maturity_days=config.label_maturity_days,
+            label_maturity_days=config.label_maturity_days or Settings.from_env().label_maturity_days,
             validation_share=config.validation_share,
             test_share=config.test_share,
         )

@@ -16,6 +16,8 @@ CUTOFF_TAG = "training_cutoff"
     key=LABEL_VOLUME,
     group_name=MONITORING,
     partitions_def=daily_partitions,
+    # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
+    automation_condition=dg.AutomationCondition.eager(),
     deps=[dg.AssetKey(["marts", "label_events"]), dg.AssetKey("champion_model")],
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb"},

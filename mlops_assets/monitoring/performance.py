@@ -45,6 +45,8 @@ qualify row_number() over (partition by transaction_id order by labeled_at desc)
     key=LIVE_PERFORMANCE,
     group_name=MONITORING,
     partitions_def=daily_partitions,
+    # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
+    automation_condition=dg.AutomationCondition.eager(),
     deps=[PREDICTION_LOG, dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "transactions_enriched"])],
     kinds={"duckdb"},
 )

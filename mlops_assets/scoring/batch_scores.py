@@ -41,6 +41,8 @@ def load_champion(client: mlflow.MlflowClient) -> LoadedModel:
     key=BATCH_SCORES,
     group_name=SCORING,
     partitions_def=daily_partitions,
+    # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
+    automation_condition=dg.AutomationCondition.eager(),
     deps=SOURCES,
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb", "onnx"},

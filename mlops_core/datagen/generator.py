@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.corruption import DayContext, Landed
-from mlops_core.datagen.labels import LabelQueue, label_times
+from mlops_core.datagen.labels import CUSTOMER_REPORT_MAX_DAYS, MATURITY_DAYS, LabelQueue, label_times
 from mlops_core.datagen.scenarios import SCENARIOS, get_scenario
 from mlops_core.datagen.tables import ContractTables, transaction_id_maker
 from mlops_core.datagen.transactions import daily_volume, generate_day, weekday_of
@@ -42,6 +42,9 @@ class DemoSpec:
     # 0-based index of the first affected day; None => days // 2.
     drift_day: int | None = None
     file_format: Literal["parquet", "csv"] = "parquet"
+    # The dispute window: a legitimate transaction's label lands this many days after it.
+    # Shorter than the 45-day default in simulations, so that a retrained model can see the new fraud.
+    label_maturity_days: int = MATURITY_DAYS
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, dt.date) or isinstance(self.start, dt.datetime):
@@ -55,6 +58,8 @@ class DemoSpec:
         get_scenario(self.scenario)
         if self.drift_day is not None and not 0 <= self.drift_day < self.days:
             raise ValueError(f"drift_day must be in 0..{self.days - 1} (0-based day index), got {self.drift_day}")
+        if not CUSTOMER_REPORT_MAX_DAYS < self.label_maturity_days <= 365:
+            raise ValueError(f"label_maturity_days must be in {CUSTOMER_REPORT_MAX_DAYS + 1}..365, got {self.label_maturity_days}")
         if self.file_format not in ("parquet", "csv"):
             raise ValueError(f"file_format must be 'parquet' or 'csv', got {self.file_format!r}")
 
@@ -133,7 +138,7 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
         txs = generate_day(world, index, n_rows, active.spending, active.fraud, rng)
         clean = tables.transactions(day, txs)
         faults = _rng(spec, _FAULTS_STREAM, index)
-        labeled_s, source = label_times(_rng(spec, _LABELS_STREAM, index), txs.event_s, txs.is_fraud)
+        labeled_s, source = label_times(_rng(spec, _LABELS_STREAM, index), txs.event_s, txs.is_fraud, spec.label_maturity_days)
         if active.transactions_fault is None:
             landed = Landed(clean)
             queue.add(clean["transaction_id"].combine_chunks(), txs.is_fraud, labeled_s, source)

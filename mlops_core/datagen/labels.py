@@ -29,16 +29,25 @@ CHARGEBACK, CUSTOMER_REPORT, MATURITY = (LABEL_SOURCES.index(s) for s in ("charg
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 
 
-def label_times(rng: np.random.Generator, event_s: np.ndarray, is_fraud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """When each transaction's label becomes known (epoch seconds) and its label_source code."""
+def label_times(
+    rng: np.random.Generator, event_s: np.ndarray, is_fraud: np.ndarray, maturity_days: int = MATURITY_DAYS
+) -> tuple[np.ndarray, np.ndarray]:
+    """When each transaction's label becomes known (epoch seconds) and its label_source code.
+
+    maturity_days is the dispute window: a legitimate label lands then, and every fraud is
+    confirmed at least 3 days earlier (chargebacks are clipped to maturity_days - 3)."""
+    if maturity_days < CUSTOMER_REPORT_MAX_DAYS + 1:
+        raise ValueError(f"maturity_days must be >= {CUSTOMER_REPORT_MAX_DAYS + 1} (after the customer-report window), got {maturity_days}")
     n = len(event_s)
     reported = rng.random(n) < CUSTOMER_REPORT_SHARE
     report_delay = rng.integers(CUSTOMER_REPORT_MIN_S, CUSTOMER_REPORT_MAX_DAYS * SECONDS_PER_DAY, n)
     chargeback_days = np.clip(
-        rng.lognormal(np.log(CHARGEBACK_MEDIAN_DAYS), CHARGEBACK_SIGMA, n), CHARGEBACK_MIN_DAYS, CHARGEBACK_MAX_DAYS
+        rng.lognormal(np.log(CHARGEBACK_MEDIAN_DAYS), CHARGEBACK_SIGMA, n),
+        CHARGEBACK_MIN_DAYS,
+        max(CHARGEBACK_MIN_DAYS, maturity_days - 3),
     )
     fraud_delay = np.where(reported, report_delay, (chargeback_days * SECONDS_PER_DAY).astype(np.int64))
-    delay = np.where(is_fraud, fraud_delay, MATURITY_DAYS * SECONDS_PER_DAY)
+    delay = np.where(is_fraud, fraud_delay, maturity_days * SECONDS_PER_DAY)
     source = np.where(is_fraud, np.where(reported, CUSTOMER_REPORT, CHARGEBACK), MATURITY).astype(np.int8)
     return event_s + delay, source
 

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from scipy.signal import lfilter
+from scipy.stats import binom
 
 from mlops_core.training.metrics import (
     CALIBRATION_BINS,
@@ -399,3 +400,26 @@ def cbpe_reliability(scores: np.ndarray, labels: np.ndarray, threshold: float, w
             row[f"error_{metric}"] = estimated[metric] - realized[metric]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def recall_drop(caught: int, frauds: int, reference_recall: float, confidence: float = 0.99, min_frauds: int = 5) -> dict[str, float | bool]:
+    """Is the recall on recently confirmed frauds significantly below the recall the model was promoted with?
+
+    Under the reference, the number of frauds caught is Binomial(frauds, reference_recall); the drop is
+    significant when catching `caught` or fewer has probability below 1 - confidence. Recall needs only
+    the frauds, which are confirmed within days, so it is the first quality figure to react to a new
+    fraud pattern; precision has to wait for legitimate labels to mature.
+    """
+    if frauds < 0 or not 0 <= caught <= frauds:
+        raise ValueError(f"need 0 <= caught <= frauds, got caught={caught}, frauds={frauds}")
+    if not 0 <= reference_recall <= 1:
+        raise ValueError(f"reference_recall must be in [0, 1], got {reference_recall}")
+    recall = caught / frauds if frauds else float("nan")
+    p_value = float(binom.cdf(caught, frauds, reference_recall)) if frauds else 1.0
+    return {
+        "recall": recall,
+        "reference_recall": float(reference_recall),
+        "frauds": int(frauds),
+        "p_value": p_value,
+        "drop": bool(frauds >= min_frauds and p_value < 1 - confidence),
+    }

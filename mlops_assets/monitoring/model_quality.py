@@ -1,0 +1,202 @@
+"""The served model's own signals: its score distribution (prediction drift) and its errors once labels
+arrive (concept drift: recall on confirmed frauds, Page-Hinkley on matured errors, calibration)."""
+
+import datetime as dt
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from scipy.stats import ks_2samp
+
+from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_assets.deployment.prediction_log import PREDICTION_LOG
+from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
+from mlops_core import registry
+from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
+from mlops_core.serving.analysis import SCORE_EDGES, psi
+from mlops_core.settings import Settings
+
+PREDICTION_DRIFT = dg.AssetKey("prediction_drift")
+CONCEPT_DRIFT = dg.AssetKey("concept_drift")
+
+# The decisions a version served (not shadow scores), once per transaction, with the event time.
+SERVED_SQL = f"""
+select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.served, t.event_timestamp, t.event_date
+from {PREDICTION_TABLE} as p
+join marts.transactions_enriched as t using (transaction_id)
+where p.status = 'ok' and p.served and p.model_version = $version and t.event_date between $first and $last
+qualify row_number() over (partition by p.transaction_id order by p.id) = 1
+"""
+# The verdict on each of them known by the end of `day` (labels land late; a later revision wins).
+LABELS_SQL = """
+select transaction_id, is_fraud from marts.label_events
+where transaction_id in (select transaction_id from served) and landed_date <= $day
+qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
+"""
+
+
+def _champion(context) -> tuple[str | None, mlflow.entities.model_registry.ModelVersion | None]:
+    client = mlflow.MlflowClient()
+    version = registry.alias_version(client, registry.CHAMPION)
+    return (version, client.get_model_version(registry.MODEL_NAME, version)) if version else (None, None)
+
+
+def _served(con, version: str, first: dt.date, last: dt.date) -> pd.DataFrame:
+    return con.execute(SERVED_SQL, {"version": version, "first": first, "last": last}).df()
+
+
+def _has_log(con) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
+        ).fetchall()[0][0]
+    )
+
+
+class PredictionDriftConfig(dg.Config):
+    reference_days: int = Field(default=7, description="The champion's first days of service form the reference.")
+    psi_threshold: float = Field(default=0.25, description="PSI on fixed probability bins at or above which the scores drifted.")
+    min_scores: int = Field(default=200, description="Fewer scores on either side: no verdict.")
+
+
+@dg.asset(
+    key=PREDICTION_DRIFT,
+    group_name=MONITORING,
+    partitions_def=daily_partitions,
+    # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
+    automation_condition=dg.AutomationCondition.eager(),
+    deps=[PREDICTION_LOG, dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey("champion_model")],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"duckdb"},
+)
+def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftConfig):
+    """The champion's served scores on the day against its scores over its first `reference_days` days of
+    service (the days before this one when it is younger): PSI on fixed probability bins, the K-S statistic,
+    flag rates. Scores move before labels arrive, so this is the earliest model-side signal."""
+    day = dt.date.fromisoformat(context.partition_key)
+    version, _ = _champion(context)
+    base = {"day": day.isoformat(), "champion_version": version}
+    with context.resources.warehouse.get_connection() as con:
+        if version is None or not _has_log(con):
+            return dg.MaterializeResult(metadata={**base, "drifted": False, "note": "no champion or no prediction log yet"})
+        current = _served(con, version, day, day)
+        first_served = con.execute(
+            f"select min(t.event_date) from {PREDICTION_TABLE} p join marts.transactions_enriched t using (transaction_id) "
+            "where p.status = 'ok' and p.served and p.model_version = $version",
+            {"version": version},
+        ).fetchall()[0][0]
+    if first_served is None or first_served >= day:
+        return dg.MaterializeResult(metadata={**base, "drifted": False, "note": "the champion has no earlier day of service to compare with"})
+    reference_end = min(first_served + dt.timedelta(days=config.reference_days - 1), day - dt.timedelta(days=1))
+    with context.resources.warehouse.get_connection() as con:
+        reference = _served(con, version, first_served, reference_end)
+    base |= {"reference": f"{first_served}..{reference_end}", "reference_scores": len(reference), "current_scores": len(current)}
+    if min(len(reference), len(current)) < config.min_scores:
+        return dg.MaterializeResult(metadata={**base, "drifted": False, "note": f"fewer than {config.min_scores} scores on a side: no verdict"})
+    ref, cur = reference["score"].to_numpy(float), current["score"].to_numpy(float)
+    score_psi = psi(ref, cur, edges=SCORE_EDGES)
+    return dg.MaterializeResult(
+        metadata={
+            **base,
+            "psi": score_psi,
+            "ks_statistic": float(ks_2samp(ref, cur).statistic),
+            "mean_score": float(cur.mean()),
+            "reference_mean_score": float(ref.mean()),
+            "flag_rate": float(current["decision"].mean()),
+            "reference_flag_rate": float(reference["decision"].mean()),
+            "drifted": bool(score_psi >= config.psi_threshold),
+        }
+    )
+
+
+class ConceptDriftConfig(dg.Config):
+    recall_window_days: int = Field(default=7, description="Days of recent events whose confirmed frauds measure recall.")
+    error_window_days: int = Field(default=14, description="Days of matured events fed to Page-Hinkley and the calibration test.")
+    confidence: float = Field(default=0.99, description="Confidence of the recall-drop and calibration tests.")
+    ph_delta: float = Field(default=0.005, description="Page-Hinkley delta: half the smallest error increase worth an alarm.")
+    ph_threshold: float = Field(default=20.0, description="Page-Hinkley alarm threshold on the decision-error stream.")
+
+
+def _metric(client, run_id: str, name: str) -> float | None:
+    value = client.get_run(run_id).data.metrics.get(name)
+    return None if value is None or value != value else float(value)
+
+
+@dg.asset(
+    key=CONCEPT_DRIFT,
+    group_name=MONITORING,
+    partitions_def=daily_partitions,
+    # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
+    automation_condition=dg.AutomationCondition.eager(),
+    deps=[PREDICTION_LOG, dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey("champion_model")],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"duckdb"},
+)
+def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig):
+    """Has the relation between features and fraud moved away from what the champion learned? Three tests
+    on its served decisions, with the labels known by the end of the day:
+    - recall on the frauds confirmed so far among the last `recall_window_days` days of events, against the
+      test recall it was promoted with (a one-sided binomial test): frauds are confirmed within days, so
+      this reacts first;
+    - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
+    - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
+    `degraded` is true when any of them fires; the performance sensor retrains on it."""
+    day = dt.date.fromisoformat(context.partition_key)
+    version, details = _champion(context)
+    base = {"day": day.isoformat(), "champion_version": version}
+    maturity = Settings.from_env().label_maturity_days
+    with context.resources.warehouse.get_connection() as con:
+        if version is None or not _has_log(con):
+            return dg.MaterializeResult(metadata={**base, "degraded": False, "note": "no champion or no prediction log yet"})
+        first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
+        served = _served(con, version, first, day)
+        con.register("served", served)
+        labels = con.execute(LABELS_SQL, {"day": day}).df()
+        con.unregister("served")
+    client = mlflow.MlflowClient()
+    reference_recall = _metric(client, details.run_id, "test_recall")
+    reference_ece = _metric(client, details.run_id, "test_expected_calibration_error")
+    verdict = labels.set_index("transaction_id")["is_fraud"]
+    label = served["transaction_id"].map(verdict)
+    event_date = pd.to_datetime(served["event_date"]).dt.date
+
+    recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
+    caught = int(served["decision"].to_numpy(bool)[recent].sum())
+    recall = recall_drop(caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, config.confidence)
+
+    matured_before = pd.Timestamp(day - dt.timedelta(days=maturity - 1))
+    errors = error_stream(served, labels, kind="decision", complete_before=matured_before)
+    detector = PageHinkley(delta=config.ph_delta, threshold=config.ph_threshold)
+    alarm_at = detector.detect(errors) if len(errors) else None
+    matured = served[(label.notna() & (pd.to_datetime(served["event_date"]) < matured_before)).to_numpy()]
+    calibration = None
+    if len(matured) >= 500 and reference_ece is not None:
+        y = matured["transaction_id"].map(verdict).to_numpy(float)
+        calibration = calibration_drift(y, matured["score"].to_numpy(float), reference_ece, confidence=config.confidence)
+
+    reasons = []
+    if reference_recall is not None and recall["drop"]:
+        reasons.append(f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})")
+    if alarm_at is not None:
+        reasons.append(f"Page-Hinkley alarm on matured decision errors at {alarm_at}")
+    if calibration is not None and calibration["drift"]:
+        reasons.append(f"calibration error {calibration['ece']:.3f} above its bound {calibration['bound']:.3f}")
+    return dg.MaterializeResult(
+        metadata={
+            **base,
+            "recent_frauds": recall["frauds"],
+            "recent_recall": None if np.isnan(recall["recall"]) else float(recall["recall"]),
+            "reference_recall": reference_recall,
+            "recall_p_value": recall["p_value"],
+            "matured_labelled": len(errors),
+            "matured_error_rate": float(errors.mean()) if len(errors) else None,
+            "page_hinkley_alarm": alarm_at is not None,
+            "calibration_ece": None if calibration is None else float(calibration["ece"]),
+            "calibration_bound": None if calibration is None else float(calibration["bound"]),
+            "calibration_drift": bool(calibration is not None and calibration["drift"]),
+            "degraded": bool(reasons),
+            "reasons": reasons,
+        }
+    )
