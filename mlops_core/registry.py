@@ -11,12 +11,24 @@ the version it had (or removed if it had none) before the error is re-raised, so
 disagree. Only if that compensation itself fails (MLflow went away in between) can they differ;
 the raised `RegistryInconsistent` then names the alias and both versions.
 
-Registration writes no history: a registered version without an alias is a normal state.
+Registration writes no history. `register_as` registers a version and points an alias at it
+all or nothing: if the alias cannot be set, the new version is deleted again, so training
+never leaves a version that no alias names (a half-registered model).
+
+Retries: every MLflow call that fails for transport or server reasons is retried here,
+`len(RETRY_DELAYS_S)` more times with growing pauses, and each retry is logged; then
+RegistryUnavailable says how many attempts were made. Registering a version is not
+idempotent in MLflow (a retried create makes a second version), so a retried create first
+looks for the version an earlier attempt may have made. MLflow's HTTP client has its own
+retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 with backoff: minutes); set it low
+(0-2) so these bounded, logged retries are the ones that decide (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +42,8 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = "fraud_detector"
 CHAMPION = "champion"
@@ -61,6 +75,12 @@ _CLIENT_ERROR_CODES = {
 }
 
 _T = TypeVar("_T")
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+# Pauses before the 2nd, 3rd, ... attempt of a failing MLflow call: 3 attempts over ~3 s.
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0)
 
 
 class RegistryError(Exception):
@@ -117,15 +137,25 @@ def _uri(client: MlflowClient) -> str:
 
 
 def _call(client: MlflowClient, what: str, fn: Callable[[], _T]) -> _T:
-    """Run one MLflow call, turning transport and server failures into RegistryUnavailable."""
-    try:
-        return fn()
-    except MlflowException as exc:
-        if exc.error_code in _CLIENT_ERROR_CODES:
-            raise
-        raise RegistryUnavailable(f"MLflow registry at {_uri(client)} failed during {what}: {exc}") from exc
-    except (requests.exceptions.RequestException, OSError) as exc:
-        raise RegistryUnavailable(f"MLflow registry at {_uri(client)} unreachable during {what}: {exc}") from exc
+    """Run one MLflow call, retrying transport and server failures (RETRY_DELAYS_S), then
+    raising RegistryUnavailable. Client errors (bad request, missing resource) are not retried."""
+    attempts = len(RETRY_DELAYS_S) + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except MlflowException as exc:
+            if exc.error_code in _CLIENT_ERROR_CODES:
+                raise
+            problem = f"failed during {what}: {exc}"
+            cause = exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            problem = f"unreachable during {what}: {exc}"
+            cause = exc
+        if attempt < attempts:
+            delay = RETRY_DELAYS_S[attempt - 1]
+            log.warning("MLflow registry at %s %s; attempt %d of %d, retrying in %.1f s", _uri(client), problem, attempt, attempts, delay)
+            time.sleep(delay)
+    raise RegistryUnavailable(f"MLflow registry at {_uri(client)} {problem} (gave up after {attempts} attempts)") from cause
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -179,12 +209,20 @@ def register_version(
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
 
+    def create_version():
+        # An earlier attempt may have created the version before its answer was lost.
+        for existing in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
+            if existing.source == source:
+                return existing
+        return client.create_model_version(model_name, source=source, run_id=run_id, tags=tags, model_id=model_id)
+
+    # Both go into a search filter below: checked, never quoted user text.
+    if not _RUN_ID.fullmatch(run_id):
+        raise RegistryError(f"run id {run_id!r} is not an MLflow run id (32 hex digits)")
+    if not _MODEL_NAME.fullmatch(model_name):
+        raise RegistryError(f"model name {model_name!r} must be letters, digits, '_', '-' or '.'")
     _call(client, f"create registered model {model_name!r}", create_model)
-    version = _call(
-        client,
-        f"register {source}",
-        lambda: client.create_model_version(model_name, source=source, run_id=run_id, tags=tags, model_id=model_id),
-    )
+    version = _call(client, f"register {source}", create_version)
     deadline = time.monotonic() + timeout_s
     while version.status != ModelVersionStatus.to_string(ModelVersionStatus.READY):
         if version.status == ModelVersionStatus.to_string(ModelVersionStatus.FAILED_REGISTRATION):
@@ -194,6 +232,54 @@ def register_version(
         time.sleep(0.5)
         version = _get_version(client, model_name, version.version)
     return str(version.version)
+
+
+def register_as(
+    client: MlflowClient,
+    con: duckdb.DuckDBPyConnection,
+    alias: str,
+    run_id: str,
+    artifact_path: str,
+    reason: str,
+    metrics: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    model_uri: str | None = None,
+    actor: str = "dagster",
+    model_name: str = MODEL_NAME,
+) -> AliasChange:
+    """Register a version and point `alias` at it, all or nothing.
+
+    If the alias cannot be moved (after the retries), the version just created is deleted
+    and the error re-raised: no version without its alias stays behind. If the delete fails
+    too (MLflow still down), RegistryInconsistent names the version to delete by hand.
+    """
+    version = register_version(client, run_id, artifact_path, model_name, tags=tags, model_uri=model_uri)
+    try:
+        return move_alias(client, con, alias, version, reason, metrics, actor, model_name)
+    except Exception as alias_error:
+        # Deliberately broad: whatever stopped the alias, the new version must not stay.
+        try:
+            _call(client, f"delete {model_name} version {version}", lambda: client.delete_model_version(model_name, version))
+        except RegistryError as cleanup_error:
+            raise RegistryInconsistent(
+                f"{model_name} version {version} was registered but alias {alias!r} could not be set ({alias_error}) "
+                f"and deleting the version failed ({cleanup_error}): delete version {version} by hand"
+            ) from alias_error
+        log.warning("%s version %s deleted again: alias %r could not be set (%s)", model_name, version, alias, alias_error)
+        raise
+
+
+def artifact_files(client: MlflowClient, model_uri: str) -> list[str]:
+    """Paths of the files of a logged model (`models:/m-...`, what `log_model` returns)."""
+    if not model_uri.startswith("models:/m-"):
+        raise RegistryError(f"cannot list {model_uri!r}: expected a logged model URI, models:/m-...")
+    model_id = model_uri.removeprefix("models:/")
+    return _call(client, f"list artifacts of {model_uri}", lambda: [f.path for f in client.list_logged_model_artifacts(model_id)])
+
+
+def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The metrics logged on an MLflow run."""
+    return _call(client, f"get run {run_id}", lambda: client.get_run(run_id).data.metrics)
 
 
 def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> str | None:

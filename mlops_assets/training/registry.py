@@ -20,35 +20,47 @@ CHALLENGER = dg.AssetKey("registered_challenger")
 @dg.asset(key=CHALLENGER, group_name=TRAINING, deps=[EVALUATION], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"})
 def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candidate: TrainedModel):
     """The candidate registered in the MLflow model registry with the `challenger` alias. Runs only
-    after every blocking gate on candidate_evaluation passed."""
+    after every blocking gate on candidate_evaluation passed. All or nothing: a version whose alias
+    could not be set is deleted again (MLflow calls are retried first; see mlops_core.registry)."""
     client = mlflow.MlflowClient()
-    version = registry.register_version(
-        client,
-        fraud_model_candidate.run_id,
-        MODEL_ARTIFACT,
-        tags={
-            "threshold": repr(fraud_model_candidate.threshold),
-            "data_version": fraud_model_candidate.data_version,
-            # Labels known after this were never seen in training: label_volume counts them.
-            "training_cutoff": _training_cutoff(context) or "",
-        },
-        model_uri=fraud_model_candidate.model_uri,
-    )
-    test_metrics = client.get_run(fraud_model_candidate.run_id).data.metrics
+    _require_onnx(client, fraud_model_candidate)
+    test_metrics = registry.run_metrics(client, fraud_model_candidate.run_id)
     with context.resources.warehouse.get_connection() as con:
-        change = registry.move_alias(
-            client, con, registry.CHALLENGER, version, reason="passed every quality gate", metrics=test_metrics
+        change = registry.register_as(
+            client,
+            con,
+            registry.CHALLENGER,
+            fraud_model_candidate.run_id,
+            MODEL_ARTIFACT,
+            reason="passed every quality gate",
+            metrics=test_metrics,
+            tags={
+                "threshold": repr(fraud_model_candidate.threshold),
+                "data_version": fraud_model_candidate.data_version,
+                # Labels known after this were never seen in training: label_volume counts them.
+                "training_cutoff": _training_cutoff(context) or "",
+            },
+            model_uri=fraud_model_candidate.model_uri,
         )
     return dg.MaterializeResult(
         metadata={
             "model": registry.MODEL_NAME,
-            "version": version,
+            "version": change.to_version,
             "alias": registry.CHALLENGER,
             "previous_challenger": change.from_version,
             "mlflow_run_id": fraud_model_candidate.run_id,
             "test_auc_pr": test_metrics.get("test_auc_pr"),
         }
     )
+
+
+def _require_onnx(client: mlflow.MlflowClient, trained: TrainedModel) -> None:
+    """Register only a model whose ONNX graph is in the artifact store: serving loads nothing else."""
+    if not trained.model_uri:
+        raise dg.Failure(f"MLflow run {trained.run_id} logged no model: nothing to register")
+    files = registry.artifact_files(client, trained.model_uri)
+    if not any(path.endswith(".onnx") for path in files):
+        raise dg.Failure(f"{trained.model_uri} holds no .onnx file ({sorted(files)}): nothing to register")
 
 
 def _training_cutoff(context: dg.AssetExecutionContext) -> str | None:

@@ -1,0 +1,92 @@
+"""Fault: two retraining triggers at once make one run.
+
+The sensor runs through the Dagster daemon's own sensor iteration against the real code
+location, on an instance whose QueuedRunCoordinator keeps submitted runs in its queue, so
+what is counted is what the daemon would have launched: its run-key de-duplication included.
+"""
+
+import datetime as dt
+import logging
+
+import dagster as dg
+import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.sensor import execute_sensor_iteration
+
+from mlops_assets.constants import RETRAINING_JOB
+from mlops_assets.monitoring.drift import FEATURE_DRIFT
+from mlops_assets.monitoring.labels import LABEL_VOLUME
+from mlops_core.settings import REPO_ROOT
+from sensors.retraining import DRIFT_SHARE, NEW_LABELS
+from reliability_results import record
+
+QUEUED = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def daemon():
+    """(instance, tick): tick(at) runs one sensor-daemon iteration at time `at`."""
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(module_name="mlops_assets.definitions", working_directory=str(REPO_ROOT)),
+        location_name="mlops",
+    )
+    with dg.instance_for_test(overrides=QUEUED) as instance:
+        with create_test_daemon_workspace_context(InProcessTestWorkspaceLoadTarget(origin), instance) as workspace:
+
+            def tick(at: dt.datetime) -> None:
+                with freeze_time(at):
+                    list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
+
+            yield instance, tick
+
+
+def retraining_runs(instance) -> list:
+    return instance.get_runs(filters=dg.RunsFilter(job_name=RETRAINING_JOB))
+
+
+def test_two_triggers_in_one_tick_and_again_next_tick_queue_one_run(daemon):
+    instance, tick = daemon
+    day = "2026-11-22"
+    with freeze_time(T0 - dt.timedelta(minutes=5)):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(FEATURE_DRIFT, partition=day, metadata={"share_drifted": DRIFT_SHARE + 0.3, "drifted_features": ["amount_usd"]})
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(LABEL_VOLUME, partition=day, metadata={"new_labels_since_cutoff": NEW_LABELS + 1})
+        )
+    tick(T0)
+    after_first = retraining_runs(instance)
+    # The same triggers fire again before the next tick (the monitoring job re-ran the day).
+    with freeze_time(T0 + dt.timedelta(seconds=30)):
+        instance.report_runless_asset_event(dg.AssetMaterialization(LABEL_VOLUME, partition=day, metadata={"new_labels_since_cutoff": NEW_LABELS + 50}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(FEATURE_DRIFT, partition=day, metadata={"share_drifted": 0.9, "drifted_features": ["amount_usd"]})
+        )
+    tick(T0 + dt.timedelta(seconds=61))
+    runs = retraining_runs(instance)
+
+    (state,) = [s for s in instance.all_instigator_state() if s.name == "retraining_sensor"]
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    assert len(ticks) == 2, "both daemon iterations must have evaluated the sensor"
+    assert len(after_first) == 1
+    assert len(runs) == 1, [r.tags for r in runs]
+    (run,) = runs
+    assert run.status == dg.DagsterRunStatus.QUEUED
+    assert run.tags["dagster/run_key"] == f"retrain-{day}"
+    assert "feature drift on 2026-11-22" in run.tags["mlops/reasons"] and "labels since the champion" in run.tags["mlops/reasons"]
+    # Nothing lost: the second tick saw the new events, asked for the same run key, and was de-duplicated.
+    second = max(ticks, key=lambda t: t.timestamp)
+    assert (second.status, second.run_keys, second.run_ids) == (TickStatus.SKIPPED, [f"retrain-{day}"], [])
+    record(
+        "faults", "two retraining triggers at once",
+        what="feature_drift and label_volume both trigger for one day, in one tick; the same triggers again in the next tick; "
+        "sensor run by the daemon's own iteration on an instance with a QueuedRunCoordinator",
+        expected="exactly one queued retraining_job run, tagged with both reasons",
+        observed=f"{len(runs)} run ({run.status.value}), run key {run.tags['dagster/run_key']}; 2nd tick asked for the same key and was "
+        f"{second.status.value}",
+        test="test_fault_retraining_triggers.py::test_two_triggers_in_one_tick_and_again_next_tick_queue_one_run",
+    )
