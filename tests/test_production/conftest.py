@@ -1,0 +1,24 @@
+"""Fixtures of the production-profile tests: one world of real servers for the whole folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# postgres_server and production_world live beside the tests; test folders have no __init__.py.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from production_world import production_world  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgres: starts a real PostgreSQL server on 127.0.0.1 (Debian package postgresql)")
+
+
+@pytest.fixture(scope="session")
+def production(tmp_path_factory):
+    """Postgres, mlflow server and redis-server on loopback; data_layer_job and training_job already run."""
+    with production_world(tmp_path_factory.mktemp("production")) as world:
+        yield world
