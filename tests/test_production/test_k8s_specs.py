@@ -420,8 +420,7 @@ def test_run_job_carries_the_image_instance_and_secrets(rendered):
     assert env["DAGSTER_HOME"]["value"] == values["global"]["dagsterHome"]
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlops-postgres", "key": "postgresql-password"}
     env_from = [next(iter(ref.values()))["name"] for ref in container["envFrom"]]
-    assert "mlops-secrets" in env_from
-    assert f"{RELEASE}-mlops-assets-user-env" in env_from
+    assert env_from == _names(deployment["envConfigMaps"]) + _names(deployment["envSecrets"]) == ["mlops-settings", "mlops-secrets"]
     # The run pod sees what the code server sees: its settings ConfigMap, secrets and state volume.
     assert {"name": "mlops-state", "mountPath": "/var/lib/mlops"} in container["volumeMounts"]
     assert any(v["name"] == "mlops-state" and v["persistentVolumeClaim"]["claimName"] == "mlops-state" for v in pod["volumes"])
@@ -524,7 +523,12 @@ def test_serving_endpoint_probes_secrets_and_services():
     assert services["mlops-serving-admin"]["spec"]["publishNotReadyAddresses"] is True
     # Dagster's rollout assets reach the endpoint through the admin Service.
     admin_url = f"http://mlops-serving-admin:{services['mlops-serving-admin']['spec']['ports'][0]['port']}"
-    assert _user_deployment(_values())["env"]["MLOPS_SERVING_URL"] == admin_url
+    assert _settings()["MLOPS_SERVING_URL"] == admin_url
+    assert {"configMapRef": {"name": "mlops-settings"}} in container["envFrom"]
+
+
+def _settings() -> dict[str, str]:
+    return next(obj for _, obj in _manifest_objects() if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "mlops-settings")["data"]
 
 
 def test_no_manifest_writes_a_secret_value():
@@ -538,7 +542,7 @@ def test_no_manifest_writes_a_secret_value():
             for entry in container.get("env", []):
                 if sensitive.search(entry["name"]) and entry["name"] not in allowed_literals:
                     assert "valueFrom" in entry and "value" not in entry, f"{filename}: {entry['name']}"
-    for key in _user_deployment(_values())["env"]:
+    for key in _settings():
         assert not sensitive.search(key) or key in allowed_literals, key
 
 
@@ -559,7 +563,7 @@ def test_helm_values_render_a_valid_instance(tmp_path, monkeypatch):
     config, _ = dagster_instance_config(str(tmp_path))
     launcher = _launcher_config_result(config["run_launcher"]["config"])
     assert launcher.success, launcher.errors
-    assert launcher.value["env_config_maps"] == [f"{RELEASE}-{_user_deployment(values)['name']}-user-env"]
+    assert launcher.value["env_config_maps"] == ["mlops-settings"]
     assert config["run_launcher"]["class"] == "K8sRunLauncher"
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["runs"]["max_concurrent_runs"] >= 1
@@ -599,8 +603,11 @@ def test_image_and_secrets_are_consistent_across_values_and_manifests():
     ours = [c["image"] for _, obj in _manifest_objects() if obj["kind"] == "Deployment"
             for c in obj["spec"]["template"]["spec"]["containers"] if c["image"].startswith(deployment["image"]["repository"])]
     assert len(ours) == 2 and set(ours) == {image}  # mlops-serving and mlflow run the code location image
-    assert _names(deployment["envSecrets"]) == ["mlops-secrets"]
-    assert _names(values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]) == ["mlops-secrets"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    # The run pods see what the code server sees.
+    assert _names(deployment["envSecrets"]) == _names(launcher["envSecrets"]) == ["mlops-secrets"]
+    assert _names(deployment["envConfigMaps"]) == _names(launcher["envConfigMaps"]) == ["mlops-settings"]
+    assert deployment["volumes"] == launcher["volumes"] and deployment["volumeMounts"] == launcher["volumeMounts"]
 
     # Every secret referenced anywhere is created in docs/kubernetes.md, with every key read from it.
     referenced: dict[str, set[str]] = {values["global"]["postgresqlSecretName"]: {"postgresql-password"},
@@ -671,7 +678,7 @@ def test_dockerfile_claims():
     env = _docker_env(instructions)
     assert "/app/.venv/bin" in env["PATH"].split(":")  # run and step pods start `dagster ...` by name
     assert env["DAGSTER_HOME"] == values["global"]["dagsterHome"]
-    assert env["MLOPS_HOME"] == deployment["env"]["MLOPS_HOME"] == deployment["volumeMounts"][0]["mountPath"]
+    assert env["MLOPS_HOME"] == _settings()["MLOPS_HOME"] == deployment["volumeMounts"][0]["mountPath"]
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # bytecode was compiled at build time
 
 
