@@ -78,7 +78,7 @@ def world(mlflow_server, tmp_path, monkeypatch):
 
 
 def _state(client, settings):
-    versions = sorted(v.version for v in client.search_model_versions(f"name = '{registry.MODEL_NAME}'"))
+    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{registry.MODEL_NAME}'"))
     # Through the resource: DuckDB refuses a second connection to the file with other settings.
     with DuckDBResource(database=str(settings.duckdb_path)).get_connection() as con:
         history = len(registry.history(con))
