@@ -3,10 +3,12 @@ the commands that need them, so `mlops demo generate` starts fast."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -268,6 +270,89 @@ Live endpoint:     http://127.0.0.1:{port}  (champion version {deployment['champ
   -> {json.dumps(answer)}
   Health, readiness, metrics: /health /ready /metrics; API docs: /docs
   Stop it:         mlops serve --stop --port {port}""")
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path):
+    """Send everything written to fds 1 and 2 (dbt's and Dagster's run output included) to log_path;
+    yields an echo that still reaches the terminal."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lambda line: (terminal.write(line + "\n"), log.write(line + "\n"), log.flush())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            terminal.close()
+
+
+@main.command("simulate")
+@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True, help="Simulated days after the history.")
+@click.option("--scenario", default="concept_drift", show_default=True, help="What changes from --drift-day on; see `mlops demo scenarios`.")
+@click.option("--drift-day", type=click.IntRange(min=0), default=30, show_default=True, help="0-based simulated day the scenario starts.")
+@click.option("--history-days", type=click.IntRange(min=1), default=60, show_default=True, help="Days loaded and trained on before day 0.")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
+@click.option("--label-maturity-days", type=click.IntRange(min=4, max=365), default=7, show_default=True,
+              help="Dispute window of the simulated bank: a legitimate label lands this many days after the transaction.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint on 127.0.0.1.")
+@click.option("--keep-endpoint/--stop-endpoint", default=False, show_default=True, help="Leave the endpoint running at the end.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_REPORTS_DIR/simulation.")
+def simulate_command(days, scenario, drift_day, history_days, rows_per_day, label_maturity_days, seed, port, keep_endpoint, out_dir) -> None:
+    """The closed loop, day by day: data lands, the endpoint serves, labels arrive late, sensors retrain and roll out.
+
+    Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
+    of the live metric with automation against the frozen first champion.
+    """
+    from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
+    from mlops_core.monitoring.timeline import plot_timeline, write_timeline
+
+    try:
+        spec = SimulationSpec(
+            days=days, scenario=scenario, drift_day=drift_day, history_days=history_days, rows_per_day=rows_per_day,
+            label_maturity_days=label_maturity_days, seed=seed, port=port,
+        )
+        from mlops_core.datagen.scenarios import get_scenario
+
+        get_scenario(scenario)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    settings = Settings.from_env()
+    out_dir = out_dir or settings.reports_dir / "simulation"
+    log_path = settings.home / "simulation.log"
+    click.echo(f"Simulating {days} days of {scenario} (drift on day {drift_day}) after {history_days} days of history; "
+               f"run logs (dbt, Dagster) go to {log_path}")
+    started = time.monotonic()
+    with _output_to(log_path) as echo:
+        loop = ClosedLoop(settings, spec, echo=echo)
+        try:
+            records = loop.run()
+        finally:
+            if not keep_endpoint:
+                loop.stop_endpoint()
+    as_json, as_csv = write_timeline(records, out_dir)
+    png = plot_timeline(records, out_dir / f"simulation-{scenario}.png", f"{scenario}, drift on day {drift_day}: AUC-PR with the closed loop vs frozen")
+    promotions = [r for r in records if r.promoted]
+    blocked = [r for r in records if r.data_layer != "ok"]
+    click.echo(f"\n{len(records)} days in {time.monotonic() - started:.0f} s; timeline {as_csv}; plot {png}")
+    click.echo(f"Promotions: {', '.join(f'v{r.promoted} on day {r.index}' for r in promotions) or 'none'}")
+    if blocked:
+        click.echo(f"Data gates blocked {len(blocked)} day(s): {', '.join(str(r.index) for r in blocked)}; champion at the end: v{records[-1].champion}")
+    after = [r for r in records if r.affected and r.promoted and r.landing_to_champion_seconds]
+    if after:
+        click.echo(f"First promotion after the scenario started: day {after[0].index}, {after[0].landing_to_champion_seconds:.0f} s from that day's data landing")
+    last = records[-1]
+    click.echo(f"Last day, AUC-PR over {7} days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}")
 
 
 @main.command("ingest")

@@ -1,0 +1,279 @@
+"""The closed loop, simulated day by day against the real platform.
+
+A history is landed, loaded and trained on first, and its champion is rolled out to a live endpoint on
+127.0.0.1. Then, for each simulated day: the day's files land (and the labels that became known that
+day), data_layer_job loads them behind its gates, the day's transactions are sent to the endpoint one
+request at a time, monitoring_job judges the day, and the retraining and performance sensors tick
+(in process, with their cursors), launching retraining_job — training, gates, staged rollout — when
+they see a reason. Every step is a real Dagster run on the local instance, visible in the UI.
+
+Beside the served model, the first champion is kept frozen and scores the same feature vectors (read
+back from the prediction log), so the timeline and the plot show what the automation bought.
+"""
+
+import datetime as dt
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import orjson
+
+from mlops_assets.constants import DATA_LAYER_JOB, MONITORING_JOB, RETRAINING_JOB, ROLLOUT_JOB, TRAINING_JOB
+from mlops_assets.simulation.daemon import InProcessDaemon, TickResult
+from mlops_core import registry
+from mlops_core.contracts import SOURCES
+from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate
+from mlops_core.datagen.writer import write_partition
+from mlops_core.monitoring.timeline import ROLLING_DAYS, DayRecord, DayScores, format_line, pooled_auc_pr, recall
+from mlops_core.serving import server
+from mlops_core.serving.client import EndpointClient
+from mlops_core.serving.models import LoadedModel, load_version
+from mlops_core.serving.prediction_log import read_predictions
+from mlops_core.serving.replay import RAW_FIELDS
+from mlops_core.settings import Settings
+from mlops_core.training.matrix import encode_rows
+
+SENSORS = ("retraining_sensor", "performance_sensor")
+# Dagster's own step logs would drown the timeline; runs stay fully logged in the instance and the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    days: int = 60
+    scenario: str = "concept_drift"
+    drift_day: int = 30  # 0-based simulated day the scenario starts
+    history_days: int = 60  # landed and trained on before day 0 (windows warm up, labels mature)
+    rows_per_day: int = 2000
+    label_maturity_days: int = 7
+    seed: int = 7
+    port: int = 8000
+    rollout_replay: int = 300
+    canary_share: float = 0.25
+    evidently_reports: bool = False  # Evidently's HTML per day costs seconds; the drift table is always written
+
+    def __post_init__(self) -> None:
+        if self.days < 1 or not 0 <= self.drift_day < self.days:
+            raise ValueError(f"need days >= 1 and 0 <= drift_day < days, got days={self.days}, drift_day={self.drift_day}")
+        if self.history_days < 35 + self.label_maturity_days:
+            raise ValueError(
+                f"history_days must be >= {35 + self.label_maturity_days}: 30 days for the windowed features to warm up, "
+                f"the label maturity ({self.label_maturity_days}) and a few days to train on; got {self.history_days}"
+            )
+
+
+def _merge(*configs: dict | None) -> dict:
+    merged: dict = {}
+    for config in configs:
+        for key, value in (config or {}).items():
+            merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _rollout_config(spec: SimulationSpec) -> dict:
+    # Traffic is replayed from the warehouse during the rollout: the simulation sends none while a run is going.
+    return {
+        "ops": {
+            "shadow_endpoint": {"config": {"replay_requests": spec.rollout_replay, "min_requests": min(100, spec.rollout_replay)}},
+            "canary_endpoint": {"config": {"replay_requests": int(spec.rollout_replay / spec.canary_share), "share": spec.canary_share}},
+            "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "simulation"}},
+        }
+    }
+
+
+def _run(defs: dg.Definitions, job_name: str, tags: dict | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    with dg.DagsterInstance.get() as instance:
+        return defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags=tags or {}, run_config=_merge(QUIET, run_config), raise_on_error=False
+        )
+
+
+def _failed(result: dg.ExecuteInProcessResult) -> str:
+    checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    steps = [e.step_key for e in result.all_events if e.is_step_failure]
+    return ", ".join(checks or steps) or "failed"
+
+
+def _land(settings: Settings, day: SimulatedDay) -> None:
+    landed = {"accounts": day.accounts, "transactions": day.transactions, "labels": day.labels}
+    for source in SOURCES:
+        write_partition(settings.landing_dir, source, day.date, landed[source].table, "parquet", landed[source].file_fault)
+
+
+def _requests(day: SimulatedDay) -> list[dict]:
+    rows = day.clean_transactions.select(list(RAW_FIELDS)).to_pylist()
+    for row in rows:
+        row["event_timestamp"] = row["event_timestamp"].replace(tzinfo=None).isoformat()
+        row["amount"] = float(row["amount"])
+    return rows
+
+
+def _latest_metadata(key: str, day: dt.date) -> dict:
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[day.isoformat()]), limit=1
+        ).records
+    if not records:
+        return {}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+class ClosedLoop:
+    def __init__(self, settings: Settings, spec: SimulationSpec, echo: Callable[[str], None] = print) -> None:
+        self.spec = spec
+        self.echo = echo
+        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days)
+        self.records: list[DayRecord] = []
+        self.scores: list[DayScores] = []
+        self.frozen: LoadedModel | None = None
+        self.log_after: int | None = None
+        self.paths = server.ServingPaths.for_role(self.settings, "production")
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _environment(self) -> None:
+        """Before the code location loads: its resources read these once."""
+        os.environ["MLOPS_SERVING_URL"] = f"http://127.0.0.1:{self.spec.port}"
+        os.environ.setdefault("MLOPS_RETRAIN_NEW_LABELS", str(self.spec.rows_per_day * 14))
+        self.settings.export()
+
+    def start(self) -> tuple[dg.Definitions, list[SimulatedDay]]:
+        from mlops_core.cli import prepare_instance
+
+        self._environment()
+        server.stop(self.settings, self.spec.port)
+        for path in (self.settings.data_dir, self.settings.dagster_home, self.settings.reports_dir, self.settings.mlflow_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        self.settings.duckdb_path.unlink(missing_ok=True)
+        prepare_instance(self.settings)
+        from mlops_assets.transform.project import ensure_manifest
+
+        ensure_manifest()
+        from mlops_assets.definitions import defs
+
+        spec = self.spec
+        total = spec.history_days + spec.days
+        first = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=total)
+        demo = DemoSpec(
+            start=first, days=total, rows_per_day=spec.rows_per_day, seed=spec.seed, scenario=spec.scenario,
+            drift_day=spec.history_days + spec.drift_day, label_maturity_days=spec.label_maturity_days,
+        )
+        days = list(simulate(demo))
+        history, simulated = days[: spec.history_days], days[spec.history_days :]
+        started = time.monotonic()
+        for day in history:
+            _land(self.settings, day)
+        tags = {"dagster/asset_partition_range_start": history[0].date.isoformat(), "dagster/asset_partition_range_end": history[-1].date.isoformat()}
+        for job, job_tags, config in ((DATA_LAYER_JOB, tags, None), (TRAINING_JOB, {}, None)):
+            result = _run(defs, job, job_tags, config)
+            if not result.success:
+                raise RuntimeError(f"the history did not get through {job}: {_failed(result)}")
+        server.ensure_admin_token(self.settings)
+        pid = server.start_detached(self.settings, port=spec.port)
+        result = _run(defs, ROLLOUT_JOB, {}, _rollout_config(spec))
+        if not result.success:
+            raise RuntimeError(f"the first rollout failed: {_failed(result)}")
+        client = mlflow.MlflowClient(registry.tracking_uri(self.settings.mlflow_dir))
+        champion = registry.alias_version(client, registry.CHAMPION)
+        self.frozen = load_version(client, champion)
+        self.echo(
+            f"History {history[0].date}..{history[-1].date}: {spec.history_days} days x ~{spec.rows_per_day} transactions loaded, "
+            f"champion v{champion} trained and rolled out to http://127.0.0.1:{spec.port} (pid {pid}) in {time.monotonic() - started:.0f} s"
+        )
+        return defs, simulated
+
+    # -- one day ------------------------------------------------------------------------------
+    def _serve(self, client: EndpointClient, day: SimulatedDay) -> DayScores:
+        """Send the day's transactions one by one; score the logged feature vectors with the frozen model."""
+        requests = _requests(day)
+        answers = [client.predict(tx) for tx in requests]
+        ids = {a["transaction_id"] for a in answers}
+        deadline = time.monotonic() + 30
+        while True:  # the log writer commits every 50 ms
+            logged = read_predictions(self.paths.predictions, variants=("champion",), after_id=self.log_after)
+            logged = logged[logged["transaction_id"].isin(ids) & logged["features"].notna()]
+            if len(logged) >= len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        full = read_predictions(self.paths.predictions, after_id=self.log_after)
+        if len(full):
+            self.log_after = int(full["id"].max())
+        logged = logged.drop_duplicates("transaction_id").set_index("transaction_id")
+        vectors = [orjson.loads(logged.at[a["transaction_id"], "features"]) for a in answers]
+        frozen_score = self.frozen.score(encode_rows(vectors)).astype(float)
+        return DayScores(
+            is_fraud=np.asarray(day.is_fraud, dtype=bool),
+            served_score=np.array([a["fraud_probability"] for a in answers], dtype=float),
+            served_decision=np.array([a["is_fraud"] for a in answers], dtype=bool),
+            frozen_score=frozen_score,
+            frozen_decision=frozen_score >= self.frozen.threshold,
+        )
+
+    def day(self, defs: dg.Definitions, daemon: InProcessDaemon, client: EndpointClient, index: int, day: SimulatedDay) -> DayRecord:
+        started = time.monotonic()
+        _land(self.settings, day)
+        loaded = _run(defs, DATA_LAYER_JOB, {"dagster/partition": day.date.isoformat()})
+        scores = self._serve(client, day)
+        self.scores.append(scores)
+        monitoring_config = {"ops": {"feature_drift": {"config": {"evidently_report": self.spec.evidently_reports}}}}
+        _run(defs, MONITORING_JOB, {"dagster/partition": day.date.isoformat()}, monitoring_config)
+        drift = _latest_metadata("feature_drift", day.date)
+        prediction = _latest_metadata("prediction_drift", day.date)
+        concept = _latest_metadata("concept_drift", day.date)
+        before = client.deployment().get("champion_version")
+        ticks: list[TickResult] = [daemon.tick(name) for name in SENSORS]
+        after = client.deployment().get("champion_version")
+        triggers, outcomes = [], []
+        for tick in ticks:
+            for run in tick.runs:
+                triggers.append(f"{tick.sensor}: {run.reasons}")
+                outcomes.append(
+                    f"retraining {run.run_id[:8]} " + ("succeeded" if run.success else "stopped by " + (", ".join(run.failed_checks) or "a failed step"))
+                )
+            if not tick.runs and tick.skip_message and tick.skip_message.startswith("held"):
+                triggers.append(f"{tick.sensor} {tick.skip_message[:120]}")
+        window = self.scores[-ROLLING_DAYS:]
+        promoted = after if after != before else None
+        return DayRecord(
+            day=day.date.isoformat(),
+            index=index,
+            affected=day.affected,
+            champion=after,
+            transactions=len(scores.is_fraud),
+            frauds=int(scores.is_fraud.sum()),
+            served_recall=recall(scores.is_fraud, scores.served_decision),
+            frozen_recall=recall(scores.is_fraud, scores.frozen_decision),
+            served_auc_pr_7d=pooled_auc_pr(window, served=True),
+            frozen_auc_pr_7d=pooled_auc_pr(window, served=False),
+            data_layer="ok" if loaded.success else _failed(loaded),
+            drift_share=drift.get("share_drifted"),
+            prediction_psi=prediction.get("psi"),
+            recent_recall=concept.get("recent_recall"),
+            triggers=triggers,
+            retraining="; ".join(outcomes),
+            promoted=promoted,
+            seconds=time.monotonic() - started,
+            landing_to_champion_seconds=(time.monotonic() - started) if promoted else None,
+        )
+
+    def run(self) -> list[DayRecord]:
+        defs, simulated = self.start()
+        run_configs = {RETRAINING_JOB: _merge(QUIET, _rollout_config(self.spec))}
+        daemon = InProcessDaemon(defs, self.settings.home / "simulation" / "sensor_cursors.json", run_configs)
+        from mlops_core.monitoring.timeline import HEADER
+
+        self.echo(HEADER)
+        with EndpointClient(f"http://127.0.0.1:{self.spec.port}") as client:
+            for index, day in enumerate(simulated):
+                record = self.day(defs, daemon, client, index, day)
+                self.records.append(record)
+                self.echo(format_line(record))
+        return self.records
+
+    def stop_endpoint(self) -> int | None:
+        return server.stop(self.settings, self.spec.port)
