@@ -174,6 +174,7 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         assert quarantine[1] == 0 and n_rejected == 0
     message = next(iter(failed[(f"raw_{case.source}", sorted(case.checks - {"check_volume"} or case.checks)[0])].splitlines()))
     assert BAD_DAY.isoformat() in " ".join(failed.values())
+    message = message.replace(str(settings.landing_dir), "<landing>")
     record(
         "bad inputs: ingestion", _id(case),
         what=f"{SCENARIOS[case.scenario]} ({case.file_format}), landed as day {BAD_DAY} after {DAYS} clean days; data_layer assets",
@@ -181,7 +182,7 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         + ("rows quarantined with reasons" if case.quarantined else "no rows quarantined (batch unusable)")
         + "; marts, earlier raw rows and landing files unchanged",
         observed=f"held; failed {', '.join(sorted(c for (_, c) in failed))}; landed {n_landed} = kept {n_accepted} + quarantined {n_rejected}; "
-        f"production tables identical ({len(after)} digests); `{message[:110]}`",
+        f"production tables identical ({len(after)} digests); `{message[:140]}`",
         test=f"test_bad_inputs.py::test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged[{_id(case)}]",
     )
 
