@@ -19,40 +19,48 @@ from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
+from mlops_core.settings import Settings
 from resources.environment import build_resources
 from sensors.canary import canary_rollback_sensor
 from sensors.retraining import performance_sensor, retraining_sensor, weekly_retraining
 
-defs = dg.Definitions(
-    assets=[
-        *raw_assets,
-        *warehouse_assets,
-        training_set,
-        online_features,
-        fraud_model_candidate,
-        baseline_model,
-        candidate_evaluation,
-        registered_challenger,
-        champion_model,
-        model_alias_history,
-        staging_endpoint,
-        shadow_endpoint,
-        canary_endpoint,
-        production_endpoint,
-        canary_rollback,
-        prediction_log,
-        batch_scores,
-        feature_drift,
-        label_volume,
-        retraining_request,
-        live_performance_asset,
-        prediction_drift,
-        concept_drift,
-    ],
-    sensors=[canary_rollback_sensor, retraining_sensor, performance_sensor, monitoring_automation],
-    schedules=[weekly_retraining],
-    asset_checks=[online_store_fresh],
-    jobs=jobs,
-    resources=build_resources(),
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The code location with resources for `settings` (default: from the environment). A process that
+    simulates or tests another MLOPS_HOME builds its own instead of the module-level `defs`."""
+    return dg.Definitions(
+        assets=[
+            *raw_assets,
+            *warehouse_assets,
+            training_set,
+            online_features,
+            fraud_model_candidate,
+            baseline_model,
+            candidate_evaluation,
+            registered_challenger,
+            champion_model,
+            model_alias_history,
+            staging_endpoint,
+            shadow_endpoint,
+            canary_endpoint,
+            production_endpoint,
+            canary_rollback,
+            prediction_log,
+            batch_scores,
+            feature_drift,
+            label_volume,
+            retraining_request,
+            live_performance_asset,
+            prediction_drift,
+            concept_drift,
+        ],
+        sensors=[canary_rollback_sensor, retraining_sensor, performance_sensor, monitoring_automation],
+        schedules=[weekly_retraining],
+        asset_checks=[online_store_fresh],
+        jobs=jobs,
+        resources=build_resources(settings),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

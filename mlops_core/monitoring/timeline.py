@@ -47,6 +47,8 @@ class DayRecord:
     promoted: str | None = None  # new champion version
     seconds: float = 0.0
     landing_to_champion_seconds: float | None = None
+    # Wall seconds of each phase of the day: land, data_layer, serve, monitoring, sensors (retraining and rollout included).
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
@@ -104,6 +106,7 @@ def write_timeline(records: list[DayRecord], directory: Path) -> tuple[Path, Pat
             for r in records:
                 row = asdict(r)
                 row["triggers"] = " | ".join(r.triggers)
+                row["phases"] = json.dumps({k: round(v, 2) for k, v in r.phases.items()})
                 writer.writerow(row)
     return as_json, as_csv
 

@@ -1,0 +1,106 @@
+"""The closed loop on short simulations through the real platform: data layer, live endpoint on 127.0.0.1,
+monitoring, sensors ticking in process, retraining and the staged rollout.
+
+- covariate drift: the drift sensor retrains and a new champion serves, the frozen model is kept beside it;
+- bad data: the data gate blocks the day, nothing retrains, and the champion keeps serving every request.
+Each run starts its own MLOPS_HOME: history of 45 days, then a few simulated days.
+"""
+
+import socket
+
+import dagster as dg
+import duckdb
+import mlflow
+import pytest
+
+from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
+from mlops_core import registry
+from mlops_core.serving.client import EndpointClient
+from mlops_core.settings import Settings
+
+ENV_KEYS = ("MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
+            "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_RETRAIN_NEW_LABELS")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _simulate(tmp_path_factory, **spec):
+    home = tmp_path_factory.mktemp("loop")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        for key in ENV_KEYS:
+            mp.delenv(key, raising=False)
+        settings = Settings.from_env()
+        lines: list[str] = []
+        loop = ClosedLoop(settings, SimulationSpec(history_days=45, rows_per_day=2000, port=_free_port(), **spec), echo=lines.append)
+        try:
+            records = loop.run()
+            with EndpointClient(f"http://127.0.0.1:{loop.spec.port}") as client:
+                deployment = client.deployment()
+        finally:
+            loop.stop_endpoint()
+        with dg.DagsterInstance.get() as instance:
+            retraining_runs = instance.get_runs(dg.RunsFilter(job_name="retraining_job"))
+        client = mlflow.MlflowClient(registry.tracking_uri(loop.settings.mlflow_dir))
+        champion = registry.alias_version(client, registry.CHAMPION)
+        yield loop, records, lines, deployment, retraining_runs, champion
+
+
+@pytest.fixture(scope="module")
+def covariate(tmp_path_factory):
+    yield from _simulate(tmp_path_factory, days=3, scenario="covariate_drift", drift_day=1)
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    yield from _simulate(tmp_path_factory, days=2, scenario="bad_missing_column", drift_day=1)
+
+
+@pytest.mark.timeout(1200)
+def test_drift_retrains_and_a_new_champion_serves(covariate):
+    loop, records, lines, deployment, runs, champion = covariate
+    before, drifted = records[0], records[1]
+    assert not before.affected and not before.triggers and before.champion == "1"
+    assert drifted.affected and drifted.drift_share >= 0.5
+    assert any("retraining_sensor: feature drift on" in t for t in drifted.triggers)
+    assert drifted.promoted == "2" and drifted.landing_to_champion_seconds > 0
+    # The new champion is what the endpoint serves and what the registry says.
+    assert deployment["champion_version"] == champion == "2"
+    # One retraining run, launched by the sensor, tagged with its reasons; the next day's trigger is held.
+    (run,) = runs
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["mlops/trigger"] == "retraining_sensor" and "feature drift on" in run.tags["mlops/reasons"]
+    assert run.tags["dagster/run_key"] == f"retrain-{drifted.day}"
+    assert any("cool-down" in t for t in records[2].triggers) and records[2].promoted is None
+    # The frozen first champion scored the same requests.
+    assert all(0 <= r.frozen_recall <= 1 and 0 <= r.served_auc_pr_7d <= 1 for r in records)
+    assert any("PROMOTED v2" in line for line in lines)
+
+
+@pytest.mark.timeout(1200)
+def test_bad_data_is_blocked_and_the_champion_keeps_serving(bad_data):
+    loop, records, lines, deployment, runs, champion = bad_data
+    good, bad = records
+    assert good.data_layer == "ok" and bad.affected
+    assert bad.data_layer != "ok", "the day without merchant_category must not get through the data layer"
+    assert not runs and bad.promoted is None and not bad.triggers
+    assert deployment["champion_version"] == champion == "1"
+    # The endpoint answered every transaction of the bad day: the landing fault does not touch serving.
+    assert bad.transactions > 1000 and 0 <= bad.served_recall <= 1
+    assert "check_schema" in bad.data_layer
+    with duckdb.connect(str(loop.settings.duckdb_path), read_only=True) as con:
+        status = con.execute(
+            "select status, failed_checks from raw.load_log where source = 'transactions' and partition_date = ?", [bad.day]
+        ).fetchall()
+        reasons = con.execute(
+            "select count(*), min(reason) from quarantine.rejected_rows where source = 'transactions' and partition_date = ?", [bad.day]
+        ).fetchall()[0]
+        loaded = con.execute("select count(*) from marts.transactions_enriched where event_date = ?", [bad.day]).fetchall()[0][0]
+    assert status == [("held", '["check_schema"]')] or (status and status[0][0] == "held" and "check_schema" in status[0][1])
+    # Nothing is lost: every landed row is kept in quarantine with its reason; none reached the marts.
+    assert reasons[0] > 1000 and "missing column(s) ['merchant_category']" in reasons[1]
+    assert loaded == 0
