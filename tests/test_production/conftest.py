@@ -18,7 +18,15 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def production(tmp_path_factory):
+def production_world_session(tmp_path_factory):
     """Postgres, mlflow server and redis-server on loopback; data_layer_job and training_job already run."""
     with production_world(tmp_path_factory.mktemp("production")) as world:
         yield world
+
+
+@pytest.fixture
+def production(production_world_session, monkeypatch):
+    """The world, with its MLOPS_* / DAGSTER_* environment set for this test only."""
+    for key, value in production_world_session.env.items():
+        monkeypatch.setenv(key, value)
+    return production_world_session

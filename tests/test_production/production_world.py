@@ -4,7 +4,8 @@ redis-server, and the Dagster instance loaded from deploy/dagster.production-loc
 `production_world(root)` starts the servers, points every MLOPS_* / DAGSTER_* variable at them,
 generates a small history and runs `data_layer_job` and `training_job` in process on the
 production instance, as CI does ("in-process runs, no cluster"). The caller gets a
-`ProductionWorld` with the servers, the run results and the measured timings.
+`ProductionWorld` with the servers, the run results, the environment (set only while the jobs
+run; conftest.py sets it again for each test that uses the world) and the measured timings.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class ProductionWorld:
     mlflow: MlflowServer
     settings: Settings
     defs: dg.Definitions
+    env: dict[str, str]
     results: dict[str, dg.ExecuteInProcessResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -156,16 +158,21 @@ def production_world(root: Path) -> Iterator[ProductionWorld]:
     from mlops_core.datagen.generator import DemoSpec, generate_landing
     from resources.environment import build_resources
 
+    # Imported before the environment below is set: other tests share the module's `defs`.
+    from mlops_assets.definitions import defs
+
     timings: dict[str, float] = {}
     began = time.monotonic()
-    pg = start_postgres()
-    mlflow = redis = None
-    try:
+    with contextlib.ExitStack() as servers:  # every server is stopped, even if another stop fails
+        pg = start_postgres()
+        servers.callback(remove, pg)
         pg.create_database(DAGSTER_DB)
         pg.create_database(MLFLOW_DB)
         timings["postgres_start_s"] = time.monotonic() - began
         mlflow = launch_mlflow_server(pg, root)  # boots while the data layer runs
+        servers.callback(mlflow.stop)
         redis = _features_conftest().start_redis(root / "redis")
+        servers.callback(redis.stop)
 
         home = root / "home"
         dagster_home = home / "dagster_home"
@@ -193,32 +200,25 @@ def production_world(root: Path) -> Iterator[ProductionWorld]:
             for key, value in env.items():
                 mp.setenv(key, value)
             settings = Settings.from_env()
-            from mlops_assets.definitions import defs
-
-            # The code location as imported may have been built for another MLOPS_HOME earlier in
-            # the session: the same assets and jobs, with resources for this environment.
+            # The code location was imported for the session's MLOPS_HOME (above, before this
+            # environment): the same assets and jobs, with resources for this environment.
             located = dg.Definitions(
                 assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, sensors=defs.sensors,
                 schedules=defs.schedules, executor=defs.executor, resources=build_resources(settings),
             )
-            world = ProductionWorld(pg, redis, mlflow, settings, located, timings=timings)
+            world = ProductionWorld(pg, redis, mlflow, settings, located, env, timings=timings)
             generate_landing(DemoSpec(start=START, days=DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED), settings.landing_dir)
 
             t = time.monotonic()
             world.results["data_layer_job"] = world.run("data_layer_job", tags=partition_tags())
             timings["data_layer_job_s"] = time.monotonic() - t
 
-            t = time.monotonic()
             mlflow.wait_healthy()
             timings["mlflow_ready_after_s"] = time.monotonic() - began
             t = time.monotonic()
             world.results["training_job"] = world.run("training_job", run_config=TRAINING_RUN_CONFIG)
             timings["training_job_s"] = time.monotonic() - t
             timings["world_s"] = time.monotonic() - began
-            yield world
-    finally:
-        if mlflow is not None:
-            mlflow.stop()
-        if redis is not None:
-            redis.stop()
-        remove(pg)
+        # The environment is restored here: tests set it again for themselves (conftest.py), so
+        # tests elsewhere in the session never see this world's variables.
+        yield world

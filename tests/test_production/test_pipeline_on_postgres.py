@@ -56,12 +56,13 @@ def test_runs_materializations_and_check_results_are_rows_in_postgres(production
 
             evaluated = _events(result, "ASSET_CHECK_EVALUATION")
             cursor.execute(
-                "SELECT check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
+                "SELECT asset_key, check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
             )
             checks = cursor.fetchall()
             assert evaluated and len(checks) == len(evaluated), job
-            expected = {e.event_specific_data.check_name: e.event_specific_data.passed for e in evaluated}
-            assert {name: status == "SUCCEEDED" for name, status in checks} == expected
+            expected = {(e.event_specific_data.asset_key, e.event_specific_data.check_name): e.event_specific_data.passed for e in evaluated}
+            assert {(dg.AssetKey.from_db_string(key), name): status == "SUCCEEDED" for key, name, status in checks} == expected
+            print(f"\n{job}: {len(stored)} materializations and {len(checks)} check results in Postgres")
 
     data_layer = production.results["data_layer_job"]
     raw_partitions = {e.partition for e in _events(data_layer, "ASSET_MATERIALIZATION") if e.partition}

@@ -2,9 +2,10 @@
 
 A data_layer_job run re-ingests the last days of the history on the production instance (its
 ingestion steps only: dbt would add a minute on 2 cores and writes nothing to Postgres that the
-ingestion steps do not).
-As soon as Postgres holds its first materialization, a watcher stops the server (fast shutdown:
-sessions cut), keeps it down for DOWN_S seconds, and starts it again. Afterwards the run record
+ingestion steps do not). A watcher stops the server (fast shutdown: sessions cut), keeps it
+down for DOWN_S seconds and starts it again, at one of two moments: once Postgres holds the run's
+first materialization (raw_accounts is writing its events, one after another), or once
+raw_transactions has started (it reads and validates 14 days before it writes its next event). Afterwards the run record
 must have a terminal status, its materializations must be each recorded once (all of them if it
 succeeded), the warehouse must hold exactly what it held before, and a rerun must succeed.
 
@@ -30,6 +31,11 @@ RERUN_DAYS = 14
 RERUN_START = START + timedelta(days=DAYS - RERUN_DAYS)
 INGESTION = [dg.AssetKey(f"raw_{source}") for source in ("accounts", "transactions", "labels")]
 DOWN_S = 2.0
+# When to restart: an SQL count over the run's events that must be >= 1.
+MOMENTS = {
+    "while-events-are-written": "dagster_event_type = 'ASSET_MATERIALIZATION'",
+    "while-a-step-computes": "dagster_event_type = 'STEP_START' AND step_key = 'raw_transactions'",
+}
 TABLES = ("raw.transactions", "raw.labels", "raw.accounts", "marts.transactions_enriched")
 
 
@@ -51,11 +57,11 @@ def _materialized(cursor, run_id: str) -> list[tuple[str, str]]:
 
 
 class RestartWhenRunning(threading.Thread):
-    """Restarts Postgres once a data_layer_job run other than `known_runs` has a materialization in it."""
+    """Restarts Postgres once a data_layer_job run other than `known_runs` has an event matching `moment`."""
 
-    def __init__(self, production, known_runs: set[str]):
+    def __init__(self, production, known_runs: set[str], moment: str):
         super().__init__(daemon=True)
-        self.production, self.known_runs = production, known_runs
+        self.production, self.known_runs, self.moment = production, known_runs, moment
         self.run_id: str | None = None
         self.materialized_before = 0
         self.outage_s: float | None = None
@@ -73,12 +79,15 @@ class RestartWhenRunning(threading.Thread):
                         new = {row[0] for row in cursor.fetchall()} - self.known_runs
                         if new:
                             (self.run_id,) = new
-                            self.materialized_before = len(_materialized(cursor, self.run_id))
-                            if self.materialized_before:
+                            cursor.execute(
+                                f"SELECT count(*) FROM event_logs WHERE run_id = %s AND {MOMENTS[self.moment]}", [self.run_id]
+                            )
+                            if cursor.fetchone()[0] >= 1:
+                                self.materialized_before = len(_materialized(cursor, self.run_id))
                                 break
                         time.sleep(0.05)
                     else:
-                        raise TimeoutError("the run never recorded a materialization")
+                        raise TimeoutError(f"the run never reached {self.moment}")
             finally:
                 connection.close()
             self.outage_s = self.production.postgres.restart(down_s=DOWN_S)
@@ -87,7 +96,8 @@ class RestartWhenRunning(threading.Thread):
             self.error = err
 
 
-def test_postgres_restarted_during_a_run(production, caplog):
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_postgres_restarted_during_a_run(production, caplog, moment: str):
     caplog.set_level(logging.WARNING)
     settings = production.settings
     before = _warehouse_counts(settings)
@@ -101,7 +111,7 @@ def test_postgres_restarted_during_a_run(production, caplog):
             if partition is not None and partition >= RERUN_START.isoformat()
         }
 
-    watcher = RestartWhenRunning(production, known)
+    watcher = RestartWhenRunning(production, known, moment)
     watcher.start()
     started = time.monotonic()
     result = production.run("data_layer_job", tags=partition_tags(RERUN_START, RERUN_DAYS), asset_selection=INGESTION)
@@ -109,12 +119,12 @@ def test_postgres_restarted_during_a_run(production, caplog):
     watcher.join(timeout=60)
     assert watcher.error is None, watcher.error
     assert watcher.run_id == result.run_id
-    # the restart happened inside the run: after its first materialization, before it returned
-    assert watcher.materialized_before >= 1 and started < watcher.restarted_at < finished
+    # the restart happened inside the run: after the chosen event, before the run returned
+    assert started < watcher.restarted_at < finished
 
     retries = [r for r in caplog.records if "Retrying failed database connection" in r.getMessage()]
     print(
-        f"\nPostgres restart during data_layer_job: outage {watcher.outage_s:.2f} s "
+        f"\nPostgres restart during data_layer_job ({moment}): outage {watcher.outage_s:.2f} s "
         f"(down {DOWN_S} s) after {watcher.materialized_before} materialization(s); run "
         f"{'succeeded' if result.success else 'FAILED'} in {finished - started:.1f} s; "
         f"{len(retries)} connection retries logged"

@@ -73,7 +73,7 @@ def test_the_profile_validates_against_dagsters_instance_schema(path: Path, tmp_
     limits = {(limit["key"], str(limit.get("value"))): limit["limit"] for limit in runs["tag_concurrency_limits"]}
     assert limits[("mlops/warehouse", "duckdb")] == 1
     assert limits[("mlops/retraining", "None")] == 1
-    assert config["run_retries"]["enabled"] is True
+    assert config.get("run_retries", {}).get("enabled", False) is False
 
 
 def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_environment(tmp_path: Path, monkeypatch):
@@ -95,8 +95,9 @@ def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_
     launcher = K8sRunLauncher(**{**processed.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
     assert launcher.job_namespace == "mlops-runs"
     assert launcher.job_image == "registry.example/mlops-code:1.2.3"
-    assert launcher.env_secrets == ["mlops-postgres", "mlops-secrets"]
-    assert launcher.instance_config_map == "mlops-dagster-instance"
+    assert launcher.env_secrets == ["mlops-secrets"]
+    assert launcher.postgres_password_secret == "mlops-postgres"
+    assert launcher.instance_config_map == "dagster-instance"
     assert "from-a-secret" not in repr(processed.value)
 
 
