@@ -304,11 +304,13 @@ def _output_to(log_path: Path):
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--label-maturity-days", type=click.IntRange(min=4, max=365), default=7, show_default=True,
               help="Dispute window of the simulated bank: a legitimate label lands this many days after the transaction.")
+@click.option("--training-lookback-days", type=click.IntRange(min=7), default=28, show_default=True,
+              help="Days of mature data each retraining takes.")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint on 127.0.0.1.")
 @click.option("--keep-endpoint/--stop-endpoint", default=False, show_default=True, help="Leave the endpoint running at the end.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_REPORTS_DIR/simulation.")
-def simulate_command(days, scenario, drift_day, history_days, rows_per_day, label_maturity_days, seed, port, keep_endpoint, out_dir) -> None:
+def simulate_command(days, scenario, drift_day, history_days, rows_per_day, label_maturity_days, training_lookback_days, seed, port, keep_endpoint, out_dir) -> None:
     """The closed loop, day by day: data lands, the endpoint serves, labels arrive late, sensors retrain and roll out.
 
     Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
@@ -320,7 +322,7 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     try:
         spec = SimulationSpec(
             days=days, scenario=scenario, drift_day=drift_day, history_days=history_days, rows_per_day=rows_per_day,
-            label_maturity_days=label_maturity_days, seed=seed, port=port,
+            label_maturity_days=label_maturity_days, training_lookback_days=training_lookback_days, seed=seed, port=port,
         )
         from mlops_core.datagen.scenarios import get_scenario
 

@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".mlops"
 
 
-def _int_env(env, name: str, default: int) -> int:
+def _int_env(env, name: str, default: int | None) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -42,6 +42,8 @@ class Settings:
     # The dispute window of the business: a transaction without a fraud verdict after this many days
     # is legitimate. Training leaves younger transactions out (MLOPS_LABEL_MATURITY_DAYS).
     label_maturity_days: int = 45
+    # Days of mature history the training set takes (MLOPS_TRAINING_LOOKBACK_DAYS; unset: all of it).
+    training_lookback_days: int | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -64,6 +66,7 @@ class Settings:
             mlflow_dir=Path(env.get("MLOPS_MLFLOW_DIR", home / "mlflow")).resolve(),
             online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
             label_maturity_days=_int_env(env, "MLOPS_LABEL_MATURITY_DAYS", 45),
+            training_lookback_days=_int_env(env, "MLOPS_TRAINING_LOOKBACK_DAYS", None),
         )
 
     def __post_init__(self) -> None:
@@ -79,6 +82,10 @@ class Settings:
         os.environ["MLOPS_DUCKDB_PATH"] = str(self.duckdb_path)
         os.environ["DAGSTER_HOME"] = str(self.dagster_home)
         os.environ["MLOPS_LABEL_MATURITY_DAYS"] = str(self.label_maturity_days)
+        if self.training_lookback_days is None:
+            os.environ.pop("MLOPS_TRAINING_LOOKBACK_DAYS", None)
+        else:
+            os.environ["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):

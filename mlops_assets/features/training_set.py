@@ -31,6 +31,10 @@ class TrainingSetConfig(dg.Config):
         description="Transactions younger than this at the cutoff are left out: their legitimate labels are not in yet. "
         "Default: MLOPS_LABEL_MATURITY_DAYS (45).",
     )
+    lookback_days: int | None = Field(
+        default=None,
+        description="Only the last N days of mature transactions. Default: MLOPS_TRAINING_LOOKBACK_DAYS, else all history.",
+    )
     validation_share: float = Field(default=0.15, description="Share of rows, by time, in the validation split (after train).")
     test_share: float = Field(default=0.15, description="Share of rows, by time, in the test split (the newest).")
     leakage_sample_size: int = Field(default=300, description="Rows the leakage check recomputes by brute force.")
@@ -81,6 +85,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, w
         spec = TrainingSetSpec(
             cutoff=resolve_cutoff(con, config),
             label_maturity_days=config.label_maturity_days or Settings.from_env().label_maturity_days,
+            lookback_days=config.lookback_days or Settings.from_env().training_lookback_days,
             validation_share=config.validation_share,
             test_share=config.test_share,
         )
@@ -104,6 +109,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, w
             "table": TRAINING_SET_TABLE,
             "cutoff": spec.cutoff.isoformat(),
             "label_maturity_days": spec.label_maturity_days,
+            "lookback_days": spec.lookback_days,
             "entity_horizon": spec.entity_horizon.isoformat(),
             "splits": dg.MetadataValue.md(splits),
             "labels_after_cutoff_left_out": summary.labels_after_cutoff,

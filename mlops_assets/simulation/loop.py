@@ -52,6 +52,8 @@ class SimulationSpec:
     history_days: int = 60  # landed and trained on before day 0 (windows warm up, labels mature)
     rows_per_day: int = 2000
     label_maturity_days: int = 7
+    # Train on the last 4 weeks of mature data: with all history, the new pattern would stay a minority.
+    training_lookback_days: int = 28
     seed: int = 7
     port: int = 8000
     rollout_replay: int = 300
@@ -128,7 +130,7 @@ class ClosedLoop:
     def __init__(self, settings: Settings, spec: SimulationSpec, echo: Callable[[str], None] = print) -> None:
         self.spec = spec
         self.echo = echo
-        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days)
+        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days, training_lookback_days=spec.training_lookback_days)
         self.records: list[DayRecord] = []
         self.scores: list[DayScores] = []
         self.frozen: LoadedModel | None = None

@@ -170,8 +170,8 @@ def audit_join(
     expected = con.execute(
         f"""select count(*) from {events} as e
             join ({labels_known_at_cutoff_sql(labels)}) as l using (transaction_id)
-            where e.event_timestamp < $horizon""",
-        {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon},
+            where e.event_timestamp < $horizon and e.event_timestamp >= $start""",
+        spec.entity_params,
     ).fetchone()[0]
     null_counts = con.execute(
         f"select {', '.join(f'count(*) - count({name})' for name in FEATURE_NAMES)} from {table}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 
 import duckdb
@@ -34,17 +33,10 @@ from mlops_core.features.spec import (
     spec_version,
 )
 from mlops_core.features.transforms import sql_expression
+from mlops_core.warehouse import checked_identifier  # noqa: F401  (re-exported: audits and scoring import it from here)
 
 TRAINING_SET_TABLE = "features.training_set"
 SPLITS = ("train", "validation", "test")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
-
-
-def checked_identifier(name: str) -> str:
-    """A table name fit to splice into SQL, or ValueError naming it."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"not a plain [schema.]table identifier: {name!r}")
-    return name
 
 
 def _window_clause(window: str) -> str:
@@ -197,8 +189,13 @@ class TrainingSetSpec:
     label_maturity_days: int = 45
     validation_share: float = 0.15
     test_share: float = 0.15
+    # Only transactions in the last `lookback_days` before the maturity horizon (None: all history):
+    # after the world changed, old behaviour stops outweighing the new in the train split.
+    lookback_days: int | None = None
 
     def __post_init__(self) -> None:
+        if self.lookback_days is not None and self.lookback_days < 1:
+            raise ValueError(f"lookback_days must be >= 1 or None, got {self.lookback_days}")
         if self.cutoff.tzinfo is None:
             raise ValueError(f"cutoff must be timezone-aware (UTC), got {self.cutoff!r}")
         if self.label_maturity_days < 0:
@@ -218,6 +215,17 @@ class TrainingSetSpec:
     def entity_horizon(self) -> dt.datetime:
         """Transactions at or after this instant are too young to have a mature label."""
         return self.cutoff_naive_utc - dt.timedelta(days=self.label_maturity_days)
+
+    @property
+    def entity_start(self) -> dt.datetime:
+        """Transactions before this instant are left out (the lookback window's start)."""
+        if self.lookback_days is None:
+            return dt.datetime(1900, 1, 1)
+        return self.entity_horizon - dt.timedelta(days=self.lookback_days)
+
+    @property
+    def entity_params(self) -> dict[str, dt.datetime]:
+        return {"cutoff": self.cutoff_naive_utc, "horizon": self.entity_horizon, "start": self.entity_start}
 
 
 @dataclass(frozen=True)
@@ -261,8 +269,8 @@ def build_training_set(
     Replaces the table in one transaction, so a failed build leaves the previous one.
     """
     target = checked_identifier(target)
-    params = {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon}
-    schema = target.split(".")[0] if "." in target else None
+    params = spec.entity_params
+    schema = checked_identifier(target.split(".")[0]) if "." in target else None
     con.execute("begin transaction")
     try:
         if schema:
@@ -275,12 +283,12 @@ features as ({point_in_time_features_sql(events, account_history)}),
 entity as (
     select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
     from features join labels using (transaction_id)
-    where features.event_timestamp < $horizon
+    where features.event_timestamp < $horizon and features.event_timestamp >= $start
 ),
 bounds as (
     select
-        quantile_disc(event_timestamp, {1 - spec.validation_share - spec.test_share!r}) as train_end,
-        quantile_disc(event_timestamp, {1 - spec.test_share!r}) as validation_end
+        quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
+        quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
     from entity
 )
 select
@@ -319,14 +327,15 @@ def summarize_training_set(
     bounds: dict[str, tuple[str, str]] = {}
     for split, n, rate, first, last in by_split:
         rows_by_split[split], fraud_rate[split], bounds[split] = n, rate, (first, last)
-    params = {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon}
+    params = spec.entity_params
     entity_rows = con.execute(
-        f"select count(*) from {events} where event_timestamp < $horizon", {"horizon": spec.entity_horizon}
+        f"select count(*) from {events} where event_timestamp < $horizon and event_timestamp >= $start",
+        {"horizon": spec.entity_horizon, "start": spec.entity_start},
     ).fetchone()[0]
     labels_after = con.execute(f"select count(*) from {labels} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}).fetchone()[0]
     unlabeled = con.execute(
         f"""select count(*) from {events} as e
-            where e.event_timestamp < $horizon
+            where e.event_timestamp < $horizon and e.event_timestamp >= $start
               and not exists (select 1 from {labels} as l where l.transaction_id = e.transaction_id and l.labeled_at <= $cutoff)""",
         params,
     ).fetchone()[0]

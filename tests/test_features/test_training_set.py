@@ -386,3 +386,28 @@ def test_training_set_has_every_feature_and_the_label_columns():
         con.close()
     assert set(FEATURE_NAMES) <= set(columns)
     assert {"transaction_id", "account_id", "event_timestamp", "is_fraud", "labeled_at", "label_source", "split"} <= set(columns)
+
+
+def test_a_lookback_window_keeps_only_recent_mature_transactions_and_the_join_audit_agrees():
+    from mlops_core.features.audits import audit_join
+    LOOKBACK = 20
+
+    events, snapshots, labels = label_scenario()
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=MATURITY_DAYS, lookback_days=LOOKBACK)
+    con, summary, rows = build(events, snapshots, labels, spec)
+    try:
+        start = HORIZON - dt.timedelta(days=LOOKBACK)
+        everything = {r["transaction_id"] for r in build(events, snapshots, labels)[2]}
+        kept = {r["transaction_id"] for r in rows}
+        by_id = {e["transaction_id"]: e["event_timestamp"] for e in events}
+        assert kept == {t for t in everything if by_id[t] >= start}
+        assert kept and kept != everything, "the scenario must have labelled rows on both sides of the window start"
+        report = audit_join(con, "features.training_set", spec)
+        assert report.passed and report.rows == report.expected_rows == len(kept)
+    finally:
+        con.close()
+
+
+def test_lookback_must_be_positive():
+    with pytest.raises(ValueError, match="lookback_days"):
+        TrainingSetSpec(cutoff=CUTOFF, lookback_days=0)
