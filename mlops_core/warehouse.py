@@ -8,6 +8,8 @@ quarantine.rejected_rows with their reason.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pandas as pd
 
@@ -61,6 +63,20 @@ CREATE TABLE IF NOT EXISTS raw.load_log (
 """
 
 
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def checked_identifier(name: str) -> str:
+    """A [schema.]name fit to splice into SQL text, or ValueError naming it.
+
+    SQL values always go in as parameters; identifiers cannot, so every table or column
+    name formatted into SQL passes through here first (tests/test_security checks that).
+    """
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain [schema.]table identifier: {name!r}")
+    return name
+
+
 def raw_table(source: str) -> str:
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(SOURCES)}")
@@ -94,8 +110,8 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
     found = []
     for ref in contract.references:
         keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "ref_id": frame[ref.column].to_numpy()})
-        view = _registered(con, "_refs_to_check", keys)
-        id_column = SOURCES[ref.source].id_column
+        view = checked_identifier(_registered(con, "_refs_to_check", keys))
+        id_column = checked_identifier(SOURCES[ref.source].id_column)
         # Probe the referenced table with the batch's ids (IN builds its hash on the
         # batch side) instead of de-duplicating the whole table per chunk: 6x faster
         # against 10M transactions.
@@ -120,11 +136,12 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
 def ids_loaded_in_other_partitions(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract, partitions: list):
     """Rows whose id already exists in a partition outside this run (events only)."""
     keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "id": frame[contract.id_column].to_numpy()})
-    view = _registered(con, "_ids_to_check", keys)
+    view = checked_identifier(_registered(con, "_ids_to_check", keys))
+    id_column = checked_identifier(contract.id_column)
     clash = con.execute(
         f"""
         SELECT k.row_label, k.id, min(t._partition_date) AS other_partition
-        FROM {view} k JOIN {raw_table(contract.name)} t ON k.id = t.{contract.id_column}
+        FROM {view} k JOIN {raw_table(contract.name)} t ON k.id = t.{id_column}
         WHERE t._partition_date NOT IN (SELECT unnest($partitions::DATE[]))
         GROUP BY ALL
         """,
@@ -156,7 +173,7 @@ def replace_partitions(
     Re-materializing a day therefore replaces it and never duplicates it.
     """
     table = raw_table(contract.name)
-    columns = contract.columns + list(LINEAGE_COLUMNS)
+    columns = [checked_identifier(c) for c in contract.columns + list(LINEAGE_COLUMNS)]
     con.execute("BEGIN TRANSACTION")
     try:
         params = {"partitions": partitions}
@@ -202,6 +219,7 @@ def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows:
     failed write leaves the previous rows. The frame is registered outside the transaction:
     unregistering inside an aborted one would fail and hide the error that aborted it.
     """
+    table = checked_identifier(table)
     for statement in ddl.split(";"):
         if statement.strip():
             con.execute(statement).fetchall()
