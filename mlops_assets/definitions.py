@@ -20,7 +20,7 @@ from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.settings import Settings
-from resources.environment import build_resources
+from resources.environment import build_executor, build_resources
 from sensors.canary import canary_rollback_sensor
 from sensors.retraining import performance_sensor, retraining_sensor, weekly_retraining
 
@@ -59,7 +59,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=[online_store_fresh],
         jobs=jobs,
         resources=build_resources(settings),
-        executor=dg.in_process_executor,
+        executor=build_executor(),
     )
 
 

@@ -20,14 +20,21 @@ from mlops_assets.constants import (
     WAREHOUSE,
 )
 
+# Concurrency tags for the production run queue (deploy/dagster.production.yaml): every job writes the
+# one DuckDB file, which takes one writer at a time; retraining runs one at a time.
+WAREHOUSE_WRITER = {"mlops/warehouse": "duckdb"}
+RETRAINING = {**WAREHOUSE_WRITER, "mlops/retraining": "true"}
+
 data_layer_job = dg.define_asset_job(
     DATA_LAYER_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.groups(INGESTION, WAREHOUSE),
     description="Ingest landing partitions through the data gates, then build the dbt warehouse.",
 )
 
 feature_job = dg.define_asset_job(
     FEATURE_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.groups(FEATURES),
     description="Build the point-in-time training set and rebuild the online feature store from the warehouse.",
 )
@@ -36,6 +43,7 @@ _promotion = dg.AssetSelection.assets("champion_model")
 
 training_job = dg.define_asset_job(
     TRAINING_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion,
     description="Features, candidate and baseline training, evaluation with the quality gates, and registration "
     "of a passing candidate as challenger.",
@@ -43,12 +51,14 @@ training_job = dg.define_asset_job(
 
 promote_job = dg.define_asset_job(
     PROMOTE_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=_promotion | dg.AssetSelection.assets("production_endpoint", "model_alias_history"),
     description="Move the champion alias to the current challenger by hand (recorded in the alias history) and serve it.",
 )
 
 rollout_job = dg.define_asset_job(
     ROLLOUT_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.assets(
         "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint", "model_alias_history"
     ),
@@ -58,18 +68,21 @@ rollout_job = dg.define_asset_job(
 
 canary_rollback_job = dg.define_asset_job(
     ROLLBACK_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.assets("canary_rollback"),
     description="Drain a bad canary, restore the aliases, record and alert (launched by canary_rollback_sensor).",
 )
 
 scoring_job = dg.define_asset_job(
     SCORING_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.groups(SCORING),
     description="Score one day's transactions with the champion, vectorized (scoring.batch_scores).",
 )
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
+    tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.assets("prediction_log")
     | (dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request")),
     description="A day's monitoring: the prediction log copied in, then feature and prediction drift, label volume, "
@@ -88,6 +101,7 @@ monitoring_automation = dg.AutomationConditionSensorDefinition(
 
 retraining_job = dg.define_asset_job(
     RETRAINING_JOB,
+    tags=RETRAINING,
     selection=(dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion)
     | dg.AssetSelection.assets(
         "retraining_request", "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint",

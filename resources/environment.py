@@ -45,3 +45,16 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),
     }
+
+
+def build_executor() -> dg.ExecutorDefinition:
+    """In process by default (one DuckDB writer, no per-step start-up). MLOPS_EXECUTOR=k8s runs each step
+    as its own Kubernetes Job (dagster-k8s), one at a time for the same reason."""
+    choice = os.environ.get("MLOPS_EXECUTOR", "in_process")
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({"max_concurrent": 1}, name="k8s_job_executor")
+    if choice != "in_process":
+        raise ValueError(f"MLOPS_EXECUTOR must be 'in_process' or 'k8s', got {choice!r}")
+    return dg.in_process_executor

@@ -1,6 +1,7 @@
 """The code location loads and is wired as designed."""
 
 import dagster as dg
+import pytest
 
 from mlops_assets.constants import DATA_LAYER_JOB, INGESTION, WAREHOUSE
 from mlops_assets.definitions import defs
@@ -123,3 +124,23 @@ def test_retraining_runs_everything_downstream_of_a_trigger():
     sensor = defs.resolve_sensor_def("retraining_sensor")
     assert sensor.job_name == RETRAINING_JOB and sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("weekly_retraining").job_name == RETRAINING_JOB
+
+
+def test_executor_is_chosen_by_environment(monkeypatch):
+    from resources.environment import build_executor
+
+    monkeypatch.delenv("MLOPS_EXECUTOR", raising=False)
+    assert build_executor() is dg.in_process_executor
+    monkeypatch.setenv("MLOPS_EXECUTOR", "k8s")
+    assert build_executor().name == "k8s_job_executor"
+    monkeypatch.setenv("MLOPS_EXECUTOR", "multiprocess")
+    with pytest.raises(ValueError, match="MLOPS_EXECUTOR"):
+        build_executor()
+
+
+def test_every_job_carries_the_queue_concurrency_tags():
+    for job in defs.resolve_all_job_defs():
+        if job.name.startswith("__"):
+            continue
+        assert job.tags.get("mlops/warehouse") == "duckdb", job.name
+    assert defs.resolve_job_def("retraining_job").tags["mlops/retraining"] == "true"
