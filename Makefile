@@ -1,10 +1,11 @@
 # The two set-up commands of README.md. Both install the locked environment first.
 .PHONY: demo test ui
 
-# Install, generate demo data and materialize the data layer end to end.
+# Install, then the whole platform end to end: demo data, data layer, training with gates, staged rollout,
+# then the closed loop (data lands, is served and monitored; sensors retrain and roll out on drift).
 demo:
 	bash scripts/bootstrap.sh
-	.venv/bin/mlops demo run
+	.venv/bin/mlops demo run --loop-days 8
 
 # Install and run the test suite (what CI runs).
 test:

@@ -50,7 +50,7 @@ def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
     for key in ENV_KEYS:
         os.environ.pop(key, None)
     os.environ["MLOPS_HOME"] = str(home)
-    from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec, _merge, QUIET, _rollout_config
+    from mlops_assets.simulation.loop import QUIET, ClosedLoop, SimulationSpec, _merge, _retraining_config
     from mlops_core.serving.client import EndpointClient
     from mlops_core.settings import Settings
 
@@ -66,7 +66,7 @@ def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
             "drift_share": drifted.drift_share,
         }
         # Peer: the same retraining by hand from the CLI, on the same state.
-        config = _merge(QUIET, _rollout_config(spec), {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}})
+        config = _merge(QUIET, _retraining_config(spec), {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}})
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(config, handle)
         dagster = Path(sys.executable).with_name("dagster")

@@ -201,8 +201,16 @@ def _print_where_to_look(settings: Settings) -> None:
 @click.option("--scenario", default="baseline", show_default=True)
 @click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint the demo leaves running on 127.0.0.1.")
-def demo_run(days, rows_per_day, seed, scenario, fresh, port) -> None:
-    """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint."""
+@click.option("--loop-days", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).")
+def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None:
+    """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint.
+
+    With --loop-days N the last N days are simulated instead: each lands, is served, monitored and judged by
+    the sensors, which retrain and roll out when the data drifts (it does from the middle of those days)."""
+    if loop_days:
+        _demo_loop(days, rows_per_day, seed, port, loop_days)
+        return
     from mlops_core.datagen.generator import DemoSpec, generate_landing
 
     from mlops_core.serving import server
@@ -245,6 +253,37 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port) -> None:
     _print_where_to_look(settings)
     if not ok:
         click.echo(f"\nThe run failed: {stage} stopped it; the checks are in the UI.", err=True)
+        sys.exit(1)
+    _print_endpoint(settings, port)
+
+
+def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
+    from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
+    from mlops_core.monitoring.timeline import plot_timeline, write_timeline
+
+    try:
+        spec = SimulationSpec(
+            days=loop_days, scenario="covariate_drift", drift_day=loop_days // 2, history_days=days - loop_days,
+            rows_per_day=rows_per_day, seed=seed, port=port,
+        )
+    except ValueError as err:
+        raise click.UsageError(f"--days {days} with --loop-days {loop_days}: {err}") from err
+    settings = Settings.from_env()
+    log_path = settings.home / "simulation.log"
+    click.echo(f"{days - loop_days} days of history, then {loop_days} days of the closed loop (spending shifts from day "
+               f"{loop_days // 2}); run logs go to {log_path}")
+    with _output_to(log_path) as echo:
+        loop = ClosedLoop(settings, spec, echo=echo)
+        records = loop.run()
+    out_dir = settings.reports_dir / "simulation"
+    write_timeline(records, out_dir)
+    png = plot_timeline(records, out_dir / "simulation-demo.png", "demo: covariate drift, AUC-PR with the closed loop vs frozen")
+    settings = loop.settings
+    _print_where_to_look(settings)
+    click.echo(f"  Loop timeline:   {out_dir / 'timeline.csv'}; plot {png}")
+    promoted = [r for r in records if r.promoted]
+    if not promoted:
+        click.echo("\nThe loop promoted no new champion: see the timeline above and the runs in the UI.", err=True)
         sys.exit(1)
     _print_endpoint(settings, port)
 
@@ -304,7 +343,7 @@ def _output_to(log_path: Path):
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--label-maturity-days", type=click.IntRange(min=4, max=365), default=7, show_default=True,
               help="Dispute window of the simulated bank: a legitimate label lands this many days after the transaction.")
-@click.option("--training-lookback-days", type=click.IntRange(min=7), default=28, show_default=True,
+@click.option("--training-lookback-days", type=click.IntRange(min=7), default=35, show_default=True,
               help="Days of mature data each retraining takes.")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint on 127.0.0.1.")

@@ -61,7 +61,9 @@ class InProcessDaemon:
                     instance=instance, tags=tags, run_config=self.run_configs.get(job.name), raise_on_error=False
                 )
                 failed = tuple(
-                    e.check_name for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+                    f"{e.check_name} ({e.description})" if e.description else e.check_name
+                    for e in result.get_asset_check_evaluations()
+                    if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
                 )
                 runs.append(LaunchedRun(sensor_name, job.name, result.run_id, result.success, request.tags.get("mlops/reasons", ""), failed))
         return TickResult(sensor_name, data.skip_message, tuple(runs))

@@ -52,8 +52,11 @@ class SimulationSpec:
     history_days: int = 60  # landed and trained on before day 0 (windows warm up, labels mature)
     rows_per_day: int = 2000
     label_maturity_days: int = 7
-    # Train on the last 4 weeks of mature data: with all history, the new pattern would stay a minority.
-    training_lookback_days: int = 28
+    # Retrain on the last 5 weeks of mature data, the newest 10% for validation and 10% for the test split:
+    # with all history the new pattern would stay a minority of the train split for months.
+    training_lookback_days: int = 35
+    validation_share: float = 0.1
+    test_share: float = 0.1
     seed: int = 7
     port: int = 8000
     rollout_replay: int = 300
@@ -87,6 +90,12 @@ def _rollout_config(spec: SimulationSpec) -> dict:
             "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "simulation"}},
         }
     }
+
+
+def _retraining_config(spec: SimulationSpec) -> dict:
+    """retraining_job as the sensors launch it here: the rollout's replay, and the simulation's splits."""
+    splits = {"ops": {"training_set": {"config": {"validation_share": spec.validation_share, "test_share": spec.test_share}}}}
+    return _merge(_rollout_config(spec), splits)
 
 
 def _run(defs: dg.Definitions, job_name: str, tags: dict | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -130,7 +139,8 @@ class ClosedLoop:
     def __init__(self, settings: Settings, spec: SimulationSpec, echo: Callable[[str], None] = print) -> None:
         self.spec = spec
         self.echo = echo
-        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days, training_lookback_days=spec.training_lookback_days)
+        # The first champion learns from all the history; retraining takes the lookback window (set after it).
+        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days, training_lookback_days=None)
         self.records: list[DayRecord] = []
         self.scores: list[DayScores] = []
         self.frozen: LoadedModel | None = None
@@ -185,6 +195,8 @@ class ClosedLoop:
         client = mlflow.MlflowClient(registry.tracking_uri(self.settings.mlflow_dir))
         champion = registry.alias_version(client, registry.CHAMPION)
         self.frozen = load_version(client, champion)
+        self.settings = replace(self.settings, training_lookback_days=spec.training_lookback_days)
+        self.settings.export()
         self.echo(
             f"History {history[0].date}..{history[-1].date}: {spec.history_days} days x ~{spec.rows_per_day} transactions loaded, "
             f"champion v{champion} trained and rolled out to http://127.0.0.1:{spec.port} (pid {pid}) in {time.monotonic() - started:.0f} s"
@@ -280,7 +292,7 @@ class ClosedLoop:
 
     def run(self) -> list[DayRecord]:
         defs, simulated = self.start()
-        run_configs = {RETRAINING_JOB: _merge(QUIET, _rollout_config(self.spec))}
+        run_configs = {RETRAINING_JOB: _merge(QUIET, _retraining_config(self.spec))}
         daemon = InProcessDaemon(defs, self.settings.home / "simulation" / "sensor_cursors.json", run_configs)
         from mlops_core.monitoring.timeline import HEADER
 
