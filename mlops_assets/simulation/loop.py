@@ -62,6 +62,9 @@ class SimulationSpec:
     rollout_replay: int = 300
     canary_share: float = 0.25
     evidently_reports: bool = False  # Evidently's HTML per day costs seconds; the drift table is always written
+    # Gate thresholds for the first champion only (candidate_evaluation config); None keeps the defaults.
+    # Tests that exercise the loop, not the gates, open them so a short history always yields a champion.
+    initial_gates: dict | None = None
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
@@ -183,7 +186,8 @@ class ClosedLoop:
         for day in history:
             _land(self.settings, day)
         tags = {"dagster/asset_partition_range_start": history[0].date.isoformat(), "dagster/asset_partition_range_end": history[-1].date.isoformat()}
-        for job, job_tags, config in ((DATA_LAYER_JOB, tags, None), (TRAINING_JOB, {}, None)):
+        gates = {"ops": {"candidate_evaluation": {"config": spec.initial_gates}}} if spec.initial_gates else None
+        for job, job_tags, config in ((DATA_LAYER_JOB, tags, None), (TRAINING_JOB, {}, gates)):
             result = _run(defs, job, job_tags, config)
             if not result.success:
                 raise RuntimeError(f"the history did not get through {job}: {_failed(result)}")
