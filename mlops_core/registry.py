@@ -79,6 +79,9 @@ _T = TypeVar("_T")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
+# Client and server clocks may differ by this much when telling this call's versions from older ones.
+_CLOCK_SKEW_MS = 5_000
+
 # Pauses before the 2nd, 3rd, ... attempt of a failing MLflow call: 3 attempts over ~3 s.
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0)
 
@@ -209,11 +212,17 @@ def register_version(
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
 
+    started_ms = time.time() * 1000 - _CLOCK_SKEW_MS
+    attempts = []
+
     def create_version():
-        # An earlier attempt may have created the version before its answer was lost.
-        for existing in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
-            if existing.source == source:
-                return existing
+        # A retry: the previous attempt may have created the version before its answer was
+        # lost. Only a version of this run created since this call began counts.
+        if attempts:
+            for existing in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
+                if existing.source == source and existing.creation_timestamp >= started_ms:
+                    return existing
+        attempts.append(1)
         return client.create_model_version(model_name, source=source, run_id=run_id, tags=tags, model_id=model_id)
 
     # Both go into a search filter below: checked, never quoted user text.
@@ -257,15 +266,19 @@ def register_as(
     try:
         return move_alias(client, con, alias, version, reason, metrics, actor, model_name)
     except Exception as alias_error:
-        # Deliberately broad: whatever stopped the alias, the new version must not stay.
+        # Deliberately broad: whatever stopped the alias, the new version must not stay,
+        # unless an alias points at it after all (then it is not half-registered).
         try:
-            _call(client, f"delete {model_name} version {version}", lambda: client.delete_model_version(model_name, version))
+            aliased = bool(_get_version(client, model_name, version).aliases)
+            if not aliased:
+                _call(client, f"delete {model_name} version {version}", lambda: client.delete_model_version(model_name, version))
         except RegistryError as cleanup_error:
             raise RegistryInconsistent(
                 f"{model_name} version {version} was registered but alias {alias!r} could not be set ({alias_error}) "
                 f"and deleting the version failed ({cleanup_error}): delete version {version} by hand"
             ) from alias_error
-        log.warning("%s version %s deleted again: alias %r could not be set (%s)", model_name, version, alias, alias_error)
+        if not aliased:
+            log.warning("%s version %s deleted again: alias %r could not be set (%s)", model_name, version, alias, alias_error)
         raise
 
 

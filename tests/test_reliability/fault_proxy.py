@@ -2,7 +2,8 @@
 
 `down()` closes the listening socket (clients get connection refused, as from a dead
 server) and `up()` listens again on the same port; `fail(method, path_part)` answers 503 to
-matching requests only, everything else passes through. The server behind keeps its state,
+matching requests only; `lose_answer(method, path_part)` lets the next matching request
+reach the server and drops its answer; everything else passes through. The server behind keeps its state,
 so what happened during the outage can be checked afterwards.
 """
 
@@ -21,6 +22,8 @@ class FaultProxy:
         self.port: int | None = None
         self.failing: tuple[str, str] | None = None
         self.refused: list[str] = []
+        self.losing: tuple[str, str] | None = None
+        self.lost: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -54,6 +57,13 @@ class FaultProxy:
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
+                if proxy.losing and self.command == proxy.losing[0] and proxy.losing[1] in self.path:
+                    # The server did the work; its answer never arrives (once).
+                    proxy.losing = None
+                    proxy.lost.append(f"{self.command} {self.path}")
+                    self.close_connection = True
+                    upstream.close()
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
@@ -80,6 +90,10 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def lose_answer(self, method: str, path_part: str) -> None:
+        """Forward the next matching request, then drop the connection instead of answering."""
+        self.losing = (method, path_part)
 
     def fail(self, method: str | None, path_part: str = "") -> None:
         """Answer 503 to `method` requests whose path contains `path_part`; None stops failing."""

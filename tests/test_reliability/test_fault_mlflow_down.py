@@ -134,6 +134,7 @@ def test_mlflow_down_mid_training_is_retried_then_fails_cleanly_without_a_half_r
     assert before["champion"] == "1" and before["versions"] == ["1"]
     _record_unreachable(retries, elapsed, after)
     _mid_registration(settings, proxy, client, trained, frame, caplog)
+    _lost_answer(settings, proxy, client, trained, frame, caplog)
 
 
 def _record_unreachable(retries, elapsed, after):
@@ -175,5 +176,30 @@ def _mid_registration(settings, proxy, client, trained, frame, caplog):
         expected="alias call retried, then the new version deleted again; no version without its alias, tags and ONNX graph",
         observed=f"{len(proxy.refused)} alias attempts refused, version 2 deleted again, run failed with RegistryUnavailable; "
         f"versions {after['versions']} (each with alias, threshold tag, .onnx), champion {after['champion']}",
+        test="test_fault_mlflow_down.py::test_mlflow_down_mid_training_is_retried_then_fails_cleanly_without_a_half_registered_model",
+    )
+
+
+def _lost_answer(settings, proxy, client, trained, frame, caplog):
+    """The server creates the version but its answer is lost: the retry finds that version
+    instead of creating a second one, and registration completes."""
+    caplog.clear()
+    before = _state(client, settings)
+    result = _run(settings, trained, frame, outage=lambda: proxy.lose_answer("POST", "/model-versions/create"))
+    after = _state(client, settings)
+
+    assert result.success
+    assert len(proxy.lost) == 1
+    assert any("retrying in" in r.getMessage() and "register" in r.getMessage() for r in caplog.records)
+    new = sorted(set(after["versions"]) - set(before["versions"]))
+    assert len(new) == 1, after["versions"]
+    assert after["challenger"] == new[0] and after["champion"] == before["champion"]
+    assert after["history_rows"] == before["history_rows"] + 1
+    record(
+        "faults", "MLflow answer lost mid-registration",
+        what="as above, but the server creates the version and its answer is dropped (connection closed)",
+        expected="the retry finds the version the lost attempt created: exactly one new version, with the challenger alias",
+        observed=f"1 answer lost, 1 logged retry; versions {before['versions']} -> {after['versions']}, challenger {after['challenger']}, "
+        f"champion {after['champion']}, one history row added",
         test="test_fault_mlflow_down.py::test_mlflow_down_mid_training_is_retried_then_fails_cleanly_without_a_half_registered_model",
     )
