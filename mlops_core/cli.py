@@ -147,6 +147,8 @@ def run_features() -> bool:
 def _print_where_to_look(settings: Settings) -> None:
     import duckdb
 
+    from mlops_core.warehouse import checked_identifier
+
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         loads = con.execute(
             "SELECT source, count(*) FILTER (status = 'accepted'), count(*) FILTER (status = 'held'), "
@@ -155,7 +157,7 @@ def _print_where_to_look(settings: Settings) -> None:
         marts = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1"
         ).fetchall()
-        counts = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for (name,) in marts}
+        counts = {name: con.execute(f"SELECT count(*) FROM {checked_identifier(name)}").fetchall()[0][0] for (name,) in marts}
     click.echo("\nData layer")
     for source, accepted, held, rows, rejected in loads:
         click.echo(f"  raw.{source:13s} {accepted} day(s) accepted, {held} held; {rows} rows loaded, {rejected} quarantined")

@@ -146,7 +146,7 @@ def write_scores(con: duckdb.DuckDBPyConnection, day: dt.date, scores: pd.DataFr
     if other_days:
         raise ValueError(f"scores for day {day} hold rows of other days {other_days[:5]}: write each day on its own")
     columns = ", ".join(SCORE_COLUMNS)
-    casts = ", ".join(f"cast({name} as {sql_type})" for name, (sql_type, _) in SCORE_COLUMNS.items())
+    casts = ", ".join(f"cast({checked_identifier(name)} as {sql_type})" for name, (sql_type, _) in SCORE_COLUMNS.items())
     # Registered outside the transaction: unregistering inside an aborted one would fail and
     # hide the error that aborted it.
     con.register(_STAGING_VIEW, frame)

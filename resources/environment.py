@@ -40,7 +40,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             plan_path=str(serving.plan),
         ),
         "retraining_policy": RetrainingPolicy.from_env(),
-        "alerts": AlertResource(webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", "")),
+        # The webhook's path is a secret: read through EnvVar (hidden in the UI) whenever it is configured.
+        "alerts": AlertResource(webhook_url=dg.EnvVar("MLOPS_ALERT_WEBHOOK_URL") if os.environ.get("MLOPS_ALERT_WEBHOOK_URL") else ""),
         "dbt": DbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),

@@ -8,6 +8,9 @@ from dagster_mlflow import mlflow_tracking
 from mlops_core.settings import Settings
 
 EXPERIMENT = "fraud_detection"
+# MLflow's own HTTP client retries 7 times with backoff (minutes) before our registry retries even start
+# (mlops_core/registry.py: 3 attempts, logged). Two are enough; a deployment may still set its own.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
 
 def tracking_uri(settings: Settings) -> str:

@@ -13,7 +13,7 @@ from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
 from mlops_core.scoring import day_features
 from mlops_core.settings import Settings
-from mlops_core.warehouse import replace_day
+from mlops_core.warehouse import checked_identifier, replace_day
 
 FEATURE_DRIFT = dg.AssetKey("feature_drift")
 DRIFT_TABLE = "monitoring.feature_drift"
@@ -70,7 +70,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     Wasserstein / Jensen-Shannon above), PSI beside them. Rows in monitoring.feature_drift; an Evidently
     HTML report for people in reports/drift-<day>.html."""
     day = dt.date.fromisoformat(context.partition_key)
-    columns = ", ".join(NUMERIC + CATEGORICAL)
+    columns = ", ".join(checked_identifier(name) for name in NUMERIC + CATEGORICAL)
     with warehouse.get_connection() as con:
         current = day_features(con, day)
         reference, reference_note = _reference(con, columns, config)

@@ -84,7 +84,11 @@ def candidate_evaluation(
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     path = settings.reports_dir / f"evaluation-{fraud_model_candidate.run_id}.html"
     path.write_text(page)
-    (settings.reports_dir / "evaluation-latest.html").write_text(page)
+    # Written beside and renamed: a full disk must not leave a truncated report as the latest one.
+    latest = settings.reports_dir / "evaluation-latest.html"
+    partial = latest.with_suffix(".html.partial")
+    partial.write_text(page)
+    partial.replace(latest)
     client.log_artifact(fraud_model_candidate.run_id, str(path), "evaluation")
     for name, value in evaluation.test_metrics.items():
         if value == value:  # NaN (a split without one class) is not a metric

@@ -61,11 +61,6 @@ def test_secret_like_resource_fields_are_env_vars(resource_fields):
     assert not_env == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resources/environment.py passes os.environ.get('MLOPS_ALERT_WEBHOOK_URL') as a literal: the webhook's secret "
-    "path shows in the UI's resource config. Fix: dg.EnvVar('MLOPS_ALERT_WEBHOOK_URL') when the variable is set.",
-)
 def test_the_alert_webhook_is_an_env_var(resource_fields):
     assert resource_fields["alerts"]["webhook_url"][0] == "EnvVar"
 

@@ -37,9 +37,8 @@ SQL_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*(\(\d+(, ?\d+)?\))?")
 
 # Interpolations accepted by name, with the reason; each is a candidate for checked_identifier.
 ALLOWED = {
-    "mlops_core/cli.py: {name}": "table names read back from the warehouse's own catalog (information_schema)",
-    "mlops_core/scoring.py: {casts}": "SCORE_COLUMNS' names and SQL types; the prose descriptions beside them are never spliced",
-    "mlops_assets/monitoring/drift.py: {columns}": "feature column names joined by the caller from the feature spec",
+    "mlops_core/scoring.py: {casts}": "a list built from SCORE_COLUMNS, each name through checked_identifier, each type a constant",
+    "mlops_assets/monitoring/drift.py: {columns}": "a list built from the feature spec, each name through checked_identifier",
 }
 
 
