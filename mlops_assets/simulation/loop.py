@@ -65,6 +65,10 @@ class SimulationSpec:
     # Gate thresholds for the first champion only (candidate_evaluation config); None keeps the defaults.
     # Tests that exercise the loop, not the gates, open them so a short history always yields a champion.
     initial_gates: dict | None = None
+    # Age bands with fewer frauds than this in a retraining's test split are not compared by the fairness
+    # gate. The simulation's test splits hold about 3.5 days (a few dozen frauds in all); at the product's
+    # default of 10, a recall on 10 frauds (95% interval about +-0.3) made the gate a coin toss.
+    fairness_min_frauds: int = 30
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
@@ -97,7 +101,12 @@ def _rollout_config(spec: SimulationSpec) -> dict:
 
 def _retraining_config(spec: SimulationSpec) -> dict:
     """retraining_job as the sensors launch it here: the rollout's replay, and the simulation's splits."""
-    splits = {"ops": {"training_set": {"config": {"validation_share": spec.validation_share, "test_share": spec.test_share}}}}
+    splits = {
+        "ops": {
+            "training_set": {"config": {"validation_share": spec.validation_share, "test_share": spec.test_share}},
+            "candidate_evaluation": {"config": {"fairness_min_positives": spec.fairness_min_frauds}},
+        }
+    }
     return _merge(_rollout_config(spec), splits)
 
 
