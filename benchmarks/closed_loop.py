@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,24 +34,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "closed_loop"
-ENV_KEYS = ("MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
-            "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_RETRAIN_NEW_LABELS")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
     """Runs in a child process: the loop, then the peer, on one MLOPS_HOME."""
-    for key in ENV_KEYS:
-        os.environ.pop(key, None)
-    os.environ["MLOPS_HOME"] = str(home)
-    from mlops_assets.simulation.loop import QUIET, ClosedLoop, SimulationSpec, _merge, _retraining_config
+    from mlops_assets.simulation.loop import QUIET, ClosedLoop, SimulationSpec, _merge, _retraining_config, isolated_home
     from mlops_core.serving.client import EndpointClient
-    from mlops_core.settings import Settings
+    from mlops_core.serving.server import free_port
 
     # The first champion's gates are opened (the benchmark times the loop, the gates have their own tests);
     # the retraining faces the simulation's gates.
@@ -62,36 +50,37 @@ def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
     }
     spec = SimulationSpec(
         days=2, scenario="covariate_drift", drift_day=1, history_days=history_days, rows_per_day=rows_per_day,
-        training_lookback_days=history_days, initial_gates=open_gates, port=_free_port(),
+        training_lookback_days=history_days, initial_gates=open_gates, port=free_port(),
     )
-    loop = ClosedLoop(Settings.from_env(), spec, echo=lambda line: print(line, file=sys.stderr))
-    try:
-        records = loop.run()
-        drifted = records[1]
-        result = {
-            "promoted": drifted.promoted,
-            "retraining": drifted.retraining,
-            "decision_s": drifted.seconds - drifted.phases.get("serve", 0.0),
-            "landing_to_champion_s": drifted.landing_to_champion_seconds,
-            "phases_s": {k: round(v, 2) for k, v in drifted.phases.items()},
-            "drift_share": drifted.drift_share,
-        }
-        # Peer: the same retraining by hand from the CLI, on the same state.
-        config = _merge(QUIET, _retraining_config(spec), {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}})
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-            yaml.safe_dump(config, handle)
-        dagster = Path(sys.executable).with_name("dagster")
-        started = time.monotonic()
-        peer = subprocess.run(
-            [str(dagster), "job", "execute", "-m", "mlops_assets.definitions", "-j", "retraining_job", "-c", handle.name],
-            cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
-        )
-        peer_s = time.monotonic() - started
-        with EndpointClient(f"http://127.0.0.1:{spec.port}") as client:
-            served = client.deployment()["champion_version"]
-        result |= {"peer_cli_retraining_s": peer_s, "peer_ok": peer.returncode == 0, "peer_champion": served}
-    finally:
-        loop.stop_endpoint()
+    with isolated_home(home) as settings:
+        loop = ClosedLoop(settings, spec, echo=lambda line: print(line, file=sys.stderr))
+        try:
+            records = loop.run()
+            drifted = records[1]
+            result = {
+                "promoted": drifted.promoted,
+                "retraining": drifted.retraining,
+                "decision_s": drifted.seconds - drifted.phases.get("serve", 0.0),
+                "landing_to_champion_s": drifted.landing_to_champion_seconds,
+                "phases_s": {k: round(v, 2) for k, v in drifted.phases.items()},
+                "drift_share": drifted.drift_share,
+            }
+            # Peer: the same retraining by hand from the CLI, on the same state.
+            config = _merge(QUIET, _retraining_config(spec), {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}})
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+                yaml.safe_dump(config, handle)
+            dagster = Path(sys.executable).with_name("dagster")
+            started = time.monotonic()
+            peer = subprocess.run(
+                [str(dagster), "job", "execute", "-m", "mlops_assets.definitions", "-j", "retraining_job", "-c", handle.name],
+                cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
+            )
+            peer_s = time.monotonic() - started
+            with EndpointClient(f"http://127.0.0.1:{spec.port}") as client:
+                served = client.deployment()["champion_version"]
+            result |= {"peer_cli_retraining_s": peer_s, "peer_ok": peer.returncode == 0, "peer_champion": served}
+        finally:
+            loop.stop_endpoint()
     return result
 
 

@@ -21,6 +21,18 @@ def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+def reset_local_state(settings: Settings, port: int) -> int | None:
+    """Stop the endpoint recorded on `port` (it serves state about to go), then remove the landing zone,
+    warehouse, Dagster instance, reports and MLflow store. Returns the stopped endpoint's pid."""
+    from mlops_core.serving import server
+
+    stopped = server.stop(settings, port)
+    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    settings.duckdb_path.unlink(missing_ok=True)
+    return stopped
+
+
 def prepare_instance(settings: Settings) -> None:
     """Create local state and install the repo's instance profile into DAGSTER_HOME."""
     settings.export()
@@ -221,13 +233,9 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
     # Before the code location loads: its serving_endpoint resource reads the URL once.
     os.environ["MLOPS_SERVING_URL"] = f"http://127.0.0.1:{port}"
     if fresh:
-        # The endpoint of an earlier demo serves state that is about to go: stop it first.
-        stopped = server.stop(settings, port)
+        stopped = reset_local_state(settings, port)
         if stopped:
             click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
-        for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
-            shutil.rmtree(path, ignore_errors=True)
-        settings.duckdb_path.unlink(missing_ok=True)
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
 
@@ -259,9 +267,29 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
     _print_endpoint(settings, port)
 
 
-def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
-    from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
+def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint: bool, out_dir: Path | None = None):
+    """Run the simulation with run output sent to $MLOPS_HOME/simulation.log, then write its timeline and plot.
+    Returns (loop, records, timeline csv, plot)."""
+    from mlops_assets.simulation.loop import ClosedLoop
     from mlops_core.monitoring.timeline import plot_timeline, write_timeline
+
+    settings = Settings.from_env()
+    log_path = settings.home / "simulation.log"
+    click.echo(f"{intro}; run logs (dbt, Dagster) go to {log_path}")
+    with _output_to(log_path) as echo:
+        loop = ClosedLoop(settings, spec, echo=echo)
+        try:
+            records = loop.run()
+        finally:
+            if not keep_endpoint:
+                loop.stop_endpoint()
+    out_dir = out_dir or settings.reports_dir / "simulation"
+    _, as_csv = write_timeline(records, out_dir)
+    return loop, records, as_csv, plot_timeline(records, out_dir / plot_name, title)
+
+
+def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
+    from mlops_assets.simulation.loop import SimulationSpec
 
     try:
         spec = SimulationSpec(
@@ -270,19 +298,13 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
         )
     except ValueError as err:
         raise click.UsageError(f"--days {days} with --loop-days {loop_days}: {err}") from err
-    settings = Settings.from_env()
-    log_path = settings.home / "simulation.log"
-    click.echo(f"{days - loop_days} days of history, then {loop_days} days of the closed loop (spending shifts from day "
-               f"{loop_days // 2}); run logs go to {log_path}")
-    with _output_to(log_path) as echo:
-        loop = ClosedLoop(settings, spec, echo=echo)
-        records = loop.run()
-    out_dir = settings.reports_dir / "simulation"
-    write_timeline(records, out_dir)
-    png = plot_timeline(records, out_dir / "simulation-demo.png", "demo: covariate drift, AUC-PR with the closed loop vs frozen")
+    intro = f"{days - loop_days} days of history, then {loop_days} days of the closed loop (spending shifts from day {loop_days // 2})"
+    loop, records, as_csv, png = _run_closed_loop(
+        spec, intro, "simulation-demo.png", "demo: covariate drift, AUC-PR with the closed loop vs frozen", keep_endpoint=True
+    )
     settings = loop.settings
     _print_where_to_look(settings)
-    click.echo(f"  Loop timeline:   {out_dir / 'timeline.csv'}; plot {png}")
+    click.echo(f"  Loop timeline:   {as_csv}; plot {png}")
     promoted = [r for r in records if r.promoted]
     if not promoted:
         # A gate stopping a retrained model is the platform working; the champion kept serving.
@@ -359,8 +381,7 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
     of the live metric with automation against the frozen first champion.
     """
-    from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
-    from mlops_core.monitoring.timeline import plot_timeline, write_timeline
+    from mlops_assets.simulation.loop import SimulationSpec
 
     try:
         spec = SimulationSpec(
@@ -373,21 +394,15 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
         get_scenario(scenario)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    settings = Settings.from_env()
-    out_dir = out_dir or settings.reports_dir / "simulation"
-    log_path = settings.home / "simulation.log"
-    click.echo(f"Simulating {days} days of {scenario} (drift on day {drift_day}) after {history_days} days of history; "
-               f"run logs (dbt, Dagster) go to {log_path}")
     started = time.monotonic()
-    with _output_to(log_path) as echo:
-        loop = ClosedLoop(settings, spec, echo=echo)
-        try:
-            records = loop.run()
-        finally:
-            if not keep_endpoint:
-                loop.stop_endpoint()
-    as_json, as_csv = write_timeline(records, out_dir)
-    png = plot_timeline(records, out_dir / f"simulation-{scenario}.png", f"{scenario}, drift on day {drift_day}: AUC-PR with the closed loop vs frozen")
+    _, records, as_csv, png = _run_closed_loop(
+        spec,
+        f"Simulating {days} days of {scenario} (drift on day {drift_day}) after {history_days} days of history",
+        f"simulation-{scenario}.png",
+        f"{scenario}, drift on day {drift_day}: AUC-PR with the closed loop vs frozen",
+        keep_endpoint,
+        out_dir,
+    )
     promotions = [r for r in records if r.promoted]
     blocked = [r for r in records if r.data_layer != "ok"]
     click.echo(f"\n{len(records)} days in {time.monotonic() - started:.0f} s; timeline {as_csv}; plot {png}")
@@ -398,7 +413,7 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     if after:
         click.echo(f"First promotion after the scenario started: day {after[0].index}, {after[0].landing_to_champion_seconds:.0f} s from that day's data landing")
     last = records[-1]
-    click.echo(f"Last day, AUC-PR over {7} days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}")
+    click.echo(f"Last day, AUC-PR over 7 days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}")
 
 
 @main.command("ingest")

@@ -1,12 +1,9 @@
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -14,6 +11,8 @@ import pytest
 
 # landing_factory lives beside the tests; test folders have no __init__.py by design.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from server_process import stop_process_group, wait_healthy  # noqa: E402
 
 _SESSION_HOME = None
 
@@ -56,17 +55,6 @@ MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 READY_TIMEOUT_S = 90
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on 127.0.0.1; yields (uri, data dir, seconds until /health answered)."""
@@ -81,25 +69,12 @@ def mlflow_server(tmp_path: Path):
         "--default-artifact-root", str(data / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
-    started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > READY_TIMEOUT_S:
-                pytest.fail(f"mlflow server not healthy after {READY_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        ready_s = time.monotonic() - started
+        ready_s = wait_healthy(proc, f"http://127.0.0.1:{port}/health", log_path, READY_TIMEOUT_S, "mlflow server")
         yield f"http://127.0.0.1:{port}", data, ready_s
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 

@@ -5,7 +5,6 @@ which URL; each gate is a blocking check, so a failed stage stops the rollout be
 next move of traffic. The endpoint holds the previous champion for instant rollback.
 """
 
-import socket
 import time
 from pathlib import Path
 
@@ -39,12 +38,6 @@ def _versions() -> tuple[str | None, str | None]:
     return registry.alias_version(client, registry.CHALLENGER), registry.alias_version(client, registry.CHAMPION)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class StagingConfig(dg.Config):
     requests: int = Field(default=200, description="Real recent transactions sent to the staging instance.")
     slo_p99_ms: float = Field(default=50.0, description="p99 of a sequential request, client side, the staging copy must stay under.")
@@ -67,7 +60,7 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     with context.resources.warehouse.get_connection() as con:
         transactions = recent_transactions(con, config.requests)
     settings = Settings.from_env()
-    port = _free_port()
+    port = server.free_port()
     pid = server.start_detached(settings, port=port, role="staging", model_version=challenger, timeout=120)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -37,7 +37,7 @@ qualify row_number() over (partition by transaction_id order by labeled_at desc)
 """
 
 
-def _champion(context) -> tuple[str | None, mlflow.entities.model_registry.ModelVersion | None]:
+def _champion() -> tuple[str | None, mlflow.entities.model_registry.ModelVersion | None]:
     client = mlflow.MlflowClient()
     version = registry.alias_version(client, registry.CHAMPION)
     return (version, client.get_model_version(registry.MODEL_NAME, version)) if version else (None, None)
@@ -76,7 +76,7 @@ def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftC
     service (the days before this one when it is younger): PSI on fixed probability bins, the K-S statistic,
     flag rates. Scores move before labels arrive, so this is the earliest model-side signal."""
     day = dt.date.fromisoformat(context.partition_key)
-    version, _ = _champion(context)
+    version, _ = _champion()
     base = {"day": day.isoformat(), "champion_version": version}
     with context.resources.warehouse.get_connection() as con:
         if version is None or not _has_log(con):
@@ -144,7 +144,7 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
     `degraded` is true when any of them fires; the performance sensor retrains on it."""
     day = dt.date.fromisoformat(context.partition_key)
-    version, details = _champion(context)
+    version, details = _champion()
     base = {"day": day.isoformat(), "champion_version": version}
     maturity = Settings.from_env().label_maturity_days
     with context.resources.warehouse.get_connection() as con:
@@ -160,7 +160,8 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
     reference_ece = _metric(client, details.run_id, "test_expected_calibration_error")
     verdict = labels.set_index("transaction_id")["is_fraud"]
     label = served["transaction_id"].map(verdict)
-    event_date = pd.to_datetime(served["event_date"]).dt.date
+    event_day = pd.to_datetime(served["event_date"])
+    event_date = event_day.dt.date
 
     recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
     caught = int(served["decision"].to_numpy(bool)[recent].sum())
@@ -170,7 +171,7 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
     errors = error_stream(served, labels, kind="decision", complete_before=matured_before)
     detector = PageHinkley(delta=config.ph_delta, threshold=config.ph_threshold)
     alarm_at = detector.detect(errors) if len(errors) else None
-    matured = served[(label.notna() & (pd.to_datetime(served["event_date"]) < matured_before)).to_numpy()]
+    matured = served[(label.notna() & (event_day < matured_before)).to_numpy()]
     calibration = None
     if len(matured) >= 500 and reference_ece is not None:
         y = matured["transaction_id"].map(verdict).to_numpy(float)

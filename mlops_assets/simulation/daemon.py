@@ -12,6 +12,15 @@ from pathlib import Path
 import dagster as dg
 
 
+def failed_checks(result: dg.ExecuteInProcessResult) -> tuple[str, ...]:
+    """The run's failed blocking checks, each with its description when it has one."""
+    return tuple(
+        f"{e.check_name} ({e.description})" if e.description else e.check_name
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    )
+
+
 @dataclass(frozen=True)
 class LaunchedRun:
     sensor: str
@@ -60,10 +69,7 @@ class InProcessDaemon:
                 result = job.execute_in_process(
                     instance=instance, tags=tags, run_config=self.run_configs.get(job.name), raise_on_error=False
                 )
-                failed = tuple(
-                    f"{e.check_name} ({e.description})" if e.description else e.check_name
-                    for e in result.get_asset_check_evaluations()
-                    if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+                runs.append(
+                    LaunchedRun(sensor_name, job.name, result.run_id, result.success, request.tags.get("mlops/reasons", ""), failed_checks(result))
                 )
-                runs.append(LaunchedRun(sensor_name, job.name, result.run_id, result.success, request.tags.get("mlops/reasons", ""), failed))
         return TickResult(sensor_name, data.skip_message, tuple(runs))

@@ -11,11 +11,11 @@ Beside the served model, the first champion is kept frozen and scores the same f
 back from the prediction log), so the timeline and the plot show what the automation bought.
 """
 
+import contextlib
 import datetime as dt
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from mlops_assets.constants import DATA_LAYER_JOB, MONITORING_JOB, RETRAINING_JOB, ROLLOUT_JOB, TRAINING_JOB
-from mlops_assets.simulation.daemon import InProcessDaemon, TickResult
+from mlops_assets.simulation.daemon import InProcessDaemon, TickResult, failed_checks
 from mlops_core import registry
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate
@@ -40,6 +40,12 @@ from mlops_core.settings import Settings
 from mlops_core.training.matrix import encode_rows
 
 SENSORS = ("retraining_sensor", "performance_sensor")
+# Settings a caller's environment may carry that would point a simulation in another MLOPS_HOME at
+# foreign state, an endpoint, or another policy.
+INHERITED_VARIABLES = (
+    "MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
+    "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_TRAINING_LOOKBACK_DAYS", "MLOPS_RETRAIN_NEW_LABELS",
+)
 # Dagster's own step logs would drown the timeline; runs stay fully logged in the instance and the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -80,6 +86,22 @@ class SimulationSpec:
             )
 
 
+@contextlib.contextmanager
+def isolated_home(home: Path, **overrides: str) -> Iterator[Settings]:
+    """The environment of a simulation in `home` (nothing inherited from INHERITED_VARIABLES, `overrides`
+    set); the caller's environment is restored afterwards, including what the simulation exported."""
+    saved = dict(os.environ)
+    for key in INHERITED_VARIABLES:
+        os.environ.pop(key, None)
+    os.environ["MLOPS_HOME"] = str(home)
+    os.environ.update(overrides)
+    try:
+        yield Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _merge(*configs: dict | None) -> dict:
     merged: dict = {}
     for config in configs:
@@ -118,9 +140,9 @@ def _run(defs: dg.Definitions, job_name: str, tags: dict | None = None, run_conf
 
 
 def _failed(result: dg.ExecuteInProcessResult) -> str:
-    checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    """What stopped a run: its failed blocking checks, else its failed steps."""
     steps = [e.step_key for e in result.all_events if e.is_step_failure]
-    return ", ".join(checks or steps) or "failed"
+    return ", ".join(failed_checks(result) or steps) or "failed"
 
 
 def _land(settings: Settings, day: SimulatedDay) -> None:
@@ -167,13 +189,10 @@ class ClosedLoop:
         self.settings.export()
 
     def start(self) -> tuple[dg.Definitions, list[SimulatedDay]]:
-        from mlops_core.cli import prepare_instance
+        from mlops_core.cli import prepare_instance, reset_local_state
 
         self._environment()
-        server.stop(self.settings, self.spec.port)
-        for path in (self.settings.data_dir, self.settings.dagster_home, self.settings.reports_dir, self.settings.mlflow_dir):
-            shutil.rmtree(path, ignore_errors=True)
-        self.settings.duckdb_path.unlink(missing_ok=True)
+        reset_local_state(self.settings, self.spec.port)
         prepare_instance(self.settings)
         from mlops_assets.transform.project import ensure_manifest
 
@@ -224,14 +243,13 @@ class ClosedLoop:
         ids = {a["transaction_id"] for a in answers}
         deadline = time.monotonic() + 30
         while True:  # the log writer commits every 50 ms
-            logged = read_predictions(self.paths.predictions, variants=("champion",), after_id=self.log_after)
-            logged = logged[logged["transaction_id"].isin(ids) & logged["features"].notna()]
+            new_rows = read_predictions(self.paths.predictions, after_id=self.log_after)
+            logged = new_rows[(new_rows["variant"] == "champion") & new_rows["transaction_id"].isin(ids) & new_rows["features"].notna()]
             if len(logged) >= len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        full = read_predictions(self.paths.predictions, after_id=self.log_after)
-        if len(full):
-            self.log_after = int(full["id"].max())
+        if len(new_rows):
+            self.log_after = int(new_rows["id"].max())
         logged = logged.drop_duplicates("transaction_id").set_index("transaction_id")
         vectors = [orjson.loads(logged.at[a["transaction_id"], "features"]) for a in answers]
         frozen_score = self.frozen.score(encode_rows(vectors)).astype(float)
@@ -258,7 +276,7 @@ class ClosedLoop:
         self.scores.append(scores)
         lap("serve")
         monitoring_config = {"ops": {"feature_drift": {"config": {"evidently_report": self.spec.evidently_reports}}}}
-        _run(defs, MONITORING_JOB, {"dagster/partition": day.date.isoformat()}, monitoring_config)
+        monitored = _run(defs, MONITORING_JOB, {"dagster/partition": day.date.isoformat()}, monitoring_config)
         lap("monitoring")
         drift = _latest_metadata("feature_drift", day.date)
         prediction = _latest_metadata("prediction_drift", day.date)
@@ -301,6 +319,7 @@ class ClosedLoop:
             # flows alongside: it is not on the path from landing to a new champion.
             landing_to_champion_seconds=(sum(phases.values()) - phases["serve"]) if promoted else None,
             phases=phases,
+            monitoring="ok" if monitored.success else _failed(monitored),
         )
 
     def run(self) -> list[DayRecord]:

@@ -71,7 +71,10 @@ class LogisticConfig(dg.Config):
 
 def load_training_set(warehouse: DuckDBResource):
     with warehouse.get_connection() as con:
-        return con.execute(f"select * from {TRAINING_SET_TABLE}").df(), data_version(con, TRAINING_SET_TABLE)
+        # In a fixed order: the table is written by parallel threads, and row order feeds the seeded
+        # subsample and the evaluation's samples, so an unordered read made retraining irreproducible.
+        frame = con.execute(f"select * from {TRAINING_SET_TABLE} order by event_timestamp, transaction_id").df()
+        return frame, data_version(con, TRAINING_SET_TABLE)
 
 
 def log_to_mlflow(trained: TrainedModel, frame) -> TrainedModel:

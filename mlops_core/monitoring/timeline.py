@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class DayRecord:
     promoted: str | None = None  # new champion version
     seconds: float = 0.0
     landing_to_champion_seconds: float | None = None
+    monitoring: str = "ok"  # "ok" or what failed in monitoring_job
     # Wall seconds of each phase of the day: land, data_layer, serve, monitoring, sensors (retraining and rollout included).
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -79,6 +80,8 @@ def format_line(record: DayRecord) -> str:
     events = []
     if record.data_layer != "ok":
         events.append(f"data blocked: {record.data_layer}")
+    if record.monitoring != "ok":
+        events.append(f"monitoring failed: {record.monitoring}")
     events += [f"trigger: {t}" for t in record.triggers]
     if record.retraining:
         events.append(record.retraining)
@@ -100,14 +103,13 @@ def write_timeline(records: list[DayRecord], directory: Path) -> tuple[Path, Pat
     as_json.write_text(json.dumps([asdict(r) for r in records], indent=1, default=str))
     as_csv = directory / "timeline.csv"
     with as_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(records[0]))) if records else None
-        if writer:
-            writer.writeheader()
-            for r in records:
-                row = asdict(r)
-                row["triggers"] = " | ".join(r.triggers)
-                row["phases"] = json.dumps({k: round(v, 2) for k, v in r.phases.items()})
-                writer.writerow(row)
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(DayRecord)])
+        writer.writeheader()
+        for r in records:
+            row = asdict(r)
+            row["triggers"] = " | ".join(r.triggers)
+            row["phases"] = json.dumps({k: round(v, 2) for k, v in r.phases.items()})
+            writer.writerow(row)
     return as_json, as_csv
 
 

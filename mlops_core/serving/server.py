@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,6 +137,13 @@ def start_detached(
     stop_pid(process.pid)
     paths.pid_file(port).unlink(missing_ok=True)
     raise TimeoutError(f"the {role} server did not answer {url} within {timeout:.0f} s; log {log_path}")
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port nothing listens on right now, for a server started next (staging copies, tests)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def running_pid(pid_file: Path) -> int | None:

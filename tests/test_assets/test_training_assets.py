@@ -96,6 +96,24 @@ def test_same_data_and_config_give_identical_predictions(settings):
     assert a.threshold == b.threshold and a.best_iteration == b.best_iteration and a.run_id != b.run_id
 
 
+def test_a_rebuilt_training_set_gives_the_same_model(settings):
+    """The training set is written by parallel threads, so its row order changes from build to build;
+    the model must not (its subsample is seeded by row position)."""
+    resources = build_resources(settings)
+    first = dg.materialize([training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        order_before = con.execute("select transaction_id from features.training_set").df()["transaction_id"].tolist()
+    second = dg.materialize([training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        order_after = con.execute("select transaction_id from features.training_set").df()["transaction_id"].tolist()
+        test = con.execute("select * from features.training_set where split = 'test'").df()
+    assert sorted(order_before) == sorted(order_after)
+    a, b = (r.output_for_node("fraud_model_candidate") for r in (first, second))
+    X = matrix.encode(test)
+    assert (a.scorer().predict(X) == b.scorer().predict(X)).all()
+    assert a.threshold == b.threshold and a.best_iteration == b.best_iteration
+
+
 def _stopped_by(settings, result, gate: str) -> None:
     assert not result.success
     assert gate in failed(result), gate_results(result)[gate].description

@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from mlops_core.serving.server import free_port
 
 STARTUP_TIMEOUT_S = 30.0
 USER = "mlops"
@@ -45,12 +46,6 @@ def postgres_bin_dir() -> Path:
             pytest.fail(f"{message}: the production-profile tests must run in CI", pytrace=False)
         pytest.skip(message)
     return candidates[-1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_as() -> dict:

@@ -14,11 +14,9 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -29,6 +27,7 @@ import pytest
 
 from generated_history import OPEN_GATES
 from mlops_core.settings import REPO_ROOT, Settings
+from server_process import stop_process_group, wait_healthy
 from postgres_server import PostgresServer, USER, free_port, remove, start_postgres
 
 PRODUCTION_LOCAL_YAML = REPO_ROOT / "deploy" / "dagster.production-local.yaml"
@@ -84,29 +83,10 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_healthy(self) -> None:
-        started = time.monotonic()
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"mlflow server exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() - started > MLFLOW_READY_TIMEOUT_S:
-                pytest.fail(f"mlflow server not healthy after {MLFLOW_READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_healthy(self.process, f"{self.uri}/health", self.log, MLFLOW_READY_TIMEOUT_S, "mlflow server")
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        stop_process_group(self.process)
 
 
 def launch_mlflow_server(pg: PostgresServer, root: Path) -> MlflowServer:

@@ -7,7 +7,6 @@ Each run starts its own MLOPS_HOME: history of 45 days, then a few simulated day
 gates are opened (their own tests are in tests/test_training); every retraining faces the default gates.
 """
 
-import socket
 
 import dagster as dg
 import duckdb
@@ -15,36 +14,23 @@ import mlflow
 import pytest
 
 from generated_history import OPEN_GATES
-from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec
+from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec, isolated_home
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
-from mlops_core.settings import Settings
+from mlops_core.serving.server import free_port
 
 # The policy is a deployment's to tune (resources/retraining.py). On this 45-day history, days before
 # the shift measured 6-29% of features drifted and the first shifted day 48-52%: 0.38 lies between,
 # where the default 0.5 does not.
 DRIFT_SHARE = 0.38
-ENV_KEYS = ("MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
-            "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_RETRAIN_NEW_LABELS")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _simulate(tmp_path_factory, **spec):
     home = tmp_path_factory.mktemp("loop")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLOPS_RETRAIN_DRIFT_SHARE", str(DRIFT_SHARE))
-        for key in ENV_KEYS:
-            mp.delenv(key, raising=False)
-        settings = Settings.from_env()
+    with isolated_home(home, MLOPS_RETRAIN_DRIFT_SHARE=str(DRIFT_SHARE)) as settings:
         lines: list[str] = []
         loop = ClosedLoop(settings, SimulationSpec(history_days=45, rows_per_day=2000, training_lookback_days=45, validation_share=0.15, test_share=0.15,
-                                                   initial_gates=OPEN_GATES, port=_free_port(), **spec), echo=lines.append)
+                                                   initial_gates=OPEN_GATES, port=free_port(), **spec), echo=lines.append)
         try:
             records = loop.run()
             with EndpointClient(f"http://127.0.0.1:{loop.spec.port}") as client:
@@ -94,6 +80,8 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
         assert deployment.get("canary_version") in (None, "")
     # The next day's drift is held by the cool-down: still one run.
     assert any("cool-down" in t for t in records[2].triggers) and records[2].promoted is None
+    # Every day's monitoring_job succeeded (drift, prediction drift, labels, live performance, concept drift).
+    assert [r.monitoring for r in records] == ["ok"] * len(records)
     # The frozen first champion scored the same requests.
     assert all(0 <= r.frozen_recall <= 1 and 0 <= r.served_auc_pr_7d <= 1 for r in records)
 
@@ -108,6 +96,7 @@ def test_bad_data_is_blocked_and_the_champion_keeps_serving(bad_data):
     assert deployment["champion_version"] == champion == "1"
     # The endpoint answered every transaction of the bad day: the landing fault does not touch serving.
     assert bad.transactions > 1000 and 0 <= bad.served_recall <= 1
+    assert [r.monitoring for r in records] == ["ok", "ok"]
     assert "check_schema" in bad.data_layer
     with duckdb.connect(str(loop.settings.duckdb_path), read_only=True) as con:
         status = con.execute(
