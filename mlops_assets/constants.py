@@ -1,8 +1,8 @@
 """Names shared across asset families: groups, partitions, job names."""
 
-import os
-
 import dagster as dg
+
+from mlops_core.settings import Settings
 
 # Asset groups, one per stage of the platform, shown as boxes in the Dagster UI.
 INGESTION = "ingestion"
@@ -23,7 +23,8 @@ SCORING_JOB = "scoring_job"
 MONITORING_JOB = "monitoring_job"
 RETRAINING_JOB = "retraining_job"
 
-# The first day the landing zone can hold. Demo data defaults to the days before
-# today, so this only needs to be early enough; override for older histories.
-PARTITIONS_START = os.environ.get("MLOPS_PARTITIONS_START", "2025-01-01")
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
+# From the first landed day (MLOPS_PARTITIONS_START; a demo records its own) to the last complete day,
+# the day before the platform's "today" (MLOPS_TODAY: fixed by default, "system" for the machine's date).
+_calendar = Settings.from_env()
+PARTITIONS_START = _calendar.partitions_start.isoformat()
+daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_date=_calendar.today.isoformat())

@@ -5,12 +5,65 @@ Kept free of dagster so the CLI, the data generator and benchmarks share it.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".mlops"
+
+# The simulated calendar. The demo and the tests run on a fixed "today" so that the same seed draws the
+# same history and reaches the same outcome on any date; MLOPS_TODAY=system follows the machine's clock
+# (production), MLOPS_TODAY=YYYY-MM-DD pins another day.
+DEFAULT_TODAY = dt.date(2026, 7, 1)
+SYSTEM_CLOCK = "system"
+DEFAULT_PARTITIONS_START = dt.date(2025, 1, 1)
+DEFAULT_SERVING_URL = "http://127.0.0.1:8000"
+# What a demo records about itself in MLOPS_HOME (its calendar and its endpoint), so that every later
+# command, the code location, its assets and sensors see the same days and talk to the same endpoint.
+RECORDED_FILE = "recorded_settings.json"
+RECORDED_NAMES = ("MLOPS_TODAY", "MLOPS_PARTITIONS_START", "MLOPS_SERVING_URL")
+
+
+def system_today() -> dt.date:
+    """The machine's UTC date; only read when MLOPS_TODAY=system."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def _date_setting(name: str, raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        allowed = f"YYYY-MM-DD or {SYSTEM_CLOCK!r}" if name == "MLOPS_TODAY" else "YYYY-MM-DD"
+        raise ValueError(f"{name} must be {allowed}, got {raw!r}") from None
+
+
+def read_recorded(home: Path) -> dict[str, str]:
+    """The settings a demo recorded in `home` (empty when none were)."""
+    path = home / RECORDED_FILE
+    if not path.exists():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable recorded settings ({err}); delete the file or rerun `mlops demo run`") from None
+    return {k: str(v) for k, v in recorded.items() if k in RECORDED_NAMES}
+
+
+def record_settings(home: Path, **values: str) -> Path:
+    """Record settings in `home` for every later command (merged with what is recorded already)."""
+    unknown = set(values) - set(RECORDED_NAMES)
+    if unknown:
+        raise ValueError(f"cannot record {sorted(unknown)}; recordable: {list(RECORDED_NAMES)}")
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / RECORDED_FILE
+    merged = {**read_recorded(home), **values}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def _int_env(env, name: str, default: int | None) -> int | None:
@@ -44,6 +97,27 @@ class Settings:
     label_maturity_days: int = 45
     # Days of mature history the training set takes (MLOPS_TRAINING_LOOKBACK_DAYS; unset: all of it).
     training_lookback_days: int | None = None
+    # MLOPS_TODAY: a date, or "system" for the machine's clock. The last complete day is the day before.
+    clock: str = DEFAULT_TODAY.isoformat()
+    # MLOPS_PARTITIONS_START: the first daily partition (a demo records its first landed day).
+    partitions_start: dt.date = DEFAULT_PARTITIONS_START
+    # MLOPS_SERVING_URL: the production endpoint every command, asset and sensor talks to.
+    serving_url: str = DEFAULT_SERVING_URL
+
+    @property
+    def today(self) -> dt.date:
+        """The platform's "today": fixed by default (deterministic demo and tests), the system date on request."""
+        return system_today() if self.clock == SYSTEM_CLOCK else _date_setting("MLOPS_TODAY", self.clock)
+
+    @property
+    def last_complete_day(self) -> dt.date:
+        return self.today - dt.timedelta(days=1)
+
+    @property
+    def serving_port(self) -> int:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.serving_url).port or 80
 
     @property
     def landing_dir(self) -> Path:
@@ -57,6 +131,12 @@ class Settings:
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         home = Path(env.get("MLOPS_HOME", DEFAULT_HOME)).resolve()
+        recorded = read_recorded(home)
+
+        def chosen(name: str, default: str) -> str:
+            # The environment wins over what a demo recorded, which wins over the default.
+            return env.get(name) or recorded.get(name) or default
+
         return cls(
             home=home,
             data_dir=Path(env.get("MLOPS_DATA_DIR", home / "data")).resolve(),
@@ -67,6 +147,9 @@ class Settings:
             online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
             label_maturity_days=_int_env(env, "MLOPS_LABEL_MATURITY_DAYS", 45),
             training_lookback_days=_int_env(env, "MLOPS_TRAINING_LOOKBACK_DAYS", None),
+            clock=chosen("MLOPS_TODAY", DEFAULT_TODAY.isoformat()),
+            partitions_start=_date_setting("MLOPS_PARTITIONS_START", chosen("MLOPS_PARTITIONS_START", DEFAULT_PARTITIONS_START.isoformat())),
+            serving_url=chosen("MLOPS_SERVING_URL", DEFAULT_SERVING_URL),
         )
 
     def __post_init__(self) -> None:
@@ -74,9 +157,19 @@ class Settings:
             raise ValueError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {self.online_store!r}")
         if not 1 <= self.label_maturity_days <= 365:
             raise ValueError(f"MLOPS_LABEL_MATURITY_DAYS must be in 1..365, got {self.label_maturity_days}")
+        if self.clock != SYSTEM_CLOCK:
+            _date_setting("MLOPS_TODAY", self.clock)
+        if self.partitions_start >= self.today:
+            raise ValueError(
+                f"MLOPS_PARTITIONS_START ({self.partitions_start}) must be before today ({self.today}, MLOPS_TODAY={self.clock})"
+            )
+        if not self.serving_url.startswith(("http://", "https://")):
+            raise ValueError(f"MLOPS_SERVING_URL must be an http(s) URL, got {self.serving_url!r}")
 
     def export(self) -> None:
-        """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH)."""
+        """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH). The calendar and the
+        serving URL are not exported: a child reads them from MLOPS_HOME's recorded settings, as every later
+        command does."""
         os.environ["MLOPS_HOME"] = str(self.home)
         os.environ["MLOPS_DATA_DIR"] = str(self.data_dir)
         os.environ["MLOPS_DUCKDB_PATH"] = str(self.duckdb_path)

@@ -34,7 +34,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "serving_endpoint": ServingEndpointResource(
-            url=os.environ.get("MLOPS_SERVING_URL", "http://127.0.0.1:8000"),
+            url=settings.serving_url,
             admin_token=dg.EnvVar("MLOPS_ADMIN_TOKEN"),
             prediction_log_path=str(serving.predictions),
             plan_path=str(serving.plan),

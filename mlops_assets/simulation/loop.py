@@ -36,7 +36,7 @@ from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.models import LoadedModel, load_version
 from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.replay import RAW_FIELDS
-from mlops_core.settings import Settings
+from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
 
 SENSORS = ("retraining_sensor", "performance_sensor")
@@ -44,6 +44,7 @@ SENSORS = ("retraining_sensor", "performance_sensor")
 # foreign state, an endpoint, or another policy.
 INHERITED_VARIABLES = (
     "MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
+    "MLOPS_PARTITIONS_START",
     "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_TRAINING_LOOKBACK_DAYS", "MLOPS_RETRAIN_NEW_LABELS",
 )
 # Dagster's own step logs would drown the timeline; runs stay fully logged in the instance and the UI.
@@ -182,17 +183,28 @@ class ClosedLoop:
         self.paths = server.ServingPaths.for_role(self.settings, "production")
 
     # -- set-up -------------------------------------------------------------------------------
+    @property
+    def first_day(self) -> dt.date:
+        """The simulation's calendar: history and simulated days end the day before the platform's today."""
+        return self.settings.today - dt.timedelta(days=self.spec.history_days + self.spec.days)
+
     def _environment(self) -> None:
-        """Before the code location loads: its resources read these once."""
-        os.environ["MLOPS_SERVING_URL"] = f"http://127.0.0.1:{self.spec.port}"
+        """Before the code location loads: its resources read these once. The endpoint and the calendar are
+        recorded in MLOPS_HOME too, so later commands (`mlops rollout`, `mlops ui`) see the same ones."""
+        url = f"http://127.0.0.1:{self.spec.port}"
+        self.settings = replace(self.settings, serving_url=url)
+        record_settings(
+            self.settings.home, MLOPS_SERVING_URL=url, MLOPS_TODAY=self.settings.clock,
+            MLOPS_PARTITIONS_START=self.first_day.isoformat(),
+        )
         os.environ.setdefault("MLOPS_RETRAIN_NEW_LABELS", str(self.spec.rows_per_day * 14))
         self.settings.export()
 
     def start(self) -> tuple[dg.Definitions, list[SimulatedDay]]:
         from mlops_core.cli import prepare_instance, reset_local_state
 
-        self._environment()
         reset_local_state(self.settings, self.spec.port)
+        self._environment()
         prepare_instance(self.settings)
         from mlops_assets.transform.project import ensure_manifest
 
@@ -203,7 +215,7 @@ class ClosedLoop:
 
         spec = self.spec
         total = spec.history_days + spec.days
-        first = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=total)
+        first = self.first_day
         demo = DemoSpec(
             start=first, days=total, rows_per_day=spec.rows_per_day, seed=spec.seed, scenario=spec.scenario,
             drift_day=spec.history_days + spec.drift_day, label_maturity_days=spec.label_maturity_days,

@@ -28,12 +28,13 @@ class GateConfig(dg.Config):
     max_auc_pr_regression: float = Field(default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split.")
     max_recall_gap: float = Field(default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds).")
     fairness_min_positives: int = Field(default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps.")
-    fairness_significance: float = Field(default=0.05, description="A fairness gap fails only if a two-proportion z-test gives p below this.")
+    fairness_significance: float = Field(default=0.05, description="A fairness gap fails only if Fisher's exact test (Bonferroni-adjusted) gives p below this.")
     max_false_positive_rate_gap: float = Field(default=0.05, description="Largest false-positive-rate difference between age bands.")
     max_p99_latency_ms: float = Field(default=5.0, description="Single-row ONNX scoring p99 SLO, ms.")
     max_flip_rate: float = Field(default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs.")
     max_onnx_difference: float = Field(default=1e-5, description="Largest |ONNX - native| probability.")
     max_calibration_error: float = Field(default=0.02, description="Largest expected calibration error (10 bins).")
+    max_behaviour_drop: float = Field(default=0.05, description="Largest relative fall of the mean score a directional expectation tolerates.")
 
     def thresholds(self) -> g.GateThresholds:
         return g.GateThresholds(**self.model_dump())

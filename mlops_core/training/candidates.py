@@ -155,7 +155,7 @@ def evaluate(
             g.fairness(gaps, thresholds),
             g.latency(latency, thresholds),
             g.robustness(flip_rate, thresholds),
-            g.behavioural(behavioural_results(scorer, test)),
+            g.behavioural(behavioural_results(scorer, test), thresholds.max_behaviour_drop),
             g.onnx_parity(candidate.onnx_max_difference, thresholds),
             g.calibration(test_metrics, thresholds),
         )

@@ -60,6 +60,9 @@ class GateThresholds:
     max_flip_rate: float = 0.02
     max_onnx_difference: float = 1e-5
     max_calibration_error: float = 0.02
+    # A directional expectation fails when the mean score falls by more than this share: a model that
+    # learned nothing about a feature moves its mean by a fraction of a percent either way.
+    max_behaviour_drop: float = 0.05
 
 
 def _nan(value: float) -> bool:
@@ -87,13 +90,18 @@ def no_regression(candidate: dict[str, float], champion: dict[str, float] | None
 
 
 def _two_proportion_p_value(hits_a: float, n_a: float, hits_b: float, n_b: float) -> float:
-    """Two-sided p-value of a z-test that two rates are equal (pooled variance)."""
-    pooled = (hits_a + hits_b) / (n_a + n_b)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    if se == 0:
+    """Two-sided p-value that two rates are equal: Fisher's exact test on the 2x2 table.
+
+    The normal approximation of a z-test is too optimistic on a few frauds per band (4 of 10 against
+    10 of 11 gave p=0.013 where the exact test gives 0.024), which made the fairness gate fail on
+    sampling noise."""
+    from scipy.stats import fisher_exact
+
+    a, b = round(hits_a), round(hits_b)
+    table = [[a, round(n_a) - a], [b, round(n_b) - b]]
+    if min(n_a, n_b) <= 0:
         return 1.0
-    z = abs(hits_a / n_a - hits_b / n_b) / se
-    return math.erfc(z / math.sqrt(2))
+    return float(fisher_exact(table, alternative="two-sided").pvalue)
 
 
 def _widest_gap(groups: dict[str, dict[str, float]], rate: str, denominator) -> tuple[float, float, str]:
@@ -112,8 +120,8 @@ def _widest_gap(groups: dict[str, dict[str, float]], rate: str, denominator) -> 
 
 
 def fairness(gaps: dict[str, object], t: GateThresholds) -> GateOutcome:
-    """A gap fails only when it exceeds its bound and is unlikely to be sampling noise: a
-    two-proportion z-test between the lowest and highest band, Bonferroni-corrected for
+    """A gap fails only when it exceeds its bound and is unlikely to be sampling noise: Fisher's
+    exact test between the lowest and highest band, Bonferroni-corrected for
     having picked that pair among all pairs, p < significance. A few frauds per band would
     otherwise make the gate a coin toss."""
     groups = gaps["groups"]
@@ -162,7 +170,7 @@ def calibration(metrics: dict[str, float], t: GateThresholds) -> GateOutcome:
 
 @dataclass(frozen=True)
 class Expectation:
-    """A directional test: moving `feature` by `change` should not lower the mean score."""
+    """A directional test: moving `feature` by `change` should not lower the mean score materially."""
 
     description: str
     feature: str
@@ -178,8 +186,15 @@ EXPECTATIONS = (
 )
 
 
-def behavioural(results: list[tuple[str, float, float]]) -> GateOutcome:
-    """`results`: (description, mean score before, mean score after) per expectation."""
-    failed = [f"{d}: mean score {before:.4f} -> {after:.4f}" for d, before, after in results if after < before]
-    detail = "; ".join(failed) if failed else "; ".join(f"{d}: {before:.4f} -> {after:.4f}" for d, before, after in results)
-    return GateOutcome(GATE_BEHAVIOUR, not failed, ("moved the wrong way: " if failed else "") + detail)
+def behavioural(results: list[tuple[str, float, float]], max_drop: float = GateThresholds.max_behaviour_drop) -> GateOutcome:
+    """`results`: (description, mean score before, mean score after) per expectation. An expectation fails
+    when the mean score falls by more than `max_drop` of its value (a relative drop)."""
+
+    def change(d: str, before: float, after: float) -> str:
+        relative = (after - before) / before if before > 0 else 0.0
+        return f"{d}: mean score {before:.4f} -> {after:.4f} ({relative:+.1%})"
+
+    failed = [change(d, before, after) for d, before, after in results if after < before * (1 - max_drop)]
+    shown = failed or [change(d, before, after) for d, before, after in results]
+    bound = f" (fails below a {max_drop:.0%} drop)"
+    return GateOutcome(GATE_BEHAVIOUR, not failed, ("moved the wrong way: " if failed else "") + "; ".join(shown) + bound)

@@ -62,3 +62,49 @@ def test_report_renders_one_self_contained_page():
     tables = markdown_tables(report)
     assert "| gate_x | FAIL | 1 > 0 |" in tables["gates"]
     assert "| recall | 0.7000 |" in tables["metrics"]
+
+
+def test_behavioural_gate_tolerates_noise_but_not_a_real_drop():
+    """Main's CI failed on 0.0063 -> 0.0062 (-1.6%): a model indifferent to a feature, not a wrong one."""
+    noise = g.behavioural([("a burst", 0.0063, 0.0062)])
+    assert noise.passed and "-1.6%" in noise.detail
+    assert not g.behavioural([("a burst", 0.0063, 0.0059)]).passed  # -6.3%
+    assert g.behavioural([("a burst", 0.0100, 0.00951)]).passed  # -4.9%
+    assert not g.behavioural([("a burst", 0.0100, 0.00949)]).passed  # -5.1%
+    assert not g.behavioural([("a burst", 0.0100, 0.0099)], max_drop=0.0).passed
+
+
+def test_fairness_gate_uses_an_exact_test_on_few_frauds():
+    """The demo's first model failed on 4 of 10 against 10 of 11 frauds caught: the z-test's p (0.013 x 3
+    pairs = 0.040) was an artefact of the normal approximation; Fisher's exact test gives 0.0237 x 3."""
+    groups = {
+        "25-34": {"recall": 0.4, "positives": 10, "n": 2000, "false_positive_rate": 0.01},
+        "35-44": {"recall": 0.7, "positives": 10, "n": 2000, "false_positive_rate": 0.01},
+        "55-64": {"recall": 10 / 11, "positives": 11, "n": 2000, "false_positive_rate": 0.01},
+    }
+    outcome = g.fairness({"groups": groups}, T)
+    assert outcome.passed, outcome.detail
+    assert "adjusted p=0.0712" in outcome.detail
+    # The same gap on ten times the frauds is a real one.
+    big = {k: {**v, "positives": v["positives"] * 10} for k, v in groups.items()}
+    assert not g.fairness({"groups": big}, T).passed
+
+
+def test_latency_percentiles_count_the_models_cpu_not_waiting_for_a_core():
+    """A predict that sleeps (the thread waits, as when the machine is busy) costs no CPU time."""
+    import time as _time
+
+    import numpy as np
+
+    from mlops_core.training.metrics import latency_percentiles
+
+    slept = latency_percentiles(lambda row: _time.sleep(0.002), np.zeros((4, 3)), n_calls=50, warmup_calls=2)
+    assert slept["p99_ms"] < 1.0
+
+    def busy(row):
+        end = _time.thread_time() + 0.003
+        while _time.thread_time() < end:
+            pass
+
+    worked = latency_percentiles(busy, np.zeros((4, 3)), n_calls=20, warmup_calls=1)
+    assert worked["p50_ms"] >= 2.9
