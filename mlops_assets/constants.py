@@ -1,8 +1,16 @@
 """Names shared across asset families: groups, partitions, job names."""
 
+import warnings
+
 import dagster as dg
+from dagster._utils.warnings import BetaWarning, PreviewWarning
 
 from mlops_core.settings import Settings
+
+# Every asset module imports this one before its decorators run. The platform uses backfill_policy and
+# dagster-mlflow's hooks knowingly; their beta warnings on every command tell a user nothing they can act on.
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
 
 # Asset groups, one per stage of the platform, shown as boxes in the Dagster UI.
 INGESTION = "ingestion"

@@ -5,42 +5,46 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
 
-from mlops_core.settings import REPO_ROOT, Settings
+from mlops_core.local_state import PortBusyError, prepare_instance, reset_local_state
+from mlops_core.settings import REPO_ROOT, Settings, record_settings
+
+# Windowed features need 30 days to warm up, and the first model needs labelled days after them for its
+# train, validation and test splits (enough frauds per age band for the fairness gate to judge).
+WARM_UP_DAYS = 30
+LABELLED_DAYS = 15
 
 
-def _today() -> date:
-    return datetime.now(timezone.utc).date()
+def min_demo_days(label_maturity_days: int) -> int:
+    """The shortest history `mlops demo run` accepts: warm-up, labelled days, and the label maturity."""
+    return WARM_UP_DAYS + LABELLED_DAYS + label_maturity_days
 
 
-def reset_local_state(settings: Settings, port: int) -> int | None:
-    """Stop the endpoint recorded on `port` (it serves state about to go), then remove the landing zone,
-    warehouse, Dagster instance, reports and MLflow store. Returns the stopped endpoint's pid."""
-    from mlops_core.serving import server
-
-    stopped = server.stop(settings, port)
-    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
-        shutil.rmtree(path, ignore_errors=True)
-    settings.duckdb_path.unlink(missing_ok=True)
-    return stopped
+def _recorded_port() -> int:
+    return Settings.from_env().serving_port
 
 
-def prepare_instance(settings: Settings) -> None:
-    """Create local state and install the repo's instance profile into DAGSTER_HOME."""
-    settings.export()
-    settings.ensure_dirs()
-    instance_yaml = settings.dagster_home / "dagster.yaml"
-    template = REPO_ROOT / "dagster.yaml"
-    if not instance_yaml.exists() or instance_yaml.read_text() != template.read_text():
-        shutil.copyfile(template, instance_yaml)
+class _StageFailure(click.ClickException):
+    """A stage of the platform stopped: printed as which check, what it measured against its bound, and
+    what to do next, with exit code 1 and no traceback."""
+
+    def __init__(self, stage: str, failures, next_step: str) -> None:
+        lines = [f"{stage} stopped the run:"]
+        lines += [f"  - {failure}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
+        lines.append(f"What to do next: {next_step}")
+        super().__init__("\n".join(lines))
+
+    def format_message(self) -> str:
+        return self.message
 
 
 @click.group()
@@ -96,24 +100,41 @@ def demo_scenarios() -> None:
 
 def run_job(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> bool:
     """Execute one job of the code location as a run on the local instance."""
+    return _execute(job_name, tags, run_config)[0]
+
+
+def _execute(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> tuple[bool, tuple[str, ...]]:
+    """Run a job in process on the local instance: (success, its failed blocking checks with what each measured)."""
     import dagster as dg
 
     from mlops_assets.definitions import defs
+    from mlops_assets.simulation.daemon import failed_checks
 
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
-    return result.success
+    if result.success:
+        return True, ()
+    steps = tuple(f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()[:300]}" for e in result.all_events if e.is_step_failure)
+    return False, failed_checks(result) or steps
+
+
+def run_stage(stage: str, job_name: str, next_step: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> None:
+    """Run a job; when it fails, stop the command with the failed checks and what to do next (exit 1)."""
+    ok, failures = _execute(job_name, tags, run_config)
+    if not ok:
+        raise _StageFailure(stage, failures, next_step)
+
+
+def _partition_range(first: date, last: date) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
 
 
 def run_data_layer(first: date, last: date) -> bool:
     """Materialize the data layer for a range of days as one run on the local instance."""
     from mlops_assets.constants import DATA_LAYER_JOB
 
-    return run_job(
-        DATA_LAYER_JOB,
-        {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()},
-    )
+    return run_job(DATA_LAYER_JOB, _partition_range(first, last))
 
 
 def run_training() -> bool:
@@ -127,7 +148,11 @@ def run_promote(reason: str) -> bool:
     """Move champion to the challenger, recorded in the alias history."""
     from mlops_assets.constants import PROMOTE_JOB
 
-    return run_job(PROMOTE_JOB, run_config={"ops": {"champion_model": {"config": {"reason": reason, "actor": "mlops cli"}}}})
+    return run_job(PROMOTE_JOB, run_config=promote_run_config(reason))
+
+
+def promote_run_config(reason: str) -> dict:
+    return {"ops": {"champion_model": {"config": {"reason": reason, "actor": "mlops cli"}}}}
 
 
 def rollout_run_config(replay_requests: int, canary_share: float) -> dict:
@@ -147,13 +172,6 @@ def run_rollout(replay_requests: int = 0, canary_share: float = 0.1) -> bool:
     from mlops_assets.constants import ROLLOUT_JOB
 
     return run_job(ROLLOUT_JOB, run_config=rollout_run_config(replay_requests, canary_share))
-
-
-def run_features() -> bool:
-    """Build the training set and rebuild the online store, with their checks."""
-    from mlops_assets.constants import FEATURE_JOB
-
-    return run_job(FEATURE_JOB)
 
 
 def _print_where_to_look(settings: Settings) -> None:
@@ -209,12 +227,15 @@ def _print_where_to_look(settings: Settings) -> None:
 
 
 @demo.command("run")
-@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True, help="Days of history ending yesterday (labels mature after 45).")
+@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True,
+              help=f"Days of history, ending the day before the platform's today (MLOPS_TODAY). At least "
+              f"{min_demo_days(45)} with the default 45-day label maturity ({WARM_UP_DAYS} to warm up the windows, "
+              f"{LABELLED_DAYS} labelled days, the maturity); with --loop-days, {WARM_UP_DAYS + 5} + 7 + the loop days.")
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--scenario", default="baseline", show_default=True)
 @click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint the demo leaves running on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port of the endpoint the demo leaves running on 127.0.0.1 (default: the recorded one, else 8000); recorded for every later command.")
 @click.option("--loop-days", type=click.IntRange(min=0), default=0, show_default=True,
               help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).")
 def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None:
@@ -222,48 +243,61 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
 
     With --loop-days N the last N days are simulated instead: each lands, is served, monitored and judged by
     the sensors, which retrain and roll out when the data drifts (it does from the middle of those days)."""
+    port = port or _recorded_port()
     if loop_days:
         _demo_loop(days, rows_per_day, seed, port, loop_days)
         return
     from mlops_core.datagen.generator import DemoSpec, generate_landing
-
     from mlops_core.serving import server
 
     settings = Settings.from_env()
-    # Before the code location loads: its serving_endpoint resource reads the URL once.
-    os.environ["MLOPS_SERVING_URL"] = f"http://127.0.0.1:{port}"
-    if fresh:
-        stopped = reset_local_state(settings, port)
-        if stopped:
-            click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
-    prepare_instance(settings)
-    from mlops_assets.transform.project import ensure_manifest
-
-    ensure_manifest()
-    first = _today() - timedelta(days=days)
-    last = _today() - timedelta(days=1)
+    minimum = min_demo_days(settings.label_maturity_days)
+    if days < minimum:
+        raise click.BadParameter(
+            f"{days} days of history are too few: the demo needs at least {minimum} ({WARM_UP_DAYS} days for the "
+            f"windowed features to warm up, {LABELLED_DAYS} labelled days to train, validate and test on, and the "
+            f"{settings.label_maturity_days}-day label maturity, MLOPS_LABEL_MATURITY_DAYS)",
+            param_hint="--days",
+        )
+    first = settings.today - timedelta(days=days)
+    last = settings.last_complete_day
     try:
         spec = DemoSpec(start=first, days=days, rows_per_day=rows_per_day, seed=seed, scenario=scenario)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    summary = generate_landing(spec, settings.landing_dir)
-    click.echo(f"Generated {summary.rows} rows ({scenario}) for {first}..{last} in {settings.landing_dir}")
-    ok = run_data_layer(first, last)
-    stage = "a blocking data gate (see quarantine.rejected_rows)"
-    if ok:
-        ok = run_training()
-        stage = "a feature-store check or a model quality gate (see candidate_evaluation)"
-    if ok:
+    try:
+        stopped = reset_local_state(settings, port) if fresh else None
+    except PortBusyError as err:
+        raise click.ClickException(str(err)) from None
+    if stopped:
+        click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
+    # Before the code location loads: its partitions and its serving_endpoint resource read these once.
+    url = f"http://127.0.0.1:{port}"
+    record_settings(settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=url)
+    settings = replace(settings, serving_url=url, partitions_start=first)
+    prepare_instance(settings)
+    from mlops_assets.constants import DATA_LAYER_JOB, ROLLOUT_JOB, TRAINING_JOB
+    from mlops_assets.simulation.loop import NEXT_STEPS
+    from mlops_assets.transform.project import ensure_manifest
+
+    log_path = settings.home / "demo.log"
+    click.echo(f"History {first}..{last} (today is {settings.today}, MLOPS_TODAY={settings.clock}); run logs (dbt, Dagster) go to {log_path}")
+    with _output_to(log_path) as echo:
+        ensure_manifest()
+        summary = generate_landing(spec, settings.landing_dir)
+        echo(f"Generated {summary.rows} rows ({scenario}) in {settings.landing_dir}")
+        run_stage("The data layer", DATA_LAYER_JOB, NEXT_STEPS[DATA_LAYER_JOB], _partition_range(first, last))
+        echo("Data layer loaded: landing -> raw (gated) -> dbt marts")
+        run_stage("Training (feature checks and model quality gates)", TRAINING_JOB, NEXT_STEPS[TRAINING_JOB])
+        echo("Trained: feature store, candidate and baseline, every quality gate passed, challenger registered")
         server.ensure_admin_token(settings)
         if server.running_pid(server.ServingPaths.for_role(settings, "production").pid_file(port)) is None:
             pid = server.start_detached(settings, port=port)
-            click.echo(f"Started the endpoint on http://127.0.0.1:{port} (pid {pid})")
-        ok = run_rollout(replay_requests=300, canary_share=0.25)
-        stage = "a rollout stage (staging smoke test, shadow agreement or canary health)"
+            echo(f"Started the endpoint on {url} (pid {pid})")
+        run_stage("The rollout (staging smoke test, shadow agreement, canary health)", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB],
+                  run_config=rollout_run_config(replay_requests=300, canary_share=0.25))
+        echo("Rolled out: staging, shadow, canary, champion in production")
     _print_where_to_look(settings)
-    if not ok:
-        click.echo(f"\nThe run failed: {stage} stopped it; the checks are in the UI.", err=True)
-        sys.exit(1)
     _print_endpoint(settings, port)
 
 
@@ -276,10 +310,16 @@ def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint
     settings = Settings.from_env()
     log_path = settings.home / "simulation.log"
     click.echo(f"{intro}; run logs (dbt, Dagster) go to {log_path}")
+    from mlops_assets.simulation.loop import StageFailed
+
     with _output_to(log_path) as echo:
         loop = ClosedLoop(settings, spec, echo=echo)
         try:
             records = loop.run()
+        except StageFailed as failed:
+            raise _StageFailure(failed.stage, failed.failures, failed.next_step) from None
+        except PortBusyError as err:
+            raise click.ClickException(str(err)) from None
         finally:
             if not keep_endpoint:
                 loop.stop_endpoint()
@@ -288,7 +328,24 @@ def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint
     return loop, records, as_csv, plot_timeline(records, out_dir / plot_name, title)
 
 
+def _claim_calendar_and_port(settings: Settings, first: date, port: int) -> None:
+    """Before the code location loads (its partitions and its serving resource read these once): refuse a
+    port a foreign server holds, and record the demo's first day and endpoint for every later command."""
+    try:
+        from mlops_core.local_state import claim_port
+
+        claim_port(settings, port)
+    except PortBusyError as err:
+        raise click.ClickException(str(err)) from None
+    record_settings(
+        settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=f"http://127.0.0.1:{port}"
+    )
+
+
 def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
+    settings = Settings.from_env()
+    if days - loop_days >= 1:
+        _claim_calendar_and_port(settings, settings.today - timedelta(days=days), port)
     from mlops_assets.simulation.loop import SimulationSpec
 
     try:
@@ -372,7 +429,7 @@ def _output_to(log_path: Path):
 @click.option("--fairness-min-frauds", type=click.IntRange(min=1), default=30, show_default=True,
               help="Retraining's fairness gate compares only age bands with this many frauds in its test split (product default: 10).")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True, help="Port of the endpoint on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port of the endpoint on 127.0.0.1 (default: the recorded one, else 8000).")
 @click.option("--keep-endpoint/--stop-endpoint", default=False, show_default=True, help="Leave the endpoint running at the end.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_REPORTS_DIR/simulation.")
 def simulate_command(days, scenario, drift_day, history_days, rows_per_day, label_maturity_days, training_lookback_days, fairness_min_frauds, seed, port, keep_endpoint, out_dir) -> None:
@@ -381,6 +438,9 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
     of the live metric with automation against the frozen first champion.
     """
+    settings = Settings.from_env()
+    port = port or settings.serving_port
+    _claim_calendar_and_port(settings, settings.today - timedelta(days=history_days + days), port)
     from mlops_assets.simulation.loop import SimulationSpec
 
     try:
@@ -422,12 +482,18 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
 def ingest(start, end) -> None:
     """(Re)materialize the data layer for landed days, e.g. after fixing a file."""
     settings = Settings.from_env()
+    first = start.date()
+    last = (end or start).date()
+    if not settings.partitions_start <= first <= last <= settings.last_complete_day:
+        raise click.BadParameter(
+            f"{first}..{last} is outside the daily partitions {settings.partitions_start}..{settings.last_complete_day} "
+            f"(MLOPS_PARTITIONS_START and MLOPS_TODAY={settings.clock}; set them, or MLOPS_TODAY=system for the machine's date)",
+            param_hint="--start/--end",
+        )
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
 
     ensure_manifest()
-    first = start.date()
-    last = (end or start).date()
     ok = run_data_layer(first, last)
     _print_where_to_look(settings)
     sys.exit(0 if ok else 1)
@@ -436,11 +502,16 @@ def ingest(start, end) -> None:
 @main.command("train")
 def train() -> None:
     """Run training_job: features, candidate, baseline, evaluation and gates, challenger registration."""
-    prepare_instance(Settings.from_env())
-    if not run_training():
-        click.echo("Training stopped: a check or a quality gate failed (see candidate_evaluation in the UI).", err=True)
-        sys.exit(1)
-    click.echo(f"Evaluation report: {Settings.from_env().reports_dir / 'evaluation-latest.html'}")
+    from mlops_core.preconditions import require_data_layer
+
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    require_data_layer(settings)
+    from mlops_assets.constants import TRAINING_JOB
+    from mlops_assets.simulation.loop import NEXT_STEPS
+
+    run_stage("Training (feature checks and model quality gates)", TRAINING_JOB, NEXT_STEPS[TRAINING_JOB])
+    click.echo(f"Evaluation report: {settings.reports_dir / 'evaluation-latest.html'}")
 
 
 @main.command("promote")
@@ -448,9 +519,10 @@ def train() -> None:
 def promote(reason) -> None:
     """Move the champion alias to the current challenger."""
     prepare_instance(Settings.from_env())
-    if not run_promote(reason):
-        click.echo("Promotion failed (no challenger, or it is already champion); see promote_job in the UI.", err=True)
-        sys.exit(1)
+    from mlops_assets.constants import PROMOTE_JOB
+
+    run_stage("Promotion", PROMOTE_JOB, "train a challenger first (`mlops train`); a challenger that is already champion is not promoted again.",
+              run_config=promote_run_config(reason))
 
 
 @main.command("rollout")
@@ -458,16 +530,20 @@ def promote(reason) -> None:
               help="Recent transactions replayed through shadow and canary (0 = judge real traffic).")
 @click.option("--canary-share", type=click.FloatRange(0.01, 1.0), default=0.1, show_default=True)
 def rollout(replay_requests, canary_share) -> None:
-    """Roll the challenger out: staging smoke test, shadow, canary, promotion, production."""
+    """Roll the challenger out: staging smoke test, shadow, canary, promotion, production (at the recorded endpoint)."""
+    from mlops_core.preconditions import require_challenger, require_endpoint
     from mlops_core.serving import server
 
     settings = Settings.from_env()
     prepare_instance(settings)
     server.ensure_admin_token(settings)
-    if not run_rollout(replay_requests, canary_share):
-        click.echo("Rollout stopped: a stage's check failed; see the rollout_job run in the UI.", err=True)
-        sys.exit(1)
-    click.echo("Rollout complete: the challenger is champion and serves all traffic.")
+    require_challenger(settings)
+    require_endpoint(settings)
+    from mlops_assets.constants import ROLLOUT_JOB
+    from mlops_assets.simulation.loop import NEXT_STEPS
+
+    run_stage("The rollout", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB], run_config=rollout_run_config(replay_requests, canary_share))
+    click.echo(f"Rollout complete: the challenger is champion and serves all traffic at {settings.serving_url}.")
 
 
 @main.command("prepare")
@@ -481,10 +557,37 @@ def prepare() -> None:
     click.echo(f"DAGSTER_HOME: {settings.dagster_home}")
 
 
+def run_until_signalled(cmd: list[str], cwd: Path, grace_seconds: float = 8.0) -> int:
+    """Run `cmd` in its own session; on Ctrl-C or SIGTERM stop its whole process group (SIGTERM, then
+    SIGKILL after `grace_seconds`). `dagster dev` ignores signals that reach it through a shell's job
+    control, and its webserver and daemon children outlive a plain SIGINT to the parent."""
+    process = subprocess.Popen(cmd, cwd=cwd, env=os.environ.copy(), start_new_session=True)
+
+    def forward(signum, frame):  # noqa: ARG001 - the signal module's handler signature
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @main.command("ui")
 @click.option("--port", type=int, default=3000, show_default=True)
 def ui(port) -> None:
-    """Start the Dagster UI and daemon on 127.0.0.1 for this project."""
+    """Start the Dagster UI and daemon on 127.0.0.1 for this project (Ctrl-C or SIGTERM stops both)."""
     settings = Settings.from_env()
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
@@ -493,12 +596,14 @@ def ui(port) -> None:
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
-    raise SystemExit(subprocess.call(cmd, cwd=REPO_ROOT, env=os.environ.copy()))
+    # Started in DAGSTER_HOME: from the repo root, dagster dev warns on every start that the repo's
+    # dagster.yaml (the template `mlops` installs into DAGSTER_HOME) is not the instance's.
+    raise SystemExit(run_until_signalled(cmd, cwd=settings.dagster_home))
 
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback unless you mean it.")
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: the recorded endpoint's port (MLOPS_SERVING_URL), else 8000.")
 @click.option("--role", type=click.Choice(["production", "staging"]), default="production", show_default=True,
               help="staging keeps its own log, serves --model-version only and writes no production state.")
 @click.option("--model-version", default=None, help="Serve this registry version (staging); default: the recorded plan, else the champion alias.")
@@ -509,6 +614,7 @@ def serve(host, port, role, model_version, detach, stop_server) -> None:
     from mlops_core.serving import server
 
     settings = Settings.from_env()
+    port = port or settings.serving_port
     settings.export()
     server.ensure_admin_token(settings)
     if stop_server:

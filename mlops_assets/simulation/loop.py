@@ -36,6 +36,7 @@ from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.models import LoadedModel, load_version
 from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.replay import RAW_FIELDS
+from mlops_core.local_state import prepare_instance, reset_local_state
 from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
 
@@ -140,6 +141,24 @@ def _run(defs: dg.Definitions, job_name: str, tags: dict | None = None, run_conf
         )
 
 
+class StageFailed(RuntimeError):
+    """A run of the platform stopped: which stage, which checks (each with what it measured against its
+    bound), and what the user can do next."""
+
+    def __init__(self, stage: str, job: str, failures: tuple[str, ...], next_step: str) -> None:
+        self.stage, self.job, self.failures, self.next_step = stage, job, failures, next_step
+        super().__init__(f"{stage} ({job}) stopped: {'; '.join(failures) or 'a step failed'}")
+
+
+# What a user can do when a stage of the history's set-up stops.
+NEXT_STEPS = {
+    DATA_LAYER_JOB: "the rejected rows are in quarantine.rejected_rows; fix the landed file and run `mlops ingest --start DAY`.",
+    TRAINING_JOB: "the evaluation report (reports/evaluation-latest.html) shows each gate's number against its bound; "
+    "more history (--days) or more rows per day (--rows-per-day) give the gates more evidence.",
+    ROLLOUT_JOB: "the endpoint's log is in data/serving/production/; retry the rollout with `mlops rollout --replay 300`.",
+}
+
+
 def _failed(result: dg.ExecuteInProcessResult) -> str:
     """What stopped a run: its failed blocking checks, else its failed steps."""
     steps = [e.step_key for e in result.all_events if e.is_step_failure]
@@ -201,8 +220,6 @@ class ClosedLoop:
         self.settings.export()
 
     def start(self) -> tuple[dg.Definitions, list[SimulatedDay]]:
-        from mlops_core.cli import prepare_instance, reset_local_state
-
         reset_local_state(self.settings, self.spec.port)
         self._environment()
         prepare_instance(self.settings)
@@ -230,12 +247,12 @@ class ClosedLoop:
         for job, job_tags, config in ((DATA_LAYER_JOB, tags, None), (TRAINING_JOB, {}, gates)):
             result = _run(defs, job, job_tags, config)
             if not result.success:
-                raise RuntimeError(f"the history did not get through {job}: {_failed(result)}")
+                raise StageFailed(f"the history's {job}", job, failed_checks(result) or (_failed(result),), NEXT_STEPS[job])
         server.ensure_admin_token(self.settings)
         pid = server.start_detached(self.settings, port=spec.port)
         result = _run(defs, ROLLOUT_JOB, {}, _rollout_config(spec))
         if not result.success:
-            raise RuntimeError(f"the first rollout failed: {_failed(result)}")
+            raise StageFailed("the first rollout", ROLLOUT_JOB, failed_checks(result) or (_failed(result),), NEXT_STEPS[ROLLOUT_JOB])
         client = mlflow.MlflowClient(registry.tracking_uri(self.settings.mlflow_dir))
         champion = registry.alias_version(client, registry.CHAMPION)
         self.frozen = load_version(client, champion)

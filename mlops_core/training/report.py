@@ -168,12 +168,18 @@ def metrics_table(report: EvaluationReport) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown_cell(text: object) -> str:
+    """A table cell's text with what would break the table escaped: pipes (`|ONNX - native|` split the gates
+    table), backslashes before them, and line breaks."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _markdown(frame: pd.DataFrame, index_name: str = "") -> str:
-    header = "| " + " | ".join([index_name, *map(str, frame.columns)]) + " |"
+    header = "| " + " | ".join(markdown_cell(c) for c in [index_name, *frame.columns]) + " |"
     rule = "|" + "---|" * (len(frame.columns) + 1)
     lines = [header, rule]
     for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index), *(_fmt(v) for v in row.tolist())]) + " |")
+        lines.append("| " + " | ".join([markdown_cell(index), *(markdown_cell(_fmt(v)) for v in row.tolist())]) + " |")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def test_ui_starts_dagster_dev_on_loopback(monkeypatch):
     """The command line `mlops ui` runs, captured instead of started (the UI itself is tested by the UI check)."""
     seen = []
     monkeypatch.setattr(cli, "prepare_instance", lambda settings: None)
-    monkeypatch.setattr(subprocess, "call", lambda cmd, **kwargs: seen.append(cmd) or 0)
+    monkeypatch.setattr(cli, "run_until_signalled", lambda cmd, **kwargs: seen.append(cmd) or 0)
     result = CliRunner().invoke(cli.main, ["ui", "--port", "3999"])
     assert result.exit_code == 0, result.output
     (cmd,) = seen

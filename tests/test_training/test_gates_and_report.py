@@ -108,3 +108,26 @@ def test_latency_percentiles_count_the_models_cpu_not_waiting_for_a_core():
 
     worked = latency_percentiles(busy, np.zeros((4, 3)), n_calls=20, warmup_calls=1)
     assert worked["p50_ms"] >= 2.9
+
+
+def test_markdown_tables_escape_pipes_so_every_row_keeps_its_cells():
+    """`max |ONNX - native| = ...` split the gates row into extra cells in the UI."""
+    import re
+
+    import pandas as pd
+    from markdown_it import MarkdownIt
+
+    from mlops_core.training.report import _markdown
+
+    frame = pd.DataFrame(
+        {"result": ["pass", "FAIL"], "detail": ["max |ONNX - native| = 2.4e-07 (max 1e-05)", "a \\| b\nnext line"]},
+        index=["gate_onnx_parity", "gate|odd"],
+    )
+    rendered = MarkdownIt().enable("table").render(_markdown(frame, "gate"))
+    rows = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr>(.*?)</tr>", rendered, flags=re.S)]
+    # Every row keeps its three cells, and each cell shows exactly the text it was given.
+    assert rows == [
+        ["gate", "result", "detail"],
+        ["gate_onnx_parity", "pass", "max |ONNX - native| = 2.4e-07 (max 1e-05)"],
+        ["gate|odd", "FAIL", "a \\| b next line"],
+    ]

@@ -1,0 +1,74 @@
+"""The local state a laptop run keeps under MLOPS_HOME, and the port its endpoint listens on.
+
+Dagster-free, so the CLI and the simulation share it without importing the code location.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+from mlops_core.settings import REPO_ROOT, Settings
+
+
+class PortBusyError(RuntimeError):
+    """Something this MLOPS_HOME did not start listens on the endpoint's port."""
+
+
+def listener_on(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether anything accepts connections on host:port right now."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
+def describe_foreign_listener(port: int, host: str = "127.0.0.1") -> str:
+    """What answers on the port, as far as it tells: an mlops endpoint names its pid and MLOPS_HOME."""
+    import httpx
+
+    try:
+        health = httpx.get(f"http://{host}:{port}/health", timeout=2.0).json()
+    except (httpx.HTTPError, ValueError):
+        return "a process that is not an mlops endpoint"
+    if not isinstance(health, dict):
+        return "a process that is not an mlops endpoint"
+    pid, home = health.get("pid"), health.get("mlops_home")
+    if pid or home:
+        return f"an mlops endpoint (pid {pid or '?'}, MLOPS_HOME {home or '?'})"
+    return "an mlops endpoint started elsewhere (another checkout or MLOPS_HOME)"
+
+
+def claim_port(settings: Settings, port: int) -> int | None:
+    """Stop the endpoint this MLOPS_HOME recorded on `port`; then refuse a port something else still holds.
+    Returns the stopped endpoint's pid. Called before any state is wiped, so a refusal loses nothing."""
+    from mlops_core.serving import server
+
+    stopped = server.stop(settings, port)
+    if listener_on(port):
+        raise PortBusyError(
+            f"port {port} is in use by {describe_foreign_listener(port)}, which this MLOPS_HOME ({settings.home}) did not start. "
+            f"Stop it where it was started (`mlops serve --stop --port {port}` in that checkout, or kill its pid), "
+            f"or choose another port with --port."
+        )
+    return stopped
+
+
+def reset_local_state(settings: Settings, port: int) -> int | None:
+    """Stop the endpoint recorded on `port` (it serves state about to go) after making sure no foreign server
+    holds the port, then remove the landing zone, warehouse, Dagster instance, reports and MLflow store (the
+    admin token stays: a server started later in this MLOPS_HOME shares it). Returns the stopped endpoint's pid."""
+    stopped = claim_port(settings, port)
+    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    settings.duckdb_path.unlink(missing_ok=True)
+    return stopped
+
+
+def prepare_instance(settings: Settings) -> None:
+    """Create local state and install the repo's instance profile into DAGSTER_HOME."""
+    settings.export()
+    settings.ensure_dirs()
+    instance_yaml = settings.dagster_home / "dagster.yaml"
+    template = REPO_ROOT / "dagster.yaml"
+    if not instance_yaml.exists() or instance_yaml.read_text() != template.read_text():
+        shutil.copyfile(template, instance_yaml)
