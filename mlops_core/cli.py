@@ -547,13 +547,22 @@ def rollout(replay_requests, canary_share) -> None:
 
 
 @main.command("prepare")
-def prepare() -> None:
+@click.option("--env", "as_env", is_flag=True, help="Print only shell exports (MLOPS_HOME, DAGSTER_HOME) for `eval`, e.g. before `dagster job execute`.")
+def prepare(as_env) -> None:
     """Create local state, install the instance profile and parse the dbt project (no network)."""
+    import shlex
+
     settings = Settings.from_env()
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
 
-    click.echo(f"dbt manifest: {ensure_manifest()}")
+    with _output_to(settings.home / "prepare.log") if as_env else contextlib.nullcontext():
+        manifest = ensure_manifest()
+    if as_env:
+        click.echo(f"export MLOPS_HOME={shlex.quote(str(settings.home))}")
+        click.echo(f"export DAGSTER_HOME={shlex.quote(str(settings.dagster_home))}")
+        return
+    click.echo(f"dbt manifest: {manifest}")
     click.echo(f"DAGSTER_HOME: {settings.dagster_home}")
 
 

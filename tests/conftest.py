@@ -22,7 +22,11 @@ def pytest_configure(config):
     global _SESSION_HOME
     _SESSION_HOME = tempfile.mkdtemp(prefix="mlops-tests-")
     os.environ["MLOPS_HOME"] = _SESSION_HOME
-    for key in ("MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR"):
+    # The calendar and the endpoint too: every test runs on the fixed simulated calendar, whatever the caller set.
+    for key in (
+        "MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR",
+        "MLOPS_TODAY", "MLOPS_PARTITIONS_START", "MLOPS_SERVING_URL",
+    ):
         os.environ.pop(key, None)
 
 

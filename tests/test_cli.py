@@ -1,5 +1,6 @@
 """The command line as users and CI run it: `mlops demo generate` then `dagster job execute`."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ BIN = Path(sys.executable).parent
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env["PYTHONWARNINGS"] = "default"  # a warning the code location emits must show in the output
     env["MLOPS_HOME"] = str(tmp_path / "home")
     env["DAGSTER_HOME"] = str(tmp_path / "home" / "dagster_home")
     return env
@@ -113,7 +115,7 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
     port = _free_port()
     try:
         run = subprocess.run(
-            [BIN / "mlops", "demo", "run", "--days", "60", "--rows-per-day", "600", "--port", str(port)],
+            [BIN / "mlops", "demo", "run", "--days", "90", "--rows-per-day", "600", "--port", str(port)],
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
@@ -133,3 +135,121 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
     assert "stopped production server" in stop.stdout
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_demo_run_refuses_a_history_too_short_to_train_on(tmp_path):
+    """--days 60 used to stop at the fairness gate every time, leaving no champion and no endpoint."""
+    run = subprocess.run([BIN / "mlops", "demo", "run", "--days", "60"], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "--days" in run.stderr and "at least 90" in run.stderr and "45-day label maturity" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "home" / "data").exists()  # refused before anything was written
+
+
+def test_demo_run_refuses_a_port_held_by_a_foreign_server_and_wipes_nothing(tmp_path):
+    """Run 2 of the issue: an endpoint left by another checkout answered the new demo with a 403."""
+    import socket
+
+    env = _env(tmp_path)
+    kept = tmp_path / "home" / "data" / "landing" / "transactions" / "keep.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("state of an earlier run")
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        port = foreign.getsockname()[1]
+        run = subprocess.run(
+            [BIN / "mlops", "demo", "run", "--port", str(port)], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"port {port} is in use" in run.stderr and "did not start" in run.stderr and "--port" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert kept.read_text() == "state of an earlier run"
+
+
+def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
+    """Run 2 from the same checkout: the earlier demo's endpoint is stopped, not reported as foreign."""
+    import socket
+
+    from mlops_core.local_state import claim_port, listener_on
+    from mlops_core.serving.server import ServingPaths
+    from mlops_core.settings import Settings
+
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = subprocess.Popen(
+        [sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(120)"],
+        start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            if listener_on(port):
+                break
+            import time
+
+            time.sleep(0.05)
+        paths = ServingPaths.for_role(settings, "production")
+        paths.root.mkdir(parents=True)
+        paths.pid_file(port).write_text(json.dumps({"pid": listener.pid, "host": "127.0.0.1", "port": port, "role": "production"}))
+        assert claim_port(settings, port) == listener.pid
+        assert listener.wait(timeout=20) is not None
+        assert not listener_on(port)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+
+
+def test_same_seed_same_demo_data_on_any_system_date(tmp_path, monkeypatch):
+    """The demo's history is drawn for the platform's calendar (MLOPS_TODAY, fixed by default), not for
+    the machine's date: two system dates give byte-identical landing zones, unless asked to follow them."""
+    import hashlib
+
+    from mlops_core import settings as settings_module
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+    from mlops_core.settings import Settings
+
+    def landing_digest(system_date, environ) -> tuple[str, str]:
+        monkeypatch.setattr(settings_module, "system_today", lambda: system_date)
+        settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home"), **environ})
+        first = settings.today - dt.timedelta(days=5)
+        out = tmp_path / f"landing-{system_date}-{len(environ)}"
+        generate_landing(DemoSpec(start=first, days=5, rows_per_day=40, seed=7), out)
+        digest = hashlib.sha256()
+        for path in sorted(out.rglob("*.parquet")):
+            digest.update(path.relative_to(out).as_posix().encode() + path.read_bytes())
+        return first.isoformat(), digest.hexdigest()
+
+    fixed = [landing_digest(day, {}) for day in (dt.date(2026, 12, 1), dt.date(2031, 2, 15))]
+    assert fixed[0] == fixed[1]
+    assert fixed[0][0] == "2026-06-26"
+    followed = [landing_digest(day, {"MLOPS_TODAY": "system"}) for day in (dt.date(2026, 12, 1), dt.date(2031, 2, 15))]
+    assert followed[0] != followed[1] and followed[1][0] == "2031-02-10"
+
+
+def test_recorded_settings_reach_later_commands_and_the_environment_wins(tmp_path):
+    from mlops_core.settings import Settings, record_settings
+
+    home = tmp_path / "home"
+    record_settings(home, MLOPS_SERVING_URL="http://127.0.0.1:8123", MLOPS_PARTITIONS_START="2026-04-02")
+    recorded = Settings.from_env({"MLOPS_HOME": str(home)})
+    assert recorded.serving_url == "http://127.0.0.1:8123" and recorded.serving_port == 8123
+    assert recorded.partitions_start == dt.date(2026, 4, 2) and recorded.last_complete_day == dt.date(2026, 6, 30)
+    overridden = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_SERVING_URL": "http://127.0.0.1:9000"})
+    assert overridden.serving_port == 9000
+    with pytest.raises(ValueError, match="MLOPS_TODAY must be YYYY-MM-DD or 'system', got 'tomorrow'"):
+        Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_TODAY": "tomorrow"})
+    with pytest.raises(ValueError, match=r"MLOPS_PARTITIONS_START \(2026-04-02\) must be before today \(2026-03-01"):
+        Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_TODAY": "2026-03-01"})
+
+
+def test_missing_upstream_names_what_to_run_first(tmp_path):
+    env = _env(tmp_path)
+    train = subprocess.run([BIN / "mlops", "train"], env=env, capture_output=True, text=True, timeout=120)
+    assert train.returncode == 1
+    assert "marts.transactions_enriched" in train.stderr and "mlops ingest" in train.stderr
+    assert "Catalog Error" not in train.stderr and "Traceback" not in train.stderr
+    rollout = subprocess.run([BIN / "mlops", "rollout"], env=env, capture_output=True, text=True, timeout=120)
+    assert rollout.returncode == 1
+    assert "no challenger" in rollout.stderr and "mlops train" in rollout.stderr and "Traceback" not in rollout.stderr

@@ -1,0 +1,82 @@
+"""`mlops ui` (dagster dev: webserver, daemon and a code server) stops on Ctrl-C and on SIGTERM within
+10 s, leaving no process behind; it did not stop within 90 s before."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ui_browser import VENV_BIN, mlops_env  # noqa: E402
+
+from mlops_core.serving.server import free_port  # noqa: E402
+from mlops_core.settings import REPO_ROOT  # noqa: E402
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process under `root` (dagster dev's webserver, daemon and code servers)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as out:
+        # Its own session, as a terminal gives it: the signal reaches `mlops ui` alone, like kill or Ctrl-C.
+        ui = subprocess.Popen(
+            [str(VENV_BIN / "mlops"), "ui", "--port", str(port)], cwd=REPO_ROOT, env=mlops_env(tmp_path / "home"),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert ui.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the UI did not answer within 180 s:\n{log.read_text()[-3000:]}")
+        children = _descendants(ui.pid)
+        assert len(children) >= 2, "dagster dev and its webserver run under mlops ui"
+        started = time.monotonic()
+        ui.send_signal(signum)
+        ui.wait(timeout=10)
+        assert time.monotonic() - started < 10
+        time.sleep(0.5)
+        leftover = [pid for pid in children if _alive(pid)]
+        assert not leftover, f"processes left behind: {leftover}"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
