@@ -122,6 +122,29 @@ def tracking_uri_for(mlflow_dir: Path) -> str:
     return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
 
 
+# Where `mlops ui` serves the embedded store's MLflow UI, beside the Dagster UI.
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+def artifact_page_url(tracking: str, experiment_id: str, run_id: str, artifact_path: str) -> str:
+    """The MLflow UI page that shows a run's artifact, for a link a browser can open: the tracking server
+    itself when there is one, else MLOPS_MLFLOW_UI_URL (the MLflow UI `mlops ui` starts)."""
+    import os
+    from urllib.parse import quote
+
+    base = tracking if tracking.startswith(("http://", "https://")) else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
+    return f"{base.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs/{quote(run_id)}/artifacts/{quote(artifact_path)}"
+
+
+def artifact_download_url(tracking: str, run_id: str, artifact_path: str) -> str:
+    """The artifact's own bytes from the same MLflow server (the page above loads them from here)."""
+    import os
+    from urllib.parse import urlencode
+
+    base = tracking if tracking.startswith(("http://", "https://")) else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
+    return f"{base.rstrip('/')}/get-artifact?{urlencode({'path': artifact_path, 'run_uuid': run_id})}"
+
+
 def tracking_uri(mlflow_dir: Path) -> str:
     """MLOPS_MLFLOW_TRACKING_URI (a server such as http://127.0.0.1:5000), else the embedded sqlite store."""
     import os

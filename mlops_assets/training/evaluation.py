@@ -91,6 +91,9 @@ def candidate_evaluation(
     partial.write_text(page)
     partial.replace(latest)
     client.log_artifact(fraud_model_candidate.run_id, str(path), "evaluation")
+    artifact = f"evaluation/{path.name}"
+    experiment_id = client.get_run(fraud_model_candidate.run_id).info.experiment_id
+    report_url = registry.artifact_page_url(client.tracking_uri, experiment_id, fraud_model_candidate.run_id, artifact)
     for name, value in evaluation.test_metrics.items():
         if value == value:  # NaN (a split without one class) is not a metric
             client.log_metric(fraud_model_candidate.run_id, f"test_{name}", float(value))
@@ -98,7 +101,9 @@ def candidate_evaluation(
     plot_md = "\n\n".join(f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items())
     yield dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.path(str(path)),
+            # A link a browser opens from the UI (the MLflow UI's page of the logged report); the file beside it.
+            "report": dg.MetadataValue.url(report_url),
+            "report_file": dg.MetadataValue.path(str(path)),
             "verdict": "all gates pass" if evaluation.passed else "stopped: " + ", ".join(n for n, o in evaluation.outcomes.items() if not o.passed),
             "metrics": dg.MetadataValue.md(tables["metrics"]),
             "segments": dg.MetadataValue.md(tables.get("segments", "")),

@@ -228,3 +228,12 @@ def test_training_tracks_and_registers_on_a_real_mlflow_server(settings, mlflow_
     assert version == "1"  # the server's own registry, not the embedded store
     run_id = client.get_model_version(registry.MODEL_NAME, version).run_id
     assert "evaluation" in {a.path for a in client.list_artifacts(run_id)}
+    # The UI's report link opens the logged report on that server, and the report is really there.
+    (evaluated,) = result.asset_materializations_for_node("candidate_evaluation")
+    link = evaluated.metadata["report"].value
+    experiment = client.get_run(run_id).info.experiment_id
+    assert link == f"{uri}/#/experiments/{experiment}/runs/{run_id}/artifacts/evaluation/evaluation-{run_id}.html"
+    import httpx
+
+    page = httpx.get(registry.artifact_download_url(uri, run_id, f"evaluation/evaluation-{run_id}.html"), timeout=30)
+    assert page.status_code == 200 and "Quality gates" in page.text

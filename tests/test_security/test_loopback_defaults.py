@@ -27,11 +27,13 @@ def test_ui_starts_dagster_dev_on_loopback(monkeypatch):
     """The command line `mlops ui` runs, captured instead of started (the UI itself is tested by the UI check)."""
     seen = []
     monkeypatch.setattr(cli, "prepare_instance", lambda settings: None)
-    monkeypatch.setattr(cli, "run_until_signalled", lambda cmd, **kwargs: seen.append(cmd) or 0)
+    monkeypatch.setattr(cli, "run_until_signalled", lambda commands, **kwargs: seen.extend(commands) or 0)
+    monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
     result = CliRunner().invoke(cli.main, ["ui", "--port", "3999"])
     assert result.exit_code == 0, result.output
-    (cmd,) = seen
-    assert cmd[cmd.index("-h") + 1] == "127.0.0.1" and "0.0.0.0" not in cmd
+    dagster, mlflow_ui = seen
+    assert dagster[dagster.index("-h") + 1] == "127.0.0.1" and "0.0.0.0" not in dagster
+    assert mlflow_ui[mlflow_ui.index("--host") + 1] == "127.0.0.1" and "0.0.0.0" not in mlflow_ui
 
 
 def test_the_test_mlflow_server_binds_loopback():

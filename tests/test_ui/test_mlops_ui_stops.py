@@ -1,4 +1,4 @@
-"""`mlops ui` (dagster dev: webserver, daemon and a code server) stops on Ctrl-C and on SIGTERM within
+"""`mlops ui` (dagster dev: webserver, daemon and a code server; the MLflow UI) stops on Ctrl-C and on SIGTERM within
 10 s, leaving no process behind; it did not stop within 90 s before."""
 
 import os
@@ -47,12 +47,12 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
-    port = free_port()
+    port, mlflow_port = free_port(), free_port()
     log = tmp_path / "ui.log"
     with open(log, "wb") as out:
         # Its own session, as a terminal gives it: the signal reaches `mlops ui` alone, like kill or Ctrl-C.
         ui = subprocess.Popen(
-            [str(VENV_BIN / "mlops"), "ui", "--port", str(port)], cwd=REPO_ROOT, env=mlops_env(tmp_path / "home"),
+            [str(VENV_BIN / "mlops"), "ui", "--port", str(port), "--mlflow-port", str(mlflow_port)], cwd=REPO_ROOT, env=mlops_env(tmp_path / "home"),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -75,8 +75,9 @@ def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
         time.sleep(0.5)
         leftover = [pid for pid in children if _alive(pid)]
         assert not leftover, f"processes left behind: {leftover}"
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
+        for url in (f"http://127.0.0.1:{port}/server_info", f"http://127.0.0.1:{mlflow_port}/health"):
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(url, timeout=2)
     finally:
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
