@@ -6,16 +6,23 @@ cannot run code. Parity helpers compare the export with the native model it came
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime
-import xgboost
-from sklearn.pipeline import Pipeline
+
+if TYPE_CHECKING:  # serving imports this module to score: xgboost and scikit-learn load only to export
+    import xgboost
+    from sklearn.pipeline import Pipeline
 
 INPUT_NAME = "features"
 
 
 def to_onnx(model: xgboost.XGBClassifier | Pipeline, n_features: int) -> bytes:
     """Serialize a trained model as an ONNX graph taking float32 [batch, n_features]."""
+    import xgboost
+    from sklearn.pipeline import Pipeline
+
     if isinstance(model, xgboost.XGBClassifier):
         from onnxmltools import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
