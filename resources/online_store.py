@@ -11,6 +11,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from mlops_core.features.online import DEFAULT_ALLOWED_LATENESS_SECONDS
 from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnlineStore
 
 
@@ -21,6 +22,17 @@ class OnlineStoreResource(dg.ConfigurableResource):
     sqlite_path: str = Field(default="", description="File of the sqlite store; required for the sqlite backend.")
     redis_url: str = Field(default="", description="redis://host:port/db of the Redis store; pass it as dg.EnvVar('MLOPS_REDIS_URL').")
     key_prefix: str = Field(default="mlops:features", description="Prefix of every Redis key the store writes.")
+    allowed_lateness_days: int = Field(
+        default=DEFAULT_ALLOWED_LATENESS_SECONDS // 86_400,
+        ge=0,
+        description="How much older than the warehouse's newest event a transaction may be and still be scored with "
+        "its whole 30-day window: a rebuild keeps 30 days plus this much. Older ones are refused (TooLateError). "
+        "Set it from MLOPS_ONLINE_ALLOWED_LATENESS_DAYS.",
+    )
+
+    @property
+    def allowed_lateness_seconds(self) -> int:
+        return self.allowed_lateness_days * 86_400
 
     def open(self) -> OnlineStore:
         """A new client of the configured store; the caller closes it."""

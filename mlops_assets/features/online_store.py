@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import FEATURES
-from mlops_core.features.audits import materialize_online_store, replay_parity
+from mlops_core.features.audits import FLOAT_RELATIVE_TOLERANCE, materialize_online_store, replay_parity
 from mlops_core.features.spec import spec_version
 from resources.online_store import OnlineStoreResource
 
@@ -69,25 +69,28 @@ def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig"
             CHECK_PARITY,
             asset=ONLINE_FEATURES,
             blocking=True,
-            description="The newest transactions replayed through the online path give the offline values: "
-            "exact for counts and categories, 1e-9 relative for floats.",
+            description="The newest transactions replayed through the online path as traffic brings them (bursts of an "
+            "account in one batch, late transactions after a rebuild, retries and re-sent ids) give the offline values: "
+            f"exact for counts and categories, {FLOAT_RELATIVE_TOLERANCE:g} relative for floats.",
         ),
     ],
 )
 def online_features(
     context: dg.AssetExecutionContext, config: OnlineFeaturesConfig, warehouse: DuckDBResource, online_store: OnlineStoreResource
 ):
-    """Online store state: each account's last 30 days of events and its snapshots, rebuilt from the warehouse.
-    Events serving recorded after the warehouse's newest are kept."""
+    """Online store state: each account's events of the last 30 days plus the allowed lateness, and its snapshots,
+    rebuilt from the warehouse. Events serving recorded after the warehouse's newest are kept."""
     with warehouse.get_connection() as con:
         store = online_store.open()
         try:
-            summary = materialize_online_store(con, store)
+            summary = materialize_online_store(con, store, allowed_lateness_seconds=online_store.allowed_lateness_seconds)
             status = store.status()
         finally:
             store.close()
         with online_store.scratch() as scratch:
-            parity = replay_parity(con, scratch, transactions=config.parity_transactions)
+            parity = replay_parity(
+                con, scratch, transactions=config.parity_transactions, allowed_lateness_seconds=online_store.allowed_lateness_seconds
+            )
     context.log.info(f"online store rebuilt: {summary.events} events, {summary.accounts} accounts")
     yield dg.MaterializeResult(
         metadata={
@@ -95,6 +98,8 @@ def online_features(
             "events": status.events,
             "accounts": status.accounts,
             "offline_watermark": summary.offline_watermark,
+            "retained_since": summary.retained_since,
+            "allowed_lateness_days": online_store.allowed_lateness_days,
             "store_watermark": str(status.watermark),
             "feature_spec_version": spec_version(),
         }
@@ -107,7 +112,14 @@ def online_features(
             "replayed_transactions": parity.replayed,
             "mismatched_values": len(parity.mismatches),
             "missing_rows": parity.missing,
-            "float_relative_tolerance": 1e-9,
+            "refused_rows": parity.refused,
+            "batches": parity.batches,
+            "burst_batches": parity.burst_batches,
+            "tied_rows": parity.tied_rows,
+            "late_transactions": parity.late,
+            "exact_retries": parity.resent_exact,
+            "altered_resends": parity.resent_altered,
+            "float_relative_tolerance": FLOAT_RELATIVE_TOLERANCE,
         },
     )
 

@@ -7,6 +7,7 @@ mlops_assets/features/ are thin wrappers that turn the reports into check result
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,7 +21,14 @@ from mlops_core.features.offline import (
     labels_known_at_cutoff_sql,
     point_in_time_features_sql,
 )
-from mlops_core.features.online import AccountSnapshot, EventRecord, OnlineFeatureService
+from mlops_core.features.online import (
+    DEFAULT_ALLOWED_LATENESS_SECONDS,
+    MICROS,
+    AccountSnapshot,
+    EventRecord,
+    OnlineFeatureService,
+    TooLateError,
+)
 from mlops_core.features.spec import (
     ACCOUNT_HISTORY_TABLE,
     BY_NAME,
@@ -32,6 +40,8 @@ from mlops_core.features.spec import (
 )
 from mlops_core.features.stores import OnlineStore
 
+# Floats differ only by summation order (math.fsum online, DuckDB's window sums offline): about
+# 1e-13 relative here. Purely relative, so a 0.1% error fails at any magnitude, even a 1 us gap.
 FLOAT_RELATIVE_TOLERANCE = 1e-9
 
 
@@ -46,9 +56,7 @@ class Mismatch:
 def _equal(feature: str, found: object, expected: object) -> bool:
     if BY_NAME[feature].dtype == "float64":
         found, expected = float(found), float(expected)
-        return math.isclose(found, expected, rel_tol=FLOAT_RELATIVE_TOLERANCE, abs_tol=FLOAT_RELATIVE_TOLERANCE) or (
-            math.isnan(found) and math.isnan(expected)
-        )
+        return math.isclose(found, expected, rel_tol=FLOAT_RELATIVE_TOLERANCE) or (math.isnan(found) and math.isnan(expected))
     if BY_NAME[feature].dtype == "int64":
         return int(found) == int(expected)
     return found == expected
@@ -212,6 +220,7 @@ class MaterializeSummary:
     events: int
     accounts: int
     offline_watermark: str | None
+    retained_since: str | None = None
 
 
 def materialize_online_store(
@@ -219,41 +228,99 @@ def materialize_online_store(
     store: OnlineStore,
     events: str = EVENTS_TABLE,
     account_history: str = ACCOUNT_HISTORY_TABLE,
+    allowed_lateness_seconds: int = DEFAULT_ALLOWED_LATENESS_SECONDS,
 ) -> MaterializeSummary:
-    """Rebuild the online store from the warehouse: the last 30 days of events and all snapshots."""
+    """Rebuild the online store from the warehouse: all snapshots, and the events of the longest
+    window plus the allowed lateness before the newest, so a transaction that much older than the
+    newest still finds its whole window."""
     events = checked_identifier(events)
+    retained = MAX_WINDOW_SECONDS + int(allowed_lateness_seconds)
     watermark, watermark_us, since = con.execute(
         f"select max(event_timestamp), max(epoch_us(event_timestamp)), "
-        f"max(event_timestamp) - interval {MAX_WINDOW_SECONDS} seconds from {events}"
+        f"max(event_timestamp) - interval {retained} seconds from {events}"
     ).fetchone()
     records = [] if watermark is None else list(warehouse_events(con, since=since, events=events))
     snapshots = warehouse_snapshots(con, account_history)
-    store.rebuild(records, snapshots, watermark_us or 0)
-    return MaterializeSummary(len(records), len({a for a, _ in snapshots}), None if watermark is None else str(watermark))
+    store.rebuild(records, snapshots, watermark_us or 0, allowed_lateness_us=int(allowed_lateness_seconds) * MICROS)
+    return MaterializeSummary(
+        len(records), len({a for a, _ in snapshots}), None if watermark is None else str(watermark), None if since is None else str(since)
+    )
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    replayed: int
+    replayed: int  # answers compared with the offline build (exact retries included)
     mismatches: list[Mismatch]
-    missing: int
+    missing: int  # replayed transactions without an answer, or refused as too late
     exact_count_features: int
     float_features: int
+    batches: int = 0
+    burst_batches: int = 0  # batches holding several transactions of one account
+    tied_rows: int = 0  # rows sharing their account and instant with another row of their batch
+    late: int = 0  # transactions sent after later ones of their account were recorded and a rebuild
+    resent_exact: int = 0  # retries of a scored transaction, same fields: compared with its offline values
+    resent_altered: int = 0  # ids re-sent with another time and amount: must not count again
+    refused: int = 0  # rows the store refused as too late (a failure: all are within the allowed lateness)
 
     @property
     def passed(self) -> bool:
-        return self.replayed > 0 and not self.mismatches and not self.missing
+        return self.replayed > 0 and not self.mismatches and not self.missing and not self.refused
 
     def describe(self) -> str:
         text = (
-            f"Replayed {self.replayed} transactions through the online store (lookup, then record): "
+            f"Replayed {self.replayed} answers through the online store in {self.batches} batches "
+            f"({self.burst_batches} with several transactions of one account, {self.tied_rows} rows tied with one "
+            f"of their batch, {self.late} late transactions after a rebuild, {self.resent_exact} exact retries, "
+            f"{self.resent_altered} ids re-sent with another time and amount): "
             f"{len(self.mismatches)} values differ from the offline SQL ({self.exact_count_features} features "
-            f"compared exactly, {self.float_features} to 1e-9 relative), {self.missing} rows missing."
+            f"compared exactly, {self.float_features} to {FLOAT_RELATIVE_TOLERANCE:g} relative), "
+            f"{self.missing} rows missing, {self.refused} refused as too late."
         )
         if self.mismatches:
             m = self.mismatches[0]
             text += f" First: {m.transaction_id}.{m.feature} online {m.found!r}, offline {m.expected!r}."
         return text
+
+
+# Transactions of one account less than this apart arrive together, as one burst.
+BURST_SECONDS = 3_600
+BURST_MAX_ROWS = 6
+BATCH_MAX_ROWS = 16
+
+
+def _bursts(rows: list[dict]) -> list[list[dict]]:
+    """Rows (in event order) cut into per-account bursts: consecutive transactions of an account
+    less than BURST_SECONDS after the burst's first, at most BURST_MAX_ROWS; ordered by their newest."""
+    open_: dict[str, list[dict]] = {}
+    done: list[list[dict]] = []
+    for row in rows:
+        burst = open_.get(row["account_id"])
+        if burst is not None and (
+            len(burst) >= BURST_MAX_ROWS
+            or (row["event_timestamp"] - burst[0]["event_timestamp"]).total_seconds() >= BURST_SECONDS
+        ):
+            done.append(burst)
+            burst = None
+        if burst is None:
+            burst = open_[row["account_id"]] = []
+        burst.append(row)
+    done += open_.values()
+    return sorted(done, key=lambda b: (b[-1]["event_timestamp"], b[-1]["transaction_id"]))
+
+
+def _batches(bursts: list[list[dict]]) -> list[list[dict]]:
+    """Bursts packed, in delivery order, into request batches; each batch newest first, so the
+    request order is not the event order."""
+    batches: list[list[dict]] = []
+    current: list[dict] = []
+    for burst in bursts:
+        if current and len(current) + len(burst) > BATCH_MAX_ROWS:
+            batches.append(current[::-1])
+            current = []
+        current += burst
+    if current:
+        batches.append(current[::-1])
+    return batches
 
 
 def replay_parity(
@@ -262,12 +329,23 @@ def replay_parity(
     transactions: int = 500,
     events: str = EVENTS_TABLE,
     account_history: str = ACCOUNT_HISTORY_TABLE,
+    allowed_lateness_seconds: int = DEFAULT_ALLOWED_LATENESS_SECONDS,
 ) -> ParityReport:
-    """Replay the newest `transactions` events through an empty scratch store and compare.
+    """Replay the newest `transactions` events through an empty scratch store as serving
+    traffic would bring them, and compare every answer with the offline point-in-time build.
 
-    The scratch store gets what a rebuild just before the replay would give it (events of
-    the previous 30 days, all snapshots); each replayed transaction is looked up first
-    and recorded after, as serving does. The offline SQL runs on the same events.
+    1. The scratch store is rebuilt from the warehouse as it was before the replay.
+    2. On time: every fifth account's transactions among the older half of those within the
+       allowed lateness of the newest are held back as late; the rest arrive in bursts (an account's
+       transactions less than an hour apart in one batch, ties included), several bursts per
+       batch, newest first; each batch is looked up, then recorded. Every fifth row of a batch
+       is retried unchanged in the next batch, every seventh re-sent with another time and amount.
+    3. A rebuild from the warehouse as serving saw it (without the late transactions) prunes
+       to its retention; then the late transactions arrive the same way.
+
+    On-time answers (and their exact retries) must equal the offline build over the warehouse
+    without the late transactions (they had not arrived); late ones the offline build over all.
+    Altered re-sends are not compared: they must only never count twice.
     """
     events = checked_identifier(events)
     start = con.execute(
@@ -275,39 +353,98 @@ def replay_parity(
                 select event_timestamp from {events} order by event_timestamp desc, transaction_id desc limit $n)""",
         {"n": int(transactions)},
     ).fetchone()[0]
+    dtypes = [BY_NAME[n].dtype for n in FEATURE_NAMES]
+    exact, floats = sum(d != "float64" for d in dtypes), sum(d == "float64" for d in dtypes)
     if start is None:
-        return ParityReport(0, [], 0, 0, 0)
+        return ParityReport(0, [], 0, exact, floats)
     con.execute(
         f"""create or replace temp table parity_events as
-            select * from {events}
-            where event_timestamp >= $start - interval {MAX_WINDOW_SECONDS} seconds""",
+            select * from {events} where event_timestamp >= $start - interval {MAX_WINDOW_SECONDS} seconds""",
         {"start": start},
     )
-    history = list(warehouse_events(con, until=start, events="parity_events"))
-    scratch_store.rebuild(history, warehouse_snapshots(con, account_history), history[-1].ts_us if history else 0)
-    service = OnlineFeatureService(scratch_store)
     replay = con.execute(
         f"""select {', '.join(REQUEST_FIELDS)} from parity_events
             where event_timestamp >= $start order by event_timestamp, transaction_id""",
         {"start": start},
     ).df()
     replay["event_timestamp"] = replay["event_timestamp"].dt.tz_localize("UTC")
-    online_rows = []
-    for request in replay.to_dict("records"):
-        features = service.get_online_features([request])[0]
-        service.record([request])
-        online_rows.append({"transaction_id": request["transaction_id"], **features})
-    offline = con.execute(
-        f"select * from ({point_in_time_features_sql('parity_events', account_history)}) where event_timestamp >= $start",
-        {"start": start},
-    ).df()
-    mismatches, missing, extra = compare_features(pd.DataFrame(online_rows), offline)
-    con.execute("drop table if exists parity_events")
-    dtypes = [BY_NAME[n].dtype for n in FEATURE_NAMES]
+    rows = replay.to_dict("records")
+    newest = rows[-1]["event_timestamp"]
+    accounts = sorted({r["account_id"] for r in rows})
+    late_accounts = set(accounts[::5])
+    # Late candidates: the older half of the rows within the allowed lateness of the newest, so the
+    # newest (the rebuild's watermark) is always on time.
+    within = [r for r in rows if (newest - r["event_timestamp"]).total_seconds() <= allowed_lateness_seconds]
+    late_ids = {r["transaction_id"] for r in within[: len(within) // 2] if r["account_id"] in late_accounts}
+    con.execute("create or replace temp table parity_late (transaction_id varchar)")
+    if late_ids:
+        con.executemany("insert into parity_late values (?)", [(t,) for t in sorted(late_ids)])
+    con.execute("create or replace temp table parity_history as select * from parity_events where event_timestamp < $start", {"start": start})
+    con.execute("create or replace temp table parity_known as select * from parity_events anti join parity_late using (transaction_id)")
+
+    def offline_rows(table: str) -> dict[str, dict]:
+        frame = con.execute(
+            f"select * from ({point_in_time_features_sql(table, account_history)}) where event_timestamp >= $start", {"start": start}
+        ).df()
+        return {r["transaction_id"]: r for r in frame.to_dict("records")}
+
+    expected_known, expected_all = offline_rows("parity_known"), offline_rows("parity_events")
+    service = OnlineFeatureService(scratch_store)
+    answers: list[tuple[str, dict, dict]] = []  # (transaction id, online features, offline row)
+    stats = {"batches": 0, "burst_batches": 0, "tied_rows": 0, "resent_exact": 0, "resent_altered": 0, "refused": 0}
+
+    def send(phase_rows: list[dict], expected: dict[str, dict]) -> None:
+        pending: list[tuple[dict, str]] = []  # re-sends of the previous batch: (request, "retry" or "altered")
+        for batch in [*_batches(_bursts(phase_rows)), []]:
+            requests = [(r, "original") for r in batch] + pending
+            if not requests:
+                continue
+            pending = [(r, "retry") for r in batch[::5]] + [
+                ({**r, "event_timestamp": r["event_timestamp"] + pd.Timedelta(minutes=7), "amount_usd": r["amount_usd"] * 2 + 1}, "altered")
+                for r in batch[3::7]
+            ]
+            payload = [r for r, _ in requests]
+            stats["batches"] += 1
+            stats["burst_batches"] += any(n > 1 for n in Counter(r["account_id"] for r in batch).values())
+            stats["tied_rows"] += sum(n for n in Counter((r["account_id"], r["event_timestamp"]) for r in batch).values() if n > 1)
+            try:
+                features = service.get_online_features(payload)
+            except TooLateError as exc:
+                stats["refused"] += len(exc.rows)
+                continue
+            service.record(payload)
+            for (request, kind), found in zip(requests, features):
+                if kind == "altered":
+                    stats["resent_altered"] += 1
+                    continue
+                stats["resent_exact"] += kind == "retry"
+                answers.append((request["transaction_id"], found, expected[request["transaction_id"]]))
+
+    materialize_online_store(con, scratch_store, "parity_history", account_history, allowed_lateness_seconds)
+    send([r for r in rows if r["transaction_id"] not in late_ids], expected_known)
+    materialize_online_store(con, scratch_store, "parity_known", account_history, allowed_lateness_seconds)
+    send([r for r in rows if r["transaction_id"] in late_ids], expected_all)
+    for name in ("parity_events", "parity_late", "parity_history", "parity_known"):
+        con.execute(f"drop table if exists {name}")
+
+    mismatches = [
+        Mismatch(txid, feature, found[feature], offline[feature])
+        for txid, found, offline in answers
+        for feature in FEATURE_NAMES
+        if not _equal(feature, found[feature], offline[feature])
+    ]
+    answered = {txid for txid, _, _ in answers}
     return ParityReport(
-        replayed=len(online_rows),
+        replayed=len(answers),
         mismatches=mismatches,
-        missing=len(missing) + len(extra),
-        exact_count_features=sum(d != "float64" for d in dtypes),
-        float_features=sum(d == "float64" for d in dtypes),
+        missing=len({r["transaction_id"] for r in rows} - answered),
+        exact_count_features=exact,
+        float_features=floats,
+        batches=stats["batches"],
+        burst_batches=stats["burst_batches"],
+        tied_rows=stats["tied_rows"],
+        late=len(late_ids),
+        resent_exact=stats["resent_exact"],
+        resent_altered=stats["resent_altered"],
+        refused=stats["refused"],
     )

@@ -5,6 +5,12 @@ windows [t - w, t) (bisect on sorted microsecond timestamps, so an event at exac
 is excluded like EXCLUDE GROUP does), the same account snapshot rule (valid strictly
 before t) and the same request transforms. `OnlineFeatureService` is the serving-time
 API: look up a batch of transactions, and record scored ones so later lookups see them.
+
+What a transaction sees is what the offline build gives it, whatever the arrival order:
+every event of its account held in the store or earlier in event time in the same batch,
+in [t - w, t), each transaction id once (the first version recorded), never itself. A
+transaction whose 30-day window reaches past what the store retains is refused
+(TooLateError) rather than scored on a partial window.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import bisect
 import csv
 import datetime as dt
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,6 +37,10 @@ from mlops_core.features.spec import (
 from mlops_core.features.transforms import PYTHON_NAMESPACE, epoch_us, python_expression
 
 MICROS = 1_000_000
+MAX_WINDOW_US = MAX_WINDOW_SECONDS * MICROS
+# How much older than the warehouse's newest event a transaction may be and still be scored
+# exactly: a rebuild keeps the longest window plus this much (OnlineStore.rebuild).
+DEFAULT_ALLOWED_LATENESS_SECONDS = 7 * 86_400
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 FX_RATES_CSV = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "fx_rates.csv"
 
@@ -70,6 +81,25 @@ class AccountEvents:
         return AccountEvents(
             self.ts_us[lo:hi], self.transaction_ids[lo:hi], self.amount_usd[lo:hi], self.merchant_id[lo:hi],
             self.country[lo:hi], self.snapshots,
+        )
+
+    def without(self, transaction_id: str, ts_us: int) -> "AccountEvents":
+        """A copy without the event (ts_us, transaction_id); the same object if it is not held."""
+        i = bisect.bisect_left(self.ts_us, ts_us)
+        while i < len(self.ts_us) and self.ts_us[i] == ts_us:
+            if self.transaction_ids[i] == transaction_id:
+                keep = lambda column: column[:i] + column[i + 1 :]  # noqa: E731
+                return AccountEvents(
+                    keep(self.ts_us), keep(self.transaction_ids), keep(self.amount_usd), keep(self.merchant_id),
+                    keep(self.country), self.snapshots,
+                )
+            i += 1
+        return self
+
+    def copy(self) -> "AccountEvents":
+        return AccountEvents(
+            list(self.ts_us), list(self.transaction_ids), list(self.amount_usd), list(self.merchant_id),
+            list(self.country), self.snapshots,
         )
 
     def insert(self, event: "EventRecord") -> None:
@@ -134,7 +164,11 @@ def normalize_request(request: Mapping[str, object]) -> dict[str, object]:
 
 
 def event_record(request: Mapping[str, object]) -> EventRecord:
-    row = normalize_request(request)
+    return _event_of(normalize_request(request))
+
+
+def _event_of(row: Mapping[str, object]) -> EventRecord:
+    """The stored event of a normalized request."""
     return EventRecord(
         account_id=str(row["account_id"]),
         ts_us=epoch_us(row["event_timestamp"]),
@@ -231,6 +265,37 @@ def _compile() -> Callable[[Mapping[str, object], AccountEvents | None], dict[st
 compute_features = _compile()
 
 
+@dataclass(frozen=True)
+class StoreRead:
+    """What a lookup needs from the store, read together (OnlineStore.lookup)."""
+
+    histories: dict[str, AccountEvents]  # events in [since, until) and all snapshots, per known account
+    held: dict[str, tuple[str, int]]  # asked-for transaction ids already held: id -> (account_id, ts_us)
+    retained_since_us: int | None  # events older than this may have been dropped (None: nothing ever was)
+
+
+class TooLateError(ValueError):
+    """Transactions whose 30-day window reaches past what the store retains.
+
+    Scoring them would use a partial window, which the offline build never does, so the
+    whole batch is refused and nothing is recorded. `rows` are their positions in the
+    request; score such transactions offline (batch scoring of their day).
+    """
+
+    def __init__(self, rows: list[int], transaction_ids: list[str], event_times: list[dt.datetime], earliest_us: int) -> None:
+        self.rows = rows
+        self.transaction_ids = transaction_ids
+        self.event_times = event_times
+        self.earliest = EPOCH + dt.timedelta(microseconds=earliest_us)
+        shown = ", ".join(f"{t} at {ts.isoformat()}" for t, ts in zip(transaction_ids[:5], event_times[:5]))
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        super().__init__(
+            f"{len(rows)} transaction(s) older than the online store's allowed lateness: {shown}{more}. "
+            f"It holds complete 30-day windows for event times from {self.earliest.isoformat()} on; "
+            "score older transactions offline."
+        )
+
+
 class OnlineFeatureService:
     """The serving-time feature API over an OnlineStore (stores.py)."""
 
@@ -238,15 +303,53 @@ class OnlineFeatureService:
         self.store = store
 
     def get_online_features(self, requests: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
-        """Features of each transaction in `requests`, in order, as of its own event time."""
+        """Features of each transaction in `requests`, in request order, each as of its own event time.
+
+        The batch is taken in event order: a row sees the store's events and the batch's rows
+        of its account in [t - w, t), as the offline build does (rows at the same instant do
+        not see each other). Each transaction id counts once: a held id keeps its recorded
+        version, a repeated id in the batch its first; no row counts itself. Raises
+        TooLateError, and computes nothing, if a row's 30-day window reaches past what the
+        store retains.
+        """
         rows = [normalize_request(r) for r in requests]
         if not rows:
             return []
-        since = min(epoch_us(r["event_timestamp"]) for r in rows) - MAX_WINDOW_SECONDS * MICROS
-        until = max(epoch_us(r["event_timestamp"]) for r in rows)
-        histories = self.store.read(sorted({str(r["account_id"]) for r in rows}), since, until)
-        return [compute_features(r, histories.get(str(r["account_id"]))) for r in rows]
+        times = [epoch_us(r["event_timestamp"]) for r in rows]
+        ids = [str(r["transaction_id"]) for r in rows]
+        accounts = [str(r["account_id"]) for r in rows]
+        read = self.store.lookup(sorted(set(accounts)), sorted(set(ids)), min(times) - MAX_WINDOW_US, max(times))
+        if read.retained_since_us is not None:
+            late = [i for i, t in enumerate(times) if t - MAX_WINDOW_US < read.retained_since_us]
+            if late:
+                raise TooLateError(
+                    late, [ids[i] for i in late], [rows[i]["event_timestamp"] for i in late], read.retained_since_us + MAX_WINDOW_US
+                )
+        histories = read.histories
+        # The version of each id in effect: the held one, else the batch's first.
+        version: dict[str, tuple[str, int]] = dict(read.held)
+        added: dict[str, list[EventRecord]] = {}
+        for i, row in enumerate(rows):
+            if ids[i] not in version:
+                version[ids[i]] = (accounts[i], times[i])
+                added.setdefault(accounts[i], []).append(_event_of(row))
+        rows_of = Counter(accounts)
+        for account, events in added.items():
+            if rows_of[account] > 1:  # a lone row never sees itself: no copy needed
+                merged = histories[account].copy() if account in histories else AccountEvents()
+                for e in events:
+                    merged.insert(e)
+                histories[account] = merged
+        features = []
+        for i, row in enumerate(rows):
+            history = histories.get(accounts[i])
+            account, ts = version[ids[i]]
+            if history is not None and account == accounts[i] and ts < times[i]:
+                history = history.without(ids[i], ts)  # a re-sent id never counts itself
+            features.append(compute_features(row, history))
+        return features
 
     def record(self, requests: Sequence[Mapping[str, object]]) -> int:
-        """Remember scored transactions so later lookups count them; idempotent per transaction."""
+        """Remember scored transactions so later lookups count them; idempotent per transaction id
+        (the first version recorded stays). Returns how many were new."""
         return self.store.record_events([event_record(r) for r in requests])

@@ -7,7 +7,11 @@ windows exact at any instant. Two implementations of one interface:
 - SqliteOnlineStore: the embedded default, one file, WAL mode; survives restarts and
   is shared by every process that opens the file;
 - RedisOnlineStore: the production store; one sorted set of events per account
-  scored by event time, one of snapshots, and a meta hash.
+  scored by event time, one of snapshots, an index of transaction ids and a meta hash.
+
+Both keep each transaction id once (the first version recorded; a rebuild replaces it
+with the warehouse's), and both keep, at a rebuild, the longest window plus the allowed
+lateness before the warehouse's newest event, so a late transaction gets its whole window.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_core.features.online import MICROS, AccountEvents, AccountSnapshot, EventRecord
-from mlops_core.features.spec import MAX_WINDOW_SECONDS, spec_version
+from mlops_core.features.online import (
+    DEFAULT_ALLOWED_LATENESS_SECONDS,
+    MAX_WINDOW_US,
+    MICROS,
+    AccountEvents,
+    AccountSnapshot,
+    EventRecord,
+    StoreRead,
+)
+from mlops_core.features.spec import spec_version
+
+DEFAULT_ALLOWED_LATENESS_US = DEFAULT_ALLOWED_LATENESS_SECONDS * MICROS
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,8 @@ class StoreStatus:
     events: int
     accounts: int
     spec_version: str | None
+    retained_since_us: int | None = None  # the last rebuild dropped events older than this
+    allowed_lateness_us: int | None = None  # the lateness the last rebuild's retention allows for
 
     @classmethod
     def from_meta(cls, meta: dict[str, str], events: int, accounts: int) -> "StoreStatus":
@@ -48,6 +64,8 @@ class StoreStatus:
             events=events,
             accounts=accounts,
             spec_version=meta.get("spec_version"),
+            retained_since_us=_int_or_none(meta.get("retained_since_us")),
+            allowed_lateness_us=_int_or_none(meta.get("allowed_lateness_us")),
         )
 
     @property
@@ -64,29 +82,52 @@ class OnlineStore(abc.ABC):
     def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
         """Events with since_us <= ts < until_us and all snapshots of each account.
 
-        Takes account ids and epoch-microsecond bounds; returns AccountEvents in time
-        order for every account that has events or snapshots (absent = unknown account).
+        Takes account ids and epoch-microsecond bounds; returns AccountEvents in
+        (time, transaction id) order for every account that has events or snapshots
+        (absent = unknown account).
         """
 
     @abc.abstractmethod
-    def record_events(self, events: Sequence[EventRecord]) -> int:
-        """Add scored transactions; a transaction already held is ignored. Returns the count added."""
+    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+        """What a feature lookup needs, in one read: `read(account_ids, since_us, until_us)`,
+        where each of `transaction_ids` is held ((account, time) of the version held; ids not
+        held are left out) and the retention horizon of the last rebuild (None if never rebuilt)."""
 
     @abc.abstractmethod
-    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
+    def record_events(self, events: Sequence[EventRecord]) -> int:
+        """Add scored transactions, idempotently per transaction id: an id already held (at any
+        time, in any account) or repeated in `events` keeps its first version. Returns the count added."""
+
+    @abc.abstractmethod
+    def rebuild(
+        self,
+        events: Iterable[EventRecord],
+        snapshots: Iterable[tuple[str, AccountSnapshot]],
+        offline_watermark_us: int,
+        allowed_lateness_us: int = DEFAULT_ALLOWED_LATENESS_US,
+    ) -> None:
         """Replace everything up to `offline_watermark_us` with the warehouse's events and all snapshots.
 
         Events recorded online after the watermark are kept (they are newer than the
-        warehouse); events older than the longest window before the watermark are
-        dropped. Readers see the old state or the new one, never a mix, per account.
+        warehouse), unless the warehouse holds their transaction id: its version wins. Events
+        older than `retained_since_us` = watermark - longest window - `allowed_lateness_us` are
+        dropped, so a transaction up to the allowed lateness older than the watermark still
+        finds its whole window. Readers see the old state or the new one, never a mix, per account.
         """
 
     @abc.abstractmethod
     def status(self) -> StoreStatus:
-        """Watermarks, rebuild and record times, sizes and the spec version of the state."""
+        """Watermarks, retention, rebuild and record times, sizes and the spec version of the state."""
 
     def close(self) -> None:
         """Release connections."""
+
+
+def retention_horizon(offline_watermark_us: int, allowed_lateness_us: int) -> int:
+    """The oldest event time a rebuild keeps: the longest window plus the allowed lateness before the watermark."""
+    if allowed_lateness_us < 0:
+        raise ValueError(f"allowed lateness must be >= 0, got {allowed_lateness_us} us")
+    return offline_watermark_us - MAX_WINDOW_US - allowed_lateness_us
 
 
 _SCHEMA = """
@@ -111,6 +152,28 @@ create table if not exists meta (key text primary key, value text);
 """
 
 
+_TRANSACTION_INDEX = "events_by_transaction"
+
+# Files written before ids were unique may hold an id twice: keep its earliest version.
+_DEDUPLICATE = """
+delete from events where (account_id, ts_us, transaction_id) in (
+    select account_id, ts_us, transaction_id from (
+        select account_id, ts_us, transaction_id,
+               row_number() over (partition by transaction_id order by ts_us, account_id) as nth
+        from events
+    ) where nth > 1
+)"""
+
+
+@dataclass
+class _Replica:
+    """The whole state of a sqlite store in memory."""
+
+    histories: dict[str, AccountEvents]
+    held: dict[str, tuple[str, int]]  # transaction id -> (account, ts_us)
+    retained_since_us: int | None
+
+
 class SqliteOnlineStore(OnlineStore):
     """The embedded online store: a sqlite file (or ':memory:') in WAL mode.
 
@@ -120,6 +183,7 @@ class SqliteOnlineStore(OnlineStore):
     connection committed; if one did (a rebuild by Dagster, another serving process),
     the replica is reloaded from the file. That makes several writer processes
     correct but slow; run one serving process per file, or use Redis, for scale-out.
+    Transaction ids are unique in the file (a unique index), whatever the account or time.
     """
 
     def __init__(self, path: str | Path, replica: bool = True) -> None:
@@ -133,12 +197,25 @@ class SqliteOnlineStore(OnlineStore):
         # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
         self._con.execute("pragma synchronous=normal")
         self._con.executescript(_SCHEMA)
+        self._ensure_transaction_index()
         self._use_replica = replica
-        self._replica: dict[str, AccountEvents] | None = None
+        self._replica: _Replica | None = None
         self._data_version: int | None = None
         self.replica_loads = 0
 
-    def _synced_replica(self) -> dict[str, AccountEvents]:
+    def _ensure_transaction_index(self) -> None:
+        if self._con.execute("select 1 from sqlite_master where type = 'index' and name = ?", (_TRANSACTION_INDEX,)).fetchone():
+            return
+        self._con.execute("begin immediate")
+        try:
+            self._con.execute(_DEDUPLICATE)
+            self._con.execute(f"create unique index if not exists {_TRANSACTION_INDEX} on events (transaction_id)")
+            self._con.execute("commit")
+        except BaseException:
+            self._con.execute("rollback")
+            raise
+
+    def _synced_replica(self) -> _Replica:
         version = self._con.execute("pragma data_version").fetchone()[0]
         if self._replica is None or version != self._data_version:
             self._replica = self._load_all()
@@ -146,52 +223,79 @@ class SqliteOnlineStore(OnlineStore):
             self.replica_loads += 1
         return self._replica
 
-    def _load_all(self) -> dict[str, AccountEvents]:
-        replica: dict[str, AccountEvents] = {}
+    def _load_all(self) -> _Replica:
+        histories: dict[str, AccountEvents] = {}
+        held: dict[str, tuple[str, int]] = {}
         for account_id, ts, txid, amount, merchant, country in self._con.execute(
             "select account_id, ts_us, transaction_id, amount_usd, merchant_id, country from events "
             "order by account_id, ts_us, transaction_id"
         ):
-            history = replica.get(account_id)
+            history = histories.get(account_id)
             if history is None:
-                history = replica[account_id] = AccountEvents()
+                history = histories[account_id] = AccountEvents()
             history.append(ts, txid, amount, merchant, country)
+            held[txid] = (account_id, ts)
         for account_id, *snapshot in self._con.execute(
             "select account_id, valid_from_us, created_at_us, home_country, age_band from snapshots "
             "order by account_id, valid_from_us"
         ):
-            replica.setdefault(account_id, AccountEvents()).snapshots.append(AccountSnapshot(*snapshot))
-        return replica
+            histories.setdefault(account_id, AccountEvents()).snapshots.append(AccountSnapshot(*snapshot))
+        return _Replica(histories, held, self._retained_since())
+
+    def _retained_since(self) -> int | None:
+        row = self._con.execute("select value from meta where key = 'retained_since_us'").fetchone()
+        return _int_or_none(row[0] if row else None)
 
     def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
-        result: dict[str, AccountEvents] = {}
         with self._lock:
+            return self._read(account_ids, since_us, until_us)
+
+    def _read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
+        result: dict[str, AccountEvents] = {}
+        if self._use_replica:
+            replica = self._synced_replica()
+            for account_id in account_ids:
+                history = replica.histories.get(account_id)
+                if history is not None:
+                    result[account_id] = history.window(since_us, until_us)
+            return result
+        for account_id in account_ids:
+            history = AccountEvents()
+            for ts, txid, amount, merchant, country in self._con.execute(
+                "select ts_us, transaction_id, amount_usd, merchant_id, country from events "
+                "where account_id = ? and ts_us >= ? and ts_us < ? order by ts_us, transaction_id",
+                (account_id, since_us, until_us),
+            ):
+                history.append(ts, txid, amount, merchant, country)
+            history.snapshots = [
+                AccountSnapshot(*row)
+                for row in self._con.execute(
+                    "select valid_from_us, created_at_us, home_country, age_band from snapshots "
+                    "where account_id = ? order by valid_from_us",
+                    (account_id,),
+                )
+            ]
+            if history.ts_us or history.snapshots:
+                result[account_id] = history
+        return result
+
+    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+        with self._lock:
+            histories = self._read(account_ids, since_us, until_us)
             if self._use_replica:
                 replica = self._synced_replica()
-                for account_id in account_ids:
-                    history = replica.get(account_id)
-                    if history is not None:
-                        result[account_id] = history.window(since_us, until_us)
-                return result
-            for account_id in account_ids:
-                history = AccountEvents()
-                for ts, txid, amount, merchant, country in self._con.execute(
-                    "select ts_us, transaction_id, amount_usd, merchant_id, country from events "
-                    "where account_id = ? and ts_us >= ? and ts_us < ? order by ts_us, transaction_id",
-                    (account_id, since_us, until_us),
+                held = {t: replica.held[t] for t in transaction_ids if t in replica.held}
+                return StoreRead(histories, held, replica.retained_since_us)
+            held = {}
+            ids = list(transaction_ids)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for txid, account_id, ts in self._con.execute(
+                    f"select transaction_id, account_id, ts_us from events where transaction_id in ({', '.join('?' * len(chunk))})",
+                    chunk,
                 ):
-                    history.append(ts, txid, amount, merchant, country)
-                history.snapshots = [
-                    AccountSnapshot(*row)
-                    for row in self._con.execute(
-                        "select valid_from_us, created_at_us, home_country, age_band from snapshots "
-                        "where account_id = ? order by valid_from_us",
-                        (account_id,),
-                    )
-                ]
-                if history.ts_us or history.snapshots:
-                    result[account_id] = history
-        return result
+                    held[txid] = (account_id, ts)
+            return StoreRead(histories, held, self._retained_since())
 
     def record_events(self, events: Sequence[EventRecord]) -> int:
         if not events:
@@ -202,6 +306,7 @@ class SqliteOnlineStore(OnlineStore):
             self._con.execute("begin immediate")
             try:
                 for e in events:
+                    # OR IGNORE covers the unique transaction id too: the first version stays.
                     cursor = self._con.execute(
                         "insert or ignore into events values (?, ?, ?, ?, ?, ?)",
                         (e.account_id, e.ts_us, e.transaction_id, e.amount_usd, e.merchant_id, e.country),
@@ -218,20 +323,29 @@ class SqliteOnlineStore(OnlineStore):
             if replica is not None:
                 # Our own commit leaves data_version unchanged: apply it to the replica by hand.
                 for e in added:
-                    history = replica.get(e.account_id)
+                    history = replica.histories.get(e.account_id)
                     if history is None:
-                        history = replica[e.account_id] = AccountEvents()
+                        history = replica.histories[e.account_id] = AccountEvents()
                     history.insert(e)
+                    replica.held[e.transaction_id] = (e.account_id, e.ts_us)
         return len(added)
 
-    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
-        horizon = offline_watermark_us - MAX_WINDOW_SECONDS * MICROS
+    def rebuild(
+        self,
+        events: Iterable[EventRecord],
+        snapshots: Iterable[tuple[str, AccountSnapshot]],
+        offline_watermark_us: int,
+        allowed_lateness_us: int = DEFAULT_ALLOWED_LATENESS_US,
+    ) -> None:
+        horizon = retention_horizon(offline_watermark_us, allowed_lateness_us)
         with self._lock:
             self._con.execute("begin immediate")
             try:
-                self._con.execute("delete from events where ts_us <= ? or ts_us < ?", (offline_watermark_us, horizon))
+                # The horizon lies before the watermark: this drops both the warehouse period and older events.
+                self._con.execute("delete from events where ts_us <= ?", (offline_watermark_us,))
+                # OR REPLACE: the warehouse's version of a transaction replaces one recorded online after the watermark.
                 self._con.executemany(
-                    "insert or ignore into events values (?, ?, ?, ?, ?, ?)",
+                    "insert or replace into events values (?, ?, ?, ?, ?, ?)",
                     (
                         (e.account_id, e.ts_us, e.transaction_id, e.amount_usd, e.merchant_id, e.country)
                         for e in events
@@ -246,6 +360,8 @@ class SqliteOnlineStore(OnlineStore):
                 newest = self._con.execute("select max(ts_us) from events").fetchone()[0]
                 self._set_meta("watermark_us", str(newest) if newest is not None else None)
                 self._set_meta("offline_watermark_us", str(offline_watermark_us))
+                self._set_meta("retained_since_us", str(horizon))
+                self._set_meta("allowed_lateness_us", str(allowed_lateness_us))
                 self._set_meta("materialized_at", repr(time.time()))
                 self._set_meta("spec_version", spec_version())
                 self._con.execute("commit")
@@ -283,8 +399,11 @@ class RedisOnlineStore(OnlineStore):
 
     Keys under `prefix`: `<prefix>:ev:<account>` (sorted set, score = event time in
     microseconds, member = the event's fields joined by '|'), `<prefix>:snap:<account>`
-    (sorted set by valid_from) and `<prefix>:meta` (hash). Account ids and merchant ids
-    may not contain '|'; the contract's id columns never do.
+    (sorted set by valid_from), `<prefix>:ids` (hash: transaction id -> 'account|time' of
+    the version held) and `<prefix>:meta` (hash). Account ids and merchant ids may not
+    contain '|'; the contract's id columns never do. The scripts that keep ids unique touch
+    the events of the account an id is held in, so the store needs one Redis server (not a
+    cluster), as it always has.
     """
 
     def __init__(self, url: str, prefix: str = "mlops:features") -> None:
@@ -294,6 +413,7 @@ class RedisOnlineStore(OnlineStore):
         self.prefix = prefix
         self._client = redis.Redis.from_url(url, decode_responses=True)
         self._add_once = self._client.register_script(self._ADD_ONCE)
+        self._rebuild_account = self._client.register_script(self._REBUILD_ACCOUNT)
 
     def _ev(self, account_id: str) -> str:
         return f"{self.prefix}:ev:{account_id}"
@@ -305,6 +425,10 @@ class RedisOnlineStore(OnlineStore):
     def _meta(self) -> str:
         return f"{self.prefix}:meta"
 
+    @property
+    def _ids(self) -> str:
+        return f"{self.prefix}:ids"
+
     @staticmethod
     def _event_member(e: EventRecord) -> str:
         # repr() of a float round-trips exactly.
@@ -314,12 +438,13 @@ class RedisOnlineStore(OnlineStore):
     def _snapshot_member(s: AccountSnapshot) -> str:
         return f"{s.valid_from_us}|{s.created_at_us}|{s.home_country or ''}|{s.age_band or ''}"
 
-    def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
-        pipe = self._client.pipeline(transaction=False)
+    def _queue_read(self, pipe, account_ids: Sequence[str], since_us: int, until_us: int) -> None:
         for account_id in account_ids:
             pipe.zrangebyscore(self._ev(account_id), since_us, f"({until_us}")
             pipe.zrange(self._snap(account_id), 0, -1)
-        replies = pipe.execute()
+
+    @staticmethod
+    def _parse_read(account_ids: Sequence[str], replies: list) -> dict[str, AccountEvents]:
         result: dict[str, AccountEvents] = {}
         for i, account_id in enumerate(account_ids):
             members, snapshots = replies[2 * i], replies[2 * i + 1]
@@ -338,14 +463,33 @@ class RedisOnlineStore(OnlineStore):
             result[account_id] = history
         return result
 
-    # An event is (account, time, transaction id), as sqlite's primary key: a retry of the
-    # same transaction with other values is ignored, not stored twice.
+    def read(self, account_ids: Sequence[str], since_us: int, until_us: int) -> dict[str, AccountEvents]:
+        pipe = self._client.pipeline(transaction=False)
+        self._queue_read(pipe, account_ids, since_us, until_us)
+        return self._parse_read(account_ids, pipe.execute())
+
+    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+        ids = list(transaction_ids)
+        # One round trip, one MULTI: the events, the ids and the horizon of one state.
+        pipe = self._client.pipeline(transaction=True)
+        self._queue_read(pipe, account_ids, since_us, until_us)
+        if ids:
+            pipe.hmget(self._ids, ids)
+        pipe.hget(self._meta, "retained_since_us")
+        replies = pipe.execute()
+        histories = self._parse_read(account_ids, replies[: 2 * len(account_ids)])
+        held = {}
+        for txid, value in zip(ids, replies[2 * len(account_ids)] if ids else []):
+            if value is not None:
+                account_id, ts = value.rsplit("|", 1)
+                held[txid] = (account_id, int(ts))
+        return StoreRead(histories, held, _int_or_none(replies[-1]))
+
+    # First version wins: the id is claimed in the index before its event is added.
+    # KEYS: ids hash, the account's events; ARGV: time, member, transaction id, account id.
     _ADD_ONCE = """
-local same_time = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
-for _, member in ipairs(same_time) do
-  if string.sub(member, 1, string.len(ARGV[3])) == ARGV[3] then return 0 end
-end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HSETNX', KEYS[1], ARGV[3], ARGV[4] .. '|' .. ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -354,12 +498,56 @@ return 1
             return 0
         pipe = self._client.pipeline(transaction=True)
         for e in events:
-            self._add_once(keys=[self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), f"{e.ts_us}|{e.transaction_id}|"], client=pipe)
+            self._add_once(keys=[self._ids, self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), e.transaction_id, e.account_id], client=pipe)
         newest = max(e.ts_us for e in events)
         added = sum(pipe.execute())
         self._set_meta_max("watermark_us", newest)
         self._client.hset(self._meta, "last_recorded_at", repr(time.time()))
         return added
+
+    # One account's rebuild, atomic. KEYS: its events, its snapshots, the ids hash.
+    # ARGV: watermark, account id, the events' key prefix, n, n x (member, time, id), m, m x (member, valid_from).
+    _REBUILD_ACCOUNT = """
+local ev, snap, ids = KEYS[1], KEYS[2], KEYS[3]
+local watermark, account, ev_prefix = ARGV[1], ARGV[2], ARGV[3]
+-- The warehouse period is replaced (the horizon lies before it): its events and their ids go.
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', ev, '-inf', watermark)) do
+  local ts, id = string.match(member, '^([^|]*)|([^|]*)|')
+  if redis.call('HGET', ids, id) == account .. '|' .. ts then redis.call('HDEL', ids, id) end
+end
+redis.call('ZREMRANGEBYSCORE', ev, '-inf', watermark)
+-- Events kept (newer than the watermark) are indexed too: stores written before the index.
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', ev, '(' .. watermark, '+inf')) do
+  local ts, id = string.match(member, '^([^|]*)|([^|]*)|')
+  redis.call('HSETNX', ids, id, account .. '|' .. ts)
+end
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  local member, ts, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  -- The warehouse's version of a transaction replaces a version recorded online.
+  local held = redis.call('HGET', ids, id)
+  if held then
+    local held_account, held_ts = string.match(held, '^(.*)|([^|]*)$')
+    local key = ev_prefix .. held_account
+    local head = held_ts .. '|' .. id .. '|'
+    for _, other in ipairs(redis.call('ZRANGEBYSCORE', key, held_ts, held_ts)) do
+      if string.sub(other, 1, string.len(head)) == head then redis.call('ZREM', key, other) end
+    end
+  end
+  redis.call('ZADD', ev, ts, member)
+  redis.call('HSET', ids, id, account .. '|' .. ts)
+end
+redis.call('DEL', snap)
+local m = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, m do
+  redis.call('ZADD', snap, ARGV[i + 1], ARGV[i])
+  i = i + 2
+end
+return n
+"""
 
     def _set_meta_max(self, key: str, value: int) -> None:
         # Compare-and-set in Lua so concurrent recorders never move the watermark back.
@@ -369,8 +557,14 @@ return 1
         )
         self._client.eval(script, 1, self._meta, key, str(value))
 
-    def rebuild(self, events: Iterable[EventRecord], snapshots: Iterable[tuple[str, AccountSnapshot]], offline_watermark_us: int) -> None:
-        horizon = offline_watermark_us - MAX_WINDOW_SECONDS * MICROS
+    def rebuild(
+        self,
+        events: Iterable[EventRecord],
+        snapshots: Iterable[tuple[str, AccountSnapshot]],
+        offline_watermark_us: int,
+        allowed_lateness_us: int = DEFAULT_ALLOWED_LATENESS_US,
+    ) -> None:
+        horizon = retention_horizon(offline_watermark_us, allowed_lateness_us)
         by_account: dict[str, list[EventRecord]] = {}
         for e in events:
             if e.ts_us >= horizon:
@@ -381,19 +575,20 @@ return 1
         existing = {k[len(self.prefix) + 4 :] for k in self._client.scan_iter(f"{self.prefix}:ev:*", count=1000)}
         existing |= {k[len(self.prefix) + 6 :] for k in self._client.scan_iter(f"{self.prefix}:snap:*", count=1000)}
         previous = _int_or_none(self._client.hget(self._meta, "watermark_us"))
+        # While accounts are rebuilt one by one, lookups refuse what either retention may lack.
+        self._set_meta_max("retained_since_us", horizon)
         accounts = sorted(set(by_account) | set(snaps) | existing)
+        ev_prefix = f"{self.prefix}:ev:"
         for start in range(0, len(accounts), 500):
-            # One MULTI per chunk: a reader sees an account entirely before or after.
-            pipe = self._client.pipeline(transaction=True)
+            pipe = self._client.pipeline(transaction=False)
             for account_id in accounts[start : start + 500]:
-                ev_key = self._ev(account_id)
-                pipe.zremrangebyscore(ev_key, "-inf", offline_watermark_us)
-                pipe.zremrangebyscore(ev_key, "-inf", f"({horizon}")
-                if by_account.get(account_id):
-                    pipe.zadd(ev_key, {self._event_member(e): e.ts_us for e in by_account[account_id]})
-                pipe.delete(self._snap(account_id))
-                if snaps.get(account_id):
-                    pipe.zadd(self._snap(account_id), {self._snapshot_member(s): s.valid_from_us for s in snaps[account_id]})
+                args: list[object] = [offline_watermark_us, account_id, ev_prefix, len(by_account.get(account_id, ()))]
+                for e in by_account.get(account_id, ()):
+                    args += [self._event_member(e), e.ts_us, e.transaction_id]
+                args.append(len(snaps.get(account_id, ())))
+                for s in snaps.get(account_id, ()):
+                    args += [self._snapshot_member(s), s.valid_from_us]
+                self._rebuild_account(keys=[self._ev(account_id), self._snap(account_id), self._ids], args=args, client=pipe)
             pipe.execute()
         # Kept online events are newer than the offline watermark; older state is gone.
         candidates = [max(e.ts_us for e in batch) for batch in by_account.values()]
@@ -402,6 +597,8 @@ return 1
         newest = max(candidates) if candidates else None
         mapping = {
             "offline_watermark_us": str(offline_watermark_us),
+            "retained_since_us": str(horizon),
+            "allowed_lateness_us": str(allowed_lateness_us),
             "materialized_at": repr(time.time()),
             "spec_version": spec_version(),
         }

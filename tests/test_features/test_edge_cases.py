@@ -180,11 +180,15 @@ def test_a_batch_of_one_accounts_transactions_gets_each_its_own_as_of_values():
     ]
     served = online.OnlineFeatureService(store).get_online_features([reference.request_of(e) for e in entities])
     assert len(served) == len(entities)
-    for e, f in zip(entities, served):  # in request order, each as of its own time
-        reference.assert_features_match({e["transaction_id"]: f}, {e["transaction_id"]: reference.reference_features(e, history, snapshots)}, "online batch")
+    # In request order, each as of its own time, over the history and the batch's earlier rows (as offline).
+    for e, f in zip(entities, served):
+        reference.assert_features_match(
+            {e["transaction_id"]: f}, {e["transaction_id"]: reference.reference_features(e, history + entities, snapshots)}, "online batch"
+        )
     by_id = dict(zip((e["transaction_id"] for e in entities), served))
-    assert [by_id[t]["txn_count_24h"] for t in ("q_early", "q_now", "q_at_h4", "q_late")] == [0, 1, 1, 3]
-    assert [by_id[t]["txn_count_30d"] for t in ("q_early", "q_now", "q_at_h4", "q_late")] == [1, 2, 2, 4]
+    # q_now sees q_early (exactly 24h before); q_at_h4 sees q_now but not h4 (same instant); q_late sees all.
+    assert [by_id[t]["txn_count_24h"] for t in ("q_early", "q_now", "q_at_h4", "q_late")] == [0, 2, 2, 5]
+    assert [by_id[t]["txn_count_30d"] for t in ("q_early", "q_now", "q_at_h4", "q_late")] == [1, 3, 4, 7]
     assert by_id["q_late"]["age_band"] == "25-34" and by_id["q_now"]["age_band"] == "18-24"
     assert by_id["q_late"]["is_foreign"] == 0 and by_id["q_now"]["is_foreign"] == 0
 

@@ -91,7 +91,8 @@ def test_a_broken_online_path_fails_parity(resource, monkeypatch):
     with resource.scratch() as scratch:
         report = replay_parity(con, scratch, transactions=120)
     assert not report.passed
-    assert {m.feature for m in report.mismatches} >= {"txn_count_1h", "hour_of_day"}
+    # Bursts arrive in one batch and shift together, so their counts agree; what the hour moves does not.
+    assert {m.feature for m in report.mismatches} >= {"hour_of_day", "seconds_since_last_txn", "txn_count_24h"}
 
 
 def test_resource_refuses_a_backend_without_its_location():

@@ -18,14 +18,15 @@ import reference
 from mlops_core.features import online
 from mlops_core.features.online import AccountEvents, AccountSnapshot, EventRecord
 from mlops_core.features.spec import MAX_WINDOW_SECONDS, spec_version
-from mlops_core.features.stores import RedisOnlineStore, SqliteOnlineStore
+from mlops_core.features.stores import DEFAULT_ALLOWED_LATENESS_US, RedisOnlineStore, SqliteOnlineStore
 from strategies import PROPERTY_SETTINGS, datasets
 
 S = 1_000_000  # microseconds per second
 H = 3_600 * S
 D = 86_400 * S
 T = reference.to_us(dt.datetime(2024, 6, 1, 12, 0))  # the offline watermark of the rebuild tests
-HORIZON = T - MAX_WINDOW_SECONDS * S  # 30 days before the watermark
+LATENESS = DEFAULT_ALLOWED_LATENESS_US  # 7 days
+HORIZON = T - MAX_WINDOW_SECONDS * S - LATENESS  # 30 + 7 days before the watermark
 
 WIDE = (0, 2**62)  # read bounds covering everything
 
@@ -163,7 +164,7 @@ def test_rebuild_replaces_the_warehouse_period_and_keeps_newer_online_events(ope
     store = open_store()
     store.record_events(
         [
-            ev("o_ancient", T - 40 * D),  # older than the longest window: pruned
+            ev("o_ancient", T - 40 * D),  # older than the longest window plus the lateness: pruned
             ev("o_old", T - H),  # recorded online, the warehouse is authoritative up to T: dropped
             ev("dup", T - 3 * H, amount=10.0),  # the warehouse has it with its final amount
             ev("o_at_watermark", T),  # at the watermark: the warehouse period, dropped
@@ -172,8 +173,8 @@ def test_rebuild_replaces_the_warehouse_period_and_keeps_newer_online_events(ope
         ]
     )
     warehouse = [
-        ev("w_too_old", HORIZON - 1),  # 30 days + 1 us before the watermark: not loaded
-        ev("w_edge", HORIZON),  # exactly 30 days before: needed by a lookup at T, loaded
+        ev("w_too_old", HORIZON - 1),  # 37 days + 1 us before the watermark: not loaded
+        ev("w_edge", HORIZON),  # exactly 37 days before: needed by a lookup 7 days before T, loaded
         ev("dup", T - 3 * H, amount=10.5),
         ev("w_mid", T - 2 * H, "a2", 3.0, "m2", "GB"),
         ev("w_at_watermark", T),
@@ -191,13 +192,28 @@ def test_rebuild_replaces_the_warehouse_period_and_keeps_newer_online_events(ope
     assert store.status().events == 6
 
 
-def test_rebuild_prunes_events_older_than_the_longest_window_before_the_watermark(open_store):
+def test_rebuild_prunes_events_older_than_the_longest_window_plus_the_allowed_lateness(open_store):
     store = open_store()
     store.rebuild([ev("a", HORIZON - 1), ev("b", HORIZON), ev("c", T)], [], T)
     assert [row[1] for row in held(store)["a1"]] == ["b", "c"]
+    assert (store.status().retained_since_us, store.status().allowed_lateness_us) == (HORIZON, LATENESS)
     # A later rebuild moves the horizon: what the first one kept is now pruned.
     store.rebuild([ev("b", HORIZON), ev("c", T), ev("d", T + 2 * D)], [], T + 2 * D)
     assert [row[1] for row in held(store)["a1"]] == ["c", "d"]
+
+
+def test_rebuild_retention_follows_the_allowed_lateness(open_store):
+    store = open_store()
+    thirty_days = MAX_WINDOW_SECONDS * S
+    events = [ev("w_37d", T - thirty_days - 7 * D), ev("w_32d", T - thirty_days - 2 * D), ev("w_30d", T - thirty_days), ev("w_30d_1us", T - thirty_days - 1)]
+    store.rebuild(events, [], T, allowed_lateness_us=2 * D)
+    assert [row[1] for row in held(store)["a1"]] == ["w_32d", "w_30d_1us", "w_30d"]
+    assert store.status().retained_since_us == T - thirty_days - 2 * D
+    store.rebuild(events, [], T, allowed_lateness_us=0)
+    assert [row[1] for row in held(store)["a1"]] == ["w_30d"]
+    with pytest.raises(ValueError, match="allowed lateness must be >= 0"):
+        store.rebuild(events, [], T, allowed_lateness_us=-1)
+    assert [row[1] for row in held(store)["a1"]] == ["w_30d"]  # a refused rebuild changes nothing
 
 
 def test_rebuild_replaces_all_snapshots(open_store):
