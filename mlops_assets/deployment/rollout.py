@@ -39,8 +39,15 @@ def _versions() -> tuple[str | None, str | None]:
 
 
 class StagingConfig(dg.Config):
-    requests: int = Field(default=200, description="Real recent transactions sent to the staging instance.")
-    slo_p99_ms: float = Field(default=50.0, description="p99 of a sequential request, client side, the staging copy must stay under.")
+    requests: int = Field(default=200, description="Real recent transactions sent to the staging instance, each answer checked against the contract.")
+    warmup_requests: int = Field(default=50, description="Requests sent first and not timed, while sessions, caches and the connection warm up.")
+    latency_requests: int = Field(
+        default=1000, description="Timed sequential requests (the recent transactions, cycled) whose p99 is judged; at least `requests`.",
+    )
+    slo_p99_ms: float = Field(
+        default=50.0, description="p99 of the server's own processing time of a request (its Server-Timing header), "
+        "the staging copy must stay under. The client's wall clock is recorded, not judged: on a busy machine it measures the machine.",
+    )
 
 
 @dg.asset(
@@ -49,7 +56,10 @@ class StagingConfig(dg.Config):
     deps=[CHALLENGER],
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"python"},
-    check_specs=[dg.AssetCheckSpec(CHECK_STAGING, asset=STAGING, blocking=True, description="Zero errors, every answer keeps the contract, p99 under the SLO.")],
+    check_specs=[dg.AssetCheckSpec(
+        CHECK_STAGING, asset=STAGING, blocking=True,
+        description="Zero errors, every answer keeps the contract, server-side p99 (Server-Timing) under the SLO.",
+    )],
 )
 def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     """The challenger on a second local endpoint (its own port, log and no writes to production state),
@@ -65,7 +75,7 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     url = f"http://127.0.0.1:{port}"
     try:
         with EndpointClient(url) as client:
-            result = replay(client, transactions)
+            result = replay(client, transactions, warmup=config.warmup_requests, requests=max(config.latency_requests, len(transactions)))
     finally:
         server.stop(settings, port, "staging")
     summary = result.summary()
@@ -76,13 +86,15 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
         problems.append(f"{len(result.contract_violations)} contract violations, first: {result.contract_violations[0]}")
     if result.versions != {challenger}:
         problems.append(f"answered by versions {sorted(result.versions)}, expected only {challenger}")
-    if not result.percentile(99) <= config.slo_p99_ms:
-        problems.append(f"p99 {result.percentile(99):.1f} ms over the {config.slo_p99_ms} ms SLO")
+    latency = result.latency_problem(config.slo_p99_ms)
+    if latency:
+        problems.append(latency)
     yield dg.MaterializeResult(metadata={"version": challenger, "url": url, "pid": pid, "traffic_split": "staging only (no production traffic)", **summary})
     yield dg.AssetCheckResult(
         check_name=CHECK_STAGING, asset_key=STAGING, passed=not problems,
-        description="; ".join(problems) or f"{result.sent} requests, 0 errors, p99 {result.percentile(99):.1f} ms",
-        metadata=summary,
+        description="; ".join(problems) or f"{result.sent} requests, 0 errors, server p99 {result.server_percentile(99):.1f} ms "
+        f"(SLO {config.slo_p99_ms:g} ms; client wall clock p99 {result.percentile(99):.1f} ms, informational)",
+        metadata={**summary, "slo_p99_ms": config.slo_p99_ms},
     )
 
 

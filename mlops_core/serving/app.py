@@ -1,12 +1,17 @@
 """The ASGI app: the HTTP face of ScoringService (FastAPI on uvicorn).
 
 Scoring routes are `async def` and score inline: the work is ~0.1 ms of CPU, cheaper than a
-thread hop. Admin routes that load models run in the thread pool, so scoring continues
-while a new model is downloaded and built.
+thread hop; each then awaits its prediction log commit, so an answered request is logged.
+Admin routes that load models run in the thread pool, so scoring continues while a new model
+is downloaded and built. Every response carries `Server-Timing: app;dur=<ms>`, the server's
+own time for the request, and is counted in /metrics by route and status.
 """
 
 import hmac
 import logging
+import os
+import time
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -15,14 +20,57 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
+from mlops_core.serving.limits import ServingLimits
+from mlops_core.serving.prediction_log import LogUnavailable
 from mlops_core.serving.schemas import BatchRequest, BatchResponse, Prediction, RollbackRequest, TrafficRequest, Transaction
-from mlops_core.serving.service import NotReady, ScoringService, TrafficError
+from mlops_core.serving.service import InvalidTransactions, NotReady, ScoringService, TrafficError
 
 log = logging.getLogger(__name__)
 
-# A batch of MAX_BATCH transactions is ~300 KB of JSON; anything far beyond is abuse or a bug.
-DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_MAX_BODY_BYTES = ServingLimits.max_body_bytes
+# The label of a path no route serves (404s): a fixed value, so scanners cannot grow /metrics.
+OTHER_ROUTE = "other"
+
+
+class ObservedMiddleware:
+    """Outermost: times each request and counts each answer; an unhandled error becomes a counted 500.
+
+    The time runs from the request reaching the app to the start of its response (body read,
+    validation, scoring and the log commit included; the network and the client are not), and
+    is returned as `Server-Timing: app;dur=<ms>`: the staging smoke test judges the model's
+    latency by it, not by a client's wall clock on a busy machine.
+    """
+
+    def __init__(self, app, count: Callable[[str | None, int], None]) -> None:
+        self.app = app
+        self.count = count
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = None
+
+        async def timed_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                timing = b"app;dur=%.3f" % ((time.perf_counter() - started) * 1000.0)
+                message = {**message, "headers": [*message.get("headers", ()), (b"server-timing", timing)]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except ClientDisconnect:
+            pass  # the client left (or the server timed its request out): nothing to answer
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if status is None:
+                await _send_json(timed_send, 500, {"error": "internal error", "detail": "the server failed on this request; its log has the traceback"})
+        if status is not None:
+            self.count(scope.get("path"), status)
 
 
 class BodyTooLarge(Exception):
@@ -66,6 +114,12 @@ class GuardMiddleware:
             await _send_json(send, 413, {"error": "request too large", "detail": str(exc)})
 
 
+def refused_transactions(exc: InvalidTransactions, route: str) -> list[dict]:
+    """The service's refusals in the shape of pydantic's errors, located in the request body."""
+    prefix = lambda row: ("transactions", row) if route == "batch" else ()  # noqa: E731
+    return [{"loc": (*prefix(p.row), p.field), "msg": p.problem, "input": p.found} for p in exc.problems]
+
+
 def invalid_request_body(errors: list[dict]) -> dict:
     """The 422 body: the fields at fault, what is wrong with each and what was found."""
     # A malformed body reports a character offset as its location: name the body instead.
@@ -98,6 +152,8 @@ class FastScoring:
         chunks = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client is gone (or the server timed the request out): nobody to answer
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -108,12 +164,15 @@ class FastScoring:
             else:
                 transactions = [t.model_dump() for t in BatchRequest.model_validate_json(body).transactions]
         except ValidationError as exc:
-            self.service.metrics.requests.labels(route, "none", "422").inc()
             return await _send_json(send, 422, invalid_request_body(exc.errors()))
         try:
-            results = self.service.predict(transactions, route=route)
+            results = await self.service.predict_async(transactions, route=route)
+        except InvalidTransactions as exc:
+            return await _send_json(send, 422, invalid_request_body(refused_transactions(exc, route)))
         except NotReady as exc:
             return await _send_json(send, 503, {"error": "not ready", "detail": str(exc)})
+        except LogUnavailable as exc:
+            return await _send_json(send, 503, {"error": "prediction log unavailable", "detail": str(exc)})
         answer = results[0].as_dict() if route == "predict" else {"predictions": [r.as_dict() for r in results]}
         await _send_json(send, 200, answer)
 
@@ -125,25 +184,44 @@ async def _send_json(send, status: int, body: dict) -> None:
 
 
 def create_app(
-    service: ScoringService, admin_token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, fast_scoring: bool = True
+    service: ScoringService, admin_token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, fast_scoring: bool = True,
+    identity: Mapping[str, object] | None = None,
 ) -> FastAPI:
     """The app. With `fast_scoring` the scoring routes bypass FastAPI (FastScoring); the FastAPI
-    routes stay as the documented API (/docs) and as the reference the tests compare against."""
+    routes stay as the documented API (/docs) and as the reference the tests compare against.
+    `identity` (role, MLOPS_HOME, port) is reported by /health beside the pid, so a starter can
+    tell its own server from another one on the port."""
     app = FastAPI(title="mlops fraud scoring", version="1", docs_url="/docs", redoc_url=None)
     app.state.service = service
-    # Added last = outermost: size and content-type are refused before any route, fast or not.
+    paths: set[str] = set(FastScoring.ROUTES)  # completed below, once the routes exist
+
+    def count_response(path: str | None, status: int) -> None:
+        service.metrics.count_http(path if path in paths else OTHER_ROUTE, status)
+
+    # The server's protocol counts its own refusals (431, 408, 400, 503) through this too.
+    app.state.count_response = count_response
+    # Added last = outermost: size and content-type are refused before any route, fast or not,
+    # and every answer, refusals included, is timed and counted.
     if fast_scoring:
         app.add_middleware(FastScoring, service=service)
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(ObservedMiddleware, count=count_response)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        service.metrics.requests.labels(_route(request), "none", "422").inc()
         return JSONResponse(status_code=422, content=invalid_request_body(exc.errors()))
+
+    @app.exception_handler(InvalidTransactions)
+    async def refused(request: Request, exc: InvalidTransactions):
+        return JSONResponse(status_code=422, content=invalid_request_body(refused_transactions(exc, _route(request))))
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):
         return JSONResponse(status_code=503, content={"error": "not ready", "detail": str(exc)})
+
+    @app.exception_handler(LogUnavailable)
+    async def log_unavailable(request: Request, exc: LogUnavailable):
+        return JSONResponse(status_code=503, content={"error": "prediction log unavailable", "detail": str(exc)})
 
     @app.exception_handler(TrafficError)
     async def traffic_error(request: Request, exc: TrafficError):
@@ -166,17 +244,17 @@ def create_app(
 
     @app.post("/v1/predict", response_model=Prediction)
     async def predict(transaction: Transaction):
-        (result,) = service.predict([transaction.model_dump()], route="predict")
+        (result,) = await service.predict_async([transaction.model_dump()], route="predict")
         return result.as_dict()
 
     @app.post("/v1/predict/batch", response_model=BatchResponse)
     async def predict_batch(batch: BatchRequest):
-        results = service.predict([t.model_dump() for t in batch.transactions], route="batch")
+        results = await service.predict_async([t.model_dump() for t in batch.transactions], route="batch")
         return {"predictions": [r.as_dict() for r in results]}
 
     @app.get("/health")
     async def health():
-        return {"status": "alive"}
+        return {"status": "alive", "pid": os.getpid(), **(identity or {})}
 
     @app.get("/ready")
     async def ready():
@@ -187,7 +265,8 @@ def create_app(
             store = service.features.store.status()
         except Exception as exc:  # the store is a network service in production
             return JSONResponse(status_code=503, content={"ready": False, "detail": f"online store unavailable: {exc}", **status})
-        return {**status, "online_store": {"events": store.events, "accounts": store.accounts}}
+        watermark = store.watermark
+        return {**status, "online_store": {"events": store.events, "accounts": store.accounts, "watermark": watermark and watermark.isoformat()}}
 
     @app.get("/metrics")
     async def metrics():
@@ -209,6 +288,7 @@ def create_app(
     def reload():
         return service.reload().describe()
 
+    paths.update(route.path for route in app.routes if hasattr(route, "path"))
     return app
 
 

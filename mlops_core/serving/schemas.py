@@ -2,6 +2,7 @@
 
 The request mirrors the landing contract (mlops_core.contracts.TransactionsContract), so a
 transaction the data gates would reject is refused here too, with a 422 naming the field.
+The event time is also bounded by the service's clock (limits.EventTimeBounds).
 """
 
 import datetime as dt
@@ -35,7 +36,10 @@ class Transaction(BaseModel):
     @field_validator("event_timestamp")
     @classmethod
     def _utc(cls, value: dt.datetime) -> dt.datetime:
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        try:
+            return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00: in UTC it falls before year 1
+            raise ValueError(f"{value.isoformat()} is outside years 1-9999 once converted to UTC") from None
 
 
 class Prediction(BaseModel):

@@ -1,7 +1,9 @@
 """Build the scoring service from Settings and run it under uvicorn, in the foreground or detached.
 
 The detached server writes a PID file; `stop()` signals that PID. Servers bind 127.0.0.1
-unless told otherwise.
+unless told otherwise. A server reports its pid, role and MLOPS_HOME on /health, so a starter
+accepts only the process it started, and a port held by anything else is named
+(`describe_listener`) and refused (`PortInUseError`) before anything is started.
 """
 
 import json
@@ -21,6 +23,7 @@ import mlflow
 from mlops_core import registry
 from mlops_core.features.online import OnlineFeatureService
 from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnlineStore
+from mlops_core.serving.limits import ServingLimits, wall_clock
 from mlops_core.serving.models import load_version
 from mlops_core.serving.prediction_log import PredictionLog
 from mlops_core.serving.service import ScoringService
@@ -31,6 +34,17 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 ADMIN_TOKEN_ENV = "MLOPS_ADMIN_TOKEN"
+
+
+class PortInUseError(RuntimeError):
+    """Something this checkout did not start listens on the port a server was asked to use."""
+
+    def __init__(self, host: str, port: int, listener: str) -> None:
+        self.host, self.port, self.listener = host, port, listener
+        super().__init__(
+            f"port {port} on {host} is in use by {listener}. Stop it from the checkout that started it "
+            f"(`mlops serve --stop --port {port}` there, with its MLOPS_HOME), or choose another port with --port."
+        )
 
 
 @dataclass(frozen=True)
@@ -64,9 +78,14 @@ def open_online_store(settings: Settings) -> OnlineStore:
     return SqliteOnlineStore(settings.online_store_path)
 
 
-def build_service(settings: Settings, role: str = "production", model_version: str | None = None) -> ScoringService:
+def build_service(
+    settings: Settings, role: str = "production", model_version: str | None = None, limits: ServingLimits | None = None,
+) -> ScoringService:
     """Production: resumes its recorded plan and records scored events into the online store.
-    Staging (`model_version` given): serves that version only, records nothing into production state."""
+    Staging (`model_version` given): serves that version only, records nothing into production state.
+
+    The event-time bounds run on the wall clock: the demo's simulated calendar lies in the
+    machine's past, so "not after now + skew" holds for it too."""
     client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
     paths = ServingPaths.for_role(settings, role)
     staging = model_version is not None
@@ -77,6 +96,8 @@ def build_service(settings: Settings, role: str = "production", model_version: s
         plan_path=None if staging else paths.plan,
         record_events=not staging,
         champion_alias=lambda: registry.alias_version(client, registry.CHAMPION),
+        event_bounds=(limits or ServingLimits.from_env()).event_time,
+        clock=wall_clock,
     )
     service.warm_up()
     if staging:
@@ -86,20 +107,37 @@ def build_service(settings: Settings, role: str = "production", model_version: s
     return service
 
 
+def uvicorn_config(app, host: str, port: int, limits: ServingLimits):
+    """The uvicorn settings of `mlops serve` (tests run the same in process). One worker: the
+    sqlite store keeps a per-process replica (see SqliteOnlineStore)."""
+    import uvicorn
+
+    from mlops_core.serving.protocol import guarded_protocol
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop",
+        http=guarded_protocol(limits, app.state.count_response), timeout_keep_alive=limits.keep_alive_seconds,
+    )
+
+
 def run(settings: Settings, host: str, port: int, role: str, model_version: str | None) -> None:
     import uvicorn
 
     from mlops_core.serving.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = build_service(settings, role, model_version)
-    app = create_app(service, admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None)
+    listener = describe_listener(host, port)
+    if listener is not None:  # refuse before loading anything: uvicorn would only log a bind error
+        raise PortInUseError(host, port, listener)
+    limits = ServingLimits.from_env()
+    service = build_service(settings, role, model_version, limits)
+    identity = {"role": role, "mlops_home": str(settings.home), "port": port}
+    app = create_app(service, admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, max_body_bytes=limits.max_body_bytes, identity=identity)
     if not os.environ.get(ADMIN_TOKEN_ENV):
         log.warning("%s is not set: admin routes (traffic, rollback, reload) are disabled", ADMIN_TOKEN_ENV)
-    log.info("serving %s on http://%s:%d (%s)", role, host, port, service.deployment.describe())
+    log.info("serving %s on http://%s:%d (%s); limits %s", role, host, port, service.deployment.describe(), limits)
     try:
-        # One worker: the sqlite store keeps a per-process replica (see SqliteOnlineStore).
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools")
+        uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
     finally:
         service.close()
 
@@ -108,12 +146,16 @@ def start_detached(
     settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, role: str = "production",
     model_version: str | None = None, timeout: float = 60.0, log_file: Path | None = None,
 ) -> int:
-    """Start `mlops serve` in its own session, wait until /health answers, write the PID file; returns the PID."""
+    """Start `mlops serve` in its own session, wait until /health answers from that very process,
+    write the PID file; returns the PID. PortInUseError if anything else holds the port."""
     paths = ServingPaths.for_role(settings, role)
     paths.root.mkdir(parents=True, exist_ok=True)
     existing = running_pid(paths.pid_file(port))
     if existing is not None:
         raise RuntimeError(f"a {role} server already runs on port {port} (pid {existing}); stop it with `mlops serve --stop --port {port}`")
+    listener = describe_listener(host, port)
+    if listener is not None:
+        raise PortInUseError(host, port, listener)
     command = [sys.executable, "-m", "mlops_core.cli", "serve", "--host", host, "--port", str(port), "--role", role]
     if model_version is not None:
         command += ["--model-version", str(model_version)]
@@ -126,17 +168,81 @@ def start_detached(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             paths.pid_file(port).unlink(missing_ok=True)
+            listener = describe_listener(host, port)
+            if listener is not None:  # taken between the check and the bind
+                raise PortInUseError(host, port, listener)
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the {role} server exited with code {process.returncode} during start-up; log {log_path}:\n{tail}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return process.pid
-        except httpx.HTTPError:
-            pass
+        if _health(url).get("pid") == process.pid:  # another server answering on the port does not count
+            return process.pid
         time.sleep(0.2)
     stop_pid(process.pid)
     paths.pid_file(port).unlink(missing_ok=True)
     raise TimeoutError(f"the {role} server did not answer {url} within {timeout:.0f} s; log {log_path}")
+
+
+def _health(url: str, timeout: float = 1.0) -> dict:
+    """/health's JSON, {} if nothing answers it as JSON."""
+    try:
+        answer = httpx.get(url, timeout=timeout)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return body if isinstance(body, dict) and answer.status_code == 200 else {}
+
+
+def describe_listener(host: str, port: int) -> str | None:
+    """What listens on host:port, in words for an error message; None if nothing does.
+
+    An mlops endpoint names its pid, role and MLOPS_HOME on /health. For anything else (an
+    older endpoint that does not, or another program) the pid and working directory of the
+    listening socket's owner are looked up in /proc, where this user may read them."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        if probe.connect_ex((_connectable(host), port)) != 0:
+            return None
+    health = _health(f"http://{_connectable(host)}:{port}/health", timeout=2.0)
+    if "pid" in health:
+        return f"an mlops endpoint (pid {health['pid']}, role {health.get('role', '?')}, MLOPS_HOME {health.get('mlops_home', '?')})"
+    owner = _socket_owner(port)
+    where = f" (pid {owner[0]}, working directory {owner[1]})" if owner else ""
+    if health.get("status") == "alive":
+        return f"an mlops endpoint that does not report its pid or MLOPS_HOME, started by an older checkout{where}"
+    return f"a process that is not an mlops endpoint{where}"
+
+
+def _connectable(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
+def _socket_owner(port: int) -> tuple[int, str] | None:
+    """(pid, cwd) of the process holding the listening socket on `port`, if /proc shows it to this user."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    try:
+                        cwd = os.readlink(entry / "cwd")
+                    except OSError:
+                        cwd = "?"
+                    return int(entry.name), cwd
+        except OSError:  # another user's process, or gone
+            continue
+    return None
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:

@@ -17,9 +17,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from mlops_core.features.online import OnlineFeatureService
+from mlops_core.serving.limits import EventTimeBounds, wall_clock
 from mlops_core.serving.models import LoadedModel
 from mlops_core.serving.plan import TrafficPlan
-from mlops_core.serving.prediction_log import PredictionLog, PredictionRecord, features_json
+from mlops_core.serving.prediction_log import Commit, PredictionLog, PredictionRecord, features_json
 from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW, Deployment
 from mlops_core.training.matrix import encode_rows
 
@@ -39,25 +40,60 @@ class TrafficError(ValueError):
     """A traffic change that cannot be applied (unknown version, nothing to roll back to)."""
 
 
+@dataclass(frozen=True)
+class FieldProblem:
+    """One refused field of one transaction of a request (row 0 for a single prediction)."""
+
+    row: int
+    field: str
+    problem: str
+    found: object
+
+
+class InvalidTransactions(ValueError):
+    """Transactions that parse but that the service refuses (an event time out of bounds): a 422."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"transaction {p.row}: {p.field} {p.problem}" for p in problems))
+
+
 class ServiceMetrics:
-    """Prometheus metrics in a registry of their own (one per service, so tests don't collide)."""
+    """Prometheus metrics in a registry of their own (one per service, so tests don't collide).
+
+    Requests and transactions are separate counters: a batch is one HTTP request and many
+    answered transactions.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mlops_requests", "Scoring requests by route, variant and HTTP status.", ["route", "variant", "status"], registry=self.registry
+        self.http = Counter(
+            "mlops_http_requests", "HTTP requests by route and status: every answer, the server's own refusals (400, 408, 431, 503) included.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.predictions = Counter(
+            "mlops_predictions", "Transactions answered, by route and variant (a batch counts each of its transactions).",
+            ["route", "variant"], registry=self.registry,
         )
         self.latency = Histogram(
-            "mlops_request_latency_seconds", "Time from parsed request to response, by route.", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
+            "mlops_request_latency_seconds", "Scoring requests: parsed request to answer (the prediction log commit included), by route.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.scores = Histogram("mlops_fraud_score", "P(fraud) returned or shadowed, by variant.", ["variant"], buckets=SCORE_BUCKETS, registry=self.registry)
         self.model_info = Gauge("mlops_model_loaded", "1 for each model version loaded, by variant.", ["variant", "version"], registry=self.registry)
         self.canary_share = Gauge("mlops_canary_share", "Share of accounts routed to the canary.", registry=self.registry)
         self.model_errors = Counter("mlops_model_errors", "Scoring failures of a model, by variant.", ["variant"], registry=self.registry)
         # labels() costs a lock and a dict lookup per call; the hot path reuses the children.
-        self.ok = {(route, variant): self.requests.labels(route, variant, "200") for route in ("predict", "batch") for variant in (CHAMPION, CANARY)}
+        self.answered = {(route, variant): self.predictions.labels(route, variant) for route in ("predict", "batch") for variant in (CHAMPION, CANARY)}
         self.latency_of = {route: self.latency.labels(route) for route in ("predict", "batch")}
         self.scores_of = {variant: self.scores.labels(variant) for variant in (CHAMPION, CANARY, SHADOW)}
+        self._http_of: dict[tuple[str, int], object] = {}
+
+    def count_http(self, route: str, status: int) -> None:
+        child = self._http_of.get((route, status))
+        if child is None:
+            child = self._http_of[(route, status)] = self.http.labels(route, str(status))
+        child.inc()
 
     def show(self, deployment: Deployment) -> None:
         self.model_info.clear()
@@ -103,6 +139,8 @@ class ScoringService:
         plan_path: Path | None,
         record_events: bool = True,
         champion_alias: Callable[[], str | None] | None = None,
+        event_bounds: EventTimeBounds = EventTimeBounds(),
+        clock: Callable[[], dt.datetime] = wall_clock,
     ) -> None:
         self.features = features
         self.loader = loader
@@ -110,8 +148,12 @@ class ScoringService:
         self.plan_path = plan_path
         self.record_events = record_events
         self.champion_alias = champion_alias
+        self.event_bounds = event_bounds
+        # "now" of the event-time bounds: injected, so tests and a simulated calendar are deterministic.
+        self.clock = clock
         self.metrics = ServiceMetrics()
         self.deployment = Deployment(champion=None, reason="nothing loaded yet")
+        self.plan: TrafficPlan | None = None  # what plan_path holds: resumed at start, extended by each change
         self.started_at = time.time()
         # Traffic changes are serialised; scoring never takes this lock.
         self._change_lock = threading.Lock()
@@ -119,13 +161,31 @@ class ScoringService:
     # ---- scoring -------------------------------------------------------------------------
 
     def predict(self, transactions: Sequence[Mapping[str, object]], route: str = "predict") -> list[ScoredRequest]:
+        """Score, then block until the prediction log holds the answers (for threads and scripts)."""
+        results, commit, started = self.score(transactions, route)
+        if commit is not None:
+            commit.wait()
+        self._observe(route, results, time.perf_counter() - started)
+        return results
+
+    async def predict_async(self, transactions: Sequence[Mapping[str, object]], route: str = "predict") -> list[ScoredRequest]:
+        """Score, then await the prediction log's commit without blocking the event loop: answered means logged."""
+        results, commit, started = self.score(transactions, route)
+        if commit is not None:
+            await self.prediction_log.committed(commit)
+        self._observe(route, results, time.perf_counter() - started)
+        return results
+
+    def score(self, transactions: Sequence[Mapping[str, object]], route: str = "predict") -> tuple[list[ScoredRequest], Commit | None, float]:
+        """Score and queue the log records. Returns the results, the log commit to wait for before
+        answering, and the perf_counter time scoring began."""
         started = time.perf_counter()
         deployment = self.deployment  # one read: the whole request sees one deployment
         champion = deployment.champion
         if champion is None:
-            self.metrics.requests.labels(route, "none", "503").inc()
             raise NotReady("no champion model is loaded")
         rows = [dict(t) for t in transactions]
+        self._check_event_times(rows)
         features = self.features.get_online_features(rows)
         X = encode_rows(features)
         variants = [deployment.variant_for(str(r["account_id"])) for r in rows]
@@ -172,20 +232,34 @@ class ScoringService:
                 )
             )
         latency = time.perf_counter() - started
-        self._observe(route, results, latency)
-        self._log(rows, features, results, errors, shadow_scores, deployment, latency)
-        return results
+        commit = self._log(rows, features, results, errors, shadow_scores, deployment, latency)
+        return results, commit, started
+
+    def _check_event_times(self, rows: list[dict]) -> None:
+        """Event times within the bounds, as UTC datetimes in `rows`; InvalidTransactions naming each refused one."""
+        now = self.clock()
+        problems = []
+        for i, row in enumerate(rows):
+            value = row.get("event_timestamp")
+            when = _utc(value)
+            problem = "is not an ISO 8601 time within years 1-9999 UTC" if when is None else self.event_bounds.problem(when, now)
+            if problem is not None:
+                problems.append(FieldProblem(i, "event_timestamp", problem, value.isoformat() if isinstance(value, dt.datetime) else value))
+            else:
+                row["event_timestamp"] = when
+        if problems:
+            raise InvalidTransactions(problems)
 
     def _observe(self, route: str, results: list[ScoredRequest], latency: float) -> None:
         m = self.metrics
         m.latency_of[route].observe(latency)
         for r in results:
-            m.ok[(route, r.variant)].inc()
+            m.answered[(route, r.variant)].inc()
             m.scores_of[r.variant].observe(r.fraud_probability)
 
-    def _log(self, rows, features, results, errors, shadow_scores, deployment: Deployment, latency: float) -> None:
+    def _log(self, rows, features, results, errors, shadow_scores, deployment: Deployment, latency: float) -> Commit | None:
         if self.prediction_log is None:
-            return
+            return None
         now = time.time()
         latency_ms = latency * 1000.0
         records = []
@@ -217,7 +291,7 @@ class ScoringService:
                     status="error", score=None, decision=None, latency_ms=latency_ms, features=None, error=message[:500],
                 )
             )
-        self.prediction_log.append(records)
+        return self.prediction_log.append(records)
 
     # ---- traffic -------------------------------------------------------------------------
 
@@ -233,13 +307,20 @@ class ScoringService:
         except Exception as exc:
             raise TrafficError(f"cannot load model version {version}: {exc}") from exc
 
-    def _swap(self, new: Deployment) -> Deployment:
+    def _swap(self, new: Deployment, resumed: TrafficPlan | None = None) -> Deployment:
+        """Serve `new`. A change is recorded in the plan file, keeping the plan it replaces in the
+        history; a `resumed` plan is served as it is and the file is left untouched."""
         self.deployment = new  # the atomic step: in-flight requests keep the deployment they read
         self.metrics.show(new)
         if self.plan_path is not None:
-            # The description holds exactly the plan's fields: what to resume after a restart.
-            TrafficPlan(**new.describe()).save(self.plan_path)
-        log.info("traffic changed: %s", new.describe())
+            if resumed is None:
+                # The description holds exactly the plan's fields: what to resume after a restart.
+                plan = TrafficPlan(**new.describe())
+                self.plan = plan if self.plan is None else self.plan.followed_by(plan)
+                self.plan.save(self.plan_path)
+            else:
+                self.plan = resumed
+        log.info("%s: %s", "resumed the recorded plan" if resumed is not None else "traffic changed", new.describe())
         return new
 
     def apply(
@@ -281,7 +362,7 @@ class ScoringService:
             return self._swap(new)
 
     def restore(self, plan: TrafficPlan) -> Deployment:
-        """Resume a recorded plan (at start-up or on reload); previous champion loaded too."""
+        """Resume a recorded plan at start-up, as it is (same reason, same time); previous champion loaded too."""
         with self._change_lock:
             current = self.deployment
             champion = self._model(plan.champion_version, current)
@@ -293,9 +374,10 @@ class ScoringService:
                 canary_share=plan.canary_share if plan.canary_version else 0.0,
                 shadow=self._model(plan.shadow_version, current),
                 previous=self._model(plan.previous_champion_version, current),
-                reason=f"restored: {plan.reason}",
+                reason=plan.reason,
+                changed_at=_changed_at(plan.changed_at),
             )
-            return self._swap(deployment)
+            return self._swap(deployment, resumed=plan)
 
     def reload(self) -> Deployment:
         """Serve the registry's champion alias (canary and shadow end); the current champion is kept as previous."""
@@ -309,6 +391,7 @@ class ScoringService:
         plan = TrafficPlan.load(self.plan_path) if self.plan_path is not None else None
         if plan is not None and plan.champion_version is not None:
             return self.restore(plan)
+        self.plan = plan  # a plan without a champion still carries its history into the next change
         version = self.champion_alias() if self.champion_alias is not None else None
         if version is None:
             log.warning("no traffic plan and no champion alias: not ready until a champion is deployed")
@@ -324,7 +407,8 @@ class ScoringService:
         d["ready"] = self.deployment.champion is not None
         d["uptime_seconds"] = round(time.time() - self.started_at, 1)
         if self.prediction_log is not None:
-            d["prediction_log"] = {"path": str(self.prediction_log.path), "written": self.prediction_log.written, "failures": self.prediction_log.failures}
+            pl = self.prediction_log
+            d["prediction_log"] = {"path": str(pl.path), "written": pl.written, "batches": pl.batches, "failures": pl.failures, "last_error": pl.last_error}
         return d
 
     def close(self) -> None:
@@ -337,3 +421,22 @@ def _iso(value: object) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return str(value)
+
+
+def _utc(value: object) -> dt.datetime | None:
+    """`value` (a datetime or ISO 8601 text; naive is UTC) as an aware UTC datetime, None if it is neither or overflows."""
+    try:
+        when = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        if not isinstance(when, dt.datetime):
+            return None
+        return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _changed_at(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return dt.datetime.now(dt.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)

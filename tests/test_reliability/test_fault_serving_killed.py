@@ -1,10 +1,14 @@
-"""Fault: the serving process is SIGKILLed in the middle of a rollout, during the canary stage.
+"""Fault: the serving process is SIGKILLed, under load and in the middle of a rollout.
 
-A real `mlops serve` process, the real rollout assets and registry. The rollout runs in a
-thread; when the endpoint reports the canary, the process is killed (no shutdown hook runs).
-The rollout fails at the canary check without moving an alias; the restarted endpoint
-resumes the recorded plan, whose champion is the registry's; requests answered before the
-kill are in the prediction log; and rerunning the rollout completes.
+Under load: four clients score without pause; once hundreds are answered the server's process
+group gets SIGKILL, and every request that was answered must be in the prediction log (the
+endpoint answers only after the request's log commit).
+
+Mid-rollout: a real `mlops serve` process, the real rollout assets and registry. The rollout
+runs in a thread; when the endpoint reports the canary, the process is killed (no shutdown
+hook runs). The rollout fails at the canary check without moving an alias; the restarted
+endpoint resumes the recorded plan, whose champion is the registry's; requests answered just
+before the kill are in the prediction log; and rerunning the rollout completes.
 """
 
 import os
@@ -80,7 +84,7 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
                     assert time.monotonic() < deadline and rollout.is_alive(), "the rollout never reached the canary stage"
                     time.sleep(0.05)
                 answered = [endpoint.predict(transaction(50_000 + i))["transaction_id"] for i in range(40)]
-            time.sleep(0.3)  # the log commits every 50 ms; what was committed must survive the kill
+            # No pause: an answer is sent after its log commit, so the kill right after it loses nothing.
             plan_at_kill = TrafficPlan.load(paths.plan)
             os.killpg(pid, signal.SIGKILL)
             rollout.join(timeout=120)
@@ -119,4 +123,63 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
         f"{restarted['canary_version']} at {restarted['canary_share']}; {len(answered)}/{len(answered)} answered requests in the log; "
         f"rerun succeeded: champion 2 in registry, endpoint and plan, previous 1",
         test="test_fault_serving_killed.py::test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout_completes",
+    )
+
+
+WORKERS = 4
+ANSWERED_BEFORE_KILL = 400
+
+
+def test_every_answered_request_is_in_the_log_after_a_kill_under_load(tmp_path):
+    world = build_world(tmp_path / "world")
+    port = free_port()
+    paths = ServingPaths.for_role(world.settings, "production")
+    answered: list[str] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def score(worker: int, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for i in range(1, 100_000):
+                if stop.is_set():
+                    return
+                try:
+                    response = http.post("/v1/predict", json=transaction(7_000_000 + worker * 100_000 + i))
+                except httpx.HTTPError:
+                    return  # the server is gone; this request was never answered
+                if response.status_code == 200:
+                    answered.append(response.json()["transaction_id"])
+                else:
+                    refused.append(response.status_code)
+
+    with running_endpoint(world, port) as (url, pid):
+        clients = [threading.Thread(target=score, args=(w, url)) for w in range(WORKERS)]
+        started = time.monotonic()
+        for client in clients:
+            client.start()
+        while len(answered) < ANSWERED_BEFORE_KILL:
+            assert time.monotonic() - started < 120 and all(c.is_alive() for c in clients), (len(answered), refused)
+            time.sleep(0.005)
+        os.killpg(pid, signal.SIGKILL)  # mid-stream: requests are in flight on every connection
+        rate = len(answered) / (time.monotonic() - started)
+        for client in clients:
+            client.join(timeout=30)
+        stop.set()
+    logged = read_predictions(paths.predictions)
+    served = logged[logged["served"] == 1]["transaction_id"]
+    missing = set(answered) - set(served)
+    assert refused == []
+    assert len(answered) >= ANSWERED_BEFORE_KILL and len(set(answered)) == len(answered)
+    assert missing == set(), f"{len(missing)} of {len(answered)} answered requests are not in the log"
+    assert served.is_unique
+    in_flight = len(served) - len(answered)  # logged, then the process died before the answer left
+    assert 0 <= in_flight <= WORKERS
+    record(
+        "faults", "serving process killed under load",
+        what=f"{WORKERS} clients score without pause on keep-alive connections to a live `mlops serve` ({rate:.0f} answers/s); "
+        f"SIGKILL of the server's process group once {ANSWERED_BEFORE_KILL} are answered; the prediction log read afterwards",
+        expected="every answered request in the log (an answer is sent after its log commit); at most one logged-but-unanswered request per connection",
+        observed=f"{len(answered)} answered, {len(answered) - len(missing)} of them in the log, {len(missing)} missing; "
+        f"{in_flight} logged whose answer the kill cut off",
+        test="test_fault_serving_killed.py::test_every_answered_request_is_in_the_log_after_a_kill_under_load",
     )

@@ -67,3 +67,28 @@ def test_admin_routes_are_off_without_a_configured_token(tmp_path):
                 continue
             response = client.request(method, path, json={"reason": "x"}, headers={"Authorization": "Bearer anything"})
             assert response.status_code == 503 and "MLOPS_ADMIN_TOKEN" in response.text, (method, path)
+
+
+NEAR_MISSES = {
+    "all but the last character": TOKEN[:-1] + ("x" if TOKEN[-1] != "x" else "y"),
+    "the token plus a suffix": TOKEN + "0",
+    "the token cut short": TOKEN[:-1],
+    "only the first character": TOKEN[:1],
+    "the token in another case": TOKEN.upper(),
+    "the token twice": TOKEN + TOKEN,
+}
+
+
+@pytest.mark.parametrize("near_miss", NEAR_MISSES, ids=list(NEAR_MISSES))
+def test_a_near_miss_of_the_token_is_refused(tmp_path, near_miss):
+    """What a comparison of prefixes, of lengths or without case would let through: each gets 403 on every admin route."""
+    token = NEAR_MISSES[near_miss]
+    assert token != TOKEN
+    with TestClient(_app(tmp_path, TOKEN)) as client:
+        for method, path in mutating_routes(client.app):
+            if path in SCORING:
+                continue
+            response = client.request(method, path, json={"reason": "security test"}, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 403, (near_miss, method, path, response.text)
+        right = client.post("/admin/rollback", json={"reason": "security test"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert right.status_code not in (401, 403)

@@ -4,12 +4,19 @@ store with history, and a real `mlops serve` process on 127.0.0.1.
 Version 1 and 2 are the same sound model (2 is a retrain on the same data with the same
 seed, as a scheduled retrain without new data gives); version 3 is a bad one, trained on
 coin-flip labels, whose scores sit near 0.3 and which flags almost every request.
+
+Transactions happen within a day after NOW, which lies in the past of the machine's clock:
+a live endpoint bounds event times by its wall clock (limits.EventTimeBounds), in-process
+services here get a fixed clock (`CLOCK`).
 """
 
 import contextlib
 import datetime as dt
 import os
+import shutil
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -21,15 +28,22 @@ import onnx
 import xgboost
 
 from mlops_core import registry
-from mlops_core.features.online import EventRecord
+from mlops_core.features.online import EventRecord, OnlineFeatureService
 from mlops_core.features.stores import SqliteOnlineStore
 from mlops_core.serving import server
+from mlops_core.serving.limits import EventTimeBounds, ServingLimits
+from mlops_core.serving.models import load_version
+from mlops_core.serving.prediction_log import PredictionLog
+from mlops_core.serving.service import ScoringService
 from mlops_core.settings import Settings
 from mlops_core.training.matrix import FEATURE_COLUMNS
 from mlops_core.training.onnx_export import to_onnx
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+DAY_SECONDS = 86_400
+# The in-process services' "now": every transaction(i) is at most a day after NOW.
+CLOCK_NOW = NOW + dt.timedelta(days=1)
 ACCOUNTS = [f"acct{i:04d}" for i in range(400)]
 
 
@@ -52,7 +66,7 @@ def transaction(i: int, account: str | None = None, when: dt.datetime | None = N
         "currency": "USD",
         "channel": "online" if i % 3 else "in_store",
         "country": "US" if i % 5 else "GB",
-        "event_timestamp": (when or NOW + dt.timedelta(seconds=i)).isoformat(),
+        "event_timestamp": (when or NOW + dt.timedelta(seconds=i % DAY_SECONDS)).isoformat(),
     }
 
 
@@ -114,6 +128,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def make_service(world: World, home: Path, start: bool = True, clock=lambda: CLOCK_NOW, bounds: EventTimeBounds = EventTimeBounds()) -> ScoringService:
+    """An in-process service over the world's registry, a copy of its online store and a log in `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    store_file = home / "online.sqlite"
+    if not store_file.exists():
+        shutil.copy(world.settings.online_store_path, store_file)
+    client = world.client()
+    service = ScoringService(
+        features=OnlineFeatureService(SqliteOnlineStore(store_file)),
+        loader=lambda version: load_version(client, version),
+        prediction_log=PredictionLog(home / "predictions.sqlite"),
+        plan_path=home / "plan.json",
+        champion_alias=lambda: registry.alias_version(client, registry.CHAMPION),
+        event_bounds=bounds,
+        clock=clock,
+    )
+    if start:
+        service.start()
+    return service
+
+
+@contextlib.contextmanager
+def inprocess_server(app, limits: ServingLimits = ServingLimits()):
+    """The app under uvicorn with `mlops serve`'s settings (server.uvicorn_config), in a thread of
+    this process on a free loopback port; stopped on exit."""
+    import uvicorn
+
+    port = free_port()
+    runner = uvicorn.Server(server.uvicorn_config(app, "127.0.0.1", port, limits))
+    thread = threading.Thread(target=runner.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        runner.should_exit = True
+        thread.join(timeout=30)
 
 
 @contextlib.contextmanager

@@ -4,40 +4,23 @@ In-process (FastAPI TestClient) over a real registry, a real sqlite online store
 prediction log; the live-process tests are in test_live_endpoint.py.
 """
 
+import datetime as dt
 import json
-import shutil
+import os
+import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_world import ADMIN_TOKEN, transaction
+from serving_world import ADMIN_TOKEN, CLOCK_NOW, NOW, make_service, transaction
 
 from mlops_core import registry
-from mlops_core.features.online import OnlineFeatureService
-from mlops_core.features.stores import SqliteOnlineStore
 from mlops_core.serving.app import create_app
-from mlops_core.serving.models import load_version
-from mlops_core.serving.prediction_log import PredictionLog, read_predictions
-from mlops_core.serving.service import ScoringService
+from mlops_core.serving.limits import EventTimeBounds
+from mlops_core.serving.plan import HISTORY_LIMIT, TrafficPlan
+from mlops_core.serving.prediction_log import read_predictions
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PREDICTION_KEYS = {"transaction_id", "fraud_probability", "is_fraud", "model_version", "variant", "request_id"}
-
-
-def make_service(world, tmp_path, start=True):
-    store_file = tmp_path / "online.sqlite"
-    if not store_file.exists():
-        shutil.copy(world.settings.online_store_path, store_file)
-    client = world.client()
-    service = ScoringService(
-        features=OnlineFeatureService(SqliteOnlineStore(store_file)),
-        loader=lambda version: load_version(client, version),
-        prediction_log=PredictionLog(tmp_path / "predictions.sqlite"),
-        plan_path=tmp_path / "plan.json",
-        champion_alias=lambda: registry.alias_version(client, registry.CHAMPION),
-    )
-    if start:
-        service.start()
-    return service
 
 
 @pytest.fixture
@@ -88,7 +71,8 @@ def test_batch_scores_equal_single_scores(world, tmp_path):
 
 
 def test_health_ready_and_metrics(http):
-    assert http.get("/health").json() == {"status": "alive"}
+    health = http.get("/health").json()
+    assert health["status"] == "alive" and health["pid"] == os.getpid()
     ready = http.get("/ready")
     assert ready.status_code == 200 and ready.json()["champion_version"] == "1"
     assert ready.json()["online_store"]["events"] > 0
@@ -96,8 +80,9 @@ def test_health_ready_and_metrics(http):
         assert http.post("/v1/predict", json=transaction(100 + i)).status_code == 200
     assert http.post("/v1/predict", json={**transaction(200), "amount": -5}).status_code == 422
     text = http.get("/metrics").text
-    assert 'mlops_requests_total{route="predict",status="200",variant="champion"} 3.0' in text
-    assert 'mlops_requests_total{route="predict",status="422",variant="none"} 1.0' in text
+    assert 'mlops_http_requests_total{route="/v1/predict",status="200"} 3.0' in text
+    assert 'mlops_http_requests_total{route="/v1/predict",status="422"} 1.0' in text
+    assert 'mlops_predictions_total{route="predict",variant="champion"} 3.0' in text
     assert 'mlops_request_latency_seconds_count{route="predict"} 3.0' in text
     assert 'mlops_fraud_score_count{variant="champion"} 3.0' in text
     assert 'mlops_model_loaded{variant="champion",version="1"} 1.0' in text
@@ -312,3 +297,202 @@ def test_registered_versions_load_with_mlflow_pyfunc(world, service):
     X = np.random.default_rng(0).gamma(1.0, 3.0, size=(5, 49)).astype(np.float32)
     via_pyfunc = model.predict(X)["probabilities"][:, 1]
     assert via_pyfunc == pytest.approx(service.deployment.champion.score(X), abs=1e-6)
+
+
+# ---- event times -------------------------------------------------------------------------
+
+TIMESTAMP_CASES = {
+    # value -> text the problem must contain
+    "year 1 east of UTC": ("0001-01-01T00:30:00+01:00", "years 1-9999"),
+    "year 9999 west of UTC": ("9999-12-31T23:30:00-05:00", "years 1-9999"),
+    "year 2999": ("2999-01-01T00:00:00+00:00", "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS"),
+    "two days ahead of the clock": ((CLOCK_NOW + dt.timedelta(days=2)).isoformat(), (CLOCK_NOW + dt.timedelta(hours=24)).isoformat()),
+    "before 2000": ("1999-12-31T23:59:59+00:00", "MLOPS_EVENT_TIME_MIN"),
+}
+
+
+@pytest.mark.parametrize("case", TIMESTAMP_CASES, ids=list(TIMESTAMP_CASES))
+def test_an_event_time_out_of_bounds_is_a_422_naming_the_field_and_the_bound(http, service, case):
+    """Never a 500, and the online store's freshness watermark and the log do not move."""
+    value, named = TIMESTAMP_CASES[case]
+    watermark, events = service.features.store.status().watermark_us, service.features.store.status().events
+    written = service.prediction_log.written
+    response = http.post("/v1/predict", json={**transaction(11), "event_timestamp": value})
+    assert response.status_code == 422, response.text
+    assert response.json()["fields"] == ["event_timestamp"]
+    assert named in response.json()["detail"][0]["problem"]
+    batch = http.post("/v1/predict/batch", json={"transactions": [transaction(12), {**transaction(13), "event_timestamp": value}]})
+    assert batch.status_code == 422 and batch.json()["fields"] == ["transactions.1.event_timestamp"], batch.text
+    status = service.features.store.status()
+    assert (status.watermark_us, status.events, service.prediction_log.written) == (watermark, events, written)
+    assert http.post("/v1/predict", json=transaction(14)).status_code == 200
+
+
+def test_the_bounds_follow_the_injected_clock(world, tmp_path):
+    """The same transaction is in the future of one clock and accepted by a later one; lateness is opt-in."""
+    body = transaction(21)  # NOW + 21 s
+    early = make_service(world, tmp_path / "early", clock=lambda: NOW - dt.timedelta(days=2))
+    strict = make_service(world, tmp_path / "strict", clock=lambda: NOW + dt.timedelta(days=9), bounds=EventTimeBounds(max_lateness=dt.timedelta(days=7)))
+    lenient = make_service(world, tmp_path / "lenient", clock=lambda: NOW + dt.timedelta(days=9))
+    try:
+        for service, status, named in ((early, 422, "in the future"), (strict, 422, "MLOPS_MAX_EVENT_LATENESS_DAYS"), (lenient, 200, None)):
+            with TestClient(create_app(service, ADMIN_TOKEN)) as http:
+                response = http.post("/v1/predict", json=body)
+            assert response.status_code == status, response.text
+            if named:
+                assert named in response.json()["detail"][0]["problem"]
+    finally:
+        for service in (early, strict, lenient):
+            service.close()
+
+
+# ---- metrics and timing ------------------------------------------------------------------
+
+
+def _metric(text: str, line_start: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    return values[0] if values else 0.0
+
+
+def test_every_status_is_counted_and_requests_apart_from_transactions(http):
+    batch = [transaction(i) for i in range(40, 45)]
+    answers = {
+        200: [http.post("/v1/predict/batch", json={"transactions": batch})],
+        404: [http.get("/no/such/route"), http.get("/wp-login.php")],
+        413: [http.post("/v1/predict", content=b"{" + b" " * 1_100_000 + b"}", headers={"content-type": "application/json"})],
+        415: [http.post("/v1/predict", content=b"{}", headers={"content-type": "text/plain"})],
+        422: [http.post("/v1/predict/batch", json={"transactions": [transaction(1), {**transaction(2), "currency": "XXX"}]})],
+        401: [http.post("/admin/rollback", json={"reason": "x"})],
+        403: [http.post("/admin/rollback", json={"reason": "x"}, headers={"Authorization": "Bearer wrong"})],
+        409: [http.post("/admin/traffic", json={"canary_version": "99", "canary_share": 0.5}, headers=ADMIN)],
+    }
+    for status, responses in answers.items():
+        assert [r.status_code for r in responses] == [status] * len(responses)
+    text = http.get("/metrics").text
+    assert _metric(text, 'mlops_http_requests_total{route="/v1/predict/batch",status="200"}') == 1
+    assert _metric(text, 'mlops_predictions_total{route="batch",variant="champion"}') == 5
+    assert _metric(text, 'mlops_http_requests_total{route="/v1/predict/batch",status="422"}') == 1
+    assert _metric(text, 'mlops_http_requests_total{route="other",status="404"}') == 2  # unknown paths share one label
+    for route, status in (("/v1/predict", 413), ("/v1/predict", 415), ("/admin/rollback", 401), ("/admin/rollback", 403), ("/admin/traffic", 409)):
+        assert _metric(text, f'mlops_http_requests_total{{route="{route}",status="{status}"}}') == 1, (route, status)
+
+
+def test_an_unexpected_error_is_a_counted_500_and_serving_continues(http, service, monkeypatch):
+    real = service.features.get_online_features
+
+    def broken(rows):
+        raise RuntimeError("store exploded")
+
+    monkeypatch.setattr(service.features, "get_online_features", broken)
+    response = http.post("/v1/predict", json=transaction(51))
+    assert response.status_code == 500 and response.json()["error"] == "internal error"
+    assert "store exploded" not in response.text  # the traceback goes to the server log, not the caller
+    monkeypatch.setattr(service.features, "get_online_features", real)
+    assert http.post("/v1/predict", json=transaction(52)).status_code == 200
+    text = http.get("/metrics").text
+    assert _metric(text, 'mlops_http_requests_total{route="/v1/predict",status="500"}') == 1
+    assert _metric(text, 'mlops_http_requests_total{route="/v1/predict",status="200"}') == 1
+
+
+def test_every_response_carries_the_server_processing_time(http):
+    responses = [http.post("/v1/predict", json=transaction(61)), http.post("/v1/predict", json={}), http.get("/health"), http.get("/nowhere")]
+    for response in responses:
+        name, _, duration = response.headers["server-timing"].partition(";dur=")
+        assert name == "app" and 0.0 < float(duration) < 10_000, response.headers["server-timing"]
+
+
+# ---- the prediction log ------------------------------------------------------------------
+
+
+def _logged(path) -> set[str]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return {row[0] for row in con.execute("select transaction_id from predictions where served = 1")}
+
+
+def test_every_answered_request_is_in_the_log_when_answered(http, service):
+    """Read straight after each answer, no flush: an answer means a committed row, for all 300."""
+    answered = []
+    for i in range(300):
+        response = http.post("/v1/predict", json=transaction(2000 + i))
+        assert response.status_code == 200
+        answered.append(response.json()["transaction_id"])
+        if i % 50 == 49:
+            assert set(answered) <= _logged(service.prediction_log.path), f"after {i + 1} answers"
+    logged = _logged(service.prediction_log.path)
+    assert len(logged) == len(answered) == 300 and logged == set(answered)
+    assert service.status()["prediction_log"]["written"] == 300
+
+
+class _FailingConnection:
+    """A sqlite connection whose writes fail, as on a full or read-only disk."""
+
+    def __init__(self, real):
+        self.real = real
+        self.in_transaction = False
+
+    def execute(self, sql, *args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def executemany(self, sql, *args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self):
+        self.real.close()
+
+
+def test_a_request_whose_log_write_fails_is_refused_not_answered(http, service):
+    log = service.prediction_log
+    log._con = _FailingConnection(log._con)
+    response = http.post("/v1/predict", json=transaction(71))
+    assert response.status_code == 503 and response.json()["error"] == "prediction log unavailable", response.text
+    assert "disk I/O error" in response.json()["detail"]
+    assert log.failures == 1 and log.written == 0
+    text = http.get("/metrics").text
+    assert _metric(text, 'mlops_http_requests_total{route="/v1/predict",status="503"}') == 1
+    assert _metric(text, 'mlops_predictions_total{route="predict",variant="champion"}') == 0
+    log._con = log._con.real
+    assert http.post("/v1/predict", json=transaction(72)).status_code == 200
+
+
+# ---- the traffic plan --------------------------------------------------------------------
+
+
+def test_a_restart_resumes_the_plan_unchanged_and_changes_keep_their_history(world, tmp_path):
+    service = make_service(world, tmp_path)  # the registry champion: the first change
+    service.apply(canary_version="2", canary_share=0.3, reason="canary of 2")
+    service.close()
+    plan_file = tmp_path / "plan.json"
+    recorded = plan_file.read_bytes()
+    before = TrafficPlan.load(plan_file)
+    for _ in range(2):  # two restarts
+        resumed = make_service(world, tmp_path)
+        described = resumed.deployment.describe()
+        resumed.close()
+        assert plan_file.read_bytes() == recorded
+        assert (described["reason"], described["changed_at"], described["canary_version"]) == ("canary of 2", before.changed_at, "2")
+    assert [h["reason"] for h in before.history] == ["start: registry champion is version 1"]
+    again = make_service(world, tmp_path)
+    again.rollback("drain the canary")
+    again.close()
+    after = TrafficPlan.load(plan_file)
+    assert after.reason == "rollback (drain): drain the canary" and after.canary_version is None
+    assert [h["reason"] for h in after.history] == ["start: registry champion is version 1", "canary of 2"]
+    assert after.history[-1] == before.change()
+
+
+def test_the_plan_history_is_bounded(tmp_path):
+    plan = TrafficPlan(champion_version="1", reason="change 0")
+    for i in range(1, HISTORY_LIMIT + 20):
+        plan = plan.followed_by(TrafficPlan(champion_version="1", reason=f"change {i}"))
+    plan.save(tmp_path / "plan.json")
+    loaded = TrafficPlan.load(tmp_path / "plan.json")
+    assert len(loaded.history) == HISTORY_LIMIT and loaded.history[0]["reason"] == "change 19"
+    assert loaded.history[-1]["reason"] == f"change {HISTORY_LIMIT + 18}" and loaded.reason == f"change {HISTORY_LIMIT + 19}"
+
+
+def test_a_plan_written_before_histories_loads(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"champion_version": "3", "canary_version": None, "canary_share": 0.0, "shadow_version": None,
+                                "previous_champion_version": "2", "reason": "old", "changed_at": "2026-11-01T00:00:00+00:00"}))
+    plan = TrafficPlan.load(path)
+    assert (plan.champion_version, plan.history) == ("3", ())

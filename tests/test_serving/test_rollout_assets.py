@@ -71,7 +71,11 @@ def test_a_sound_challenger_rolls_out_stage_by_stage(world, live):
     url, resources = live
     result = _rollout(resources)
     assert result.success
-    assert _metadata(result, "staging_endpoint")["errors"].value == 0
+    staging = _metadata(result, "staging_endpoint")
+    assert staging["errors"].value == 0
+    # Judged on the server's own time of 1,000 timed requests after 50 warm-up; the client's clock is recorded beside it.
+    assert (staging["timed_requests"].value, staging["warmup_requests"].value) == (1000, 50)
+    assert 0 < staging["server_p99_ms"].value < 50 and staging["server_p99_ms"].value <= staging["client_p99_ms"].value
     assert _metadata(result, "shadow_endpoint")["decision_agreement"].value == 1.0
     assert _metadata(result, "canary_endpoint")["canary_requests"].value >= 50
     assert _metadata(result, "production_endpoint")["traffic_split"].value == "champion 2 100%"
