@@ -37,6 +37,10 @@ LABEL_SOURCES: tuple[str, ...] = ("chargeback", "customer_report", "maturity")
 # A single card payment above this is treated as a data error, not a purchase.
 MAX_AMOUNT = 50_000.0
 ID_LENGTH = {"min_value": 1, "max_value": 64}
+# Control characters (C0, DEL, C1) never belong in an id: a NUL or an escape in a key
+# passes every length and reference rule, then splits or hides rows downstream.
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="ns", tz="UTC")
 # Arrow-backed strings: pandera checks their dtype in O(1) instead of per element
 # (13x faster validation on 800k rows here) and they take a sixth of the memory.
@@ -46,9 +50,9 @@ STRING = pd.StringDtype("pyarrow")
 class TransactionsContract(pa.DataFrameModel):
     """One card transaction, as authorised."""
 
-    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, description="Unique id of the transaction.")
-    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, description="Card account; must exist in accounts.")
-    merchant_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, description="Merchant id.")
+    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the transaction.")
+    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Card account; must exist in accounts.")
+    merchant_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Merchant id.")
     merchant_category: Series[STRING] = pa.Field(isin=MERCHANT_CATEGORIES, description="Merchant category.")
     amount: Series[float] = pa.Field(gt=0, le=MAX_AMOUNT, description="Amount in `currency`, > 0 and <= 50,000.")
     currency: Series[STRING] = pa.Field(isin=CURRENCIES, description="ISO 4217 currency of `amount`.")
@@ -64,7 +68,7 @@ class TransactionsContract(pa.DataFrameModel):
 class LabelsContract(pa.DataFrameModel):
     """A fraud verdict for an earlier transaction, landed on the day it became known."""
 
-    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, description="Transaction the label is about.")
+    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Transaction the label is about.")
     is_fraud: Series[bool] = pa.Field(description="True: confirmed fraud. False: matured without a dispute.")
     labeled_at: Series[UTC_TIMESTAMP] = pa.Field(description="When the verdict became known, UTC, inside the partition day.")
     label_source: Series[STRING] = pa.Field(isin=LABEL_SOURCES, description="chargeback, customer_report or maturity.")
@@ -77,7 +81,7 @@ class LabelsContract(pa.DataFrameModel):
 class AccountsContract(pa.DataFrameModel):
     """A snapshot row of a card account; the row from the latest partition wins."""
 
-    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, description="Unique id of the account.")
+    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the account.")
     created_at: Series[UTC_TIMESTAMP] = pa.Field(description="Account opening time, UTC, not after the partition day.")
     home_country: Series[STRING] = pa.Field(isin=COUNTRIES, description="Country of the card holder's address.")
     age_band: Series[STRING] = pa.Field(isin=AGE_BANDS, description="Card holder's age band.")
@@ -93,6 +97,25 @@ class Reference:
 
     column: str
     source: str
+    # Whether a row of a held batch of `source` satisfies the key. Only where the marts
+    # inner-join the referenced rows: the referencing row then waits in raw, out of the
+    # marts, until the held batch is fixed and accepted.
+    held_counts: bool = False
+
+
+@dataclass(frozen=True)
+class TimeOrder:
+    """A timestamp that must not precede a timestamp of the row it refers to.
+
+    dbt derives a duration from the pair (account age, label delay) and tests it is not
+    negative; ingestion rejects the row first, from whichever side lands second.
+    """
+
+    column: str
+    # The referencing column, one of the contract's references.
+    via: str
+    # The referenced source's timestamp that `column` must not be earlier than.
+    not_before: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,7 @@ class SourceContract:
     # "not_after": it may be any time up to the end of the partition day (snapshots).
     partition_time_rule: Literal["within", "not_after"]
     references: tuple[Reference, ...] = ()
+    time_orders: tuple[TimeOrder, ...] = ()
     # Events have globally unique ids; snapshot rows and label revisions repeat ids across days.
     unique_across_partitions: bool = False
     # Daily volume is compared with the trailing days only where it should be steady:
@@ -126,6 +150,10 @@ class SourceContract:
         """The contract's dtype of a column as a pandas dtype string, e.g. 'float64'."""
         return str(self.schema.columns[column].dtype)
 
+    def reference(self, column: str) -> Reference:
+        """The reference made by `column`; KeyError if it makes none."""
+        return {ref.column: ref for ref in self.references}[column]
+
 
 ACCOUNTS = SourceContract("accounts", AccountsContract, "account_id", "created_at", "not_after")
 TRANSACTIONS = SourceContract(
@@ -135,6 +163,8 @@ TRANSACTIONS = SourceContract(
     "event_timestamp",
     "within",
     references=(Reference("account_id", "accounts"),),
+    # transactions_enriched.account_age_days: an account's latest snapshot is the one dbt joins.
+    time_orders=(TimeOrder("event_timestamp", via="account_id", not_before="created_at"),),
     unique_across_partitions=True,
     expect_steady_volume=True,
 )
@@ -144,7 +174,11 @@ LABELS = SourceContract(
     "transaction_id",
     "labeled_at",
     "within",
-    references=(Reference("transaction_id", "transactions"),),
+    # transaction_labels and label_events inner-join accepted transactions, so a label about
+    # a held transaction is kept in raw and joins once that day is fixed and accepted.
+    references=(Reference("transaction_id", "transactions", held_counts=True),),
+    # transaction_labels.label_delay_days: a verdict can not precede its transaction.
+    time_orders=(TimeOrder("labeled_at", via="transaction_id", not_before="event_timestamp"),),
 )
 
 # Ingestion order matters: references point to sources loaded earlier.

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops_core import warehouse
 from mlops_core.contracts import SourceContract
@@ -25,6 +26,7 @@ from mlops_core.landing import (
     CHECK_SCHEMA,
     FileRead,
     fingerprint,
+    landed_records,
     list_partition_files,
     partition_dir,
     read_landing_file,
@@ -42,7 +44,6 @@ from mlops_core.validation import (
     contract_violations,
     drop_rejected,
     duplicate_ids,
-    records_as_json,
     timestamp_violations,
 )
 
@@ -54,12 +55,16 @@ ROW_LEVEL_CHECKS = (CHECK_VALUES, CHECK_UNIQUE_IDS, CHECK_TIMESTAMPS, CHECK_REFE
 CHECK_DESCRIPTIONS = {
     CHECK_FILES_READABLE: "Every partition has landing files and each is a readable, non-empty parquet or CSV file.",
     CHECK_SCHEMA: "Each file has exactly the contract's columns (none missing, renamed or extra) with the right types.",
-    CHECK_VALUES: "Rows with values that break the contract (type, range, allowed set, nulls) stay under the reject-rate threshold.",
+    CHECK_VALUES: "Rows with values that break the contract (type, finite numbers, range, allowed set, control "
+    "characters in ids, nulls) stay under the reject-rate threshold.",
     CHECK_UNIQUE_IDS: "Rows repeating an id stay under the reject-rate threshold.",
-    CHECK_TIMESTAMPS: "Rows whose timestamp lies outside the partition day or in the future stay under the reject-rate threshold.",
+    CHECK_TIMESTAMPS: "Rows whose timestamp lies outside the partition day, in the future, or out of order with the row "
+    "it refers to (a transaction before its account's opening, a verdict before its transaction) stay under the "
+    "reject-rate threshold.",
     CHECK_REFERENCES: "Rows pointing to unknown ids of another source stay under the reject-rate threshold.",
-    CHECK_VOLUME: "The day's row count is within bounds of the trailing days' median.",
-    CHECK_PARTITION_CONTINUITY: "No earlier day is missing from the warehouse.",
+    CHECK_VOLUME: "The day's row count is within bounds of the trailing days' median (not judged when a file's rows "
+    "could not be read).",
+    CHECK_PARTITION_CONTINUITY: "No earlier day is missing from the warehouse (a held day was loaded and judged: it counts).",
     CHECK_LANDING_UNCHANGED: "Landing files of loaded days have not changed since they were loaded (else the warehouse is stale).",
 }
 
@@ -90,14 +95,22 @@ class IngestionThresholds:
 class PartitionOutcome:
     partition_date: date
     n_landed: int = 0
+    # Rows that passed the row-level checks and are kept in raw; they reach the marts
+    # only when the day's status is 'accepted'.
     n_accepted: int = 0
     n_rejected: int = 0
     fingerprint: str = ""
     failures: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # False when a file's rows could not be read, so the landed count is not the day's volume.
+    volume_known: bool = True
 
     @property
     def status(self) -> str:
         return "held" if self.failures else "accepted"
+
+    @property
+    def reasons(self) -> dict[str, list[str]]:
+        return {check: list(messages) for check, messages in sorted(self.failures.items())}
 
 
 @dataclass
@@ -131,8 +144,21 @@ class IngestionReport:
         return sum(o.n_rejected for o in self.outcomes)
 
     @property
+    def n_held(self) -> int:
+        """Rows kept in raw for held days: loaded, but not released to the marts."""
+        return sum(o.n_accepted for o in self.outcomes if o.status == "held")
+
+    @property
     def held_partitions(self) -> list[str]:
         return [o.partition_date.isoformat() for o in self.outcomes if o.status == "held"]
+
+    def held_reasons(self, max_length: int = 300) -> dict[str, dict[str, str]]:
+        """Each held day's failed checks with their first message, e.g. for check metadata."""
+        return {
+            o.partition_date.isoformat(): {check: messages[0][:max_length] for check, messages in o.reasons.items()}
+            for o in self.outcomes
+            if o.status == "held"
+        }
 
     def summary(self, check_name: str, max_messages: int = 5) -> CheckSummary:
         failing = [o for o in self.outcomes if check_name in o.failures]
@@ -141,6 +167,10 @@ class IngestionReport:
             text = f"Passed for {len(self.outcomes)} partition(s)."
             if rejected:
                 text += f" {rejected} row(s) quarantined, within the {self.thresholds.max_reject_rate:.1%} threshold."
+            if check_name == CHECK_VOLUME:
+                unjudged = [o.partition_date.isoformat() for o in self.outcomes if not o.volume_known]
+                if unjudged:
+                    text += f" Not judged for {', '.join(unjudged)}: a file's rows could not be read (see {CHECK_FILES_READABLE})."
             return CheckSummary(check_name, True, text, [], rejected)
         messages = [f"{o.partition_date}: {m}" for o in failing for m in o.failures[check_name]]
         text = "\n".join(messages[:max_messages])
@@ -149,35 +179,63 @@ class IngestionReport:
         return CheckSummary(check_name, False, text, [o.partition_date.isoformat() for o in failing], rejected)
 
 
-def _rejections_frame(
-    batch: pd.DataFrame, originals: pd.DataFrame, rejection: RowRejections
-) -> pd.DataFrame:
-    rows = batch.loc[rejection.reasons.index]
+def _rejections_frame(batch: pd.DataFrame, tables: dict[str, pa.Table], rejection: RowRejections) -> pd.DataFrame:
+    """Rejected rows for quarantine, each with its record read back from the landed file."""
+    rows = batch.loc[rejection.reasons.index, [PARTITION, SOURCE_FILE, ROW_NUMBER]].assign(reason=rejection.reasons)
+    records = pd.Series(index=rows.index, dtype=object)
+    for path, group in rows.groupby(SOURCE_FILE, sort=False, observed=True):
+        records[group.index] = landed_records(tables[path], group[ROW_NUMBER].to_numpy())
     return pd.DataFrame(
         {
             "partition_date": rows[PARTITION].to_numpy(),
             "source_file": rows[SOURCE_FILE].to_numpy(),
             "row_number": rows[ROW_NUMBER].to_numpy(),
             "check_name": rejection.check_name,
-            "reason": rejection.reasons.to_numpy(),
-            "record": records_as_json(originals.loc[rejection.reasons.index]).to_numpy(),
+            "reason": rows["reason"].to_numpy(),
+            "record": records.to_numpy(),
         }
     )
 
 
 def _unusable_file_rows(day: date, read: FileRead) -> pd.DataFrame:
-    rows = read.unusable_rows
-    check_name, reason = read.problems[0]
+    """Every row of a file that cannot be used, kept as landed with the file's problem.
+
+    A file that breaks the schema keeps its rows as read; a CSV that does not parse keeps
+    its text lines; a file whose rows cannot be told apart is one row with no number.
+    """
+    check_name = read.problems[0][0]
+    reason = "; ".join(message for _, message in read.problems)
+    if read.table is not None:
+        records = landed_records(read.table)
+    elif read.lines is not None:
+        records = [json.dumps({"line": line}, ensure_ascii=False) for line in read.lines]
+    else:
+        records = [None]
+    row_numbers = pd.array(np.arange(len(records)) if read.rows_known else [None], dtype="Int64")
     return pd.DataFrame(
         {
             "partition_date": day,
             "source_file": str(read.path),
-            "row_number": np.arange(len(rows)),
+            "row_number": row_numbers,
             "check_name": check_name,
             "reason": reason,
-            "record": records_as_json(rows.reset_index(drop=True)).to_numpy(),
+            "record": pd.Series(records, dtype=object),
         }
     )
+
+
+def _utc(stamp) -> str:
+    stamp = pd.Timestamp(stamp)
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).isoformat()
+
+
+def _unknown_reference_reason(contract: SourceContract, column: str, value: str, source: str, held_in) -> str:
+    ref = contract.reference(column)
+    where = f"accepted or held {source}" if ref.held_counts else f"accepted {source}"
+    reason = f"{column}: {value!r} not found in {where}"
+    if pd.notna(held_in):
+        reason += f" (it is in held {source} of {pd.Timestamp(held_in).date()}: fix that day, then re-ingest this one)"
+    return reason
 
 
 class _Ingestion:
@@ -209,7 +267,7 @@ class _Ingestion:
         self.volumes: dict[date, int] = {
             row.partition_date.date(): int(row.n_landed)
             for row in prior.itertuples()
-            if CHECK_VOLUME not in json.loads(row.failed_checks)
+            if not {CHECK_VOLUME, CHECK_FILES_READABLE} & set(json.loads(row.failed_checks))
         }
         self.outcomes: list[PartitionOutcome] = []
         self.rejected_by_check: dict[str, int] = defaultdict(int)
@@ -221,7 +279,7 @@ class _Ingestion:
             files = list_partition_files(self.landing_dir, self.contract.name, day)
             reads = [read_landing_file(path, self.contract) for path in files]
             pending.append((day, files, reads))
-            pending_rows += sum(len(r.frame) for r in reads if r.frame is not None)
+            pending_rows += sum(r.n_rows for r in reads)
             if pending_rows >= chunk_rows:
                 self._process(pending)
                 pending, pending_rows = [], 0
@@ -235,6 +293,7 @@ class _Ingestion:
         contract = self.contract
         outcomes: dict[date, PartitionOutcome] = {}
         frames, rejected_parts = [], []
+        tables: dict[str, pa.Table] = {}
         for day, files, reads in pending:
             outcome = PartitionOutcome(day, fingerprint=fingerprint(files))
             if not files:
@@ -245,36 +304,39 @@ class _Ingestion:
             for read in reads:
                 for check_name, message in read.problems:
                     outcome.failures[check_name].append(message)
-                if read.unusable_rows is not None:
-                    outcome.n_landed += len(read.unusable_rows)
-                    rejected_parts.append(_unusable_file_rows(day, read))
+                outcome.n_landed += read.n_rows
                 if read.frame is not None:
-                    outcome.n_landed += len(read.frame)
+                    tables[str(read.path)] = read.table
                     frames.append(
                         read.frame.assign(
                             **{PARTITION: day, SOURCE_FILE: str(read.path), ROW_NUMBER: np.arange(len(read.frame))}
                         )
                     )
+                elif read.table is not None or read.lines is not None or not read.rows_known:
+                    # Only an empty file leaves nothing to keep.
+                    rejected_parts.append(_unusable_file_rows(day, read))
+                if read.lines is not None or not read.rows_known:
+                    outcome.volume_known = False
             outcomes[day] = outcome
 
         lineage = [PARTITION, SOURCE_FILE, ROW_NUMBER]
         batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=contract.columns + lineage)
-        originals = batch[contract.columns]
-        typed, coerce_rejections = coerce_to_contract(originals, contract)
+        typed, coerce_rejections = coerce_to_contract(batch[contract.columns], contract)
         typed[lineage] = batch[lineage]
         remaining = drop_rejected(typed, coerce_rejections)
         rejections = [coerce_rejections]
         for find in (
-            lambda f: contract_violations(f[contract.columns], contract),
+            lambda f: contract_violations(f[contract.columns + [ROW_NUMBER]], contract),
             lambda f: timestamp_violations(f, contract, self.now),
             lambda f: duplicate_ids(f, contract),
             self._loaded_elsewhere,
             self._unknown_references,
+            self._out_of_order,
         ):
             found = find(remaining)
             rejections.append(found)
             remaining = drop_rejected(remaining, found)
-        rejected_parts += [_rejections_frame(batch, originals, r) for r in rejections if len(r)]
+        rejected_parts += [_rejections_frame(batch, tables, r) for r in rejections if len(r)]
         rejected = (
             pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame(columns=REJECTED_COLUMNS[:6])
         )
@@ -303,6 +365,7 @@ class _Ingestion:
                 "n_accepted": [o.n_accepted for o in outcomes.values()],
                 "n_rejected": [o.n_rejected for o in outcomes.values()],
                 "failed_checks": [json.dumps(sorted(o.failures)) for o in outcomes.values()],
+                "reasons": [json.dumps(o.reasons, ensure_ascii=False) for o in outcomes.values()],
                 "fingerprint": [o.fingerprint for o in outcomes.values()],
                 "run_id": self.run_id,
                 "loaded_at": self.loaded_at,
@@ -330,11 +393,32 @@ class _Ingestion:
             return RowRejections(CHECK_REFERENCES, pd.Series([], dtype=object))
         missing = warehouse.unknown_references(self.con, frame, self.contract)
         reasons = pd.Series(
-            [f"{c}: {v!r} not found in accepted {s}" for c, v, s in zip(missing["column"], missing["ref_id"], missing["source"])],
+            [
+                _unknown_reference_reason(self.contract, c, v, s, h)
+                for c, v, s, h in zip(missing["column"], missing["ref_id"], missing["source"], missing["held_in"])
+            ],
             index=pd.Index(missing["row_label"].to_numpy(), dtype=frame.index.dtype),
             dtype=object,
         )
         return RowRejections(CHECK_REFERENCES, reasons.groupby(level=0).agg("; ".join).sort_index())
+
+    def _out_of_order(self, frame: pd.DataFrame) -> RowRejections:
+        if frame.empty:
+            return RowRejections(CHECK_TIMESTAMPS, pd.Series([], dtype=object))
+        found = warehouse.time_order_violations(self.con, frame, self.contract)
+        reasons = pd.Series(
+            [
+                f"{column}: {_utc(stamp)} is {relation} {other_column} {_utc(other_stamp)} of {other_source} {other_id!r}"
+                + (" (already accepted)" if relation == "after" else "")
+                for column, stamp, relation, other_column, other_stamp, other_source, other_id in zip(
+                    found["column"], found["stamp"], found["relation"], found["other_column"],
+                    found["other_stamp"], found["other_source"], found["other_id"],
+                )
+            ],
+            index=pd.Index(found["row_label"].to_numpy(), dtype=frame.index.dtype),
+            dtype=object,
+        )
+        return RowRejections(CHECK_TIMESTAMPS, reasons.groupby(level=0).agg("; ".join).sort_index())
 
     def _decide(self, outcomes: dict[date, PartitionOutcome], accepted: pd.DataFrame, rejected: pd.DataFrame) -> None:
         t = self.thresholds
@@ -356,7 +440,7 @@ class _Ingestion:
                     )
             for check_name in (CHECK_FILES_READABLE, CHECK_SCHEMA):
                 self.rejected_by_check[check_name] += int(by_check.get((day, check_name), 0))
-            if self.contract.expect_steady_volume:
+            if self.contract.expect_steady_volume and outcome.volume_known:
                 self._check_volume(outcome)
             self._check_continuity(outcome)
             self.known_days.add(day)
@@ -374,7 +458,8 @@ class _Ingestion:
                     f"({median:.0f}); expected {t.volume_min_ratio}x to {t.volume_max_ratio}x"
                 )
                 return
-        self.volumes[day] = outcome.n_landed
+        if CHECK_FILES_READABLE not in outcome.failures:
+            self.volumes[day] = outcome.n_landed
 
     def _check_continuity(self, outcome: PartitionOutcome) -> None:
         day = outcome.partition_date

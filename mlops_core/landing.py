@@ -8,8 +8,10 @@ that name the file, the column and expected vs found.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 
 import pandas as pd
@@ -47,14 +49,48 @@ def fingerprint(files: list[Path]) -> str:
 
 @dataclass
 class FileRead:
-    """What one landing file gave: a frame with the contract's columns, or problems."""
+    """What one landing file gave: a frame with the contract's columns, or problems.
+
+    Whatever could be read of the file is kept as landed, for quarantine: the arrow table
+    of a readable file, or the text lines of a CSV that does not parse.
+    """
 
     path: Path
     frame: pd.DataFrame | None = None
     # (check_name, message) pairs; a non-empty list means the file's rows cannot be trusted.
     problems: list[tuple[str, str]] = field(default_factory=list)
-    # Rows of a file that is readable but breaks the schema, kept for quarantine.
-    unusable_rows: pd.DataFrame | None = None
+    # The file as landed, every column, when it could be read (valid or breaking the schema).
+    table: pa.Table | None = None
+    # The data lines (header excluded) of a CSV file that could not be parsed.
+    lines: list[str] | None = None
+    # False when the file's rows could not even be counted (corrupt parquet, unknown type).
+    rows_known: bool = True
+
+    @property
+    def n_rows(self) -> int:
+        """Rows landed in the file as far as they can be told apart (lines of an unparsed CSV)."""
+        if self.table is not None:
+            return self.table.num_rows
+        return len(self.lines) if self.lines is not None else 0
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def landed_records(table: pa.Table, rows: Sequence[int] | None = None) -> list[str]:
+    """Rows of a landed file as JSON text, every value exactly as it landed.
+
+    Nulls stay null and non-finite floats stay NaN, Infinity and -Infinity (Python's json
+    reads them back as such); timestamps are ISO 8601 with their offset.
+    """
+    if rows is not None:
+        table = table.take(pa.array(rows, type=pa.int64()))
+    return [json.dumps(row, default=_json_value, ensure_ascii=False, separators=(",", ":")) for row in table.to_pylist()]
 
 
 def _expected_kind(dtype: str) -> str:
@@ -98,11 +134,21 @@ def _column_problems(path: Path, contract: SourceContract, found: list[str]) -> 
     return [(CHECK_SCHEMA, message)]
 
 
+# Masked dtypes keep a landed NaN apart from a null: validation rejects the first as not
+# finite and the second as missing. Text columns are arrow-backed (see contracts.STRING).
+_PANDAS_TYPES = {pa.string(): STRING, pa.large_string(): STRING, pa.float64(): pd.Float64Dtype(), pa.float32(): pd.Float64Dtype()}
+
+
 def _read_parquet(path: Path, contract: SourceContract) -> FileRead:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
-        return FileRead(path, problems=[(CHECK_FILES_READABLE, f"{path}: unreadable parquet file ({err})")])
+        message = f"{path}: unreadable parquet file ({err})"
+        try:
+            rows = f"; its footer counts {pq.read_metadata(path).num_rows} row(s), none readable"
+        except (pa.ArrowException, OSError):
+            rows = "; no row can be read or counted"
+        return FileRead(path, problems=[(CHECK_FILES_READABLE, message + rows)], rows_known=False)
     found = table.column_names
     problems = _column_problems(path, contract, found)
     for column in contract.columns:
@@ -118,43 +164,55 @@ def _read_parquet(path: Path, contract: SourceContract) -> FileRead:
                     f"found {actual} ({table.schema.field(column).type})",
                 )
             )
-    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
     if problems:
-        return FileRead(path, problems=problems, unusable_rows=frame)
-    return FileRead(path, frame=frame[contract.columns])
+        return FileRead(path, problems=problems, table=table)
+    frame = table.select(contract.columns).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return FileRead(path, frame=frame, table=table)
+
+
+def _csv_lines(path: Path) -> list[str]:
+    """The data lines of a CSV that does not parse, as text (undecodable bytes escaped)."""
+    text = path.read_bytes().decode("utf-8", errors="backslashreplace")
+    lines = text.splitlines()
+    return [line for line in lines[1:] if line.strip()]
 
 
 def _read_csv(path: Path, contract: SourceContract) -> FileRead:
-    # Every contract column is read as text and typed by coercion, so a bad value
-    # rejects its row instead of silently changing the column's type.
-    options = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in contract.columns},
-        strings_can_be_null=True,
-        null_values=[""],
-    )
+    # Every column is read as text and contract columns are typed by coercion, so a bad
+    # value rejects its row instead of silently changing the column's type, and a
+    # quarantined row keeps the text that landed.
+    def read(columns: list[str]) -> pa.Table:
+        options = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True, null_values=[""])
+        return pacsv.read_csv(path, convert_options=options)
+
     try:
-        table = pacsv.read_csv(path, convert_options=options)
+        table = read(contract.columns)
+        if set(table.column_names) - set(contract.columns):
+            table = read(table.column_names)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
-        return FileRead(path, problems=[(CHECK_FILES_READABLE, f"{path}: unreadable CSV file ({err})")])
+        lines = _csv_lines(path)
+        message = f"{path}: unreadable CSV file ({err}); its {len(lines)} data line(s) are kept in quarantine"
+        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)], lines=lines)
     found = table.column_names
     if not set(found) & set(contract.columns):
+        lines = _csv_lines(path)
         message = (
             f"{path}: unreadable as a {contract.name} CSV: its header has none of the expected columns "
-            f"{contract.columns} (found {found[:5]})"
+            f"{contract.columns} (found {found[:5]}); its {len(lines)} data line(s) are kept in quarantine"
         )
-        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)])
-    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)], lines=lines)
     problems = _column_problems(path, contract, found)
     if problems:
-        return FileRead(path, problems=problems, unusable_rows=frame)
-    return FileRead(path, frame=frame[contract.columns])
+        return FileRead(path, problems=problems, table=table)
+    frame = table.select(contract.columns).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return FileRead(path, frame=frame, table=table)
 
 
 def read_landing_file(path: Path, contract: SourceContract) -> FileRead:
     """Read one landing file. Never raises for bad content: problems are returned."""
     if path.suffix not in SUPPORTED_SUFFIXES:
         message = f"{path}: unsupported file type {path.suffix!r}; expected one of {list(SUPPORTED_SUFFIXES)}"
-        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)])
+        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)], rows_known=False)
     if path.stat().st_size == 0:
         return FileRead(path, problems=[(CHECK_FILES_READABLE, f"{path}: empty file (0 bytes)")])
     if path.suffix == ".parquet":

@@ -6,13 +6,14 @@ names the column, what was expected and what was found.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from mlops_core.contracts import STRING, SourceContract
+from mlops_core.contracts import CONTROL_CHARACTERS, STRING, SourceContract
 
 CHECK_VALUES = "check_values"
 CHECK_UNIQUE_IDS = "check_unique_ids"
@@ -59,10 +60,29 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
         dtype = contract.dtype_of(column)
         if dtype == "float64":
             if pd.api.types.is_numeric_dtype(values):
-                cast = values.astype("float64")
+                cast = pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), index=values.index)
             else:
                 cast = pd.to_numeric(values.astype(object), errors="coerce").astype("float64")
-            expected = "a number"
+            # NaN and infinities are numbers to pandas but amounts to nobody; a landed NaN
+            # (parquet keeps it apart from a null) is rejected as such, not as a null.
+            infinite = values.notna() & cast.notna() & ~np.isfinite(cast)
+            landed_nan = values.notna() & cast.isna() & pd.api.types.is_numeric_dtype(values)
+            not_finite = infinite | landed_nan
+            if not_finite.any():
+                failures.append(
+                    pd.Series(
+                        [f"{column}: expected a finite number, found {v!r}" for v in values[not_finite].astype(object)],
+                        index=values.index[not_finite],
+                    )
+                )
+                cast = cast.mask(not_finite)
+            typed[column] = cast
+            bad = values.notna() & cast.isna() & ~not_finite
+            if bad.any():
+                failures.append(
+                    pd.Series([f"{column}: expected a number, found {v!r}" for v in values[bad]], index=values.index[bad])
+                )
+            continue
         elif dtype == "bool":
             if pd.api.types.is_bool_dtype(values) and not values.isna().any():
                 cast = values.astype(bool)
@@ -105,16 +125,28 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
     return coerced, RowRejections(CHECK_VALUES, reasons)
 
 
-def _describe_failure(column: str, check: str, failure_case: object) -> str:
+def _describe_failure(column: str, check: str, failure_case: object, row: object = None) -> str:
     if check == "not_nullable":
         return f"{column}: null not allowed"
+    if check.startswith("str_matches") and isinstance(failure_case, str):
+        found = re.search(CONTROL_CHARACTERS, failure_case)
+        if found:
+            where = f" in row {row}" if row is not None else ""
+            return (
+                f"{column}: control character {found.group()!r} at position {found.start()}{where} "
+                f"not allowed in an id, found {failure_case!r}"
+            )
     return f"{column}: failed {check}, found {failure_case!r}"
 
 
 def contract_violations(frame: pd.DataFrame, contract: SourceContract) -> RowRejections:
-    """Ranges, allowed values, lengths and nulls, as the pandera model defines them."""
+    """Ranges, allowed values, lengths, control characters in ids and nulls, as the pandera
+    model defines them. A frame carrying the row-number lineage column gets it named in the
+    reasons that point at one character of a value."""
     if frame.empty:
         return RowRejections(CHECK_VALUES, pd.Series([], dtype=object))
+    rows = frame[ROW_NUMBER] if ROW_NUMBER in frame.columns else None
+    frame = frame[contract.columns]
     try:
         contract.schema.validate(frame, lazy=True)
         cases = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
@@ -125,9 +157,14 @@ def contract_violations(frame: pd.DataFrame, contract: SourceContract) -> RowRej
     if not frame_level.empty:
         # Per-file reading guarantees columns and types; reaching here is a bug, not bad data.
         raise RuntimeError(f"unexpected frame-level contract failure for {contract.name}: {frame_level.to_dict('records')}")
+    labels = pd.Index(row_cases["index"].to_numpy(), dtype=frame.index.dtype)
+    row_numbers = rows.reindex(labels).tolist() if rows is not None else [None] * len(labels)
     described = pd.Series(
-        [_describe_failure(c, k, f) for c, k, f in zip(row_cases["column"], row_cases["check"], row_cases["failure_case"])],
-        index=pd.Index(row_cases["index"].to_numpy(), dtype=frame.index.dtype),
+        [
+            _describe_failure(c, k, f, r)
+            for c, k, f, r in zip(row_cases["column"], row_cases["check"], row_cases["failure_case"], row_numbers)
+        ],
+        index=labels,
         dtype=object,
     )
     return RowRejections(CHECK_VALUES, _join_reasons(frame.index, described))
@@ -183,14 +220,6 @@ def duplicate_ids(frame: pd.DataFrame, contract: SourceContract) -> RowRejection
         dtype=object,
     )
     return RowRejections(CHECK_UNIQUE_IDS, reasons)
-
-
-def records_as_json(frame: pd.DataFrame) -> pd.Series:
-    """Rows as JSON text, for keeping rejected rows exactly as they landed."""
-    if frame.empty:
-        return pd.Series([], index=frame.index, dtype=object)
-    lines = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str).splitlines()
-    return pd.Series(lines, index=frame.index, dtype=object)
 
 
 def drop_rejected(frame: pd.DataFrame, *rejections: RowRejections) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import re
 import duckdb
 import pandas as pd
 
-from mlops_core.contracts import SOURCES, SourceContract
+from mlops_core.contracts import SOURCES, Reference, SourceContract
 
 _SQL_TYPES = {
     "string[pyarrow]": "VARCHAR",
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS raw.load_log (
     n_accepted BIGINT NOT NULL,
     n_rejected BIGINT NOT NULL,
     failed_checks VARCHAR NOT NULL, -- JSON list of check names that failed for this partition
+    reasons VARCHAR NOT NULL DEFAULT '{}', -- JSON object: each failed check's messages (file, column, expected vs found)
     fingerprint VARCHAR NOT NULL,   -- landing files (name, size, mtime) at load time
     run_id VARCHAR NOT NULL,
     loaded_at TIMESTAMP NOT NULL,
@@ -97,6 +98,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(raw_table_ddl(contract))
     con.execute(QUARANTINE_DDL)
     con.execute(LOAD_LOG_DDL)
+    # Warehouses created before held days kept their reasons.
+    con.execute("ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS reasons VARCHAR DEFAULT '{}'")
 
 
 def _registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> str:
@@ -104,9 +107,15 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) 
     return name
 
 
+def _statuses(ref: Reference) -> list[str]:
+    return ["accepted", "held"] if ref.held_counts else ["accepted"]
+
+
 def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract):
-    """For each reference of the contract, the frame rows whose id is not in the
-    accepted rows of the referenced source. Returns (index label, column, value) rows."""
+    """For each reference of the contract, the frame rows whose id is not in the rows of
+    the referenced source that may satisfy it (accepted, or also held where the reference
+    allows). Returns (row_label, ref_id, held_in, column, source) rows; held_in is the first
+    held day holding the id, if any."""
     found = []
     for ref in contract.references:
         keys = pd.DataFrame({"row_label": frame.index.to_numpy(), "ref_id": frame[ref.column].to_numpy()})
@@ -119,18 +128,107 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
             f"""
             WITH known AS (
                 SELECT DISTINCT {id_column} AS id FROM {raw_table(ref.source)}
-                WHERE _batch_status = 'accepted' AND {id_column} IN (SELECT ref_id FROM {view})
+                WHERE _batch_status IN (SELECT unnest($statuses::VARCHAR[])) AND {id_column} IN (SELECT ref_id FROM {view})
+            ),
+            missing AS (
+                SELECT k.row_label, k.ref_id FROM {view} k ANTI JOIN known ON k.ref_id = known.id
+            ),
+            -- Where a missing id waits in a held batch, so the reason can say which day to fix.
+            held AS (
+                SELECT {id_column} AS id, min(_partition_date) AS held_in FROM {raw_table(ref.source)}
+                WHERE _batch_status = 'held' AND {id_column} IN (SELECT ref_id FROM missing)
+                GROUP BY {id_column}
             )
-            SELECT k.row_label, k.ref_id FROM {view} k ANTI JOIN known ON k.ref_id = known.id
-            """
+            SELECT m.row_label, m.ref_id, h.held_in FROM missing m LEFT JOIN held h ON m.ref_id = h.id
+            """,
+            {"statuses": _statuses(ref)},
         ).df()
         con.unregister(view)
         missing["column"] = ref.column
         missing["source"] = ref.source
         found.append(missing)
     if not found:
-        return pd.DataFrame(columns=["row_label", "ref_id", "column", "source"])
+        return pd.DataFrame(columns=["row_label", "ref_id", "held_in", "column", "source"])
     return pd.concat(found, ignore_index=True)
+
+
+TIME_ORDER_COLUMNS = ["row_label", "column", "stamp", "relation", "other_column", "other_stamp", "other_source", "other_id"]
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    return values.dt.tz_convert(None) if getattr(values.dt, "tz", None) is not None else values
+
+
+def time_order_violations(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract) -> pd.DataFrame:
+    """Rows whose timestamp breaks a contract's TimeOrder against rows already loaded.
+
+    Both sides are checked, whichever lands second: a row earlier than the referenced row
+    dbt will join (the latest snapshot among the statuses the reference allows), and a
+    referenced row later than an accepted row that refers to it. One row per violation,
+    columns TIME_ORDER_COLUMNS; relation is 'before' or 'after'.
+    """
+    found = []
+    for order in contract.time_orders:
+        ref = contract.reference(order.via)
+        target = SOURCES[ref.source]
+        keys = pd.DataFrame(
+            {
+                "row_label": frame.index.to_numpy(),
+                "ref_id": frame[order.via].to_numpy(),
+                "stamp": _naive_utc(frame[order.column]).to_numpy(),
+            }
+        )
+        view = checked_identifier(_registered(con, "_orders_to_check", keys))
+        id_column = checked_identifier(target.id_column)
+        not_before = checked_identifier(order.not_before)
+        rows = con.execute(
+            f"""
+            WITH referenced AS (
+                SELECT {id_column} AS id, {not_before} AS other_stamp FROM {raw_table(target.name)}
+                WHERE _batch_status IN (SELECT unnest($statuses::VARCHAR[])) AND {id_column} IN (SELECT ref_id FROM {view})
+                QUALIFY row_number() OVER (
+                    PARTITION BY {id_column} ORDER BY _partition_date DESC, _loaded_at DESC, _row_number DESC
+                ) = 1
+            )
+            SELECT k.row_label, k.stamp, r.other_stamp, k.ref_id AS other_id
+            FROM {view} k JOIN referenced r ON k.ref_id = r.id
+            WHERE k.stamp < r.other_stamp
+            """,
+            {"statuses": _statuses(ref)},
+        ).df()
+        con.unregister(view)
+        found.append(rows.assign(column=order.column, relation="before", other_column=order.not_before, other_source=target.name))
+    for other in SOURCES.values():
+        for order in other.time_orders:
+            if other.reference(order.via).source != contract.name:
+                continue
+            keys = pd.DataFrame(
+                {
+                    "row_label": frame.index.to_numpy(),
+                    "id": frame[contract.id_column].to_numpy(),
+                    "stamp": _naive_utc(frame[order.not_before]).to_numpy(),
+                }
+            )
+            view = checked_identifier(_registered(con, "_orders_to_check", keys))
+            via, column, other_id = (checked_identifier(c) for c in (order.via, order.column, other.id_column))
+            rows = con.execute(
+                f"""
+                WITH referring AS (
+                    SELECT {via} AS id, min({column}) AS other_stamp, arg_min({other_id}, {column}) AS other_id
+                    FROM {raw_table(other.name)}
+                    WHERE _batch_status = 'accepted' AND {via} IN (SELECT id FROM {view})
+                    GROUP BY {via}
+                )
+                SELECT k.row_label, k.stamp, r.other_stamp, r.other_id
+                FROM {view} k JOIN referring r ON k.id = r.id
+                WHERE k.stamp > r.other_stamp
+                """
+            ).df()
+            con.unregister(view)
+            found.append(rows.assign(column=order.not_before, relation="after", other_column=order.column, other_source=other.name))
+    if not found:
+        return pd.DataFrame(columns=TIME_ORDER_COLUMNS)
+    return pd.concat(found, ignore_index=True)[TIME_ORDER_COLUMNS]
 
 
 def ids_loaded_in_other_partitions(con: duckdb.DuckDBPyConnection, frame, contract: SourceContract, partitions: list):
@@ -154,7 +252,7 @@ def ids_loaded_in_other_partitions(con: duckdb.DuckDBPyConnection, frame, contra
 def load_history(con: duckdb.DuckDBPyConnection, source: str):
     """The load log of a source: one row per partition ever loaded, oldest first."""
     return con.execute(
-        "SELECT partition_date, status, n_landed, failed_checks, fingerprint FROM raw.load_log "
+        "SELECT partition_date, status, n_landed, failed_checks, reasons, fingerprint FROM raw.load_log "
         "WHERE source = ? ORDER BY partition_date",
         [source],
     ).df()
@@ -201,8 +299,8 @@ def replace_partitions(
             con.unregister("_rejected_rows")
         con.register("_load_log_rows", load_log)
         con.execute(
-            "INSERT INTO raw.load_log SELECT $source, partition_date, status, n_landed, n_accepted, n_rejected, "
-            "failed_checks, fingerprint, run_id, loaded_at FROM _load_log_rows",
+            "INSERT INTO raw.load_log BY NAME SELECT $source AS source, partition_date, status, n_landed, n_accepted, "
+            "n_rejected, failed_checks, reasons, fingerprint, run_id, loaded_at FROM _load_log_rows",
             {"source": contract.name},
         )
         con.unregister("_load_log_rows")

@@ -4,6 +4,7 @@ tiny raw layer gives the marts we expect."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -219,3 +220,104 @@ def test_dbt_build_gives_expected_marts(tmp_path: Path) -> None:
     )
     assert labels["t1"]["label_delay_days"] == pytest.approx(14 + 23 / 24)
     assert labels["t2"]["label_delay_days"] == pytest.approx(29 + 7 / 24 + 1 / 24 / 60)
+
+
+# Every dbt data test that landed data could fail, paired with the ingestion gate that rejects
+# such a row before it reaches staging; the rest hold by how the models or seeds are built.
+def _gate(source: str, check: str) -> tuple[str, str, str]:
+    return ("gate", source, check)
+
+
+def _built(why: str) -> tuple[str, str]:
+    return ("construction", why)
+
+
+def _each(model: str, test: str, columns: list[str], pairing: tuple) -> dict[tuple, tuple]:
+    return {(model, column, test): pairing for column in columns}
+
+
+VALUES, UNIQUE, TIMESTAMPS, REFERENCES = "check_values", "check_unique_ids", "check_timestamps", "check_references"
+LINEAGE = _built("lineage column, NOT NULL in the raw table")
+SEED = _built("static seed, matched to the contract by test_accepted_values_match_the_landing_contract")
+TX_FIELDS = ["transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp"]
+
+DBT_TEST_GATES = {
+    **_each("fx_rates", "unique", ["currency"], SEED),
+    **_each("fx_rates", "not_null", ["currency", "usd_per_unit"], SEED),
+    **_each("fx_rates", "accepted_values", ["currency"], SEED),
+    **_each("fx_rates", "non_negative", ["usd_per_unit"], SEED),
+    # staging
+    ("stg_landing__accounts", "account_id", "unique"): _built("latest snapshot per account: qualify row_number() = 1"),
+    **_each("stg_landing__accounts", "not_null", ["account_id", "created_at", "home_country", "age_band"], _gate("accounts", VALUES)),
+    **_each("stg_landing__accounts", "accepted_values", ["home_country", "age_band"], _gate("accounts", VALUES)),
+    **_each("stg_landing__accounts", "not_null", ["landed_date"], LINEAGE),
+    **_each("stg_landing__account_snapshots", "not_null", ["account_id", "created_at"], _gate("accounts", VALUES)),
+    **_each("stg_landing__account_snapshots", "not_null", ["landed_date"], LINEAGE),
+    **_each("stg_landing__transactions", "unique", ["transaction_id"], _gate("transactions", UNIQUE)),
+    **_each("stg_landing__transactions", "not_null", TX_FIELDS, _gate("transactions", VALUES)),
+    **_each("stg_landing__transactions", "accepted_values", ["merchant_category", "currency", "channel", "country"], _gate("transactions", VALUES)),
+    **_each("stg_landing__transactions", "non_negative", ["amount"], _gate("transactions", VALUES)),
+    **_each("stg_landing__transactions", "relationships", ["account_id"], _gate("transactions", REFERENCES)),
+    **_each("stg_landing__transactions", "not_null", ["landed_date"], LINEAGE),
+    ("stg_landing__labels", "transaction_id", "unique"): _built("latest verdict per transaction: qualify row_number() = 1"),
+    **_each("stg_landing__labels", "not_null", ["transaction_id", "is_fraud", "labeled_at", "label_source"], _gate("labels", VALUES)),
+    **_each("stg_landing__labels", "accepted_values", ["label_source"], _gate("labels", VALUES)),
+    # Severity warn: a label about a held transaction waits in staging, out of the marts.
+    **_each("stg_landing__labels", "relationships", ["transaction_id"], _gate("labels", REFERENCES)),
+    **_each("stg_landing__labels", "not_null", ["landed_date"], LINEAGE),
+    **_each("stg_landing__label_events", "not_null", ["transaction_id", "is_fraud", "labeled_at"], _gate("labels", VALUES)),
+    # marts
+    **_each("transactions_enriched", "unique", ["transaction_id"], _gate("transactions", UNIQUE)),
+    **_each("transactions_enriched", "not_null", TX_FIELDS, _gate("transactions", VALUES)),
+    # amount_usd: a contract currency (the seed's, see SEED) times an amount > 0.
+    **_each("transactions_enriched", "not_null", ["amount_usd"], _gate("transactions", VALUES)),
+    **_each("transactions_enriched", "non_negative", ["amount_usd"], _gate("transactions", VALUES)),
+    # Derived from channel and event_timestamp, which are not null.
+    **_each("transactions_enriched", "not_null", ["is_online", "event_date", "hour_of_day", "day_of_week", "is_weekend"], _gate("transactions", VALUES)),
+    **_each("transactions_enriched", "non_negative", ["account_age_days"], _gate("transactions", TIMESTAMPS)),
+    **_each("transactions_enriched", "not_null", ["landed_date"], LINEAGE),
+    ("transaction_labels", "transaction_id", "unique"): _built("one verdict per transaction from stg_landing__labels, inner-joined to unique transactions"),
+    ("transaction_labels", "transaction_id", "relationships"): _built("inner join with the accepted transactions transactions_enriched holds"),
+    **_each("transaction_labels", "not_null", ["transaction_id", "is_fraud", "labeled_at", "label_source", "label_delay_days"], _gate("labels", VALUES)),
+    **_each("transaction_labels", "not_null", ["event_timestamp"], _gate("transactions", VALUES)),
+    **_each("transaction_labels", "non_negative", ["label_delay_days"], _gate("labels", TIMESTAMPS)),
+    ("label_events", "transaction_id", "relationships"): _built("inner join with the accepted transactions transactions_enriched holds"),
+    ("label_events", None, "unique_combination"): _built("stg_landing__label_events groups by the four columns"),
+    **_each("label_events", "not_null", ["transaction_id", "is_fraud", "labeled_at"], _gate("labels", VALUES)),
+    **_each("label_events", "not_null", ["event_timestamp"], _gate("transactions", VALUES)),
+    **_each("account_history", "not_null", ["account_id", "created_at"], _gate("accounts", VALUES)),
+    **_each("account_history", "not_null", ["valid_from"], LINEAGE),
+    ("account_history", None, "unique_combination"): _built("one state per account and landing day, valid from the day's end"),
+}
+
+
+def _dbt_data_tests(tmp_path: Path) -> set[tuple[str, str | None, str]]:
+    env = {**os.environ, "MLOPS_DUCKDB_PATH": str(tmp_path / "unused.duckdb"), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    target = tmp_path / "target"
+    subprocess.run(
+        [str(DBT_EXECUTABLE), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(target), "--log-path", str(tmp_path / "logs")],
+        env=env, check=True, capture_output=True, timeout=300,
+    )
+    manifest = json.loads((target / "manifest.json").read_text())
+    return {
+        (node["attached_node"].rsplit(".", 1)[-1], node.get("column_name"), node["test_metadata"]["name"])
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+    }
+
+
+@pytest.mark.slow
+def test_every_dbt_test_landed_data_can_fail_has_a_gate_upstream(tmp_path: Path) -> None:
+    from mlops_core.ingestion import gate_checks
+
+    found = _dbt_data_tests(tmp_path)
+    assert found - set(DBT_TEST_GATES) == set(), "a dbt test with no upstream gate: pair it in DBT_TEST_GATES"
+    assert set(DBT_TEST_GATES) - found == set(), "DBT_TEST_GATES lists a dbt test that no longer exists"
+    for test, pairing in DBT_TEST_GATES.items():
+        if pairing[0] == "gate":
+            _, source, check = pairing
+            assert check in gate_checks(contracts.SOURCES[source]), (test, pairing)
+    # The two durations dbt tests for sign are the contract's time orders, checked at ingestion.
+    orders = {(name, o.column, o.not_before) for name, c in contracts.SOURCES.items() for o in c.time_orders}
+    assert orders == {("transactions", "event_timestamp", "created_at"), ("labels", "labeled_at", "event_timestamp")}

@@ -1,4 +1,11 @@
-"""Raw assets: one per landing source, daily partitioned, with the data gates as checks."""
+"""Raw assets: one per landing source, daily partitioned, with the data gates as checks.
+
+A gate's verdict is per day, and a day it fails is held inside raw (staging reads only
+accepted batches). Dagster's blocking acts per step, for every day of a run at once, so the
+gates here do not block: a held day must not stop its other sources or the accepted days
+from reaching the marts. The run still fails on a held day, after the marts, at the
+blocking check of daily_load_summary (mlops_assets/ingestion/summary.py).
+"""
 
 from datetime import date
 
@@ -40,11 +47,15 @@ class IngestionConfig(dg.Config):
         )
 
 
+HELD_DAYS = "held_days"
+
+
 def raw_asset_key(source: str) -> dg.AssetKey:
     return dg.AssetKey(f"raw_{source}")
 
 
 def _check_results(report: IngestionReport, contract: SourceContract, config: IngestionConfig):
+    held = report.held_reasons()
     for check_name in gate_checks(contract):
         summary = report.summary(check_name)
         yield dg.AssetCheckResult(
@@ -54,6 +65,8 @@ def _check_results(report: IngestionReport, contract: SourceContract, config: In
             description=summary.description,
             metadata={
                 "failing_partitions": summary.failing_partitions,
+                # Each held day's message for this check: what the run summary names.
+                HELD_DAYS: {day: held[day][check_name] for day in summary.failing_partitions},
                 "rejected_rows": summary.rejected_rows,
                 "max_reject_rate": config.max_reject_rate,
                 "volume_bounds": f"{config.volume_min_ratio}x..{config.volume_max_ratio}x of {config.volume_lookback_days}-day median",
@@ -75,7 +88,7 @@ def _check_results(report: IngestionReport, contract: SourceContract, config: In
 
 
 def _partition_table(report: IngestionReport, max_rows: int = 62) -> str:
-    lines = ["| day | landed | accepted | quarantined | status | failed checks |", "|---|---:|---:|---:|---|---|"]
+    lines = ["| day | landed | kept in raw | quarantined | status | failed checks |", "|---|---:|---:|---:|---|---|"]
     for o in report.outcomes[-max_rows:]:
         failed = ", ".join(sorted(o.failures)) or "-"
         lines.append(f"| {o.partition_date} | {o.n_landed} | {o.n_accepted} | {o.n_rejected} | {o.status} | {failed} |")
@@ -87,7 +100,7 @@ def _partition_table(report: IngestionReport, max_rows: int = 62) -> str:
 def build_raw_asset(contract: SourceContract) -> dg.AssetsDefinition:
     key = raw_asset_key(contract.name)
     check_specs = [
-        dg.AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
+        dg.AssetCheckSpec(name, asset=key, description=CHECK_DESCRIPTIONS[name])
         for name in gate_checks(contract)
     ]
     check_specs.append(
@@ -115,13 +128,17 @@ def build_raw_asset(contract: SourceContract) -> dg.AssetsDefinition:
                 con, landing.path, contract, days, thresholds=config.thresholds(), run_id=context.run_id
             )
         context.log.info(
-            f"{contract.name}: {report.n_landed} rows landed, {report.n_accepted} accepted, "
-            f"{report.n_rejected} quarantined; held days: {report.held_partitions or 'none'}"
+            f"{contract.name}: {report.n_landed} rows landed, {report.n_accepted - report.n_held} accepted, "
+            f"{report.n_held} held, {report.n_rejected} quarantined; held days: {report.held_partitions or 'none'}"
         )
+        for day, reasons in report.held_reasons().items():
+            context.log.warning(f"{contract.name} {day} held: " + "; ".join(f"{c}: {m}" for c, m in reasons.items()))
         yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": report.n_accepted,
+                # Rows of accepted days: what the marts can read. Held rows wait in raw.
+                "dagster/row_count": report.n_accepted - report.n_held,
                 "rows_landed": report.n_landed,
+                "rows_held": report.n_held,
                 "rows_quarantined": report.n_rejected,
                 "held_partitions": report.held_partitions,
                 "partitions": dg.MetadataValue.md(_partition_table(report)),

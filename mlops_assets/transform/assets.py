@@ -8,6 +8,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from mlops_assets.constants import WAREHOUSE
 from mlops_assets.ingestion.assets import raw_asset_key
+from mlops_assets.ingestion.summary import build_daily_load_summary
 from mlops_assets.transform.project import dbt_project, ensure_manifest
 
 
@@ -29,4 +30,6 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
 
 
-warehouse_assets = [warehouse_models]
+# The day summary runs after the marts, so its gate fails a run only once every accepted day is in.
+marts = [key for key in warehouse_models.keys if key.path[0] == "marts"]
+warehouse_assets = [warehouse_models, build_daily_load_summary(after=marts)]

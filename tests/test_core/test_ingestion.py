@@ -1,9 +1,12 @@
 """Gated ingestion into DuckDB: statuses, quarantine, replacement, volume, continuity."""
 
 import json
+import math
 from datetime import date, timedelta
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import landing_factory as lf
@@ -17,7 +20,7 @@ from mlops_core.ingestion import (
     ingest_partitions,
 )
 from mlops_core.landing import CHECK_FILES_READABLE
-from mlops_core.validation import CHECK_REFERENCES, CHECK_UNIQUE_IDS, CHECK_VALUES
+from mlops_core.validation import CHECK_REFERENCES, CHECK_TIMESTAMPS, CHECK_UNIQUE_IDS, CHECK_VALUES
 
 NOW = pd.Timestamp("2026-06-01", tz="UTC")
 DAY = "2026-01-05"
@@ -97,7 +100,7 @@ def test_unknown_references_are_quarantined(con, landing):
     assert reason == "account_id: 'ghost' not found in accepted accounts"
     lf.write(landing, "labels", DAY, lf.labels([frame.transaction_id[0], "never-seen"], DAY))
     labels = ingest_partitions(con, landing, LABELS, days(DAY, 1), now=NOW)
-    assert "transaction_id: 'never-seen' not found in accepted transactions" in labels.summary(CHECK_REFERENCES).description
+    assert "transaction_id: 'never-seen' not found in accepted or held transactions" in labels.summary(CHECK_REFERENCES).description
 
 
 def test_held_references_do_not_count_as_known(con, landing):
@@ -211,3 +214,185 @@ def test_ids_repeated_across_chunks_of_one_run_are_caught(con, landing):
     # Re-materializing the same run must not flag a day's ids against its own earlier load.
     again = ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW, chunk_rows=50)
     assert again.rejected_by_check[CHECK_UNIQUE_IDS] == 1
+
+
+def test_csv_cast_failures_are_quarantined_as_landed(con, landing):
+    load_accounts(con, landing)
+    frame = lf.transactions(DAY, n=60).astype({"amount": object, "event_timestamp": object})
+    frame.loc[3, "amount"] = "12.50 USD"
+    frame.loc[5, "event_timestamp"] = "yesterday"
+    lf.write(landing, "transactions", DAY, frame, "part-0.csv")
+    report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
+    assert (report.n_landed, report.n_accepted, report.n_rejected) == (60, 58, 2)
+    rows = quarantined(con, "transactions")
+    assert rows["row_number"].tolist() == [3, 5]
+    assert rows["reason"].tolist() == [
+        "amount: expected a number, found '12.50 USD'",
+        "event_timestamp: expected an ISO 8601 timestamp, found 'yesterday'",
+    ]
+    assert set(rows["check_name"]) == {CHECK_VALUES}
+    # The record is the CSV text as landed, every column a string.
+    assert json.loads(rows["record"][0])["amount"] == "12.50 USD"
+    assert json.loads(rows["record"][1])["event_timestamp"] == "yesterday"
+    assert con.execute("SELECT count(*) FROM raw.transactions").fetchone() == (58,)
+
+
+def test_non_finite_numbers_are_quarantined_exactly_as_landed(con, landing):
+    load_accounts(con, landing)
+    frame = lf.transactions(DAY, n=200)
+    path = lf.write(landing, "transactions", DAY, frame)
+    # pandas would write NaN as a null: the landed file gets NaN, inf, -inf and a null from arrow.
+    amounts = frame["amount"].tolist()
+    amounts[1:5] = [float("nan"), float("inf"), float("-inf"), None]
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path)
+    ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
+    rows = quarantined(con, "transactions").set_index("row_number")
+    landed = {n: json.loads(rows.loc[n, "record"])["amount"] for n in (1, 2, 3, 4)}
+    assert math.isnan(landed[1]) and landed[2] == math.inf and landed[3] == -math.inf and landed[4] is None
+    assert rows.loc[1, "reason"] == "amount: expected a finite number, found nan"
+    assert rows.loc[2, "reason"] == "amount: expected a finite number, found inf"
+    assert rows.loc[3, "reason"] == "amount: expected a finite number, found -inf"
+    assert rows.loc[4, "reason"] == "amount: null not allowed"
+    # Every other field of the record is as landed too.
+    record = json.loads(rows.loc[2, "record"])
+    assert record["transaction_id"] == frame.transaction_id[2]
+    assert record["event_timestamp"] == frame.event_timestamp[2].isoformat()
+
+
+@pytest.mark.parametrize(
+    "column, character",
+    [("transaction_id", "\x00"), ("account_id", "\x01"), ("merchant_id", "\x1f"), ("transaction_id", "\x7f"), ("merchant_id", "\x9b")],
+)
+def test_ids_with_control_characters_are_rejected_naming_column_and_row(con, landing, column, character):
+    load_accounts(con, landing)
+    frame = lf.transactions(DAY, n=100)
+    frame.loc[7, column] = frame.loc[7, column] + character + "x"
+    lf.write(landing, "transactions", DAY, frame)
+    report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
+    assert report.n_accepted == 99
+    (row,) = quarantined(con, "transactions").itertuples()
+    assert row.row_number == 7 and row.check_name == CHECK_VALUES
+    assert row.reason.startswith(f"{column}: control character {character!r} at position ")
+    assert " in row 7 " in row.reason
+    assert json.loads(row.record)[column].endswith(character + "x")
+    assert con.execute(
+        f"SELECT count(*) FROM raw.transactions WHERE regexp_matches({column}, '[\\x00-\\x1f\\x7f-\\x9f]')"
+    ).fetchone() == (0,)
+
+
+def test_label_and_account_ids_reject_control_characters_too(con, landing):
+    ids = [f"a{i}" for i in range(60)]
+    ids[1] = "a\x002"
+    lf.write(landing, "accounts", DAY, lf.accounts(ids=ids))
+    assert ingest_partitions(con, landing, ACCOUNTS, days(DAY, 1), now=NOW).n_accepted == 59
+    assert quarantined(con, "accounts")["reason"].tolist() == [
+        "account_id: control character '\\x00' at position 1 in row 1 not allowed in an id, found 'a\\x002'"
+    ]
+    lf.write(landing, "transactions", DAY, lf.transactions(DAY, n=60, accounts_=("a0",)))
+    ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
+    labelled = [f"t20260105_{i}" for i in range(60)]
+    labelled[5] = "t20260105_\x7f"
+    lf.write(landing, "labels", DAY, lf.labels(labelled, DAY).assign(labeled_at=pd.Timestamp(f"{DAY}T23:59:00Z")))
+    assert ingest_partitions(con, landing, LABELS, days(DAY, 1), now=NOW).n_accepted == 59
+    (reason,) = quarantined(con, "labels")["reason"]
+    assert reason.startswith("transaction_id: control character '\\x7f' at position 10 in row 5 ")
+
+
+def _stable_history(con, landing, n_days=4, rows=100) -> date:
+    run = _steady_days(con, landing, n_days, rows)
+    ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW)
+    return run[-1] + timedelta(days=1)
+
+
+def test_unreadable_csv_lines_are_counted_and_quarantined_without_a_volume_verdict(con, landing):
+    day = _stable_history(con, landing)
+    text = lf.transactions(day.isoformat(), n=100).to_csv(index=False).encode()
+    path = landing / "transactions" / f"date={day}" / "part-0.csv"
+    path.parent.mkdir(parents=True)
+    # Cut off after a row in the middle, then binary junk: no CSV parser reads it.
+    path.write_bytes(text[: text.index(b"\n", len(text) // 2) + 1] + b"t_cut,\x00\x9c\xff\xfe\x00garbage\x00\n")
+    lines = path.read_bytes().count(b"\n") - 1
+    report = ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW)
+    outcome = report.outcomes[0]
+    assert (outcome.status, outcome.n_landed, outcome.n_accepted, outcome.n_rejected) == ("held", lines, 0, lines)
+    assert set(outcome.failures) == {CHECK_FILES_READABLE}
+    assert report.summary(CHECK_VOLUME).passed
+    assert f"Not judged for {day}" in report.summary(CHECK_VOLUME).description
+    rows = quarantined(con, "transactions")
+    assert rows["row_number"].tolist() == list(range(lines))
+    assert set(rows["check_name"]) == {CHECK_FILES_READABLE}
+    assert all(r.startswith(f"{path}: unreadable CSV file (") for r in rows["reason"])
+    assert f"its {lines} data line(s) are kept in quarantine" in rows["reason"][0]
+    assert json.loads(rows["record"].iloc[-1])["line"].startswith("t_cut,\x00\\x9c")
+    (reasons,) = con.execute("SELECT reasons FROM raw.load_log WHERE partition_date = ?", [day]).fetchone()
+    assert str(path) in json.loads(reasons)[CHECK_FILES_READABLE][0]
+
+
+def test_corrupt_parquet_is_recorded_in_quarantine_and_not_judged_on_volume(con, landing):
+    day = _stable_history(con, landing)
+    path = lf.write(landing, "transactions", day, lf.transactions(day.isoformat(), n=100))
+    path.write_bytes(path.read_bytes()[:300])
+    report = ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW)
+    assert set(report.outcomes[0].failures) == {CHECK_FILES_READABLE}
+    rows = con.execute("SELECT source_file, row_number, record, reason FROM quarantine.rejected_rows").fetchall()
+    ((file, row_number, record, reason),) = rows
+    assert (file, row_number, record) == (str(path), None, None)
+    assert reason.startswith(f"{path}: unreadable parquet file") and "no row can be read or counted" in reason
+    # Neither the unknown count nor this day joins the volume baseline of the next one.
+    next_day = day + timedelta(days=1)
+    lf.write(landing, "transactions", next_day, lf.transactions(next_day.isoformat(), n=100))
+    assert ingest_partitions(con, landing, TRANSACTIONS, [next_day], now=NOW).summary(CHECK_VOLUME).passed
+
+
+def test_a_held_day_counts_for_continuity_and_keeps_its_reasons(con, landing):
+    run = _steady_days(con, landing, 3, 20)
+    lf.write(landing, "transactions", run[1], lf.transactions(run[1].isoformat(), n=20).assign(channel="mobile"))
+    ingest_partitions(con, landing, TRANSACTIONS, run[:2], now=NOW)
+    status, failed, reasons = con.execute(
+        "SELECT status, failed_checks, reasons FROM raw.load_log WHERE partition_date = ?", [run[1]]
+    ).fetchone()
+    assert (status, json.loads(failed)) == ("held", [CHECK_VALUES])
+    assert "20 of 20 rows (100.0%) rejected" in json.loads(reasons)[CHECK_VALUES][0]
+    assert ingest_partitions(con, landing, TRANSACTIONS, run[2:], now=NOW).summary(CHECK_PARTITION_CONTINUITY).passed
+
+
+def test_labels_about_a_held_transactions_day_load_and_wait_for_it(con, landing):
+    run = _steady_days(con, landing, 1, 50)
+    lf.write(landing, "transactions", run[0], lf.transactions(run[0].isoformat(), n=50).assign(amount=-1.0))
+    lf.write(landing, "labels", run[0], lf.labels(["t20260101_0", "t20260101_1"], run[0].isoformat()))
+    assert ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW).held_partitions == [run[0].isoformat()]
+    # Every transaction was rejected: labels about them have nothing to wait for.
+    assert ingest_partitions(con, landing, LABELS, run, now=NOW).rejected_by_check[CHECK_REFERENCES] == 2
+    frame = lf.transactions(run[0].isoformat(), n=50)
+    frame.loc[:2, "amount"] = -1.0  # 3 of 50 rejected: the rest is held in raw
+    lf.write(landing, "transactions", run[0], frame)
+    ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW)
+    lf.write(landing, "labels", run[0], lf.labels(["t20260101_3", "t20260101_4"], run[0].isoformat()).assign(
+        labeled_at=pd.Timestamp("2026-01-01T23:59:00Z")))
+    labels = ingest_partitions(con, landing, LABELS, run, now=NOW)
+    assert labels.held_partitions == [] and labels.n_accepted == 2
+    assert con.execute("SELECT DISTINCT _batch_status FROM raw.labels").fetchall() == [("accepted",)]
+
+
+def test_transactions_out_of_order_with_their_account_are_rejected_from_either_side(con, landing):
+    lf.write(landing, "accounts", DAY, lf.accounts(ids=("a1", "late"), created=f"{DAY}T00:00:00Z").assign(
+        created_at=pd.to_datetime([f"{DAY}T00:00:00Z", f"{DAY}T12:00:00Z"], utc=True)))
+    ingest_partitions(con, landing, ACCOUNTS, days(DAY, 1), now=NOW)
+    frame = lf.transactions(DAY, n=100, accounts_=("a1",))
+    frame.loc[10, "account_id"] = "late"
+    lf.write(landing, "transactions", DAY, frame)
+    report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
+    assert report.n_accepted == 99 and report.rejected_by_check[CHECK_TIMESTAMPS] == 1
+    assert quarantined(con, "transactions")["reason"].tolist() == [
+        f"event_timestamp: {frame.event_timestamp[10].isoformat()} is before created_at {DAY}T12:00:00+00:00 of accounts 'late'"
+    ]
+    # A later snapshot moving a1's opening after its accepted transactions is rejected in turn.
+    later = "2026-01-06"
+    lf.write(landing, "accounts", later, lf.accounts(ids=("a1",), created=f"{DAY}T08:00:00Z"))
+    ingest_partitions(con, landing, ACCOUNTS, days(later, 1), now=NOW)
+    (reason,) = quarantined(con, "accounts")["reason"]
+    assert reason == (
+        f"created_at: {DAY}T08:00:00+00:00 is after event_timestamp {frame.event_timestamp[0].isoformat()} "
+        f"of transactions {frame.transaction_id[0]!r} (already accepted)"
+    )
