@@ -253,3 +253,26 @@ def test_missing_upstream_names_what_to_run_first(tmp_path):
     rollout = subprocess.run([BIN / "mlops", "rollout"], env=env, capture_output=True, text=True, timeout=120)
     assert rollout.returncode == 1
     assert "no challenger" in rollout.stderr and "mlops train" in rollout.stderr and "Traceback" not in rollout.stderr
+
+
+@pytest.mark.slow
+def test_a_gate_that_stops_the_demo_is_named_with_its_number_bound_and_next_step(tmp_path):
+    """Ten transactions a day hold almost no fraud: training must stop at a quality gate, and the user sees
+    which gate, what it measured against which bound and what to do next; exit 1, no traceback."""
+    import httpx
+
+    port = _free_port()
+    run = subprocess.run(
+        [BIN / "mlops", "demo", "run", "--days", "90", "--rows-per-day", "10", "--port", str(port)],
+        env=_env(tmp_path), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Data layer loaded" in run.stdout
+    assert "Training (feature checks and model quality gates) stopped the run:" in run.stderr
+    assert "gate_minimum_quality (AUC-PR" in run.stderr and "(min 0.2)" in run.stderr
+    assert "What to do next:" in run.stderr and "--rows-per-day" in run.stderr
+    assert "Traceback" not in run.stderr and "DagsterAssetCheckFailedError" not in run.stderr
+    # The endpoint was never started: nothing is left listening.
+    assert not list((tmp_path / "home" / "data").rglob("server-*.pid"))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
