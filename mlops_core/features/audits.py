@@ -249,7 +249,7 @@ def materialize_online_store(
 
 @dataclass(frozen=True)
 class ParityReport:
-    replayed: int  # answers compared with the offline build (exact retries included)
+    replayed: int  # answers compared with the offline build (exact retries and tied twins included)
     mismatches: list[Mismatch]
     missing: int  # replayed transactions without an answer, or refused as too late
     exact_count_features: int
@@ -257,6 +257,7 @@ class ParityReport:
     batches: int = 0
     burst_batches: int = 0  # batches holding several transactions of one account
     tied_rows: int = 0  # rows sharing their account and instant with another row of their batch
+    twins: int = 0  # tied transactions added to the replay (and to the offline side)
     late: int = 0  # transactions sent after later ones of their account were recorded and a rebuild
     resent_exact: int = 0  # retries of a scored transaction, same fields: compared with its offline values
     resent_altered: int = 0  # ids re-sent with another time and amount: must not count again
@@ -270,7 +271,7 @@ class ParityReport:
         text = (
             f"Replayed {self.replayed} answers through the online store in {self.batches} batches "
             f"({self.burst_batches} with several transactions of one account, {self.tied_rows} rows tied with one "
-            f"of their batch, {self.late} late transactions after a rebuild, {self.resent_exact} exact retries, "
+            f"of their batch ({self.twins} tied twins added), {self.late} late transactions after a rebuild, {self.resent_exact} exact retries, "
             f"{self.resent_altered} ids re-sent with another time and amount): "
             f"{len(self.mismatches)} values differ from the offline SQL ({self.exact_count_features} features "
             f"compared exactly, {self.float_features} to {FLOAT_RELATIVE_TOLERANCE:g} relative), "
@@ -282,6 +283,10 @@ class ParityReport:
         return text
 
 
+# Every TWIN_EVERY-th replayed transaction gets a tied twin, so ties are replayed even when the
+# warehouse, with its one-second timestamps, has few.
+TWIN_EVERY = 10
+TWIN_SUFFIX = "~tie"
 # Transactions of one account less than this apart arrive together, as one burst.
 BURST_SECONDS = 3_600
 BURST_MAX_ROWS = 6
@@ -334,6 +339,9 @@ def replay_parity(
     """Replay the newest `transactions` events through an empty scratch store as serving
     traffic would bring them, and compare every answer with the offline point-in-time build.
 
+    0. Every tenth replayed transaction gets a twin, another transaction of its account at the
+       same instant ('<id>~tie', half its amount plus one, another merchant), on both sides of
+       the comparison: ties are replayed even when the warehouse has none.
     1. The scratch store is rebuilt from the warehouse as it was before the replay.
     2. On time: every fifth account's transactions among the older half of those within the
        allowed lateness of the newest are held back as late; the rest arrive in bursts (an account's
@@ -357,9 +365,20 @@ def replay_parity(
     exact, floats = sum(d != "float64" for d in dtypes), sum(d == "float64" for d in dtypes)
     if start is None:
         return ParityReport(0, [], 0, exact, floats)
+    fields = ", ".join(REQUEST_FIELDS)
     con.execute(
         f"""create or replace temp table parity_events as
-            select * from {events} where event_timestamp >= $start - interval {MAX_WINDOW_SECONDS} seconds""",
+            select {fields} from {events} where event_timestamp >= $start - interval {MAX_WINDOW_SECONDS} seconds""",
+        {"start": start},
+    )
+    # Twins: another transaction of the account at the same instant, on both sides of the comparison.
+    con.execute(
+        f"""insert into parity_events ({fields})
+            select transaction_id || '{TWIN_SUFFIX}', account_id, event_timestamp, amount_usd * 0.5 + 1,
+                   merchant_id || '{TWIN_SUFFIX}', merchant_category, channel, country
+            from (select *, row_number() over (order by event_timestamp, transaction_id) as nth
+                  from parity_events where event_timestamp >= $start)
+            where nth % {TWIN_EVERY} = 0""",
         {"start": start},
     )
     replay = con.execute(
@@ -443,6 +462,7 @@ def replay_parity(
         batches=stats["batches"],
         burst_batches=stats["burst_batches"],
         tied_rows=stats["tied_rows"],
+        twins=sum(r["transaction_id"].endswith(TWIN_SUFFIX) for r in rows),
         late=len(late_ids),
         resent_exact=stats["resent_exact"],
         resent_altered=stats["resent_altered"],
