@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -23,8 +24,10 @@ import pandas as pd
 
 from mlops_core.features.offline import checked_identifier, point_in_time_features_sql
 from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE, MAX_WINDOW_SECONDS
-from mlops_core.serving.models import LoadedModel
 from mlops_core.training import matrix
+
+if TYPE_CHECKING:  # serving's model loading imports MLflow; the feature drift asset imports this module for its features
+    from mlops_core.serving.models import LoadedModel
 
 SCORES_TABLE = "scoring.batch_scores"
 # Rows per onnxruntime call: large enough that a day is one or a few calls, small enough that

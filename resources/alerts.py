@@ -4,7 +4,6 @@ import datetime as dt
 import logging
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
 log = logging.getLogger("mlops.alerts")
@@ -33,6 +32,8 @@ class AlertResource(dg.ConfigurableResource):
     def send(self, title: str, text: str, fields: dict[str, object] | None = None) -> bool:
         """Log the alert and post it; True if the webhook accepted it. A failed post is logged, never raised:
         an alert outage must not undo the rollback it reports."""
+        import httpx
+
         fields = fields or {}
         log.warning("ALERT %s: %s %s", title, text, fields)
         if not self.webhook_url:

@@ -3,7 +3,6 @@
 import datetime as dt
 
 import dagster as dg
-import mlflow
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_core import registry
@@ -25,6 +24,8 @@ CUTOFF_TAG = "training_cutoff"
 def label_volume(context: dg.AssetExecutionContext):
     """Labels landed on the day, and every label known by the end of the day that came after the champion's
     training cutoff (the `training_cutoff` tag of its registry version): new evidence the champion never saw."""
+    import mlflow
+
     day = dt.date.fromisoformat(context.partition_key)
     client = mlflow.MlflowClient()
     champion = registry.alias_version(client, registry.CHAMPION)

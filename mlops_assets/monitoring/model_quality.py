@@ -2,13 +2,12 @@
 arrive (concept drift: recall on confirmed frauds, Page-Hinkley on matured errors, calibration)."""
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from scipy.stats import ks_2samp
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
@@ -17,6 +16,9 @@ from mlops_core import registry
 from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
 from mlops_core.serving.analysis import SCORE_EDGES, psi
 from mlops_core.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 PREDICTION_DRIFT = dg.AssetKey("prediction_drift")
 CONCEPT_DRIFT = dg.AssetKey("concept_drift")
@@ -37,7 +39,9 @@ qualify row_number() over (partition by transaction_id order by labeled_at desc)
 """
 
 
-def _champion() -> tuple[str | None, mlflow.entities.model_registry.ModelVersion | None]:
+def _champion() -> tuple[str | None, "ModelVersion | None"]:
+    import mlflow
+
     client = mlflow.MlflowClient()
     version = registry.alias_version(client, registry.CHAMPION)
     return (version, client.get_model_version(registry.MODEL_NAME, version)) if version else (None, None)
@@ -75,6 +79,8 @@ def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftC
     """The champion's served scores on the day against its scores over its first `reference_days` days of
     service (the days before this one when it is younger): PSI on fixed probability bins, the K-S statistic,
     flag rates. Scores move before labels arrive, so this is the earliest model-side signal."""
+    from scipy.stats import ks_2samp
+
     day = dt.date.fromisoformat(context.partition_key)
     version, _ = _champion()
     base = {"day": day.isoformat(), "champion_version": version}
@@ -143,6 +149,8 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
     - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
     `degraded` is true when any of them fires; the performance sensor retrains on it."""
+    import mlflow
+
     day = dt.date.fromisoformat(context.partition_key)
     version, details = _champion()
     base = {"day": day.isoformat(), "champion_version": version}

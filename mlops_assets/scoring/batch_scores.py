@@ -2,13 +2,17 @@
 
 import datetime as dt
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
 
 from mlops_assets.constants import SCORING, daily_partitions
 from mlops_core import registry, scoring
-from mlops_core.serving.models import LoadedModel, load_alias
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops_core.serving.models import LoadedModel
 
 
 BATCH_SCORES = dg.AssetKey("batch_scores")
@@ -25,8 +29,10 @@ COLUMN_SCHEMA = dg.TableSchema(
 )
 
 
-def load_champion(client: mlflow.MlflowClient) -> LoadedModel:
+def load_champion(client: "MlflowClient") -> "LoadedModel":
     """The champion's ONNX graph and threshold from the registry; a clear failure when there is none."""
+    from mlops_core.serving.models import load_alias
+
     champion = load_alias(client, registry.CHAMPION)
     if champion is None:
         raise dg.Failure(
@@ -59,6 +65,8 @@ def load_champion(client: mlflow.MlflowClient) -> LoadedModel:
 def batch_scores(context: dg.AssetExecutionContext):
     """The day's transactions scored by the champion from their point-in-time features, in one vectorized
     pass. Table scoring.batch_scores; re-materializing a day replaces its scores."""
+    import mlflow
+
     day = dt.date.fromisoformat(context.partition_key)
     started = time.perf_counter()
     model = load_champion(mlflow.MlflowClient())

@@ -5,7 +5,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
@@ -42,6 +41,8 @@ class GateConfig(dg.Config):
 
 def champion_scorer(client) -> tuple[str, OnnxScorer, float] | None:
     """The current champion's ONNX graph from the registry (bytes only, never unpickled)."""
+    import mlflow
+
     version = registry.alias_version(client, registry.CHAMPION)
     if version is None:
         return None
@@ -74,6 +75,8 @@ def candidate_evaluation(
 ):
     """Candidate vs champion vs baseline on the same frozen test split: metrics, segments, plots, latency,
     and the quality gates. Writes a self-contained HTML report and logs it to the candidate's MLflow run."""
+    import mlflow
+
     frame, _ = load_training_set(context.resources.warehouse)
     client = mlflow.MlflowClient()
     evaluation = evaluate(

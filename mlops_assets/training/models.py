@@ -4,9 +4,7 @@ import dataclasses
 import json
 
 import dagster as dg
-import mlflow
 import numpy as np
-import onnx
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -79,6 +77,9 @@ def load_training_set(warehouse: DuckDBResource):
 
 def log_to_mlflow(trained: TrainedModel, frame) -> TrainedModel:
     """A nested MLflow run under the Dagster run's: params, metrics, versions, ONNX model, importances."""
+    import mlflow
+    import onnx
+
     example = matrix.encode(split(frame, "validation").head(5))
     with mlflow.start_run(run_name=f"{trained.kind}-candidate", nested=True) as run:
         mlflow.log_params({**trained.params, "threshold": trained.threshold})

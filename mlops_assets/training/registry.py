@@ -1,9 +1,9 @@
 """The model registry as assets: the challenger alias, the explicit promote step, and the alias history."""
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -12,6 +12,9 @@ from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
 from mlops_core import registry
 from mlops_core.training.candidates import TrainedModel
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 ALIAS_HISTORY = dg.AssetKey("model_alias_history")
 CHALLENGER = dg.AssetKey("registered_challenger")
@@ -22,6 +25,8 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
     """The candidate registered in the MLflow model registry with the `challenger` alias. Runs only
     after every blocking gate on candidate_evaluation passed. All or nothing: a version whose alias
     could not be set is deleted again (MLflow calls are retried first; see mlops_core.registry)."""
+    import mlflow
+
     client = mlflow.MlflowClient()
     _require_onnx(client, fraud_model_candidate)
     test_metrics = registry.run_metrics(client, fraud_model_candidate.run_id)
@@ -54,7 +59,7 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
     )
 
 
-def _require_onnx(client: mlflow.MlflowClient, trained: TrainedModel) -> None:
+def _require_onnx(client: "MlflowClient", trained: TrainedModel) -> None:
     """Register only a model whose ONNX graph is in the artifact store: serving loads nothing else."""
     if not trained.model_uri:
         raise dg.Failure(f"MLflow run {trained.run_id} logged no model: nothing to register")
@@ -82,6 +87,8 @@ class PromoteConfig(dg.Config):
 def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
     """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
     hand (promote_job). The previous champion stays recorded for rollback."""
+    import mlflow
+
     client = mlflow.MlflowClient()
     challenger = registry.alias_version(client, registry.CHALLENGER)
     metrics = client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics if challenger else {}

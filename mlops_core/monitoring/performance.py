@@ -25,8 +25,6 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 import pandas as pd
-from scipy.signal import lfilter
-from scipy.stats import binom
 
 from mlops_core.training.metrics import (
     CALIBRATION_BINS,
@@ -37,6 +35,9 @@ from mlops_core.training.metrics import (
     classification_metrics,
     expected_calibration_error,
 )
+
+# scipy (over a second to import) is imported by the functions that use it: the code location imports
+# this module and computes nothing.
 
 PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "segment",
@@ -246,6 +247,8 @@ class PageHinkley:
             raise ValueError("the stream holds NaN")
         if len(x) == 0:
             return x
+        from scipy.signal import lfilter
+
         mean = np.cumsum(x) / np.arange(1, len(x) + 1)
         deviation = x - mean - self.delta
         cumulative = np.cumsum(deviation) if self.alpha == 1 else lfilter([1.0], [1.0, -self.alpha], deviation)
@@ -410,6 +413,8 @@ def recall_drop(caught: int, frauds: int, reference_recall: float, confidence: f
     the frauds, which are confirmed within days, so it is the first quality figure to react to a new
     fraud pattern; precision has to wait for legitimate labels to mature.
     """
+    from scipy.stats import binom
+
     if frauds < 0 or not 0 <= caught <= frauds:
         raise ValueError(f"need 0 <= caught <= frauds, got caught={caught}, frauds={frauds}")
     if not 0 <= reference_recall <= 1:

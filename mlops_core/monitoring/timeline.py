@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 ROLLING_DAYS = 7
 
@@ -59,6 +58,8 @@ def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
 
 def pooled_auc_pr(days: list[DayScores], served: bool) -> float:
     """Average precision over the pooled days (a day holds a few dozen frauds: too few alone)."""
+    from sklearn.metrics import average_precision_score
+
     if not days:
         return math.nan
     y = np.concatenate([d.is_fraud for d in days])

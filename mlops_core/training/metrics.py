@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mlops_core.training.matrix import NUMERIC_COLUMN_INDEXES
+
+# scikit-learn (over a second to import) is imported by the functions that use it: the code location
+# imports this module and evaluates nothing.
 
 CALIBRATION_BINS = 10
 # Clip probabilities for log loss so a confident miss costs a large finite amount.
@@ -89,10 +91,14 @@ def _decision_counts(y: np.ndarray, flagged: np.ndarray) -> tuple[int, int, int,
 
 
 def _auc_roc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def _auc_pr(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(y, p)) if y.sum() > 0 else float("nan")
 
 

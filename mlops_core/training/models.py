@@ -7,12 +7,13 @@ bit for bit; the baseline exists so a tree model that is not clearly better is n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:  # loaded when a model is trained: the code location imports this module and trains nothing
+    import xgboost
+    from sklearn.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def train_xgboost(
     number of trees that generalises forward. The returned model's `best_iteration` is the
     last tree kept; `predict_proba` and the ONNX export both use trees up to it.
     """
+    import xgboost
+
     _check_training_data(X_train, y_train, "train")
     _check_training_data(X_val, y_val, "validation")
     model = xgboost.XGBClassifier(
@@ -100,6 +103,10 @@ def train_xgboost(
 
 def train_logistic(X_train: np.ndarray, y_train: np.ndarray, params: LogisticParams = LogisticParams()) -> Pipeline:
     """Fit standardised logistic regression; scaling keeps amounts and one-hot flags comparable."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     _check_training_data(X_train, y_train, "train")
     model = Pipeline(
         [

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime
 
-if TYPE_CHECKING:  # serving imports this module to score: xgboost and scikit-learn load only to export
+# Loaded where used: xgboost and scikit-learn only to export, onnxruntime only to score (the code
+# location and serving import this module; the code location scores nothing).
+if TYPE_CHECKING:
+    import onnxruntime
     import xgboost
     from sklearn.pipeline import Pipeline
 
@@ -47,6 +49,8 @@ class OnnxScorer:
     """P(fraud) from an ONNX model held as bytes, single-threaded for predictable latency."""
 
     def __init__(self, model_bytes: bytes):
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         # One thread each: single-row calls gain nothing from more, and on a small host
         # extra onnxruntime threads fight the web server for the cores.

@@ -17,14 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-# Plotting without a display: the report is rendered on servers and in CI.
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
-
 METRIC_ORDER = (
     "auc_roc",
     "auc_pr",
@@ -75,10 +67,22 @@ class EvaluationReport:
         return [self.candidate, *self.others]
 
 
+def _pyplot():
+    """matplotlib's pyplot, loaded on the first plot: the gates import this module, and so does the code
+    location, which draws nothing."""
+    import matplotlib
+
+    # Plotting without a display: the report is rendered on servers and in CI.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -87,6 +91,9 @@ def _has_both_classes(y: np.ndarray) -> bool:
 
 
 def plot_roc(models: list[ScoredModel]) -> bytes:
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4))
     for m in models:
         if _has_both_classes(m.y):
@@ -99,6 +106,9 @@ def plot_roc(models: list[ScoredModel]) -> bytes:
 
 
 def plot_pr(models: list[ScoredModel]) -> bytes:
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4))
     for m in models:
         if _has_both_classes(m.y):
@@ -112,6 +122,9 @@ def plot_pr(models: list[ScoredModel]) -> bytes:
 
 
 def plot_calibration(models: list[ScoredModel], bins: int = 10) -> bytes:
+    from sklearn.calibration import calibration_curve
+
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4))
     for m in models:
         if _has_both_classes(m.y):
@@ -126,6 +139,7 @@ def plot_calibration(models: list[ScoredModel], bins: int = 10) -> bytes:
 
 
 def plot_score_distribution(model: ScoredModel) -> bytes:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4))
     edges = np.linspace(0, 1, 41)
     for label, name in ((0, "legitimate"), (1, "fraud")):

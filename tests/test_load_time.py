@@ -1,0 +1,46 @@
+"""Loading the code location imports no library that only a run needs.
+
+`dagster definitions validate`, the UI and every run process import mlops_assets.definitions
+first; each of these libraries costs from a tenth of a second to over a second there. They are
+imported inside the functions that train, evaluate, plot or test, so a top-level import of one
+fails here, whatever the machine's speed.
+"""
+
+import json
+import subprocess
+import sys
+
+# mlflow is not listed: dagster-mlflow, which resources/mlflow.py needs for the resource's config
+# schema, imports it at its top, and so do the registry, deployment and serving modules.
+RUN_TIME_ONLY = (
+    "sklearn",
+    "xgboost",
+    "matplotlib",
+    "scipy.stats",
+    "scipy.signal",
+    "scipy.spatial",
+    "evidently",
+    "onnx",
+    "onnxruntime",
+    "onnxmltools",
+    "skl2onnx",
+)
+
+LOAD = f"""
+import json, sys
+import dagster as dg
+from mlops_assets.definitions import defs
+dg.Definitions.validate_loadable(defs)
+print(json.dumps(sorted(name for name in {list(RUN_TIME_ONLY)!r} if name in sys.modules)))
+"""
+
+
+def test_loading_the_code_location_imports_no_run_time_library():
+    # A fresh interpreter: this one has imported whatever earlier tests needed.
+    done = subprocess.run([sys.executable, "-c", LOAD], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == [], (
+        f"loading mlops_assets.definitions imported {loaded}: import them inside the functions that use them "
+        "(`python -X importtime -c 'import mlops_assets.definitions'` shows which module pulled them in)"
+    )
