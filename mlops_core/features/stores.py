@@ -283,7 +283,7 @@ class SqliteOnlineStore(OnlineStore):
         with self._lock:
             histories = self._read(account_ids, since_us, until_us)
             if self._use_replica:
-                replica = self._synced_replica()
+                replica = self._replica  # synced by _read, under the same lock
                 held = {t: replica.held[t] for t in transaction_ids if t in replica.held}
                 return StoreRead(histories, held, replica.retained_since_us)
             held = {}
