@@ -3,8 +3,8 @@
 uvicorn 0.54 with httptools bounds neither the size of a request's headers (httptools keeps
 accumulating a header that never ends) nor the time a request may take to arrive (its
 keep-alive timer runs only between requests, so a client that opens a connection and sends
-half a request holds it forever). h11 has a header limit but no request timeout, and costs
-more per request. This subclass adds, per connection:
+half a request holds it forever). h11 has a header limit but no request timeout either. This
+subclass adds, per connection:
 
 - a header limit: more than `max_header_bytes` of request line and headers gets 431 and the
   connection is closed, counted on the raw bytes so a header that never ends is cut off too;

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from mlops_core.features.online import OnlineFeatureService
+from mlops_core.features.online import OnlineFeatureService, TooLateError
 from mlops_core.serving.limits import EventTimeBounds, wall_clock
 from mlops_core.serving.models import LoadedModel
 from mlops_core.serving.plan import TrafficPlan
@@ -186,7 +186,14 @@ class ScoringService:
             raise NotReady("no champion model is loaded")
         rows = [dict(t) for t in transactions]
         self._check_event_times(rows)
-        features = self.features.get_online_features(rows)
+        try:
+            features = self.features.get_online_features(rows)
+        except TooLateError as exc:  # a partial 30-day window would score differently from training
+            raise InvalidTransactions([
+                FieldProblem(row, "event_timestamp", f"older than the online store's allowed lateness: it holds complete 30-day windows "
+                             f"for event times from {exc.earliest.isoformat()} on; score older transactions offline", when.isoformat())
+                for row, when in zip(exc.rows, exc.event_times)
+            ]) from exc
         X = encode_rows(features)
         variants = [deployment.variant_for(str(r["account_id"])) for r in rows]
         scores = np.empty(len(rows))

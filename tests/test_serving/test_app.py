@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from serving_world import ADMIN_TOKEN, CLOCK_NOW, NOW, make_service, transaction
 
 from mlops_core import registry
+from mlops_core.features.online import EventRecord, OnlineFeatureService
+from mlops_core.features.stores import SqliteOnlineStore
 from mlops_core.serving.app import create_app
 from mlops_core.serving.limits import EventTimeBounds
 from mlops_core.serving.plan import HISTORY_LIMIT, TrafficPlan
@@ -344,6 +346,29 @@ def test_the_bounds_follow_the_injected_clock(world, tmp_path):
     finally:
         for service in (early, strict, lenient):
             service.close()
+
+
+def test_a_transaction_older_than_the_store_keeps_whole_windows_for_is_a_422(world, tmp_path):
+    """A store rebuilt with one day of allowed lateness cannot score a transaction two days behind its
+    watermark on a whole 30-day window (TooLateError): the caller gets a 422 naming the field and the bound."""
+    service = make_service(world, tmp_path)
+    store = SqliteOnlineStore(tmp_path / "rebuilt.sqlite")
+    now_us = int(NOW.timestamp() * 1_000_000)
+    store.rebuild([EventRecord("acct0001", now_us, "h-rebuilt", 20.0, "m001", "US")], [], offline_watermark_us=now_us,
+                  allowed_lateness_us=86_400 * 1_000_000)
+    service.features.store.close()
+    service.features = OnlineFeatureService(store)
+    late = {**transaction(16), "event_timestamp": (NOW - dt.timedelta(days=2)).isoformat()}
+    try:
+        with TestClient(create_app(service, ADMIN_TOKEN)) as http:
+            response = http.post("/v1/predict/batch", json={"transactions": [transaction(15), late]})
+            assert http.post("/v1/predict", json=transaction(17)).status_code == 200
+    finally:
+        service.close()
+    assert response.status_code == 422, response.text
+    assert response.json()["fields"] == ["transactions.1.event_timestamp"]
+    problem = response.json()["detail"][0]["problem"]
+    assert (NOW - dt.timedelta(days=1)).isoformat() in problem and "score older transactions offline" in problem
 
 
 # ---- metrics and timing ------------------------------------------------------------------
