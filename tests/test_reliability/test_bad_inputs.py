@@ -239,6 +239,31 @@ def endpoint(tmp_path_factory):
         yield url
 
 
+def _changes(row: dict) -> list[str]:
+    """How `row` differs from the valid transaction it was made from."""
+    valid = transaction(int(row.get("transaction_id", "t7")[1:] or 7))
+    changed = [f"{k}={v!r}" for k, v in row.items() if valid.get(k, _DROP) != v]
+    return changed + [f"no {k}" for k in sorted(set(valid) - set(row))]
+
+
+def _shown(body) -> str:
+    """A transaction or a batch as what differs from valid ones; anything else as its first 90 characters."""
+    if isinstance(body, dict) and "transactions" not in body:
+        return "a valid transaction, but " + ", ".join(_changes(body))
+    if isinstance(body, dict) and isinstance(body.get("transactions"), list):
+        bad = [f"row {i} has {', '.join(c)}" for i, row in enumerate(body["transactions"]) if (c := _changes(row))]
+        return f"a batch of {len(body['transactions'])} valid transactions" + (", but " + "; ".join(bad) if bad else "")
+    shown = body.decode(errors="replace") if isinstance(body, bytes) else json.dumps(body)
+    return shown[:90] + ("..." if len(shown) > 90 else "")
+
+
+def _said(answer: dict) -> str:
+    """What a refusal says: the fields and the first problem, or its detail."""
+    if "fields" in answer:
+        return f"fields {answer['fields']}: `{answer['detail'][0]['problem'][:170]}`"
+    return f"`{str(answer.get('detail') or answer.get('error'))[:170]}`"
+
+
 def _state(http: httpx.Client) -> tuple[int, int, str]:
     ready = http.get("/ready").json()
     return ready["prediction_log"]["written"], ready["online_store"]["events"], ready["online_store"]["watermark"]
@@ -260,12 +285,11 @@ def test_bad_request_gets_a_4xx_naming_the_problem_and_changes_nothing(name, end
     assert after == before, "a refused request must not reach the prediction log or the online store, nor move its watermark"
     assert good.status_code == 200 and after_good[:2] == (before[0] + 1, before[1] + 1)
     assert f'route="{path}",status="{status}"' in metrics and 'status="500"' not in metrics
-    shown = body if isinstance(body, bytes) else json.dumps(body)
     record(
         "bad inputs: serving", name,
-        what=f"POST {path} with {shown[:90].decode() if isinstance(shown, bytes) else shown[:90]}{'...' if len(shown) > 90 else ''}",
+        what=f"POST {path} with {_shown(body)}",
         expected=f"{status} naming {expected_text}; prediction log, online store and its watermark unchanged; counted in /metrics",
-        observed=f"{response.status_code} `{response.text[:100]}`; log rows/store events {before[:2]} -> {after[:2]}, watermark unchanged; "
+        observed=f"{response.status_code}, {_said(response.json())}; log rows/store events {before[:2]} -> {after[:2]}, watermark unchanged; "
         "counted by status; next good request scored and logged once",
         test=f"test_bad_inputs.py::test_bad_request_gets_a_4xx_naming_the_problem_and_changes_nothing[{name}]",
     )
