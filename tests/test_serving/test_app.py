@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -446,6 +447,26 @@ def test_every_answered_request_is_in_the_log_when_answered(http, service):
     logged = _logged(service.prediction_log.path)
     assert len(logged) == len(answered) == 300 and logged == set(answered)
     assert service.status()["prediction_log"]["written"] == 300
+
+
+def test_the_log_is_checkpointed_outside_the_commits(tmp_path):
+    """Commits only append to the WAL (no automatic checkpoint and its fsync inside a commit a request
+    waits for); the checkpoint thread copies the WAL into the database file."""
+    from mlops_core.serving.prediction_log import PredictionLog, PredictionRecord
+
+    log = PredictionLog(tmp_path / "p.sqlite", checkpoint_interval=0.1)
+    try:
+        assert log._con.execute("pragma wal_autocheckpoint").fetchone() == (0,)
+        empty = (tmp_path / "p.sqlite").stat().st_size
+        for i in range(100):
+            log.append([PredictionRecord(0.0, "r", f"t{i}", "a", "e", "1", "champion", 1, "ok", 0.1, 0, 1.0, "{}" * 500)]).wait()
+        deadline = time.monotonic() + 10
+        while (tmp_path / "p.sqlite").stat().st_size <= empty:
+            assert time.monotonic() < deadline, "no checkpoint copied the WAL into the database file"
+            time.sleep(0.05)
+        assert log.last_error is None and log.written == 100
+    finally:
+        log.close()
 
 
 class _FailingConnection:
