@@ -327,15 +327,16 @@ class OnlineFeatureService:
                 )
         histories = read.histories
         # The version of each id in effect: the held one, else the batch's first.
-        version: dict[str, tuple[str, int]] = dict(read.held)
-        added: dict[str, list[EventRecord]] = {}
-        for i, row in enumerate(rows):
-            if ids[i] not in version:
-                version[ids[i]] = (accounts[i], times[i])
-                added.setdefault(accounts[i], []).append(_event_of(row))
-        rows_of = Counter(accounts)
-        for account, events in added.items():
-            if rows_of[account] > 1:  # a lone row never sees itself: no copy needed
+        version = dict(read.held)
+        if len(rows) > 1:
+            rows_of = Counter(accounts)
+            added: dict[str, list[EventRecord]] = {}
+            for i, row in enumerate(rows):
+                if ids[i] not in version:
+                    version[ids[i]] = (accounts[i], times[i])
+                    if rows_of[accounts[i]] > 1:  # a lone row of its account never sees itself: no copy needed
+                        added.setdefault(accounts[i], []).append(_event_of(row))
+            for account, events in added.items():
                 merged = histories[account].copy() if account in histories else AccountEvents()
                 for e in events:
                     merged.insert(e)
@@ -343,9 +344,9 @@ class OnlineFeatureService:
         features = []
         for i, row in enumerate(rows):
             history = histories.get(accounts[i])
-            account, ts = version[ids[i]]
-            if history is not None and account == accounts[i] and ts < times[i]:
-                history = history.without(ids[i], ts)  # a re-sent id never counts itself
+            held = version.get(ids[i])
+            if history is not None and held is not None and held[0] == accounts[i] and held[1] < times[i]:
+                history = history.without(ids[i], held[1])  # a re-sent id never counts itself
             features.append(compute_features(row, history))
         return features
 
