@@ -33,13 +33,18 @@ def _recorded_port() -> int:
     return Settings.from_env().serving_port
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _StageFailure(click.ClickException):
     """A stage of the platform stopped: printed as which check, what it measured against its bound, and
     what to do next, with exit code 1 and no traceback."""
 
     def __init__(self, stage: str, failures, next_step: str) -> None:
         lines = [f"{stage} stopped the run:"]
-        lines += [f"  - {failure}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
+        lines += [f"  - {_one_line(failure)}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
         lines.append(f"What to do next: {next_step}")
         super().__init__("\n".join(lines))
 
@@ -128,6 +133,12 @@ def run_stage(stage: str, job_name: str, next_step: str, tags: dict[str, str] | 
 
 def _partition_range(first: date, last: date) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+
+
+def _execute_data_layer(first: date, last: date) -> tuple[bool, tuple[str, ...]]:
+    from mlops_assets.constants import DATA_LAYER_JOB
+
+    return _execute(DATA_LAYER_JOB, _partition_range(first, last))
 
 
 def run_data_layer(first: date, last: date) -> bool:
@@ -493,10 +504,20 @@ def ingest(start, end) -> None:
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
 
-    ensure_manifest()
-    ok = run_data_layer(first, last)
-    _print_where_to_look(settings)
-    sys.exit(0 if ok else 1)
+    from mlops_core.ingestion_summary import format_day_summary
+
+    log_path = settings.home / "ingest.log"
+    click.echo(f"Loading {first}..{last}; run logs (dbt, Dagster) go to {log_path}")
+    with _output_to(log_path):
+        ensure_manifest()
+        ok, failures = _execute_data_layer(first, last)
+    click.echo(format_day_summary(settings.duckdb_path, first, last))
+    if not ok:
+        raise _StageFailure(
+            "The data layer", failures,
+            "held days wait in raw with their reason (above) and block no later day; fix the landed file and run "
+            "`mlops ingest --start DAY` again to release it; rejected rows are in quarantine.rejected_rows.",
+        )
 
 
 @main.command("train")

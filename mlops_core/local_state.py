@@ -22,31 +22,16 @@ def listener_on(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def describe_foreign_listener(port: int, host: str = "127.0.0.1") -> str:
-    """What answers on the port, as far as it tells: an mlops endpoint names its pid and MLOPS_HOME."""
-    import httpx
-
-    try:
-        health = httpx.get(f"http://{host}:{port}/health", timeout=2.0).json()
-    except (httpx.HTTPError, ValueError):
-        return "a process that is not an mlops endpoint"
-    if not isinstance(health, dict):
-        return "a process that is not an mlops endpoint"
-    pid, home = health.get("pid"), health.get("mlops_home")
-    if pid or home:
-        return f"an mlops endpoint (pid {pid or '?'}, MLOPS_HOME {home or '?'})"
-    return "an mlops endpoint started elsewhere (another checkout or MLOPS_HOME)"
-
-
 def claim_port(settings: Settings, port: int) -> int | None:
     """Stop the endpoint this MLOPS_HOME recorded on `port`; then refuse a port something else still holds.
     Returns the stopped endpoint's pid. Called before any state is wiped, so a refusal loses nothing."""
     from mlops_core.serving import server
 
     stopped = server.stop(settings, port)
-    if listener_on(port):
+    foreign = server.describe_listener("127.0.0.1", port)
+    if foreign is not None:
         raise PortBusyError(
-            f"port {port} is in use by {describe_foreign_listener(port)}, which this MLOPS_HOME ({settings.home}) did not start. "
+            f"port {port} is in use by {foreign}, which this MLOPS_HOME ({settings.home}) did not start. "
             f"Stop it where it was started (`mlops serve --stop --port {port}` in that checkout, or kill its pid), "
             f"or choose another port with --port."
         )

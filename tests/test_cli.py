@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -276,3 +277,32 @@ def test_a_gate_that_stops_the_demo_is_named_with_its_number_bound_and_next_step
     assert not list((tmp_path / "home" / "data").rglob("server-*.pid"))
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_ingest_ends_with_a_per_day_summary_naming_the_held_day(tmp_path):
+    """A held day used to end `mlops ingest` in a DagsterAssetCheckFailedError traceback, naming nothing."""
+    import pyarrow.parquet as pq
+
+    env = _env(tmp_path)
+    gen = subprocess.run(
+        [BIN / "mlops", "demo", "generate", "--start", "2026-03-01", "--days", "4", "--rows-per-day", "200"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert gen.returncode == 0, gen.stderr
+    # Day 3's transactions lose a column: that day is held, day 4 must still load.
+    (bad,) = (tmp_path / "home" / "data" / "landing" / "transactions" / "date=2026-03-03").glob("*.parquet")
+    pq.write_table(pq.read_table(bad).drop_columns(["merchant_category"]), bad)
+    run = subprocess.run(
+        [BIN / "mlops", "ingest", "--start", "2026-03-01", "--end", "2026-03-04"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and "DagsterAssetCheckFailedError" not in run.stderr
+    rows = {line.split()[0]: line for line in run.stdout.splitlines() if re.match(r"\s+2026-03-0\d\s+\d+", line)}
+    assert sorted(rows) == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    assert rows["2026-03-03"].endswith("held: transactions")
+    assert "2026-03-03 transactions held by check_schema" in run.stdout and "merchant_category" in run.stdout
+    # The next day's transactions were not blocked by the held day.
+    assert "transactions" not in rows["2026-03-04"] and int(rows["2026-03-04"].split()[1]) > 100
+    assert "mlops ingest --start DAY" in run.stderr
