@@ -173,7 +173,8 @@ def _read_parquet(path: Path, contract: SourceContract) -> FileRead:
 def _csv_lines(path: Path) -> list[str]:
     """The data lines of a CSV that does not parse, as text (undecodable bytes escaped)."""
     text = path.read_bytes().decode("utf-8", errors="backslashreplace")
-    lines = text.splitlines()
+    # Only newlines end a CSV row (str.splitlines would also split at \x1c, \x85, ...).
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     return [line for line in lines[1:] if line.strip()]
 
 
