@@ -26,8 +26,7 @@ class OnlineStoreResource(dg.ConfigurableResource):
         default=DEFAULT_ALLOWED_LATENESS_SECONDS // 86_400,
         ge=0,
         description="How much older than the warehouse's newest event a transaction may be and still be scored with "
-        "its whole 30-day window: a rebuild keeps 30 days plus this much. Older ones are refused (TooLateError). "
-        "Set it from MLOPS_ONLINE_ALLOWED_LATENESS_DAYS.",
+        "its whole 30-day window: a rebuild keeps 30 days plus this much. Older ones are refused (TooLateError).",
     )
 
     @property
