@@ -97,6 +97,9 @@ class Settings:
     label_maturity_days: int = 45
     # Days of mature history the training set takes (MLOPS_TRAINING_LOOKBACK_DAYS; unset: all of it).
     training_lookback_days: int | None = None
+    # How late a transaction may reach the online store and still get its full windows
+    # (MLOPS_ONLINE_ALLOWED_LATENESS_DAYS); a rebuild keeps the longest window plus this.
+    online_allowed_lateness_days: int = 7
     # MLOPS_TODAY: a date, or "system" for the machine's clock. The last complete day is the day before.
     clock: str = DEFAULT_TODAY.isoformat()
     # MLOPS_PARTITIONS_START: the first daily partition (a demo records its first landed day).
@@ -147,6 +150,7 @@ class Settings:
             online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
             label_maturity_days=_int_env(env, "MLOPS_LABEL_MATURITY_DAYS", 45),
             training_lookback_days=_int_env(env, "MLOPS_TRAINING_LOOKBACK_DAYS", None),
+            online_allowed_lateness_days=_int_env(env, "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS", 7),
             clock=chosen("MLOPS_TODAY", DEFAULT_TODAY.isoformat()),
             partitions_start=_date_setting("MLOPS_PARTITIONS_START", chosen("MLOPS_PARTITIONS_START", DEFAULT_PARTITIONS_START.isoformat())),
             serving_url=chosen("MLOPS_SERVING_URL", DEFAULT_SERVING_URL),
@@ -157,6 +161,8 @@ class Settings:
             raise ValueError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {self.online_store!r}")
         if not 1 <= self.label_maturity_days <= 365:
             raise ValueError(f"MLOPS_LABEL_MATURITY_DAYS must be in 1..365, got {self.label_maturity_days}")
+        if not 0 <= self.online_allowed_lateness_days <= 365:
+            raise ValueError(f"MLOPS_ONLINE_ALLOWED_LATENESS_DAYS must be in 0..365, got {self.online_allowed_lateness_days}")
         if self.clock != SYSTEM_CLOCK:
             _date_setting("MLOPS_TODAY", self.clock)
         if self.partitions_start >= self.today:

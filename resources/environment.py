@@ -25,9 +25,13 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     ensure_admin_token(settings)
     serving = ServingPaths.for_role(settings, "production")
     if settings.online_store == "redis":
-        online_store = OnlineStoreResource(backend="redis", redis_url=dg.EnvVar("MLOPS_REDIS_URL"))
+        online_store = OnlineStoreResource(
+            backend="redis", redis_url=dg.EnvVar("MLOPS_REDIS_URL"), allowed_lateness_days=settings.online_allowed_lateness_days
+        )
     else:
-        online_store = OnlineStoreResource(backend="sqlite", sqlite_path=str(settings.online_store_path))
+        online_store = OnlineStoreResource(
+            backend="sqlite", sqlite_path=str(settings.online_store_path), allowed_lateness_days=settings.online_allowed_lateness_days
+        )
     return {
         "mlflow": mlflow_resource(settings),
         "online_store": online_store,
