@@ -308,13 +308,17 @@ def test_ingest_ends_with_a_per_day_summary_naming_the_held_day(tmp_path):
     assert "mlops ingest --start DAY" in run.stderr
 
 
-def test_allowed_lateness_setting_reaches_the_online_store_resource(tmp_path, monkeypatch):
+def test_allowed_lateness_setting_reaches_the_online_store_resource(tmp_path):
     from mlops_core.settings import Settings
     from resources.environment import build_resources
 
     settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS": "3"})
     assert settings.online_allowed_lateness_days == 3
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
-    assert build_resources(settings)["online_store"].allowed_lateness_days == 3
+    saved = dict(os.environ)
+    try:
+        assert build_resources(settings)["online_store"].allowed_lateness_days == 3
+    finally:  # build_resources exports the home's paths; later tests must not inherit them
+        os.environ.clear()
+        os.environ.update(saved)
     with pytest.raises(ValueError, match="MLOPS_ONLINE_ALLOWED_LATENESS_DAYS must be in 0..365, got 400"):
         Settings.from_env({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS": "400"})
