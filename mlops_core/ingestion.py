@@ -27,6 +27,7 @@ from mlops_core.landing import (
     FileRead,
     fingerprint,
     landed_records,
+    line_field,
     list_partition_files,
     partition_dir,
     read_landing_file,
@@ -68,7 +69,9 @@ CHECK_DESCRIPTIONS = {
     CHECK_LANDING_UNCHANGED: "Landing files of loaded days have not changed since they were loaded (else the warehouse is stale).",
 }
 
-REJECTED_COLUMNS = ["partition_date", "source_file", "row_number", "check_name", "reason", "record", "run_id", "quarantined_at"]
+REJECTED_COLUMNS = [
+    "partition_date", "source_file", "row_number", "check_name", "reason", "record", "record_id", "run_id", "quarantined_at",
+]
 
 
 def gate_checks(contract: SourceContract) -> list[str]:
@@ -179,9 +182,11 @@ class IngestionReport:
         return CheckSummary(check_name, False, text, [o.partition_date.isoformat() for o in failing], rejected)
 
 
-def _rejections_frame(batch: pd.DataFrame, tables: dict[str, pa.Table], rejection: RowRejections) -> pd.DataFrame:
+def _rejections_frame(
+    batch: pd.DataFrame, tables: dict[str, pa.Table], rejection: RowRejections, id_column: str
+) -> pd.DataFrame:
     """Rejected rows for quarantine, each with its record read back from the landed file."""
-    rows = batch.loc[rejection.reasons.index, [PARTITION, SOURCE_FILE, ROW_NUMBER]].assign(reason=rejection.reasons)
+    rows = batch.loc[rejection.reasons.index, [PARTITION, SOURCE_FILE, ROW_NUMBER, id_column]].assign(reason=rejection.reasons)
     records = pd.Series(index=rows.index, dtype=object)
     for path, group in rows.groupby(SOURCE_FILE, sort=False, observed=True):
         records[group.index] = landed_records(tables[path], group[ROW_NUMBER].to_numpy())
@@ -193,11 +198,12 @@ def _rejections_frame(batch: pd.DataFrame, tables: dict[str, pa.Table], rejectio
             "check_name": rejection.check_name,
             "reason": rows["reason"].to_numpy(),
             "record": records.to_numpy(),
+            "record_id": rows[id_column].astype(object).where(rows[id_column].notna(), None).to_numpy(),
         }
     )
 
 
-def _unusable_file_rows(day: date, read: FileRead) -> pd.DataFrame:
+def _unusable_file_rows(day: date, read: FileRead, id_column: str) -> pd.DataFrame:
     """Every row of a file that cannot be used, kept as landed with the file's problem.
 
     A file that breaks the schema keeps its rows as read; a CSV that does not parse keeps
@@ -205,10 +211,14 @@ def _unusable_file_rows(day: date, read: FileRead) -> pd.DataFrame:
     """
     check_name = read.problems[0][0]
     reason = "; ".join(message for _, message in read.problems)
+    ids: list[object] | None = None
     if read.table is not None:
         records = landed_records(read.table)
+        if id_column in read.table.column_names:
+            ids = [None if v is None else str(v) for v in read.table.column(id_column).to_pylist()]
     elif read.lines is not None:
         records = [json.dumps({"line": line}, ensure_ascii=False) for line in read.lines]
+        ids = [line_field(read.header, line, id_column) for line in read.lines]
     else:
         records = [None]
     row_numbers = pd.array(np.arange(len(records)) if read.rows_known else [None], dtype="Int64")
@@ -220,6 +230,7 @@ def _unusable_file_rows(day: date, read: FileRead) -> pd.DataFrame:
             "check_name": check_name,
             "reason": reason,
             "record": pd.Series(records, dtype=object),
+            "record_id": pd.Series(ids if ids is not None else [None] * len(records), dtype=object),
         }
     )
 
@@ -314,7 +325,7 @@ class _Ingestion:
                     )
                 elif read.table is not None or read.lines is not None or not read.rows_known:
                     # Only an empty file leaves nothing to keep.
-                    rejected_parts.append(_unusable_file_rows(day, read))
+                    rejected_parts.append(_unusable_file_rows(day, read, contract.id_column))
                 if read.lines is not None or not read.rows_known:
                     outcome.volume_known = False
             outcomes[day] = outcome
@@ -336,9 +347,9 @@ class _Ingestion:
             found = find(remaining)
             rejections.append(found)
             remaining = drop_rejected(remaining, found)
-        rejected_parts += [_rejections_frame(batch, tables, r) for r in rejections if len(r)]
+        rejected_parts += [_rejections_frame(batch, tables, r, contract.id_column) for r in rejections if len(r)]
         rejected = (
-            pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame(columns=REJECTED_COLUMNS[:6])
+            pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame(columns=REJECTED_COLUMNS[:7])
         )
 
         self._decide(outcomes, remaining, rejected)

@@ -7,6 +7,7 @@ that name the file, the column and expected vs found.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections.abc import Sequence
@@ -61,8 +62,9 @@ class FileRead:
     problems: list[tuple[str, str]] = field(default_factory=list)
     # The file as landed, every column, when it could be read (valid or breaking the schema).
     table: pa.Table | None = None
-    # The data lines (header excluded) of a CSV file that could not be parsed.
+    # The data lines (header excluded) of a CSV file that could not be parsed, and its header.
     lines: list[str] | None = None
+    header: str | None = None
     # False when the file's rows could not even be counted (corrupt parquet, unknown type).
     rows_known: bool = True
 
@@ -170,12 +172,25 @@ def _read_parquet(path: Path, contract: SourceContract) -> FileRead:
     return FileRead(path, frame=frame, table=table)
 
 
-def _csv_lines(path: Path) -> list[str]:
-    """The data lines of a CSV that does not parse, as text (undecodable bytes escaped)."""
+def _csv_lines(path: Path) -> tuple[str, list[str]]:
+    """The header and data lines of a CSV that does not parse, as text (undecodable bytes escaped)."""
     text = path.read_bytes().decode("utf-8", errors="backslashreplace")
     # Only newlines end a CSV row (str.splitlines would also split at \x1c, \x85, ...).
     lines = [line.removesuffix("\r") for line in text.split("\n")]
-    return [line for line in lines[1:] if line.strip()]
+    return lines[0], [line for line in lines[1:] if line.strip()]
+
+
+def line_field(header: str | None, line: str, column: str) -> str | None:
+    """The value of `column` in one line of an unparsable CSV, when header and line allow it."""
+    if header is None:
+        return None
+    try:
+        (names,), (values,) = csv.reader([header]), csv.reader([line])
+    except (csv.Error, ValueError):
+        return None
+    if column not in names or len(values) != len(names):
+        return None
+    return values[names.index(column)] or None
 
 
 def _read_csv(path: Path, contract: SourceContract) -> FileRead:
@@ -191,12 +206,12 @@ def _read_csv(path: Path, contract: SourceContract) -> FileRead:
         if set(table.column_names) - set(contract.columns):
             table = read(table.column_names)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
-        lines = _csv_lines(path)
+        header, lines = _csv_lines(path)
         message = f"{path}: unreadable CSV file ({err}); its {len(lines)} data line(s) are kept in quarantine"
-        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)], lines=lines)
+        return FileRead(path, problems=[(CHECK_FILES_READABLE, message)], lines=lines, header=header)
     found = table.column_names
     if not set(found) & set(contract.columns):
-        lines = _csv_lines(path)
+        _, lines = _csv_lines(path)
         message = (
             f"{path}: unreadable as a {contract.name} CSV: its header has none of the expected columns "
             f"{contract.columns} (found {found[:5]}); its {len(lines)} data line(s) are kept in quarantine"

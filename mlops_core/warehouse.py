@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS quarantine.rejected_rows (
     row_number BIGINT,            -- 0-based row in source_file; NULL when the file is unreadable
     check_name VARCHAR NOT NULL,  -- the asset check this rejection counts against
     reason VARCHAR NOT NULL,
-    record VARCHAR,               -- the row as landed, JSON
+    record VARCHAR,               -- the row as landed, JSON (NaN and Infinity kept, as Python's json writes them)
+    record_id VARCHAR,            -- the row's id as landed (the source's id column), if it has one
     run_id VARCHAR NOT NULL,
     quarantined_at TIMESTAMP NOT NULL
 )
@@ -98,8 +99,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(raw_table_ddl(contract))
     con.execute(QUARANTINE_DDL)
     con.execute(LOAD_LOG_DDL)
-    # Warehouses created before held days kept their reasons.
+    # Warehouses created before held days kept their reasons and quarantined rows their ids.
     con.execute("ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS reasons VARCHAR DEFAULT '{}'")
+    con.execute("ALTER TABLE quarantine.rejected_rows ADD COLUMN IF NOT EXISTS record_id VARCHAR")
 
 
 def _registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> str:
@@ -129,6 +131,12 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
             WITH known AS (
                 SELECT DISTINCT {id_column} AS id FROM {raw_table(ref.source)}
                 WHERE _batch_status IN (SELECT unnest($statuses::VARCHAR[])) AND {id_column} IN (SELECT ref_id FROM {view})
+                -- Where held rows count, so do the rows of a held day that could not be read:
+                -- they landed, and wait in quarantine for the day's file to be fixed.
+                UNION
+                SELECT q.record_id FROM quarantine.rejected_rows q
+                JOIN raw.load_log l ON l.source = q.source AND l.partition_date = q.partition_date AND l.status = 'held'
+                WHERE $held_counts AND q.source = $source AND q.record_id IN (SELECT ref_id FROM {view})
             ),
             missing AS (
                 SELECT k.row_label, k.ref_id FROM {view} k ANTI JOIN known ON k.ref_id = known.id
@@ -141,7 +149,7 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
             )
             SELECT m.row_label, m.ref_id, h.held_in FROM missing m LEFT JOIN held h ON m.ref_id = h.id
             """,
-            {"statuses": _statuses(ref)},
+            {"statuses": _statuses(ref), "held_counts": ref.held_counts, "source": ref.source},
         ).df()
         con.unregister(view)
         missing["column"] = ref.column
@@ -292,8 +300,8 @@ def replace_partitions(
         if len(rejected):
             con.register("_rejected_rows", rejected)
             con.execute(
-                "INSERT INTO quarantine.rejected_rows SELECT $source, partition_date, source_file, row_number, "
-                "check_name, reason, record, run_id, quarantined_at FROM _rejected_rows",
+                "INSERT INTO quarantine.rejected_rows BY NAME SELECT $source AS source, partition_date, source_file, "
+                "row_number, check_name, reason, record, record_id, run_id, quarantined_at FROM _rejected_rows",
                 {"source": contract.name},
             )
             con.unregister("_rejected_rows")

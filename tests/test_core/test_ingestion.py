@@ -358,21 +358,46 @@ def test_a_held_day_counts_for_continuity_and_keeps_its_reasons(con, landing):
 
 
 def test_labels_about_a_held_transactions_day_load_and_wait_for_it(con, landing):
-    run = _steady_days(con, landing, 1, 50)
-    lf.write(landing, "transactions", run[0], lf.transactions(run[0].isoformat(), n=50).assign(amount=-1.0))
-    lf.write(landing, "labels", run[0], lf.labels(["t20260101_0", "t20260101_1"], run[0].isoformat()))
-    assert ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW).held_partitions == [run[0].isoformat()]
-    # Every transaction was rejected: labels about them have nothing to wait for.
-    assert ingest_partitions(con, landing, LABELS, run, now=NOW).rejected_by_check[CHECK_REFERENCES] == 2
-    frame = lf.transactions(run[0].isoformat(), n=50)
-    frame.loc[:2, "amount"] = -1.0  # 3 of 50 rejected: the rest is held in raw
-    lf.write(landing, "transactions", run[0], frame)
-    ingest_partitions(con, landing, TRANSACTIONS, run, now=NOW)
-    lf.write(landing, "labels", run[0], lf.labels(["t20260101_3", "t20260101_4"], run[0].isoformat()).assign(
-        labeled_at=pd.Timestamp("2026-01-01T23:59:00Z")))
-    labels = ingest_partitions(con, landing, LABELS, run, now=NOW)
-    assert labels.held_partitions == [] and labels.n_accepted == 2
-    assert con.execute("SELECT DISTINCT _batch_status FROM raw.labels").fetchall() == [("accepted",)]
+    (day,) = _steady_days(con, landing, 1, 50)
+    frame = lf.transactions(day.isoformat(), n=50)
+    lf.write(landing, "transactions", day, frame.drop(columns=["merchant_category"]))
+    assert ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW).held_partitions == [day.isoformat()]
+    # Verdicts about the unreadable file's transactions wait; one about a transaction that never landed does not.
+    ids = frame.transaction_id.tolist() + ["never-landed"]
+    lf.write(landing, "labels", day, lf.labels(ids, day.isoformat()).assign(labeled_at=pd.Timestamp(f"{day}T23:59:00Z")))
+    labels = ingest_partitions(con, landing, LABELS, [day], now=NOW)
+    assert (labels.held_partitions, labels.n_accepted, labels.rejected_by_check[CHECK_REFERENCES]) == ([], 50, 1)
+    assert quarantined(con, "labels")["reason"].tolist() == [
+        "transaction_id: 'never-landed' not found in accepted or held transactions"
+    ]
+    # The fixed file: the transactions are accepted and every waiting verdict has its transaction.
+    lf.write(landing, "transactions", day, frame)
+    assert ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW).held_partitions == []
+    assert con.execute(
+        "SELECT count(*) FROM raw.labels l JOIN raw.transactions t USING (transaction_id) WHERE t._batch_status = 'accepted'"
+    ).fetchone() == (50,)
+
+
+def test_a_held_transaction_landing_after_its_accepted_verdict_is_rejected(con, landing):
+    (day,) = _steady_days(con, landing, 1, 50)
+    frame = lf.transactions(day.isoformat(), n=50)
+    frame.loc[:4, "amount"] = -1.0  # 5 of 50 rejected: the day is held, 45 rows wait in raw
+    lf.write(landing, "transactions", day, frame)
+    ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW)
+    verdicts = lf.labels(frame.transaction_id, day.isoformat()).assign(labeled_at=pd.Timestamp(f"{day}T23:59:00Z"))
+    verdicts.loc[0, "labeled_at"] = pd.Timestamp(f"{day}T00:30:00Z")  # about a quarantined row
+    lf.write(landing, "labels", day, verdicts)
+    assert ingest_partitions(con, landing, LABELS, [day], now=NOW).n_accepted == 50
+    # The re-delivered file places transaction 0 at 10:00, after the verdict about it.
+    frame["amount"] = 10.0
+    frame.loc[0, "event_timestamp"] = pd.Timestamp(f"{day}T10:00:00Z")
+    lf.write(landing, "transactions", day, frame)
+    report = ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW)
+    assert (report.held_partitions, report.n_accepted) == ([], 49)
+    assert quarantined(con, "transactions")["reason"].tolist() == [
+        f"event_timestamp: {day}T10:00:00+00:00 is after labeled_at {day}T00:30:00+00:00 of labels "
+        f"{frame.transaction_id[0]!r} (already accepted)"
+    ]
 
 
 def test_transactions_out_of_order_with_their_account_are_rejected_from_either_side(con, landing):

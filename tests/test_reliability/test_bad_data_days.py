@@ -128,26 +128,25 @@ def test_a_held_day_blocks_no_later_day_and_its_fixed_file_releases_it(world):
     pq.write_table(clean.drop_columns(["merchant_category"]), path)
     before = files_digest(settings.landing_dir)
 
-    # Same-day verdicts about the unreadable file's transactions cannot be matched: they are
-    # quarantined as unknown (the labels day is held when they are over the reject rate).
+    # Same-day verdicts about the unreadable file's transactions are accepted and wait for them.
     labels = pq.read_table(partition_dir(settings.landing_dir, "labels", DAY7) / "part-0.parquet")
-    orphans = len(set(labels.column("transaction_id").to_pylist()) & set(clean.column("transaction_id").to_pylist()))
-    labels_held = orphans / labels.num_rows > 0.02
+    waiting = len(set(labels.column("transaction_id").to_pylist()) & set(clean.column("transaction_id").to_pylist()))
 
     held_run = run(settings, DAY7)
 
     assert not held_run.success and failed_steps(held_run) == {"daily_load_summary"}
-    assert set(failed(held_run)) == {("raw_transactions", "check_schema"), ("daily_load_summary", "check_no_held_days")} | (
-        {("raw_labels", "check_references")} if labels_held else set()
-    )
-    lines = held_day_lines(held_run)
-    assert lines[0].startswith(f"{DAY7} transactions held by check_schema: ") and "missing column(s) ['merchant_category']" in lines[0]
+    assert set(failed(held_run)) == {("raw_transactions", "check_schema"), ("daily_load_summary", "check_no_held_days")}
+    (line,) = held_day_lines(held_run)
+    assert line.startswith(f"{DAY7} transactions held by check_schema: ") and "missing column(s) ['merchant_category']" in line
     statuses = [accounting(settings, s, DAY7)[0] for s in ("accounts", "transactions", "labels")]
-    assert statuses == ["accepted", "held", "held" if labels_held else "accepted"]
-    assert accounting(settings, "labels", DAY7)[3] == orphans
+    assert statuses == ["accepted", "held", "accepted"]
+    assert accounting(settings, "labels", DAY7)[3] == 0
+    in_marts = query(settings, "SELECT count(*) FROM marts.label_events WHERE landed_date = ?", (DAY7,))[0][0]
+    assert in_marts == labels.num_rows - waiting
     assert query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", (DAY7,)) == [(0,)]
-    new_accounts = query(settings, "SELECT count(*) FROM marts.account_history WHERE landed_date = ?", (DAY7,))[0][0]
-    assert new_accounts == accounting(settings, "accounts", DAY7)[2]
+    assert query(settings, "SELECT count(*) FROM marts.account_history WHERE landed_date = ?", (DAY7,)) == [
+        (accounting(settings, "accounts", DAY7)[2],)
+    ]
     assert files_digest(settings.landing_dir) == before
 
     land(settings, scratch, DAY8)
@@ -162,15 +161,17 @@ def test_a_held_day_blocks_no_later_day_and_its_fixed_file_releases_it(world):
     released = query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", (DAY7,))[0][0]
     assert (status, released) == ("accepted", landed)
     assert accounting(settings, "labels", DAY7)[:4:3] == ("accepted", 0)
+    assert query(settings, "SELECT count(*) FROM marts.label_events WHERE landed_date = ?", (DAY7,)) == [(labels.num_rows,)]
     record(
         SECTION, "held day, then a later day, then the fix",
         what=f"day {DAY7}: transactions file without merchant_category (accounts, labels clean); day {DAY8} clean; "
         f"then the day-{DAY7} file fixed; each day one data_layer run",
-        expected="the held day fails only the summary gate, naming the day and check; every source of it is loaded and "
-        "judged; the later day reaches the marts (continuity passes); the fixed file releases the day",
-        observed=f"run 1 failed only at daily_load_summary: `{shown(settings, lines[0])}`; accounts {statuses[0]} ({new_accounts} in "
-        f"account_history), labels {statuses[2]} ({orphans} about the unreadable transactions); run 2 ({DAY8}) succeeded, "
-        f"{day8} transactions in marts; run 3 released {released} of {landed} transactions and every label",
+        expected="the held day fails only the summary gate, naming the day and check; its accounts and labels load (labels "
+        "about its transactions wait in raw); the later day reaches the marts (continuity passes); the fixed file releases "
+        "the day and the waiting labels",
+        observed=f"run 1 failed only at daily_load_summary: `{shown(settings, line)}`; accounts {statuses[0]}, labels "
+        f"{statuses[2]} ({labels.num_rows - waiting} in the marts, {waiting} about the unreadable file waiting); run 2 ({DAY8}) "
+        f"succeeded, {day8} transactions in marts; run 3 released {released} of {landed} transactions and the waiting labels",
         test="test_bad_data_days.py::test_a_held_day_blocks_no_later_day_and_its_fixed_file_releases_it",
     )
 
@@ -283,16 +284,18 @@ def test_an_unreadable_csv_is_counted_and_quarantined_without_a_volume_failure(w
     assert checks == {"check_files_readable"}
     assert (status, landed, kept, rejected, entries) == ("held", lines, 0, lines, lines)
     assert failed_steps(result) == {"daily_load_summary"}
-    # Same-day verdicts about the unreadable transactions may hold the labels day too.
-    lines = held_day_lines(result)
-    line = lines[0]
-    assert line.startswith(f"{DAY7} transactions held by check_files_readable: ") and all(" labels held by check_references" in x for x in lines[1:])
+    (line,) = held_day_lines(result)
+    assert line.startswith(f"{DAY7} transactions held by check_files_readable: ")
+    # Every complete line's id was read back: same-day verdicts about them wait instead of being rejected.
+    ids = query(settings, "SELECT count(record_id) FROM quarantine.rejected_rows WHERE source = 'transactions'")[0][0]
+    assert ids == lines - 1
+    assert [accounting(settings, s, DAY7)[0] for s in ("accounts", "labels")] == ["accepted", "accepted"]
     record(
         SECTION, "unreadable CSV",
         what=f"day {DAY7}: the transactions CSV cut off mid-row and followed by binary junk; data_layer run",
-        expected="held by check_files_readable only (no volume failure); every line counted and kept in quarantine; "
-        "the other sources of the day loaded; the summary names the day",
-        observed=f"failed {sorted(checks)}; landed {landed} lines = quarantined {rejected} ({entries} entries); accounts and labels "
+        expected="held by check_files_readable only (no volume failure); every line counted and kept in quarantine, with "
+        "its id where the line has one; the other sources of the day loaded; the summary names the day",
+        observed=f"failed {sorted(checks)}; landed {landed} lines = quarantined {rejected} ({entries} entries, {ids} ids); accounts and labels "
         f"{accounting(settings, 'accounts', DAY7)[0]}, {accounting(settings, 'labels', DAY7)[0]}; `{shown(settings, line)}`",
         test="test_bad_data_days.py::test_an_unreadable_csv_is_counted_and_quarantined_without_a_volume_failure",
     )
