@@ -38,7 +38,7 @@ WORK = ROOT / "benchmarks" / ".work" / "closed_loop"
 
 def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
     """Runs in a child process: the loop, then the peer, on one MLOPS_HOME."""
-    from mlops_assets.simulation.loop import QUIET, ClosedLoop, SimulationSpec, _merge, _retraining_config, isolated_home
+    from mlops_cli.simulation.loop import QUIET, ClosedLoop, SimulationSpec, _merge, _retraining_config, isolated_home
     from mlops_core.serving.client import EndpointClient
     from mlops_core.serving.server import free_port
 

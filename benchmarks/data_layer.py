@@ -53,7 +53,8 @@ def _peak_mb(who: int) -> float:
 
 
 def leg_ours(first: str, last: str) -> dict:
-    from mlops_core.cli import prepare_instance, run_data_layer
+    from mlops_cli.common import run_data_layer
+    from mlops_core.local_state import prepare_instance
     from mlops_core.settings import Settings
 
     settings = Settings.from_env()

@@ -113,7 +113,7 @@ def _execute(job_name: str, tags: dict[str, str] | None = None, run_config: dict
     import dagster as dg
 
     from mlops_assets.definitions import defs
-    from mlops_assets.simulation.daemon import failed_checks
+    from mlops_cli.simulation.daemon import failed_checks
 
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
@@ -288,7 +288,7 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
     settings = replace(settings, serving_url=url, partitions_start=first)
     prepare_instance(settings)
     from mlops_assets.constants import DATA_LAYER_JOB, ROLLOUT_JOB, TRAINING_JOB
-    from mlops_assets.simulation.loop import NEXT_STEPS
+    from mlops_cli.simulation.loop import NEXT_STEPS
     from mlops_assets.transform.project import ensure_manifest
 
     log_path = settings.home / "demo.log"
@@ -315,13 +315,13 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
 def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint: bool, out_dir: Path | None = None):
     """Run the simulation with run output sent to $MLOPS_HOME/simulation.log, then write its timeline and plot.
     Returns (loop, records, timeline csv, plot)."""
-    from mlops_assets.simulation.loop import ClosedLoop
+    from mlops_cli.simulation.loop import ClosedLoop
     from mlops_core.monitoring.timeline import plot_timeline, write_timeline
 
     settings = Settings.from_env()
     log_path = settings.home / "simulation.log"
     click.echo(f"{intro}; run logs (dbt, Dagster) go to {log_path}")
-    from mlops_assets.simulation.loop import StageFailed
+    from mlops_cli.simulation.loop import StageFailed
 
     with _output_to(log_path) as echo:
         loop = ClosedLoop(settings, spec, echo=echo)
@@ -357,7 +357,7 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
     settings = Settings.from_env()
     if days - loop_days >= 1:
         _claim_calendar_and_port(settings, settings.today - timedelta(days=days), port)
-    from mlops_assets.simulation.loop import SimulationSpec
+    from mlops_cli.simulation.loop import SimulationSpec
 
     try:
         spec = SimulationSpec(
@@ -452,7 +452,7 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     settings = Settings.from_env()
     port = port or settings.serving_port
     _claim_calendar_and_port(settings, settings.today - timedelta(days=history_days + days), port)
-    from mlops_assets.simulation.loop import SimulationSpec
+    from mlops_cli.simulation.loop import SimulationSpec
 
     try:
         spec = SimulationSpec(
@@ -529,7 +529,7 @@ def train() -> None:
     prepare_instance(settings)
     require_data_layer(settings)
     from mlops_assets.constants import TRAINING_JOB
-    from mlops_assets.simulation.loop import NEXT_STEPS
+    from mlops_cli.simulation.loop import NEXT_STEPS
 
     run_stage("Training (feature checks and model quality gates)", TRAINING_JOB, NEXT_STEPS[TRAINING_JOB])
     click.echo(f"Evaluation report: {settings.reports_dir / 'evaluation-latest.html'}")
@@ -561,7 +561,7 @@ def rollout(replay_requests, canary_share) -> None:
     require_challenger(settings)
     require_endpoint(settings)
     from mlops_assets.constants import ROLLOUT_JOB
-    from mlops_assets.simulation.loop import NEXT_STEPS
+    from mlops_cli.simulation.loop import NEXT_STEPS
 
     run_stage("The rollout", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB], run_config=rollout_run_config(replay_requests, canary_share))
     click.echo(f"Rollout complete: the challenger is champion and serves all traffic at {settings.serving_url}.")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlops_core import cli
+from mlops_cli import ui as ui_command
+from mlops_cli.main import main
 from mlops_core.serving import server
 from mlops_core.settings import REPO_ROOT
 
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "test_serving"))
 
 
 def test_serve_defaults_to_loopback():
-    (host,) = [p for p in cli.main.commands["serve"].params if p.name == "host"]
+    (host,) = [p for p in main.commands["serve"].params if p.name == "host"]
     assert host.default == "127.0.0.1"
     assert server.DEFAULT_HOST == "127.0.0.1"
     assert server.start_detached.__defaults__[0] == "127.0.0.1"  # host, the first defaulted parameter
@@ -26,10 +27,10 @@ def test_serve_defaults_to_loopback():
 def test_ui_starts_dagster_dev_on_loopback(monkeypatch):
     """The command line `mlops ui` runs, captured instead of started (the UI itself is tested by the UI check)."""
     seen = []
-    monkeypatch.setattr(cli, "prepare_instance", lambda settings: None)
-    monkeypatch.setattr(cli, "run_until_signalled", lambda commands, **kwargs: seen.extend(commands) or 0)
-    monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
-    result = CliRunner().invoke(cli.main, ["ui", "--port", "3999"])
+    monkeypatch.setattr(ui_command, "prepare_instance", lambda settings: None)
+    monkeypatch.setattr(ui_command, "run_until_signalled", lambda commands, **kwargs: seen.extend(commands) or 0)
+    monkeypatch.setattr(ui_command.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    result = CliRunner().invoke(main, ["ui", "--port", "3999"])
     assert result.exit_code == 0, result.output
     dagster, mlflow_ui = seen
     assert dagster[dagster.index("-h") + 1] == "127.0.0.1" and "0.0.0.0" not in dagster

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from generated_history import OPEN_GATES
-from mlops_assets.simulation.loop import ClosedLoop, SimulationSpec, isolated_home
+from mlops_cli.simulation.loop import ClosedLoop, SimulationSpec, isolated_home
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.server import free_port

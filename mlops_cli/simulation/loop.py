@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from mlops_assets.constants import DATA_LAYER_JOB, MONITORING_JOB, RETRAINING_JOB, ROLLOUT_JOB, TRAINING_JOB
-from mlops_assets.simulation.daemon import InProcessDaemon, TickResult, failed_checks
+from mlops_cli.simulation.daemon import InProcessDaemon, TickResult, failed_checks
 from mlops_core import registry
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate

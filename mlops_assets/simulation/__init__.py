@@ -1,1 +1,0 @@
-"""The closed-loop simulation: days of data driven through the real platform (mlops simulate)."""

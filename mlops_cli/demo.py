@@ -1,0 +1,216 @@
+"""`mlops demo`: generate demo data, list the scenarios, and run the platform end to end on them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import click
+
+from mlops_cli.common import (
+    LABELLED_DAYS,
+    WARM_UP_DAYS,
+    _output_to,
+    _partition_range,
+    _print_endpoint,
+    _print_where_to_look,
+    _recorded_port,
+    _StageFailure,
+    min_demo_days,
+    rollout_run_config,
+    run_stage,
+)
+from mlops_core.local_state import PortBusyError, prepare_instance, reset_local_state
+from mlops_core.settings import Settings, record_settings
+
+
+@click.group()
+def demo() -> None:
+    """Generate demo data and run the platform end to end on it."""
+
+
+def _scenario_help() -> str:
+    from mlops_core.datagen.generator import SCENARIOS
+
+    return "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+
+
+@demo.command("generate")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day, YYYY-MM-DD.")
+@click.option("--days", type=click.IntRange(min=1), required=True, help="Number of days.")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True, help="Mean transactions per day.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same files.")
+@click.option("--scenario", default="baseline", show_default=True, help="See `mlops demo scenarios`.")
+@click.option("--drift-day", type=click.IntRange(min=0), default=None, help="0-based day the scenario starts (default: days // 2).")
+@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--landing-dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_DATA_DIR/landing.")
+def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_format, landing_dir) -> None:
+    """Write a realistic card-transaction landing zone (transactions, late labels, accounts)."""
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+
+    landing_dir = landing_dir or Settings.from_env().landing_dir
+    try:
+        spec = DemoSpec(
+            start=start.date(), days=days, rows_per_day=rows_per_day, seed=seed,
+            scenario=scenario, drift_day=drift_day, file_format=file_format,
+        )
+        summary = generate_landing(spec, landing_dir)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(f"Wrote {len(summary.files)} files to {landing_dir}")
+    click.echo(f"Rows per source: {summary.rows}; fraud rate {summary.fraud_rate:.2%}")
+
+
+@demo.command("scenarios")
+def demo_scenarios() -> None:
+    """List the demo data scenarios."""
+    from mlops_core.datagen.generator import SCENARIOS
+
+    for name, text in SCENARIOS.items():
+        click.echo(f"{name:28s} {text}")
+
+
+@demo.command("run")
+@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True,
+              help=f"Days of history, ending the day before the platform's today (MLOPS_TODAY). At least "
+              f"{min_demo_days(45)} with the default 45-day label maturity ({WARM_UP_DAYS} to warm up the windows, "
+              f"{LABELLED_DAYS} labelled days, the maturity); with --loop-days, {WARM_UP_DAYS + 5} + 7 + the loop days.")
+@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scenario", default="baseline", show_default=True)
+@click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port of the endpoint the demo leaves running on 127.0.0.1 (default: the recorded one, else 8000); recorded for every later command.")
+@click.option("--loop-days", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).")
+def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None:
+    """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint.
+
+    With --loop-days N the last N days are simulated instead: each lands, is served, monitored and judged by
+    the sensors, which retrain and roll out when the data drifts (it does from the middle of those days)."""
+    port = port or _recorded_port()
+    if loop_days:
+        _demo_loop(days, rows_per_day, seed, port, loop_days)
+        return
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+    from mlops_core.serving import server
+
+    settings = Settings.from_env()
+    minimum = min_demo_days(settings.label_maturity_days)
+    if days < minimum:
+        raise click.BadParameter(
+            f"{days} days of history are too few: the demo needs at least {minimum} ({WARM_UP_DAYS} days for the "
+            f"windowed features to warm up, {LABELLED_DAYS} labelled days to train, validate and test on, and the "
+            f"{settings.label_maturity_days}-day label maturity, MLOPS_LABEL_MATURITY_DAYS)",
+            param_hint="--days",
+        )
+    first = settings.today - timedelta(days=days)
+    last = settings.last_complete_day
+    try:
+        spec = DemoSpec(start=first, days=days, rows_per_day=rows_per_day, seed=seed, scenario=scenario)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    try:
+        stopped = reset_local_state(settings, port) if fresh else None
+    except PortBusyError as err:
+        raise click.ClickException(str(err)) from None
+    if stopped:
+        click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
+    # Before the code location loads: its partitions and its serving_endpoint resource read these once.
+    url = f"http://127.0.0.1:{port}"
+    record_settings(settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=url)
+    settings = replace(settings, serving_url=url, partitions_start=first)
+    prepare_instance(settings)
+    from mlops_assets.constants import DATA_LAYER_JOB, ROLLOUT_JOB, TRAINING_JOB
+    from mlops_cli.simulation.loop import NEXT_STEPS
+    from mlops_assets.transform.project import ensure_manifest
+
+    log_path = settings.home / "demo.log"
+    click.echo(f"History {first}..{last} (today is {settings.today}, MLOPS_TODAY={settings.clock}); run logs (dbt, Dagster) go to {log_path}")
+    with _output_to(log_path) as echo:
+        ensure_manifest()
+        summary = generate_landing(spec, settings.landing_dir)
+        echo(f"Generated {summary.rows} rows ({scenario}) in {settings.landing_dir}")
+        run_stage("The data layer", DATA_LAYER_JOB, NEXT_STEPS[DATA_LAYER_JOB], _partition_range(first, last))
+        echo("Data layer loaded: landing -> raw (gated) -> dbt marts")
+        run_stage("Training (feature checks and model quality gates)", TRAINING_JOB, NEXT_STEPS[TRAINING_JOB])
+        echo("Trained: feature store, candidate and baseline, every quality gate passed, challenger registered")
+        server.ensure_admin_token(settings)
+        if server.running_pid(server.ServingPaths.for_role(settings, "production").pid_file(port)) is None:
+            pid = server.start_detached(settings, port=port)
+            echo(f"Started the endpoint on {url} (pid {pid})")
+        run_stage("The rollout (staging smoke test, shadow agreement, canary health)", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB],
+                  run_config=rollout_run_config(replay_requests=300, canary_share=0.25))
+        echo("Rolled out: staging, shadow, canary, champion in production")
+    _print_where_to_look(settings)
+    _print_endpoint(settings, port)
+
+
+def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint: bool, out_dir: Path | None = None):
+    """Run the simulation with run output sent to $MLOPS_HOME/simulation.log, then write its timeline and plot.
+    Returns (loop, records, timeline csv, plot)."""
+    from mlops_cli.simulation.loop import ClosedLoop
+    from mlops_core.monitoring.timeline import plot_timeline, write_timeline
+
+    settings = Settings.from_env()
+    log_path = settings.home / "simulation.log"
+    click.echo(f"{intro}; run logs (dbt, Dagster) go to {log_path}")
+    from mlops_cli.simulation.loop import StageFailed
+
+    with _output_to(log_path) as echo:
+        loop = ClosedLoop(settings, spec, echo=echo)
+        try:
+            records = loop.run()
+        except StageFailed as failed:
+            raise _StageFailure(failed.stage, failed.failures, failed.next_step) from None
+        except PortBusyError as err:
+            raise click.ClickException(str(err)) from None
+        finally:
+            if not keep_endpoint:
+                loop.stop_endpoint()
+    out_dir = out_dir or settings.reports_dir / "simulation"
+    _, as_csv = write_timeline(records, out_dir)
+    return loop, records, as_csv, plot_timeline(records, out_dir / plot_name, title)
+
+
+def _claim_calendar_and_port(settings: Settings, first: date, port: int) -> None:
+    """Before the code location loads (its partitions and its serving resource read these once): refuse a
+    port a foreign server holds, and record the demo's first day and endpoint for every later command."""
+    try:
+        from mlops_core.local_state import claim_port
+
+        claim_port(settings, port)
+    except PortBusyError as err:
+        raise click.ClickException(str(err)) from None
+    record_settings(
+        settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=f"http://127.0.0.1:{port}"
+    )
+
+
+def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
+    settings = Settings.from_env()
+    if days - loop_days >= 1:
+        _claim_calendar_and_port(settings, settings.today - timedelta(days=days), port)
+    from mlops_cli.simulation.loop import SimulationSpec
+
+    try:
+        spec = SimulationSpec(
+            days=loop_days, scenario="covariate_drift", drift_day=loop_days // 2, history_days=days - loop_days,
+            rows_per_day=rows_per_day, seed=seed, port=port,
+        )
+    except ValueError as err:
+        raise click.UsageError(f"--days {days} with --loop-days {loop_days}: {err}") from err
+    intro = f"{days - loop_days} days of history, then {loop_days} days of the closed loop (spending shifts from day {loop_days // 2})"
+    loop, records, as_csv, png = _run_closed_loop(
+        spec, intro, "simulation-demo.png", "demo: covariate drift, AUC-PR with the closed loop vs frozen", keep_endpoint=True
+    )
+    settings = loop.settings
+    _print_where_to_look(settings)
+    click.echo(f"  Loop timeline:   {as_csv}; plot {png}")
+    promoted = [r for r in records if r.promoted]
+    if not promoted:
+        # A gate stopping a retrained model is the platform working; the champion kept serving.
+        click.echo("\nNo retrained model got through the gates in these days; the champion kept serving (see the runs in the UI).")
+    _print_endpoint(settings, port)
+
+
