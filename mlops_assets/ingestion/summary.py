@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import WAREHOUSE, daily_partitions
-from mlops_assets.ingestion.assets import HELD_DAYS
+from mlops_assets.ingestion.assets import HELD_DAYS, raw_asset_key
 from mlops_core.contracts import SOURCES
 from mlops_core.ingestion_summary import day_summaries, format_day_summary, held_lines
 
@@ -17,7 +17,7 @@ SUMMARY_KEY = dg.AssetKey("daily_load_summary")
 
 def build_daily_load_summary(after: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     """The summary asset, run after the raw assets and the `after` assets (the dbt marts)."""
-    raw_keys = [dg.AssetKey(f"raw_{source}") for source in SOURCES]
+    raw_keys = [raw_asset_key(source) for source in SOURCES]
 
     @dg.asset(
         key=SUMMARY_KEY,
@@ -69,7 +69,8 @@ def build_daily_load_summary(after: Sequence[dg.AssetKey]) -> dg.AssetsDefinitio
 def held_day_lines(result: dg.ExecuteInProcessResult) -> list[str]:
     """The run's held days, one line per source and day: `DAY SOURCE held by CHECK: REASON; ...`.
 
-    Read from the failed data gates of the raw assets; a run that did not reach them gives [].
+    Read from the failed data gates of the raw assets, else from daily_load_summary's gate; [] when
+    no day was held or the run stopped before the gates (e.g. a failed step).
     """
     held: dict[tuple[str, str], dict[str, str]] = {}
     summary_lines: list[str] = []
@@ -79,8 +80,8 @@ def held_day_lines(result: dg.ExecuteInProcessResult) -> list[str]:
         if evaluation.asset_key == SUMMARY_KEY:
             summary_lines = list(evaluation.metadata["held"].value)
             continue
-        source = evaluation.asset_key.to_user_string().removeprefix("raw_")
-        if source not in SOURCES or HELD_DAYS not in evaluation.metadata:
+        source = next((name for name in SOURCES if raw_asset_key(name) == evaluation.asset_key), None)
+        if source is None or HELD_DAYS not in evaluation.metadata:
             continue
         for day, message in evaluation.metadata[HELD_DAYS].value.items():
             held.setdefault((day, source), {})[evaluation.check_name] = " ".join(message.split())
