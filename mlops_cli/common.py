@@ -137,7 +137,7 @@ def _print_where_to_look(settings: Settings) -> None:
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         loads = con.execute(
             "SELECT source, count(*) FILTER (status = 'accepted'), count(*) FILTER (status = 'held'), "
-            "sum(n_accepted), sum(n_rejected) FROM raw.load_log GROUP BY source ORDER BY source"
+            "sum(n_accepted) FILTER (status = 'accepted'), sum(n_rejected) FROM raw.load_log GROUP BY source ORDER BY source"
         ).fetchall()
         marts = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1"

@@ -1,6 +1,8 @@
 """The code location loads and is wired as designed."""
 
 import dagster as dg
+
+from mlops_assets.ingestion.summary import CHECK_NO_HELD_DAYS, SUMMARY_KEY
 import pytest
 
 from mlops_assets.constants import DATA_LAYER_JOB, INGESTION, WAREHOUSE
@@ -14,7 +16,10 @@ def test_definitions_load():
     assert defs.resolve_job_def(DATA_LAYER_JOB) is not None
 
 
-def test_raw_assets_carry_blocking_gates():
+def test_raw_assets_carry_gates_and_held_days_fail_the_run_after_the_marts():
+    """Each raw asset carries its data gates as checks, judged per day; they do not block (Dagster would
+    block every day of a multi-day run for one held day). The run fails at daily_load_summary's blocking
+    check_no_held_days, after the marts, naming the held days."""
     graph = defs.resolve_asset_graph()
     for name, contract in SOURCES.items():
         key = dg.AssetKey(f"raw_{name}")
@@ -22,8 +27,13 @@ def test_raw_assets_carry_blocking_gates():
         assert node.group_name == INGESTION
         assert node.partitions_def is not None
         specs = {spec.name: spec for spec in defs.resolve_assets_def(key).check_specs}
-        assert {n for n, s in specs.items() if s.blocking} == set(gate_checks(contract))
-        assert not specs[CHECK_LANDING_UNCHANGED].blocking
+        assert set(gate_checks(contract)) <= set(specs)
+        assert not any(s.blocking for s in specs.values())
+        assert CHECK_LANDING_UNCHANGED in specs
+    summary = defs.resolve_assets_def(SUMMARY_KEY)
+    (held_check,) = [s for s in summary.check_specs if s.name == CHECK_NO_HELD_DAYS]
+    assert held_check.blocking
+    assert dg.AssetKey(["marts", "transactions_enriched"]) in graph.get(SUMMARY_KEY).parent_keys
 
 
 def test_dbt_sources_are_the_raw_assets_and_tests_are_checks():
