@@ -1,4 +1,8 @@
-"""When the sensors retrain: thresholds and the cool-down, one typed resource so a deployment can tune them."""
+"""When to retrain: the thresholds the monitoring assets judge their day by, and the sensors' cool-down.
+
+One typed resource, taken by the monitoring assets (their asset checks' verdicts) and by the retraining
+sensors (the cool-down), so a deployment tunes both in one place and they cannot disagree.
+"""
 
 import os
 
@@ -7,10 +11,30 @@ from pydantic import Field
 
 
 class RetrainingPolicy(dg.ConfigurableResource):
-    """Thresholds of the retraining sensors. Defaults suit the demo's 2,000 transactions a day."""
+    """Thresholds of the monitoring verdicts and the sensors' cool-down. Defaults suit the demo's 2,000
+    transactions a day."""
 
-    drift_share: float = Field(default=0.5, description="Retrain when at least this share of features drifted on a day.")
-    new_labels: int = Field(default=2000, description="Retrain when this many labels arrived after the champion's training cutoff.")
+    drift_share: float = Field(default=0.5, ge=0, le=1, description="check_feature_drift fails (retrain) when at least this share of features drifted on a day.")
+    new_labels: int = Field(default=2000, ge=0, description="check_label_volume fails (retrain) when this many labels arrived after the champion's training cutoff.")
+    prediction_psi: float = Field(
+        default=0.25,
+        gt=0,
+        description="check_prediction_drift fails (retrain) when the PSI of the champion's served scores on a day, against its "
+        "first days of service on fixed probability bins, reaches this.",
+    )
+    confidence: float = Field(
+        default=0.99,
+        gt=0,
+        lt=1,
+        description="Confidence of concept_drift's recall-drop and calibration tests: check_champion_performance fails when either "
+        "rejects at this level.",
+    )
+    page_hinkley_threshold: float = Field(
+        default=50.0,
+        gt=0,
+        description="Page-Hinkley alarm threshold on concept_drift's stream of matured decision errors (50: no false alarm in 100 "
+        "stationary streams); an alarm fails check_champion_performance.",
+    )
     cooldown_days: int = Field(
         default=3,
         ge=1,
@@ -20,11 +44,15 @@ class RetrainingPolicy(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "RetrainingPolicy":
-        """Defaults, overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_COOLDOWN_DAYS."""
+        """Defaults, overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_PREDICTION_PSI,
+        MLOPS_RETRAIN_CONFIDENCE, MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD, MLOPS_RETRAIN_COOLDOWN_DAYS."""
         values = {}
         for field, name, kind in (
             ("drift_share", "MLOPS_RETRAIN_DRIFT_SHARE", float),
             ("new_labels", "MLOPS_RETRAIN_NEW_LABELS", int),
+            ("prediction_psi", "MLOPS_RETRAIN_PREDICTION_PSI", float),
+            ("confidence", "MLOPS_RETRAIN_CONFIDENCE", float),
+            ("page_hinkley_threshold", "MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD", float),
             ("cooldown_days", "MLOPS_RETRAIN_COOLDOWN_DAYS", int),
         ):
             raw = os.environ.get(name)

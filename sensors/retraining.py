@@ -1,11 +1,15 @@
 """Retraining when the world changed: drift, enough new labels, or a served model that got worse.
 
 Two sensors, one policy:
-- `retraining_sensor` reads feature_drift, prediction_drift and label_volume;
-- `performance_sensor` reads concept_drift (recall on confirmed frauds, Page-Hinkley, calibration).
-Each reads every materialization since its cursor (the last storage id judged per asset), not only
-the latest one, so no event is missed between ticks (a plain asset_sensor sees only the newest:
-dagster issue 32853). The triggers of one tick become one run tagged with all their reasons.
+- `retraining_sensor` reads the verdicts of check_feature_drift, check_prediction_drift and check_label_volume;
+- `performance_sensor` reads check_champion_performance (concept_drift: recall on confirmed frauds,
+  Page-Hinkley, calibration).
+The monitoring assets judge their day against the `retraining_policy` resource and write the verdict as
+their WARN asset check (mlops_assets/monitoring/verdict_checks.py); a failed check asks for retraining.
+`read_verdicts` reads every check evaluation since its cursor, not only the latest one, so no verdict is
+missed between ticks (a plain asset_sensor sees only the newest: dagster issue 32853). The triggers of one
+tick become one run tagged with all their reasons. An evaluation that is not a verdict is reported
+(error log and alert), never skipped in silence.
 
 Simultaneous triggers make one run: the run key is the newest day judged, and `request_retraining`
 launches nothing while a retraining run is in flight or within the policy's cool-down after the last
@@ -15,13 +19,16 @@ alerted, never silently dropped. Every launch is alerted through the `alerts` re
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from mlops_assets.constants import RETRAINING_JOB
-from mlops_assets.monitoring.drift import FEATURE_DRIFT
-from mlops_assets.monitoring.labels import LABEL_VOLUME
-from mlops_assets.monitoring.model_quality import CONCEPT_DRIFT, PREDICTION_DRIFT
+from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
+from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
+from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK
+from mlops_assets.monitoring.verdict_checks import verdict_of
+from mlops_core.monitoring.verdicts import MonitoringVerdict, VerdictError
 from resources.alerts import AlertResource
 from resources.retraining import RetrainingPolicy
 
@@ -34,72 +41,110 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+PAGE = 100
 
 
-def _value(record, key):
-    entry = record.asset_materialization.metadata.get(key)
-    return None if entry is None else entry.value
+@dataclass
+class Verdicts:
+    """What one tick read: the verdicts in the order they were written, the evaluations that were not
+    verdicts, and how many evaluations are still running (judged on a later tick)."""
+
+    verdicts: list[MonitoringVerdict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    pending: int = 0
+
+    @property
+    def triggers(self) -> list[MonitoringVerdict]:
+        return [v for v in self.verdicts if v.triggered]
 
 
-def trigger_reason(record, policy: RetrainingPolicy) -> str | None:
-    """Why this monitoring materialization asks for retraining, or None."""
-    day = record.partition_key
-    if record.asset_key == FEATURE_DRIFT:
-        share = _value(record, "share_drifted")
-        if share is not None and share >= policy.drift_share:
-            features = ", ".join((_value(record, "drifted_features") or [])[:5])
-            return f"feature drift on {day}: {share:.0%} of features drifted ({features})"
-    elif record.asset_key == LABEL_VOLUME:
-        new = _value(record, "new_labels_since_cutoff")
-        if new is not None and new >= policy.new_labels:
-            return f"label volume on {day}: {new} labels since the champion's training cutoff (>= {policy.new_labels})"
-    elif record.asset_key == PREDICTION_DRIFT:
-        if _value(record, "drifted"):
-            return f"prediction drift on {day}: score PSI {_value(record, 'psi'):.2f} against the champion's first days"
-    elif record.asset_key == CONCEPT_DRIFT:
-        if _value(record, "degraded"):
-            return f"model degraded on {day}: " + "; ".join(_value(record, "reasons") or [])
-    return None
+def _executions_after(storage, key: dg.AssetCheckKey, after: int | None) -> list:
+    """The check's executions with an id above `after`, oldest first. The storage pages newest first
+    (ids below its cursor), so this pages down until it reaches `after`."""
+    records, below = [], None
+    while True:
+        page = storage.get_asset_check_execution_history(key, limit=PAGE, cursor=below)
+        new = [r for r in page if after is None or r.id > after]
+        records.extend(new)
+        if len(page) < PAGE or len(new) < len(page):
+            return records[::-1]
+        below = page[-1].id
 
 
-def read_triggers(context: dg.SensorEvaluationContext, keys, policy: RetrainingPolicy) -> tuple[list[str], list[str], int]:
-    """Every materialization of `keys` after the cursor, in order; moves the cursor past them.
-    Returns (reasons, their days, how many events were judged)."""
+def _evaluation(record) -> dg.AssetCheckEvaluation | None:
+    """The execution's evaluation, or None while its run has only planned it."""
+    event = record.event
+    if event is None or event.dagster_event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        return None
+    return record.evaluation
+
+
+def _execution(storage, key: dg.AssetCheckKey, execution_id: int):
+    """One execution by id (the storage returns ids below its cursor, newest first)."""
+    page = storage.get_asset_check_execution_history(key, limit=1, cursor=execution_id + 1)
+    return page[0] if page and page[0].id == execution_id else None
+
+
+def read_verdicts(context: dg.SensorEvaluationContext, keys: tuple[dg.AssetCheckKey, ...]) -> Verdicts:
+    """Every evaluation of the checks `keys` after the cursor, in order; moves the cursor past them.
+
+    The cursor keeps, per check, the newest execution id read and the ids still running: an execution is
+    recorded when its run plans it and completed in place, so one planned at the last tick is read again
+    until it completes (or its run ends without evaluating it: the asset failed, which its run shows)."""
     cursor = json.loads(context.cursor) if context.cursor else {}
-    reasons: list[str] = []
-    days: list[str] = []
-    judged = 0
+    storage = context.instance.event_log_storage
+    read = Verdicts()
     for key in keys:
-        after = cursor.get(key.to_user_string())
-        while True:
-            result = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=100, ascending=True
-            )
-            for record in result.records:
-                judged += 1
-                after = record.storage_id
-                reason = trigger_reason(record, policy)
-                if reason:
-                    reasons.append(reason)
-                    days.append(record.partition_key or "")
-            if not result.has_more:
-                break
+        state = cursor.get(key.to_user_string())
+        state = state if isinstance(state, dict) else {}  # an older cursor held materialization storage ids
+        after = state.get("after")
+        waiting = [r for r in (_execution(storage, key, i) for i in state.get("pending", [])) if r is not None]
+        new = _executions_after(storage, key, after)
+        if new:
+            after = new[-1].id
+        pending = []
+        for record in sorted(waiting + new, key=lambda r: r.id):
+            evaluation = _evaluation(record)
+            if evaluation is None:
+                run = context.instance.get_run_by_id(record.run_id)
+                if run is not None and not run.is_finished:
+                    pending.append(record.id)
+                else:
+                    context.log.warning(f"{key.to_user_string()}: run {record.run_id[:8]} ended without evaluating it")
+                continue
+            try:
+                read.verdicts.append(verdict_of(key, evaluation))
+            except VerdictError as error:
+                read.errors.append(f"evaluation {record.id} of {key.to_user_string()} (run {record.run_id[:8]}) is not a verdict: {error}")
+        read.pending += len(pending)
         if after is not None:
-            cursor[key.to_user_string()] = after
-    context.update_cursor(json.dumps(cursor))
-    return reasons, days, judged
+            cursor[key.to_user_string()] = {"after": after, "pending": pending}
+    context.update_cursor(json.dumps({k.to_user_string(): cursor[k.to_user_string()] for k in keys if k.to_user_string() in cursor}))
+    return read
+
+
+def report_errors(context: dg.SensorEvaluationContext, sensor_name: str, read: Verdicts, alerts: AlertResource) -> str:
+    """Log and alert every evaluation that was not a verdict; the text to add to the tick's result."""
+    for error in read.errors:
+        context.log.error(error)
+        alerts.send("Monitoring verdict unreadable", error, {"sensor": sensor_name})
+    return f"; {len(read.errors)} unreadable: " + " | ".join(read.errors) if read.errors else ""
+
+
+def _still_running(read: Verdicts) -> str:
+    return f" ({read.pending} still being evaluated)" if read.pending else ""
 
 
 def request_retraining(
     context: dg.SensorEvaluationContext,
     sensor_name: str,
-    reasons: list[str],
-    days: list[str],
+    triggers: list[MonitoringVerdict],
     policy: RetrainingPolicy,
     alerts: AlertResource,
 ) -> dg.RunRequest | dg.SkipReason:
     """One retraining run for these triggers, unless one is in flight or the cool-down holds them."""
-    newest = max(days)
+    reasons = [v.reason for v in triggers]
+    newest = max(v.day for v in triggers)
     summary = " | ".join(reasons)
     in_flight = context.instance.get_runs(dg.RunsFilter(job_name=RETRAINING_JOB, statuses=IN_FLIGHT), limit=1)
     if in_flight:
@@ -110,7 +155,7 @@ def request_retraining(
         last_day = run.tags.get(DAY_TAG)
         if last_day and run.tags.get(TRIGGER_TAG, "").endswith("_sensor"):
             until = dt.date.fromisoformat(last_day) + dt.timedelta(days=policy.cooldown_days)
-            if newest and dt.date.fromisoformat(newest) < until:
+            if dt.date.fromisoformat(newest) < until:
                 held = f"held by the cool-down until {until} (retraining for {last_day} ran): {summary}"
                 context.log.info(held)
                 alerts.send("Retraining trigger held", held, {"sensor": sensor_name, "triggers": len(reasons)})
@@ -130,10 +175,11 @@ def request_retraining(
     description="Retrains on feature drift, prediction drift or label volume (thresholds: the retraining_policy resource).",
 )
 def retraining_sensor(context: dg.SensorEvaluationContext, retraining_policy: RetrainingPolicy, alerts: AlertResource):
-    reasons, days, judged = read_triggers(context, (FEATURE_DRIFT, PREDICTION_DRIFT, LABEL_VOLUME), retraining_policy)
-    if not reasons:
-        return dg.SkipReason(f"{judged} new monitoring results, none asks for retraining")
-    return request_retraining(context, "retraining_sensor", reasons, days, retraining_policy, alerts)
+    read = read_verdicts(context, (FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, LABEL_VOLUME_CHECK))
+    unreadable = report_errors(context, "retraining_sensor", read, alerts)
+    if not read.triggers:
+        return dg.SkipReason(f"{len(read.verdicts)} new monitoring results, none asks for retraining{_still_running(read)}{unreadable}")
+    return request_retraining(context, "retraining_sensor", read.triggers, retraining_policy, alerts)
 
 
 @dg.sensor(
@@ -143,10 +189,11 @@ def retraining_sensor(context: dg.SensorEvaluationContext, retraining_policy: Re
     description="Retrains when the champion's recall on confirmed frauds, its matured error rate or its calibration degrades.",
 )
 def performance_sensor(context: dg.SensorEvaluationContext, retraining_policy: RetrainingPolicy, alerts: AlertResource):
-    reasons, days, judged = read_triggers(context, (CONCEPT_DRIFT,), retraining_policy)
-    if not reasons:
-        return dg.SkipReason(f"{judged} new concept-drift results, no degradation")
-    return request_retraining(context, "performance_sensor", reasons, days, retraining_policy, alerts)
+    read = read_verdicts(context, (CHAMPION_PERFORMANCE_CHECK,))
+    unreadable = report_errors(context, "performance_sensor", read, alerts)
+    if not read.triggers:
+        return dg.SkipReason(f"{len(read.verdicts)} new concept-drift results, no degradation{_still_running(read)}{unreadable}")
+    return request_retraining(context, "performance_sensor", read.triggers, retraining_policy, alerts)
 
 
 weekly_retraining = dg.ScheduleDefinition(

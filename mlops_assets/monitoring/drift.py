@@ -8,14 +8,18 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core.features import spec
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
+from mlops_core.monitoring.verdicts import feature_drift_verdict
 from mlops_core.scoring import day_features
 from mlops_core.settings import Settings
 from mlops_core.warehouse import checked_identifier, replace_day
+from resources.retraining import RetrainingPolicy
 
 FEATURE_DRIFT = dg.AssetKey("feature_drift")
+FEATURE_DRIFT_CHECK = dg.AssetCheckKey(FEATURE_DRIFT, "check_feature_drift")
 DRIFT_TABLE = "monitoring.feature_drift"
 NUMERIC = spec.numeric_features()
 CATEGORICAL = list(spec.categorical_features())
@@ -63,19 +67,32 @@ def _reference(con, columns: str, config: DriftConfig):
     automation_condition=dg.AutomationCondition.eager(),
     deps=[dg.AssetKey("training_set"), dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey(["marts", "account_history"])],
     kinds={"duckdb", "evidently"},
+    check_specs=[
+        verdict_check_spec(
+            FEATURE_DRIFT_CHECK,
+            "Passes while fewer than the retraining policy's drift_share of the day's features drifted against the training "
+            "set (and on a day without transactions). A failure (WARN) asks retraining_sensor to retrain.",
+        )
+    ],
 )
-def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: DuckDBResource):
+def feature_drift(
+    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: DuckDBResource, retraining_policy: RetrainingPolicy
+):
     """Every feature of the day's transactions (as of their own time, the offline SQL) against the training
     set's warm rows: Evidently 0.7's sample-size-aware tests (K-S / chi-square up to 1000 reference rows, normed
     Wasserstein / Jensen-Shannon above), PSI beside them. Rows in monitoring.feature_drift; an Evidently
-    HTML report for people in reports/drift-<day>.html."""
+    HTML report for people in reports/drift-<day>.html; the retraining verdict in check_feature_drift."""
     day = dt.date.fromisoformat(context.partition_key)
     columns = ", ".join(checked_identifier(name) for name in NUMERIC + CATEGORICAL)
     with warehouse.get_connection() as con:
         current = day_features(con, day)
         reference, reference_note = _reference(con, columns, config)
         if current.empty:
-            return dg.MaterializeResult(metadata={"day": day.isoformat(), "transactions": 0, "note": "no transactions on this day: nothing to compare"})
+            verdict = feature_drift_verdict(day, None, [], 0, retraining_policy.drift_share)
+            return dg.MaterializeResult(
+                metadata={"day": day.isoformat(), "transactions": 0, "note": "no transactions on this day: nothing to compare"},
+                check_results=[verdict_check_result(FEATURE_DRIFT_CHECK, verdict)],
+            )
         if reference.empty:
             raise dg.Failure(f"{TRAINING_SET_TABLE} is empty: build the training set before monitoring drift")
         report = compute_drift(reference, current, NUMERIC, CATEGORICAL)
@@ -100,4 +117,5 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         sample = lambda f: f.sample(min(len(f), config.html_rows), random_state=7)  # noqa: E731
         path.write_text(evidently_html(sample(reference), sample(current), NUMERIC, CATEGORICAL))
         metadata["evidently_report"] = dg.MetadataValue.path(str(Path(path)))
-    return dg.MaterializeResult(metadata=metadata)
+    verdict = feature_drift_verdict(day, report.share_drifted, report.drifted_features, len(current), retraining_policy.drift_share)
+    return dg.MaterializeResult(metadata=metadata, check_results=[verdict_check_result(FEATURE_DRIFT_CHECK, verdict)])

@@ -3,11 +3,16 @@
 import datetime as dt
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core import registry
+from mlops_core.monitoring.verdicts import label_volume_verdict
+from resources.retraining import RetrainingPolicy
 
 LABEL_VOLUME = dg.AssetKey("label_volume")
+LABEL_VOLUME_CHECK = dg.AssetCheckKey(LABEL_VOLUME, "check_label_volume")
 CUTOFF_TAG = "training_cutoff"
 
 
@@ -18,23 +23,35 @@ CUTOFF_TAG = "training_cutoff"
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
     deps=[dg.AssetKey(["marts", "label_events"]), dg.AssetKey("champion_model")],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb"},
+    check_specs=[
+        verdict_check_spec(
+            LABEL_VOLUME_CHECK,
+            "Passes while fewer than the retraining policy's new_labels labels arrived after the champion's training cutoff. "
+            "A failure (WARN) asks retraining_sensor to retrain on the new evidence.",
+        )
+    ],
 )
-def label_volume(context: dg.AssetExecutionContext):
+def label_volume(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    retraining_policy: RetrainingPolicy,
+    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+):
     """Labels landed on the day, and every label known by the end of the day that came after the champion's
-    training cutoff (the `training_cutoff` tag of its registry version): new evidence the champion never saw."""
-    import mlflow
+    training cutoff (the `training_cutoff` tag of its registry version): new evidence the champion never saw.
+    The retraining verdict is check_label_volume."""
+    from mlflow import MlflowClient
 
     day = dt.date.fromisoformat(context.partition_key)
-    client = mlflow.MlflowClient()
+    client = MlflowClient()
     champion = registry.alias_version(client, registry.CHAMPION)
     cutoff = None
     if champion is not None:
         tag = client.get_model_version(registry.MODEL_NAME, champion).tags.get(CUTOFF_TAG)
         cutoff = dt.datetime.fromisoformat(tag) if tag else None
     end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
-    with context.resources.warehouse.get_connection() as con:
+    with warehouse.get_connection() as con:
         landed, landed_fraud = con.execute(
             "select count(*), count(*) filter (is_fraud) from marts.label_events where landed_date = $day", {"day": day}
         ).fetchall()[0]
@@ -43,6 +60,7 @@ def label_volume(context: dg.AssetExecutionContext):
             "select count(*), count(*) filter (is_fraud) from marts.label_events where labeled_at > $since and labeled_at < $end",
             {"since": since, "end": end_of_day},
         ).fetchall()[0]
+    verdict = label_volume_verdict(day, int(new), retraining_policy.new_labels, cutoff.isoformat() if cutoff else None)
     return dg.MaterializeResult(
         metadata={
             "day": day.isoformat(),
@@ -52,5 +70,6 @@ def label_volume(context: dg.AssetExecutionContext):
             "champion_training_cutoff": cutoff.isoformat() if cutoff else None,
             "new_labels_since_cutoff": int(new),
             "new_fraud_labels_since_cutoff": int(new_fraud),
-        }
+        },
+        check_results=[verdict_check_result(LABEL_VOLUME_CHECK, verdict)],
     )

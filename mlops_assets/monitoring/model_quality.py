@@ -7,21 +7,27 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import numpy as np
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
 from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
+from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core import registry
 from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
+from mlops_core.monitoring.verdicts import concept_drift_verdict, prediction_drift_verdict
 from mlops_core.serving.analysis import SCORE_EDGES, psi
 from mlops_core.settings import Settings
+from resources.retraining import RetrainingPolicy
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 PREDICTION_DRIFT = dg.AssetKey("prediction_drift")
 CONCEPT_DRIFT = dg.AssetKey("concept_drift")
+PREDICTION_DRIFT_CHECK = dg.AssetCheckKey(PREDICTION_DRIFT, "check_prediction_drift")
+CHAMPION_PERFORMANCE_CHECK = dg.AssetCheckKey(CONCEPT_DRIFT, "check_champion_performance")
 
 # The decisions a version served (not shadow scores), once per transaction, with the event time.
 SERVED_SQL = f"""
@@ -61,7 +67,6 @@ def _has_log(con) -> bool:
 
 class PredictionDriftConfig(dg.Config):
     reference_days: int = Field(default=7, description="The champion's first days of service form the reference.")
-    psi_threshold: float = Field(default=0.25, description="PSI on fixed probability bins at or above which the scores drifted.")
     min_scores: int = Field(default=200, description="Fewer scores on either side: no verdict.")
 
 
@@ -72,21 +77,42 @@ class PredictionDriftConfig(dg.Config):
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
     deps=[PREDICTION_LOG, dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey("champion_model")],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb"},
+    check_specs=[
+        verdict_check_spec(
+            PREDICTION_DRIFT_CHECK,
+            "Passes while the PSI of the champion's served scores on the day, against its first days of service, stays under "
+            "the retraining policy's prediction_psi (and when there is no verdict: no champion, too few scores). "
+            "A failure (WARN) asks retraining_sensor to retrain.",
+        )
+    ],
 )
-def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftConfig):
+def prediction_drift(
+    context: dg.AssetExecutionContext,
+    config: PredictionDriftConfig,
+    warehouse: DuckDBResource,
+    retraining_policy: RetrainingPolicy,
+    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+):
     """The champion's served scores on the day against its scores over its first `reference_days` days of
     service (the days before this one when it is younger): PSI on fixed probability bins, the K-S statistic,
-    flag rates. Scores move before labels arrive, so this is the earliest model-side signal."""
+    flag rates. Scores move before labels arrive, so this is the earliest model-side signal. The retraining
+    verdict is check_prediction_drift."""
     from scipy.stats import ks_2samp
 
     day = dt.date.fromisoformat(context.partition_key)
     version, _ = _champion()
     base = {"day": day.isoformat(), "champion_version": version}
-    with context.resources.warehouse.get_connection() as con:
+
+    def without_verdict(note: str) -> dg.MaterializeResult:
+        verdict = prediction_drift_verdict(day, None, retraining_policy.prediction_psi, note)
+        return dg.MaterializeResult(
+            metadata={**base, "note": note}, check_results=[verdict_check_result(PREDICTION_DRIFT_CHECK, verdict)]
+        )
+
+    with warehouse.get_connection() as con:
         if version is None or not _has_log(con):
-            return dg.MaterializeResult(metadata={**base, "drifted": False, "note": "no champion or no prediction log yet"})
+            return without_verdict("no champion or no prediction log yet")
         current = _served(con, version, day, day)
         first_served = con.execute(
             f"select min(t.event_date) from {PREDICTION_TABLE} p join marts.transactions_enriched t using (transaction_id) "
@@ -94,15 +120,16 @@ def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftC
             {"version": version},
         ).fetchall()[0][0]
     if first_served is None or first_served >= day:
-        return dg.MaterializeResult(metadata={**base, "drifted": False, "note": "the champion has no earlier day of service to compare with"})
+        return without_verdict("the champion has no earlier day of service to compare with")
     reference_end = min(first_served + dt.timedelta(days=config.reference_days - 1), day - dt.timedelta(days=1))
-    with context.resources.warehouse.get_connection() as con:
+    with warehouse.get_connection() as con:
         reference = _served(con, version, first_served, reference_end)
     base |= {"reference": f"{first_served}..{reference_end}", "reference_scores": len(reference), "current_scores": len(current)}
     if min(len(reference), len(current)) < config.min_scores:
-        return dg.MaterializeResult(metadata={**base, "drifted": False, "note": f"fewer than {config.min_scores} scores on a side: no verdict"})
+        return without_verdict(f"fewer than {config.min_scores} scores on a side")
     ref, cur = reference["score"].to_numpy(float), current["score"].to_numpy(float)
     score_psi = psi(ref, cur, edges=SCORE_EDGES)
+    verdict = prediction_drift_verdict(day, score_psi, retraining_policy.prediction_psi)
     return dg.MaterializeResult(
         metadata={
             **base,
@@ -112,17 +139,15 @@ def prediction_drift(context: dg.AssetExecutionContext, config: PredictionDriftC
             "reference_mean_score": float(ref.mean()),
             "flag_rate": float(current["decision"].mean()),
             "reference_flag_rate": float(reference["decision"].mean()),
-            "drifted": bool(score_psi >= config.psi_threshold),
-        }
+        },
+        check_results=[verdict_check_result(PREDICTION_DRIFT_CHECK, verdict)],
     )
 
 
 class ConceptDriftConfig(dg.Config):
     recall_window_days: int = Field(default=7, description="Days of recent events whose confirmed frauds measure recall.")
     error_window_days: int = Field(default=14, description="Days of matured events fed to Page-Hinkley and the calibration test.")
-    confidence: float = Field(default=0.99, description="Confidence of the recall-drop and calibration tests.")
     ph_delta: float = Field(default=0.005, description="Page-Hinkley delta: half the smallest error increase worth an alarm.")
-    ph_threshold: float = Field(default=50.0, description="Page-Hinkley alarm threshold on the decision-error stream (50: no false alarm in 100 stationary streams).")
 
 
 def _metric(client, run_id: str, name: str) -> float | None:
@@ -137,10 +162,24 @@ def _metric(client, run_id: str, name: str) -> float | None:
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
     deps=[PREDICTION_LOG, dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey("champion_model")],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb"},
+    check_specs=[
+        verdict_check_spec(
+            CHAMPION_PERFORMANCE_CHECK,
+            "Passes while the champion holds: its recall on recently confirmed frauds is not significantly below its recall "
+            "at promotion, Page-Hinkley raises no alarm on its matured decision errors, and its calibration stays within "
+            "bounds (the retraining policy's confidence and page_hinkley_threshold). A failure (WARN) asks performance_sensor "
+            "to retrain.",
+        )
+    ],
 )
-def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig):
+def concept_drift(
+    context: dg.AssetExecutionContext,
+    config: ConceptDriftConfig,
+    warehouse: DuckDBResource,
+    retraining_policy: RetrainingPolicy,
+    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+):
     """Has the relation between features and fraud moved away from what the champion learned? Three tests
     on its served decisions, with the labels known by the end of the day:
     - recall on the frauds confirmed so far among the last `recall_window_days` days of events, against the
@@ -148,22 +187,27 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
       this reacts first;
     - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
-    `degraded` is true when any of them fires; the performance sensor retrains on it."""
-    import mlflow
+    check_champion_performance fails when any of them fires; the performance sensor retrains on it."""
+    from mlflow import MlflowClient
 
     day = dt.date.fromisoformat(context.partition_key)
     version, details = _champion()
     base = {"day": day.isoformat(), "champion_version": version}
     maturity = Settings.from_env().label_maturity_days
-    with context.resources.warehouse.get_connection() as con:
+    policy = retraining_policy
+    with warehouse.get_connection() as con:
         if version is None or not _has_log(con):
-            return dg.MaterializeResult(metadata={**base, "degraded": False, "note": "no champion or no prediction log yet"})
+            note = "no champion or no prediction log yet"
+            verdict = concept_drift_verdict(day, confidence=policy.confidence, page_hinkley_threshold=policy.page_hinkley_threshold, note=note)
+            return dg.MaterializeResult(
+                metadata={**base, "note": note}, check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)]
+            )
         first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
         served = _served(con, version, first, day)
         con.register("served", served)
         labels = con.execute(LABELS_SQL, {"day": day}).df()
         con.unregister("served")
-    client = mlflow.MlflowClient()
+    client = MlflowClient()
     reference_recall = _metric(client, details.run_id, "test_recall")
     reference_ece = _metric(client, details.run_id, "test_expected_calibration_error")
     verdict = labels.set_index("transaction_id")["is_fraud"]
@@ -173,25 +217,27 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
 
     recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
     caught = int(served["decision"].to_numpy(bool)[recent].sum())
-    recall = recall_drop(caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, config.confidence)
+    recall = recall_drop(caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, policy.confidence)
 
     matured_before = pd.Timestamp(day - dt.timedelta(days=maturity - 1))
     errors = error_stream(served, labels, kind="decision", complete_before=matured_before)
-    detector = PageHinkley(delta=config.ph_delta, threshold=config.ph_threshold)
+    detector = PageHinkley(delta=config.ph_delta, threshold=policy.page_hinkley_threshold)
     alarm_at = detector.detect(errors) if len(errors) else None
     matured = served[(label.notna() & (event_day < matured_before)).to_numpy()]
     calibration = None
     if len(matured) >= 500 and reference_ece is not None:
         y = matured["transaction_id"].map(verdict).to_numpy(float)
-        calibration = calibration_drift(y, matured["score"].to_numpy(float), reference_ece, confidence=config.confidence)
+        calibration = calibration_drift(y, matured["score"].to_numpy(float), reference_ece, confidence=policy.confidence)
 
-    reasons = []
-    if reference_recall is not None and recall["drop"]:
-        reasons.append(f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})")
-    if alarm_at is not None:
-        reasons.append(f"Page-Hinkley alarm on matured decision errors at {alarm_at}")
-    if calibration is not None and calibration["drift"]:
-        reasons.append(f"calibration error {calibration['ece']:.3f} above its bound {calibration['bound']:.3f}")
+    verdict = concept_drift_verdict(
+        day,
+        confidence=policy.confidence,
+        page_hinkley_threshold=policy.page_hinkley_threshold,
+        recall=recall,
+        reference_recall=reference_recall,
+        alarm_at=alarm_at,
+        calibration=calibration,
+    )
     return dg.MaterializeResult(
         metadata={
             **base,
@@ -205,7 +251,6 @@ def concept_drift(context: dg.AssetExecutionContext, config: ConceptDriftConfig)
             "calibration_ece": None if calibration is None else float(calibration["ece"]),
             "calibration_bound": None if calibration is None else float(calibration["bound"]),
             "calibration_drift": bool(calibration is not None and calibration["drift"]),
-            "degraded": bool(reasons),
-            "reasons": reasons,
-        }
+        },
+        check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)],
     )

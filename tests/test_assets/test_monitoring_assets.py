@@ -2,6 +2,9 @@
 
 The drift scenario shifts spending from day 40: its days must show drift against the
 training split, and the days before must not.
+
+The contract tests at the end make each asset's retraining verdict trigger and read it back through the
+sensors' own reader: a field renamed in a writer fails them without any change here.
 """
 
 from datetime import date, timedelta
@@ -12,11 +15,15 @@ import mlflow
 import pytest
 
 from generated_history import loaded_history, promote_a_champion
-from mlops_assets.monitoring.drift import DRIFT_TABLE, feature_drift
-from mlops_assets.monitoring.labels import label_volume
+from mlops_assets.monitoring.drift import DRIFT_TABLE, FEATURE_DRIFT_CHECK, feature_drift
+from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK, label_volume
+from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK, concept_drift, prediction_drift
 from mlops_core import registry
+from resources.alerts import AlertResource
 from resources.environment import build_resources
 from resources.mlflow import tracking_uri
+from resources.retraining import RetrainingPolicy
+from sensors.retraining import performance_sensor, read_verdicts, retraining_sensor
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +39,15 @@ def settings(tmp_path_factory):
         yield settings
 
 
-def materialize(settings, asset, day: date, config: dict | None = None):
+def materialize(settings, asset, day: date, config: dict | None = None, policy: RetrainingPolicy | None = None, instance=None):
+    resources = build_resources(settings)
+    if policy is not None:
+        resources["retraining_policy"] = policy
     return dg.materialize(
         [asset],
         partition_key=day.isoformat(),
-        resources=build_resources(settings),
-        instance=dg.DagsterInstance.ephemeral(),
+        resources=resources,
+        instance=instance or dg.DagsterInstance.ephemeral(),
         run_config={"ops": {asset.op.name: {"config": config}}} if config else None,
     )
 
@@ -109,3 +119,107 @@ def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
             [LAST_DAY - timedelta(days=9), LAST_DAY + timedelta(days=1)],
         ).fetchall()[0][0]
     assert moved["new_labels_since_cutoff"] == expected > 0
+
+
+def _champion_client(settings) -> tuple[mlflow.MlflowClient, str]:
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    client = mlflow.MlflowClient()
+    return client, registry.alias_version(client, registry.CHAMPION)
+
+
+def read_back(instance, check: dg.AssetCheckKey, sensor, policy: RetrainingPolicy):
+    """The one verdict the sensors' reader finds for `check`, and what the sensor does with it."""
+    read = read_verdicts(dg.build_sensor_context(instance=instance), (check,))
+    assert read.errors == [] and read.pending == 0
+    (verdict,) = read.verdicts
+    context = dg.build_sensor_context(instance=instance, resources={"retraining_policy": policy, "alerts": AlertResource()})
+    return verdict, sensor(context)
+
+
+def test_contract_a_feature_drift_verdict_reaches_the_retraining_sensor(settings):
+    """Amounts ten times larger on a day drift the two amount features: 2 of 31 features reach a policy of 6%."""
+    day, policy = LAST_DAY - timedelta(days=7), RetrainingPolicy(drift_share=0.06)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("update marts.transactions_enriched set amount_usd = amount_usd * 10 where event_date = ?", [day])
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = materialize(settings, feature_drift, day, {"evidently_report": False}, policy, instance)
+            verdict, request = read_back(instance, FEATURE_DRIFT_CHECK, retraining_sensor, policy)
+    finally:
+        with duckdb.connect(str(settings.duckdb_path)) as con:
+            con.execute("update marts.transactions_enriched set amount_usd = amount_usd / 10 where event_date = ?", [day])
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert verdict.triggered and verdict.day == day.isoformat() and verdict.values["threshold"] == 0.06
+    assert verdict.values["share_drifted"] == metadata(result, "share_drifted")["share_drifted"] >= 0.06
+    assert isinstance(request, dg.RunRequest) and request.tags["mlops/reasons"] == verdict.reason
+    assert verdict.reason.startswith(f"feature drift on {day}")
+
+
+def test_contract_a_label_volume_verdict_reaches_the_retraining_sensor(settings):
+    client, champion = _champion_client(settings)
+    cutoff = client.get_model_version(registry.MODEL_NAME, champion).tags["training_cutoff"]
+    earlier = (LAST_DAY - timedelta(days=9)).isoformat() + "T00:00:00+00:00"
+    policy = RetrainingPolicy(new_labels=1)
+    client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", earlier)
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = materialize(settings, label_volume, LAST_DAY, policy=policy, instance=instance)
+            verdict, request = read_back(instance, LABEL_VOLUME_CHECK, retraining_sensor, policy)
+    finally:
+        client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", cutoff)
+    assert verdict.triggered and verdict.day == LAST_DAY.isoformat()
+    assert verdict.values["new_labels_since_cutoff"] == metadata(result, "new_labels_since_cutoff")["new_labels_since_cutoff"] > 0
+    assert isinstance(request, dg.RunRequest) and f"label volume on {LAST_DAY}" in request.tags["mlops/reasons"]
+
+
+SWITCH = START + timedelta(days=5)
+
+
+@pytest.fixture(scope="module")
+def served(settings):
+    """A prediction log of the champion over the whole history: scores of 0.05 except 0.9 on the last day
+    (prediction drift), decisions right until SWITCH and wrong from it on (recall on recent frauds falls
+    to zero; the matured decision errors step up)."""
+    _, champion = _champion_client(settings)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("create schema if not exists serving")
+        con.execute(
+            """
+            create or replace table serving.prediction_log as
+            with verdict as (
+                select transaction_id, is_fraud from marts.label_events
+                qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
+            )
+            select row_number() over (order by t.event_timestamp, t.transaction_id) as id, t.transaction_id,
+                   case when t.event_date = $last then 0.9 else 0.05 end as score,
+                   (case when t.event_date < $switch then coalesce(v.is_fraud, false) else not coalesce(v.is_fraud, false) end)::int as decision,
+                   $version as model_version, 'champion' as variant, true as served, 'ok' as status
+            from marts.transactions_enriched as t left join verdict as v using (transaction_id)
+            """,
+            {"last": LAST_DAY, "switch": SWITCH, "version": champion},
+        )
+    yield champion
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("drop table serving.prediction_log")
+
+
+def test_contract_a_prediction_drift_verdict_reaches_the_retraining_sensor(settings, served):
+    policy = RetrainingPolicy()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(settings, prediction_drift, LAST_DAY, policy=policy, instance=instance)
+        verdict, request = read_back(instance, PREDICTION_DRIFT_CHECK, retraining_sensor, policy)
+    assert verdict.triggered and verdict.values["threshold"] == policy.prediction_psi
+    assert verdict.values["psi"] == metadata(result, "psi")["psi"] >= policy.prediction_psi
+    assert isinstance(request, dg.RunRequest) and f"prediction drift on {LAST_DAY}" in request.tags["mlops/reasons"]
+
+
+def test_contract_a_concept_drift_verdict_reaches_the_performance_sensor(settings, served):
+    policy = RetrainingPolicy()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(settings, concept_drift, LAST_DAY, policy=policy, instance=instance)
+        verdict, request = read_back(instance, CHAMPION_PERFORMANCE_CHECK, performance_sensor, policy)
+    assert verdict.triggered and verdict.reason.startswith(f"model degraded on {LAST_DAY}")
+    assert verdict.values["recent_recall"] == metadata(result, "recent_recall")["recent_recall"] == 0.0
+    assert isinstance(request, dg.RunRequest) and request.tags["mlops/trigger"] == "performance_sensor"
+    assert request.tags["mlops/reasons"] == verdict.reason

@@ -17,8 +17,9 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from mlops_assets.constants import RETRAINING_JOB
-from mlops_assets.monitoring.drift import FEATURE_DRIFT
-from mlops_assets.monitoring.labels import LABEL_VOLUME
+from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
+from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
+from mlops_core.monitoring.verdicts import MonitoringVerdict, feature_drift_verdict, label_volume_verdict
 from mlops_core.settings import REPO_ROOT
 from resources.retraining import RetrainingPolicy
 from reliability_results import record
@@ -46,6 +47,28 @@ def daemon():
             yield instance, tick
 
 
+def report(instance, key: dg.AssetCheckKey, verdict: MonitoringVerdict) -> None:
+    """The verdict as its monitoring asset writes it: the metadata of its WARN check, failed when it triggers."""
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=not verdict.triggered,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=verdict.reason,
+            metadata=verdict.to_metadata(),
+        )
+    )
+
+
+def drift(instance, day: str, share: float) -> None:
+    report(instance, FEATURE_DRIFT_CHECK, feature_drift_verdict(dt.date.fromisoformat(day), share, ["amount_usd"], 2000, DRIFT_SHARE))
+
+
+def labels(instance, day: str, new: int) -> None:
+    report(instance, LABEL_VOLUME_CHECK, label_volume_verdict(dt.date.fromisoformat(day), new, NEW_LABELS, None))
+
+
 def retraining_runs(instance) -> list:
     return instance.get_runs(filters=dg.RunsFilter(job_name=RETRAINING_JOB))
 
@@ -54,20 +77,14 @@ def test_two_triggers_in_one_tick_and_again_next_tick_queue_one_run(daemon):
     instance, tick = daemon
     day = "2026-11-22"
     with freeze_time(T0 - dt.timedelta(minutes=5)):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(FEATURE_DRIFT, partition=day, metadata={"share_drifted": DRIFT_SHARE + 0.3, "drifted_features": ["amount_usd"]})
-        )
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(LABEL_VOLUME, partition=day, metadata={"new_labels_since_cutoff": NEW_LABELS + 1})
-        )
+        drift(instance, day, DRIFT_SHARE + 0.3)
+        labels(instance, day, NEW_LABELS + 1)
     tick(T0)
     after_first = retraining_runs(instance)
     # The same triggers fire again before the next tick (the monitoring job re-ran the day).
     with freeze_time(T0 + dt.timedelta(seconds=30)):
-        instance.report_runless_asset_event(dg.AssetMaterialization(LABEL_VOLUME, partition=day, metadata={"new_labels_since_cutoff": NEW_LABELS + 50}))
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(FEATURE_DRIFT, partition=day, metadata={"share_drifted": 0.9, "drifted_features": ["amount_usd"]})
-        )
+        labels(instance, day, NEW_LABELS + 50)
+        drift(instance, day, 0.9)
     tick(T0 + dt.timedelta(seconds=61))
     runs = retraining_runs(instance)
 

@@ -1,5 +1,11 @@
-"""The retraining sensors over real event records of an instance, tick by tick."""
+"""The retraining sensors over real check evaluations of an instance, tick by tick.
 
+Each monitoring verdict is reported the way its asset writes it: the metadata of a WARN check evaluation
+that fails when the verdict asks for retraining (mlops_assets/monitoring/verdict_checks.py), built by the
+same verdict builders the assets call, with the policy's thresholds.
+"""
+
+import datetime as dt
 import json
 import threading
 import uuid
@@ -7,17 +13,31 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
 
 from mlops_assets.constants import RETRAINING_JOB
-from mlops_assets.monitoring.drift import FEATURE_DRIFT
-from mlops_assets.monitoring.labels import LABEL_VOLUME
-from mlops_assets.monitoring.model_quality import CONCEPT_DRIFT, PREDICTION_DRIFT
+from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
+from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
+from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK
+from mlops_core.monitoring.verdicts import (
+    MonitoringVerdict,
+    concept_drift_verdict,
+    feature_drift_verdict,
+    label_volume_verdict,
+    prediction_drift_verdict,
+)
 from resources.alerts import AlertResource
 from resources.retraining import RetrainingPolicy
 from sensors.retraining import performance_sensor, retraining_sensor
 
 POLICY = RetrainingPolicy()
 DRIFT_SHARE, NEW_LABELS = POLICY.drift_share, POLICY.new_labels
+CHECK_OF = {
+    "feature_drift": FEATURE_DRIFT_CHECK,
+    "label_volume": LABEL_VOLUME_CHECK,
+    "prediction_drift": PREDICTION_DRIFT_CHECK,
+    "concept_drift": CHAMPION_PERFORMANCE_CHECK,
+}
 
 
 @pytest.fixture
@@ -26,14 +46,39 @@ def instance():
         yield instance
 
 
-def drift(instance, day: str, share: float) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(FEATURE_DRIFT, partition=day, metadata={"share_drifted": share, "drifted_features": ["amount_usd", "hour_of_day"]})
+def evaluation(verdict: MonitoringVerdict, metadata: dict | None = None) -> dg.AssetCheckEvaluation:
+    key = CHECK_OF[verdict.asset]
+    return dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=not verdict.triggered,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=verdict.reason,
+        metadata=verdict.to_metadata() if metadata is None else metadata,
     )
 
 
+def report(instance, verdict: MonitoringVerdict) -> None:
+    instance.report_runless_asset_event(evaluation(verdict))
+
+
+def drift(instance, day: str, share: float) -> None:
+    report(instance, feature_drift_verdict(dt.date.fromisoformat(day), share, ["amount_usd", "hour_of_day"], 2000, POLICY.drift_share))
+
+
 def labels(instance, day: str, new: int) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(LABEL_VOLUME, partition=day, metadata={"new_labels_since_cutoff": new}))
+    report(instance, label_volume_verdict(dt.date.fromisoformat(day), new, POLICY.new_labels, "2026-02-01T00:00:00"))
+
+
+SENT: list[tuple[str, str]] = []
+
+
+class RecordedAlerts(AlertResource):
+    """Alerts kept in SENT instead of posted."""
+
+    def send(self, title: str, text: str, fields: dict | None = None) -> bool:
+        SENT.append((title, text))
+        return False
 
 
 def tick(instance, cursor, sensor=retraining_sensor, alerts=None):
@@ -50,10 +95,15 @@ def launched(instance, request: dg.RunRequest, status=dg.DagsterRunStatus.SUCCES
 
 
 def degraded(instance, day: str, is_degraded: bool) -> None:
-    reasons = ["recall 0.10 on 40 recent frauds vs 0.80 at promotion (p=1e-20)"] if is_degraded else []
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(CONCEPT_DRIFT, partition=day, metadata={"degraded": is_degraded, "reasons": reasons})
+    recall = {"recall": 0.10, "frauds": 40, "p_value": 1e-20 if is_degraded else 0.4, "drop": is_degraded}
+    verdict = concept_drift_verdict(
+        dt.date.fromisoformat(day),
+        confidence=POLICY.confidence,
+        page_hinkley_threshold=POLICY.page_hinkley_threshold,
+        recall=recall,
+        reference_recall=0.80,
     )
+    report(instance, verdict)
 
 
 def test_quiet_days_launch_nothing(instance):
@@ -61,7 +111,7 @@ def test_quiet_days_launch_nothing(instance):
     labels(instance, "2026-03-01", NEW_LABELS - 1)
     result, cursor = tick(instance, None)
     assert isinstance(result, dg.SkipReason) and "2 new monitoring results" in result.skip_message
-    assert set(json.loads(cursor)) == {FEATURE_DRIFT.to_user_string(), LABEL_VOLUME.to_user_string()}
+    assert set(json.loads(cursor)) == {FEATURE_DRIFT_CHECK.to_user_string(), LABEL_VOLUME_CHECK.to_user_string()}
 
 
 def test_two_events_between_ticks_are_both_judged(instance):
@@ -113,9 +163,7 @@ def test_retraining_request_records_the_reasons_and_refuses_a_reasonless_manual_
 
 
 def test_prediction_drift_triggers(instance):
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(PREDICTION_DRIFT, partition="2026-03-06", metadata={"drifted": True, "psi": 0.41})
-    )
+    report(instance, prediction_drift_verdict(dt.date(2026, 3, 6), 0.41, POLICY.prediction_psi))
     result, _ = tick(instance, None)
     assert isinstance(result, dg.RunRequest) and "score PSI 0.41" in result.tags["mlops/reasons"]
 
@@ -190,3 +238,97 @@ def test_a_retraining_request_is_alerted_to_the_webhook(instance):
     (payload,) = _Receiver.received
     assert payload["text"].startswith("Retraining requested: feature drift on 2026-03-20: 75%")
     assert any("retraining_sensor" in block.get("text", {}).get("text", "") for block in payload["blocks"])
+
+
+def test_an_evaluation_that_is_not_a_verdict_is_reported_and_the_others_still_count(instance):
+    """A writer that renamed `triggered`: the sensor names the field in its result and alerts, moves past
+    that evaluation, and still retrains on a readable trigger of the same tick."""
+    SENT.clear()
+    renamed = feature_drift_verdict(dt.date(2026, 3, 21), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
+    metadata = renamed.to_metadata()
+    metadata["retrain"] = metadata.pop("triggered")
+    instance.report_runless_asset_event(evaluation(renamed, metadata))
+    quiet, cursor = tick(instance, None, alerts=RecordedAlerts())
+    assert isinstance(quiet, dg.SkipReason)
+    assert "0 new monitoring results" in quiet.skip_message and "field 'triggered' is missing" in quiet.skip_message
+    ((title, text),) = SENT
+    assert title == "Monitoring verdict unreadable" and "feature_drift:check_feature_drift" in text
+    labels(instance, "2026-03-21", NEW_LABELS)
+    instance.report_runless_asset_event(evaluation(renamed, {**renamed.to_metadata(), "share_drifted": "90%"}))
+    result, cursor = tick(instance, cursor, alerts=RecordedAlerts())
+    assert isinstance(result, dg.RunRequest) and "label volume on 2026-03-21" in result.tags["mlops/reasons"]
+    assert "feature drift" not in result.tags["mlops/reasons"]
+    unreadable = [text for title, text in SENT if title == "Monitoring verdict unreadable"]
+    assert len(unreadable) == 2 and "field 'share_drifted' must be a finite number or null, got '90%'" in unreadable[1]
+    again, _ = tick(instance, cursor, alerts=RecordedAlerts())
+    assert isinstance(again, dg.SkipReason) and "unreadable" not in again.skip_message
+
+
+def test_a_check_outcome_that_contradicts_its_verdict_is_reported(instance):
+    verdict = feature_drift_verdict(dt.date(2026, 3, 22), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
+    contradicting = dg.AssetCheckEvaluation(
+        asset_key=FEATURE_DRIFT_CHECK.asset_key, check_name=FEATURE_DRIFT_CHECK.name, passed=True, metadata=verdict.to_metadata()
+    )
+    instance.report_runless_asset_event(contradicting)
+    result, _ = tick(instance, None)
+    assert isinstance(result, dg.SkipReason) and "field 'triggered' is True but the check passed" in result.skip_message
+
+
+def _planned(instance, key: dg.AssetCheckKey, status: dg.DagsterRunStatus) -> str:
+    """A monitoring run that has planned the check and not evaluated it yet (as while its asset computes)."""
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="monitoring_job", run_id=run_id, status=status))
+    planned = dg.DagsterEvent(
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+        "monitoring_job",
+        event_specific_data=AssetCheckEvaluationPlanned(asset_key=key.asset_key, check_name=key.name),
+    )
+    instance.report_dagster_event(planned, run_id)
+    return run_id
+
+
+def test_an_evaluation_still_running_at_a_tick_is_judged_when_it_completes(instance):
+    """The storage records a check execution when its run plans it and completes that record in place:
+    a cursor that only moved forward would pass over it while the asset computes."""
+    run_id = _planned(instance, FEATURE_DRIFT_CHECK, dg.DagsterRunStatus.STARTED)
+    labels(instance, "2026-03-23", NEW_LABELS - 1)  # a later execution, completed at once
+    first, cursor = tick(instance, None)
+    assert isinstance(first, dg.SkipReason)
+    assert "1 new monitoring results" in first.skip_message and "(1 still being evaluated)" in first.skip_message
+    verdict = feature_drift_verdict(dt.date(2026, 3, 23), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
+    completed = dg.DagsterEvent(dg.DagsterEventType.ASSET_CHECK_EVALUATION.value, "monitoring_job", event_specific_data=evaluation(verdict))
+    instance.report_dagster_event(completed, run_id)
+    result, cursor = tick(instance, cursor)
+    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"].startswith("feature drift on 2026-03-23: 90%")
+    assert json.loads(cursor)[FEATURE_DRIFT_CHECK.to_user_string()]["pending"] == []
+
+
+def test_an_execution_whose_run_ended_without_evaluating_it_is_dropped(instance):
+    run_id = _planned(instance, FEATURE_DRIFT_CHECK, dg.DagsterRunStatus.STARTED)
+    _, cursor = tick(instance, None)
+    assert json.loads(cursor)[FEATURE_DRIFT_CHECK.to_user_string()]["pending"] != []
+    instance.report_run_failed(instance.get_run_by_id(run_id))  # the asset raised: no evaluation will come
+    result, cursor = tick(instance, cursor)
+    assert isinstance(result, dg.SkipReason) and "still being evaluated" not in result.skip_message
+    assert json.loads(cursor)[FEATURE_DRIFT_CHECK.to_user_string()]["pending"] == []
+
+
+def test_more_evaluations_than_a_page_between_ticks_are_all_judged(instance):
+    """The storage pages newest first; the one trigger among 250 quiet days, oldest of all, still counts."""
+    _, cursor = tick(instance, None)
+    start = dt.date(2026, 4, 1)
+    drift(instance, start.isoformat(), 0.9)
+    for i in range(1, 250):
+        drift(instance, (start + dt.timedelta(days=i)).isoformat(), 0.0)
+    result, cursor = tick(instance, cursor)
+    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"] == f"feature drift on {start}: 90% of features drifted (amount_usd, hour_of_day)"
+    again, _ = tick(instance, cursor)
+    assert isinstance(again, dg.SkipReason) and again.skip_message.startswith("0 new monitoring results")
+
+
+def test_a_cursor_of_the_materialization_reader_is_replaced(instance):
+    """A cursor written before the verdicts were checks held materialization storage ids per asset."""
+    drift(instance, "2026-03-24", 0.9)
+    result, cursor = tick(instance, json.dumps({"feature_drift": 12345, "label_volume": 678}))
+    assert isinstance(result, dg.RunRequest)
+    assert set(json.loads(cursor)) == {FEATURE_DRIFT_CHECK.to_user_string()}
