@@ -89,8 +89,8 @@ def read_verdicts(context: dg.SensorEvaluationContext, keys: tuple[dg.AssetCheck
     """Every evaluation of the checks `keys` after the cursor, in order; moves the cursor past them.
 
     The cursor keeps, per check, the newest execution id read and the ids still running: an execution is
-    recorded when its run plans it and completed in place, so one planned at the last tick is read again
-    until it completes (or its run ends without evaluating it: the asset failed, which its run shows)."""
+    recorded when its run plans it and may be completed in place, so one planned at the last tick is read
+    again until it completes or its run ends."""
     cursor = json.loads(context.cursor) if context.cursor else {}
     storage = context.instance.event_log_storage
     read = Verdicts()
@@ -109,8 +109,9 @@ def read_verdicts(context: dg.SensorEvaluationContext, keys: tuple[dg.AssetCheck
                 run = context.instance.get_run_by_id(record.run_id)
                 if run is not None and not run.is_finished:
                     pending.append(record.id)
-                else:
-                    context.log.warning(f"{key.to_user_string()}: run {record.run_id[:8]} ended without evaluating it")
+                # A planned execution of an ended run is never completed: its asset failed (the run shows it),
+                # or, for these unpartitioned checks of a partitioned run, dagster 1.13 stored the evaluation
+                # as a new execution (the plan has the partition, the evaluation none), read as a new one.
                 continue
             try:
                 read.verdicts.append(verdict_of(key, evaluation))

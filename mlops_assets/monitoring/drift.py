@@ -98,7 +98,7 @@ def feature_drift(
         report = compute_drift(reference, current, NUMERIC, CATEGORICAL)
         frame = report.as_frame()
         frame.insert(0, "day", day)
-        frame["computed_at"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        frame["computed_at"] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         replace_day(con, DRIFT_TABLE, DDL, day, frame)
     metadata = {
         "day": day.isoformat(),

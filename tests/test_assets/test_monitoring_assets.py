@@ -13,11 +13,16 @@ import dagster as dg
 import duckdb
 import mlflow
 import pytest
-
 from generated_history import loaded_history, promote_a_champion
+
 from mlops_assets.monitoring.drift import DRIFT_TABLE, FEATURE_DRIFT_CHECK, feature_drift
 from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK, label_volume
-from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK, concept_drift, prediction_drift
+from mlops_assets.monitoring.model_quality import (
+    CHAMPION_PERFORMANCE_CHECK,
+    PREDICTION_DRIFT_CHECK,
+    concept_drift,
+    prediction_drift,
+)
 from mlops_core import registry
 from resources.alerts import AlertResource
 from resources.environment import build_resources

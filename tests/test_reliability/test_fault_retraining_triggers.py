@@ -15,6 +15,7 @@ from dagster._core.scheduler.instigation import TickStatus
 from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_test_daemon_workspace_context, freeze_time
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.sensor import execute_sensor_iteration
+from reliability_results import record
 
 from mlops_assets.constants import RETRAINING_JOB
 from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
@@ -22,12 +23,11 @@ from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
 from mlops_core.monitoring.verdicts import MonitoringVerdict, feature_drift_verdict, label_volume_verdict
 from mlops_core.settings import REPO_ROOT
 from resources.retraining import RetrainingPolicy
-from reliability_results import record
 
 POLICY = RetrainingPolicy()  # the code location's thresholds (no MLOPS_RETRAIN_* set in tests)
 DRIFT_SHARE, NEW_LABELS = POLICY.drift_share, POLICY.new_labels
 QUEUED = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
-T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture

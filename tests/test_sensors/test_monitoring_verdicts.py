@@ -3,8 +3,17 @@
 import datetime as dt
 import math
 
+import dagster as dg
 import pytest
 
+from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK, feature_drift
+from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK, label_volume
+from mlops_assets.monitoring.model_quality import (
+    CHAMPION_PERFORMANCE_CHECK,
+    PREDICTION_DRIFT_CHECK,
+    concept_drift,
+    prediction_drift,
+)
 from mlops_core.monitoring.verdicts import (
     VALUE_FIELDS,
     MonitoringVerdict,
@@ -89,3 +98,22 @@ def test_a_writer_cannot_build_a_verdict_the_reader_would_refuse():
         MonitoringVerdict("label_volume", "2026-03-04", True, "label volume", {"new_labels": 3, "threshold": 2, "champion_training_cutoff": None})
     with pytest.raises(VerdictError, match="field 'threshold' is missing"):
         MonitoringVerdict("prediction_drift", "2026-03-04", False, "quiet", {"psi": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("asset", "key"),
+    [
+        (feature_drift, FEATURE_DRIFT_CHECK),
+        (prediction_drift, PREDICTION_DRIFT_CHECK),
+        (label_volume, LABEL_VOLUME_CHECK),
+        (concept_drift, CHAMPION_PERFORMANCE_CHECK),
+    ],
+    ids=["feature_drift", "prediction_drift", "label_volume", "concept_drift"],
+)
+def test_each_monitoring_asset_carries_its_verdict_as_a_non_blocking_check(asset: dg.AssetsDefinition, key: dg.AssetCheckKey):
+    (spec,) = asset.check_specs
+    assert spec.key == key and key.name.startswith("check_") and not spec.blocking
+    assert spec.description.startswith("Passes while") and "retrain" in spec.description
+    assert key.asset_key.to_user_string() in VALUE_FIELDS
+    # The thresholds come from the policy resource the sensors use, not from the asset's own config.
+    assert "retraining_policy" in asset.required_resource_keys

@@ -274,33 +274,44 @@ def test_a_check_outcome_that_contradicts_its_verdict_is_reported(instance):
     assert isinstance(result, dg.SkipReason) and "field 'triggered' is True but the check passed" in result.skip_message
 
 
-def _planned(instance, key: dg.AssetCheckKey, status: dg.DagsterRunStatus) -> str:
-    """A monitoring run that has planned the check and not evaluated it yet (as while its asset computes)."""
+def _planned(instance, key: dg.AssetCheckKey, status: dg.DagsterRunStatus, day: str | None = None) -> str:
+    """A monitoring run that has planned the check and not evaluated it yet (as while its asset computes),
+    for the run's partition `day` when given."""
     run_id = str(uuid.uuid4())
     instance.add_run(dg.DagsterRun(job_name="monitoring_job", run_id=run_id, status=status))
+    subset = dg.DailyPartitionsDefinition(start_date="2026-01-01").subset_with_partition_keys([day]).to_serializable_subset() if day else None
     planned = dg.DagsterEvent(
         dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
         "monitoring_job",
-        event_specific_data=AssetCheckEvaluationPlanned(asset_key=key.asset_key, check_name=key.name),
+        event_specific_data=AssetCheckEvaluationPlanned(asset_key=key.asset_key, check_name=key.name, partitions_subset=subset),
     )
     instance.report_dagster_event(planned, run_id)
     return run_id
 
 
-def test_an_evaluation_still_running_at_a_tick_is_judged_when_it_completes(instance):
-    """The storage records a check execution when its run plans it and completes that record in place:
-    a cursor that only moved forward would pass over it while the asset computes."""
-    run_id = _planned(instance, FEATURE_DRIFT_CHECK, dg.DagsterRunStatus.STARTED)
-    labels(instance, "2026-03-23", NEW_LABELS - 1)  # a later execution, completed at once
+@pytest.mark.parametrize("planned_for_day", [False, True], ids=["completed-in-place", "completed-as-a-new-execution"])
+def test_an_evaluation_still_running_at_a_tick_is_judged_when_it_completes(instance, planned_for_day):
+    """The storage records a check execution when its run plans it. Planned without a partition, the
+    evaluation completes that record in place, and a cursor that only moved forward would pass over it;
+    planned for the run's partition (what a run of these daily assets does), dagster 1.13 stores the
+    unpartitioned check's evaluation as a new execution and leaves the plan behind."""
+    day = "2026-03-23"
+    run_id = _planned(instance, FEATURE_DRIFT_CHECK, dg.DagsterRunStatus.STARTED, day if planned_for_day else None)
+    labels(instance, day, NEW_LABELS - 1)  # a later execution, completed at once
     first, cursor = tick(instance, None)
     assert isinstance(first, dg.SkipReason)
     assert "1 new monitoring results" in first.skip_message and "(1 still being evaluated)" in first.skip_message
-    verdict = feature_drift_verdict(dt.date(2026, 3, 23), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
+    verdict = feature_drift_verdict(dt.date.fromisoformat(day), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
     completed = dg.DagsterEvent(dg.DagsterEventType.ASSET_CHECK_EVALUATION.value, "monitoring_job", event_specific_data=evaluation(verdict))
     instance.report_dagster_event(completed, run_id)
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, "monitoring_job"), run_id)
+    executions = instance.event_log_storage.get_asset_check_execution_history(FEATURE_DRIFT_CHECK, limit=10)
+    assert len(executions) == (2 if planned_for_day else 1)
     result, cursor = tick(instance, cursor)
-    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"].startswith("feature drift on 2026-03-23: 90%")
+    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"] == f"feature drift on {day}: 90% of features drifted (amount_usd)"
     assert json.loads(cursor)[FEATURE_DRIFT_CHECK.to_user_string()]["pending"] == []
+    again, _ = tick(instance, cursor)
+    assert isinstance(again, dg.SkipReason) and again.skip_message.startswith("0 new monitoring results")
 
 
 def test_an_execution_whose_run_ended_without_evaluating_it_is_dropped(instance):
