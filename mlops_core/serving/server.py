@@ -6,6 +6,7 @@ accepts only the process it started, and a port held by anything else is named
 (`describe_listener`) and refused (`PortInUseError`) before anything is started.
 """
 
+import datetime as dt
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from mlops_core.serving.limits import ServingLimits, wall_clock
 from mlops_core.serving.models import load_version
 from mlops_core.serving.prediction_log import PredictionLog
 from mlops_core.serving.service import ScoringService
-from mlops_core.settings import Settings
+from mlops_core.settings import SYSTEM_CLOCK, Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,7 @@ def build_service(
 ) -> ScoringService:
     """Production: resumes its recorded plan and records scored events into the online store.
     Staging (`model_version` given): serves that version only, records nothing into production state.
-
-    The event-time bounds run on the wall clock: the demo's simulated calendar lies in the
-    machine's past, so "not after now + skew" holds for it too."""
+    Event times are bounded by `serving_clock(settings)`."""
     client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
     paths = ServingPaths.for_role(settings, role)
     staging = model_version is not None
@@ -97,7 +97,7 @@ def build_service(
         record_events=not staging,
         champion_alias=lambda: registry.alias_version(client, registry.CHAMPION),
         event_bounds=(limits or ServingLimits.from_env()).event_time,
-        clock=wall_clock,
+        clock=serving_clock(settings),
     )
     service.warm_up()
     if staging:
@@ -105,6 +105,16 @@ def build_service(
     else:
         service.start()
     return service
+
+
+def serving_clock(settings: Settings) -> Callable[[], dt.datetime]:
+    """"Now" for the event-time bounds: the machine's clock. With a pinned calendar (MLOPS_TODAY=<date>)
+    it is never earlier than the end of that day, so the days a demo or a simulation replays are
+    served even when the pinned day lies in the machine's future; the default calendar lies in its past."""
+    if settings.clock == SYSTEM_CLOCK:
+        return wall_clock
+    end_of_today = dt.datetime.combine(settings.today + dt.timedelta(days=1), dt.time.min, dt.timezone.utc)
+    return lambda: max(wall_clock(), end_of_today)
 
 
 def uvicorn_config(app, host: str, port: int, limits: ServingLimits):

@@ -372,6 +372,21 @@ def test_a_transaction_older_than_the_store_keeps_whole_windows_for_is_a_422(wor
     assert (NOW - dt.timedelta(days=1)).isoformat() in problem and "score older transactions offline" in problem
 
 
+def test_the_servers_clock_follows_a_pinned_calendar_into_the_future(tmp_path):
+    """`mlops serve` bounds event times by the machine's clock, but never before the end of a pinned
+    MLOPS_TODAY: a demo pinned after the machine's date is still served."""
+    from mlops_core.serving.server import serving_clock
+    from mlops_core.settings import Settings
+
+    def clock_of(today: str):
+        return serving_clock(Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_TODAY": today}))()
+
+    machine = dt.datetime.now(dt.timezone.utc)
+    assert clock_of("2099-01-01") == dt.datetime(2099, 1, 2, tzinfo=dt.timezone.utc)
+    for today in ("2026-01-01", "system"):  # a pinned day in the machine's past: its clock
+        assert machine <= clock_of(today) <= machine + dt.timedelta(minutes=5)
+
+
 # ---- metrics and timing ------------------------------------------------------------------
 
 
