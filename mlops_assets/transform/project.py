@@ -1,5 +1,6 @@
 """The dbt project, and preparing its manifest without network or a database."""
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -15,14 +16,37 @@ DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def ensure_manifest() -> Path:
-    """Parse the dbt project once if no manifest exists yet (first run, fresh clone, CI).
+# What dbt reads to build its manifest; target/, logs/ and installed packages are its output.
+SOURCE_SUFFIXES = (".sql", ".yml", ".yaml", ".csv", ".md", ".py")
+NOT_SOURCES = ("target", "logs", "dbt_packages")
+DIGEST_FILE = "mlops_sources.sha256"
 
-    `dbt parse` needs neither network nor the warehouse; later loads reuse the file.
+
+def sources_digest(project_dir: Path) -> str:
+    """A hash of every file dbt parses (models, tests, seeds, macros, the project and profiles files).
+    Content, not modification times: a checkout or a copy rewrites mtimes without changing anything."""
+    digest = hashlib.sha256()
+    for path in sorted(project_dir.rglob("*")):
+        relative = path.relative_to(project_dir)
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES and relative.parts[0] not in NOT_SOURCES:
+            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def ensure_manifest(project: DbtProject | None = None) -> Path:
+    """Parse the dbt project when its manifest is missing or older than its sources (a model added,
+    a test changed), else reuse the manifest: parsing on every import would cost seconds each time.
+
+    `dbt parse` needs neither network nor the warehouse.
     """
-    if not dbt_project.manifest_path.exists():
+    project = project or dbt_project
+    stamp = project.manifest_path.parent / DIGEST_FILE
+    current = sources_digest(Path(project.project_dir))
+    if not project.manifest_path.exists() or not stamp.exists() or stamp.read_text().strip() != current:
         # profiles.yml renders env_var('MLOPS_DUCKDB_PATH'); parsing never opens the file.
         os.environ.setdefault("MLOPS_DUCKDB_PATH", str(Settings.from_env().duckdb_path))
-        dbt = DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE)
-        dbt.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
-    return dbt_project.manifest_path
+        dbt = DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir), dbt_executable=DBT_EXECUTABLE)
+        dbt.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(current + "\n")
+    return project.manifest_path

@@ -1,0 +1,42 @@
+"""The dbt manifest is reparsed when the project's sources change, and reused when they do not: a new
+model used to stay invisible until someone deleted target/manifest.json."""
+
+import json
+import shutil
+
+import pytest
+from dagster_dbt import DbtProject
+
+from mlops_assets.transform.project import DBT_PROJECT_DIR, ensure_manifest, sources_digest
+
+
+def test_the_digest_follows_content_not_modification_times(tmp_path):
+    copy = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    before = sources_digest(copy)
+    model = next((copy / "models").rglob("*.sql"))
+    model.touch()
+    assert sources_digest(copy) == before
+    model.write_text(model.read_text() + "\n-- one more line\n")
+    assert sources_digest(copy) != before
+    (copy / "target").mkdir()
+    (copy / "target" / "run_results.json").write_text("{}")
+    assert sources_digest(copy) != before  # still the edited model's digest, target/ is ignored
+    after = sources_digest(copy)
+    (copy / "target" / "other.sql").write_text("select 1")
+    assert sources_digest(copy) == after
+
+
+@pytest.mark.slow
+def test_a_new_model_appears_in_the_manifest_without_deleting_it(tmp_path):
+    copy = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    manifest = ensure_manifest(project)
+    first = manifest.stat().st_mtime_ns
+    assert ensure_manifest(project).stat().st_mtime_ns == first  # unchanged sources: not parsed again
+    (copy / "models" / "marts" / "daily_spend.sql").write_text(
+        "select event_date, sum(amount_usd) as spend from {{ ref('transactions_enriched') }} group by 1\n"
+    )
+    nodes = json.loads(ensure_manifest(project).read_text())["nodes"]
+    assert any(key.endswith(".daily_spend") for key in nodes)
