@@ -11,7 +11,6 @@ import pandas as pd
 
 from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW
 
-
 # Fixed probability bins for score shift: two sound models that both score a transaction
 # near 0.002 land in one bin, while quantile bins would split them and call it a shift.
 SCORE_EDGES = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 
 import orjson
-
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -24,7 +23,14 @@ from starlette.requests import ClientDisconnect
 
 from mlops_core.serving.limits import ServingLimits
 from mlops_core.serving.prediction_log import LogUnavailable
-from mlops_core.serving.schemas import BatchRequest, BatchResponse, Prediction, RollbackRequest, TrafficRequest, Transaction
+from mlops_core.serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    Prediction,
+    RollbackRequest,
+    TrafficRequest,
+    Transaction,
+)
 from mlops_core.serving.service import InvalidTransactions, NotReady, ScoringService, TrafficError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def wall_clock() -> dt.datetime:
@@ -69,7 +69,7 @@ class ServingLimits:
     max_connections: int = 512
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServingLimits":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingLimits:
         env = os.environ if environ is None else environ
         lateness = _number(env, "MLOPS_MAX_EVENT_LATENESS_DAYS", None, minimum=1)
         return cls(

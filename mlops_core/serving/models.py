@@ -27,7 +27,7 @@ class LoadedModel:
     version: str
     scorer: OnnxScorer
     threshold: float
-    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return self.scorer.predict(X)

@@ -26,7 +26,7 @@ class TrafficPlan:
     shadow_version: str | None = None
     previous_champion_version: str | None = None
     reason: str = ""
-    changed_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+    changed_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     # The plans this one replaced, oldest first, each without its own history.
     history: tuple[dict, ...] = ()
 

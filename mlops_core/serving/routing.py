@@ -41,7 +41,7 @@ class Deployment:
     shadow: LoadedModel | None = None
     previous: LoadedModel | None = None
     reason: str = "start"
-    changed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    changed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.canary_share <= 1.0:

@@ -37,7 +37,7 @@ class Transaction(BaseModel):
     @classmethod
     def _utc(cls, value: dt.datetime) -> dt.datetime:
         try:
-            return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00+01:00: in UTC it falls before year 1
             raise ValueError(f"{value.isoformat()} is outside years 1-9999 once converted to UTC") from None
 

@@ -113,7 +113,7 @@ def serving_clock(settings: Settings) -> Callable[[], dt.datetime]:
     served even when the pinned day lies in the machine's future; the default calendar lies in its past."""
     if settings.clock == SYSTEM_CLOCK:
         return wall_clock
-    end_of_today = dt.datetime.combine(settings.today + dt.timedelta(days=1), dt.time.min, dt.timezone.utc)
+    end_of_today = dt.datetime.combine(settings.today + dt.timedelta(days=1), dt.time.min, dt.UTC)
     return lambda: max(wall_clock(), end_of_today)
 
 

@@ -436,7 +436,7 @@ def _utc(value: object) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
         if not isinstance(when, dt.datetime):
             return None
-        return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     except (ValueError, OverflowError):
         return None
 
@@ -445,5 +445,5 @@ def _changed_at(text: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
     except (TypeError, ValueError):
-        return dt.datetime.now(dt.timezone.utc)
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)

@@ -16,12 +16,10 @@ Each case records input, expected and observed for docs/reliability.md.
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from unittest import mock
 
 import dagster as dg
 import duckdb
@@ -29,7 +27,7 @@ import httpx
 import pytest
 from generated_history import loaded_history
 from reliability_results import record
-from serving_world import ADMIN_TOKEN, build_world, free_port, running_endpoint, transaction
+from serving_world import build_world, free_port, running_endpoint, transaction
 
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.transform.assets import warehouse_assets

@@ -40,7 +40,7 @@ from mlops_core.training.matrix import FEATURE_COLUMNS
 from mlops_core.training.onnx_export import to_onnx
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
-NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 DAY_SECONDS = 86_400
 # The in-process services' "now": every transaction(i) is at most a day after NOW.
 CLOCK_NOW = NOW + dt.timedelta(days=1)

@@ -38,7 +38,7 @@ def _read_all(sock: socket.socket) -> bytes:
     while True:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break
@@ -111,7 +111,7 @@ def test_a_header_that_never_ends_is_cut_off_at_the_limit(served):
             if sock.recv(16, socket.MSG_PEEK):
                 refused = True
                 break
-        except (BlockingIOError, socket.timeout):
+        except (TimeoutError, BlockingIOError):
             pass
         finally:
             sock.settimeout(10)
@@ -179,7 +179,7 @@ def test_limits_and_bounds_come_from_the_environment():
     assert (limits.max_header_bytes, limits.request_timeout_seconds, limits.max_connections, limits.keep_alive_seconds, limits.max_body_bytes) == (
         8192, 2.5, 64, 3, 2048)
     assert limits.event_time == EventTimeBounds(
-        earliest=dt.datetime(2020, 6, 1, tzinfo=dt.timezone.utc), max_future=dt.timedelta(hours=2), max_lateness=dt.timedelta(days=30))
+        earliest=dt.datetime(2020, 6, 1, tzinfo=dt.UTC), max_future=dt.timedelta(hours=2), max_lateness=dt.timedelta(days=30))
     assert ServingLimits.from_env({}) == ServingLimits()
     for name, raw in (("MLOPS_SERVE_MAX_HEADER_BYTES", "lots"), ("MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS", "0"), ("MLOPS_EVENT_TIME_MIN", "soon")):
         with pytest.raises(ValueError, match=name):
