@@ -35,7 +35,11 @@ TRAINING_ASSETS = [training_set, fraud_model_candidate, baseline_model, candidat
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
+    """A loaded history with a training set and a first challenger, so every test of the module passes
+    alone and in any order (one used to need an earlier test's training set)."""
     with loaded_history(tmp_path_factory.mktemp("training-home"), START, DAYS, rows_per_day=2000, seed=21) as settings:
+        first = train(settings)
+        assert first.success, failed(first)
         yield settings
 
 
@@ -132,7 +136,7 @@ def test_shuffled_labels_fail_the_minimum_quality_gate(settings, monkeypatch):
 
     monkeypatch.setattr(model_assets, "load_training_set", shuffled)
     result = dg.materialize(
-        [fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger],
+        [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger],
         resources=build_resources(settings),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -193,7 +197,7 @@ def test_a_broken_onnx_export_fails_the_parity_gate(settings, monkeypatch):
 
     monkeypatch.setattr(candidates, "to_onnx", broken)
     result = dg.materialize(
-        [fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger],
+        [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger],
         resources=build_resources(settings),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
