@@ -166,7 +166,7 @@ def start_detached(
     listener = describe_listener(host, port)
     if listener is not None:
         raise PortInUseError(host, port, listener)
-    command = [sys.executable, "-m", "mlops_core.cli", "serve", "--host", host, "--port", str(port), "--role", role]
+    command = [sys.executable, "-m", "mlops_cli", "serve", "--host", host, "--port", str(port), "--role", role]
     if model_version is not None:
         command += ["--model-version", str(model_version)]
     log_path = log_file or paths.root / f"server-{port}.log"

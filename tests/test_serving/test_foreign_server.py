@@ -74,7 +74,7 @@ def _serving_processes(port: int) -> list[int]:
             cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"mlops_core.cli\0serve" in cmdline and b"--port\0%d\0" % port in cmdline + b"\0":
+        if b"mlops_cli\0serve" in cmdline and b"--port\0%d\0" % port in cmdline + b"\0":
             found.append(int(entry))
     return found
 
