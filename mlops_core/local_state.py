@@ -43,7 +43,9 @@ def reset_local_state(settings: Settings, port: int) -> int | None:
     holds the port, then remove the landing zone, warehouse, Dagster instance, reports and MLflow store (the
     admin token stays: a server started later in this MLOPS_HOME shares it). Returns the stopped endpoint's pid."""
     stopped = claim_port(settings, port)
-    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir):
+    # home/simulation held the in-process sensors' cursors before they moved into DAGSTER_HOME: stale
+    # cursors against a fresh instance skip every new event.
+    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir, settings.home / "simulation"):
         shutil.rmtree(path, ignore_errors=True)
     settings.duckdb_path.unlink(missing_ok=True)
     return stopped

@@ -322,3 +322,24 @@ def test_allowed_lateness_setting_reaches_the_online_store_resource(tmp_path):
         os.environ.update(saved)
     with pytest.raises(ValueError, match="MLOPS_ONLINE_ALLOWED_LATENESS_DAYS must be in 0..365, got 400"):
         Settings.from_env({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS": "400"})
+
+
+def test_a_fresh_start_leaves_no_sensor_cursor_behind(tmp_path):
+    """`make demo` run twice: the second run's fresh Dagster instance numbers its events from the start
+    again, and the first run's sensor cursors made its sensors skip every verdict (no retraining)."""
+    from mlops_cli.simulation.loop import sensor_cursor_file
+    from mlops_core.local_state import reset_local_state
+    from mlops_core.settings import Settings
+
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    cursors = sensor_cursor_file(settings)
+    legacy = settings.home / "simulation" / "sensor_cursors.json"
+    for path in (cursors, legacy):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"retraining_sensor": "{\\"feature_drift\\": 999}"}')
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reset_local_state(settings, port)
+    assert not cursors.exists() and not legacy.exists()
+    assert cursors.is_relative_to(settings.dagster_home)

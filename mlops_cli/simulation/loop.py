@@ -190,6 +190,11 @@ def _latest_metadata(key: str, day: dt.date) -> dict:
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
+def sensor_cursor_file(settings: Settings) -> Path:
+    """Where the in-process daemon keeps its sensors' cursors: inside DAGSTER_HOME, wiped with the instance."""
+    return settings.dagster_home / "simulation" / "sensor_cursors.json"
+
+
 class ClosedLoop:
     def __init__(self, settings: Settings, spec: SimulationSpec, echo: Callable[[str], None] = print) -> None:
         self.spec = spec
@@ -355,7 +360,9 @@ class ClosedLoop:
     def run(self) -> list[DayRecord]:
         defs, simulated = self.start()
         run_configs = {RETRAINING_JOB: _merge(QUIET, _retraining_config(self.spec))}
-        daemon = InProcessDaemon(defs, self.settings.home / "simulation" / "sensor_cursors.json", run_configs)
+        # Beside the instance whose storage ids the cursors count: a fresh instance with an old cursor
+        # file made the sensors skip every new verdict (a re-run of the demo never retrained).
+        daemon = InProcessDaemon(defs, sensor_cursor_file(self.settings), run_configs)
         from mlops_core.monitoring.timeline import HEADER
 
         self.echo(HEADER)
