@@ -126,7 +126,9 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
         with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
             body = con.execute(
                 "select transaction_id, account_id, merchant_id, merchant_category, amount, currency, channel, country, "
-                "strftime(event_timestamp, '%Y-%m-%dT%H:%M:%S') as event_timestamp from marts.transactions_enriched limit 1"
+                "strftime(event_timestamp, '%Y-%m-%dT%H:%M:%S') as event_timestamp from marts.transactions_enriched "
+                # The newest: the online store refuses what is older than its allowed lateness.
+                "order by event_timestamp desc, transaction_id limit 1"
             ).df().to_dict(orient="records")[0]
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=10).json()
         assert answer["transaction_id"] == body["transaction_id"] and answer["model_version"] == "1"
