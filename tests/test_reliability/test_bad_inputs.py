@@ -77,8 +77,9 @@ LANDING_CASES = [
     _case("bad_missing_partition", {"check_files_readable", "check_volume"}, False),
     _case("bad_timestamps", {"check_timestamps"}, True),
     _case("bad_empty_file", {"check_files_readable", "check_volume"}, False),
-    _case("bad_unreadable_file", {"check_files_readable", "check_volume"}, False),
-    _case("bad_unreadable_file", {"check_files_readable", "check_volume"}, False, file_format="csv"),
+    # An unreadable file's lines are counted and quarantined; volume is not judged on rows it cannot read.
+    _case("bad_unreadable_file", {"check_files_readable"}, False),  # no row readable: one file-level entry
+    _case("bad_unreadable_file", {"check_files_readable"}, True, file_format="csv"),
 ]
 
 
@@ -95,14 +96,24 @@ def base_home(tmp_path_factory):
     return home
 
 
+# The marts row that says which landed day it came from; the held day's other sources may add rows (a
+# held transactions day blocks neither its labels about earlier transactions nor the next days).
+LANDED_BEFORE = {
+    "marts.transaction_labels": "where transaction_id not in (select transaction_id from marts.label_events where landed_date >= ?)",
+}
+
+
 def _fingerprint(con) -> dict[str, str]:
-    """A digest of every production table and of the earlier days' raw rows and load log."""
+    """A digest of every production table's rows from days before the bad one, and of the earlier days'
+    raw rows and load log."""
     tables = [f"{s}.{t}" for s, t in con.execute(
         "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'staging') and table_type = 'BASE TABLE'"
     ).fetchall()]
+    landed = {f"{s}.{t}" for s, t in con.execute("select table_schema, table_name from information_schema.columns where column_name = 'landed_date'").fetchall()}
     digests = {}
     for table in tables + ["raw.accounts", "raw.transactions", "raw.labels", "raw.load_log"]:
         where = "where partition_date < ?" if table == "raw.load_log" else "where _partition_date < ?" if table.startswith("raw.") else ""
+        where = where or LANDED_BEFORE.get(table) or ("where landed_date < ?" if table in landed else "")
         cols = "* exclude (loaded_at, run_id)" if table == "raw.load_log" else "*"
         rows = con.execute(f"select {cols} from {table} {where} order by all", [BAD_DAY] if where else []).fetchall()
         digests[table] = f"{len(rows)} rows " + hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
@@ -151,17 +162,19 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         ).fetchone()
         kept = con.execute(f"select count(*) from raw.{case.source} where _partition_date = ?", [BAD_DAY]).fetchone()[0]
         quarantine = con.execute(
-            "select count(distinct coalesce(row_number, -1)), count(*), min(reason) from quarantine.rejected_rows "
+            "select count(distinct coalesce(row_number, -1)), count(*), min(reason), count(*) filter (row_number is null) "
+            "from quarantine.rejected_rows "
             "where source = ? and partition_date = ?", [case.source, BAD_DAY],
         ).fetchone()
+        held_mart = {"transactions": "marts.transactions_enriched", "labels": "marts.label_events", "accounts": "marts.account_history"}
         accepted_downstream = con.execute(
-            "select count(*) from marts.transactions_enriched where event_date = ?", [BAD_DAY]
+            f"select count(*) from {held_mart[case.source]} where landed_date = ?", [BAD_DAY]
         ).fetchone()[0]
 
     assert not result.success
     assert {check for (asset, check) in failed if asset == f"raw_{case.source}"} == set(case.checks), failed
     assert status == "held" and set(json.loads(failed_checks)) >= set(case.checks)
-    assert after == before, "a production table changed"
+    assert after == before, "a production row of an earlier day changed"
     assert accepted_downstream == 0
     assert _files_digest(settings.landing_dir) == files_before, "landing files must never change"
     # Nothing lost: every landed row is either kept (held) in raw or quarantined with its reason.
@@ -170,7 +183,8 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         assert quarantine[0] == n_rejected > 0 and quarantine[2]
         assert n_landed == n_accepted + n_rejected
     else:
-        assert quarantine[1] == 0 and n_rejected == 0
+        # No row could be read: nothing but, for a corrupt file, one entry recording the file itself.
+        assert n_rejected == 0 and quarantine[1] == quarantine[3] <= 1
     message = next(iter(failed[(f"raw_{case.source}", sorted(case.checks - {"check_volume"} or case.checks)[0])].splitlines()))
     assert BAD_DAY.isoformat() in " ".join(failed.values())
     message = message.replace(str(settings.landing_dir), "<landing>")
@@ -179,7 +193,7 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         what=f"{SCENARIOS[case.scenario]} ({case.file_format}), landed as day {BAD_DAY} after {DAYS} clean days; data_layer assets",
         expected=f"{case.source} day held by {', '.join(sorted(case.checks))}; "
         + ("rows quarantined with reasons" if case.quarantined else "no rows quarantined (batch unusable)")
-        + "; marts, earlier raw rows and landing files unchanged",
+        + "; none of its rows in the marts; earlier days' marts and raw rows and the landing files unchanged",
         observed=f"held; failed {', '.join(sorted(c for (_, c) in failed))}; landed {n_landed} = kept {n_accepted} + quarantined {n_rejected}; "
         f"production tables identical ({len(after)} digests); `{message[:140]}`",
         test=f"test_bad_inputs.py::test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged[{_id(case)}]",
