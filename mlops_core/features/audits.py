@@ -374,12 +374,12 @@ def replay_parity(
     # Twins: another transaction of the account at the same instant, on both sides of the comparison.
     con.execute(
         f"""insert into parity_events ({fields})
-            select transaction_id || '{TWIN_SUFFIX}', account_id, event_timestamp, amount_usd * 0.5 + 1,
-                   merchant_id || '{TWIN_SUFFIX}', merchant_category, channel, country
+            select transaction_id || $twin, account_id, event_timestamp, amount_usd * 0.5 + 1,
+                   merchant_id || $twin, merchant_category, channel, country
             from (select *, row_number() over (order by event_timestamp, transaction_id) as nth
                   from parity_events where event_timestamp >= $start)
             where nth % {TWIN_EVERY} = 0""",
-        {"start": start},
+        {"start": start, "twin": TWIN_SUFFIX},
     )
     replay = con.execute(
         f"""select {', '.join(REQUEST_FIELDS)} from parity_events
