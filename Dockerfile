@@ -28,6 +28,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 # Then the project itself, installed editable: the code finds dbt_project/ and
 # dagster.yaml relative to the source tree (mlops_core.settings.REPO_ROOT = /app).
 COPY README.md workspace.yaml dagster.yaml ./
+COPY mlops_cli/ mlops_cli/
 COPY mlops_core/ mlops_core/
 COPY mlops_assets/ mlops_assets/
 COPY resources/ resources/
