@@ -464,6 +464,22 @@ def test_every_answered_request_is_in_the_log_when_answered(http, service):
     assert service.status()["prediction_log"]["written"] == 300
 
 
+def test_requests_that_arrive_together_commit_together(service):
+    """Group commit: 40 requests scored in one loop iteration wait for one commit, not 40."""
+    import asyncio
+
+    log = service.prediction_log
+    batches, written = log.batches, log.written
+
+    async def burst():
+        return await asyncio.gather(*(service.predict_async([transaction(8000 + i)]) for i in range(40)))
+
+    results = asyncio.run(burst())
+    assert len(results) == 40 and log.written - written == 40
+    assert log.batches - batches == 1
+    assert _logged(log.path) >= {r[0].transaction_id for r in results}
+
+
 def test_the_log_is_checkpointed_outside_the_commits(tmp_path):
     """Commits only append to the WAL (no automatic checkpoint and its fsync inside a commit a request
     waits for); the checkpoint thread copies the WAL into the database file."""
