@@ -28,9 +28,15 @@ def serve(host, port, role, model_version, detach, stop_server) -> None:
         click.echo(f"stopped {role} server pid {pid}" if pid else f"no {role} server recorded on port {port}")
         return
     if detach:
-        pid = server.start_detached(settings, host, port, role, model_version)
+        try:
+            pid = server.start_detached(settings, host, port, role, model_version)
+        except server.PortInUseError as err:
+            raise click.ClickException(str(err)) from None
         click.echo(f"{role} endpoint on http://{host}:{port} (pid {pid}); stop it with `mlops serve --stop --port {port}`")
         return
-    server.run(settings, host, port, role, model_version)
+    try:
+        server.run(settings, host, port, role, model_version)
+    except server.PortInUseError as err:
+        raise click.ClickException(str(err)) from None
 
 
