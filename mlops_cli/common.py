@@ -28,28 +28,20 @@ def _recorded_port() -> int:
     return Settings.from_env().serving_port
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class _StageFailure(click.ClickException):
     """A stage of the platform stopped: printed as which check, what it measured against its bound, and
     what to do next, with exit code 1 and no traceback."""
 
     def __init__(self, stage: str, failures, next_step: str) -> None:
+        from mlops_core.ingestion_summary import shorten  # duckdb: not for every command's start
+
         lines = [f"{stage} stopped the run:"]
-        lines += [f"  - {_one_line(failure)}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
+        lines += [f"  - {shorten(failure, 400)}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
         lines.append(f"What to do next: {next_step}")
         super().__init__("\n".join(lines))
 
     def format_message(self) -> str:
         return self.message
-
-
-def run_job(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> bool:
-    """Execute one job of the code location as a run on the local instance."""
-    return _execute(job_name, tags, run_config)[0]
 
 
 def _execute(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> tuple[bool, tuple[str, ...]]:
@@ -87,23 +79,7 @@ def _execute_data_layer(first: date, last: date) -> tuple[bool, tuple[str, ...]]
 
 def run_data_layer(first: date, last: date) -> bool:
     """Materialize the data layer for a range of days as one run on the local instance."""
-    from mlops_assets.constants import DATA_LAYER_JOB
-
-    return run_job(DATA_LAYER_JOB, _partition_range(first, last))
-
-
-def run_training() -> bool:
-    """Features, candidate and baseline, evaluation with the gates, challenger registration."""
-    from mlops_assets.constants import TRAINING_JOB
-
-    return run_job(TRAINING_JOB)
-
-
-def run_promote(reason: str) -> bool:
-    """Move champion to the challenger, recorded in the alias history."""
-    from mlops_assets.constants import PROMOTE_JOB
-
-    return run_job(PROMOTE_JOB, run_config=promote_run_config(reason))
+    return _execute_data_layer(first, last)[0]
 
 
 def promote_run_config(reason: str) -> dict:
@@ -120,13 +96,6 @@ def rollout_run_config(replay_requests: int, canary_share: float) -> dict:
             "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "rollout_job"}},
         }
     }
-
-
-def run_rollout(replay_requests: int = 0, canary_share: float = 0.1) -> bool:
-    """Staging, shadow, canary, promotion and production for the current challenger."""
-    from mlops_assets.constants import ROLLOUT_JOB
-
-    return run_job(ROLLOUT_JOB, run_config=rollout_run_config(replay_requests, canary_share))
 
 
 def _print_where_to_look(settings: Settings) -> None:

@@ -104,13 +104,14 @@ def held_lines(summaries: list[DaySummary], max_reason: int = 240) -> list[str]:
     for summary in summaries:
         for load in summary.held:
             checks = "; ".join(
-                f"{check}: {_shorten(messages[0], max_reason)}" if messages else check for check, messages in load.reasons.items()
+                f"{check}: {shorten(messages[0], max_reason)}" if messages else check for check, messages in load.reasons.items()
             )
             lines.append(f"{load.day} {load.source} held by {checks}")
     return lines
 
 
-def _shorten(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

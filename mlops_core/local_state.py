@@ -6,20 +6,12 @@ Dagster-free, so the CLI and the simulation share it without importing the code 
 from __future__ import annotations
 
 import shutil
-import socket
 
 from mlops_core.settings import REPO_ROOT, Settings
 
 
 class PortBusyError(RuntimeError):
     """Something this MLOPS_HOME did not start listens on the endpoint's port."""
-
-
-def listener_on(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether anything accepts connections on host:port right now."""
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
 
 
 def claim_port(settings: Settings, port: int) -> int | None:

@@ -174,8 +174,10 @@ def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
     """Run 2 from the same checkout: the earlier demo's endpoint is stopped, not reported as foreign."""
     import socket
 
-    from mlops_core.local_state import claim_port, listener_on
-    from mlops_core.serving.server import ServingPaths
+    import time
+
+    from mlops_core.local_state import claim_port
+    from mlops_core.serving.server import ServingPaths, describe_listener
     from mlops_core.settings import Settings
 
     settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
@@ -188,17 +190,15 @@ def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
     )
     try:
         for _ in range(100):
-            if listener_on(port):
+            if describe_listener("127.0.0.1", port) is not None:
                 break
-            import time
-
             time.sleep(0.05)
         paths = ServingPaths.for_role(settings, "production")
         paths.root.mkdir(parents=True)
         paths.pid_file(port).write_text(json.dumps({"pid": listener.pid, "host": "127.0.0.1", "port": port, "role": "production"}))
         assert claim_port(settings, port) == listener.pid
         assert listener.wait(timeout=20) is not None
-        assert not listener_on(port)
+        assert describe_listener("127.0.0.1", port) is None
     finally:
         if listener.poll() is None:
             listener.kill()
@@ -339,7 +339,9 @@ def test_a_fresh_start_leaves_no_sensor_cursor_behind(tmp_path):
     for path in (cursors, legacy):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"retraining_sensor": "{\\"feature_drift\\": 999}"}')
-    with __import__("socket").socket() as probe:
+    import socket
+
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     reset_local_state(settings, port)

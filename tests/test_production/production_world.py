@@ -124,7 +124,7 @@ class ProductionWorld:
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self, job_name: str, **kwargs) -> dg.ExecuteInProcessResult:
-        """One job as a run on $DAGSTER_HOME's instance, in process (what mlops_cli.common.run_job does)."""
+        """One job as a run on $DAGSTER_HOME's instance, in process (what mlops_cli.common.run_stage does)."""
         job = self.defs.resolve_job_def(job_name)
         with dg.DagsterInstance.get() as instance:
             return job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
