@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 RERUN_DAYS = 14
 RERUN_START = START + timedelta(days=DAYS - RERUN_DAYS)
 INGESTION = [dg.AssetKey(f"raw_{source}") for source in ("accounts", "transactions", "labels")]
+INGESTION_KEYS = {key.to_string() for key in INGESTION}  # as the event log spells them: '["raw_accounts"]'
 DOWN_S = 2.0
 # When to restart: an SQL count over the run's events that must be >= 1.
 MOMENTS = {
@@ -108,7 +109,8 @@ def test_postgres_restarted_during_a_run(production, caplog, moment: str):
         wanted = {
             (key, partition)
             for key, partition in _materialized(cursor, first_run)
-            if partition is not None and partition >= RERUN_START.isoformat()
+            # the rerun selects the ingestion steps only; daily_load_summary and the marts stay out
+            if key in INGESTION_KEYS and partition is not None and partition >= RERUN_START.isoformat()
         }
 
     watcher = RestartWhenRunning(production, known, moment)
