@@ -45,12 +45,23 @@ def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
     # The first champion's gates are opened (the benchmark times the loop, the gates have their own tests);
     # the retraining faces the simulation's gates.
     open_gates = {
-        "min_auc_pr": 0.0, "min_recall": 0.0, "max_recall_gap": 1.0, "max_false_positive_rate_gap": 1.0,
-        "max_p99_latency_ms": 1000.0, "max_flip_rate": 1.0, "max_calibration_error": 1.0,
+        "min_auc_pr": 0.0,
+        "min_recall": 0.0,
+        "max_recall_gap": 1.0,
+        "max_false_positive_rate_gap": 1.0,
+        "max_p99_latency_ms": 1000.0,
+        "max_flip_rate": 1.0,
+        "max_calibration_error": 1.0,
     }
     spec = SimulationSpec(
-        days=2, scenario="covariate_drift", drift_day=1, history_days=history_days, rows_per_day=rows_per_day,
-        training_lookback_days=history_days, initial_gates=open_gates, port=free_port(),
+        days=2,
+        scenario="covariate_drift",
+        drift_day=1,
+        history_days=history_days,
+        rows_per_day=rows_per_day,
+        training_lookback_days=history_days,
+        initial_gates=open_gates,
+        port=free_port(),
     )
     with isolated_home(home) as settings:
         loop = ClosedLoop(settings, spec, echo=lambda line: print(line, file=sys.stderr))
@@ -66,14 +77,31 @@ def one_repeat(home: Path, history_days: int, rows_per_day: int) -> dict:
                 "drift_share": drifted.drift_share,
             }
             # Peer: the same retraining by hand from the CLI, on the same state.
-            config = _merge(QUIET, _retraining_config(spec), {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}})
+            config = _merge(
+                QUIET,
+                _retraining_config(spec),
+                {"ops": {"retraining_request": {"config": {"reason": "benchmark peer: by hand"}}}},
+            )
             with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
                 yaml.safe_dump(config, handle)
             dagster = Path(sys.executable).with_name("dagster")
             started = time.monotonic()
             peer = subprocess.run(
-                [str(dagster), "job", "execute", "-m", "mlops_assets.definitions", "-j", "retraining_job", "-c", handle.name],
-                cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
+                [
+                    str(dagster),
+                    "job",
+                    "execute",
+                    "-m",
+                    "mlops_assets.definitions",
+                    "-j",
+                    "retraining_job",
+                    "-c",
+                    handle.name,
+                ],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                capture_output=True,
+                text=True,
             )
             peer_s = time.monotonic() - started
             with EndpointClient(f"http://127.0.0.1:{spec.port}") as client:
@@ -100,8 +128,19 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(home), "--history-days", str(args.history_days), "--rows-per-day", str(args.rows_per_day)],
-            capture_output=True, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(home),
+                "--history-days",
+                str(args.history_days),
+                "--rows-per-day",
+                str(args.rows_per_day),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         if out.returncode != 0:
             sys.exit(f"repeat {i} failed:\n{out.stderr[-4000:]}")

@@ -82,7 +82,8 @@ def leg_floor(first: str, last: str) -> dict:
         con.execute("SET TimeZone = 'UTC'")
         for name, contract in SOURCES.items():
             columns = ", ".join(
-                f"CAST(CAST({c} AS TIMESTAMPTZ) AS TIMESTAMP)" if contract.dtype_of(c).startswith("datetime64") else c for c in contract.columns
+                f"CAST(CAST({c} AS TIMESTAMPTZ) AS TIMESTAMP)" if contract.dtype_of(c).startswith("datetime64") else c
+                for c in contract.columns
             )
             con.execute(
                 f"""INSERT INTO raw.{name} SELECT {columns}, CAST(regexp_extract(filename, 'date=([0-9-]+)', 1) AS DATE),
@@ -92,7 +93,9 @@ def leg_floor(first: str, last: str) -> dict:
     load_seconds = time.perf_counter() - start
     dbt = Path(sys.executable).with_name("dbt")
     project = Path(__file__).resolve().parents[1] / "dbt_project"
-    subprocess.run([str(dbt), "build", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"], check=True)
+    subprocess.run(
+        [str(dbt), "build", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"], check=True
+    )
     return {"ok": True, "seconds": time.perf_counter() - start, "load_seconds": load_seconds}
 
 

@@ -45,16 +45,25 @@ STORY_COLUMNS = ("day", "champion", "data_layer", "triggers", "retraining", "pro
 def story(timeline: Path) -> list[dict[str, str]]:
     """The timeline without timings; run ids (random by design) replaced by a placeholder."""
     with open(timeline, newline="") as handle:
-        return [{k: re.sub(r"\b[0-9a-f]{8}\b", "<run>", row.get(k, "")) for k in STORY_COLUMNS} for row in csv.DictReader(handle)]
+        return [
+            {k: re.sub(r"\b[0-9a-f]{8}\b", "<run>", row.get(k, "")) for k in STORY_COLUMNS}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def run_demo(clone: Path, seed: int, log: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_", "VIRTUAL_ENV"))}
     started = time.monotonic()
     with open(log, "wb") as out:
-        code = subprocess.run(["make", "demo", f"SEED={seed}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            ["make", "demo", f"SEED={seed}"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     seconds = time.monotonic() - started
-    recorded = json.loads((clone / ".mlops" / "recorded_settings.json").read_text()) if (clone / ".mlops" / "recorded_settings.json").exists() else {}
+    recorded = (
+        json.loads((clone / ".mlops" / "recorded_settings.json").read_text())
+        if (clone / ".mlops" / "recorded_settings.json").exists()
+        else {}
+    )
     url = recorded.get("MLOPS_SERVING_URL", "http://127.0.0.1:8000")
     try:
         ready = httpx.get(f"{url}/ready", timeout=10).json().get("ready") is True
@@ -64,9 +73,15 @@ def run_demo(clone: Path, seed: int, log: Path) -> dict:
     told = story(timeline) if timeline.exists() else []
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     return {
-        "seed": seed, "exit_code": code, "ready": ready, "seconds": round(seconds, 1), "success": code == 0 and ready,
-        "story": told, "story_digest": hashlib.sha256(json.dumps(told, sort_keys=True).encode()).hexdigest()[:12],
-        "promotions": [row["promoted"] for row in told if row["promoted"]], "last_lines": tail,
+        "seed": seed,
+        "exit_code": code,
+        "ready": ready,
+        "seconds": round(seconds, 1),
+        "success": code == 0 and ready,
+        "story": told,
+        "story_digest": hashlib.sha256(json.dumps(told, sort_keys=True).encode()).hexdigest()[:12],
+        "promotions": [row["promoted"] for row in told if row["promoted"]],
+        "last_lines": tail,
     }
 
 
@@ -77,13 +92,17 @@ def main() -> int:
     parser.add_argument("--repo", type=Path, default=ROOT)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.repo, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=args.repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     # Every clone is taken at once, so all seeds run the same commit even if the repository moves on.
     for seed in seeds:
         subprocess.run(["git", "clone", "--quiet", str(args.repo), str(WORK / f"seed-{seed}")], check=True)
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(args.busy)]
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(args.busy)
+    ]
     runs = []
     try:
         for seed in seeds:
@@ -98,11 +117,15 @@ def main() -> int:
         for process in busy:
             process.kill()
     same_story = all(
-        len({r["story_digest"] for r in runs if r["seed"] == seed}) == 1 and all(r["story"] for r in runs if r["seed"] == seed)
+        len({r["story_digest"] for r in runs if r["seed"] == seed}) == 1
+        and all(r["story"] for r in runs if r["seed"] == seed)
         for seed in seeds
     )
     succeeded = sum(r["success"] for r in runs)
-    rows = ["| seed | run | exit | endpoint ready | minutes | promotions (version) | story digest |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| seed | run | exit | endpoint ready | minutes | promotions (version) | story digest |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         rows.append(
             f"| {r['seed']} | {r['run']} | {r['exit_code']} | {'yes' if r['ready'] else 'no'} | {r['seconds'] / 60:.1f} | "
@@ -110,10 +133,18 @@ def main() -> int:
         )
     print("\n".join(rows))
     result_row = {
-        "name": "demo_twice_busy", "ours": succeeded, "peer": len(runs), "ratio": succeeded / len(runs), "unit": "demos succeeded",
-        "goal": f"{len(runs)} of {len(runs)} succeed, same story per seed", "met": succeeded == len(runs) and same_story,
-        "same_story_per_seed": same_story, "date": dt.date.today().isoformat(), "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.busy} busy loops", "seeds": seeds,
+        "name": "demo_twice_busy",
+        "ours": succeeded,
+        "peer": len(runs),
+        "ratio": succeeded / len(runs),
+        "unit": "demos succeeded",
+        "goal": f"{len(runs)} of {len(runs)} succeed, same story per seed",
+        "met": succeeded == len(runs) and same_story,
+        "same_story_per_seed": same_story,
+        "date": dt.date.today().isoformat(),
+        "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.busy} busy loops",
+        "seeds": seeds,
         "median_minutes": sorted(r["seconds"] for r in runs)[len(runs) // 2] / 60,
     }
     results = ROOT / "benchmarks" / "results.json"

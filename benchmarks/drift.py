@@ -59,14 +59,18 @@ def make_frame(rng, rows: int, shifted: bool):
     from mlops_core.contracts import AGE_BANDS, MERCHANT_CATEGORIES
     from mlops_core.features import spec
 
-    assert set(NUMERIC) <= set(spec.numeric_features()) and {"merchant_category", "age_band"} <= set(spec.categorical_features())
+    assert set(NUMERIC) <= set(spec.numeric_features()) and {"merchant_category", "age_band"} <= set(
+        spec.categorical_features()
+    )
     s = 1.0 if shifted else 0.0
     amount = rng.lognormal(3.6 + 0.3 * s, 1.1, rows)
     hour_weights = np.r_[np.full(6, 0.25 + 0.35 * s), np.ones(18)]
     day = rng.integers(0, 7, rows)
     account_age = rng.gamma(2.0, 300.0, rows) * (1.0 + 0.01 * s)
     account_age[rng.random(rows) < 0.02] = np.nan
-    merchant_weights = np.array([3.0 if c not in ("digital_goods", "jewelry", "gambling") else 0.5 + 1.5 * s for c in MERCHANT_CATEGORIES])
+    merchant_weights = np.array(
+        [3.0 if c not in ("digital_goods", "jewelry", "gambling") else 0.5 + 1.5 * s for c in MERCHANT_CATEGORIES]
+    )
     countries = ["US", "CA", "MX", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "NG", "JP"]
     country_weights = np.array([40.0, 8, 6, 8, 7, 6, 5, 5, 3, 3 + 4 * s, 3, 1 + 4 * s, 5])
     currencies = ["USD", "EUR", "GBP", "CAD", "MXN", "BRL", "INR", "NGN", "JPY"]
@@ -135,7 +139,10 @@ def leg(side: str, rows: int, seed: int, repeats: int, budget: float) -> dict:
             started = time.perf_counter()
             report = drift.compute_drift(reference, current, NUMERIC, CATEGORICAL)
             times.append(time.perf_counter() - started)
-        verdicts = {f.feature: {"test": f.test, "statistic": f.statistic, "threshold": f.threshold, "drifted": f.drifted} for f in report.features}
+        verdicts = {
+            f.feature: {"test": f.test, "statistic": f.statistic, "threshold": f.threshold, "drifted": f.drifted}
+            for f in report.features
+        }
         result["psi"] = {f.feature: f.psi for f in report.features}
         result["markdown"] = report.markdown()
     else:
@@ -178,7 +185,9 @@ def other_cpu(before: dict[int, float], after: dict[int, float], skip: set[int])
     """CPU seconds used between two snapshots by every process but `skip` (a process that
     exited in between is charged to its parent's reaped-children time)."""
     skip = skip | {os.getpid()}
-    return sum(v for pid, v in after.items() if pid not in skip) - sum(v for pid, v in before.items() if pid not in skip)
+    return sum(v for pid, v in after.items() if pid not in skip) - sum(
+        v for pid, v in before.items() if pid not in skip
+    )
 
 
 def wait_quiet(max_wait: float) -> dict:
@@ -225,7 +234,9 @@ def compare(ours: dict, theirs: dict) -> list[str]:
     disagreements = []
     for feature in NUMERIC + CATEGORICAL:
         a, b = ours["verdicts"][feature], theirs["verdicts"][feature]
-        if (a["test"], a["drifted"]) != (b["test"], b["drifted"]) or abs(a["statistic"] - b["statistic"]) > 1e-9 * max(1.0, abs(b["statistic"])):
+        if (a["test"], a["drifted"]) != (b["test"], b["drifted"]) or abs(a["statistic"] - b["statistic"]) > 1e-9 * max(
+            1.0, abs(b["statistic"])
+        ):
             disagreements.append(f"{feature}: ours {a}, evidently {b}")
     return disagreements
 
@@ -235,8 +246,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="Rows of each frame.")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--evidently-budget", type=float, default=900.0, help="Seconds of Evidently runs (at least one runs).")
-    parser.add_argument("--quiet-wait", type=float, default=1800.0, help="Longest wait for a quiet machine before each side.")
+    parser.add_argument(
+        "--evidently-budget", type=float, default=900.0, help="Seconds of Evidently runs (at least one runs)."
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=1800.0, help="Longest wait for a quiet machine before each side."
+    )
     parser.add_argument("--leg", choices=["ours", "evidently"], help=argparse.SUPPRESS)
     parser.add_argument("--out-json", help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
@@ -246,11 +261,15 @@ def main() -> None:
         return
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if args.leg:
-        Path(args.out_json).write_text(json.dumps(leg(args.leg, args.rows, args.seed, args.repeats, args.evidently_budget)))
+        Path(args.out_json).write_text(
+            json.dumps(leg(args.leg, args.rows, args.seed, args.repeats, args.evidently_budget))
+        )
         return
     if not all(p.exists() for p in data_paths(args.rows, args.seed)):
         started = time.monotonic()
-        subprocess.run([sys.executable, __file__, "--generate", "--rows", str(args.rows), "--seed", str(args.seed)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--generate", "--rows", str(args.rows), "--seed", str(args.seed)], check=True
+        )
         print(f"generated {args.rows:,} x 2 rows in {time.monotonic() - started:.1f} s", flush=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rows": args.rows, "seed": args.seed}
     summary["ours"] = run_side("ours", args)

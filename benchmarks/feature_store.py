@@ -101,7 +101,7 @@ where event_timestamp + interval 45 day < timestamp '2025-01-01' + interval {day
 def _cutoff(days: int = 365):
     import datetime as dt
 
-    return dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)
+    return dt.datetime(2025, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=days)
 
 
 def leg_training_ours(db: Path, out: Path, repeats: int) -> dict:
@@ -151,7 +151,12 @@ def compare_training(out: Path) -> dict:
                 where f.{name} is null or o.{name} is null
                    or abs(o.{name} - f.{name}) > 1e-9 * greatest(1, abs(o.{name}))"""
         ).fetchone()[0]
-    return {"rows_ours": rows_ours, "rows_feast": rows_feast, "values_differing": sum(differing.values()), "by_feature": differing}
+    return {
+        "rows_ours": rows_ours,
+        "rows_feast": rows_feast,
+        "values_differing": sum(differing.values()),
+        "by_feature": differing,
+    }
 
 
 def leg_online_ours(db: Path, out: Path, rate: float, requests: int, warmup: int) -> dict:
@@ -169,7 +174,7 @@ def leg_online_ours(db: Path, out: Path, rate: float, requests: int, warmup: int
     import datetime as dt
 
     # Lookups at the instant just after the newest event: the full 30-day history counts.
-    at = newest.replace(tzinfo=dt.timezone.utc) + dt.timedelta(seconds=1)
+    at = newest.replace(tzinfo=dt.UTC) + dt.timedelta(seconds=1)
     request = {
         "transaction_id": "bench",
         "event_timestamp": at,
@@ -238,7 +243,13 @@ def run_feast(args: list[str], log: Path) -> None:
         sys.exit(f"Feast venv missing at {FEAST_PYTHON}: run bash benchmarks/peers/setup_feast_venv.sh")
     env = {**os.environ, "FEAST_USAGE": "False", "PYTHONWARNINGS": "ignore"}
     with log.open("w") as handle:
-        subprocess.run([str(FEAST_PYTHON), str(HERE / "peers" / "feast_peer.py"), *args], check=True, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        subprocess.run(
+            [str(FEAST_PYTHON), str(HERE / "peers" / "feast_peer.py"), *args],
+            check=True,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def run_self(leg: str, argv: list[str], out_json: Path) -> dict:
@@ -254,7 +265,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--feast-repeats", type=int, default=None, help="Default: --repeats.")
     parser.add_argument(
-        "--feast-memory-limit", default=None,
+        "--feast-memory-limit",
+        default=None,
         help="DuckDB memory limit of Feast's offline store, e.g. 12GB: uncapped it needs ~7 GB per 1M rows.",
     )
     parser.add_argument("--rate", type=float, default=1000.0)
@@ -288,10 +300,20 @@ def main() -> None:
         ours = run_self("training", common, out / "training_ours.json")
         print(f"training ours: median {ours['median_seconds']:.1f} s {ours['seconds']}", flush=True)
         run_feast(
-            ["historical", "--features", str(out / "features.parquet"), "--entities", str(out / "entities.parquet"),
-             "--out", str(out / "feast.parquet"), "--timings", str(out / "training_feast.json"),
-             "--repeats", str(args.feast_repeats or args.repeats),
-             *(["--duckdb-memory-limit", args.feast_memory_limit] if args.feast_memory_limit else [])],
+            [
+                "historical",
+                "--features",
+                str(out / "features.parquet"),
+                "--entities",
+                str(out / "entities.parquet"),
+                "--out",
+                str(out / "feast.parquet"),
+                "--timings",
+                str(out / "training_feast.json"),
+                "--repeats",
+                str(args.feast_repeats or args.repeats),
+                *(["--duckdb-memory-limit", args.feast_memory_limit] if args.feast_memory_limit else []),
+            ],
             out / "training_feast.log",
         )
         feast = json.loads((out / "training_feast.json").read_text())
@@ -299,14 +321,22 @@ def main() -> None:
         results["training"] = {"ours": ours, "feast": feast, "equality": compare_training(out)}
     if "online" in legs:
         con = duckdb.connect(str(db), read_only=True)
-        ids = [r[0] for r in con.execute(
-            "select account_id from marts.transactions_enriched where event_timestamp >= "
-            "(select max(event_timestamp) - interval 30 day from marts.transactions_enriched) "
-            "group by account_id order by hash(account_id) limit 2000").fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute(
+                "select account_id from marts.transactions_enriched where event_timestamp >= "
+                "(select max(event_timestamp) - interval 30 day from marts.transactions_enriched) "
+                "group by account_id order by hash(account_id) limit 2000"
+            ).fetchall()
+        ]
         con.close()
         random.Random(1).shuffle(ids)
         (out / "entity_ids.json").write_text(json.dumps(ids))
-        ours = run_self("online", [*common, "--rate", str(args.rate), "--requests", str(args.requests), "--warmup", str(args.warmup)], out / "online_ours.json")
+        ours = run_self(
+            "online",
+            [*common, "--rate", str(args.rate), "--requests", str(args.requests), "--warmup", str(args.warmup)],
+            out / "online_ours.json",
+        )
         print(f"online ours: p50 {ours['p50_ms']:.3f} ms p99 {ours['p99_ms']:.3f} ms", flush=True)
         if not (out / "features.parquet").exists():
             sys.exit("online leg needs features.parquet from the training leg (run --legs training,online once)")
@@ -319,9 +349,21 @@ def main() -> None:
             {"ids": ids},
         )
         run_feast(
-            ["online", "--features", str(feature_file), "--entity-ids", str(out / "entity_ids.json"),
-             "--timings", str(out / "online_feast.json"), "--rate", str(args.rate), "--requests", str(args.requests),
-             "--warmup", str(args.warmup)],
+            [
+                "online",
+                "--features",
+                str(feature_file),
+                "--entity-ids",
+                str(out / "entity_ids.json"),
+                "--timings",
+                str(out / "online_feast.json"),
+                "--rate",
+                str(args.rate),
+                "--requests",
+                str(args.requests),
+                "--warmup",
+                str(args.warmup),
+            ],
             out / "online_feast.log",
         )
         feast = json.loads((out / "online_feast.json").read_text())

@@ -46,7 +46,9 @@ _CHUNKED = b"transfer-encoding: chunked"
 
 
 def build_requests(host: str, port: int, path: str, bodies: list[str]) -> list[bytes]:
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+    )
     out = []
     for body in bodies:
         data = body.encode()
@@ -157,7 +159,9 @@ class Recorder:
         self.full_at: float | None = None
         self.responses_2xx_total = 0  # warm-up included: what the server answered in all
 
-    def record(self, start: float, t_send: float, status: int, t_end: float, body: bytes, due: float | None = None) -> None:
+    def record(
+        self, start: float, t_send: float, status: int, t_end: float, body: bytes, due: float | None = None
+    ) -> None:
         self.responses_2xx_total += 200 <= status < 300
         if start < self.measure_from:
             return
@@ -238,7 +242,7 @@ async def run_closed(args, requests: list[bytes]) -> dict:
         issue(conn)
     try:
         await asyncio.wait_for(asyncio.shield(drained), timeout=args.warmup + args.duration + args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     stop_sending = True
     timeouts = outstanding
@@ -343,7 +347,7 @@ async def run_open(args, requests: list[bytes]) -> dict:
     if outstanding or pending:
         try:
             await asyncio.wait_for(asyncio.shield(drained), timeout=args.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     timeouts = outstanding + len(pending)
     for conn in list(idle):
@@ -406,7 +410,9 @@ def main() -> None:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
     try:
-        result = loop.run_until_complete(run_closed(args, requests) if args.mode == "closed" else run_open(args, requests))
+        result = loop.run_until_complete(
+            run_closed(args, requests) if args.mode == "closed" else run_open(args, requests)
+        )
     finally:
         loop.close()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -107,7 +107,14 @@ def ensure_state(force: bool) -> None:
     env = _clean_env() | {"MLOPS_HOME": str(HOME)}
     print(f"setting up {HOME}: mlops demo run --days 90", flush=True)
     with open(WORK / "demo_run.log", "w") as log:
-        subprocess.run([str(VENV_BIN / "mlops"), "demo", "run", "--days", "90"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [str(VENV_BIN / "mlops"), "demo", "run", "--days", "90"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
 
 
 def _clean_env() -> dict[str, str]:
@@ -161,9 +168,20 @@ def prepare(n_payloads: int, peers: bool = True) -> Prepared:
     mlflow_model_uri, alias_error = mlflow_uri(run, onnx_bytes) if peers else ("", None)
 
     con = duckdb.connect(str(HOME / "warehouse.duckdb"), read_only=True)
-    columns = ["transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp"]
+    columns = [
+        "transaction_id",
+        "account_id",
+        "merchant_id",
+        "merchant_category",
+        "amount",
+        "currency",
+        "channel",
+        "country",
+        "event_timestamp",
+    ]
     rows = con.execute(
-        f"select {', '.join(columns)} from marts.transactions_enriched order by event_timestamp desc, transaction_id desc limit ?", [n_payloads]
+        f"select {', '.join(columns)} from marts.transactions_enriched order by event_timestamp desc, transaction_id desc limit ?",
+        [n_payloads],
     ).fetchall()
     payloads = [dict(zip(columns, r)) for r in reversed(rows)]
     for p in payloads:
@@ -178,7 +196,9 @@ def prepare(n_payloads: int, peers: bool = True) -> Prepared:
         if any(str(v) != logged[k] for k, v in config.as_dict().items()):
             sys.exit(f"the champion was trained with {logged}, not the asset's default config {config.as_dict()}")
         train, validation = split(frame, "train"), split(frame, "validation")
-        native = train_xgboost(matrix.encode(train), matrix.labels(train), matrix.encode(validation), matrix.labels(validation), config)
+        native = train_xgboost(
+            matrix.encode(train), matrix.labels(train), matrix.encode(validation), matrix.labels(validation), config
+        )
 
     # Features of the payloads from a copy of the online store (the servers never see the copy).
     copy = WORK / "online_store_copy.sqlite"
@@ -201,7 +221,9 @@ def prepare(n_payloads: int, peers: bool = True) -> Prepared:
         diff_payloads = float(np.max(np.abs(native.predict_proba(X)[:, 1] - expected)))
         diff_test = float(np.max(np.abs(native.predict_proba(X_test)[:, 1] - scorer.predict(X_test))))
         if not (diff_payloads <= PARITY_TOLERANCE and diff_test <= PARITY_TOLERANCE):
-            sys.exit(f"the retrained trees differ from the champion's ONNX graph: {diff_payloads:.2e} (payloads), {diff_test:.2e} (test split)")
+            sys.exit(
+                f"the retrained trees differ from the champion's ONNX graph: {diff_payloads:.2e} (payloads), {diff_test:.2e} (test split)"
+            )
         native.save_model(peer_model)
 
     def dump(name: str, bodies: list[str]) -> Path:
@@ -235,8 +257,15 @@ def prepare(n_payloads: int, peers: bool = True) -> Prepared:
     facts["mlflow_peer_model_uri"] = mlflow_model_uri
     facts["mlflow_alias_uri_error"] = alias_error
     return Prepared(
-        str(version), threshold, details.run_id, [p["transaction_id"] for p in payloads], [float(p) for p in expected], bodies, peer_model,
-        mlflow_model_uri, facts,
+        str(version),
+        threshold,
+        details.run_id,
+        [p["transaction_id"] for p in payloads],
+        [float(p) for p in expected],
+        bodies,
+        peer_model,
+        mlflow_model_uri,
+        facts,
     )
 
 
@@ -283,18 +312,51 @@ class Endpoint:
         if self.name == "ours":
             return (
                 [str(VENV_BIN / "mlops"), "serve", "--host", HOST, "--port", str(port)],
-                env | {"MLOPS_HOME": str(HOME), "MLOPS_ADMIN_TOKEN": "serving-benchmark", "MLFLOW_DISABLE_TELEMETRY": "true"},
+                env
+                | {
+                    "MLOPS_HOME": str(HOME),
+                    "MLOPS_ADMIN_TOKEN": "serving-benchmark",
+                    "MLFLOW_DISABLE_TELEMETRY": "true",
+                },
             )
         if self.name == "mlflow":
             return (
-                [str(VENV_BIN / "mlflow"), "models", "serve", "-m", prepared.mlflow_model_uri, "--env-manager", "local",
-                 "--host", HOST, "--port", str(port), "--workers", "1"],
-                env | {"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": TRACKING_URI,
-                       # uvicorn reads UVICORN_* options: no access log, like ours (which runs access_log=False).
-                       "UVICORN_ACCESS_LOG": "false", "UVICORN_LOG_LEVEL": "warning"},
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    prepared.mlflow_model_uri,
+                    "--env-manager",
+                    "local",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                env
+                | {
+                    "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
+                    "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "MLFLOW_TRACKING_URI": TRACKING_URI,
+                    # uvicorn reads UVICORN_* options: no access log, like ours (which runs access_log=False).
+                    "UVICORN_ACCESS_LOG": "false",
+                    "UVICORN_LOG_LEVEL": "warning",
+                },
             )
         return (
-            [str(PYTHON), str(HERE / "peers" / "fastapi_predict_proba.py"), "--model", str(prepared.peer_model), "--host", HOST, "--port", str(port)],
+            [
+                str(PYTHON),
+                str(HERE / "peers" / "fastapi_predict_proba.py"),
+                "--model",
+                str(prepared.peer_model),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+            ],
             env,
         )
 
@@ -352,7 +414,9 @@ class Server:
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.ready_seconds: float | None = None
 
     def wait_ready(self, timeout: float = 180.0) -> None:
@@ -361,7 +425,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.endpoint.name} exited with {self.proc.returncode} before it was ready; log: {self.log_path}\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.endpoint.name} exited with {self.proc.returncode} before it was ready; log: {self.log_path}\n{self.tail()}"
+                )
             try:
                 if httpx.get(f"http://{HOST}:{self.port}{self.endpoint.ready_path}", timeout=2).status_code == 200:
                     self.ready_seconds = time.monotonic() - self.started
@@ -410,7 +476,9 @@ def parity(server: Server, prepared: Prepared, samples: int = 50) -> dict:
     worst, mismatches, failures, extra = 0.0, 0, [], {}
     with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=10) as client:
         for i in range(0, len(bodies), step)[:samples]:
-            response = client.post(server.endpoint.path, content=bodies[i], headers={"content-type": "application/json"})
+            response = client.post(
+                server.endpoint.path, content=bodies[i], headers={"content-type": "application/json"}
+            )
             if response.status_code != 200:
                 failures.append(f"{response.status_code}: {response.text[:300]}")
                 continue
@@ -432,8 +500,20 @@ def parity(server: Server, prepared: Prepared, samples: int = 50) -> dict:
 def loadgen(server: Server, prepared: Prepared, args: argparse.Namespace, **options) -> dict:
     out = WORK / "last_leg.json"
     out.unlink(missing_ok=True)
-    cmd = [str(PYTHON), str(HERE / "loadgen.py"), "--host", HOST, "--port", str(server.port), "--path", server.endpoint.path,
-           "--bodies", str(prepared.bodies[server.endpoint.name]), "--out", str(out)]
+    cmd = [
+        str(PYTHON),
+        str(HERE / "loadgen.py"),
+        "--host",
+        HOST,
+        "--port",
+        str(server.port),
+        "--path",
+        server.endpoint.path,
+        "--bodies",
+        str(prepared.bodies[server.endpoint.name]),
+        "--out",
+        str(out),
+    ]
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     quiet = wait_quiet(args, server.proc.pid)
@@ -482,7 +562,9 @@ def other_cpu_seconds(before: dict, after: dict, server_pgid: int) -> float:
     its CPU from before the first snapshot is taken off again.
     """
     skip = lambda pid, pgid: pgid == server_pgid or pid == os.getpid()  # noqa: E731
-    return sum(v for pid, (g, v) in after.items() if not skip(pid, g)) - sum(v for pid, (g, v) in before.items() if not skip(pid, g))
+    return sum(v for pid, (g, v) in after.items() if not skip(pid, g)) - sum(
+        v for pid, (g, v) in before.items() if not skip(pid, g)
+    )
 
 
 def top_others(before: dict, after: dict, server_pgid: int, n: int = 3) -> list[str]:
@@ -517,7 +599,13 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
     log_path = WORK / "logs" / f"{endpoint.name}-rep{rep}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server = Server(endpoint, prepared, log_path)
-    result: dict = {"endpoint": endpoint.name, "repeat": rep, "command": " ".join(server.cmd), "log": str(log_path), "code": code_state()}
+    result: dict = {
+        "endpoint": endpoint.name,
+        "repeat": rep,
+        "command": " ".join(server.cmd),
+        "log": str(log_path),
+        "code": code_state(),
+    }
     store_before = _store_events() if endpoint.name == "ours" else None
     logged_before = _logged_predictions() if endpoint.name == "ours" else None
     answered = 0
@@ -532,35 +620,65 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
         sweep = []
         over = 0
         for level in args.levels:
-            leg = loadgen(server, prepared, args, mode="closed", concurrency=level, duration=args.step_seconds, warmup=args.step_warmup,
-                          max_requests=args.max_requests, timeout=5)
+            leg = loadgen(
+                server,
+                prepared,
+                args,
+                mode="closed",
+                concurrency=level,
+                duration=args.step_seconds,
+                warmup=args.step_warmup,
+                max_requests=args.max_requests,
+                timeout=5,
+            )
             sweep.append(leg)
             p99 = leg.get("latency", {}).get("p99_ms", float("inf"))
-            print(f"  {endpoint.name} rep {rep} c={level:<3d} {leg.get('throughput_rps', 0):8.1f} req/s  "
-                  f"p50 {leg.get('latency', {}).get('p50_ms', float('nan')):6.2f} ms  p99 {p99:6.2f} ms  errors {leg.get('errors')}  "
-                  f"cpu server {leg.get('server_cpu_share', float('nan')):.2f} client {leg.get('client_cpu_share', float('nan')):.2f} other {leg.get('other_cpu_share', float('nan')):.2f}", flush=True)
+            print(
+                f"  {endpoint.name} rep {rep} c={level:<3d} {leg.get('throughput_rps', 0):8.1f} req/s  "
+                f"p50 {leg.get('latency', {}).get('p50_ms', float('nan')):6.2f} ms  p99 {p99:6.2f} ms  errors {leg.get('errors')}  "
+                f"cpu server {leg.get('server_cpu_share', float('nan')):.2f} client {leg.get('client_cpu_share', float('nan')):.2f} other {leg.get('other_cpu_share', float('nan')):.2f}",
+                flush=True,
+            )
             if "fatal" in leg or server.proc.poll() is not None:
                 break
             over = over + 1 if p99 > args.p99_budget_ms else 0
             if over >= 2:
                 break
         result["sweep"] = sweep
-        ok = [leg for leg in sweep if "fatal" not in leg and leg["latency"]["p99_ms"] <= args.p99_budget_ms and leg["errors"] == 0]
+        ok = [
+            leg
+            for leg in sweep
+            if "fatal" not in leg and leg["latency"]["p99_ms"] <= args.p99_budget_ms and leg["errors"] == 0
+        ]
         best = max(ok, key=lambda leg: leg["throughput_rps"], default=None)
         result["max_rps_within_budget"] = best["throughput_rps"] if best else 0.0
         result["best_concurrency"] = best["concurrency"] if best else None
         result["best_p99_ms"] = best["latency"]["p99_ms"] if best else None
         if server.proc.poll() is None:
-            open_leg = loadgen(server, prepared, args, mode="open", rate=args.open_rate, duration=args.open_seconds, warmup=1,
-                               connections=args.open_connections, timeout=10)
+            open_leg = loadgen(
+                server,
+                prepared,
+                args,
+                mode="open",
+                rate=args.open_rate,
+                duration=args.open_seconds,
+                warmup=1,
+                connections=args.open_connections,
+                timeout=10,
+            )
             result["open_loop"] = open_leg
             lat = open_leg.get("latency", {})
-            print(f"  {endpoint.name} rep {rep} open {args.open_rate:.0f} req/s: p50 {lat.get('p50_ms', float('nan')):.2f} ms  "
-                  f"p99 {lat.get('p99_ms', float('nan')):.2f} ms  errors {open_leg.get('errors')}  "
-                  f"send lag p99 {open_leg.get('send_lag', {}).get('p99_ms', float('nan')):.3f} ms", flush=True)
+            print(
+                f"  {endpoint.name} rep {rep} open {args.open_rate:.0f} req/s: p50 {lat.get('p50_ms', float('nan')):.2f} ms  "
+                f"p99 {lat.get('p99_ms', float('nan')):.2f} ms  errors {open_leg.get('errors')}  "
+                f"send lag p99 {open_leg.get('send_lag', {}).get('p99_ms', float('nan')):.3f} ms",
+                flush=True,
+            )
         result["parity_after"] = parity(server, prepared)
         result["server_exit_during_run"] = server.proc.poll()
-        result["errors_total"] = sum(leg.get("errors", 0) for leg in sweep) + result.get("open_loop", {}).get("errors", 0)
+        result["errors_total"] = sum(leg.get("errors", 0) for leg in sweep) + result.get("open_loop", {}).get(
+            "errors", 0
+        )
         answered = 2 * result["parity"]["samples"] + sum(
             leg.get("responses_2xx_total", 0) for leg in [warm, *sweep, result.get("open_loop", {})]
         )
@@ -584,7 +702,9 @@ def code_state() -> dict:
     digest = hashlib.sha256()
     for path in sorted((ROOT / "mlops_core").rglob("*.py")):
         digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     return {"commit": head, "mlops_core_sha256": digest.hexdigest()[:16]}
 
 
@@ -633,20 +753,44 @@ def summarize(runs: list[dict], names: list[str]) -> dict:
             "open_send_lag_p99_ms": med([o["send_lag"]["p99_ms"] for o in opened]),
             "open_server_cpu_share": med([o["server_cpu_share"] for o in opened]),
             "errors": sum(r["errors_total"] for r in mine),
-            "requests": sum(sum(leg.get("requests", 0) for leg in r["sweep"]) + r.get("open_loop", {}).get("requests", 0) for r in mine),
-            "parity_max_abs_diff": max(max(r["parity"]["max_abs_diff"], r["parity_after"]["max_abs_diff"]) for r in mine),
+            "requests": sum(
+                sum(leg.get("requests", 0) for leg in r["sweep"]) + r.get("open_loop", {}).get("requests", 0)
+                for r in mine
+            ),
+            "parity_max_abs_diff": max(
+                max(r["parity"]["max_abs_diff"], r["parity_after"]["max_abs_diff"]) for r in mine
+            ),
             "ready_seconds": med([r["ready_seconds"] for r in mine]),
-            "client_cpu_share_max": max(leg.get("client_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
-            "other_cpu_share_median": med([leg["other_cpu_share"] for r in mine for leg in [*r["sweep"], r.get("open_loop", {})] if "other_cpu_share" in leg]),
-            "other_cpu_share_max": max(leg.get("other_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
-            "legs_started_noisy": sum(not leg.get("before_leg", {}).get("quiet", True) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]),
+            "client_cpu_share_max": max(
+                leg.get("client_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]
+            ),
+            "other_cpu_share_median": med(
+                [
+                    leg["other_cpu_share"]
+                    for r in mine
+                    for leg in [*r["sweep"], r.get("open_loop", {})]
+                    if "other_cpu_share" in leg
+                ]
+            ),
+            "other_cpu_share_max": max(
+                leg.get("other_cpu_share", 0) for r in mine for leg in [*r["sweep"], r.get("open_loop", {})]
+            ),
+            "legs_started_noisy": sum(
+                not leg.get("before_leg", {}).get("quiet", True)
+                for r in mine
+                for leg in [*r["sweep"], r.get("open_loop", {})]
+            ),
             "failures": [r["failure"] for r in failed],
         }
     return summary
 
 
 def table(summary: dict, budget_ms: float, rate: float) -> str:
-    labels = {"ours": "ours (`mlops serve`)", "mlflow": "MLflow `models serve` ¹", "fastapi": "FastAPI + predict_proba ¹"}
+    labels = {
+        "ours": "ours (`mlops serve`)",
+        "mlflow": "MLflow `models serve` ¹",
+        "fastapi": "FastAPI + predict_proba ¹",
+    }
     lines = [
         f"| endpoint | max req/s with p99 <= {budget_ms:g} ms (runs) | p50 at {rate:g} req/s | p99 at {rate:g} req/s (runs) | errors / requests |",
         "|---|---:|---:|---:|---:|",
@@ -670,16 +814,26 @@ def machine() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    versions = {p: md.version(p) for p in ("fastapi", "uvicorn", "mlflow", "onnxruntime", "xgboost-cpu", "uvloop", "httptools")}
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "mem_gb": round(mem / 2**20, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "packages": versions}
+    versions = {
+        p: md.version(p) for p in ("fastapi", "uvicorn", "mlflow", "onnxruntime", "xgboost-cpu", "uvloop", "httptools")
+    }
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_gb": round(mem / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": versions,
+    }
 
 
 def wait_for_ours(minutes: float) -> bool:
     deadline = time.monotonic() + minutes * 60
     while True:
         if (ROOT / "mlops_core" / "serving" / "server.py").exists():
-            check = subprocess.run([str(VENV_BIN / "mlops"), "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
+            check = subprocess.run(
+                [str(VENV_BIN / "mlops"), "serve", "--help"], capture_output=True, text=True, cwd=ROOT
+            )
             if check.returncode == 0:
                 return True
         if time.monotonic() >= deadline:
@@ -702,10 +856,22 @@ def main() -> None:
     parser.add_argument("--open-rate", type=float, default=500.0)
     parser.add_argument("--open-seconds", type=float, default=10.0)
     parser.add_argument("--open-connections", type=int, default=32)
-    parser.add_argument("--wait-for-ours", type=float, default=0.0, help="minutes to poll for `mlops serve` before giving up on it")
+    parser.add_argument(
+        "--wait-for-ours", type=float, default=0.0, help="minutes to poll for `mlops serve` before giving up on it"
+    )
     parser.add_argument("--out", default=str(WORK / "results.json"), help="where the JSON results go")
-    parser.add_argument("--quiet-cores", type=float, default=0.25, help="before each leg, wait until the machine uses at most this many cores")
-    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... for at most this many seconds (then measure anyway, and say so)")
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.25,
+        help="before each leg, wait until the machine uses at most this many cores",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="... for at most this many seconds (then measure anyway, and say so)",
+    )
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
     names = [n.strip() for n in args.endpoints.split(",") if n.strip()]
@@ -714,7 +880,9 @@ def main() -> None:
         sys.exit(f"unknown endpoints {sorted(unknown)}; choose from {sorted(ENDPOINTS)}")
     WORK.mkdir(parents=True, exist_ok=True)
     if "ours" in names and not wait_for_ours(args.wait_for_ours):
-        sys.exit("`mlops serve` is not available (mlops_core/serving/server.py or `mlops serve --help`); use --endpoints mlflow,fastapi")
+        sys.exit(
+            "`mlops serve` is not available (mlops_core/serving/server.py or `mlops serve --help`); use --endpoints mlflow,fastapi"
+        )
     ensure_state(args.setup)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     prepared = prepare(args.payloads, peers=bool(set(names) - {"ours"}))
@@ -726,12 +894,19 @@ def main() -> None:
     summary = summarize(runs, names)
     digests = {r["code"]["mlops_core_sha256"] for r in runs}
     if len(digests) > 1:  # a new commit alone (docs, tests) is fine; changed mlops_core code is not
-        print(f"WARNING: mlops_core changed during the benchmark: {sorted(digests)}; the repeats measured different code", flush=True)
+        print(
+            f"WARNING: mlops_core changed during the benchmark: {sorted(digests)}; the repeats measured different code",
+            flush=True,
+        )
     ratios = {}
     if summary.get("ours", {}).get("max_rps_within_budget") and summary.get("mlflow", {}).get("max_rps_within_budget"):
-        ratios["ours_over_mlflow_throughput"] = summary["ours"]["max_rps_within_budget"] / summary["mlflow"]["max_rps_within_budget"]
+        ratios["ours_over_mlflow_throughput"] = (
+            summary["ours"]["max_rps_within_budget"] / summary["mlflow"]["max_rps_within_budget"]
+        )
     if summary.get("ours", {}).get("max_rps_within_budget") and summary.get("fastapi", {}).get("max_rps_within_budget"):
-        ratios["ours_over_fastapi_throughput"] = summary["ours"]["max_rps_within_budget"] / summary["fastapi"]["max_rps_within_budget"]
+        ratios["ours_over_fastapi_throughput"] = (
+            summary["ours"]["max_rps_within_budget"] / summary["fastapi"]["max_rps_within_budget"]
+        )
     if summary.get("ours", {}).get("open_p99_ms") is not None:
         ratios["ours_open_p99_under_5ms"] = summary["ours"]["open_p99_ms"] < 5.0
     out = {

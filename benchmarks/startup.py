@@ -48,8 +48,12 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
 def endpoint_ready_seconds(home: Path, port: int) -> float:
     started = time.perf_counter()
     server = subprocess.Popen(
-        [str(BIN / "mlops"), "serve", "--port", str(port)], env=_env(home), cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [str(BIN / "mlops"), "serve", "--port", str(port)],
+        env=_env(home),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         while time.perf_counter() - started < 120:
@@ -78,39 +82,112 @@ def main() -> int:
 
         subprocess.run(
             [str(BIN / "mlops"), "demo", "run", "--days", "90", "--rows-per-day", "300", "--port", str(free_port())],
-            env=env, cwd=ROOT, check=True, capture_output=True,
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
         )
         subprocess.run([str(BIN / "mlops"), "serve", "--stop"], env=env, cwd=ROOT, capture_output=True)
     from mlops_core.serving.server import free_port
 
-    samples: dict[str, list[float]] = {k: [] for k in ("validate", "validate_floor", "generate", "serve_help", "python", "ready")}
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("validate", "validate_floor", "generate", "serve_help", "python", "ready")
+    }
     for _ in range(args.repeats):
-        samples["validate"].append(timed([str(BIN / "dagster"), "definitions", "validate", "-m", "mlops_assets.definitions"], env))
-        samples["validate_floor"].append(timed([str(BIN / "dagster"), "definitions", "validate", "-f", str(ROOT / "benchmarks" / "peers" / "minimal_location.py")], env))
-        samples["generate"].append(timed([str(BIN / "mlops"), "demo", "generate", "--start", "2026-01-01", "--days", "1", "--rows-per-day", "10", "--landing-dir", str(home / "startup-landing")], env))
+        samples["validate"].append(
+            timed([str(BIN / "dagster"), "definitions", "validate", "-m", "mlops_assets.definitions"], env)
+        )
+        samples["validate_floor"].append(
+            timed(
+                [
+                    str(BIN / "dagster"),
+                    "definitions",
+                    "validate",
+                    "-f",
+                    str(ROOT / "benchmarks" / "peers" / "minimal_location.py"),
+                ],
+                env,
+            )
+        )
+        samples["generate"].append(
+            timed(
+                [
+                    str(BIN / "mlops"),
+                    "demo",
+                    "generate",
+                    "--start",
+                    "2026-01-01",
+                    "--days",
+                    "1",
+                    "--rows-per-day",
+                    "10",
+                    "--landing-dir",
+                    str(home / "startup-landing"),
+                ],
+                env,
+            )
+        )
         samples["serve_help"].append(timed([str(BIN / "mlops"), "serve", "--help"], env))
         samples["python"].append(timed([sys.executable, "-c", "pass"], env))
         samples["ready"].append(endpoint_ready_seconds(home, free_port()))
     median = {k: statistics.median(v) for k, v in samples.items()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    common = {"date": dt.date.today().isoformat(), "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "unit": "s"}
+    common = {
+        "date": dt.date.today().isoformat(),
+        "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "unit": "s",
+    }
     rows = [
-        {"name": "startup_definitions_validate", "ours": median["validate"], "peer": median["validate_floor"],
-         "peer_name": "one-asset code location", "ratio": median["validate"] / median["validate_floor"],
-         "goal": "within 2x the floor", "met": median["validate"] <= 2 * median["validate_floor"], **common},
-        {"name": "startup_demo_generate", "ours": median["generate"], "peer": median["python"], "peer_name": "python -c pass",
-         "ratio": median["generate"] / median["python"], "goal": "under 2 s", "met": median["generate"] < 2.0, **common},
-        {"name": "startup_serve_help", "ours": median["serve_help"], "peer": median["python"], "peer_name": "python -c pass",
-         "ratio": median["serve_help"] / median["python"], "goal": "under 2 s", "met": median["serve_help"] < 2.0, **common},
-        {"name": "startup_endpoint_ready", "ours": median["ready"], "peer": None, "peer_name": None, "ratio": None,
-         "goal": "under 5 s from start to /ready", "met": median["ready"] < 5.0, **common},
+        {
+            "name": "startup_definitions_validate",
+            "ours": median["validate"],
+            "peer": median["validate_floor"],
+            "peer_name": "one-asset code location",
+            "ratio": median["validate"] / median["validate_floor"],
+            "goal": "within 2x the floor",
+            "met": median["validate"] <= 2 * median["validate_floor"],
+            **common,
+        },
+        {
+            "name": "startup_demo_generate",
+            "ours": median["generate"],
+            "peer": median["python"],
+            "peer_name": "python -c pass",
+            "ratio": median["generate"] / median["python"],
+            "goal": "under 2 s",
+            "met": median["generate"] < 2.0,
+            **common,
+        },
+        {
+            "name": "startup_serve_help",
+            "ours": median["serve_help"],
+            "peer": median["python"],
+            "peer_name": "python -c pass",
+            "ratio": median["serve_help"] / median["python"],
+            "goal": "under 2 s",
+            "met": median["serve_help"] < 2.0,
+            **common,
+        },
+        {
+            "name": "startup_endpoint_ready",
+            "ours": median["ready"],
+            "peer": None,
+            "peer_name": None,
+            "ratio": None,
+            "goal": "under 5 s from start to /ready",
+            "met": median["ready"] < 5.0,
+            **common,
+        },
     ]
     results = ROOT / "benchmarks" / "results.json"
     existing = json.loads(results.read_text()) if results.exists() else []
     names = {r["name"] for r in rows}
     results.write_text(json.dumps([r for r in existing if r.get("name") not in names] + rows, indent=2) + "\n")
     for row in rows:
-        print(f"{row['name']:32s} ours {row['ours']:.2f} s  peer {row['peer'] if row['peer'] is None else round(row['peer'], 2)}  goal: {row['goal']}  met: {row['met']}")
+        print(
+            f"{row['name']:32s} ours {row['ours']:.2f} s  peer {row['peer'] if row['peer'] is None else round(row['peer'], 2)}  goal: {row['goal']}  met: {row['met']}"
+        )
     print(json.dumps(samples))
     return 0
 

@@ -44,12 +44,16 @@ def load(rows: int):
 
     con = duckdb.connect(str(DB), read_only=True)
     con.execute("select setseed(0.42)")
-    limit = f"order by event_timestamp, transaction_id limit {rows}" if rows else "order by event_timestamp, transaction_id"
+    limit = (
+        f"order by event_timestamp, transaction_id limit {rows}" if rows else "order by event_timestamp, transaction_id"
+    )
     frame = con.execute(f"select * from ({LABEL_SQL}) {limit}").df()
     con.close()
     if rows:  # the first `rows` in time: recut 70/15/15 so every split exists
         n = len(frame)
-        frame["split"] = ["train"] * int(n * 0.7) + ["validation"] * int(n * 0.15) + ["test"] * (n - int(n * 0.7) - int(n * 0.15))
+        frame["split"] = (
+            ["train"] * int(n * 0.7) + ["validation"] * int(n * 0.15) + ["test"] * (n - int(n * 0.7) - int(n * 0.15))
+        )
     return frame
 
 
@@ -87,7 +91,11 @@ def leg(rows: int) -> dict:
     # Scoring, the same trees both ways: refit natively (seeded, identical) to hold the booster.
     train, validation, test = (split(frame, s) for s in ("train", "validation", "test"))
     native = train_xgboost(
-        matrix.encode(train), matrix.labels(train), matrix.encode(validation), matrix.labels(validation), XGBoostParams()
+        matrix.encode(train),
+        matrix.labels(train),
+        matrix.encode(validation),
+        matrix.labels(validation),
+        XGBoostParams(),
     )
     scorer = OnnxScorer(trained.onnx)
     X = matrix.encode(test.head(200_000))

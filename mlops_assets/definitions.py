@@ -9,15 +9,15 @@ from mlops_assets.features.online_store import online_features, online_store_fre
 from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.jobs import jobs, monitoring_automation
-from mlops_assets.training.evaluation import candidate_evaluation
-from mlops_assets.training.models import baseline_model, fraud_model_candidate
-from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.monitoring.drift import feature_drift
 from mlops_assets.monitoring.labels import label_volume
 from mlops_assets.monitoring.model_quality import concept_drift, prediction_drift
 from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
+from mlops_assets.training.evaluation import candidate_evaluation
+from mlops_assets.training.models import baseline_model, fraud_model_candidate
+from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources

@@ -60,7 +60,12 @@ rollout_job = dg.define_asset_job(
     ROLLOUT_JOB,
     tags=WAREHOUSE_WRITER,
     selection=dg.AssetSelection.assets(
-        "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint", "model_alias_history"
+        "staging_endpoint",
+        "shadow_endpoint",
+        "canary_endpoint",
+        "champion_model",
+        "production_endpoint",
+        "model_alias_history",
     ),
     description="Staged rollout of the challenger: staging smoke test, shadow, canary, promotion and production; "
     "each stage gated by a blocking check.",
@@ -104,7 +109,12 @@ retraining_job = dg.define_asset_job(
     tags=RETRAINING,
     selection=(dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion)
     | dg.AssetSelection.assets(
-        "retraining_request", "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint",
+        "retraining_request",
+        "staging_endpoint",
+        "shadow_endpoint",
+        "canary_endpoint",
+        "champion_model",
+        "production_endpoint",
         "model_alias_history",
     ),
     description="Everything downstream of a trigger: training set, candidate, gates, challenger, then the staged rollout. "
@@ -112,5 +122,13 @@ retraining_job = dg.define_asset_job(
 )
 
 jobs = [
-    data_layer_job, feature_job, training_job, promote_job, rollout_job, canary_rollback_job, scoring_job, monitoring_job, retraining_job,
+    data_layer_job,
+    feature_job,
+    training_job,
+    promote_job,
+    rollout_job,
+    canary_rollback_job,
+    scoring_job,
+    monitoring_job,
+    retraining_job,
 ]

@@ -36,7 +36,9 @@ class _StageFailure(click.ClickException):
         from mlops_core.ingestion_summary import shorten  # duckdb: not for every command's start
 
         lines = [f"{stage} stopped the run:"]
-        lines += [f"  - {shorten(failure, 400)}" for failure in failures] or ["  - a step failed (see the run in the UI)"]
+        lines += [f"  - {shorten(failure, 400)}" for failure in failures] or [
+            "  - a step failed (see the run in the UI)"
+        ]
         lines.append(f"What to do next: {next_step}")
         super().__init__("\n".join(lines))
 
@@ -44,7 +46,9 @@ class _StageFailure(click.ClickException):
         return self.message
 
 
-def _execute(job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> tuple[bool, tuple[str, ...]]:
+def _execute(
+    job_name: str, tags: dict[str, str] | None = None, run_config: dict | None = None
+) -> tuple[bool, tuple[str, ...]]:
     """Run a job in process on the local instance: (success, its failed blocking checks with what each measured)."""
     import dagster as dg
 
@@ -56,11 +60,17 @@ def _execute(job_name: str, tags: dict[str, str] | None = None, run_config: dict
         result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=run_config, raise_on_error=False)
     if result.success:
         return True, ()
-    steps = tuple(f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()[:300]}" for e in result.all_events if e.is_step_failure)
+    steps = tuple(
+        f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()[:300]}"
+        for e in result.all_events
+        if e.is_step_failure
+    )
     return False, failed_checks(result) or steps
 
 
-def run_stage(stage: str, job_name: str, next_step: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> None:
+def run_stage(
+    stage: str, job_name: str, next_step: str, tags: dict[str, str] | None = None, run_config: dict | None = None
+) -> None:
     """Run a job; when it fails, stop the command with the failed checks and what to do next (exit 1)."""
     ok, failures = _execute(job_name, tags, run_config)
     if not ok:
@@ -68,7 +78,10 @@ def run_stage(stage: str, job_name: str, next_step: str, tags: dict[str, str] | 
 
 
 def _partition_range(first: date, last: date) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
 
 
 def _execute_data_layer(first: date, last: date) -> tuple[bool, tuple[str, ...]]:
@@ -91,9 +104,13 @@ def rollout_run_config(replay_requests: int, canary_share: float) -> dict:
     canary_replay = int(replay_requests / max(canary_share, 0.05)) if replay_requests else 0
     return {
         "ops": {
-            "shadow_endpoint": {"config": {"replay_requests": replay_requests, "min_requests": min(100, replay_requests or 100)}},
+            "shadow_endpoint": {
+                "config": {"replay_requests": replay_requests, "min_requests": min(100, replay_requests or 100)}
+            },
             "canary_endpoint": {"config": {"replay_requests": canary_replay, "share": canary_share}},
-            "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "rollout_job"}},
+            "champion_model": {
+                "config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "rollout_job"}
+            },
         }
     }
 
@@ -111,10 +128,14 @@ def _print_where_to_look(settings: Settings) -> None:
         marts = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1"
         ).fetchall()
-        counts = {name: con.execute(f"SELECT count(*) FROM {checked_identifier(name)}").fetchall()[0][0] for (name,) in marts}
+        counts = {
+            name: con.execute(f"SELECT count(*) FROM {checked_identifier(name)}").fetchall()[0][0] for (name,) in marts
+        }
     click.echo("\nData layer")
     for source, accepted, held, rows, rejected in loads:
-        click.echo(f"  raw.{source:13s} {accepted} day(s) accepted, {held} held; {rows} rows loaded, {rejected} quarantined")
+        click.echo(
+            f"  raw.{source:13s} {accepted} day(s) accepted, {held} held; {rows} rows loaded, {rejected} quarantined"
+        )
     for name, n in counts.items():
         click.echo(f"  {name:28s} {n} rows")
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
@@ -128,23 +149,37 @@ def _print_where_to_look(settings: Settings) -> None:
             click.echo("\nFeature store")
             for split, n, rate in splits:
                 click.echo(f"  features.training_set {split:10s} {n} rows, fraud rate {rate:.4f}")
-    click.echo(f"  online store     {settings.online_store_path if settings.online_store == 'sqlite' else 'redis ($MLOPS_REDIS_URL)'}")
+    click.echo(
+        f"  online store     {settings.online_store_path if settings.online_store == 'sqlite' else 'redis ($MLOPS_REDIS_URL)'}"
+    )
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         has_history = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'registry' AND table_name = 'alias_history'"
         ).fetchone()[0]
-        changes = con.execute("SELECT changed_at, alias, from_version, to_version, reason FROM registry.alias_history ORDER BY changed_at").fetchall() if has_history else []
+        changes = (
+            con.execute(
+                "SELECT changed_at, alias, from_version, to_version, reason FROM registry.alias_history ORDER BY changed_at"
+            ).fetchall()
+            if has_history
+            else []
+        )
     if changes:
         click.echo("\nModel registry (fraud_detector)")
         for when, alias, before, after, why in changes[-4:]:
             click.echo(f"  {when:%Y-%m-%d %H:%M:%S} {alias:10s} {before or '-'} -> {after or '-'}  ({why})")
         click.echo(f"  evaluation report: {settings.reports_dir / 'evaluation-latest.html'}")
-        click.echo(f"  MLflow store:      {settings.mlflow_dir}  (mlflow ui --backend-store-uri sqlite:///{settings.mlflow_dir / 'mlflow.db'})")
+        click.echo(
+            f"  MLflow store:      {settings.mlflow_dir}  (mlflow ui --backend-store-uri sqlite:///{settings.mlflow_dir / 'mlflow.db'})"
+        )
     click.echo("\nWhere to look")
     click.echo("  Dagster UI:      .venv/bin/mlops ui   then open http://127.0.0.1:3000 (runs, asset graph, checks)")
     click.echo(f"  DuckDB file:     {settings.duckdb_path}")
-    click.echo(f"                   e.g. .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True).sql('from marts.transactions_enriched limit 5'))\"")
-    click.echo("  Rejected rows:   quarantine.rejected_rows (source, partition_date, source_file, row_number, check_name, reason, record)")
+    click.echo(
+        f"                   e.g. .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True).sql('from marts.transactions_enriched limit 5'))\""
+    )
+    click.echo(
+        "  Rejected rows:   quarantine.rejected_rows (source, partition_date, source_file, row_number, check_name, reason, record)"
+    )
     click.echo(f"  Landing zone:    {settings.landing_dir}")
     click.echo(f"  Reports:         {settings.reports_dir}")
     click.echo(f"  DAGSTER_HOME:    {settings.dagster_home}")
@@ -165,7 +200,7 @@ def _print_endpoint(settings: Settings, port: int) -> None:
         answer = client.predict(example)
         deployment = client.deployment()
     click.echo(f"""
-Live endpoint:     http://127.0.0.1:{port}  (champion version {deployment['champion_version']})
+Live endpoint:     http://127.0.0.1:{port}  (champion version {deployment["champion_version"]})
   curl -s -X POST http://127.0.0.1:{port}/v1/predict -H 'content-type: application/json' \\
        -d '{json.dumps(example, default=str)}'
   -> {json.dumps(answer)}
@@ -195,5 +230,3 @@ def _output_to(log_path: Path):
             os.close(saved_out)
             os.close(saved_err)
             terminal.close()
-
-

@@ -39,10 +39,17 @@ def _scenario_help() -> str:
 @demo.command("generate")
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day, YYYY-MM-DD.")
 @click.option("--days", type=click.IntRange(min=1), required=True, help="Number of days.")
-@click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True, help="Mean transactions per day.")
+@click.option(
+    "--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True, help="Mean transactions per day."
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same files.")
 @click.option("--scenario", default="baseline", show_default=True, help="See `mlops demo scenarios`.")
-@click.option("--drift-day", type=click.IntRange(min=0), default=None, help="0-based day the scenario starts (default: days // 2).")
+@click.option(
+    "--drift-day",
+    type=click.IntRange(min=0),
+    default=None,
+    help="0-based day the scenario starts (default: days // 2).",
+)
 @click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--landing-dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_DATA_DIR/landing.")
 def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_format, landing_dir) -> None:
@@ -52,8 +59,13 @@ def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_for
     landing_dir = landing_dir or Settings.from_env().landing_dir
     try:
         spec = DemoSpec(
-            start=start.date(), days=days, rows_per_day=rows_per_day, seed=seed,
-            scenario=scenario, drift_day=drift_day, file_format=file_format,
+            start=start.date(),
+            days=days,
+            rows_per_day=rows_per_day,
+            seed=seed,
+            scenario=scenario,
+            drift_day=drift_day,
+            file_format=file_format,
         )
         summary = generate_landing(spec, landing_dir)
     except ValueError as err:
@@ -72,17 +84,37 @@ def demo_scenarios() -> None:
 
 
 @demo.command("run")
-@click.option("--days", type=click.IntRange(min=1), default=90, show_default=True,
-              help=f"Days of history, ending the day before the platform's today (MLOPS_TODAY). At least "
-              f"{min_demo_days(45)} with the default 45-day label maturity ({WARM_UP_DAYS} to warm up the windows, "
-              f"{LABELLED_DAYS} labelled days, the maturity); with --loop-days, {WARM_UP_DAYS + 5} + 7 + the loop days.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=90,
+    show_default=True,
+    help=f"Days of history, ending the day before the platform's today (MLOPS_TODAY). At least "
+    f"{min_demo_days(45)} with the default 45-day label maturity ({WARM_UP_DAYS} to warm up the windows, "
+    f"{LABELLED_DAYS} labelled days, the maturity); with --loop-days, {WARM_UP_DAYS + 5} + 7 + the loop days.",
+)
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--scenario", default="baseline", show_default=True)
-@click.option("--fresh/--reuse", default=True, show_default=True, help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port of the endpoint the demo leaves running on 127.0.0.1 (default: the recorded one, else 8000); recorded for every later command.")
-@click.option("--loop-days", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).")
+@click.option(
+    "--fresh/--reuse",
+    default=True,
+    show_default=True,
+    help="Start from an empty MLOPS_HOME (landing, warehouse, runs, registry).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the endpoint the demo leaves running on 127.0.0.1 (default: the recorded one, else 8000); recorded for every later command.",
+)
+@click.option(
+    "--loop-days",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).",
+)
 def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None:
     """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint.
 
@@ -118,15 +150,19 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
         click.echo(f"Stopped the earlier demo endpoint (pid {stopped})")
     # Before the code location loads: its partitions and its serving_endpoint resource read these once.
     url = f"http://127.0.0.1:{port}"
-    record_settings(settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=url)
+    record_settings(
+        settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=url
+    )
     settings = replace(settings, serving_url=url, partitions_start=first)
     prepare_instance(settings)
     from mlops_assets.constants import DATA_LAYER_JOB, ROLLOUT_JOB, TRAINING_JOB
-    from mlops_cli.simulation.loop import NEXT_STEPS
     from mlops_assets.transform.project import ensure_manifest
+    from mlops_cli.simulation.loop import NEXT_STEPS
 
     log_path = settings.home / "demo.log"
-    click.echo(f"History {first}..{last} (today is {settings.today}, MLOPS_TODAY={settings.clock}); run logs (dbt, Dagster) go to {log_path}")
+    click.echo(
+        f"History {first}..{last} (today is {settings.today}, MLOPS_TODAY={settings.clock}); run logs (dbt, Dagster) go to {log_path}"
+    )
     with _output_to(log_path) as echo:
         ensure_manifest()
         summary = generate_landing(spec, settings.landing_dir)
@@ -139,8 +175,12 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
         if server.running_pid(server.ServingPaths.for_role(settings, "production").pid_file(port)) is None:
             pid = server.start_detached(settings, port=port)
             echo(f"Started the endpoint on {url} (pid {pid})")
-        run_stage("The rollout (staging smoke test, shadow agreement, canary health)", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB],
-                  run_config=rollout_run_config(replay_requests=300, canary_share=0.25))
+        run_stage(
+            "The rollout (staging smoke test, shadow agreement, canary health)",
+            ROLLOUT_JOB,
+            NEXT_STEPS[ROLLOUT_JOB],
+            run_config=rollout_run_config(replay_requests=300, canary_share=0.25),
+        )
         echo("Rolled out: staging, shadow, canary, champion in production")
     _print_where_to_look(settings)
     _print_endpoint(settings, port)
@@ -183,7 +223,10 @@ def _claim_calendar_and_port(settings: Settings, first: date, port: int) -> None
     except PortBusyError as err:
         raise click.ClickException(str(err)) from None
     record_settings(
-        settings.home, MLOPS_TODAY=settings.clock, MLOPS_PARTITIONS_START=first.isoformat(), MLOPS_SERVING_URL=f"http://127.0.0.1:{port}"
+        settings.home,
+        MLOPS_TODAY=settings.clock,
+        MLOPS_PARTITIONS_START=first.isoformat(),
+        MLOPS_SERVING_URL=f"http://127.0.0.1:{port}",
     )
 
 
@@ -195,14 +238,23 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
 
     try:
         spec = SimulationSpec(
-            days=loop_days, scenario="covariate_drift", drift_day=loop_days // 2, history_days=days - loop_days,
-            rows_per_day=rows_per_day, seed=seed, port=port,
+            days=loop_days,
+            scenario="covariate_drift",
+            drift_day=loop_days // 2,
+            history_days=days - loop_days,
+            rows_per_day=rows_per_day,
+            seed=seed,
+            port=port,
         )
     except ValueError as err:
         raise click.UsageError(f"--days {days} with --loop-days {loop_days}: {err}") from err
     intro = f"{days - loop_days} days of history, then {loop_days} days of the closed loop (spending shifts from day {loop_days // 2})"
     loop, records, as_csv, png = _run_closed_loop(
-        spec, intro, "simulation-demo.png", "demo: covariate drift, AUC-PR with the closed loop vs frozen", keep_endpoint=True
+        spec,
+        intro,
+        "simulation-demo.png",
+        "demo: covariate drift, AUC-PR with the closed loop vs frozen",
+        keep_endpoint=True,
     )
     settings = loop.settings
     _print_where_to_look(settings)
@@ -210,7 +262,7 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
     promoted = [r for r in records if r.promoted]
     if not promoted:
         # A gate stopping a retrained model is the platform working; the champion kept serving.
-        click.echo("\nNo retrained model got through the gates in these days; the champion kept serving (see the runs in the UI).")
+        click.echo(
+            "\nNo retrained model got through the gates in these days; the champion kept serving (see the runs in the UI)."
+        )
     _print_endpoint(settings, port)
-
-

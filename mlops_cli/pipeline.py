@@ -34,7 +34,6 @@ def ingest(start, end) -> None:
         )
     prepare_instance(settings)
     from mlops_assets.transform.project import ensure_manifest
-
     from mlops_core.ingestion_summary import format_day_summary
 
     log_path = settings.home / "ingest.log"
@@ -45,7 +44,8 @@ def ingest(start, end) -> None:
     click.echo(format_day_summary(settings.duckdb_path, first, last))
     if not ok:
         raise _StageFailure(
-            "The data layer", failures,
+            "The data layer",
+            failures,
             "held days wait in raw with their reason (above) and block no later day; fix the landed file and run "
             "`mlops ingest --start DAY` again to release it; rejected rows are in quarantine.rejected_rows.",
         )
@@ -73,13 +73,23 @@ def promote(reason) -> None:
     prepare_instance(Settings.from_env())
     from mlops_assets.constants import PROMOTE_JOB
 
-    run_stage("Promotion", PROMOTE_JOB, "train a challenger first (`mlops train`); a challenger that is already champion is not promoted again.",
-              run_config=promote_run_config(reason))
+    run_stage(
+        "Promotion",
+        PROMOTE_JOB,
+        "train a challenger first (`mlops train`); a challenger that is already champion is not promoted again.",
+        run_config=promote_run_config(reason),
+    )
 
 
 @click.command("rollout")
-@click.option("--replay", "replay_requests", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Recent transactions replayed through shadow and canary (0 = judge real traffic).")
+@click.option(
+    "--replay",
+    "replay_requests",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Recent transactions replayed through shadow and canary (0 = judge real traffic).",
+)
 @click.option("--canary-share", type=click.FloatRange(0.01, 1.0), default=0.1, show_default=True)
 def rollout(replay_requests, canary_share) -> None:
     """Roll the challenger out: staging smoke test, shadow, canary, promotion, production (at the recorded endpoint)."""
@@ -94,12 +104,22 @@ def rollout(replay_requests, canary_share) -> None:
     from mlops_assets.constants import ROLLOUT_JOB
     from mlops_cli.simulation.loop import NEXT_STEPS
 
-    run_stage("The rollout", ROLLOUT_JOB, NEXT_STEPS[ROLLOUT_JOB], run_config=rollout_run_config(replay_requests, canary_share))
+    run_stage(
+        "The rollout",
+        ROLLOUT_JOB,
+        NEXT_STEPS[ROLLOUT_JOB],
+        run_config=rollout_run_config(replay_requests, canary_share),
+    )
     click.echo(f"Rollout complete: the challenger is champion and serves all traffic at {settings.serving_url}.")
 
 
 @click.command("prepare")
-@click.option("--env", "as_env", is_flag=True, help="Print only shell exports (MLOPS_HOME, DAGSTER_HOME) for `eval`, e.g. before `dagster job execute`.")
+@click.option(
+    "--env",
+    "as_env",
+    is_flag=True,
+    help="Print only shell exports (MLOPS_HOME, DAGSTER_HOME) for `eval`, e.g. before `dagster job execute`.",
+)
 def prepare(as_env) -> None:
     """Create local state, install the instance profile and parse the dbt project (no network)."""
     import shlex
@@ -116,5 +136,3 @@ def prepare(as_env) -> None:
         return
     click.echo(f"dbt manifest: {manifest}")
     click.echo(f"DAGSTER_HOME: {settings.dagster_home}")
-
-

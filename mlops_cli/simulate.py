@@ -13,22 +13,78 @@ from mlops_core.settings import Settings
 
 
 @click.command("simulate")
-@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True, help="Simulated days after the history.")
-@click.option("--scenario", default="concept_drift", show_default=True, help="What changes from --drift-day on; see `mlops demo scenarios`.")
-@click.option("--drift-day", type=click.IntRange(min=0), default=30, show_default=True, help="0-based simulated day the scenario starts.")
-@click.option("--history-days", type=click.IntRange(min=1), default=60, show_default=True, help="Days loaded and trained on before day 0.")
+@click.option(
+    "--days", type=click.IntRange(min=1), default=60, show_default=True, help="Simulated days after the history."
+)
+@click.option(
+    "--scenario",
+    default="concept_drift",
+    show_default=True,
+    help="What changes from --drift-day on; see `mlops demo scenarios`.",
+)
+@click.option(
+    "--drift-day",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="0-based simulated day the scenario starts.",
+)
+@click.option(
+    "--history-days",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Days loaded and trained on before day 0.",
+)
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
-@click.option("--label-maturity-days", type=click.IntRange(min=4, max=365), default=7, show_default=True,
-              help="Dispute window of the simulated bank: a legitimate label lands this many days after the transaction.")
-@click.option("--training-lookback-days", type=click.IntRange(min=7), default=35, show_default=True,
-              help="Days of mature data each retraining takes.")
-@click.option("--fairness-min-frauds", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Retraining's fairness gate compares only age bands with this many frauds in its test split (product default: 10).")
+@click.option(
+    "--label-maturity-days",
+    type=click.IntRange(min=4, max=365),
+    default=7,
+    show_default=True,
+    help="Dispute window of the simulated bank: a legitimate label lands this many days after the transaction.",
+)
+@click.option(
+    "--training-lookback-days",
+    type=click.IntRange(min=7),
+    default=35,
+    show_default=True,
+    help="Days of mature data each retraining takes.",
+)
+@click.option(
+    "--fairness-min-frauds",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Retraining's fairness gate compares only age bands with this many frauds in its test split (product default: 10).",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port of the endpoint on 127.0.0.1 (default: the recorded one, else 8000).")
-@click.option("--keep-endpoint/--stop-endpoint", default=False, show_default=True, help="Leave the endpoint running at the end.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_REPORTS_DIR/simulation.")
-def simulate_command(days, scenario, drift_day, history_days, rows_per_day, label_maturity_days, training_lookback_days, fairness_min_frauds, seed, port, keep_endpoint, out_dir) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the endpoint on 127.0.0.1 (default: the recorded one, else 8000).",
+)
+@click.option(
+    "--keep-endpoint/--stop-endpoint", default=False, show_default=True, help="Leave the endpoint running at the end."
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_REPORTS_DIR/simulation."
+)
+def simulate_command(
+    days,
+    scenario,
+    drift_day,
+    history_days,
+    rows_per_day,
+    label_maturity_days,
+    training_lookback_days,
+    fairness_min_frauds,
+    seed,
+    port,
+    keep_endpoint,
+    out_dir,
+) -> None:
     """The closed loop, day by day: data lands, the endpoint serves, labels arrive late, sensors retrain and roll out.
 
     Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
@@ -41,9 +97,16 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
 
     try:
         spec = SimulationSpec(
-            days=days, scenario=scenario, drift_day=drift_day, history_days=history_days, rows_per_day=rows_per_day,
-            label_maturity_days=label_maturity_days, training_lookback_days=training_lookback_days,
-            fairness_min_frauds=fairness_min_frauds, seed=seed, port=port,
+            days=days,
+            scenario=scenario,
+            drift_day=drift_day,
+            history_days=history_days,
+            rows_per_day=rows_per_day,
+            label_maturity_days=label_maturity_days,
+            training_lookback_days=training_lookback_days,
+            fairness_min_frauds=fairness_min_frauds,
+            seed=seed,
+            port=port,
         )
         from mlops_core.datagen.scenarios import get_scenario
 
@@ -64,11 +127,15 @@ def simulate_command(days, scenario, drift_day, history_days, rows_per_day, labe
     click.echo(f"\n{len(records)} days in {time.monotonic() - started:.0f} s; timeline {as_csv}; plot {png}")
     click.echo(f"Promotions: {', '.join(f'v{r.promoted} on day {r.index}' for r in promotions) or 'none'}")
     if blocked:
-        click.echo(f"Data gates blocked {len(blocked)} day(s): {', '.join(str(r.index) for r in blocked)}; champion at the end: v{records[-1].champion}")
+        click.echo(
+            f"Data gates blocked {len(blocked)} day(s): {', '.join(str(r.index) for r in blocked)}; champion at the end: v{records[-1].champion}"
+        )
     after = [r for r in records if r.affected and r.promoted and r.landing_to_champion_seconds]
     if after:
-        click.echo(f"First promotion after the scenario started: day {after[0].index}, {after[0].landing_to_champion_seconds:.0f} s from that day's data landing")
+        click.echo(
+            f"First promotion after the scenario started: day {after[0].index}, {after[0].landing_to_champion_seconds:.0f} s from that day's data landing"
+        )
     last = records[-1]
-    click.echo(f"Last day, AUC-PR over 7 days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}")
-
-
+    click.echo(
+        f"Last day, AUC-PR over 7 days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}"
+    )

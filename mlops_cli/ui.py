@@ -53,8 +53,13 @@ def run_until_signalled(commands: list[list[str]], cwd: Path, grace_seconds: flo
 
 @click.command("ui")
 @click.option("--port", type=int, default=3000, show_default=True)
-@click.option("--mlflow-port", type=int, default=5000, show_default=True,
-              help="Port of the MLflow UI over the embedded store (reports, runs, registry); 0 starts none.")
+@click.option(
+    "--mlflow-port",
+    type=int,
+    default=5000,
+    show_default=True,
+    help="Port of the MLflow UI over the embedded store (reports, runs, registry); 0 starts none.",
+)
 def ui(port, mlflow_port) -> None:
     """Start the Dagster UI and daemon on 127.0.0.1, and the MLflow UI the report links open (Ctrl-C or SIGTERM stops all)."""
     from mlops_core import registry
@@ -65,13 +70,26 @@ def ui(port, mlflow_port) -> None:
 
     ensure_manifest()
     bin_dir = Path(sys.executable).parent
-    commands = [[str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]]
+    commands = [
+        [str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    ]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
     tracking = registry.tracking_uri(settings.mlflow_dir)
     if mlflow_port and not tracking.startswith("http"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         os.environ["MLOPS_MLFLOW_UI_URL"] = f"http://127.0.0.1:{mlflow_port}"
-        commands.append([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking, "--host", "127.0.0.1", "--port", str(mlflow_port)])
+        commands.append(
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                tracking,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ]
+        )
         click.echo(f"MLflow UI on http://127.0.0.1:{mlflow_port} (the evaluation reports the Dagster UI links to)")
     # Started in DAGSTER_HOME: from the repo root, dagster dev warns on every start that the repo's
     # dagster.yaml (the template `mlops` installs into DAGSTER_HOME) is not the instance's.
@@ -81,5 +99,3 @@ def ui(port, mlflow_port) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-

@@ -50,8 +50,12 @@ STRING = pd.StringDtype("pyarrow")
 class TransactionsContract(pa.DataFrameModel):
     """One card transaction, as authorised."""
 
-    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the transaction.")
-    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Card account; must exist in accounts.")
+    transaction_id: Series[STRING] = pa.Field(
+        str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the transaction."
+    )
+    account_id: Series[STRING] = pa.Field(
+        str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Card account; must exist in accounts."
+    )
     merchant_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Merchant id.")
     merchant_category: Series[STRING] = pa.Field(isin=MERCHANT_CATEGORIES, description="Merchant category.")
     amount: Series[float] = pa.Field(gt=0, le=MAX_AMOUNT, description="Amount in `currency`, > 0 and <= 50,000.")
@@ -68,9 +72,13 @@ class TransactionsContract(pa.DataFrameModel):
 class LabelsContract(pa.DataFrameModel):
     """A fraud verdict for an earlier transaction, landed on the day it became known."""
 
-    transaction_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Transaction the label is about.")
+    transaction_id: Series[STRING] = pa.Field(
+        str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Transaction the label is about."
+    )
     is_fraud: Series[bool] = pa.Field(description="True: confirmed fraud. False: matured without a dispute.")
-    labeled_at: Series[UTC_TIMESTAMP] = pa.Field(description="When the verdict became known, UTC, inside the partition day.")
+    labeled_at: Series[UTC_TIMESTAMP] = pa.Field(
+        description="When the verdict became known, UTC, inside the partition day."
+    )
     label_source: Series[STRING] = pa.Field(isin=LABEL_SOURCES, description="chargeback, customer_report or maturity.")
 
     class Config:
@@ -81,7 +89,9 @@ class LabelsContract(pa.DataFrameModel):
 class AccountsContract(pa.DataFrameModel):
     """A snapshot row of a card account; the row from the latest partition wins."""
 
-    account_id: Series[STRING] = pa.Field(str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the account.")
+    account_id: Series[STRING] = pa.Field(
+        str_length=ID_LENGTH, str_matches=ID_PATTERN, description="Unique id of the account."
+    )
     created_at: Series[UTC_TIMESTAMP] = pa.Field(description="Account opening time, UTC, not after the partition day.")
     home_country: Series[STRING] = pa.Field(isin=COUNTRIES, description="Country of the card holder's address.")
     age_band: Series[STRING] = pa.Field(isin=AGE_BANDS, description="Card holder's age band.")

@@ -70,7 +70,15 @@ CHECK_DESCRIPTIONS = {
 }
 
 REJECTED_COLUMNS = [
-    "partition_date", "source_file", "row_number", "check_name", "reason", "record", "record_id", "run_id", "quarantined_at",
+    "partition_date",
+    "source_file",
+    "row_number",
+    "check_name",
+    "reason",
+    "record",
+    "record_id",
+    "run_id",
+    "quarantined_at",
 ]
 
 
@@ -186,7 +194,9 @@ def _rejections_frame(
     batch: pd.DataFrame, tables: dict[str, pa.Table], rejection: RowRejections, id_column: str
 ) -> pd.DataFrame:
     """Rejected rows for quarantine, each with its record read back from the landed file."""
-    rows = batch.loc[rejection.reasons.index, [PARTITION, SOURCE_FILE, ROW_NUMBER, id_column]].assign(reason=rejection.reasons)
+    rows = batch.loc[rejection.reasons.index, [PARTITION, SOURCE_FILE, ROW_NUMBER, id_column]].assign(
+        reason=rejection.reasons
+    )
     records = pd.Series(index=rows.index, dtype=object)
     for path, group in rows.groupby(SOURCE_FILE, sort=False, observed=True):
         records[group.index] = landed_records(tables[path], group[ROW_NUMBER].to_numpy())
@@ -349,7 +359,9 @@ class _Ingestion:
             remaining = drop_rejected(remaining, found)
         rejected_parts += [_rejections_frame(batch, tables, r, contract.id_column) for r in rejections if len(r)]
         rejected = (
-            pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame(columns=REJECTED_COLUMNS[:7])
+            pd.concat(rejected_parts, ignore_index=True)
+            if rejected_parts
+            else pd.DataFrame(columns=REJECTED_COLUMNS[:7])
         )
 
         self._decide(outcomes, remaining, rejected)
@@ -393,7 +405,10 @@ class _Ingestion:
         chunk_days = sorted(set(frame[PARTITION]))
         clash = warehouse.ids_loaded_in_other_partitions(self.con, frame, self.contract, chunk_days)
         reasons = pd.Series(
-            [f"{self.contract.id_column}: {i!r} already loaded from partition {p.date()}" for i, p in zip(clash["id"], clash["other_partition"])],
+            [
+                f"{self.contract.id_column}: {i!r} already loaded from partition {p.date()}"
+                for i, p in zip(clash["id"], clash["other_partition"])
+            ],
             index=pd.Index(clash["row_label"].to_numpy(), dtype=frame.index.dtype),
             dtype=object,
         )
@@ -422,8 +437,13 @@ class _Ingestion:
                 f"{column}: {_utc(stamp)} is {relation} {other_column} {_utc(other_stamp)} of {other_source} {other_id!r}"
                 + (" (already accepted)" if relation == "after" else "")
                 for column, stamp, relation, other_column, other_stamp, other_source, other_id in zip(
-                    found["column"], found["stamp"], found["relation"], found["other_column"],
-                    found["other_stamp"], found["other_source"], found["other_id"],
+                    found["column"],
+                    found["stamp"],
+                    found["relation"],
+                    found["other_column"],
+                    found["other_stamp"],
+                    found["other_source"],
+                    found["other_id"],
                 )
             ],
             index=pd.Index(found["row_label"].to_numpy(), dtype=frame.index.dtype),
@@ -435,7 +455,9 @@ class _Ingestion:
         t = self.thresholds
         accepted_counts = accepted[PARTITION].value_counts().to_dict() if len(accepted) else {}
         by_check = rejected.groupby(["partition_date", "check_name"]).size().to_dict() if len(rejected) else {}
-        example = rejected.groupby(["partition_date", "check_name"])["reason"].first().to_dict() if len(rejected) else {}
+        example = (
+            rejected.groupby(["partition_date", "check_name"])["reason"].first().to_dict() if len(rejected) else {}
+        )
         for day in sorted(outcomes):
             outcome = outcomes[day]
             outcome.n_accepted = int(accepted_counts.get(day, 0))

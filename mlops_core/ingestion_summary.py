@@ -104,7 +104,8 @@ def held_lines(summaries: list[DaySummary], max_reason: int = 240) -> list[str]:
     for summary in summaries:
         for load in summary.held:
             checks = "; ".join(
-                f"{check}: {shorten(messages[0], max_reason)}" if messages else check for check, messages in load.reasons.items()
+                f"{check}: {shorten(messages[0], max_reason)}" if messages else check
+                for check, messages in load.reasons.items()
             )
             lines.append(f"{load.day} {load.source} held by {checks}")
     return lines
@@ -131,7 +132,9 @@ def format_day_summary(warehouse: duckdb.DuckDBPyConnection | str | Path, first:
             summaries = day_summaries(con, first, last)
     if not summaries:
         return f"Data layer {first}..{last}: no day loaded."
-    lines = [f"Data layer {first}..{last}, rows per day (accepted reach the marts; held wait in raw; quarantined are rejected):"]
+    lines = [
+        f"Data layer {first}..{last}, rows per day (accepted reach the marts; held wait in raw; quarantined are rejected):"
+    ]
     lines.append(f"  {'day':10s} {'accepted':>9s} {'quarantined':>11s} {'held':>7s}  status")
     for s in summaries:
         status = "held: " + ", ".join(load.source for load in s.held) if s.held else "accepted"

@@ -92,7 +92,9 @@ def landed_records(table: pa.Table, rows: Sequence[int] | None = None) -> list[s
     """
     if rows is not None:
         table = table.take(pa.array(rows, type=pa.int64()))
-    return [json.dumps(row, default=_json_value, ensure_ascii=False, separators=(",", ":")) for row in table.to_pylist()]
+    return [
+        json.dumps(row, default=_json_value, ensure_ascii=False, separators=(",", ":")) for row in table.to_pylist()
+    ]
 
 
 def _expected_kind(dtype: str) -> str:
@@ -138,7 +140,12 @@ def _column_problems(path: Path, contract: SourceContract, found: list[str]) -> 
 
 # Masked dtypes keep a landed NaN apart from a null: validation rejects the first as not
 # finite and the second as missing. Text columns are arrow-backed (see contracts.STRING).
-_PANDAS_TYPES = {pa.string(): STRING, pa.large_string(): STRING, pa.float64(): pd.Float64Dtype(), pa.float32(): pd.Float64Dtype()}
+_PANDAS_TYPES = {
+    pa.string(): STRING,
+    pa.large_string(): STRING,
+    pa.float64(): pd.Float64Dtype(),
+    pa.float32(): pd.Float64Dtype(),
+}
 
 
 def _read_parquet(path: Path, contract: SourceContract) -> FileRead:
@@ -198,7 +205,9 @@ def _read_csv(path: Path, contract: SourceContract) -> FileRead:
     # value rejects its row instead of silently changing the column's type, and a
     # quarantined row keeps the text that landed.
     def read(columns: list[str]) -> pa.Table:
-        options = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True, null_values=[""])
+        options = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in columns}, strings_can_be_null=True, null_values=[""]
+        )
         return pacsv.read_csv(path, convert_options=options)
 
     try:

@@ -37,7 +37,13 @@ def reset_local_state(settings: Settings, port: int) -> int | None:
     stopped = claim_port(settings, port)
     # home/simulation held the in-process sensors' cursors before they moved into DAGSTER_HOME: stale
     # cursors against a fresh instance skip every new event.
-    for path in (settings.data_dir, settings.dagster_home, settings.reports_dir, settings.mlflow_dir, settings.home / "simulation"):
+    for path in (
+        settings.data_dir,
+        settings.dagster_home,
+        settings.reports_dir,
+        settings.mlflow_dir,
+        settings.home / "simulation",
+    ):
         shutil.rmtree(path, ignore_errors=True)
     settings.duckdb_path.unlink(missing_ok=True)
     return stopped

@@ -27,7 +27,10 @@ def missing_tables(settings: Settings, tables: tuple[str, ...]) -> list[str]:
     if not settings.duckdb_path.exists():
         return list(tables)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        present = {f"{s}.{t}" for s, t in con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+        present = {
+            f"{s}.{t}"
+            for s, t in con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()
+        }
     return [table for table in tables if table not in present]
 
 

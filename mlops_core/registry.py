@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,8 +132,14 @@ def artifact_page_url(tracking: str, experiment_id: str, run_id: str, artifact_p
     import os
     from urllib.parse import quote
 
-    base = tracking if tracking.startswith(("http://", "https://")) else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
-    return f"{base.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs/{quote(run_id)}/artifacts/{quote(artifact_path)}"
+    base = (
+        tracking
+        if tracking.startswith(("http://", "https://"))
+        else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
+    )
+    return (
+        f"{base.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs/{quote(run_id)}/artifacts/{quote(artifact_path)}"
+    )
 
 
 def artifact_download_url(tracking: str, run_id: str, artifact_path: str) -> str:
@@ -141,7 +147,11 @@ def artifact_download_url(tracking: str, run_id: str, artifact_path: str) -> str
     import os
     from urllib.parse import urlencode
 
-    base = tracking if tracking.startswith(("http://", "https://")) else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
+    base = (
+        tracking
+        if tracking.startswith(("http://", "https://"))
+        else os.environ.get("MLOPS_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL)
+    )
     return f"{base.rstrip('/')}/get-artifact?{urlencode({'path': artifact_path, 'run_uuid': run_id})}"
 
 
@@ -179,9 +189,18 @@ def _call(client: MlflowClient, what: str, fn: Callable[[], _T]) -> _T:
             cause = exc
         if attempt < attempts:
             delay = RETRY_DELAYS_S[attempt - 1]
-            log.warning("MLflow registry at %s %s; attempt %d of %d, retrying in %.1f s", _uri(client), problem, attempt, attempts, delay)
+            log.warning(
+                "MLflow registry at %s %s; attempt %d of %d, retrying in %.1f s",
+                _uri(client),
+                problem,
+                attempt,
+                attempts,
+                delay,
+            )
             time.sleep(delay)
-    raise RegistryUnavailable(f"MLflow registry at {_uri(client)} {problem} (gave up after {attempts} attempts)") from cause
+    raise RegistryUnavailable(
+        f"MLflow registry at {_uri(client)} {problem} (gave up after {attempts} attempts)"
+    ) from cause
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -294,14 +313,20 @@ def register_as(
         try:
             aliased = bool(_get_version(client, model_name, version).aliases)
             if not aliased:
-                _call(client, f"delete {model_name} version {version}", lambda: client.delete_model_version(model_name, version))
+                _call(
+                    client,
+                    f"delete {model_name} version {version}",
+                    lambda: client.delete_model_version(model_name, version),
+                )
         except RegistryError as cleanup_error:
             raise RegistryInconsistent(
                 f"{model_name} version {version} was registered but alias {alias!r} could not be set ({alias_error}) "
                 f"and deleting the version failed ({cleanup_error}): delete version {version} by hand"
             ) from alias_error
         if not aliased:
-            log.warning("%s version %s deleted again: alias %r could not be set (%s)", model_name, version, alias, alias_error)
+            log.warning(
+                "%s version %s deleted again: alias %r could not be set (%s)", model_name, version, alias, alias_error
+            )
         raise
 
 
@@ -310,7 +335,9 @@ def artifact_files(client: MlflowClient, model_uri: str) -> list[str]:
     if not model_uri.startswith("models:/m-"):
         raise RegistryError(f"cannot list {model_uri!r}: expected a logged model URI, models:/m-...")
     model_id = model_uri.removeprefix("models:/")
-    return _call(client, f"list artifacts of {model_uri}", lambda: [f.path for f in client.list_logged_model_artifacts(model_id)])
+    return _call(
+        client, f"list artifacts of {model_uri}", lambda: [f.path for f in client.list_logged_model_artifacts(model_id)]
+    )
 
 
 def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
@@ -386,7 +413,7 @@ def _change_alias(
     if to_version is None and from_version is None:
         raise RegistryError(f"alias {alias!r} of {model_name!r} is not set; nothing to remove")
     change = AliasChange(
-        changed_at=datetime.now(timezone.utc),
+        changed_at=datetime.now(UTC),
         model_name=model_name,
         alias=alias,
         from_version=from_version,

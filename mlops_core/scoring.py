@@ -26,7 +26,9 @@ from mlops_core.features.offline import checked_identifier, point_in_time_featur
 from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE, MAX_WINDOW_SECONDS
 from mlops_core.training import matrix
 
-if TYPE_CHECKING:  # serving's model loading imports MLflow; the feature drift asset imports this module for its features
+if (
+    TYPE_CHECKING
+):  # serving's model loading imports MLflow; the feature drift asset imports this module for its features
     from mlops_core.serving.models import LoadedModel
 
 SCORES_TABLE = "scoring.batch_scores"
@@ -110,9 +112,9 @@ def score_day(
     """
     features = day_features(con, day, events, account_history)
     probability = score_matrix(model, matrix.encode(features), chunk_rows)
-    scored_at = scored_at or dt.datetime.now(dt.timezone.utc)
+    scored_at = scored_at or dt.datetime.now(dt.UTC)
     if scored_at.tzinfo is not None:  # naive means UTC already, as in the warehouse
-        scored_at = scored_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        scored_at = scored_at.astimezone(dt.UTC).replace(tzinfo=None)
     rows = len(features)
     return pd.DataFrame(
         {
@@ -149,7 +151,9 @@ def write_scores(con: duckdb.DuckDBPyConnection, day: dt.date, scores: pd.DataFr
     if other_days:
         raise ValueError(f"scores for day {day} hold rows of other days {other_days[:5]}: write each day on its own")
     columns = ", ".join(SCORE_COLUMNS)
-    casts = ", ".join(f"cast({checked_identifier(name)} as {sql_type})" for name, (sql_type, _) in SCORE_COLUMNS.items())
+    casts = ", ".join(
+        f"cast({checked_identifier(name)} as {sql_type})" for name, (sql_type, _) in SCORE_COLUMNS.items()
+    )
     # Registered outside the transaction: unregistering inside an aborted one would fail and
     # hide the error that aborted it.
     con.register(_STAGING_VIEW, frame)

@@ -29,7 +29,7 @@ RECORDED_NAMES = ("MLOPS_TODAY", "MLOPS_PARTITIONS_START", "MLOPS_SERVING_URL")
 
 def system_today() -> dt.date:
     """The machine's UTC date; only read when MLOPS_TODAY=system."""
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def _date_setting(name: str, raw: str) -> dt.date:
@@ -48,7 +48,9 @@ def read_recorded(home: Path) -> dict[str, str]:
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable recorded settings ({err}); delete the file or rerun `mlops demo run`") from None
+        raise ValueError(
+            f"{path}: unreadable recorded settings ({err}); delete the file or rerun `mlops demo run`"
+        ) from None
     return {k: str(v) for k, v in recorded.items() if k in RECORDED_NAMES}
 
 
@@ -131,7 +133,7 @@ class Settings:
         return self.data_dir / "online_store.sqlite"
 
     @classmethod
-    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("MLOPS_HOME", DEFAULT_HOME)).resolve()
         recorded = read_recorded(home)
@@ -152,7 +154,9 @@ class Settings:
             training_lookback_days=_int_env(env, "MLOPS_TRAINING_LOOKBACK_DAYS", None),
             online_allowed_lateness_days=_int_env(env, "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS", 7),
             clock=chosen("MLOPS_TODAY", DEFAULT_TODAY.isoformat()),
-            partitions_start=_date_setting("MLOPS_PARTITIONS_START", chosen("MLOPS_PARTITIONS_START", DEFAULT_PARTITIONS_START.isoformat())),
+            partitions_start=_date_setting(
+                "MLOPS_PARTITIONS_START", chosen("MLOPS_PARTITIONS_START", DEFAULT_PARTITIONS_START.isoformat())
+            ),
             serving_url=chosen("MLOPS_SERVING_URL", DEFAULT_SERVING_URL),
         )
 
@@ -162,7 +166,9 @@ class Settings:
         if not 1 <= self.label_maturity_days <= 365:
             raise ValueError(f"MLOPS_LABEL_MATURITY_DAYS must be in 1..365, got {self.label_maturity_days}")
         if not 0 <= self.online_allowed_lateness_days <= 365:
-            raise ValueError(f"MLOPS_ONLINE_ALLOWED_LATENESS_DAYS must be in 0..365, got {self.online_allowed_lateness_days}")
+            raise ValueError(
+                f"MLOPS_ONLINE_ALLOWED_LATENESS_DAYS must be in 0..365, got {self.online_allowed_lateness_days}"
+            )
         if self.clock != SYSTEM_CLOCK:
             _date_setting("MLOPS_TODAY", self.clock)
         if self.partitions_start >= self.today:
@@ -197,8 +203,16 @@ def code_version() -> str:
     import subprocess
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")

@@ -80,7 +80,9 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
             bad = values.notna() & cast.isna() & ~not_finite
             if bad.any():
                 failures.append(
-                    pd.Series([f"{column}: expected a number, found {v!r}" for v in values[bad]], index=values.index[bad])
+                    pd.Series(
+                        [f"{column}: expected a number, found {v!r}" for v in values[bad]], index=values.index[bad]
+                    )
                 )
             continue
         elif dtype == "bool":
@@ -88,7 +90,9 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
                 cast = values.astype(bool)
             else:
                 lowered = values.astype(object).map(lambda v: v.strip().lower() if isinstance(v, str) else v)
-                mapped = lowered.map(lambda v: True if v in _TRUE or v is True else False if v in _FALSE or v is False else None)
+                mapped = lowered.map(
+                    lambda v: True if v in _TRUE or v is True else False if v in _FALSE or v is False else None
+                )
                 # numpy bools cannot hold a null, so null flags are rejected here rather
                 # than by pandera; the rejected rows are dropped before anything reads them.
                 nulls = values.isna()
@@ -97,7 +101,10 @@ def coerce_to_contract(frame: pd.DataFrame, contract: SourceContract) -> tuple[p
                 unparsed = values.notna() & mapped.isna()
                 if unparsed.any():
                     failures.append(
-                        pd.Series([f"{column}: expected true or false, found {v!r}" for v in values[unparsed]], index=values.index[unparsed])
+                        pd.Series(
+                            [f"{column}: expected true or false, found {v!r}" for v in values[unparsed]],
+                            index=values.index[unparsed],
+                        )
                     )
                 typed[column] = mapped.eq(True)
                 continue
@@ -156,7 +163,9 @@ def contract_violations(frame: pd.DataFrame, contract: SourceContract) -> RowRej
     frame_level = cases[cases["index"].isna()]
     if not frame_level.empty:
         # Per-file reading guarantees columns and types; reaching here is a bug, not bad data.
-        raise RuntimeError(f"unexpected frame-level contract failure for {contract.name}: {frame_level.to_dict('records')}")
+        raise RuntimeError(
+            f"unexpected frame-level contract failure for {contract.name}: {frame_level.to_dict('records')}"
+        )
     labels = pd.Index(row_cases["index"].to_numpy(), dtype=frame.index.dtype)
     row_numbers = rows.reindex(labels).tolist() if rows is not None else [None] * len(labels)
     described = pd.Series(
@@ -191,7 +200,10 @@ def timestamp_violations(frame: pd.DataFrame, contract: SourceContract, now: pd.
                 dtype=object,
             ),
             pd.Series(
-                [f"{column}: {s.isoformat()} {outside_text} {d}" for s, d in zip(stamps[outside], frame.loc[outside, PARTITION])],
+                [
+                    f"{column}: {s.isoformat()} {outside_text} {d}"
+                    for s, d in zip(stamps[outside], frame.loc[outside, PARTITION])
+                ],
                 index=frame.index[outside],
                 dtype=object,
             ),

@@ -160,7 +160,16 @@ def unknown_references(con: duckdb.DuckDBPyConnection, frame, contract: SourceCo
     return pd.concat(found, ignore_index=True)
 
 
-TIME_ORDER_COLUMNS = ["row_label", "column", "stamp", "relation", "other_column", "other_stamp", "other_source", "other_id"]
+TIME_ORDER_COLUMNS = [
+    "row_label",
+    "column",
+    "stamp",
+    "relation",
+    "other_column",
+    "other_stamp",
+    "other_source",
+    "other_id",
+]
 
 
 def _naive_utc(values: pd.Series) -> pd.Series:
@@ -205,7 +214,9 @@ def time_order_violations(con: duckdb.DuckDBPyConnection, frame, contract: Sourc
             {"statuses": _statuses(ref)},
         ).df()
         con.unregister(view)
-        found.append(rows.assign(column=order.column, relation="before", other_column=order.not_before, other_source=target.name))
+        found.append(
+            rows.assign(column=order.column, relation="before", other_column=order.not_before, other_source=target.name)
+        )
     for other in SOURCES.values():
         for order in other.time_orders:
             if other.reference(order.via).source != contract.name:
@@ -233,7 +244,11 @@ def time_order_violations(con: duckdb.DuckDBPyConnection, frame, contract: Sourc
                 """
             ).df()
             con.unregister(view)
-            found.append(rows.assign(column=order.not_before, relation="after", other_column=order.column, other_source=other.name))
+            found.append(
+                rows.assign(
+                    column=order.not_before, relation="after", other_column=order.column, other_source=other.name
+                )
+            )
     if not found:
         return pd.DataFrame(columns=TIME_ORDER_COLUMNS)
     return pd.concat(found, ignore_index=True)[TIME_ORDER_COLUMNS]

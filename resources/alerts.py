@@ -18,7 +18,10 @@ def slack_payload(title: str, text: str, fields: dict[str, object]) -> dict:
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
             *([{"type": "section", "text": {"type": "mrkdwn", "text": lines[:3000]}}] if lines else []),
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}]},
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}],
+            },
         ],
     }
 
@@ -26,7 +29,9 @@ def slack_payload(title: str, text: str, fields: dict[str, object]) -> dict:
 class AlertResource(dg.ConfigurableResource):
     """Where alerts go. Without a webhook URL, alerts are log entries only."""
 
-    webhook_url: str = Field(default="", description="Slack-compatible incoming webhook; pass dg.EnvVar('MLOPS_ALERT_WEBHOOK_URL').")
+    webhook_url: str = Field(
+        default="", description="Slack-compatible incoming webhook; pass dg.EnvVar('MLOPS_ALERT_WEBHOOK_URL')."
+    )
     timeout_seconds: float = Field(default=5.0)
 
     def send(self, title: str, text: str, fields: dict[str, object] | None = None) -> bool:
@@ -39,11 +44,15 @@ class AlertResource(dg.ConfigurableResource):
         if not self.webhook_url:
             return False
         try:
-            response = httpx.post(self.webhook_url, json=slack_payload(title, text, fields), timeout=self.timeout_seconds)
+            response = httpx.post(
+                self.webhook_url, json=slack_payload(title, text, fields), timeout=self.timeout_seconds
+            )
         except httpx.HTTPError as exc:
             log.error("alert webhook %s unreachable: %s", self.webhook_url, exc)
             return False
         if response.status_code >= 300:
-            log.error("alert webhook %s answered HTTP %d: %s", self.webhook_url, response.status_code, response.text[:200])
+            log.error(
+                "alert webhook %s answered HTTP %d: %s", self.webhook_url, response.status_code, response.text[:200]
+            )
             return False
         return True

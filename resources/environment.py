@@ -7,8 +7,8 @@ from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
-from mlops_core.settings import Settings
 from mlops_core.serving.server import ServingPaths, ensure_admin_token
+from mlops_core.settings import Settings
 from resources.alerts import AlertResource
 from resources.landing import LandingZone
 from resources.mlflow import mlflow_resource
@@ -26,11 +26,15 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     serving = ServingPaths.for_role(settings, "production")
     if settings.online_store == "redis":
         online_store = OnlineStoreResource(
-            backend="redis", redis_url=dg.EnvVar("MLOPS_REDIS_URL"), allowed_lateness_days=settings.online_allowed_lateness_days
+            backend="redis",
+            redis_url=dg.EnvVar("MLOPS_REDIS_URL"),
+            allowed_lateness_days=settings.online_allowed_lateness_days,
         )
     else:
         online_store = OnlineStoreResource(
-            backend="sqlite", sqlite_path=str(settings.online_store_path), allowed_lateness_days=settings.online_allowed_lateness_days
+            backend="sqlite",
+            sqlite_path=str(settings.online_store_path),
+            allowed_lateness_days=settings.online_allowed_lateness_days,
         )
     return {
         "mlflow": mlflow_resource(settings),
@@ -45,7 +49,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         ),
         "retraining_policy": RetrainingPolicy.from_env(),
         # The webhook's path is a secret: read through EnvVar (hidden in the UI) whenever it is configured.
-        "alerts": AlertResource(webhook_url=dg.EnvVar("MLOPS_ALERT_WEBHOOK_URL") if os.environ.get("MLOPS_ALERT_WEBHOOK_URL") else ""),
+        "alerts": AlertResource(
+            webhook_url=dg.EnvVar("MLOPS_ALERT_WEBHOOK_URL") if os.environ.get("MLOPS_ALERT_WEBHOOK_URL") else ""
+        ),
         "dbt": DbtCliResource(
             project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
         ),

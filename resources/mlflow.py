@@ -57,5 +57,9 @@ def mlflow_resource(settings: Settings) -> dg.ResourceDefinition:
                 mlflow.end_run()
 
     return tracking.configured(
-        {"experiment_name": EXPERIMENT, "mlflow_tracking_uri": tracking_uri(settings), "extra_tags": {"platform": "mlops"}}
+        {
+            "experiment_name": EXPERIMENT,
+            "mlflow_tracking_uri": tracking_uri(settings),
+            "extra_tags": {"platform": "mlops"},
+        }
     )

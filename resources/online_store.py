@@ -1,6 +1,5 @@
 """The online feature store: sqlite embedded by default, Redis in production."""
 
-
 import contextlib
 import tempfile
 import uuid
@@ -18,9 +17,13 @@ from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnli
 class OnlineStoreResource(dg.ConfigurableResource):
     """Where serving reads features and records scored transactions."""
 
-    backend: Literal["sqlite", "redis"] = Field(default="sqlite", description="sqlite (embedded, one file) or redis (production).")
+    backend: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="sqlite (embedded, one file) or redis (production)."
+    )
     sqlite_path: str = Field(default="", description="File of the sqlite store; required for the sqlite backend.")
-    redis_url: str = Field(default="", description="redis://host:port/db of the Redis store; pass it as dg.EnvVar('MLOPS_REDIS_URL').")
+    redis_url: str = Field(
+        default="", description="redis://host:port/db of the Redis store; pass it as dg.EnvVar('MLOPS_REDIS_URL')."
+    )
     key_prefix: str = Field(default="mlops:features", description="Prefix of every Redis key the store writes.")
     allowed_lateness_days: int = Field(
         default=DEFAULT_ALLOWED_LATENESS_SECONDS // 86_400,

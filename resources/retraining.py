@@ -14,8 +14,17 @@ class RetrainingPolicy(dg.ConfigurableResource):
     """Thresholds of the monitoring verdicts and the sensors' cool-down. Defaults suit the demo's 2,000
     transactions a day."""
 
-    drift_share: float = Field(default=0.5, ge=0, le=1, description="check_feature_drift fails (retrain) when at least this share of features drifted on a day.")
-    new_labels: int = Field(default=2000, ge=0, description="check_label_volume fails (retrain) when this many labels arrived after the champion's training cutoff.")
+    drift_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="check_feature_drift fails (retrain) when at least this share of features drifted on a day.",
+    )
+    new_labels: int = Field(
+        default=2000,
+        ge=0,
+        description="check_label_volume fails (retrain) when this many labels arrived after the champion's training cutoff.",
+    )
     prediction_psi: float = Field(
         default=0.25,
         gt=0,

@@ -31,7 +31,14 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "test_ui"))
 import ui_browser as ui  # noqa: E402
 
 GROUPS = ("ingestion", "warehouse", "features", "training", "deployment", "scoring", "monitoring")
-KEY_ASSETS = ("training_set", "fraud_model_candidate", "candidate_evaluation", "champion_model", "production_endpoint", "feature_drift")
+KEY_ASSETS = (
+    "training_set",
+    "fraud_model_candidate",
+    "candidate_evaluation",
+    "champion_model",
+    "production_endpoint",
+    "feature_drift",
+)
 GRAPH_SIZE = (1600, 1000)
 # Twice the pixels, so the small asset names stay legible when the image is opened at full size.
 GRAPH_SCALE = 2.0
@@ -49,10 +56,15 @@ def run_demo(home: Path, days: int, rows_per_day: int) -> None:
     with open(log, "wb") as out:
         result = subprocess.run(
             [mlops, "demo", "run", "--days", str(days), "--rows-per-day", str(rows_per_day), "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     # The demo leaves its endpoint running (also after a failed rollout): stop it by its PID file.
-    subprocess.run([mlops, "serve", "--stop", "--port", str(port)], cwd=REPO_ROOT, env=env, check=False, capture_output=True)
+    subprocess.run(
+        [mlops, "serve", "--stop", "--port", str(port)], cwd=REPO_ROOT, env=env, check=False, capture_output=True
+    )
     print(f"demo run: exit {result.returncode} after {time.monotonic() - started:.0f} s (log {log})")
     if result.returncode != 0:
         sys.exit(f"the demo failed; see {log}")
@@ -69,7 +81,8 @@ def report_screenshot(report: Path, profile: Path, out: Path) -> None:
             REPORT_STOP_AT,
         )
         driver.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride", {"width": REPORT_WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}
+            "Emulation.setDeviceMetricsOverride",
+            {"width": REPORT_WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False},
         )
         ui.save_png(driver, out)
     print(f"{out}: {REPORT_WIDTH}x{height}, {out.stat().st_size} bytes")
@@ -89,7 +102,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--rows-per-day", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "images")
-    parser.add_argument("--home", type=Path, default=None, help="An MLOPS_HOME where the demo already ran: skip the demo.")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="An MLOPS_HOME where the demo already ran: skip the demo."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the throwaway MLOPS_HOME (printed) for a look.")
     args = parser.parse_args()
     if ui.browser_binaries() is None:
@@ -100,7 +115,9 @@ def main() -> None:
     try:
         if args.home is None:
             run_demo(home, args.days, args.rows_per_day)
-        report_screenshot(home / "reports" / "evaluation-latest.html", work / "profile-report", args.out / "evaluation-report.png")
+        report_screenshot(
+            home / "reports" / "evaluation-latest.html", work / "profile-report", args.out / "evaluation-report.png"
+        )
         graph_screenshot(home, work, args.out / "asset-graph.png")
     finally:
         if args.keep:

@@ -39,12 +39,20 @@ def canary_rollback_sensor(context: dg.SensorEvaluationContext, serving_endpoint
         context.update_cursor(json.dumps({**cursor, "canary_version": None, "streak": 0}))
         return dg.SkipReason("no canary is live")
     if cursor.get("canary_version") != canary or cursor.get("canary_since") != deployment["changed_at"]:
-        cursor = {"canary_version": canary, "canary_since": deployment["changed_at"], "last_id": None, "streak": 0, "windows": []}
+        cursor = {
+            "canary_version": canary,
+            "canary_since": deployment["changed_at"],
+            "last_id": None,
+            "streak": 0,
+            "windows": [],
+        }
     since = dt.datetime.fromisoformat(cursor["canary_since"]).timestamp()
     frame = read_predictions(serving_endpoint.prediction_log_path, since=since, after_id=cursor["last_id"])
     window = canary_window(frame, RULES)
     if not window.judged:
-        return dg.SkipReason(f"canary {canary}: {window.canary_requests} new canary requests, judging at {RULES.min_requests}")
+        return dg.SkipReason(
+            f"canary {canary}: {window.canary_requests} new canary requests, judging at {RULES.min_requests}"
+        )
     streak = cursor["streak"] + 1 if window.violations else 0
     windows = (cursor.get("windows", []) + [window.as_metadata()])[-RULES.consecutive :]
     cursor = {**cursor, "last_id": int(frame["id"].max()), "streak": streak, "windows": windows}
@@ -62,6 +70,12 @@ def canary_rollback_sensor(context: dg.SensorEvaluationContext, serving_endpoint
         context.log.error(f"could not drain canary {canary}: {exc}; the rollback job will retry")
     return dg.RunRequest(
         run_key=f"canary-rollback-{canary}-{cursor['canary_since']}",
-        run_config={"ops": {"canary_rollback": {"config": {"canary_version": canary, "reason": reason, "evidence": json.dumps({"windows": windows})}}}},
+        run_config={
+            "ops": {
+                "canary_rollback": {
+                    "config": {"canary_version": canary, "reason": reason, "evidence": json.dumps({"windows": windows})}
+                }
+            }
+        },
         tags={"mlops/trigger": "canary_rollback_sensor", "mlops/reason": reason[:200]},
     )

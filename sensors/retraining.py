@@ -116,11 +116,15 @@ def read_verdicts(context: dg.SensorEvaluationContext, keys: tuple[dg.AssetCheck
             try:
                 read.verdicts.append(verdict_of(key, evaluation))
             except VerdictError as error:
-                read.errors.append(f"evaluation {record.id} of {key.to_user_string()} (run {record.run_id[:8]}) is not a verdict: {error}")
+                read.errors.append(
+                    f"evaluation {record.id} of {key.to_user_string()} (run {record.run_id[:8]}) is not a verdict: {error}"
+                )
         read.pending += len(pending)
         if after is not None:
             cursor[key.to_user_string()] = {"after": after, "pending": pending}
-    context.update_cursor(json.dumps({k.to_user_string(): cursor[k.to_user_string()] for k in keys if k.to_user_string() in cursor}))
+    context.update_cursor(
+        json.dumps({k.to_user_string(): cursor[k.to_user_string()] for k in keys if k.to_user_string() in cursor})
+    )
     return read
 
 
@@ -179,7 +183,9 @@ def retraining_sensor(context: dg.SensorEvaluationContext, retraining_policy: Re
     read = read_verdicts(context, (FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, LABEL_VOLUME_CHECK))
     unreadable = report_errors(context, "retraining_sensor", read, alerts)
     if not read.triggers:
-        return dg.SkipReason(f"{len(read.verdicts)} new monitoring results, none asks for retraining{_still_running(read)}{unreadable}")
+        return dg.SkipReason(
+            f"{len(read.verdicts)} new monitoring results, none asks for retraining{_still_running(read)}{unreadable}"
+        )
     return request_retraining(context, "retraining_sensor", read.triggers, retraining_policy, alerts)
 
 
@@ -193,7 +199,9 @@ def performance_sensor(context: dg.SensorEvaluationContext, retraining_policy: R
     read = read_verdicts(context, (CHAMPION_PERFORMANCE_CHECK,))
     unreadable = report_errors(context, "performance_sensor", read, alerts)
     if not read.triggers:
-        return dg.SkipReason(f"{len(read.verdicts)} new concept-drift results, no degradation{_still_running(read)}{unreadable}")
+        return dg.SkipReason(
+            f"{len(read.verdicts)} new concept-drift results, no degradation{_still_running(read)}{unreadable}"
+        )
     return request_retraining(context, "performance_sensor", read.triggers, retraining_policy, alerts)
 
 

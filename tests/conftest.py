@@ -24,8 +24,14 @@ def pytest_configure(config):
     os.environ["MLOPS_HOME"] = _SESSION_HOME
     # The calendar and the endpoint too: every test runs on the fixed simulated calendar, whatever the caller set.
     for key in (
-        "MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR",
-        "MLOPS_TODAY", "MLOPS_PARTITIONS_START", "MLOPS_SERVING_URL",
+        "MLOPS_DATA_DIR",
+        "MLOPS_DUCKDB_PATH",
+        "DAGSTER_HOME",
+        "MLOPS_REPORTS_DIR",
+        "MLOPS_MLFLOW_DIR",
+        "MLOPS_TODAY",
+        "MLOPS_PARTITIONS_START",
+        "MLOPS_SERVING_URL",
     ):
         os.environ.pop(key, None)
 
@@ -68,10 +74,18 @@ def mlflow_server(tmp_path: Path):
     log_path = tmp_path / "mlflow-server.log"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [
-        str(MLFLOW_BIN), "server",
-        "--backend-store-uri", f"sqlite:///{data}/mlflow.db",
-        "--default-artifact-root", str(data / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(MLFLOW_BIN),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{data}/mlflow.db",
+        "--default-artifact-root",
+        str(data / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -80,5 +94,3 @@ def mlflow_server(tmp_path: Path):
         yield f"http://127.0.0.1:{port}", data, ready_s
     finally:
         stop_process_group(proc)
-
-

@@ -16,7 +16,6 @@ from mlops_core.datagen.generator import DemoSpec, generate_landing
 from mlops_core.settings import Settings
 from resources.environment import build_resources
 
-
 # The gates have their own tests (test_training_assets.py); tests that only need a promoted
 # champion open them wide so a small history always yields one.
 OPEN_GATES = {
@@ -38,7 +37,14 @@ def promote_a_champion(settings: Settings) -> None:
     from mlops_assets.training.registry import champion_model, registered_challenger
 
     result = dg.materialize(
-        [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger, champion_model],
+        [
+            training_set,
+            fraud_model_candidate,
+            baseline_model,
+            candidate_evaluation,
+            registered_challenger,
+            champion_model,
+        ],
         resources=build_resources(settings),
         instance=dg.DagsterInstance.ephemeral(),
         run_config={

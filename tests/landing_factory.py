@@ -10,7 +10,9 @@ import pandas as pd
 from mlops_core.landing import partition_dir
 
 
-def accounts(ids=("a1", "a2", "a3"), created="2025-06-01T00:00:00Z", home_country="US", age_band="25-34") -> pd.DataFrame:
+def accounts(
+    ids=("a1", "a2", "a3"), created="2025-06-01T00:00:00Z", home_country="US", age_band="25-34"
+) -> pd.DataFrame:
     n = len(ids)
     return pd.DataFrame(
         {
@@ -47,7 +49,8 @@ def labels(transaction_ids, day: str, is_fraud: bool = False, source: str = "mat
             "transaction_id": pd.Series(list(transaction_ids), dtype="string"),
             "is_fraud": pd.Series([is_fraud] * n, dtype=bool),
             "labeled_at": pd.Series(
-                [pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=1 + i % 20) for i in range(n)], dtype="datetime64[ns, UTC]"
+                [pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=1 + i % 20) for i in range(n)],
+                dtype="datetime64[ns, UTC]",
             ),
             "label_source": pd.Series([source] * n, dtype="string"),
         }

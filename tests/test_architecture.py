@@ -9,7 +9,18 @@ import pytest
 
 from mlops_core.settings import REPO_ROOT
 
-ABOVE_CORE = ("dagster", "dagster_dbt", "dagster_duckdb", "dagster_mlflow", "dagster_k8s", "dagster_postgres", "mlops_assets", "mlops_cli", "resources", "sensors")
+ABOVE_CORE = (
+    "dagster",
+    "dagster_dbt",
+    "dagster_duckdb",
+    "dagster_mlflow",
+    "dagster_k8s",
+    "dagster_postgres",
+    "mlops_assets",
+    "mlops_cli",
+    "resources",
+    "sensors",
+)
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -29,7 +40,9 @@ def modules(package: str) -> list[Path]:
 @pytest.mark.parametrize("path", modules("mlops_core"), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_mlops_core_imports_no_dagster_and_nothing_above_it(path):
     # Function-level imports count too: ast.walk sees every import in the module.
-    assert not imported_roots(path) & set(ABOVE_CORE), f"{path} imports {sorted(imported_roots(path) & set(ABOVE_CORE))}"
+    assert not imported_roots(path) & set(ABOVE_CORE), (
+        f"{path} imports {sorted(imported_roots(path) & set(ABOVE_CORE))}"
+    )
 
 
 @pytest.mark.parametrize("package", ["mlops_assets", "resources", "sensors"])

@@ -27,7 +27,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def test_generate_rejects_an_unknown_scenario(tmp_path):
     out = subprocess.run(
         [BIN / "mlops", "demo", "generate", "--start", "2026-01-01", "--days", "2", "--scenario", "nope"],
-        env=_env(tmp_path), capture_output=True, text=True,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "nope" in out.stderr and "baseline" in out.stderr
@@ -38,19 +40,50 @@ def test_dagster_job_execute_runs_the_data_layer_on_a_generated_sample(tmp_path)
     env = _env(tmp_path)
     subprocess.run([BIN / "mlops", "prepare"], env=env, check=True, capture_output=True)
     gen = subprocess.run(
-        [BIN / "mlops", "demo", "generate", "--start", "2026-02-01", "--days", "4", "--rows-per-day", "200", "--seed", "3"],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            BIN / "mlops",
+            "demo",
+            "generate",
+            "--start",
+            "2026-02-01",
+            "--days",
+            "4",
+            "--rows-per-day",
+            "200",
+            "--seed",
+            "3",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert "Wrote 12 files" in gen.stdout
     tags = {"dagster/asset_partition_range_start": "2026-02-01", "dagster/asset_partition_range_end": "2026-02-04"}
     run = subprocess.run(
-        [BIN / "dagster", "job", "execute", "-m", "mlops_assets.definitions", "-j", "data_layer_job", "--tags", json.dumps(tags)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            BIN / "dagster",
+            "job",
+            "execute",
+            "-m",
+            "mlops_assets.definitions",
+            "-j",
+            "data_layer_job",
+            "--tags",
+            json.dumps(tags),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "RUN_SUCCESS" in run.stderr + run.stdout
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
-        days = con.execute("SELECT count(*) FROM raw.load_log WHERE source = 'transactions' AND status = 'accepted'").fetchone()
+        days = con.execute(
+            "SELECT count(*) FROM raw.load_log WHERE source = 'transactions' AND status = 'accepted'"
+        ).fetchone()
         enriched = con.execute("SELECT count(*) FROM marts.transactions_enriched").fetchone()
         raw = con.execute("SELECT count(*) FROM raw.transactions").fetchone()
     assert days == (4,)
@@ -61,7 +94,11 @@ def test_dagster_job_execute_runs_the_data_layer_on_a_generated_sample(tmp_path)
     config.write_text("ops:\n  training_set:\n    config:\n      label_maturity_days: 1\n")
     run = subprocess.run(
         [BIN / "dagster", "job", "execute", "-m", "mlops_assets.definitions", "-j", "feature_job", "-c", str(config)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "check_online_offline_parity' on 'online_features' passed" in run.stderr + run.stdout
@@ -81,14 +118,32 @@ def test_dagster_job_execute_runs_ingest_features_training_and_registration(tmp_
     subprocess.run([BIN / "mlops", "prepare"], env=env, check=True, capture_output=True)
     # 75 days: legitimate labels mature after 45, so a month of transactions is labelled.
     subprocess.run(
-        [BIN / "mlops", "demo", "generate", "--start", "2026-01-01", "--days", "75", "--rows-per-day", "1500", "--seed", "5"],
-        env=env, check=True, capture_output=True,
+        [
+            BIN / "mlops",
+            "demo",
+            "generate",
+            "--start",
+            "2026-01-01",
+            "--days",
+            "75",
+            "--rows-per-day",
+            "1500",
+            "--seed",
+            "5",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
     )
     tags = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-03-16"}
     for job, extra in (("data_layer_job", ["--tags", json.dumps(tags)]), ("training_job", [])):
         run = subprocess.run(
             [BIN / "dagster", "job", "execute", "-m", "mlops_assets.definitions", "-j", job, *extra],
-            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert run.returncode == 0, f"{job}: {run.stderr[-3000:]}"
     log = run.stderr + run.stdout
@@ -117,24 +172,34 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
     try:
         run = subprocess.run(
             [BIN / "mlops", "demo", "run", "--days", "90", "--rows-per-day", "600", "--port", str(port)],
-            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
         assert f"Live endpoint:     http://127.0.0.1:{port}" in run.stdout
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()
         assert ready["ready"] is True and ready["champion_version"] == "1"
         with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
-            body = con.execute(
-                "select transaction_id, account_id, merchant_id, merchant_category, amount, currency, channel, country, "
-                "strftime(event_timestamp, '%Y-%m-%dT%H:%M:%S') as event_timestamp from marts.transactions_enriched "
-                # The newest: the online store refuses what is older than its allowed lateness.
-                "order by event_timestamp desc, transaction_id limit 1"
-            ).df().to_dict(orient="records")[0]
+            body = (
+                con.execute(
+                    "select transaction_id, account_id, merchant_id, merchant_category, amount, currency, channel, country, "
+                    "strftime(event_timestamp, '%Y-%m-%dT%H:%M:%S') as event_timestamp from marts.transactions_enriched "
+                    # The newest: the online store refuses what is older than its allowed lateness.
+                    "order by event_timestamp desc, transaction_id limit 1"
+                )
+                .df()
+                .to_dict(orient="records")[0]
+            )
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=10).json()
         assert answer["transaction_id"] == body["transaction_id"] and answer["model_version"] == "1"
         assert 0.0 <= answer["fraud_probability"] <= 1.0
     finally:
-        stop = subprocess.run([BIN / "mlops", "serve", "--stop", "--port", str(port)], env=env, capture_output=True, text=True)
+        stop = subprocess.run(
+            [BIN / "mlops", "serve", "--stop", "--port", str(port)], env=env, capture_output=True, text=True
+        )
     assert "stopped production server" in stop.stdout
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
@@ -142,7 +207,9 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
 
 def test_demo_run_refuses_a_history_too_short_to_train_on(tmp_path):
     """--days 60 used to stop at the fairness gate every time, leaving no champion and no endpoint."""
-    run = subprocess.run([BIN / "mlops", "demo", "run", "--days", "60"], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [BIN / "mlops", "demo", "run", "--days", "60"], env=_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 2
     assert "--days" in run.stderr and "at least 90" in run.stderr and "45-day label maturity" in run.stderr
     assert "Traceback" not in run.stderr
@@ -173,7 +240,6 @@ def test_demo_run_refuses_a_port_held_by_a_foreign_server_and_wipes_nothing(tmp_
 def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
     """Run 2 from the same checkout: the earlier demo's endpoint is stopped, not reported as foreign."""
     import socket
-
     import time
 
     from mlops_core.local_state import claim_port
@@ -185,7 +251,11 @@ def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     listener = subprocess.Popen(
-        [sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(120)"],
+        [
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(120)",
+        ],
         start_new_session=True,
     )
     try:
@@ -195,7 +265,9 @@ def test_claim_port_stops_the_endpoint_this_home_started(tmp_path):
             time.sleep(0.05)
         paths = ServingPaths.for_role(settings, "production")
         paths.root.mkdir(parents=True)
-        paths.pid_file(port).write_text(json.dumps({"pid": listener.pid, "host": "127.0.0.1", "port": port, "role": "production"}))
+        paths.pid_file(port).write_text(
+            json.dumps({"pid": listener.pid, "host": "127.0.0.1", "port": port, "role": "production"})
+        )
         assert claim_port(settings, port) == listener.pid
         assert listener.wait(timeout=20) is not None
         assert describe_listener("127.0.0.1", port) is None
@@ -267,7 +339,11 @@ def test_a_gate_that_stops_the_demo_is_named_with_its_number_bound_and_next_step
     port = _free_port()
     run = subprocess.run(
         [BIN / "mlops", "demo", "run", "--days", "90", "--rows-per-day", "10", "--port", str(port)],
-        env=_env(tmp_path), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=_env(tmp_path),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "Data layer loaded" in run.stdout
@@ -289,7 +365,10 @@ def test_ingest_ends_with_a_per_day_summary_naming_the_held_day(tmp_path):
     env = _env(tmp_path)
     gen = subprocess.run(
         [BIN / "mlops", "demo", "generate", "--start", "2026-03-01", "--days", "4", "--rows-per-day", "200"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert gen.returncode == 0, gen.stderr
     # Day 3's transactions lose a column: that day is held, day 4 must still load.
@@ -297,7 +376,11 @@ def test_ingest_ends_with_a_per_day_summary_naming_the_held_day(tmp_path):
     pq.write_table(pq.read_table(bad).drop_columns(["merchant_category"]), bad)
     run = subprocess.run(
         [BIN / "mlops", "ingest", "--start", "2026-03-01", "--end", "2026-03-04"],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "Traceback" not in run.stderr and "DagsterAssetCheckFailedError" not in run.stderr

@@ -71,8 +71,15 @@ def _fx_rate(currency: str) -> float:
 
 ACCOUNT_COLUMNS = ("account_id", "created_at", "home_country", "age_band")
 TRANSACTION_COLUMNS = (
-    "transaction_id", "account_id", "merchant_id", "merchant_category",
-    "amount", "currency", "channel", "country", "event_timestamp",
+    "transaction_id",
+    "account_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "currency",
+    "channel",
+    "country",
+    "event_timestamp",
 )
 LABEL_COLUMNS = ("transaction_id", "is_fraud", "labeled_at", "label_source")
 A1_CREATED = datetime(2023, 6, 1)
@@ -104,37 +111,72 @@ def _seed_raw_layer(path: Path) -> None:
         ensure_schema(con)
         # a1 re-lands with a new home country: that later snapshot must win, the still
         # later held one must not. a3 exists only in a held batch.
-        _insert(con, "accounts", ACCOUNT_COLUMNS, [
-            (date(2024, 1, 1), "accepted", [
-                ("a1", A1_CREATED, "US", "25-34"),
-                ("a2", datetime(2024, 1, 1, 23), "CA", "18-24"),
-            ]),
-            (date(2024, 1, 3), "accepted", [("a1", A1_CREATED, "GB", "35-44")]),
-            (date(2024, 1, 4), "held", [
-                ("a1", A1_CREATED, "JP", "45-54"),
-                ("a3", datetime(2024, 1, 4, 8), "DE", "65+"),
-            ]),
-        ])
-        _insert(con, "transactions", TRANSACTION_COLUMNS, [
-            # t2 comes 23 h 59 min after a2 opened: one calendar day later, 0 whole days old.
-            (date(2024, 1, 2), "accepted", [
-                ("t2", "a2", "m2", "digital_goods", 50.0, "CAD", "online", "US", datetime(2024, 1, 2, 22, 59)),
-            ]),
-            (date(2024, 1, 5), "accepted", [
-                ("t1", "a1", "m1", "retail", 100.0, "EUR", "in_store", "GB", datetime(2024, 1, 5, 10)),
-            ]),
-            (date(2024, 1, 6), "held", [
-                ("t3", "a1", "m3", "jewelry", 900.0, "USD", "online", "NG", datetime(2024, 1, 6, 3)),
-            ]),
-        ])
-        _insert(con, "labels", LABEL_COLUMNS, [
-            (date(2024, 1, 7), "accepted", [("t1", True, datetime(2024, 1, 7, 12), "customer_report")]),
-            # An accepted label for the held transaction t3: a warning, and not in the mart.
-            (date(2024, 1, 8), "accepted", [("t3", True, datetime(2024, 1, 8, 6), "customer_report")]),
-            (date(2024, 1, 20), "accepted", [("t1", True, datetime(2024, 1, 20, 9), "chargeback")]),
-            (date(2024, 2, 1), "accepted", [("t2", False, datetime(2024, 2, 1, 6), "maturity")]),
-            (date(2024, 2, 3), "held", [("t2", True, datetime(2024, 2, 3, 6), "chargeback")]),
-        ])
+        _insert(
+            con,
+            "accounts",
+            ACCOUNT_COLUMNS,
+            [
+                (
+                    date(2024, 1, 1),
+                    "accepted",
+                    [
+                        ("a1", A1_CREATED, "US", "25-34"),
+                        ("a2", datetime(2024, 1, 1, 23), "CA", "18-24"),
+                    ],
+                ),
+                (date(2024, 1, 3), "accepted", [("a1", A1_CREATED, "GB", "35-44")]),
+                (
+                    date(2024, 1, 4),
+                    "held",
+                    [
+                        ("a1", A1_CREATED, "JP", "45-54"),
+                        ("a3", datetime(2024, 1, 4, 8), "DE", "65+"),
+                    ],
+                ),
+            ],
+        )
+        _insert(
+            con,
+            "transactions",
+            TRANSACTION_COLUMNS,
+            [
+                # t2 comes 23 h 59 min after a2 opened: one calendar day later, 0 whole days old.
+                (
+                    date(2024, 1, 2),
+                    "accepted",
+                    [
+                        ("t2", "a2", "m2", "digital_goods", 50.0, "CAD", "online", "US", datetime(2024, 1, 2, 22, 59)),
+                    ],
+                ),
+                (
+                    date(2024, 1, 5),
+                    "accepted",
+                    [
+                        ("t1", "a1", "m1", "retail", 100.0, "EUR", "in_store", "GB", datetime(2024, 1, 5, 10)),
+                    ],
+                ),
+                (
+                    date(2024, 1, 6),
+                    "held",
+                    [
+                        ("t3", "a1", "m3", "jewelry", 900.0, "USD", "online", "NG", datetime(2024, 1, 6, 3)),
+                    ],
+                ),
+            ],
+        )
+        _insert(
+            con,
+            "labels",
+            LABEL_COLUMNS,
+            [
+                (date(2024, 1, 7), "accepted", [("t1", True, datetime(2024, 1, 7, 12), "customer_report")]),
+                # An accepted label for the held transaction t3: a warning, and not in the mart.
+                (date(2024, 1, 8), "accepted", [("t3", True, datetime(2024, 1, 8, 6), "customer_report")]),
+                (date(2024, 1, 20), "accepted", [("t1", True, datetime(2024, 1, 20, 9), "chargeback")]),
+                (date(2024, 2, 1), "accepted", [("t2", False, datetime(2024, 2, 1, 6), "maturity")]),
+                (date(2024, 2, 3), "held", [("t2", True, datetime(2024, 2, 3, 6), "chargeback")]),
+            ],
+        )
     finally:
         con.close()
 
@@ -147,11 +189,16 @@ def _dbt_build(tmp_path: Path, duckdb_path: Path) -> subprocess.CompletedProcess
     }
     return subprocess.run(
         [
-            str(DBT_EXECUTABLE), "build",
-            "--project-dir", str(DBT_PROJECT_DIR),
-            "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(tmp_path / "target"),
-            "--log-path", str(tmp_path / "logs"),
+            str(DBT_EXECUTABLE),
+            "build",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
         ],
         env=env,
         capture_output=True,
@@ -207,16 +254,25 @@ def test_dbt_build_gives_expected_marts(tmp_path: Path) -> None:
     assert tuple(t1[c] for c in calendar) == (date(2024, 1, 5), 10, 4, False)
     assert tuple(t2[c] for c in calendar) == (date(2024, 1, 2), 22, 1, False)
     assert (t1["merchant_category"], t1["amount"], t1["currency"], t1["landed_date"]) == (
-        "retail", 100.0, "EUR", date(2024, 1, 5)
+        "retail",
+        100.0,
+        "EUR",
+        date(2024, 1, 5),
     )
 
     # t1: the later chargeback replaced the customer report; t2: the held chargeback did not count.
     verdict = ("is_fraud", "labeled_at", "label_source", "event_timestamp")
     assert tuple(labels["t1"][c] for c in verdict) == (
-        True, datetime(2024, 1, 20, 9), "chargeback", datetime(2024, 1, 5, 10)
+        True,
+        datetime(2024, 1, 20, 9),
+        "chargeback",
+        datetime(2024, 1, 5, 10),
     )
     assert tuple(labels["t2"][c] for c in verdict) == (
-        False, datetime(2024, 2, 1, 6), "maturity", datetime(2024, 1, 2, 22, 59)
+        False,
+        datetime(2024, 2, 1, 6),
+        "maturity",
+        datetime(2024, 1, 2, 22, 59),
     )
     assert labels["t1"]["label_delay_days"] == pytest.approx(14 + 23 / 24)
     assert labels["t2"]["label_delay_days"] == pytest.approx(29 + 7 / 24 + 1 / 24 / 60)
@@ -239,7 +295,17 @@ def _each(model: str, test: str, columns: list[str], pairing: tuple) -> dict[tup
 VALUES, UNIQUE, TIMESTAMPS, REFERENCES = "check_values", "check_unique_ids", "check_timestamps", "check_references"
 LINEAGE = _built("lineage column, NOT NULL in the raw table")
 SEED = _built("static seed, matched to the contract by test_accepted_values_match_the_landing_contract")
-TX_FIELDS = ["transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp"]
+TX_FIELDS = [
+    "transaction_id",
+    "account_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "currency",
+    "channel",
+    "country",
+    "event_timestamp",
+]
 
 DBT_TEST_GATES = {
     **_each("fx_rates", "unique", ["currency"], SEED),
@@ -248,24 +314,43 @@ DBT_TEST_GATES = {
     **_each("fx_rates", "non_negative", ["usd_per_unit"], SEED),
     # staging
     ("stg_landing__accounts", "account_id", "unique"): _built("latest snapshot per account: qualify row_number() = 1"),
-    **_each("stg_landing__accounts", "not_null", ["account_id", "created_at", "home_country", "age_band"], _gate("accounts", VALUES)),
+    **_each(
+        "stg_landing__accounts",
+        "not_null",
+        ["account_id", "created_at", "home_country", "age_band"],
+        _gate("accounts", VALUES),
+    ),
     **_each("stg_landing__accounts", "accepted_values", ["home_country", "age_band"], _gate("accounts", VALUES)),
     **_each("stg_landing__accounts", "not_null", ["landed_date"], LINEAGE),
     **_each("stg_landing__account_snapshots", "not_null", ["account_id", "created_at"], _gate("accounts", VALUES)),
     **_each("stg_landing__account_snapshots", "not_null", ["landed_date"], LINEAGE),
     **_each("stg_landing__transactions", "unique", ["transaction_id"], _gate("transactions", UNIQUE)),
     **_each("stg_landing__transactions", "not_null", TX_FIELDS, _gate("transactions", VALUES)),
-    **_each("stg_landing__transactions", "accepted_values", ["merchant_category", "currency", "channel", "country"], _gate("transactions", VALUES)),
+    **_each(
+        "stg_landing__transactions",
+        "accepted_values",
+        ["merchant_category", "currency", "channel", "country"],
+        _gate("transactions", VALUES),
+    ),
     **_each("stg_landing__transactions", "non_negative", ["amount"], _gate("transactions", VALUES)),
     **_each("stg_landing__transactions", "relationships", ["account_id"], _gate("transactions", REFERENCES)),
     **_each("stg_landing__transactions", "not_null", ["landed_date"], LINEAGE),
-    ("stg_landing__labels", "transaction_id", "unique"): _built("latest verdict per transaction: qualify row_number() = 1"),
-    **_each("stg_landing__labels", "not_null", ["transaction_id", "is_fraud", "labeled_at", "label_source"], _gate("labels", VALUES)),
+    ("stg_landing__labels", "transaction_id", "unique"): _built(
+        "latest verdict per transaction: qualify row_number() = 1"
+    ),
+    **_each(
+        "stg_landing__labels",
+        "not_null",
+        ["transaction_id", "is_fraud", "labeled_at", "label_source"],
+        _gate("labels", VALUES),
+    ),
     **_each("stg_landing__labels", "accepted_values", ["label_source"], _gate("labels", VALUES)),
     # Severity warn: a label about a held transaction waits in staging, out of the marts.
     **_each("stg_landing__labels", "relationships", ["transaction_id"], _gate("labels", REFERENCES)),
     **_each("stg_landing__labels", "not_null", ["landed_date"], LINEAGE),
-    **_each("stg_landing__label_events", "not_null", ["transaction_id", "is_fraud", "labeled_at"], _gate("labels", VALUES)),
+    **_each(
+        "stg_landing__label_events", "not_null", ["transaction_id", "is_fraud", "labeled_at"], _gate("labels", VALUES)
+    ),
     # marts
     **_each("transactions_enriched", "unique", ["transaction_id"], _gate("transactions", UNIQUE)),
     **_each("transactions_enriched", "not_null", TX_FIELDS, _gate("transactions", VALUES)),
@@ -273,31 +358,66 @@ DBT_TEST_GATES = {
     **_each("transactions_enriched", "not_null", ["amount_usd"], _gate("transactions", VALUES)),
     **_each("transactions_enriched", "non_negative", ["amount_usd"], _gate("transactions", VALUES)),
     # Derived from channel and event_timestamp, which are not null.
-    **_each("transactions_enriched", "not_null", ["is_online", "event_date", "hour_of_day", "day_of_week", "is_weekend"], _gate("transactions", VALUES)),
+    **_each(
+        "transactions_enriched",
+        "not_null",
+        ["is_online", "event_date", "hour_of_day", "day_of_week", "is_weekend"],
+        _gate("transactions", VALUES),
+    ),
     **_each("transactions_enriched", "non_negative", ["account_age_days"], _gate("transactions", TIMESTAMPS)),
     **_each("transactions_enriched", "not_null", ["landed_date"], LINEAGE),
-    ("transaction_labels", "transaction_id", "unique"): _built("one verdict per transaction from stg_landing__labels, inner-joined to unique transactions"),
-    ("transaction_labels", "transaction_id", "relationships"): _built("inner join with the accepted transactions transactions_enriched holds"),
-    **_each("transaction_labels", "not_null", ["transaction_id", "is_fraud", "labeled_at", "label_source", "label_delay_days"], _gate("labels", VALUES)),
+    ("transaction_labels", "transaction_id", "unique"): _built(
+        "one verdict per transaction from stg_landing__labels, inner-joined to unique transactions"
+    ),
+    ("transaction_labels", "transaction_id", "relationships"): _built(
+        "inner join with the accepted transactions transactions_enriched holds"
+    ),
+    **_each(
+        "transaction_labels",
+        "not_null",
+        ["transaction_id", "is_fraud", "labeled_at", "label_source", "label_delay_days"],
+        _gate("labels", VALUES),
+    ),
     **_each("transaction_labels", "not_null", ["event_timestamp"], _gate("transactions", VALUES)),
     **_each("transaction_labels", "non_negative", ["label_delay_days"], _gate("labels", TIMESTAMPS)),
-    ("label_events", "transaction_id", "relationships"): _built("inner join with the accepted transactions transactions_enriched holds"),
+    ("label_events", "transaction_id", "relationships"): _built(
+        "inner join with the accepted transactions transactions_enriched holds"
+    ),
     ("label_events", None, "unique_combination"): _built("stg_landing__label_events groups by the four columns"),
     **_each("label_events", "not_null", ["transaction_id", "is_fraud", "labeled_at"], _gate("labels", VALUES)),
     **_each("label_events", "not_null", ["event_timestamp"], _gate("transactions", VALUES)),
     **_each("account_history", "not_null", ["account_id", "created_at"], _gate("accounts", VALUES)),
     **_each("account_history", "not_null", ["valid_from"], LINEAGE),
-    ("account_history", None, "unique_combination"): _built("one state per account and landing day, valid from the day's end"),
+    ("account_history", None, "unique_combination"): _built(
+        "one state per account and landing day, valid from the day's end"
+    ),
 }
 
 
 def _dbt_data_tests(tmp_path: Path) -> set[tuple[str, str | None, str]]:
-    env = {**os.environ, "MLOPS_DUCKDB_PATH": str(tmp_path / "unused.duckdb"), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "MLOPS_DUCKDB_PATH": str(tmp_path / "unused.duckdb"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
     target = tmp_path / "target"
     subprocess.run(
-        [str(DBT_EXECUTABLE), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-         "--target-path", str(target), "--log-path", str(tmp_path / "logs")],
-        env=env, check=True, capture_output=True, timeout=300,
+        [
+            str(DBT_EXECUTABLE),
+            "parse",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     manifest = json.loads((target / "manifest.json").read_text())
     return {

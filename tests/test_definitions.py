@@ -1,12 +1,11 @@
 """The code location loads and is wired as designed."""
 
 import dagster as dg
-
-from mlops_assets.ingestion.summary import CHECK_NO_HELD_DAYS, SUMMARY_KEY
 import pytest
 
 from mlops_assets.constants import DATA_LAYER_JOB, INGESTION, WAREHOUSE
 from mlops_assets.definitions import defs
+from mlops_assets.ingestion.summary import CHECK_NO_HELD_DAYS, SUMMARY_KEY
 from mlops_core.contracts import SOURCES
 from mlops_core.ingestion import CHECK_LANDING_UNCHANGED, gate_checks
 
@@ -58,9 +57,22 @@ def test_feature_assets_follow_the_marts_and_gate_with_blocking_checks():
     graph = defs.resolve_asset_graph()
     training = graph.get(dg.AssetKey("training_set"))
     assert training.group_name == FEATURES
-    assert {dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "account_history"])} <= set(training.parent_keys)
-    blocking = {spec.name for key in ("training_set", "online_features") for spec in defs.resolve_assets_def(dg.AssetKey(key)).check_specs if spec.blocking}
-    assert blocking == {"check_point_in_time_correct", "check_one_row_per_labelled_transaction", "check_online_offline_parity"}
+    assert {
+        dg.AssetKey(["marts", "transactions_enriched"]),
+        dg.AssetKey(["marts", "label_events"]),
+        dg.AssetKey(["marts", "account_history"]),
+    } <= set(training.parent_keys)
+    blocking = {
+        spec.name
+        for key in ("training_set", "online_features")
+        for spec in defs.resolve_assets_def(dg.AssetKey(key)).check_specs
+        if spec.blocking
+    }
+    assert blocking == {
+        "check_point_in_time_correct",
+        "check_one_row_per_labelled_transaction",
+        "check_online_offline_parity",
+    }
     online_checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("online_features")}
     assert "check_online_store_fresh" in online_checks
     assert defs.resolve_job_def(FEATURE_JOB) is not None
@@ -77,7 +89,13 @@ def test_training_chain_is_gated_and_promotion_is_separate():
     assert {s.name for s in specs if s.blocking} == set(GATES)
     assert evaluation in graph.get(dg.AssetKey("registered_challenger")).parent_keys
     training = {k.to_user_string() for k in defs.resolve_job_def(TRAINING_JOB).asset_layer.selected_asset_keys}
-    assert {"training_set", "fraud_model_candidate", "baseline_model", "candidate_evaluation", "registered_challenger"} <= training
+    assert {
+        "training_set",
+        "fraud_model_candidate",
+        "baseline_model",
+        "candidate_evaluation",
+        "registered_challenger",
+    } <= training
     assert "champion_model" not in training
     promote = {k.to_user_string() for k in defs.resolve_job_def(PROMOTE_JOB).asset_layer.selected_asset_keys}
     assert promote == {"champion_model", "production_endpoint", "model_alias_history"}
@@ -87,7 +105,14 @@ def test_rollout_is_staged_and_every_stage_is_gated():
     from mlops_assets.constants import DEPLOYMENT, ROLLBACK_JOB, ROLLOUT_JOB
 
     graph = defs.resolve_asset_graph()
-    order = ["registered_challenger", "staging_endpoint", "shadow_endpoint", "canary_endpoint", "champion_model", "production_endpoint"]
+    order = [
+        "registered_challenger",
+        "staging_endpoint",
+        "shadow_endpoint",
+        "canary_endpoint",
+        "champion_model",
+        "production_endpoint",
+    ]
     for parent, child in zip(order, order[1:]):
         assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
     for stage in ("staging_endpoint", "shadow_endpoint", "canary_endpoint"):
@@ -128,8 +153,17 @@ def test_retraining_runs_everything_downstream_of_a_trigger():
     from mlops_assets.constants import RETRAINING_JOB
 
     selected = {k.to_user_string() for k in defs.resolve_job_def(RETRAINING_JOB).asset_layer.selected_asset_keys}
-    assert {"retraining_request", "training_set", "fraud_model_candidate", "candidate_evaluation", "registered_challenger", "staging_endpoint",
-            "canary_endpoint", "champion_model", "production_endpoint"} <= selected
+    assert {
+        "retraining_request",
+        "training_set",
+        "fraud_model_candidate",
+        "candidate_evaluation",
+        "registered_challenger",
+        "staging_endpoint",
+        "canary_endpoint",
+        "champion_model",
+        "production_endpoint",
+    } <= selected
     assert not selected & {"raw_transactions", "feature_drift", "label_volume"}
     sensor = defs.resolve_sensor_def("retraining_sensor")
     assert sensor.job_name == RETRAINING_JOB and sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -34,14 +34,23 @@ def test_readme_dagster_cli_block_runs_verbatim_on_a_fresh_home(tmp_path):
     env["MLOPS_HOME"] = str(tmp_path / "fresh")
     run = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", readme_blocks()["dagster-cli"]],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "RUN_SUCCESS" in run.stdout + run.stderr
     assert "BetaWarning" not in run.stderr and "PreviewWarning" not in run.stderr
     with duckdb.connect(str(tmp_path / "fresh" / "warehouse.duckdb"), read_only=True) as con:
-        days = con.execute("SELECT count(DISTINCT partition_date) FROM raw.load_log WHERE source = 'transactions'").fetchone()[0]
+        days = con.execute(
+            "SELECT count(DISTINCT partition_date) FROM raw.load_log WHERE source = 'transactions'"
+        ).fetchone()[0]
         enriched = con.execute("SELECT count(*) FROM marts.transactions_enriched").fetchone()[0]
     assert days == 30 and enriched > 30 * 200
     # The runs are on the instance the UI shows.
-    assert any((tmp_path / "fresh" / "dagster_home").rglob("*.db")) or (tmp_path / "fresh" / "dagster_home" / "history").exists()
+    assert (
+        any((tmp_path / "fresh" / "dagster_home").rglob("*.db"))
+        or (tmp_path / "fresh" / "dagster_home" / "history").exists()
+    )

@@ -198,9 +198,7 @@ def _configure_duckdb(repo_dir: Path, memory_limit: str | None) -> dict:
     con.raw_sql(f"SET temp_directory = '{spill}'")
     if memory_limit:
         con.raw_sql(f"SET memory_limit = '{memory_limit}'")
-    row = con.raw_sql(
-        "SELECT current_setting('memory_limit'), current_setting('threads')"
-    ).fetchone()
+    row = con.raw_sql("SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
     return {"duckdb_memory_limit": row[0], "duckdb_threads": int(row[1])}
 
 
@@ -309,9 +307,7 @@ def cmd_online(args: argparse.Namespace) -> int:
         materialize_seconds = time.perf_counter() - t
 
         def call(account_id: str) -> dict:
-            return store.get_online_features(
-                features=refs, entity_rows=[{JOIN_KEY: account_id}]
-            ).to_dict()
+            return store.get_online_features(features=refs, entity_rows=[{JOIN_KEY: account_id}]).to_dict()
 
         # Values for the first 20 ids, for the caller's equality check (untimed).
         sample_values: dict[str, dict] = {}

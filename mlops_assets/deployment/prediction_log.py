@@ -9,7 +9,12 @@ PREDICTION_LOG = dg.AssetKey("prediction_log")
 TABLE = "serving.prediction_log"
 
 
-@dg.asset(key=PREDICTION_LOG, group_name=DEPLOYMENT, required_resource_keys={"warehouse", "serving_endpoint"}, kinds={"duckdb", "sqlite"})
+@dg.asset(
+    key=PREDICTION_LOG,
+    group_name=DEPLOYMENT,
+    required_resource_keys={"warehouse", "serving_endpoint"},
+    kinds={"duckdb", "sqlite"},
+)
 def prediction_log(context: dg.AssetExecutionContext):
     """Every scored request (request and transaction id, features, score, decision, version, variant,
     latency) appended to serving.prediction_log from the endpoint's durable log, rows after the newest
@@ -30,5 +35,11 @@ def prediction_log(context: dg.AssetExecutionContext):
         con.unregister("new_predictions")
         total, by_variant = con.execute(f"select count(*), to_json(histogram(variant)) from {TABLE}").fetchall()[0]
     return dg.MaterializeResult(
-        metadata={"source": source, "table": TABLE, "new_rows": len(new_rows), "dagster/row_count": int(total), "rows_by_variant": by_variant}
+        metadata={
+            "source": source,
+            "table": TABLE,
+            "new_rows": len(new_rows),
+            "dagster/row_count": int(total),
+            "rows_by_variant": by_variant,
+        }
     )

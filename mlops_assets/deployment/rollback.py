@@ -19,7 +19,12 @@ class RollbackConfig(dg.Config):
     actor: str = Field(default="canary_rollback_sensor")
 
 
-@dg.asset(key=ROLLBACK, group_name=DEPLOYMENT, required_resource_keys={"mlflow", "warehouse", "serving_endpoint", "alerts"}, kinds={"python"})
+@dg.asset(
+    key=ROLLBACK,
+    group_name=DEPLOYMENT,
+    required_resource_keys={"mlflow", "warehouse", "serving_endpoint", "alerts"},
+    kinds={"python"},
+)
 def canary_rollback(context: dg.AssetExecutionContext, config: RollbackConfig):
     """Each materialization is one rollback: the canary drained from the endpoint (if the sensor has not
     already), the challenger alias taken off that version (a champion that moved to it is moved back),
@@ -36,15 +41,22 @@ def canary_rollback(context: dg.AssetExecutionContext, config: RollbackConfig):
     with context.resources.warehouse.get_connection() as con:
         evidence = json.loads(config.evidence or "{}")
         if registry.alias_version(mlflow_client, registry.CHALLENGER) == config.canary_version:
-            changes.append(registry.remove_alias(mlflow_client, con, registry.CHALLENGER, config.reason, evidence, actor=config.actor))
+            changes.append(
+                registry.remove_alias(
+                    mlflow_client, con, registry.CHALLENGER, config.reason, evidence, actor=config.actor
+                )
+            )
         if registry.alias_version(mlflow_client, registry.CHAMPION) == config.canary_version:
             changes.append(registry.rollback_champion(mlflow_client, con, config.reason, actor=config.actor))
     mlflow_client.set_model_version_tag(registry.MODEL_NAME, config.canary_version, "rolled_back", config.reason[:500])
     delivered = context.resources.alerts.send(
         f"Canary rollback: {registry.MODEL_NAME} version {config.canary_version}",
         config.reason,
-        {"champion serving": after.get("champion_version"), "endpoint": endpoint.url,
-         "aliases changed": ", ".join(f"{c.alias} {c.from_version}->{c.to_version}" for c in changes) or "none"},
+        {
+            "champion serving": after.get("champion_version"),
+            "endpoint": endpoint.url,
+            "aliases changed": ", ".join(f"{c.alias} {c.from_version}->{c.to_version}" for c in changes) or "none",
+        },
     )
     return dg.MaterializeResult(
         metadata={

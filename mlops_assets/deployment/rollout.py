@@ -39,13 +39,20 @@ def _versions() -> tuple[str | None, str | None]:
 
 
 class StagingConfig(dg.Config):
-    requests: int = Field(default=200, description="Real recent transactions sent to the staging instance, each answer checked against the contract.")
-    warmup_requests: int = Field(default=50, description="Requests sent first and not timed, while sessions, caches and the connection warm up.")
+    requests: int = Field(
+        default=200,
+        description="Real recent transactions sent to the staging instance, each answer checked against the contract.",
+    )
+    warmup_requests: int = Field(
+        default=50, description="Requests sent first and not timed, while sessions, caches and the connection warm up."
+    )
     latency_requests: int = Field(
-        default=1000, description="Timed sequential requests (the recent transactions, cycled) whose p99 is judged; at least `requests`.",
+        default=1000,
+        description="Timed sequential requests (the recent transactions, cycled) whose p99 is judged; at least `requests`.",
     )
     slo_p99_ms: float = Field(
-        default=50.0, description="p99 of the server's own processing time of a request (its Server-Timing header), "
+        default=50.0,
+        description="p99 of the server's own processing time of a request (its Server-Timing header), "
         "the staging copy must stay under. The client's wall clock is recorded, not judged: on a busy machine it measures the machine.",
     )
 
@@ -56,10 +63,14 @@ class StagingConfig(dg.Config):
     deps=[CHALLENGER],
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"python"},
-    check_specs=[dg.AssetCheckSpec(
-        CHECK_STAGING, asset=STAGING, blocking=True,
-        description="Zero errors, every answer keeps the contract, server-side p99 (Server-Timing) under the SLO.",
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_STAGING,
+            asset=STAGING,
+            blocking=True,
+            description="Zero errors, every answer keeps the contract, server-side p99 (Server-Timing) under the SLO.",
+        )
+    ],
 )
 def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     """The challenger on a second local endpoint (its own port, log and no writes to production state),
@@ -75,7 +86,12 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     url = f"http://127.0.0.1:{port}"
     try:
         with EndpointClient(url) as client:
-            result = replay(client, transactions, warmup=config.warmup_requests, requests=max(config.latency_requests, len(transactions)))
+            result = replay(
+                client,
+                transactions,
+                warmup=config.warmup_requests,
+                requests=max(config.latency_requests, len(transactions)),
+            )
     finally:
         server.stop(settings, port, "staging")
     summary = result.summary()
@@ -83,16 +99,29 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
     if result.errors:
         problems.append(f"{len(result.errors)} errors, first: {result.errors[0]}")
     if result.contract_violations:
-        problems.append(f"{len(result.contract_violations)} contract violations, first: {result.contract_violations[0]}")
+        problems.append(
+            f"{len(result.contract_violations)} contract violations, first: {result.contract_violations[0]}"
+        )
     if result.versions != {challenger}:
         problems.append(f"answered by versions {sorted(result.versions)}, expected only {challenger}")
     latency = result.latency_problem(config.slo_p99_ms)
     if latency:
         problems.append(latency)
-    yield dg.MaterializeResult(metadata={"version": challenger, "url": url, "pid": pid, "traffic_split": "staging only (no production traffic)", **summary})
+    yield dg.MaterializeResult(
+        metadata={
+            "version": challenger,
+            "url": url,
+            "pid": pid,
+            "traffic_split": "staging only (no production traffic)",
+            **summary,
+        }
+    )
     yield dg.AssetCheckResult(
-        check_name=CHECK_STAGING, asset_key=STAGING, passed=not problems,
-        description="; ".join(problems) or f"{result.sent} requests, 0 errors, server p99 {result.server_percentile(99):.1f} ms "
+        check_name=CHECK_STAGING,
+        asset_key=STAGING,
+        passed=not problems,
+        description="; ".join(problems)
+        or f"{result.sent} requests, 0 errors, server p99 {result.server_percentile(99):.1f} ms "
         f"(SLO {config.slo_p99_ms:g} ms; client wall clock p99 {result.percentile(99):.1f} ms, informational)",
         metadata={**summary, "slo_p99_ms": config.slo_p99_ms},
     )
@@ -100,7 +129,8 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
 
 class SoakConfig(dg.Config):
     replay_requests: int = Field(
-        default=0, description="Recent warehouse transactions to replay through the endpoint during this stage (demo and tests; "
+        default=0,
+        description="Recent warehouse transactions to replay through the endpoint during this stage (demo and tests; "
         "0 = judge the real traffic logged since the stage began).",
     )
     wait_seconds: float = Field(default=0.0, description="Let real traffic accumulate this long before judging.")
@@ -108,7 +138,9 @@ class SoakConfig(dg.Config):
 
 
 class ShadowConfig(SoakConfig):
-    min_decision_agreement: float = Field(default=0.9, description="Share of requests where challenger and champion decide alike.")
+    min_decision_agreement: float = Field(
+        default=0.9, description="Share of requests where challenger and champion decide alike."
+    )
 
 
 def _soak(context, config: SoakConfig) -> float:
@@ -141,7 +173,14 @@ def _skipped(stage: str, reason: str):
     deps=[STAGING],
     required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
     kinds={"python"},
-    check_specs=[dg.AssetCheckSpec(CHECK_SHADOW, asset=SHADOW, blocking=True, description="Enough shadowed requests, and challenger and champion decide alike on most.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_SHADOW,
+            asset=SHADOW,
+            blocking=True,
+            description="Enough shadowed requests, and challenger and champion decide alike on most.",
+        )
+    ],
 )
 def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
     """The challenger scores every request beside the champion; only the champion answers. Agreement is recorded."""
@@ -149,10 +188,16 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
     endpoint = context.resources.serving_endpoint
     if champion is None:
         yield _skipped("shadow", "no champion yet: the first model goes from staging to production")
-        yield dg.AssetCheckResult(check_name=CHECK_SHADOW, asset_key=SHADOW, passed=True, description="skipped: first deployment")
+        yield dg.AssetCheckResult(
+            check_name=CHECK_SHADOW, asset_key=SHADOW, passed=True, description="skipped: first deployment"
+        )
         return
     with endpoint.client() as client:
-        client.traffic(f"shadow: version {challenger} beside champion {champion}", champion_version=champion, shadow_version=challenger)
+        client.traffic(
+            f"shadow: version {challenger} beside champion {champion}",
+            champion_version=champion,
+            shadow_version=challenger,
+        )
     began = _soak(context, config)
     _let_log_commit()
     agreement = shadow_agreement(read_predictions(endpoint.prediction_log_path, since=began))
@@ -161,10 +206,19 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
         # The shadow has been measured; scoring every request twice stops here either way.
         client.traffic(f"shadow of version {challenger} ended", champion_version=champion)
     yield dg.MaterializeResult(
-        metadata={"version": challenger, "champion_version": champion, "url": endpoint.url, "traffic_split": f"champion {champion} 100%, shadow {challenger}", **agreement.as_metadata()}
+        metadata={
+            "version": challenger,
+            "champion_version": champion,
+            "url": endpoint.url,
+            "traffic_split": f"champion {champion} 100%, shadow {challenger}",
+            **agreement.as_metadata(),
+        }
     )
     yield dg.AssetCheckResult(
-        check_name=CHECK_SHADOW, asset_key=SHADOW, passed=passed, metadata=agreement.as_metadata(),
+        check_name=CHECK_SHADOW,
+        asset_key=SHADOW,
+        passed=passed,
+        metadata=agreement.as_metadata(),
         description=f"{agreement.requests} shadowed requests (need {config.min_requests}), decision agreement "
         f"{agreement.decision_agreement:.3f} (need {config.min_decision_agreement})"
         + ("" if agreement.requests >= config.min_requests else f"; {TOO_LITTLE_TRAFFIC}"),
@@ -172,7 +226,9 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
 
 
 class CanaryConfig(SoakConfig):
-    share: float = Field(default=0.1, ge=0.0, le=1.0, description="Share of accounts (sticky by account_id hash) the canary answers.")
+    share: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Share of accounts (sticky by account_id hash) the canary answers."
+    )
     min_requests: int = Field(default=50, description="Fewest canary requests before the canary is judged.")
     max_error_rate: float = 0.01
     max_p99_latency_ms: float = 50.0
@@ -181,8 +237,11 @@ class CanaryConfig(SoakConfig):
 
     def rules(self) -> CanaryRules:
         return CanaryRules(
-            min_requests=self.min_requests, max_error_rate=self.max_error_rate, max_p99_latency_ms=self.max_p99_latency_ms,
-            max_score_psi=self.max_score_psi, max_decision_rate_ratio=self.max_decision_rate_ratio,
+            min_requests=self.min_requests,
+            max_error_rate=self.max_error_rate,
+            max_p99_latency_ms=self.max_p99_latency_ms,
+            max_score_psi=self.max_score_psi,
+            max_decision_rate_ratio=self.max_decision_rate_ratio,
         )
 
 
@@ -192,7 +251,14 @@ class CanaryConfig(SoakConfig):
     deps=[SHADOW],
     required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
     kinds={"python"},
-    check_specs=[dg.AssetCheckSpec(CHECK_CANARY, asset=CANARY, blocking=True, description="Canary error rate, p99 latency, score shift and flag rate within bounds of the champion's.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_CANARY,
+            asset=CANARY,
+            blocking=True,
+            description="Canary error rate, p99 latency, score shift and flag rate within bounds of the champion's.",
+        )
+    ],
 )
 def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
     """The challenger answers a share of accounts (sticky by account hash). The canary rollback sensor
@@ -201,12 +267,16 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
     endpoint = context.resources.serving_endpoint
     if champion is None:
         yield _skipped("canary", "no champion yet: the first model goes from staging to production")
-        yield dg.AssetCheckResult(check_name=CHECK_CANARY, asset_key=CANARY, passed=True, description="skipped: first deployment")
+        yield dg.AssetCheckResult(
+            check_name=CHECK_CANARY, asset_key=CANARY, passed=True, description="skipped: first deployment"
+        )
         return
     with endpoint.client() as client:
         client.traffic(
-            f"canary: version {challenger} on {config.share:.0%} of accounts", champion_version=champion,
-            canary_version=challenger, canary_share=config.share,
+            f"canary: version {challenger} on {config.share:.0%} of accounts",
+            champion_version=champion,
+            canary_version=challenger,
+            canary_share=config.share,
         )
     began = _soak(context, config)
     _let_log_commit()
@@ -217,15 +287,22 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
         with endpoint.client() as client:
             client.rollback(f"canary {challenger} failed its soak: {'; '.join(window.violations)}")
     yield dg.MaterializeResult(
-        metadata={"version": challenger, "champion_version": champion, "url": endpoint.url,
-                  "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}",
-                  "drained_after_failing": bool(window.violations), **window.as_metadata()}
+        metadata={
+            "version": challenger,
+            "champion_version": champion,
+            "url": endpoint.url,
+            "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}",
+            "drained_after_failing": bool(window.violations),
+            **window.as_metadata(),
+        }
     )
     if not window.judged:
         description = f"only {window.canary_requests} canary requests, need {config.min_requests}; {TOO_LITTLE_TRAFFIC}"
     else:
         description = "; ".join(window.violations) or f"{window.canary_requests} canary requests within every bound"
-    yield dg.AssetCheckResult(check_name=CHECK_CANARY, asset_key=CANARY, passed=passed, description=description, metadata=window.as_metadata())
+    yield dg.AssetCheckResult(
+        check_name=CHECK_CANARY, asset_key=CANARY, passed=passed, description=description, metadata=window.as_metadata()
+    )
 
 
 @dg.asset(
@@ -249,18 +326,35 @@ def production_endpoint(context: dg.AssetExecutionContext):
             previous = TrafficPlan.load(Path(endpoint.plan_path))
             TrafficPlan(
                 champion_version=champion,
-                previous_champion_version=previous.champion_version if previous and previous.champion_version != champion else None,
+                previous_champion_version=previous.champion_version
+                if previous and previous.champion_version != champion
+                else None,
                 reason=reason,
             ).save(Path(endpoint.plan_path))
-            return dg.MaterializeResult(metadata={"version": champion, "url": endpoint.url, "endpoint_running": False,
-                                                  "traffic_split": f"champion {champion} 100% (when the endpoint starts)"})
+            return dg.MaterializeResult(
+                metadata={
+                    "version": champion,
+                    "url": endpoint.url,
+                    "endpoint_running": False,
+                    "traffic_split": f"champion {champion} 100% (when the endpoint starts)",
+                }
+            )
         try:
             deployment = client.traffic(reason, champion_version=champion)
         except EndpointError as exc:
             with context.resources.warehouse.get_connection() as con:
-                registry.rollback_champion(mlflow.MlflowClient(), con, reason=f"endpoint could not serve version {champion}: {exc}")
-            raise dg.Failure(f"the endpoint refused champion version {champion}; the alias was rolled back: {exc}") from exc
+                registry.rollback_champion(
+                    mlflow.MlflowClient(), con, reason=f"endpoint could not serve version {champion}: {exc}"
+                )
+            raise dg.Failure(
+                f"the endpoint refused champion version {champion}; the alias was rolled back: {exc}"
+            ) from exc
     return dg.MaterializeResult(
-        metadata={"version": champion, "url": endpoint.url, "endpoint_running": True, "traffic_split": f"champion {champion} 100%",
-                  "previous_champion_version": deployment["previous_champion_version"]}
+        metadata={
+            "version": champion,
+            "url": endpoint.url,
+            "endpoint_running": True,
+            "traffic_split": f"champion {champion} 100%",
+            "previous_champion_version": deployment["previous_champion_version"],
+        }
     )

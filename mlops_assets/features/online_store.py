@@ -1,6 +1,5 @@
 """The online feature store's state, rebuilt from the warehouse, with parity and freshness checks."""
 
-
 import time
 
 import dagster as dg
@@ -21,7 +20,10 @@ SOURCES = [dg.AssetKey(["marts", name]) for name in ("transactions_enriched", "a
 class OnlineFeaturesConfig(dg.Config):
     """Size of the parity replay."""
 
-    parity_transactions: int = Field(default=500, description="Newest transactions replayed through a scratch store and compared with the offline SQL.")
+    parity_transactions: int = Field(
+        default=500,
+        description="Newest transactions replayed through a scratch store and compared with the offline SQL.",
+    )
 
 
 def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig") -> dg.AssetCheckResult:
@@ -39,7 +41,9 @@ def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig"
     elif age_hours > config.max_age_hours:
         problems.append(f"last rebuilt {age_hours:.1f} h ago, limit {config.max_age_hours} h")
     if newest_us is not None and (lag_hours is None or lag_hours > config.max_lag_hours):
-        problems.append(f"newest event trails the warehouse by {lag_hours if lag_hours is None else round(lag_hours, 2)} h, limit {config.max_lag_hours} h")
+        problems.append(
+            f"newest event trails the warehouse by {lag_hours if lag_hours is None else round(lag_hours, 2)} h, limit {config.max_lag_hours} h"
+        )
     if status.spec_version != spec_version():
         problems.append(f"state built by feature spec {status.spec_version}, code has {spec_version()}")
     return dg.AssetCheckResult(
@@ -47,7 +51,9 @@ def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig"
         asset_key=ONLINE_FEATURES,
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="Fresh: " + f"newest event {status.watermark}, rebuilt {age_hours:.2f} h ago." if not problems else "Stale: " + "; ".join(problems) + ".",
+        description="Fresh: " + f"newest event {status.watermark}, rebuilt {age_hours:.2f} h ago."
+        if not problems
+        else "Stale: " + "; ".join(problems) + ".",
         metadata={
             "store_watermark": str(status.watermark),
             "lag_hours": lag_hours,
@@ -76,20 +82,28 @@ def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig"
     ],
 )
 def online_features(
-    context: dg.AssetExecutionContext, config: OnlineFeaturesConfig, warehouse: DuckDBResource, online_store: OnlineStoreResource
+    context: dg.AssetExecutionContext,
+    config: OnlineFeaturesConfig,
+    warehouse: DuckDBResource,
+    online_store: OnlineStoreResource,
 ):
     """Online store state: each account's events of the last 30 days plus the allowed lateness, and its snapshots,
     rebuilt from the warehouse. Events serving recorded after the warehouse's newest are kept."""
     with warehouse.get_connection() as con:
         store = online_store.open()
         try:
-            summary = materialize_online_store(con, store, allowed_lateness_seconds=online_store.allowed_lateness_seconds)
+            summary = materialize_online_store(
+                con, store, allowed_lateness_seconds=online_store.allowed_lateness_seconds
+            )
             status = store.status()
         finally:
             store.close()
         with online_store.scratch() as scratch:
             parity = replay_parity(
-                con, scratch, transactions=config.parity_transactions, allowed_lateness_seconds=online_store.allowed_lateness_seconds
+                con,
+                scratch,
+                transactions=config.parity_transactions,
+                allowed_lateness_seconds=online_store.allowed_lateness_seconds,
             )
     context.log.info(f"online store rebuilt: {summary.events} events, {summary.accounts} accounts")
     yield dg.MaterializeResult(
@@ -127,8 +141,12 @@ def online_features(
 class FreshnessConfig(dg.Config):
     """Limits of the freshness check."""
 
-    max_lag_hours: float = Field(default=0.0, description="How far the store's newest event may trail the warehouse's, in hours.")
-    max_age_hours: float = Field(default=26.0, description="How long ago the last rebuild may have been, in hours (daily rebuilds plus slack).")
+    max_lag_hours: float = Field(
+        default=0.0, description="How far the store's newest event may trail the warehouse's, in hours."
+    )
+    max_age_hours: float = Field(
+        default=26.0, description="How long ago the last rebuild may have been, in hours (daily rebuilds plus slack)."
+    )
 
 
 @dg.asset_check(
@@ -137,6 +155,8 @@ class FreshnessConfig(dg.Config):
     description="The live store holds the warehouse's newest events, was rebuilt recently and by the current feature spec. "
     "Runs after each rebuild and on its own from the UI.",
 )
-def online_store_fresh(config: FreshnessConfig, warehouse: DuckDBResource, online_store: OnlineStoreResource) -> dg.AssetCheckResult:
+def online_store_fresh(
+    config: FreshnessConfig, warehouse: DuckDBResource, online_store: OnlineStoreResource
+) -> dg.AssetCheckResult:
     with warehouse.get_connection() as con:
         return _freshness(con, online_store, config)

@@ -1,6 +1,5 @@
 """The point-in-time training set, with the leakage and join checks that gate training."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -35,7 +34,9 @@ class TrainingSetConfig(dg.Config):
         default=None,
         description="Only the last N days of mature transactions. Default: MLOPS_TRAINING_LOOKBACK_DAYS, else all history.",
     )
-    validation_share: float = Field(default=0.15, description="Share of rows, by time, in the validation split (after train).")
+    validation_share: float = Field(
+        default=0.15, description="Share of rows, by time, in the validation split (after train)."
+    )
     test_share: float = Field(default=0.15, description="Share of rows, by time, in the test split (the newest).")
     leakage_sample_size: int = Field(default=300, description="Rows the leakage check recomputes by brute force.")
 
@@ -43,16 +44,19 @@ class TrainingSetConfig(dg.Config):
 def resolve_cutoff(con, config: TrainingSetConfig) -> dt.datetime:
     if config.cutoff:
         cutoff = dt.datetime.fromisoformat(config.cutoff.replace("Z", "+00:00"))
-        return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=dt.timezone.utc)
+        return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=dt.UTC)
     newest_day = con.execute("select max(landed_date) from marts.transactions_enriched").fetchone()[0]
     if newest_day is None:
         raise ValueError("marts.transactions_enriched is empty: ingest and build the warehouse before the training set")
-    return dt.datetime.combine(newest_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    return dt.datetime.combine(newest_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
 def _feature_table() -> str:
     lines = ["| feature | kind | dtype | definition | default |", "|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['kind']} | {r['dtype']} | {r['definition']} | {r['default']} |" for r in feature_spec.describe()]
+    lines += [
+        f"| {r['name']} | {r['kind']} | {r['dtype']} | {r['definition']} | {r['default']} |"
+        for r in feature_spec.describe()
+    ]
     return "\n".join(lines)
 
 

@@ -32,9 +32,15 @@ class IngestionConfig(dg.Config):
     max_reject_rate: float = Field(
         default=0.02, description="Share of a day's rows a row-level check may reject before the day is held."
     )
-    volume_min_ratio: float = Field(default=0.5, description="Fewest rows a day may have, as a multiple of the trailing median.")
-    volume_max_ratio: float = Field(default=2.0, description="Most rows a day may have, as a multiple of the trailing median.")
-    volume_lookback_days: int = Field(default=7, description="Trailing loaded days whose median is the volume baseline.")
+    volume_min_ratio: float = Field(
+        default=0.5, description="Fewest rows a day may have, as a multiple of the trailing median."
+    )
+    volume_max_ratio: float = Field(
+        default=2.0, description="Most rows a day may have, as a multiple of the trailing median."
+    )
+    volume_lookback_days: int = Field(
+        default=7, description="Trailing loaded days whose median is the volume baseline."
+    )
     volume_min_history: int = Field(default=3, description="Days of history needed before the volume gate applies.")
 
     def thresholds(self) -> IngestionThresholds:
@@ -100,8 +106,7 @@ def _partition_table(report: IngestionReport, max_rows: int = 62) -> str:
 def build_raw_asset(contract: SourceContract) -> dg.AssetsDefinition:
     key = raw_asset_key(contract.name)
     check_specs = [
-        dg.AssetCheckSpec(name, asset=key, description=CHECK_DESCRIPTIONS[name])
-        for name in gate_checks(contract)
+        dg.AssetCheckSpec(name, asset=key, description=CHECK_DESCRIPTIONS[name]) for name in gate_checks(contract)
     ]
     check_specs.append(
         dg.AssetCheckSpec(CHECK_LANDING_UNCHANGED, asset=key, description=CHECK_DESCRIPTIONS[CHECK_LANDING_UNCHANGED])

@@ -26,12 +26,19 @@ CATEGORICAL = list(spec.categorical_features())
 
 
 class DriftConfig(dg.Config):
-    reference_rows: int = Field(default=200_000, description="Rows of the training set sampled as the reference (seeded).")
-    min_warm_rows: int = Field(
-        default=1000, description="Below this many warm training rows the reference falls back to every training row (noted)."
+    reference_rows: int = Field(
+        default=200_000, description="Rows of the training set sampled as the reference (seeded)."
     )
-    html_rows: int = Field(default=20_000, description="Rows per side in the Evidently HTML report for people (it is slow on more).")
-    evidently_report: bool = Field(default=True, description="Write reports/drift-<day>.html with Evidently's DataDriftPreset.")
+    min_warm_rows: int = Field(
+        default=1000,
+        description="Below this many warm training rows the reference falls back to every training row (noted).",
+    )
+    html_rows: int = Field(
+        default=20_000, description="Rows per side in the Evidently HTML report for people (it is slow on more)."
+    )
+    evidently_report: bool = Field(
+        default=True, description="Write reports/drift-<day>.html with Evidently's DataDriftPreset."
+    )
 
 
 DDL = f"""
@@ -48,15 +55,22 @@ def _reference(con, columns: str, config: DriftConfig):
     after the first landed transaction. Before that, 30-day counts and sums are still filling up, and
     a comparison with them calls every later day drifted."""
     warm_from = con.execute(
-        f"select min(event_timestamp) + to_seconds($window) from {spec.EVENTS_TABLE}", {"window": spec.MAX_WINDOW_SECONDS}
+        f"select min(event_timestamp) + to_seconds($window) from {spec.EVENTS_TABLE}",
+        {"window": spec.MAX_WINDOW_SECONDS},
     ).fetchall()[0][0]
     # reference_rows is an int from typed config: formatting it into SAMPLE (which takes no parameters) is safe.
     sample = f"using sample reservoir({int(config.reference_rows)} rows) repeatable (7)"
-    warm = con.execute(f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {sample}", {"warm_from": warm_from}).df()
+    warm = con.execute(
+        f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {sample}",
+        {"warm_from": warm_from},
+    ).df()
     if len(warm) >= config.min_warm_rows:
         return warm, f"training-set rows from {warm_from:%Y-%m-%d %H:%M} on (windowed features warm)"
     every = con.execute(f"select {columns} from {TRAINING_SET_TABLE} {sample}").df()
-    return every, f"every training-set row: only {len(warm)} are past the {spec.MAX_WINDOW_SECONDS // 86400}-day warm-up"
+    return (
+        every,
+        f"every training-set row: only {len(warm)} are past the {spec.MAX_WINDOW_SECONDS // 86400}-day warm-up",
+    )
 
 
 @dg.asset(
@@ -65,7 +79,11 @@ def _reference(con, columns: str, config: DriftConfig):
     partitions_def=daily_partitions,
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
-    deps=[dg.AssetKey("training_set"), dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey(["marts", "account_history"])],
+    deps=[
+        dg.AssetKey("training_set"),
+        dg.AssetKey(["marts", "transactions_enriched"]),
+        dg.AssetKey(["marts", "account_history"]),
+    ],
     kinds={"duckdb", "evidently"},
     check_specs=[
         verdict_check_spec(
@@ -76,7 +94,10 @@ def _reference(con, columns: str, config: DriftConfig):
     ],
 )
 def feature_drift(
-    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: DuckDBResource, retraining_policy: RetrainingPolicy
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    warehouse: DuckDBResource,
+    retraining_policy: RetrainingPolicy,
 ):
     """Every feature of the day's transactions (as of their own time, the offline SQL) against the training
     set's warm rows: Evidently 0.7's sample-size-aware tests (K-S / chi-square up to 1000 reference rows, normed
@@ -90,7 +111,11 @@ def feature_drift(
         if current.empty:
             verdict = feature_drift_verdict(day, None, [], 0, retraining_policy.drift_share)
             return dg.MaterializeResult(
-                metadata={"day": day.isoformat(), "transactions": 0, "note": "no transactions on this day: nothing to compare"},
+                metadata={
+                    "day": day.isoformat(),
+                    "transactions": 0,
+                    "note": "no transactions on this day: nothing to compare",
+                },
                 check_results=[verdict_check_result(FEATURE_DRIFT_CHECK, verdict)],
             )
         if reference.empty:
@@ -117,5 +142,7 @@ def feature_drift(
         sample = lambda f: f.sample(min(len(f), config.html_rows), random_state=7)  # noqa: E731
         path.write_text(evidently_html(sample(reference), sample(current), NUMERIC, CATEGORICAL))
         metadata["evidently_report"] = dg.MetadataValue.path(str(Path(path)))
-    verdict = feature_drift_verdict(day, report.share_drifted, report.drifted_features, len(current), retraining_policy.drift_share)
+    verdict = feature_drift_verdict(
+        day, report.share_drifted, report.drifted_features, len(current), retraining_policy.drift_share
+    )
     return dg.MaterializeResult(metadata=metadata, check_results=[verdict_check_result(FEATURE_DRIFT_CHECK, verdict)])

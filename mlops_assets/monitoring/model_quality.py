@@ -124,7 +124,11 @@ def prediction_drift(
     reference_end = min(first_served + dt.timedelta(days=config.reference_days - 1), day - dt.timedelta(days=1))
     with warehouse.get_connection() as con:
         reference = _served(con, version, first_served, reference_end)
-    base |= {"reference": f"{first_served}..{reference_end}", "reference_scores": len(reference), "current_scores": len(current)}
+    base |= {
+        "reference": f"{first_served}..{reference_end}",
+        "reference_scores": len(reference),
+        "current_scores": len(current),
+    }
     if min(len(reference), len(current)) < config.min_scores:
         return without_verdict(f"fewer than {config.min_scores} scores on a side")
     ref, cur = reference["score"].to_numpy(float), current["score"].to_numpy(float)
@@ -145,9 +149,15 @@ def prediction_drift(
 
 
 class ConceptDriftConfig(dg.Config):
-    recall_window_days: int = Field(default=7, description="Days of recent events whose confirmed frauds measure recall.")
-    error_window_days: int = Field(default=14, description="Days of matured events fed to Page-Hinkley and the calibration test.")
-    ph_delta: float = Field(default=0.005, description="Page-Hinkley delta: half the smallest error increase worth an alarm.")
+    recall_window_days: int = Field(
+        default=7, description="Days of recent events whose confirmed frauds measure recall."
+    )
+    error_window_days: int = Field(
+        default=14, description="Days of matured events fed to Page-Hinkley and the calibration test."
+    )
+    ph_delta: float = Field(
+        default=0.005, description="Page-Hinkley delta: half the smallest error increase worth an alarm."
+    )
 
 
 def _metric(client, run_id: str, name: str) -> float | None:
@@ -161,7 +171,12 @@ def _metric(client, run_id: str, name: str) -> float | None:
     partitions_def=daily_partitions,
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
-    deps=[PREDICTION_LOG, dg.AssetKey(["marts", "label_events"]), dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey("champion_model")],
+    deps=[
+        PREDICTION_LOG,
+        dg.AssetKey(["marts", "label_events"]),
+        dg.AssetKey(["marts", "transactions_enriched"]),
+        dg.AssetKey("champion_model"),
+    ],
     kinds={"duckdb"},
     check_specs=[
         verdict_check_spec(
@@ -198,9 +213,12 @@ def concept_drift(
     with warehouse.get_connection() as con:
         if version is None or not _has_log(con):
             note = "no champion or no prediction log yet"
-            verdict = concept_drift_verdict(day, confidence=policy.confidence, page_hinkley_threshold=policy.page_hinkley_threshold, note=note)
+            verdict = concept_drift_verdict(
+                day, confidence=policy.confidence, page_hinkley_threshold=policy.page_hinkley_threshold, note=note
+            )
             return dg.MaterializeResult(
-                metadata={**base, "note": note}, check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)]
+                metadata={**base, "note": note},
+                check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)],
             )
         first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
         served = _served(con, version, first, day)
@@ -217,7 +235,9 @@ def concept_drift(
 
     recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
     caught = int(served["decision"].to_numpy(bool)[recent].sum())
-    recall = recall_drop(caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, policy.confidence)
+    recall = recall_drop(
+        caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, policy.confidence
+    )
 
     matured_before = pd.Timestamp(day - dt.timedelta(days=maturity - 1))
     errors = error_stream(served, labels, kind="decision", complete_before=matured_before)
@@ -227,7 +247,9 @@ def concept_drift(
     calibration = None
     if len(matured) >= 500 and reference_ece is not None:
         y = matured["transaction_id"].map(verdict).to_numpy(float)
-        calibration = calibration_drift(y, matured["score"].to_numpy(float), reference_ece, confidence=policy.confidence)
+        calibration = calibration_drift(
+            y, matured["score"].to_numpy(float), reference_ece, confidence=policy.confidence
+        )
 
     verdict = concept_drift_verdict(
         day,

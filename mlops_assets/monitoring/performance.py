@@ -61,13 +61,21 @@ def live_performance_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
             "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
         ).fetchall()[0][0]
         if not logged:
-            return dg.MaterializeResult(metadata={"day": day.isoformat(), "scored": 0, "note": f"no {PREDICTION_TABLE} yet: materialize prediction_log"})
+            return dg.MaterializeResult(
+                metadata={
+                    "day": day.isoformat(),
+                    "scored": 0,
+                    "note": f"no {PREDICTION_TABLE} yet: materialize prediction_log",
+                }
+            )
         predictions = con.execute(PREDICTIONS_SQL, {"day": day}).df()
         con.register("day_predictions", predictions)
         labels = con.execute(LABELS_SQL).df()
         con.unregister("day_predictions")
         if predictions.empty:
-            return dg.MaterializeResult(metadata={"day": day.isoformat(), "scored": 0, "note": "no logged predictions for this day"})
+            return dg.MaterializeResult(
+                metadata={"day": day.isoformat(), "scored": 0, "note": "no logged predictions for this day"}
+            )
         table = live_performance(predictions, labels, segments=SEGMENTS)
         table.insert(0, "day", day)
         table["value"] = table["value"].astype("string")

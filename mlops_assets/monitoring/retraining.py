@@ -9,7 +9,9 @@ RETRAINING_REQUEST = dg.AssetKey("retraining_request")
 
 
 class RetrainingRequestConfig(dg.Config):
-    reason: str = Field(default="", description="Why you retrain. Required when you launch retraining_job by hand from the UI.")
+    reason: str = Field(
+        default="", description="Why you retrain. Required when you launch retraining_job by hand from the UI."
+    )
 
 
 @dg.asset(key=RETRAINING_REQUEST, group_name=MONITORING, kinds={"python"})

@@ -35,5 +35,7 @@ def verdict_of(key: dg.AssetCheckKey, evaluation: dg.AssetCheckEvaluation) -> Mo
     if verdict.asset != key.asset_key.to_user_string():
         raise VerdictError(f"{key.to_user_string()}: field 'asset' names {verdict.asset!r}")
     if verdict.triggered == evaluation.passed:
-        raise VerdictError(f"{key.to_user_string()}: field 'triggered' is {verdict.triggered} but the check {'passed' if evaluation.passed else 'failed'}")
+        raise VerdictError(
+            f"{key.to_user_string()}: field 'triggered' is {verdict.triggered} but the check {'passed' if evaluation.passed else 'failed'}"
+        )
     return verdict

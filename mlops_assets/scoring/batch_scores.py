@@ -25,7 +25,9 @@ SOURCES = [
 
 PREVIEW_COLUMNS = ("transaction_id", "account_id", "event_timestamp", "fraud_probability", "is_fraud")
 COLUMN_SCHEMA = dg.TableSchema(
-    columns=[dg.TableColumn(name, sql_type, description) for name, (sql_type, description) in scoring.SCORE_COLUMNS.items()]
+    columns=[
+        dg.TableColumn(name, sql_type, description) for name, (sql_type, description) in scoring.SCORE_COLUMNS.items()
+    ]
 )
 
 

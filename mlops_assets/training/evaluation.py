@@ -24,16 +24,31 @@ class GateConfig(dg.Config):
 
     min_auc_pr: float = Field(default=0.2, description="Least AUC-PR on the test split.")
     min_recall: float = Field(default=0.3, description="Least recall at the operating threshold.")
-    max_auc_pr_regression: float = Field(default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split.")
-    max_recall_gap: float = Field(default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds).")
-    fairness_min_positives: int = Field(default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps.")
-    fairness_significance: float = Field(default=0.05, description="A fairness gap fails only if Fisher's exact test (Bonferroni-adjusted) gives p below this.")
-    max_false_positive_rate_gap: float = Field(default=0.05, description="Largest false-positive-rate difference between age bands.")
+    max_auc_pr_regression: float = Field(
+        default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split."
+    )
+    max_recall_gap: float = Field(
+        default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds)."
+    )
+    fairness_min_positives: int = Field(
+        default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps."
+    )
+    fairness_significance: float = Field(
+        default=0.05,
+        description="A fairness gap fails only if Fisher's exact test (Bonferroni-adjusted) gives p below this.",
+    )
+    max_false_positive_rate_gap: float = Field(
+        default=0.05, description="Largest false-positive-rate difference between age bands."
+    )
     max_p99_latency_ms: float = Field(default=5.0, description="Single-row ONNX scoring p99 SLO, ms.")
-    max_flip_rate: float = Field(default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs.")
+    max_flip_rate: float = Field(
+        default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs."
+    )
     max_onnx_difference: float = Field(default=1e-5, description="Largest |ONNX - native| probability.")
     max_calibration_error: float = Field(default=0.02, description="Largest expected calibration error (10 bins).")
-    max_behaviour_drop: float = Field(default=0.05, description="Largest relative fall of the mean score a directional expectation tolerates.")
+    max_behaviour_drop: float = Field(
+        default=0.05, description="Largest relative fall of the mean score a directional expectation tolerates."
+    )
 
     def thresholds(self) -> g.GateThresholds:
         return g.GateThresholds(**self.model_dump())
@@ -48,7 +63,9 @@ def champion_scorer(client) -> tuple[str, OnnxScorer, float] | None:
         return None
     details = client.get_model_version(registry.MODEL_NAME, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.MODEL_NAME}/{version}", dst_path=tmp))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.MODEL_NAME}/{version}", dst_path=tmp)
+        )
         model_bytes = next(local.rglob("*.onnx")).read_bytes()
     threshold = float(details.tags.get("threshold") or client.get_run(details.run_id).data.tags["threshold"])
     return f"champion (version {version})", OnnxScorer(model_bytes), threshold
@@ -57,7 +74,9 @@ def champion_scorer(client) -> tuple[str, OnnxScorer, float] | None:
 def _check_results(evaluation: Evaluation):
     for name in g.GATES:
         outcome = evaluation.outcomes[name]
-        yield dg.AssetCheckResult(check_name=name, asset_key=EVALUATION, passed=outcome.passed, description=outcome.detail)
+        yield dg.AssetCheckResult(
+            check_name=name, asset_key=EVALUATION, passed=outcome.passed, description=outcome.detail
+        )
 
 
 @dg.asset(
@@ -65,7 +84,10 @@ def _check_results(evaluation: Evaluation):
     group_name=TRAINING,
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow", "html"},
-    check_specs=[dg.AssetCheckSpec(name, asset=EVALUATION, blocking=True, description=g.GATE_DESCRIPTIONS[name]) for name in g.GATES],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=EVALUATION, blocking=True, description=g.GATE_DESCRIPTIONS[name])
+        for name in g.GATES
+    ],
 )
 def candidate_evaluation(
     context: dg.AssetExecutionContext,
@@ -80,7 +102,11 @@ def candidate_evaluation(
     frame, _ = load_training_set(context.resources.warehouse)
     client = mlflow.MlflowClient()
     evaluation = evaluate(
-        fraud_model_candidate, split(frame, "test"), config.thresholds(), baseline=baseline_model, champion=champion_scorer(client)
+        fraud_model_candidate,
+        split(frame, "test"),
+        config.thresholds(),
+        baseline=baseline_model,
+        champion=champion_scorer(client),
     )
     figures = plots(evaluation.report)
     page = render_html(evaluation.report, figures)
@@ -101,13 +127,17 @@ def candidate_evaluation(
         if value == value:  # NaN (a split without one class) is not a metric
             client.log_metric(fraud_model_candidate.run_id, f"test_{name}", float(value))
     tables = markdown_tables(evaluation.report)
-    plot_md = "\n\n".join(f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items())
+    plot_md = "\n\n".join(
+        f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items()
+    )
     yield dg.MaterializeResult(
         metadata={
             # A link a browser opens from the UI (the MLflow UI's page of the logged report); the file beside it.
             "report": dg.MetadataValue.url(report_url),
             "report_file": dg.MetadataValue.path(str(path)),
-            "verdict": "all gates pass" if evaluation.passed else "stopped: " + ", ".join(n for n, o in evaluation.outcomes.items() if not o.passed),
+            "verdict": "all gates pass"
+            if evaluation.passed
+            else "stopped: " + ", ".join(n for n, o in evaluation.outcomes.items() if not o.passed),
             "metrics": dg.MetadataValue.md(tables["metrics"]),
             "segments": dg.MetadataValue.md(tables.get("segments", "")),
             "gates": dg.MetadataValue.md(tables["gates"]),

@@ -24,21 +24,27 @@ MODEL_ARTIFACT = "model"
 class XGBoostConfig(dg.Config):
     """Hyperparameters of the boosted-tree candidate."""
 
-    n_estimators: int = Field(default=400, description="Most trees; early stopping on the validation split usually keeps fewer.")
+    n_estimators: int = Field(
+        default=400, description="Most trees; early stopping on the validation split usually keeps fewer."
+    )
     learning_rate: float = Field(default=0.1, description="Shrinkage per tree.")
     max_depth: int = Field(default=4, description="Depth of each tree.")
     min_child_weight: float = Field(default=1.0, description="Least hessian weight in a leaf.")
     subsample: float = Field(default=0.9, description="Share of rows sampled per tree (seeded).")
     colsample_bytree: float = Field(default=0.9, description="Share of columns sampled per tree (seeded).")
     reg_lambda: float = Field(default=1.0, description="L2 regularization of leaf weights.")
-    early_stopping_rounds: int = Field(default=30, description="Stop after this many rounds without a better validation AUC-PR.")
+    early_stopping_rounds: int = Field(
+        default=30, description="Stop after this many rounds without a better validation AUC-PR."
+    )
     scale_pos_weight: float = Field(
         default=1.0,
         description="Weight of fraud rows. 1 keeps probabilities calibrated; the imbalance is handled by the cost-based threshold. "
         "0 means negatives/positives of the training split.",
     )
     seed: int = Field(default=7, description="Seed of row and column sampling: same data and config, same model.")
-    false_negative_cost: float = Field(default=20.0, description="Cost of a missed fraud in false alarms; sets the operating threshold on validation.")
+    false_negative_cost: float = Field(
+        default=20.0, description="Cost of a missed fraud in false alarms; sets the operating threshold on validation."
+    )
 
     def params(self) -> XGBoostParams:
         return XGBoostParams(
@@ -61,7 +67,9 @@ class LogisticConfig(dg.Config):
     C: float = Field(default=1.0, description="Inverse L2 regularization strength.")
     balanced: bool = Field(default=True, description="Weight classes inversely to their frequency.")
     max_iter: int = Field(default=1000, description="Solver iterations.")
-    false_negative_cost: float = Field(default=20.0, description="Cost of a missed fraud in false alarms; sets the operating threshold on validation.")
+    false_negative_cost: float = Field(
+        default=20.0, description="Cost of a missed fraud in false alarms; sets the operating threshold on validation."
+    )
 
     def params(self) -> LogisticParams:
         return LogisticParams(C=self.C, class_weight="balanced" if self.balanced else None, max_iter=self.max_iter)
@@ -83,7 +91,9 @@ def log_to_mlflow(trained: TrainedModel, frame) -> TrainedModel:
     example = matrix.encode(split(frame, "validation").head(5))
     with mlflow.start_run(run_name=f"{trained.kind}-candidate", nested=True) as run:
         mlflow.log_params({**trained.params, "threshold": trained.threshold})
-        mlflow.log_metrics({f"validation_{k}": float(v) for k, v in trained.validation_metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics(
+            {f"validation_{k}": float(v) for k, v in trained.validation_metrics.items() if np.isfinite(v)}
+        )
         mlflow.log_metric("onnx_max_probability_difference", trained.onnx_max_difference)
         mlflow.set_tags(
             {
@@ -97,7 +107,9 @@ def log_to_mlflow(trained: TrainedModel, frame) -> TrainedModel:
         mlflow.log_dict({"feature_columns": list(trained.feature_columns)}, "features.json")
         mlflow.log_dict(trained.feature_importance, "feature_importance.json")
         signature = mlflow.models.infer_signature(example, OnnxScorer(trained.onnx).predict(example))
-        info = mlflow.onnx.log_model(onnx.load_from_string(trained.onnx), name=MODEL_ARTIFACT, signature=signature, input_example=example)
+        info = mlflow.onnx.log_model(
+            onnx.load_from_string(trained.onnx), name=MODEL_ARTIFACT, signature=signature, input_example=example
+        )
     return dataclasses.replace(trained, run_id=run.info.run_id, model_uri=info.model_uri)
 
 
@@ -112,24 +124,44 @@ def _metadata(trained: TrainedModel) -> dict:
         "validation_auc_pr": trained.validation_metrics.get("auc_pr"),
         "validation_recall": trained.validation_metrics.get("recall"),
         "onnx_max_probability_difference": trained.onnx_max_difference,
-        "top_features": dg.MetadataValue.md("| feature | importance |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.4f} |" for k, v in top)),
+        "top_features": dg.MetadataValue.md(
+            "| feature | importance |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.4f} |" for k, v in top)
+        ),
         "params": dg.MetadataValue.json(json.loads(json.dumps(trained.params, default=str))),
     }
 
 
-@dg.asset(group_name=TRAINING, deps=[TRAINING_SET], required_resource_keys={"mlflow", "warehouse"}, kinds={"xgboost", "mlflow", "onnx"})
+@dg.asset(
+    group_name=TRAINING,
+    deps=[TRAINING_SET],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"xgboost", "mlflow", "onnx"},
+)
 def fraud_model_candidate(context: dg.AssetExecutionContext, config: XGBoostConfig) -> TrainedModel:
     """XGBoost trained on the point-in-time training set, early-stopped on the validation split, exported to ONNX."""
     frame, version = load_training_set(context.resources.warehouse)
-    trained = log_to_mlflow(fit(frame, "xgboost", version, xgboost_params=config.params(), false_negative_cost=config.false_negative_cost), frame)
+    trained = log_to_mlflow(
+        fit(frame, "xgboost", version, xgboost_params=config.params(), false_negative_cost=config.false_negative_cost),
+        frame,
+    )
     context.add_output_metadata(_metadata(trained))
     return trained
 
 
-@dg.asset(group_name=TRAINING, deps=[TRAINING_SET], required_resource_keys={"mlflow", "warehouse"}, kinds={"scikitlearn", "mlflow", "onnx"})
+@dg.asset(
+    group_name=TRAINING,
+    deps=[TRAINING_SET],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"scikitlearn", "mlflow", "onnx"},
+)
 def baseline_model(context: dg.AssetExecutionContext, config: LogisticConfig) -> TrainedModel:
     """Standardised logistic regression on the same training set: the bar any candidate must clear."""
     frame, version = load_training_set(context.resources.warehouse)
-    trained = log_to_mlflow(fit(frame, "logistic", version, logistic_params=config.params(), false_negative_cost=config.false_negative_cost), frame)
+    trained = log_to_mlflow(
+        fit(
+            frame, "logistic", version, logistic_params=config.params(), false_negative_cost=config.false_negative_cost
+        ),
+        frame,
+    )
     context.add_output_metadata(_metadata(trained))
     return trained

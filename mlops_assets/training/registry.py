@@ -20,7 +20,13 @@ ALIAS_HISTORY = dg.AssetKey("model_alias_history")
 CHALLENGER = dg.AssetKey("registered_challenger")
 
 
-@dg.asset(key=CHALLENGER, group_name=TRAINING, deps=[EVALUATION], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"})
+@dg.asset(
+    key=CHALLENGER,
+    group_name=TRAINING,
+    deps=[EVALUATION],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"mlflow"},
+)
 def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candidate: TrainedModel):
     """The candidate registered in the MLflow model registry with the `challenger` alias. Runs only
     after every blocking gate on candidate_evaluation passed. All or nothing: a version whose alias
@@ -77,12 +83,17 @@ def _training_cutoff(context: dg.AssetExecutionContext) -> str | None:
 class PromoteConfig(dg.Config):
     """Why the challenger becomes champion; recorded in the alias history."""
 
-    reason: str = Field(default="promoted by hand from the Dagster UI", description="Why this promotion happens (audit history).")
+    reason: str = Field(
+        default="promoted by hand from the Dagster UI", description="Why this promotion happens (audit history)."
+    )
     actor: str = Field(default="dagster", description="Who or what promotes (audit history).")
 
 
 @dg.asset(
-    group_name=TRAINING, deps=[CHALLENGER, dg.AssetKey("canary_endpoint")], required_resource_keys={"mlflow", "warehouse"}, kinds={"mlflow"}
+    group_name=TRAINING,
+    deps=[CHALLENGER, dg.AssetKey("canary_endpoint")],
+    required_resource_keys={"mlflow", "warehouse"},
+    kinds={"mlflow"},
 )
 def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
     """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
@@ -91,11 +102,19 @@ def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
 
     client = mlflow.MlflowClient()
     challenger = registry.alias_version(client, registry.CHALLENGER)
-    metrics = client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics if challenger else {}
+    metrics = (
+        client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics
+        if challenger
+        else {}
+    )
     with context.resources.warehouse.get_connection() as con:
         change = registry.promote_challenger(client, con, reason=config.reason, metrics=metrics, actor=config.actor)
     return dg.MaterializeResult(
-        metadata={"model": registry.MODEL_NAME, "champion_version": change.to_version, "previous_champion": change.from_version}
+        metadata={
+            "model": registry.MODEL_NAME,
+            "champion_version": change.to_version,
+            "previous_champion": change.from_version,
+        }
     )
 
 
@@ -108,12 +127,16 @@ def model_alias_history(warehouse: DuckDBResource):
     recent = frame.tail(20)
     lines = ["| when | alias | from | to | reason | actor |", "|---|---|---|---|---|---|"]
     for row in recent.itertuples():
-        lines.append(f"| {row.changed_at} | {row.alias} | {row.from_version or '-'} | {row.to_version or '-'} | {row.reason} | {row.actor} |")
+        lines.append(
+            f"| {row.changed_at} | {row.alias} | {row.from_version or '-'} | {row.to_version or '-'} | {row.reason} | {row.actor} |"
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "table": registry.HISTORY_TABLE,
             "recent_changes": dg.MetadataValue.md("\n".join(lines)),
-            "latest": dg.MetadataValue.json(json.loads(recent.tail(1).to_json(orient="records", date_format="iso")) if len(recent) else []),
+            "latest": dg.MetadataValue.json(
+                json.loads(recent.tail(1).to_json(orient="records", date_format="iso")) if len(recent) else []
+            ),
         }
     )

@@ -53,7 +53,9 @@ class InProcessDaemon:
         sensor = self.defs.resolve_sensor_def(sensor_name)
         with dg.DagsterInstance.get() as instance:
             context = dg.build_sensor_context(
-                instance=instance, cursor=self.cursors.get(sensor_name), definitions=self.defs,
+                instance=instance,
+                cursor=self.cursors.get(sensor_name),
+                definitions=self.defs,
                 resources={key: self.defs.resources[key] for key in sensor.required_resource_keys},
             )
             data = sensor.evaluate_tick(context)
@@ -62,7 +64,9 @@ class InProcessDaemon:
             runs = []
             for request in data.run_requests or []:
                 key = request.run_key
-                if key and instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": sensor_name, "dagster/run_key": key}), limit=1):
+                if key and instance.get_runs(
+                    dg.RunsFilter(tags={"dagster/sensor_name": sensor_name, "dagster/run_key": key}), limit=1
+                ):
                     continue
                 job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
                 tags = {**request.tags, "dagster/sensor_name": sensor_name, **({"dagster/run_key": key} if key else {})}
@@ -70,6 +74,13 @@ class InProcessDaemon:
                     instance=instance, tags=tags, run_config=self.run_configs.get(job.name), raise_on_error=False
                 )
                 runs.append(
-                    LaunchedRun(sensor_name, job.name, result.run_id, result.success, request.tags.get("mlops/reasons", ""), failed_checks(result))
+                    LaunchedRun(
+                        sensor_name,
+                        job.name,
+                        result.run_id,
+                        result.success,
+                        request.tags.get("mlops/reasons", ""),
+                        failed_checks(result),
+                    )
                 )
         return TickResult(sensor_name, data.skip_message, tuple(runs))

@@ -30,13 +30,13 @@ from mlops_core import registry
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate
 from mlops_core.datagen.writer import write_partition
+from mlops_core.local_state import prepare_instance, reset_local_state
 from mlops_core.monitoring.timeline import ROLLING_DAYS, DayRecord, DayScores, format_line, pooled_auc_pr, recall
 from mlops_core.serving import server
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.models import LoadedModel, load_version
 from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.replay import RAW_FIELDS
-from mlops_core.local_state import prepare_instance, reset_local_state
 from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
 
@@ -44,10 +44,20 @@ SENSORS = ("retraining_sensor", "performance_sensor")
 # Settings a caller's environment may carry that would point a simulation in another MLOPS_HOME at
 # foreign state, an endpoint, or another policy.
 INHERITED_VARIABLES = (
-    "MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR", "MLOPS_SERVING_URL",
+    "MLOPS_DATA_DIR",
+    "MLOPS_DUCKDB_PATH",
+    "DAGSTER_HOME",
+    "MLOPS_REPORTS_DIR",
+    "MLOPS_MLFLOW_DIR",
+    "MLOPS_SERVING_URL",
     "MLOPS_PARTITIONS_START",
-    "MLOPS_ADMIN_TOKEN", "MLOPS_LABEL_MATURITY_DAYS", "MLOPS_TRAINING_LOOKBACK_DAYS", "MLOPS_RETRAIN_NEW_LABELS",
-    "MLOPS_RETRAIN_PREDICTION_PSI", "MLOPS_RETRAIN_CONFIDENCE", "MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD",
+    "MLOPS_ADMIN_TOKEN",
+    "MLOPS_LABEL_MATURITY_DAYS",
+    "MLOPS_TRAINING_LOOKBACK_DAYS",
+    "MLOPS_RETRAIN_NEW_LABELS",
+    "MLOPS_RETRAIN_PREDICTION_PSI",
+    "MLOPS_RETRAIN_CONFIDENCE",
+    "MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD",
 )
 # Dagster's own step logs would drown the timeline; runs stay fully logged in the instance and the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -81,7 +91,9 @@ class SimulationSpec:
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
-            raise ValueError(f"need days >= 1 and 0 <= drift_day < days, got days={self.days}, drift_day={self.drift_day}")
+            raise ValueError(
+                f"need days >= 1 and 0 <= drift_day < days, got days={self.days}, drift_day={self.drift_day}"
+            )
         if self.history_days < 35 + self.label_maturity_days:
             raise ValueError(
                 f"history_days must be >= {35 + self.label_maturity_days}: 30 days for the windowed features to warm up, "
@@ -109,7 +121,9 @@ def _merge(*configs: dict | None) -> dict:
     merged: dict = {}
     for config in configs:
         for key, value in (config or {}).items():
-            merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+            merged[key] = (
+                _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+            )
     return merged
 
 
@@ -117,9 +131,15 @@ def _rollout_config(spec: SimulationSpec) -> dict:
     # Traffic is replayed from the warehouse during the rollout: the simulation sends none while a run is going.
     return {
         "ops": {
-            "shadow_endpoint": {"config": {"replay_requests": spec.rollout_replay, "min_requests": min(100, spec.rollout_replay)}},
-            "canary_endpoint": {"config": {"replay_requests": int(spec.rollout_replay / spec.canary_share), "share": spec.canary_share}},
-            "champion_model": {"config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "simulation"}},
+            "shadow_endpoint": {
+                "config": {"replay_requests": spec.rollout_replay, "min_requests": min(100, spec.rollout_replay)}
+            },
+            "canary_endpoint": {
+                "config": {"replay_requests": int(spec.rollout_replay / spec.canary_share), "share": spec.canary_share}
+            },
+            "champion_model": {
+                "config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "simulation"}
+            },
         }
     }
 
@@ -135,7 +155,9 @@ def _retraining_config(spec: SimulationSpec) -> dict:
     return _merge(_rollout_config(spec), splits)
 
 
-def _run(defs: dg.Definitions, job_name: str, tags: dict | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def _run(
+    defs: dg.Definitions, job_name: str, tags: dict | None = None, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
     with dg.DagsterInstance.get() as instance:
         return defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, tags=tags or {}, run_config=_merge(QUIET, run_config), raise_on_error=False
@@ -169,7 +191,9 @@ def _failed(result: dg.ExecuteInProcessResult) -> str:
 def _land(settings: Settings, day: SimulatedDay) -> None:
     landed = {"accounts": day.accounts, "transactions": day.transactions, "labels": day.labels}
     for source in SOURCES:
-        write_partition(settings.landing_dir, source, day.date, landed[source].table, "parquet", landed[source].file_fault)
+        write_partition(
+            settings.landing_dir, source, day.date, landed[source].table, "parquet", landed[source].file_fault
+        )
 
 
 def _requests(day: SimulatedDay) -> list[dict]:
@@ -219,7 +243,9 @@ class ClosedLoop:
         url = f"http://127.0.0.1:{self.spec.port}"
         self.settings = replace(self.settings, serving_url=url)
         record_settings(
-            self.settings.home, MLOPS_SERVING_URL=url, MLOPS_TODAY=self.settings.clock,
+            self.settings.home,
+            MLOPS_SERVING_URL=url,
+            MLOPS_TODAY=self.settings.clock,
             MLOPS_PARTITIONS_START=self.first_day.isoformat(),
         )
         os.environ.setdefault("MLOPS_RETRAIN_NEW_LABELS", str(self.spec.rows_per_day * 14))
@@ -240,25 +266,37 @@ class ClosedLoop:
         total = spec.history_days + spec.days
         first = self.first_day
         demo = DemoSpec(
-            start=first, days=total, rows_per_day=spec.rows_per_day, seed=spec.seed, scenario=spec.scenario,
-            drift_day=spec.history_days + spec.drift_day, label_maturity_days=spec.label_maturity_days,
+            start=first,
+            days=total,
+            rows_per_day=spec.rows_per_day,
+            seed=spec.seed,
+            scenario=spec.scenario,
+            drift_day=spec.history_days + spec.drift_day,
+            label_maturity_days=spec.label_maturity_days,
         )
         days = list(simulate(demo))
         history, simulated = days[: spec.history_days], days[spec.history_days :]
         started = time.monotonic()
         for day in history:
             _land(self.settings, day)
-        tags = {"dagster/asset_partition_range_start": history[0].date.isoformat(), "dagster/asset_partition_range_end": history[-1].date.isoformat()}
+        tags = {
+            "dagster/asset_partition_range_start": history[0].date.isoformat(),
+            "dagster/asset_partition_range_end": history[-1].date.isoformat(),
+        }
         gates = {"ops": {"candidate_evaluation": {"config": spec.initial_gates}}} if spec.initial_gates else None
         for job, job_tags, config in ((DATA_LAYER_JOB, tags, None), (TRAINING_JOB, {}, gates)):
             result = _run(defs, job, job_tags, config)
             if not result.success:
-                raise StageFailed(f"the history's {job}", job, failed_checks(result) or (_failed(result),), NEXT_STEPS[job])
+                raise StageFailed(
+                    f"the history's {job}", job, failed_checks(result) or (_failed(result),), NEXT_STEPS[job]
+                )
         server.ensure_admin_token(self.settings)
         pid = server.start_detached(self.settings, port=spec.port)
         result = _run(defs, ROLLOUT_JOB, {}, _rollout_config(spec))
         if not result.success:
-            raise StageFailed("the first rollout", ROLLOUT_JOB, failed_checks(result) or (_failed(result),), NEXT_STEPS[ROLLOUT_JOB])
+            raise StageFailed(
+                "the first rollout", ROLLOUT_JOB, failed_checks(result) or (_failed(result),), NEXT_STEPS[ROLLOUT_JOB]
+            )
         client = mlflow.MlflowClient(registry.tracking_uri(self.settings.mlflow_dir))
         champion = registry.alias_version(client, registry.CHAMPION)
         self.frozen = load_version(client, champion)
@@ -279,7 +317,11 @@ class ClosedLoop:
         deadline = time.monotonic() + 30
         while True:  # the log writer commits every 50 ms
             new_rows = read_predictions(self.paths.predictions, after_id=self.log_after)
-            logged = new_rows[(new_rows["variant"] == "champion") & new_rows["transaction_id"].isin(ids) & new_rows["features"].notna()]
+            logged = new_rows[
+                (new_rows["variant"] == "champion")
+                & new_rows["transaction_id"].isin(ids)
+                & new_rows["features"].notna()
+            ]
             if len(logged) >= len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -296,7 +338,9 @@ class ClosedLoop:
             frozen_decision=frozen_score >= self.frozen.threshold,
         )
 
-    def day(self, defs: dg.Definitions, daemon: InProcessDaemon, client: EndpointClient, index: int, day: SimulatedDay) -> DayRecord:
+    def day(
+        self, defs: dg.Definitions, daemon: InProcessDaemon, client: EndpointClient, index: int, day: SimulatedDay
+    ) -> DayRecord:
         started = time.monotonic()
         phases: dict[str, float] = {}
 
@@ -325,7 +369,12 @@ class ClosedLoop:
             for run in tick.runs:
                 triggers.append(f"{tick.sensor}: {run.reasons}")
                 outcomes.append(
-                    f"retraining {run.run_id[:8]} " + ("succeeded" if run.success else "stopped by " + (", ".join(run.failed_checks) or "a failed step"))
+                    f"retraining {run.run_id[:8]} "
+                    + (
+                        "succeeded"
+                        if run.success
+                        else "stopped by " + (", ".join(run.failed_checks) or "a failed step")
+                    )
                 )
             if not tick.runs and tick.skip_message and tick.skip_message.startswith("held"):
                 triggers.append(f"{tick.sensor} {tick.skip_message[:120]}")

@@ -59,7 +59,9 @@ class DemoSpec:
         if self.drift_day is not None and not 0 <= self.drift_day < self.days:
             raise ValueError(f"drift_day must be in 0..{self.days - 1} (0-based day index), got {self.drift_day}")
         if not CUSTOMER_REPORT_MAX_DAYS < self.label_maturity_days <= 365:
-            raise ValueError(f"label_maturity_days must be in {CUSTOMER_REPORT_MAX_DAYS + 1}..365, got {self.label_maturity_days}")
+            raise ValueError(
+                f"label_maturity_days must be in {CUSTOMER_REPORT_MAX_DAYS + 1}..365, got {self.label_maturity_days}"
+            )
         if self.file_format not in ("parquet", "csv"):
             raise ValueError(f"file_format must be 'parquet' or 'csv', got {self.file_format!r}")
 
@@ -138,7 +140,9 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
         txs = generate_day(world, index, n_rows, active.spending, active.fraud, rng)
         clean = tables.transactions(day, txs)
         faults = _rng(spec, _FAULTS_STREAM, index)
-        labeled_s, source = label_times(_rng(spec, _LABELS_STREAM, index), txs.event_s, txs.is_fraud, spec.label_maturity_days)
+        labeled_s, source = label_times(
+            _rng(spec, _LABELS_STREAM, index), txs.event_s, txs.is_fraud, spec.label_maturity_days
+        )
         if active.transactions_fault is None:
             landed = Landed(clean)
             queue.add(clean["transaction_id"].combine_chunks(), txs.is_fraud, labeled_s, source)

@@ -37,7 +37,9 @@ def label_times(
     maturity_days is the dispute window: a legitimate label lands then, and every fraud is
     confirmed at least 3 days earlier (chargebacks are clipped to maturity_days - 3)."""
     if maturity_days < CUSTOMER_REPORT_MAX_DAYS + 1:
-        raise ValueError(f"maturity_days must be >= {CUSTOMER_REPORT_MAX_DAYS + 1} (after the customer-report window), got {maturity_days}")
+        raise ValueError(
+            f"maturity_days must be >= {CUSTOMER_REPORT_MAX_DAYS + 1} (after the customer-report window), got {maturity_days}"
+        )
     n = len(event_s)
     reported = rng.random(n) < CUSTOMER_REPORT_SHARE
     report_delay = rng.integers(CUSTOMER_REPORT_MIN_S, CUSTOMER_REPORT_MAX_DAYS * SECONDS_PER_DAY, n)

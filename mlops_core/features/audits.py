@@ -56,7 +56,9 @@ class Mismatch:
 def _equal(feature: str, found: object, expected: object) -> bool:
     if BY_NAME[feature].dtype == "float64":
         found, expected = float(found), float(expected)
-        return math.isclose(found, expected, rel_tol=FLOAT_RELATIVE_TOLERANCE) or (math.isnan(found) and math.isnan(expected))
+        return math.isclose(found, expected, rel_tol=FLOAT_RELATIVE_TOLERANCE) or (
+            math.isnan(found) and math.isnan(expected)
+        )
     if BY_NAME[feature].dtype == "int64":
         return int(found) == int(expected)
     return found == expected
@@ -87,8 +89,10 @@ class LeakageReport:
 
     @property
     def passed(self) -> bool:
-        return self.sampled > 0 and not self.mismatches and not (
-            self.labels_after_cutoff or self.rows_inside_maturity_window or self.labels_not_as_known
+        return (
+            self.sampled > 0
+            and not self.mismatches
+            and not (self.labels_after_cutoff or self.rows_inside_maturity_window or self.labels_not_as_known)
         )
 
     def describe(self) -> str:
@@ -130,8 +134,12 @@ def audit_point_in_time(
     mismatches, missing, extra = compare_features(found, expected)
     mismatches += [Mismatch(t, "<row>", "missing", "present") for t in sorted(missing)]
     params = {"cutoff": spec.cutoff_naive_utc, "horizon": spec.entity_horizon}
-    labels_after = con.execute(f"select count(*) from {table} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}).fetchone()[0]
-    inside = con.execute(f"select count(*) from {table} where event_timestamp >= $horizon", {"horizon": params["horizon"]}).fetchone()[0]
+    labels_after = con.execute(
+        f"select count(*) from {table} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}
+    ).fetchone()[0]
+    inside = con.execute(
+        f"select count(*) from {table} where event_timestamp >= $horizon", {"horizon": params["horizon"]}
+    ).fetchone()[0]
     differing = con.execute(
         f"""select count(*) from {table} as t
             left join ({labels_known_at_cutoff_sql(labels)}) as known using (transaction_id)
@@ -243,7 +251,10 @@ def materialize_online_store(
     snapshots = warehouse_snapshots(con, account_history)
     store.rebuild(records, snapshots, watermark_us or 0, allowed_lateness_us=int(allowed_lateness_seconds) * MICROS)
     return MaterializeSummary(
-        len(records), len({a for a, _ in snapshots}), None if watermark is None else str(watermark), None if since is None else str(since)
+        len(records),
+        len({a for a, _ in snapshots}),
+        None if watermark is None else str(watermark),
+        None if since is None else str(since),
     )
 
 
@@ -382,7 +393,7 @@ def replay_parity(
         {"start": start, "twin": TWIN_SUFFIX},
     )
     replay = con.execute(
-        f"""select {', '.join(REQUEST_FIELDS)} from parity_events
+        f"""select {", ".join(REQUEST_FIELDS)} from parity_events
             where event_timestamp >= $start order by event_timestamp, transaction_id""",
         {"start": start},
     ).df()
@@ -398,12 +409,18 @@ def replay_parity(
     con.execute("create or replace temp table parity_late (transaction_id varchar)")
     if late_ids:
         con.executemany("insert into parity_late values (?)", [(t,) for t in sorted(late_ids)])
-    con.execute("create or replace temp table parity_history as select * from parity_events where event_timestamp < $start", {"start": start})
-    con.execute("create or replace temp table parity_known as select * from parity_events anti join parity_late using (transaction_id)")
+    con.execute(
+        "create or replace temp table parity_history as select * from parity_events where event_timestamp < $start",
+        {"start": start},
+    )
+    con.execute(
+        "create or replace temp table parity_known as select * from parity_events anti join parity_late using (transaction_id)"
+    )
 
     def offline_rows(table: str) -> dict[str, dict]:
         frame = con.execute(
-            f"select * from ({point_in_time_features_sql(table, account_history)}) where event_timestamp >= $start", {"start": start}
+            f"select * from ({point_in_time_features_sql(table, account_history)}) where event_timestamp >= $start",
+            {"start": start},
         ).df()
         return {r["transaction_id"]: r for r in frame.to_dict("records")}
 
@@ -419,13 +436,22 @@ def replay_parity(
             if not requests:
                 continue
             pending = [(r, "retry") for r in batch[::5]] + [
-                ({**r, "event_timestamp": r["event_timestamp"] + pd.Timedelta(minutes=7), "amount_usd": r["amount_usd"] * 2 + 1}, "altered")
+                (
+                    {
+                        **r,
+                        "event_timestamp": r["event_timestamp"] + pd.Timedelta(minutes=7),
+                        "amount_usd": r["amount_usd"] * 2 + 1,
+                    },
+                    "altered",
+                )
                 for r in batch[3::7]
             ]
             payload = [r for r, _ in requests]
             stats["batches"] += 1
             stats["burst_batches"] += any(n > 1 for n in Counter(r["account_id"] for r in batch).values())
-            stats["tied_rows"] += sum(n for n in Counter((r["account_id"], r["event_timestamp"]) for r in batch).values() if n > 1)
+            stats["tied_rows"] += sum(
+                n for n in Counter((r["account_id"], r["event_timestamp"]) for r in batch).values() if n > 1
+            )
             try:
                 features = service.get_online_features(payload)
             except TooLateError as exc:

@@ -74,9 +74,7 @@ def point_in_time_features_sql(events: str = EVENTS_TABLE, account_history: str 
     events, account_history = checked_identifier(events), checked_identifier(account_history)
     windows = sorted({f.window for f in WINDOWED_FEATURES}, key=lambda w: WINDOWS[w])
     windowed = ",\n        ".join(f"{_windowed_sql(f)} as {f.name}" for f in WINDOWED_FEATURES)
-    account = ",\n        ".join(
-        f"coalesce(history.{f.column}, '{f.default}') as {f.name}" for f in ACCOUNT_FEATURES
-    )
+    account = ",\n        ".join(f"coalesce(history.{f.column}, '{f.default}') as {f.name}" for f in ACCOUNT_FEATURES)
     request = ",\n        ".join(f"{_request_sql(f)} as {f.name}" for f in REQUEST_FEATURES)
     # Snapshot columns request transforms read; those that are features themselves come coalesced.
     raw_account = ", ".join(f"history.{c}" for c in ACCOUNT_COLUMNS if c not in {f.name for f in ACCOUNT_FEATURES})
@@ -113,7 +111,9 @@ from with_account
 """
 
 
-def brute_force_features_sql(sample: str, events: str = EVENTS_TABLE, account_history: str = ACCOUNT_HISTORY_TABLE) -> str:
+def brute_force_features_sql(
+    sample: str, events: str = EVENTS_TABLE, account_history: str = ACCOUNT_HISTORY_TABLE
+) -> str:
     """The same features recomputed the slow, obvious way for the entity rows in `sample`.
 
     Every pair (entity row, earlier event of the account within 30 days) is joined and
@@ -200,7 +200,9 @@ class TrainingSetSpec:
             raise ValueError(f"cutoff must be timezone-aware (UTC), got {self.cutoff!r}")
         if self.label_maturity_days < 0:
             raise ValueError(f"label_maturity_days must be >= 0, got {self.label_maturity_days}")
-        if not (0 < self.validation_share < 1 and 0 < self.test_share < 1 and self.validation_share + self.test_share < 1):
+        if not (
+            0 < self.validation_share < 1 and 0 < self.test_share < 1 and self.validation_share + self.test_share < 1
+        ):
             raise ValueError(
                 f"validation_share and test_share must be in (0, 1) and sum below 1, got "
                 f"{self.validation_share} and {self.test_share}"
@@ -209,7 +211,7 @@ class TrainingSetSpec:
     @property
     def cutoff_naive_utc(self) -> dt.datetime:
         # The warehouse stores naive UTC timestamps.
-        return self.cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return self.cutoff.astimezone(dt.UTC).replace(tzinfo=None)
 
     @property
     def entity_horizon(self) -> dt.datetime:
@@ -332,7 +334,9 @@ def summarize_training_set(
         f"select count(*) from {events} where event_timestamp < $horizon and event_timestamp >= $start",
         {"horizon": spec.entity_horizon, "start": spec.entity_start},
     ).fetchone()[0]
-    labels_after = con.execute(f"select count(*) from {labels} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}).fetchone()[0]
+    labels_after = con.execute(
+        f"select count(*) from {labels} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}
+    ).fetchone()[0]
     unlabeled = con.execute(
         f"""select count(*) from {events} as e
             where e.event_timestamp < $horizon and e.event_timestamp >= $start
@@ -355,7 +359,5 @@ def data_version(con: duckdb.DuckDBPyConnection, table: str = TRAINING_SET_TABLE
     """A content hash of the table: order-independent, changes with any value, row or the spec."""
     table = checked_identifier(table)
     columns = ["transaction_id", "is_fraud", "labeled_at", "split", *FEATURE_NAMES]
-    rows, digest = con.execute(
-        f"select count(*), coalesce(sum(hash({', '.join(columns)})), 0) from {table}"
-    ).fetchone()
+    rows, digest = con.execute(f"select count(*), coalesce(sum(hash({', '.join(columns)})), 0) from {table}").fetchone()
     return hashlib.sha256(f"{rows}:{digest}:{spec_version()}".encode()).hexdigest()[:16]

@@ -41,7 +41,7 @@ MAX_WINDOW_US = MAX_WINDOW_SECONDS * MICROS
 # How much older than the warehouse's newest event a transaction may be and still be scored
 # exactly: a rebuild keeps the longest window plus this much (OnlineStore.rebuild).
 DEFAULT_ALLOWED_LATENESS_SECONDS = 7 * 86_400
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 FX_RATES_CSV = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "fx_rates.csv"
 
 
@@ -75,34 +75,46 @@ class AccountEvents:
         self.merchant_id.append(merchant_id)
         self.country.append(country)
 
-    def window(self, since_us: int, until_us: int) -> "AccountEvents":
+    def window(self, since_us: int, until_us: int) -> AccountEvents:
         """The events with since_us <= ts < until_us (snapshots kept whole)."""
         lo, hi = bisect.bisect_left(self.ts_us, since_us), bisect.bisect_left(self.ts_us, until_us)
         return AccountEvents(
-            self.ts_us[lo:hi], self.transaction_ids[lo:hi], self.amount_usd[lo:hi], self.merchant_id[lo:hi],
-            self.country[lo:hi], self.snapshots,
+            self.ts_us[lo:hi],
+            self.transaction_ids[lo:hi],
+            self.amount_usd[lo:hi],
+            self.merchant_id[lo:hi],
+            self.country[lo:hi],
+            self.snapshots,
         )
 
-    def without(self, transaction_id: str, ts_us: int) -> "AccountEvents":
+    def without(self, transaction_id: str, ts_us: int) -> AccountEvents:
         """A copy without the event (ts_us, transaction_id); the same object if it is not held."""
         i = bisect.bisect_left(self.ts_us, ts_us)
         while i < len(self.ts_us) and self.ts_us[i] == ts_us:
             if self.transaction_ids[i] == transaction_id:
-                keep = lambda column: column[:i] + column[i + 1 :]  # noqa: E731
+                keep = lambda column, i=i: column[:i] + column[i + 1 :]  # noqa: E731
                 return AccountEvents(
-                    keep(self.ts_us), keep(self.transaction_ids), keep(self.amount_usd), keep(self.merchant_id),
-                    keep(self.country), self.snapshots,
+                    keep(self.ts_us),
+                    keep(self.transaction_ids),
+                    keep(self.amount_usd),
+                    keep(self.merchant_id),
+                    keep(self.country),
+                    self.snapshots,
                 )
             i += 1
         return self
 
-    def copy(self) -> "AccountEvents":
+    def copy(self) -> AccountEvents:
         return AccountEvents(
-            list(self.ts_us), list(self.transaction_ids), list(self.amount_usd), list(self.merchant_id),
-            list(self.country), self.snapshots,
+            list(self.ts_us),
+            list(self.transaction_ids),
+            list(self.amount_usd),
+            list(self.merchant_id),
+            list(self.country),
+            self.snapshots,
         )
 
-    def insert(self, event: "EventRecord") -> None:
+    def insert(self, event: EventRecord) -> None:
         """Add one event in (time, transaction id) order."""
         i = bisect.bisect_left(self.ts_us, event.ts_us)
         while i < len(self.ts_us) and self.ts_us[i] == event.ts_us and self.transaction_ids[i] < event.transaction_id:
@@ -142,8 +154,8 @@ def parse_timestamp(value: object) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         raise TypeError(f"event_timestamp must be a datetime or ISO-8601 string, got {type(value).__name__}")
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def normalize_request(request: Mapping[str, object]) -> dict[str, object]:
@@ -197,7 +209,9 @@ def _generate_source() -> str:
     by_window: dict[int, list] = {}
     for f in WINDOWED_FEATURES:
         by_window.setdefault(f.window_seconds * MICROS, []).append(f)
-    request_fields = sorted({i for f in REQUEST_FEATURES for i in f.inputs if i in REQUEST_FIELDS and i not in _WINDOWED_NAMES})
+    request_fields = sorted(
+        {i for f in REQUEST_FEATURES for i in f.inputs if i in REQUEST_FIELDS and i not in _WINDOWED_NAMES}
+    )
     lines = [
         "def compute_features(request, history):",
         '    """All features of one transaction as of its event_timestamp; `request` is normalized."""',
@@ -212,7 +226,10 @@ def _generate_source() -> str:
         lines += [f"    start = bisect_left(ts, t_us - {span}, 0, end)", "    n = end - start", "    if n:"]
         lines += [f"        w_{c} = history.{c}[start:end]" for c in columns]
         # Correctly rounded sums, so the value does not depend on summation order.
-        lines += [f"        total_{c} = fsum(w_{c})" for c in sorted({f.column for f in features if f.aggregation in ("sum", "mean")})]
+        lines += [
+            f"        total_{c} = fsum(w_{c})"
+            for c in sorted({f.column for f in features if f.aggregation in ("sum", "mean")})
+        ]
         for f in features:
             expression = {
                 "count": "n",
@@ -282,7 +299,9 @@ class TooLateError(ValueError):
     request; score such transactions offline (batch scoring of their day).
     """
 
-    def __init__(self, rows: list[int], transaction_ids: list[str], event_times: list[dt.datetime], earliest_us: int) -> None:
+    def __init__(
+        self, rows: list[int], transaction_ids: list[str], event_times: list[dt.datetime], earliest_us: int
+    ) -> None:
         self.rows = rows
         self.transaction_ids = transaction_ids
         self.event_times = event_times
@@ -323,7 +342,10 @@ class OnlineFeatureService:
             late = [i for i, t in enumerate(times) if t - MAX_WINDOW_US < read.retained_since_us]
             if late:
                 raise TooLateError(
-                    late, [ids[i] for i in late], [rows[i]["event_timestamp"] for i in late], read.retained_since_us + MAX_WINDOW_US
+                    late,
+                    [ids[i] for i in late],
+                    [rows[i]["event_timestamp"] for i in late],
+                    read.retained_since_us + MAX_WINDOW_US,
                 )
         histories = read.histories
         # The version of each id in effect: the held one, else the batch's first.

@@ -131,35 +131,133 @@ REQUEST_FIELDS: tuple[str, ...] = (
 def _windowed() -> list[WindowedFeature]:
     features: list[WindowedFeature] = []
     for window in ("1h", "24h", "7d", "30d"):
-        features.append(WindowedFeature(f"txn_count_{window}", "count", None, window, f"Transactions of the account in the previous {window}."))
-        features.append(WindowedFeature(f"amount_sum_{window}", "sum", "amount_usd", window, f"Total USD spent by the account in the previous {window}."))
+        features.append(
+            WindowedFeature(
+                f"txn_count_{window}", "count", None, window, f"Transactions of the account in the previous {window}."
+            )
+        )
+        features.append(
+            WindowedFeature(
+                f"amount_sum_{window}",
+                "sum",
+                "amount_usd",
+                window,
+                f"Total USD spent by the account in the previous {window}.",
+            )
+        )
     for window in ("24h", "7d", "30d"):
-        features.append(WindowedFeature(f"amount_mean_{window}", "mean", "amount_usd", window, f"Mean USD amount of the account's transactions in the previous {window}."))
-        features.append(WindowedFeature(f"amount_max_{window}", "max", "amount_usd", window, f"Largest USD amount of the account in the previous {window}."))
-        features.append(WindowedFeature(f"merchant_distinct_{window}", "distinct_count", "merchant_id", window, f"Distinct merchants the account paid in the previous {window}."))
+        features.append(
+            WindowedFeature(
+                f"amount_mean_{window}",
+                "mean",
+                "amount_usd",
+                window,
+                f"Mean USD amount of the account's transactions in the previous {window}.",
+            )
+        )
+        features.append(
+            WindowedFeature(
+                f"amount_max_{window}",
+                "max",
+                "amount_usd",
+                window,
+                f"Largest USD amount of the account in the previous {window}.",
+            )
+        )
+        features.append(
+            WindowedFeature(
+                f"merchant_distinct_{window}",
+                "distinct_count",
+                "merchant_id",
+                window,
+                f"Distinct merchants the account paid in the previous {window}.",
+            )
+        )
     for window in ("24h", "7d"):
-        features.append(WindowedFeature(f"country_distinct_{window}", "distinct_count", "country", window, f"Distinct merchant countries of the account in the previous {window}."))
-    features.append(WindowedFeature("seconds_since_last_txn", "seconds_since_last", "event_timestamp", "30d", "Seconds since the account's previous transaction, capped at 30 days."))
+        features.append(
+            WindowedFeature(
+                f"country_distinct_{window}",
+                "distinct_count",
+                "country",
+                window,
+                f"Distinct merchant countries of the account in the previous {window}.",
+            )
+        )
+    features.append(
+        WindowedFeature(
+            "seconds_since_last_txn",
+            "seconds_since_last",
+            "event_timestamp",
+            "30d",
+            "Seconds since the account's previous transaction, capped at 30 days.",
+        )
+    )
     return features
 
 
 WINDOWED_FEATURES: tuple[WindowedFeature, ...] = tuple(_windowed())
 
 ACCOUNT_FEATURES: tuple[AccountFeature, ...] = (
-    AccountFeature("age_band", "age_band", "category", "Card holder's age band; 'unknown' for an account not yet known.", "unknown", AGE_BANDS + ("unknown",)),
+    AccountFeature(
+        "age_band",
+        "age_band",
+        "category",
+        "Card holder's age band; 'unknown' for an account not yet known.",
+        "unknown",
+        AGE_BANDS + ("unknown",),
+    ),
 )
 
 REQUEST_FEATURES: tuple[RequestFeature, ...] = (
     RequestFeature("amount_usd", "identity", ("amount_usd",), "float64", "Transaction amount in USD.", 0.0),
     RequestFeature("log_amount_usd", "log1p", ("amount_usd",), "float64", "ln(1 + amount in USD).", 0.0),
-    RequestFeature("hour_of_day", "hour_of_day", ("event_timestamp",), "int64", "Hour of the transaction, UTC (0-23).", 0),
+    RequestFeature(
+        "hour_of_day", "hour_of_day", ("event_timestamp",), "int64", "Hour of the transaction, UTC (0-23).", 0
+    ),
     RequestFeature("day_of_week", "day_of_week", ("event_timestamp",), "int64", "Day of the week, 0 = Monday.", 0),
     RequestFeature("is_weekend", "is_weekend", ("event_timestamp",), "int64", "1 on Saturday and Sunday.", 0),
-    RequestFeature("is_online", "equals", ("channel",), "int64", "1 for a card-not-present (online) transaction.", 0, argument="online"),
-    RequestFeature("is_foreign", "differs", ("country", "home_country"), "int64", "1 when the merchant country differs from the card holder's; 0 for an unknown account.", 0),
-    RequestFeature("account_age_days", "age_days", ("event_timestamp", "created_at"), "float64", "Complete days since the account opened; -1 for an unknown account.", -1.0),
-    RequestFeature("amount_to_mean_30d", "ratio", ("amount_usd", "amount_mean_30d"), "float64", "Amount over the account's 30-day mean amount; 1 without history.", 1.0),
-    RequestFeature("merchant_category", "identity", ("merchant_category",), "category", "Merchant category.", "unknown", categories=MERCHANT_CATEGORIES + ("unknown",)),
+    RequestFeature(
+        "is_online",
+        "equals",
+        ("channel",),
+        "int64",
+        "1 for a card-not-present (online) transaction.",
+        0,
+        argument="online",
+    ),
+    RequestFeature(
+        "is_foreign",
+        "differs",
+        ("country", "home_country"),
+        "int64",
+        "1 when the merchant country differs from the card holder's; 0 for an unknown account.",
+        0,
+    ),
+    RequestFeature(
+        "account_age_days",
+        "age_days",
+        ("event_timestamp", "created_at"),
+        "float64",
+        "Complete days since the account opened; -1 for an unknown account.",
+        -1.0,
+    ),
+    RequestFeature(
+        "amount_to_mean_30d",
+        "ratio",
+        ("amount_usd", "amount_mean_30d"),
+        "float64",
+        "Amount over the account's 30-day mean amount; 1 without history.",
+        1.0,
+    ),
+    RequestFeature(
+        "merchant_category",
+        "identity",
+        ("merchant_category",),
+        "category",
+        "Merchant category.",
+        "unknown",
+        categories=MERCHANT_CATEGORIES + ("unknown",),
+    ),
 )
 
 FEATURES: tuple[Feature, ...] = (*WINDOWED_FEATURES, *ACCOUNT_FEATURES, *REQUEST_FEATURES)
@@ -194,7 +292,16 @@ def describe() -> list[dict[str, object]]:
             how = f"account snapshot `{f.column}`"
         else:
             how = f"{f.transform}({', '.join(f.inputs)})" + (f" = {f.argument!r}" if f.argument else "")
-        rows.append({"name": f.name, "kind": f.kind, "dtype": f.dtype, "definition": how, "default": f.default, "description": f.description})
+        rows.append(
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "dtype": f.dtype,
+                "definition": how,
+                "default": f.default,
+                "description": f.description,
+            }
+        )
     return rows
 
 
@@ -209,7 +316,9 @@ def _validate() -> None:
             raise ValueError(f"request feature {f.name!r} reads unknown inputs {missing}")
     for f in WINDOWED_FEATURES:
         if f.column is not None and f.column not in EVENT_COLUMNS:
-            raise ValueError(f"windowed feature {f.name!r} aggregates {f.column!r}, not an event column {sorted(EVENT_COLUMNS)}")
+            raise ValueError(
+                f"windowed feature {f.name!r} aggregates {f.column!r}, not an event column {sorted(EVENT_COLUMNS)}"
+            )
         if f.window not in WINDOWS:
             raise ValueError(f"windowed feature {f.name!r} has window {f.window!r}, expected one of {sorted(WINDOWS)}")
 

@@ -54,7 +54,7 @@ class StoreStatus:
     allowed_lateness_us: int | None = None  # the lateness the last rebuild's retention allows for
 
     @classmethod
-    def from_meta(cls, meta: dict[str, str], events: int, accounts: int) -> "StoreStatus":
+    def from_meta(cls, meta: dict[str, str], events: int, accounts: int) -> StoreStatus:
         """From the key/value meta both stores keep (sqlite table, Redis hash)."""
         return cls(
             watermark_us=_int_or_none(meta.get("watermark_us")),
@@ -72,7 +72,7 @@ class StoreStatus:
     def watermark(self) -> dt.datetime | None:
         if self.watermark_us is None:
             return None
-        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=self.watermark_us)
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=self.watermark_us)
 
 
 class OnlineStore(abc.ABC):
@@ -88,7 +88,9 @@ class OnlineStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+    def lookup(
+        self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int
+    ) -> StoreRead:
         """What a feature lookup needs, in one read: `read(account_ids, since_us, until_us)`,
         where each of `transaction_ids` is held ((account, time) of the version held; ids not
         held are left out) and the retention horizon of the last rebuild (None if never rebuilt)."""
@@ -119,7 +121,7 @@ class OnlineStore(abc.ABC):
     def status(self) -> StoreStatus:
         """Watermarks, retention, rebuild and record times, sizes and the spec version of the state."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default: an in-memory store holds no connection
         """Release connections."""
 
 
@@ -204,7 +206,9 @@ class SqliteOnlineStore(OnlineStore):
         self.replica_loads = 0
 
     def _ensure_transaction_index(self) -> None:
-        if self._con.execute("select 1 from sqlite_master where type = 'index' and name = ?", (_TRANSACTION_INDEX,)).fetchone():
+        if self._con.execute(
+            "select 1 from sqlite_master where type = 'index' and name = ?", (_TRANSACTION_INDEX,)
+        ).fetchone():
             return
         self._con.execute("begin immediate")
         try:
@@ -279,7 +283,9 @@ class SqliteOnlineStore(OnlineStore):
                 result[account_id] = history
         return result
 
-    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+    def lookup(
+        self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int
+    ) -> StoreRead:
         with self._lock:
             histories = self._read(account_ids, since_us, until_us)
             if self._use_replica:
@@ -468,7 +474,9 @@ class RedisOnlineStore(OnlineStore):
         self._queue_read(pipe, account_ids, since_us, until_us)
         return self._parse_read(account_ids, pipe.execute())
 
-    def lookup(self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int) -> StoreRead:
+    def lookup(
+        self, account_ids: Sequence[str], transaction_ids: Sequence[str], since_us: int, until_us: int
+    ) -> StoreRead:
         ids = list(transaction_ids)
         # One round trip, one MULTI: the events, the ids and the horizon of one state.
         pipe = self._client.pipeline(transaction=True)
@@ -498,7 +506,11 @@ return 1
             return 0
         pipe = self._client.pipeline(transaction=True)
         for e in events:
-            self._add_once(keys=[self._ids, self._ev(e.account_id)], args=[e.ts_us, self._event_member(e), e.transaction_id, e.account_id], client=pipe)
+            self._add_once(
+                keys=[self._ids, self._ev(e.account_id)],
+                args=[e.ts_us, self._event_member(e), e.transaction_id, e.account_id],
+                client=pipe,
+            )
         newest = max(e.ts_us for e in events)
         added = sum(pipe.execute())
         self._set_meta_max("watermark_us", newest)
@@ -588,7 +600,9 @@ return n
                 args.append(len(snaps.get(account_id, ())))
                 for s in snaps.get(account_id, ()):
                     args += [self._snapshot_member(s), s.valid_from_us]
-                self._rebuild_account(keys=[self._ev(account_id), self._snap(account_id), self._ids], args=args, client=pipe)
+                self._rebuild_account(
+                    keys=[self._ev(account_id), self._snap(account_id), self._ids], args=args, client=pipe
+                )
             pipe.execute()
         # Kept online events are newer than the offline watermark; older state is gone.
         candidates = [max(e.ts_us for e in batch) for batch in by_account.values()]

@@ -36,7 +36,7 @@ def _sql_literal(value: object) -> str:
 
 def _epoch_us(ts: dt.datetime) -> int:
     # Exact integer microseconds; timedelta arithmetic avoids float rounding.
-    delta = ts - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -89,7 +89,13 @@ TRANSFORMS: dict[str, TransformForms] = {
 }
 
 # Names the Python expressions may use.
-PYTHON_NAMESPACE: dict[str, object] = {"log": math.log, "floor": math.floor, "epoch_us": _epoch_us, "float": float, "int": int}
+PYTHON_NAMESPACE: dict[str, object] = {
+    "log": math.log,
+    "floor": math.floor,
+    "epoch_us": _epoch_us,
+    "float": float,
+    "int": int,
+}
 
 
 def sql_expression(feature: RequestFeature, input_sql: list[str]) -> str:

@@ -69,7 +69,9 @@ def _label_lookup(labels: pd.DataFrame) -> pd.Series:
         raise ValueError(f"labels lack column(s) {sorted(missing)}")
     duplicated = labels["transaction_id"].duplicated()
     if duplicated.any():
-        raise ValueError(f"{int(duplicated.sum())} transaction(s) have more than one label, e.g. {labels['transaction_id'][duplicated].iloc[0]!r}")
+        raise ValueError(
+            f"{int(duplicated.sum())} transaction(s) have more than one label, e.g. {labels['transaction_id'][duplicated].iloc[0]!r}"
+        )
     return labels.set_index("transaction_id")["is_fraud"].astype(bool).astype(np.int64)
 
 
@@ -97,7 +99,9 @@ def _segment_values(predictions: pd.DataFrame, name: str) -> pd.Series:
     raise ValueError(f"segment {name!r} is not a column of the predictions")
 
 
-def _group_row(segment: str, value: object, member: np.ndarray, score: np.ndarray, flagged: np.ndarray, label: np.ndarray) -> dict[str, object]:
+def _group_row(
+    segment: str, value: object, member: np.ndarray, score: np.ndarray, flagged: np.ndarray, label: np.ndarray
+) -> dict[str, object]:
     labelled = member & ~np.isnan(label)
     y = label[labelled].astype(np.int64)
     tp, fp, fn, _ = _decision_counts(y, flagged[labelled])
@@ -118,7 +122,9 @@ def _group_row(segment: str, value: object, member: np.ndarray, score: np.ndarra
     }
 
 
-def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame, segments: Sequence[str] = ("channel", "country")) -> pd.DataFrame:
+def live_performance(
+    predictions: pd.DataFrame, labels: pd.DataFrame, segments: Sequence[str] = ("channel", "country")
+) -> pd.DataFrame:
     """Realized quality of the logged decisions, overall, per model_version and per segment.
 
     `predictions` holds transaction_id, score, decision (0/1) and model_version, one row per
@@ -157,7 +163,10 @@ def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame, segments: 
 
 
 def error_stream(
-    predictions: pd.DataFrame, labels: pd.DataFrame, kind: str = "score", complete_before: pd.Timestamp | str | None = None
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    kind: str = "score",
+    complete_before: pd.Timestamp | str | None = None,
 ) -> pd.Series:
     """Per labelled prediction, its error, ordered by event_timestamp (the index).
 
@@ -210,7 +219,9 @@ class PageHinkley:
     min_instances keeps the first values, where x̄ is still noisy, from alarming.
     """
 
-    def __init__(self, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1 - 1e-4, min_instances: int = 30) -> None:
+    def __init__(
+        self, delta: float = 0.005, threshold: float = 50.0, alpha: float = 1 - 1e-4, min_instances: int = 30
+    ) -> None:
         if delta < 0 or threshold <= 0 or not 0 < alpha <= 1 or min_instances < 1:
             raise ValueError("need delta >= 0, threshold > 0, 0 < alpha <= 1 and min_instances >= 1")
         self.delta = delta
@@ -376,7 +387,9 @@ def estimate_performance_cbpe(scores: np.ndarray, threshold: float) -> dict[str,
     }
 
 
-def cbpe_reliability(scores: np.ndarray, labels: np.ndarray, threshold: float, windows: int | np.ndarray | pd.Series) -> pd.DataFrame:
+def cbpe_reliability(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, windows: int | np.ndarray | pd.Series
+) -> pd.DataFrame:
     """CBPE estimate against the realized value, window by window, on fully labelled data.
 
     `windows` is a window key per row (e.g. the event day) or an int: consecutive chunks of
@@ -405,7 +418,9 @@ def cbpe_reliability(scores: np.ndarray, labels: np.ndarray, threshold: float, w
     return pd.DataFrame(rows)
 
 
-def recall_drop(caught: int, frauds: int, reference_recall: float, confidence: float = 0.99, min_frauds: int = 5) -> dict[str, float | bool]:
+def recall_drop(
+    caught: int, frauds: int, reference_recall: float, confidence: float = 0.99, min_frauds: int = 5
+) -> dict[str, float | bool]:
     """Is the recall on recently confirmed frauds significantly below the recall the model was promoted with?
 
     Under the reference, the number of frauds caught is Binomial(frauds, reference_recall); the drop is

@@ -87,7 +87,9 @@ def format_line(record: DayRecord) -> str:
     if record.retraining:
         events.append(record.retraining)
     if record.promoted:
-        timing = f" ({record.landing_to_champion_seconds:.0f} s from landing)" if record.landing_to_champion_seconds else ""
+        timing = (
+            f" ({record.landing_to_champion_seconds:.0f} s from landing)" if record.landing_to_champion_seconds else ""
+        )
         events.append(f"PROMOTED v{record.promoted}{timing}")
     marker = "*" if record.affected else " "
     return (
@@ -139,8 +141,18 @@ def plot_timeline(records: list[DayRecord], path: Path, title: str) -> Path:
     top.plot([], [], color="#2ca02c", label="new champion promoted")
     top.legend(loc="lower left")
     top.set_title(title)
-    bottom.plot(x, [r.drift_share if r.drift_share is not None else math.nan for r in records], label="share of features drifted", color="#9467bd")
-    bottom.plot(x, [r.recent_recall if r.recent_recall is not None else math.nan for r in records], label="live recall (confirmed frauds)", color="#ff7f0e")
+    bottom.plot(
+        x,
+        [r.drift_share if r.drift_share is not None else math.nan for r in records],
+        label="share of features drifted",
+        color="#9467bd",
+    )
+    bottom.plot(
+        x,
+        [r.recent_recall if r.recent_recall is not None else math.nan for r in records],
+        label="live recall (confirmed frauds)",
+        color="#ff7f0e",
+    )
     bottom.set_ylim(0, 1.05)
     bottom.set_xlabel("simulated day")
     bottom.legend(loc="lower left", fontsize=8)

@@ -57,7 +57,12 @@ TEXTS = Kind("a list of strings", lambda v: isinstance(v, (list, tuple)) and all
 CORE_FIELDS: dict[str, Kind] = {"asset": TEXT, "day": DAY, "triggered": BOOLEAN, "reason": REASON}
 # The measured values each asset's verdict carries beside the core fields, with the threshold that decided it.
 VALUE_FIELDS: dict[str, dict[str, Kind]] = {
-    FEATURE_DRIFT: {"share_drifted": OPTIONAL_NUMBER, "threshold": NUMBER, "drifted_features": TEXTS, "transactions": INTEGER},
+    FEATURE_DRIFT: {
+        "share_drifted": OPTIONAL_NUMBER,
+        "threshold": NUMBER,
+        "drifted_features": TEXTS,
+        "transactions": INTEGER,
+    },
     PREDICTION_DRIFT: {"psi": OPTIONAL_NUMBER, "threshold": NUMBER},
     LABEL_VOLUME: {"new_labels_since_cutoff": INTEGER, "threshold": INTEGER, "champion_training_cutoff": OPTIONAL_TEXT},
     CONCEPT_DRIFT: {
@@ -96,9 +101,15 @@ class MonitoringVerdict:
     values: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        core = _checked("monitoring verdict", CORE_FIELDS, {"asset": self.asset, "day": self.day, "triggered": self.triggered, "reason": self.reason})
+        core = _checked(
+            "monitoring verdict",
+            CORE_FIELDS,
+            {"asset": self.asset, "day": self.day, "triggered": self.triggered, "reason": self.reason},
+        )
         if core["asset"] not in VALUE_FIELDS:
-            raise VerdictError(f"monitoring verdict: field 'asset' must be one of {sorted(VALUE_FIELDS)}, got {self.asset!r}")
+            raise VerdictError(
+                f"monitoring verdict: field 'asset' must be one of {sorted(VALUE_FIELDS)}, got {self.asset!r}"
+            )
         expected = VALUE_FIELDS[self.asset]
         unknown = sorted(set(self.values) - set(expected))
         if unknown:
@@ -116,7 +127,9 @@ class MonitoringVerdict:
         naming the first field that is missing or of the wrong kind; other keys are ignored."""
         core = _checked("monitoring verdict", CORE_FIELDS, metadata)
         if core["asset"] not in VALUE_FIELDS:
-            raise VerdictError(f"monitoring verdict: field 'asset' must be one of {sorted(VALUE_FIELDS)}, got {core['asset']!r}")
+            raise VerdictError(
+                f"monitoring verdict: field 'asset' must be one of {sorted(VALUE_FIELDS)}, got {core['asset']!r}"
+            )
         values = _checked(f"{core['asset']} verdict", VALUE_FIELDS[core["asset"]], metadata)
         return cls(values=values, **core)
 
@@ -130,14 +143,33 @@ def feature_drift_verdict(
     day: dt.date, share_drifted: float | None, drifted_features: Sequence[str], transactions: int, threshold: float
 ) -> MonitoringVerdict:
     """Retrain when at least `threshold` of the day's features drifted; no verdict on a day without transactions."""
-    values = {"share_drifted": finite(share_drifted), "threshold": float(threshold), "drifted_features": tuple(drifted_features), "transactions": int(transactions)}
+    values = {
+        "share_drifted": finite(share_drifted),
+        "threshold": float(threshold),
+        "drifted_features": tuple(drifted_features),
+        "transactions": int(transactions),
+    }
     share = values["share_drifted"]
     if share is None:
-        return MonitoringVerdict(FEATURE_DRIFT, day.isoformat(), False, f"no verdict on {day}: no transactions to compare", values)
+        return MonitoringVerdict(
+            FEATURE_DRIFT, day.isoformat(), False, f"no verdict on {day}: no transactions to compare", values
+        )
     if share >= threshold:
         named = ", ".join(drifted_features[:5]) + (", ..." if len(drifted_features) > 5 else "")
-        return MonitoringVerdict(FEATURE_DRIFT, day.isoformat(), True, f"feature drift on {day}: {share:.0%} of features drifted ({named})", values)
-    return MonitoringVerdict(FEATURE_DRIFT, day.isoformat(), False, f"{share:.0%} of features drifted on {day}, under the {threshold:.0%} that retrains", values)
+        return MonitoringVerdict(
+            FEATURE_DRIFT,
+            day.isoformat(),
+            True,
+            f"feature drift on {day}: {share:.0%} of features drifted ({named})",
+            values,
+        )
+    return MonitoringVerdict(
+        FEATURE_DRIFT,
+        day.isoformat(),
+        False,
+        f"{share:.0%} of features drifted on {day}, under the {threshold:.0%} that retrains",
+        values,
+    )
 
 
 def prediction_drift_verdict(day: dt.date, psi: float | None, threshold: float, note: str = "") -> MonitoringVerdict:
@@ -145,20 +177,40 @@ def prediction_drift_verdict(day: dt.date, psi: float | None, threshold: float, 
     `note` says why there is no PSI (no champion, too few scores)."""
     values = {"psi": finite(psi), "threshold": float(threshold)}
     if values["psi"] is None:
-        return MonitoringVerdict(PREDICTION_DRIFT, day.isoformat(), False, f"no verdict on {day}: {note or 'no PSI'}", values)
+        return MonitoringVerdict(
+            PREDICTION_DRIFT, day.isoformat(), False, f"no verdict on {day}: {note or 'no PSI'}", values
+        )
     if psi >= threshold:
-        reason = f"prediction drift on {day}: score PSI {psi:.2f} against the champion's first days (>= {threshold:.2f})"
+        reason = (
+            f"prediction drift on {day}: score PSI {psi:.2f} against the champion's first days (>= {threshold:.2f})"
+        )
         return MonitoringVerdict(PREDICTION_DRIFT, day.isoformat(), True, reason, values)
-    return MonitoringVerdict(PREDICTION_DRIFT, day.isoformat(), False, f"score PSI {psi:.2f} on {day}, under the {threshold:.2f} that retrains", values)
+    return MonitoringVerdict(
+        PREDICTION_DRIFT,
+        day.isoformat(),
+        False,
+        f"score PSI {psi:.2f} on {day}, under the {threshold:.2f} that retrains",
+        values,
+    )
 
 
 def label_volume_verdict(day: dt.date, new_labels: int, threshold: int, cutoff: str | None) -> MonitoringVerdict:
     """Retrain when `threshold` labels or more arrived after the champion's training cutoff."""
-    values = {"new_labels_since_cutoff": int(new_labels), "threshold": int(threshold), "champion_training_cutoff": cutoff}
+    values = {
+        "new_labels_since_cutoff": int(new_labels),
+        "threshold": int(threshold),
+        "champion_training_cutoff": cutoff,
+    }
     if new_labels >= threshold:
         reason = f"label volume on {day}: {new_labels} labels since the champion's training cutoff (>= {threshold})"
         return MonitoringVerdict(LABEL_VOLUME, day.isoformat(), True, reason, values)
-    return MonitoringVerdict(LABEL_VOLUME, day.isoformat(), False, f"{new_labels} labels since the champion's training cutoff on {day}, under {threshold}", values)
+    return MonitoringVerdict(
+        LABEL_VOLUME,
+        day.isoformat(),
+        False,
+        f"{new_labels} labels since the champion's training cutoff on {day}, under {threshold}",
+        values,
+    )
 
 
 def concept_drift_verdict(
@@ -187,13 +239,23 @@ def concept_drift_verdict(
     }
     fired = []
     if recall and reference_recall is not None and recall["drop"]:
-        fired.append(f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})")
+        fired.append(
+            f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})"
+        )
     if alarm_at is not None:
         fired.append(f"Page-Hinkley alarm on matured decision errors at {alarm_at}")
     if calibration and calibration["drift"]:
         fired.append(f"calibration error {calibration['ece']:.3f} above its bound {calibration['bound']:.3f}")
     if fired:
-        return MonitoringVerdict(CONCEPT_DRIFT, day.isoformat(), True, f"model degraded on {day}: " + "; ".join(fired), values)
+        return MonitoringVerdict(
+            CONCEPT_DRIFT, day.isoformat(), True, f"model degraded on {day}: " + "; ".join(fired), values
+        )
     if note:
         return MonitoringVerdict(CONCEPT_DRIFT, day.isoformat(), False, f"no verdict on {day}: {note}", values)
-    return MonitoringVerdict(CONCEPT_DRIFT, day.isoformat(), False, f"the champion holds on {day}: recall, matured errors and calibration within bounds", values)
+    return MonitoringVerdict(
+        CONCEPT_DRIFT,
+        day.isoformat(),
+        False,
+        f"the champion holds on {day}: recall, matured errors and calibration within bounds",
+        values,
+    )

@@ -114,7 +114,11 @@ def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
         return CanaryWindow(n, len(champion), nan, nan, nan, nan, nan)
     error_rate = float((canary_all["status"] == "error").mean())
     p99 = float(np.percentile(canary_ok["latency_ms"], 99)) if len(canary_ok) else float("nan")
-    shift = psi(champion["score"].to_numpy(), canary_ok["score"].to_numpy(), edges=SCORE_EDGES) if len(canary_ok) else float("nan")
+    shift = (
+        psi(champion["score"].to_numpy(), canary_ok["score"].to_numpy(), edges=SCORE_EDGES)
+        if len(canary_ok)
+        else float("nan")
+    )
     canary_rate = float(canary_ok["decision"].mean()) if len(canary_ok) else float("nan")
     champion_rate = float(champion["decision"].mean())
     violations = []
@@ -127,5 +131,7 @@ def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
     high = champion_rate * rules.max_decision_rate_ratio + rules.decision_rate_floor
     low = champion_rate / rules.max_decision_rate_ratio - rules.decision_rate_floor
     if canary_rate > high or canary_rate < low:
-        violations.append(f"flag rate {canary_rate:.3f} outside [{max(low, 0):.3f}, {high:.3f}] around the champion's {champion_rate:.3f}")
+        violations.append(
+            f"flag rate {canary_rate:.3f} outside [{max(low, 0):.3f}, {high:.3f}] around the champion's {champion_rate:.3f}"
+        )
     return CanaryWindow(n, len(champion), error_rate, p99, shift, canary_rate, champion_rate, tuple(violations))

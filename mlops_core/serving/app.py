@@ -74,7 +74,14 @@ class ObservedMiddleware:
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if status is None:
-                await _send_json(timed_send, 500, {"error": "internal error", "detail": "the server failed on this request; its log has the traceback"})
+                await _send_json(
+                    timed_send,
+                    500,
+                    {
+                        "error": "internal error",
+                        "detail": "the server failed on this request; its log has the traceback",
+                    },
+                )
         if status is not None:
             self.count(scope.get("path"), status)
 
@@ -100,10 +107,21 @@ class GuardMiddleware:
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
             found = content_type.decode("latin-1") or "none"
-            return await _send_json(send, 415, {"error": "unsupported media type", "detail": f"Content-Type must be application/json, found {found}"})
+            return await _send_json(
+                send,
+                415,
+                {"error": "unsupported media type", "detail": f"Content-Type must be application/json, found {found}"},
+            )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return await _send_json(send, 413, {"error": "request too large", "detail": f"body is {int(length)} bytes, the limit is {self.max_body_bytes}"})
+            return await _send_json(
+                send,
+                413,
+                {
+                    "error": "request too large",
+                    "detail": f"body is {int(length)} bytes, the limit is {self.max_body_bytes}",
+                },
+            )
         seen = 0
 
         async def counted_receive():
@@ -130,7 +148,9 @@ def invalid_request_body(errors: list[dict]) -> dict:
     """The 422 body: the fields at fault, what is wrong with each and what was found."""
     # A malformed body reports a character offset as its location: name the body instead.
     fields = [
-        "body" if e.get("type") == "json_invalid" else ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        "body"
+        if e.get("type") == "json_invalid"
+        else ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
         for e in errors
     ]
     detail = [{"field": f, "problem": e.get("msg"), "found": _short(e.get("input"))} for f, e in zip(fields, errors)]
@@ -185,12 +205,21 @@ class FastScoring:
 
 async def _send_json(send, status: int, body: dict) -> None:
     payload = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(
-    service: ScoringService, admin_token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, fast_scoring: bool = True,
+    service: ScoringService,
+    admin_token: str | None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    fast_scoring: bool = True,
     identity: Mapping[str, object] | None = None,
 ) -> FastAPI:
     """The app. With `fast_scoring` the scoring routes bypass FastAPI (FastScoring); the FastAPI
@@ -266,13 +295,24 @@ def create_app(
     async def ready():
         status = service.status()
         if not status["ready"]:
-            return JSONResponse(status_code=503, content={"ready": False, "detail": "no champion model loaded", **status})
+            return JSONResponse(
+                status_code=503, content={"ready": False, "detail": "no champion model loaded", **status}
+            )
         try:
             store = service.features.store.status()
         except Exception as exc:  # the store is a network service in production
-            return JSONResponse(status_code=503, content={"ready": False, "detail": f"online store unavailable: {exc}", **status})
+            return JSONResponse(
+                status_code=503, content={"ready": False, "detail": f"online store unavailable: {exc}", **status}
+            )
         watermark = store.watermark
-        return {**status, "online_store": {"events": store.events, "accounts": store.accounts, "watermark": watermark and watermark.isoformat()}}
+        return {
+            **status,
+            "online_store": {
+                "events": store.events,
+                "accounts": store.accounts,
+                "watermark": watermark and watermark.isoformat(),
+            },
+        }
 
     @app.get("/metrics")
     async def metrics():
@@ -284,7 +324,9 @@ def create_app(
 
     @app.post("/admin/traffic", dependencies=[Depends(require_admin)])
     def traffic(change: TrafficRequest):
-        return service.apply(change.champion_version, change.canary_version, change.canary_share, change.shadow_version, change.reason).describe()
+        return service.apply(
+            change.champion_version, change.canary_version, change.canary_share, change.shadow_version, change.reason
+        ).describe()
 
     @app.post("/admin/rollback", dependencies=[Depends(require_admin)])
     def rollback(change: RollbackRequest):
@@ -305,7 +347,13 @@ class _HTTPError(Exception):
 
 
 def _route(request: Request) -> str:
-    return "batch" if request.url.path.endswith("/batch") else "predict" if request.url.path.startswith("/v1/") else request.url.path
+    return (
+        "batch"
+        if request.url.path.endswith("/batch")
+        else "predict"
+        if request.url.path.startswith("/v1/")
+        else request.url.path
+    )
 
 
 def _short(value: object) -> object:

@@ -22,7 +22,13 @@ def server_time_ms(response: httpx.Response) -> float | None:
 class EndpointClient:
     """`transport` replaces the network (tests: an in-process app, or one that adds delay)."""
 
-    def __init__(self, url: str, admin_token: str | None = None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._admin = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
@@ -31,7 +37,9 @@ class EndpointClient:
         try:
             response = self._http.request(method, path, headers=self._admin if admin else None, **kwargs)
         except httpx.HTTPError as exc:
-            raise EndpointError(f"{method} {self.url}{path}: endpoint unreachable ({type(exc).__name__}: {exc}); is `mlops serve` running?") from exc
+            raise EndpointError(
+                f"{method} {self.url}{path}: endpoint unreachable ({type(exc).__name__}: {exc}); is `mlops serve` running?"
+            ) from exc
         if response.status_code >= 400:
             raise EndpointError(f"{method} {self.url}{path} -> HTTP {response.status_code}: {response.text[:500]}")
         return response
@@ -60,7 +68,9 @@ class EndpointClient:
         return response.json(), server_time_ms(response)
 
     def predict_batch(self, transactions: Sequence[Mapping[str, object]]) -> list[dict]:
-        return self._call("POST", "/v1/predict/batch", json={"transactions": [dict(t) for t in transactions]})["predictions"]
+        return self._call("POST", "/v1/predict/batch", json={"transactions": [dict(t) for t in transactions]})[
+            "predictions"
+        ]
 
     def traffic(
         self,

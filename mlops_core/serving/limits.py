@@ -80,7 +80,9 @@ class ServingLimits:
             ),
             max_body_bytes=int(_number(env, "MLOPS_SERVE_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024)),
             max_header_bytes=int(_number(env, "MLOPS_SERVE_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024)),
-            request_timeout_seconds=_number(env, "MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS", cls.request_timeout_seconds, minimum=0.1),
+            request_timeout_seconds=_number(
+                env, "MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS", cls.request_timeout_seconds, minimum=0.1
+            ),
             keep_alive_seconds=int(_number(env, "MLOPS_SERVE_KEEP_ALIVE_SECONDS", cls.keep_alive_seconds, minimum=1)),
             max_connections=int(_number(env, "MLOPS_SERVE_MAX_CONNECTIONS", cls.max_connections, minimum=1)),
         )

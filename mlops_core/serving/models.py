@@ -47,7 +47,9 @@ def download_onnx(client: MlflowClient, version: str, model_name: str = registry
     try:
         details = client.get_model_version(model_name, str(version))
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelLoadError(f"{model_name!r} version {version} is not in the registry at {client.tracking_uri}: {exc}") from exc
+        raise ModelLoadError(
+            f"{model_name!r} version {version} is not in the registry at {client.tracking_uri}: {exc}"
+        ) from exc
     threshold = details.tags.get("threshold") or client.get_run(details.run_id).data.tags.get("threshold")
     if threshold is None:
         raise ModelLoadError(f"{model_name!r} version {version} has no 'threshold' tag on the version or its run")

@@ -58,4 +58,6 @@ class TrafficPlan:
             raw["history"] = tuple(raw.get("history", ()))
             return cls(**raw)
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise ValueError(f"traffic plan {path} is unreadable ({exc}); fix or delete it to start from the registry aliases") from exc
+            raise ValueError(
+                f"traffic plan {path} is unreadable ({exc}); fix or delete it to start from the registry aliases"
+            ) from exc

@@ -116,7 +116,12 @@ class PredictionLog:
     """
 
     def __init__(
-        self, path: str | Path, attempts: int = 2, busy_timeout: float = 5.0, sync: str = "normal", checkpoint_interval: float = 1.0,
+        self,
+        path: str | Path,
+        attempts: int = 2,
+        busy_timeout: float = 5.0,
+        sync: str = "normal",
+        checkpoint_interval: float = 1.0,
     ) -> None:
         if sync not in ("normal", "full"):
             raise ValueError(f"sync must be 'normal' or 'full', got {sync!r}")
@@ -252,7 +257,9 @@ class PredictionLog:
                     seen = self.batches
                     try:
                         con.execute("pragma wal_checkpoint(passive)")
-                    except sqlite3.Error as exc:  # busy or failing disk: the WAL keeps the rows, the next interval retries
+                    except (
+                        sqlite3.Error
+                    ) as exc:  # busy or failing disk: the WAL keeps the rows, the next interval retries
                         self.last_error = f"checkpoint: {type(exc).__name__}: {exc}"
         finally:
             con.close()
@@ -286,6 +293,8 @@ def read_predictions(
             clauses.append(f"variant in ({', '.join('?' * len(variants))})")
             params.extend(variants)
         where = f"where {' and '.join(clauses)}" if clauses else ""
-        return pd.read_sql_query(f"select {', '.join(columns)} from predictions {where} order by id", con, params=params)
+        return pd.read_sql_query(
+            f"select {', '.join(columns)} from predictions {where} order by id", con, params=params
+        )
     finally:
         con.close()

@@ -33,8 +33,12 @@ def guarded_protocol(limits: ServingLimits, count: Callable[[str | None, int], N
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"max_header_bytes": limits.max_header_bytes, "request_timeout": limits.request_timeout_seconds,
-         "max_connections": limits.max_connections, "count": staticmethod(count)},
+        {
+            "max_header_bytes": limits.max_header_bytes,
+            "request_timeout": limits.request_timeout_seconds,
+            "max_connections": limits.max_connections,
+            "count": staticmethod(count),
+        },
     )
 
 
@@ -145,8 +149,17 @@ def _refusal(status: int, detail: str, count: Callable[[str | None, int], None])
 
     async def app(scope, receive, send):
         count(scope.get("path"), status)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app

@@ -9,7 +9,17 @@ import numpy as np
 from mlops_core.serving.client import EndpointClient, EndpointError
 from mlops_core.serving.schemas import Prediction
 
-RAW_FIELDS = ("transaction_id", "account_id", "merchant_id", "merchant_category", "amount", "currency", "channel", "country", "event_timestamp")
+RAW_FIELDS = (
+    "transaction_id",
+    "account_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "currency",
+    "channel",
+    "country",
+    "event_timestamp",
+)
 
 
 def recent_transactions(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, object]]:
@@ -81,7 +91,9 @@ class ReplayResult:
         }
 
 
-def replay(client: EndpointClient, transactions: list[dict[str, object]], warmup: int = 0, requests: int | None = None) -> ReplayResult:
+def replay(
+    client: EndpointClient, transactions: list[dict[str, object]], warmup: int = 0, requests: int | None = None
+) -> ReplayResult:
     """Send transactions one /v1/predict request at a time, in order, cycling through them: `warmup`
     requests first (checked, not timed), then `requests` timed ones (default: each transaction once).
     Every answer is checked against the contract."""

@@ -81,7 +81,10 @@ def open_online_store(settings: Settings) -> OnlineStore:
 
 
 def build_service(
-    settings: Settings, role: str = "production", model_version: str | None = None, limits: ServingLimits | None = None,
+    settings: Settings,
+    role: str = "production",
+    model_version: str | None = None,
+    limits: ServingLimits | None = None,
 ) -> ScoringService:
     """Production: resumes its recorded plan and records scored events into the online store.
     Staging (`model_version` given): serves that version only, records nothing into production state.
@@ -108,7 +111,7 @@ def build_service(
 
 
 def serving_clock(settings: Settings) -> Callable[[], dt.datetime]:
-    """"Now" for the event-time bounds: the machine's clock. With a pinned calendar (MLOPS_TODAY=<date>)
+    """ "Now" for the event-time bounds: the machine's clock. With a pinned calendar (MLOPS_TODAY=<date>)
     it is never earlier than the end of that day, so the days a demo or a simulation replays are
     served even when the pinned day lies in the machine's future; the default calendar lies in its past."""
     if settings.clock == SYSTEM_CLOCK:
@@ -125,8 +128,14 @@ def uvicorn_config(app, host: str, port: int, limits: ServingLimits):
     from mlops_core.serving.protocol import guarded_protocol
 
     return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop",
-        http=guarded_protocol(limits, app.state.count_response), timeout_keep_alive=limits.keep_alive_seconds,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http=guarded_protocol(limits, app.state.count_response),
+        timeout_keep_alive=limits.keep_alive_seconds,
     )
 
 
@@ -142,7 +151,12 @@ def run(settings: Settings, host: str, port: int, role: str, model_version: str 
     limits = ServingLimits.from_env()
     service = build_service(settings, role, model_version, limits)
     identity = {"role": role, "mlops_home": str(settings.home), "port": port}
-    app = create_app(service, admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, max_body_bytes=limits.max_body_bytes, identity=identity)
+    app = create_app(
+        service,
+        admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        max_body_bytes=limits.max_body_bytes,
+        identity=identity,
+    )
     if not os.environ.get(ADMIN_TOKEN_ENV):
         log.warning("%s is not set: admin routes (traffic, rollback, reload) are disabled", ADMIN_TOKEN_ENV)
     log.info("serving %s on http://%s:%d (%s); limits %s", role, host, port, service.deployment.describe(), limits)
@@ -153,8 +167,13 @@ def run(settings: Settings, host: str, port: int, role: str, model_version: str 
 
 
 def start_detached(
-    settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, role: str = "production",
-    model_version: str | None = None, timeout: float = 60.0, log_file: Path | None = None,
+    settings: Settings,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    role: str = "production",
+    model_version: str | None = None,
+    timeout: float = 60.0,
+    log_file: Path | None = None,
 ) -> int:
     """Start `mlops serve` in its own session, wait until /health answers from that very process,
     write the PID file; returns the PID. PortInUseError if anything else holds the port."""
@@ -162,7 +181,9 @@ def start_detached(
     paths.root.mkdir(parents=True, exist_ok=True)
     existing = running_pid(paths.pid_file(port))
     if existing is not None:
-        raise RuntimeError(f"a {role} server already runs on port {port} (pid {existing}); stop it with `mlops serve --stop --port {port}`")
+        raise RuntimeError(
+            f"a {role} server already runs on port {port} (pid {existing}); stop it with `mlops serve --stop --port {port}`"
+        )
     listener = describe_listener(host, port)
     if listener is not None:
         raise PortInUseError(host, port, listener)
@@ -171,7 +192,9 @@ def start_detached(
         command += ["--model-version", str(model_version)]
     log_path = log_file or paths.root / f"server-{port}.log"
     with open(log_path, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+        )
     paths.pid_file(port).write_text(json.dumps({"pid": process.pid, "host": host, "port": port, "role": role}))
     deadline = time.monotonic() + timeout
     url = f"http://{host}:{port}/health"
@@ -182,7 +205,9 @@ def start_detached(
             if listener is not None:  # taken between the check and the bind
                 raise PortInUseError(host, port, listener)
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the {role} server exited with code {process.returncode} during start-up; log {log_path}:\n{tail}")
+            raise RuntimeError(
+                f"the {role} server exited with code {process.returncode} during start-up; log {log_path}:\n{tail}"
+            )
         if _health(url).get("pid") == process.pid:  # another server answering on the port does not count
             return process.pid
         time.sleep(0.2)

@@ -68,23 +68,49 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.http = Counter(
-            "mlops_http_requests", "HTTP requests by route and status: every answer, the server's own refusals (400, 408, 431, 503) included.",
-            ["route", "status"], registry=self.registry,
+            "mlops_http_requests",
+            "HTTP requests by route and status: every answer, the server's own refusals (400, 408, 431, 503) included.",
+            ["route", "status"],
+            registry=self.registry,
         )
         self.predictions = Counter(
-            "mlops_predictions", "Transactions answered, by route and variant (a batch counts each of its transactions).",
-            ["route", "variant"], registry=self.registry,
+            "mlops_predictions",
+            "Transactions answered, by route and variant (a batch counts each of its transactions).",
+            ["route", "variant"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "mlops_request_latency_seconds", "Scoring requests: parsed request to answer (the prediction log commit included), by route.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "mlops_request_latency_seconds",
+            "Scoring requests: parsed request to answer (the prediction log commit included), by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.scores = Histogram("mlops_fraud_score", "P(fraud) returned or shadowed, by variant.", ["variant"], buckets=SCORE_BUCKETS, registry=self.registry)
-        self.model_info = Gauge("mlops_model_loaded", "1 for each model version loaded, by variant.", ["variant", "version"], registry=self.registry)
-        self.canary_share = Gauge("mlops_canary_share", "Share of accounts routed to the canary.", registry=self.registry)
-        self.model_errors = Counter("mlops_model_errors", "Scoring failures of a model, by variant.", ["variant"], registry=self.registry)
+        self.scores = Histogram(
+            "mlops_fraud_score",
+            "P(fraud) returned or shadowed, by variant.",
+            ["variant"],
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "mlops_model_loaded",
+            "1 for each model version loaded, by variant.",
+            ["variant", "version"],
+            registry=self.registry,
+        )
+        self.canary_share = Gauge(
+            "mlops_canary_share", "Share of accounts routed to the canary.", registry=self.registry
+        )
+        self.model_errors = Counter(
+            "mlops_model_errors", "Scoring failures of a model, by variant.", ["variant"], registry=self.registry
+        )
         # labels() costs a lock and a dict lookup per call; the hot path reuses the children.
-        self.answered = {(route, variant): self.predictions.labels(route, variant) for route in ("predict", "batch") for variant in (CHAMPION, CANARY)}
+        self.answered = {
+            (route, variant): self.predictions.labels(route, variant)
+            for route in ("predict", "batch")
+            for variant in (CHAMPION, CANARY)
+        }
         self.latency_of = {route: self.latency.labels(route) for route in ("predict", "batch")}
         self.scores_of = {variant: self.scores.labels(variant) for variant in (CHAMPION, CANARY, SHADOW)}
         self._http_of: dict[tuple[str, int], object] = {}
@@ -97,7 +123,12 @@ class ServiceMetrics:
 
     def show(self, deployment: Deployment) -> None:
         self.model_info.clear()
-        for variant, model in ((CHAMPION, deployment.champion), (CANARY, deployment.canary), (SHADOW, deployment.shadow), ("previous", deployment.previous)):
+        for variant, model in (
+            (CHAMPION, deployment.champion),
+            (CANARY, deployment.canary),
+            (SHADOW, deployment.shadow),
+            ("previous", deployment.previous),
+        ):
             if model is not None:
                 self.model_info.labels(variant, model.version).set(1)
         self.canary_share.set(deployment.canary_share if deployment.canary is not None else 0.0)
@@ -168,7 +199,9 @@ class ScoringService:
         self._observe(route, results, time.perf_counter() - started)
         return results
 
-    async def predict_async(self, transactions: Sequence[Mapping[str, object]], route: str = "predict") -> list[ScoredRequest]:
+    async def predict_async(
+        self, transactions: Sequence[Mapping[str, object]], route: str = "predict"
+    ) -> list[ScoredRequest]:
         """Score, then await the prediction log's commit without blocking the event loop: answered means logged."""
         results, commit, started = self.score(transactions, route)
         if commit is not None:
@@ -176,7 +209,9 @@ class ScoringService:
         self._observe(route, results, time.perf_counter() - started)
         return results
 
-    def score(self, transactions: Sequence[Mapping[str, object]], route: str = "predict") -> tuple[list[ScoredRequest], Commit | None, float]:
+    def score(
+        self, transactions: Sequence[Mapping[str, object]], route: str = "predict"
+    ) -> tuple[list[ScoredRequest], Commit | None, float]:
         """Score and queue the log records. Returns the results, the log commit to wait for before
         answering, and the perf_counter time scoring began."""
         started = time.perf_counter()
@@ -189,11 +224,18 @@ class ScoringService:
         try:
             features = self.features.get_online_features(rows)
         except TooLateError as exc:  # a partial 30-day window would score differently from training
-            raise InvalidTransactions([
-                FieldProblem(row, "event_timestamp", f"older than the online store's allowed lateness: it holds complete 30-day windows "
-                             f"for event times from {exc.earliest.isoformat()} on; score older transactions offline", when.isoformat())
-                for row, when in zip(exc.rows, exc.event_times)
-            ]) from exc
+            raise InvalidTransactions(
+                [
+                    FieldProblem(
+                        row,
+                        "event_timestamp",
+                        f"older than the online store's allowed lateness: it holds complete 30-day windows "
+                        f"for event times from {exc.earliest.isoformat()} on; score older transactions offline",
+                        when.isoformat(),
+                    )
+                    for row, when in zip(exc.rows, exc.event_times)
+                ]
+            ) from exc
         X = encode_rows(features)
         variants = [deployment.variant_for(str(r["account_id"])) for r in rows]
         scores = np.empty(len(rows))
@@ -220,7 +262,9 @@ class ScoringService:
                 shadow_scores = deployment.shadow.score(X)
             except Exception as exc:
                 self.metrics.model_errors.labels(SHADOW).inc(len(rows))
-                errors += [(i, SHADOW, deployment.shadow.version, f"{type(exc).__name__}: {exc}") for i in range(len(rows))]
+                errors += [
+                    (i, SHADOW, deployment.shadow.version, f"{type(exc).__name__}: {exc}") for i in range(len(rows))
+                ]
         if self.record_events:
             self.features.record(rows)
         request_id = uuid.uuid4().hex
@@ -249,9 +293,17 @@ class ScoringService:
         for i, row in enumerate(rows):
             value = row.get("event_timestamp")
             when = _utc(value)
-            problem = "is not an ISO 8601 time within years 1-9999 UTC" if when is None else self.event_bounds.problem(when, now)
+            problem = (
+                "is not an ISO 8601 time within years 1-9999 UTC"
+                if when is None
+                else self.event_bounds.problem(when, now)
+            )
             if problem is not None:
-                problems.append(FieldProblem(i, "event_timestamp", problem, value.isoformat() if isinstance(value, dt.datetime) else value))
+                problems.append(
+                    FieldProblem(
+                        i, "event_timestamp", problem, value.isoformat() if isinstance(value, dt.datetime) else value
+                    )
+                )
             else:
                 row["event_timestamp"] = when
         if problems:
@@ -264,7 +316,9 @@ class ScoringService:
             m.answered[(route, r.variant)].inc()
             m.scores_of[r.variant].observe(r.fraud_probability)
 
-    def _log(self, rows, features, results, errors, shadow_scores, deployment: Deployment, latency: float) -> Commit | None:
+    def _log(
+        self, rows, features, results, errors, shadow_scores, deployment: Deployment, latency: float
+    ) -> Commit | None:
         if self.prediction_log is None:
             return None
         now = time.time()
@@ -273,9 +327,19 @@ class ScoringService:
         for row, feats, r in zip(rows, features, results):
             records.append(
                 PredictionRecord(
-                    logged_at=now, request_id=r.request_id, transaction_id=r.transaction_id, account_id=str(row["account_id"]),
-                    event_timestamp=_iso(row["event_timestamp"]), model_version=r.model_version, variant=r.variant, served=1,
-                    status="ok", score=r.fraud_probability, decision=int(r.is_fraud), latency_ms=latency_ms, features=features_json(feats),
+                    logged_at=now,
+                    request_id=r.request_id,
+                    transaction_id=r.transaction_id,
+                    account_id=str(row["account_id"]),
+                    event_timestamp=_iso(row["event_timestamp"]),
+                    model_version=r.model_version,
+                    variant=r.variant,
+                    served=1,
+                    status="ok",
+                    score=r.fraud_probability,
+                    decision=int(r.is_fraud),
+                    latency_ms=latency_ms,
+                    features=features_json(feats),
                 )
             )
         if shadow_scores is not None:
@@ -284,18 +348,39 @@ class ScoringService:
                 self.metrics.scores_of[SHADOW].observe(float(score))
                 records.append(
                     PredictionRecord(
-                        logged_at=now, request_id=r.request_id, transaction_id=r.transaction_id, account_id=str(row["account_id"]),
-                        event_timestamp=_iso(row["event_timestamp"]), model_version=shadow.version, variant=SHADOW, served=0,
-                        status="ok", score=float(score), decision=int(score >= shadow.threshold), latency_ms=None, features=None,
+                        logged_at=now,
+                        request_id=r.request_id,
+                        transaction_id=r.transaction_id,
+                        account_id=str(row["account_id"]),
+                        event_timestamp=_iso(row["event_timestamp"]),
+                        model_version=shadow.version,
+                        variant=SHADOW,
+                        served=0,
+                        status="ok",
+                        score=float(score),
+                        decision=int(score >= shadow.threshold),
+                        latency_ms=None,
+                        features=None,
                     )
                 )
         for i, variant, version, message in errors:
             r, row = results[i], rows[i]
             records.append(
                 PredictionRecord(
-                    logged_at=now, request_id=r.request_id, transaction_id=r.transaction_id, account_id=str(row["account_id"]),
-                    event_timestamp=_iso(row["event_timestamp"]), model_version=version, variant=variant, served=0,
-                    status="error", score=None, decision=None, latency_ms=latency_ms, features=None, error=message[:500],
+                    logged_at=now,
+                    request_id=r.request_id,
+                    transaction_id=r.transaction_id,
+                    account_id=str(row["account_id"]),
+                    event_timestamp=_iso(row["event_timestamp"]),
+                    model_version=version,
+                    variant=variant,
+                    served=0,
+                    status="error",
+                    score=None,
+                    decision=None,
+                    latency_ms=latency_ms,
+                    features=None,
+                    error=message[:500],
                 )
             )
         return self.prediction_log.append(records)
@@ -353,7 +438,14 @@ class ScoringService:
                 raise TrafficError("canary_share > 0 needs canary_version")
             shadow = self._model(shadow_version, current)
             return self._swap(
-                Deployment(champion=champion, canary=canary, canary_share=canary_share if canary else 0.0, shadow=shadow, previous=previous, reason=reason)
+                Deployment(
+                    champion=champion,
+                    canary=canary,
+                    canary_share=canary_share if canary else 0.0,
+                    shadow=shadow,
+                    previous=previous,
+                    reason=reason,
+                )
             )
 
     def rollback(self, reason: str) -> Deployment:
@@ -361,7 +453,9 @@ class ScoringService:
         with self._change_lock:
             current = self.deployment
             if current.canary is not None or current.shadow is not None:
-                new = Deployment(champion=current.champion, previous=current.previous, reason=f"rollback (drain): {reason}")
+                new = Deployment(
+                    champion=current.champion, previous=current.previous, reason=f"rollback (drain): {reason}"
+                )
             elif current.previous is not None:
                 new = Deployment(champion=current.previous, previous=current.champion, reason=f"rollback: {reason}")
             else:
@@ -415,7 +509,13 @@ class ScoringService:
         d["uptime_seconds"] = round(time.time() - self.started_at, 1)
         if self.prediction_log is not None:
             pl = self.prediction_log
-            d["prediction_log"] = {"path": str(pl.path), "written": pl.written, "batches": pl.batches, "failures": pl.failures, "last_error": pl.last_error}
+            d["prediction_log"] = {
+                "path": str(pl.path),
+                "written": pl.written,
+                "batches": pl.batches,
+                "failures": pl.failures,
+                "last_error": pl.last_error,
+            }
         return d
 
     def close(self) -> None:

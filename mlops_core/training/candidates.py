@@ -15,7 +15,7 @@ import pandas as pd
 from mlops_core.training import gates as g
 from mlops_core.training import matrix, metrics
 from mlops_core.training.models import LogisticParams, XGBoostParams, train_logistic, train_xgboost
-from mlops_core.training.onnx_export import OnnxScorer, max_probability_difference, native_predict, to_onnx
+from mlops_core.training.onnx_export import OnnxScorer, max_probability_difference, to_onnx
 from mlops_core.training.report import EvaluationReport, ScoredModel
 
 SEGMENT_COLUMNS = ("channel", "merchant_category", "country", "age_band")
@@ -88,7 +88,9 @@ def fit(
         threshold=float(threshold),
         params=params,
         validation_metrics=metrics.classification_metrics(y_val, p_val, threshold),
-        onnx_max_difference=float(max_probability_difference(model, scorer, np.vstack([X_val, matrix.encode(split(frame, "test"))]))),
+        onnx_max_difference=float(
+            max_probability_difference(model, scorer, np.vstack([X_val, matrix.encode(split(frame, "test"))]))
+        ),
         feature_importance=_importance(model, kind),
         data_version=data_version,
         best_iteration=best,
@@ -106,8 +108,12 @@ class Evaluation:
         return all(o.passed for o in self.outcomes.values())
 
 
-def behavioural_results(scorer: OnnxScorer, test: pd.DataFrame, sample: int = 500, seed: int = 0) -> list[tuple[str, float, float]]:
-    rows = test[~test["is_fraud"].astype(bool)].sample(n=min(sample, int((~test["is_fraud"].astype(bool)).sum())), random_state=seed)
+def behavioural_results(
+    scorer: OnnxScorer, test: pd.DataFrame, sample: int = 500, seed: int = 0
+) -> list[tuple[str, float, float]]:
+    rows = test[~test["is_fraud"].astype(bool)].sample(
+        n=min(sample, int((~test["is_fraud"].astype(bool)).sum())), random_state=seed
+    )
     before = float(np.mean(scorer.predict(matrix.encode(rows))))
     results = []
     for expectation in g.EXPECTATIONS:
@@ -140,10 +146,22 @@ def evaluate(
         others.append(ScoredModel(name, y, p_champion, champion_threshold, champion_metrics))
     if baseline is not None:
         p_base = baseline.scorer().predict(X)
-        others.append(ScoredModel(f"baseline ({baseline.kind})", y, p_base, baseline.threshold, metrics.classification_metrics(y, p_base, baseline.threshold)))
+        others.append(
+            ScoredModel(
+                f"baseline ({baseline.kind})",
+                y,
+                p_base,
+                baseline.threshold,
+                metrics.classification_metrics(y, p_base, baseline.threshold),
+            )
+        )
     segments = metrics.segment_metrics(y, p, candidate.threshold, test[list(SEGMENT_COLUMNS)].reset_index(drop=True))
     gaps = metrics.fairness_gaps(
-        y, p, candidate.threshold, test["age_band"].reset_index(drop=True), min_positives=thresholds.fairness_min_positives
+        y,
+        p,
+        candidate.threshold,
+        test["age_band"].reset_index(drop=True),
+        min_positives=thresholds.fairness_min_positives,
     )
     latency = metrics.latency_percentiles(scorer.predict, X, n_calls=latency_calls)
     flip_rate = metrics.decision_flip_rate(scorer.predict, X, candidate.threshold, relative_noise=0.01, seed=0)

@@ -116,7 +116,11 @@ def _widest_gap(groups: dict[str, dict[str, float]], rate: str, denominator) -> 
     # Bonferroni over every pair of bands: the extreme pair is picked after looking.
     pairs = len(rated) * (len(rated) - 1) / 2
     p_value = min(1.0, p_value * pairs)
-    return rated[high][rate] - rated[low][rate], p_value, f"{low} {rated[low][rate]:.3f} vs {high} {rated[high][rate]:.3f}"
+    return (
+        rated[high][rate] - rated[low][rate],
+        p_value,
+        f"{low} {rated[low][rate]:.3f} vs {high} {rated[high][rate]:.3f}",
+    )
 
 
 def fairness(gaps: dict[str, object], t: GateThresholds) -> GateOutcome:
@@ -147,24 +151,32 @@ def fairness(gaps: dict[str, object], t: GateThresholds) -> GateOutcome:
 
 def latency(percentiles: dict[str, float], t: GateThresholds) -> GateOutcome:
     p99 = percentiles["p99_ms"]
-    return GateOutcome(GATE_LATENCY, p99 <= t.max_p99_latency_ms, f"single-row p99 {p99:.3f} ms (SLO {t.max_p99_latency_ms} ms)")
+    return GateOutcome(
+        GATE_LATENCY, p99 <= t.max_p99_latency_ms, f"single-row p99 {p99:.3f} ms (SLO {t.max_p99_latency_ms} ms)"
+    )
 
 
 def robustness(flip_rate: float, t: GateThresholds) -> GateOutcome:
     return GateOutcome(
-        GATE_ROBUSTNESS, flip_rate <= t.max_flip_rate, f"{flip_rate:.2%} of decisions flip under 1% input noise (max {t.max_flip_rate:.0%})"
+        GATE_ROBUSTNESS,
+        flip_rate <= t.max_flip_rate,
+        f"{flip_rate:.2%} of decisions flip under 1% input noise (max {t.max_flip_rate:.0%})",
     )
 
 
 def onnx_parity(max_difference: float, t: GateThresholds) -> GateOutcome:
     passed = not _nan(max_difference) and max_difference <= t.max_onnx_difference
-    return GateOutcome(GATE_ONNX_PARITY, passed, f"max |ONNX - native| = {max_difference:.2e} (max {t.max_onnx_difference:.0e})")
+    return GateOutcome(
+        GATE_ONNX_PARITY, passed, f"max |ONNX - native| = {max_difference:.2e} (max {t.max_onnx_difference:.0e})"
+    )
 
 
 def calibration(metrics: dict[str, float], t: GateThresholds) -> GateOutcome:
     ece = metrics.get("expected_calibration_error", float("nan"))
     return GateOutcome(
-        GATE_CALIBRATION, not _nan(ece) and ece <= t.max_calibration_error, f"expected calibration error {ece:.4f} (max {t.max_calibration_error})"
+        GATE_CALIBRATION,
+        not _nan(ece) and ece <= t.max_calibration_error,
+        f"expected calibration error {ece:.4f} (max {t.max_calibration_error})",
     )
 
 
@@ -186,7 +198,9 @@ EXPECTATIONS = (
 )
 
 
-def behavioural(results: list[tuple[str, float, float]], max_drop: float = GateThresholds.max_behaviour_drop) -> GateOutcome:
+def behavioural(
+    results: list[tuple[str, float, float]], max_drop: float = GateThresholds.max_behaviour_drop
+) -> GateOutcome:
     """`results`: (description, mean score before, mean score after) per expectation. An expectation fails
     when the mean score falls by more than `max_drop` of its value (a relative drop)."""
 
@@ -197,4 +211,6 @@ def behavioural(results: list[tuple[str, float, float]], max_drop: float = GateT
     failed = [change(d, before, after) for d, before, after in results if after < before * (1 - max_drop)]
     shown = failed or [change(d, before, after) for d, before, after in results]
     bound = f" (fails below a {max_drop:.0%} drop)"
-    return GateOutcome(GATE_BEHAVIOUR, not failed, ("moved the wrong way: " if failed else "") + "; ".join(shown) + bound)
+    return GateOutcome(
+        GATE_BEHAVIOUR, not failed, ("moved the wrong way: " if failed else "") + "; ".join(shown) + bound
+    )

@@ -154,13 +154,22 @@ def segment_metrics(y: np.ndarray, p: np.ndarray, threshold: float, segments: pd
                     "auc_pr": _auc_pr(y[member], p[member]),
                 }
             )
-    table = pd.DataFrame(rows, columns=["segment", "value", "n", "positives", "recall", "false_positive_rate", "precision", "auc_pr"])
+    table = pd.DataFrame(
+        rows, columns=["segment", "value", "n", "positives", "recall", "false_positive_rate", "precision", "auc_pr"]
+    )
     # Sort by the value's text so the order is stable whatever order rows arrived in.
     order = table["value"].astype(str)
-    return table.assign(_order=order).sort_values(["segment", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    return (
+        table.assign(_order=order)
+        .sort_values(["segment", "_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
-def fairness_gaps(y: np.ndarray, p: np.ndarray, threshold: float, groups: pd.Series, min_positives: int = 5) -> dict[str, object]:
+def fairness_gaps(
+    y: np.ndarray, p: np.ndarray, threshold: float, groups: pd.Series, min_positives: int = 5
+) -> dict[str, object]:
     """Max minus min recall and false-positive rate across groups with >= min_positives frauds.
 
     Groups with fewer frauds are listed under `excluded_groups`: their recall is too noisy
@@ -198,7 +207,9 @@ def fairness_gaps(y: np.ndarray, p: np.ndarray, threshold: float, groups: pd.Ser
     }
 
 
-def latency_percentiles(predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray, n_calls: int = 1000, warmup_calls: int = 50) -> dict[str, float]:
+def latency_percentiles(
+    predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray, n_calls: int = 1000, warmup_calls: int = 50
+) -> dict[str, float]:
     """Median and 99th-percentile milliseconds of single-row `predict` calls, in the calling thread's CPU
     time.
 

@@ -60,7 +60,7 @@ class EvaluationReport:
     latency: dict[str, float] = field(default_factory=dict)
     gates: list[GateOutcome] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
-    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
     def models(self) -> list[ScoredModel]:
@@ -206,7 +206,10 @@ def markdown_tables(report: EvaluationReport) -> dict[str, str]:
         tables["segments"] = _markdown(segments, "segment")
     if report.gates:
         gates = pd.DataFrame(
-            {"result": ["pass" if g.passed else "FAIL" for g in report.gates], "detail": [g.detail for g in report.gates]},
+            {
+                "result": ["pass" if g.passed else "FAIL" for g in report.gates],
+                "detail": [g.detail for g in report.gates],
+            },
             index=[g.name for g in report.gates],
         )
         tables["gates"] = _markdown(gates, "gate")
@@ -251,7 +254,9 @@ def render_html(report: EvaluationReport, figures: dict[str, bytes] | None = Non
         + "</p>",
     ]
     if report.facts:
-        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report.facts.items())
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report.facts.items()
+        )
         parts.append(f"<h2>Run</h2><table class='facts'>{rows}</table>")
     if report.gates:
         rows = "".join(
@@ -259,12 +264,17 @@ def render_html(report: EvaluationReport, figures: dict[str, bytes] | None = Non
             f"<td style='text-align:left'>{html.escape(g.detail)}</td></tr>"
             for g in report.gates
         )
-        parts.append(f"<h2>Quality gates</h2><table><thead><tr><th>gate</th><th>result</th><th>numbers</th></tr></thead><tbody>{rows}</tbody></table>")
+        parts.append(
+            f"<h2>Quality gates</h2><table><thead><tr><th>gate</th><th>result</th><th>numbers</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
     parts.append("<h2>Metrics on the frozen test set</h2>" + _html_table(metrics_table(report), "metric"))
     if report.latency:
-        parts.append("<h2>Single-row ONNX scoring latency</h2>" + _html_table(pd.DataFrame({"value": report.latency}), ""))
+        parts.append(
+            "<h2>Single-row ONNX scoring latency</h2>" + _html_table(pd.DataFrame({"value": report.latency}), "")
+        )
     images = "".join(
-        f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" for name, png in figures.items()
+        f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        for name, png in figures.items()
     )
     parts.append(f"<h2>Plots</h2><div class='plots'>{images}</div>")
     if report.segments is not None and len(report.segments):

@@ -12,8 +12,8 @@ import duckdb
 import mlflow
 import numpy as np
 import pytest
-
 from generated_history import loaded_history, promote_a_champion
+
 from mlops_assets.scoring.batch_scores import CHECK_COMPLETE, batch_scores
 from mlops_core import registry, scoring
 from mlops_core.features import offline
@@ -29,6 +29,8 @@ START = date(2026, 1, 5)
 DAYS = 56
 LAST_DAY = START + timedelta(days=DAYS - 1)
 EMPTY_DAY = START - timedelta(days=2)
+
+
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     with loaded_history(tmp_path_factory.mktemp("scoring-home"), START, DAYS, rows_per_day=300, seed=21) as settings:
@@ -57,7 +59,9 @@ def completeness(result) -> dg.AssetCheckEvaluation:
 
 def stored(settings, day: date):
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        return con.execute(f"select * from {scoring.SCORES_TABLE} where event_date = ? order by transaction_id", [day]).df()
+        return con.execute(
+            f"select * from {scoring.SCORES_TABLE} where event_date = ? order by transaction_id", [day]
+        ).df()
 
 
 def champion_version(settings) -> str:
@@ -72,13 +76,21 @@ def test_a_day_is_scored_by_the_champion_and_passes_the_check(settings):
     version = champion_version(settings)
     rows = stored(settings, LAST_DAY)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        day_transactions = con.execute("select count(*) from marts.transactions_enriched where event_date = ?", [LAST_DAY]).fetchone()[0]
+        day_transactions = con.execute(
+            "select count(*) from marts.transactions_enriched where event_date = ?", [LAST_DAY]
+        ).fetchone()[0]
         features = con.execute(
             f"select * from ({offline.point_in_time_features_sql()}) where cast(event_timestamp as date) = ? order by transaction_id",
             [LAST_DAY],
         ).df()
     assert day_transactions > 0
-    assert metadata["rows"] == metadata["dagster/row_count"] == len(rows) == rows["transaction_id"].nunique() == day_transactions
+    assert (
+        metadata["rows"]
+        == metadata["dagster/row_count"]
+        == len(rows)
+        == rows["transaction_id"].nunique()
+        == day_transactions
+    )
     assert metadata["model_version"] == version and set(rows["model_version"]) == {version}
     assert metadata["flagged_rows"] == int(rows["is_fraud"].sum())
     assert metadata["flagged_share"] == pytest.approx(rows["is_fraud"].mean())

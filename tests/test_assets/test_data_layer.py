@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import landing_factory as lf
 import pandas as pd
 import pytest
 
-import landing_factory as lf
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.ingestion.summary import held_day_lines
 from mlops_assets.transform.assets import warehouse_assets
@@ -85,23 +85,73 @@ def test_baseline_days_flow_into_the_marts(settings):
 # scenario -> (asset, the exact set of blocking checks that fail, text in the check message,
 #              text in each quarantined row's reason, or None when the batch is held without row rejections)
 BAD_INPUTS = {
-    "bad_missing_column": ("raw_transactions", {"check_schema"}, "missing column(s) ['merchant_category']", "missing column(s) ['merchant_category']"),
-    "bad_renamed_column": ("raw_transactions", {"check_schema"}, "(was 'amount' renamed to 'amt'?)", "unexpected column(s) ['amt']"),
-    "bad_extra_column": ("raw_transactions", {"check_schema"}, "unexpected column(s) ['promo_code']", "unexpected column(s) ['promo_code']"),
-    "bad_wrong_type": ("raw_transactions", {"check_schema"}, "column 'amount': expected number (float64), found string", "column 'amount': expected number"),
-    "bad_out_of_range": ("raw_transactions", {"check_values"}, "above the 2.0% threshold; e.g. amount: failed", "amount: failed"),
+    "bad_missing_column": (
+        "raw_transactions",
+        {"check_schema"},
+        "missing column(s) ['merchant_category']",
+        "missing column(s) ['merchant_category']",
+    ),
+    "bad_renamed_column": (
+        "raw_transactions",
+        {"check_schema"},
+        "(was 'amount' renamed to 'amt'?)",
+        "unexpected column(s) ['amt']",
+    ),
+    "bad_extra_column": (
+        "raw_transactions",
+        {"check_schema"},
+        "unexpected column(s) ['promo_code']",
+        "unexpected column(s) ['promo_code']",
+    ),
+    "bad_wrong_type": (
+        "raw_transactions",
+        {"check_schema"},
+        "column 'amount': expected number (float64), found string",
+        "column 'amount': expected number",
+    ),
+    "bad_out_of_range": (
+        "raw_transactions",
+        {"check_values"},
+        "above the 2.0% threshold; e.g. amount: failed",
+        "amount: failed",
+    ),
     "bad_allowed_values": ("raw_transactions", {"check_values"}, "failed isin", "failed isin"),
     "bad_nulls": ("raw_transactions", {"check_values"}, "null not allowed", "null not allowed"),
-    "bad_duplicate_ids": ("raw_transactions", {"check_unique_ids"}, "transaction_id: duplicate", "transaction_id: duplicate"),
-    "bad_unknown_accounts": ("raw_transactions", {"check_references"}, "not found in accepted accounts", "not found in accepted accounts"),
-    "bad_unknown_transactions": ("raw_labels", {"check_references"}, "not found in accepted or held transactions", "not found in accepted or held transactions"),
+    "bad_duplicate_ids": (
+        "raw_transactions",
+        {"check_unique_ids"},
+        "transaction_id: duplicate",
+        "transaction_id: duplicate",
+    ),
+    "bad_unknown_accounts": (
+        "raw_transactions",
+        {"check_references"},
+        "not found in accepted accounts",
+        "not found in accepted accounts",
+    ),
+    "bad_unknown_transactions": (
+        "raw_labels",
+        {"check_references"},
+        "not found in accepted or held transactions",
+        "not found in accepted or held transactions",
+    ),
     "bad_volume_drop": ("raw_transactions", {"check_volume"}, "x the median of the 5 trailing days", None),
     "bad_volume_spike": ("raw_transactions", {"check_volume"}, "x the median of the 5 trailing days", None),
-    "bad_missing_partition": ("raw_transactions", {"check_files_readable", "check_volume"}, "(missing partition)", None),
+    "bad_missing_partition": (
+        "raw_transactions",
+        {"check_files_readable", "check_volume"},
+        "(missing partition)",
+        None,
+    ),
     "bad_timestamps": ("raw_transactions", {"check_timestamps"}, "event_timestamp:", "event_timestamp:"),
     "bad_empty_file": ("raw_transactions", {"check_files_readable", "check_volume"}, "empty file (0 bytes)", None),
     # Rows that cannot be read are not a volume: the file is kept in quarantine, the volume not judged.
-    "bad_unreadable_file": ("raw_transactions", {"check_files_readable"}, "unreadable parquet file", "unreadable parquet file"),
+    "bad_unreadable_file": (
+        "raw_transactions",
+        {"check_files_readable"},
+        "unreadable parquet file",
+        "unreadable parquet file",
+    ),
 }
 
 
@@ -123,14 +173,19 @@ def test_bad_input_is_gated_quarantined_and_held_without_stopping_the_other_sour
     load_clean_history(settings)
     # The raw assets only: dbt's part is the held-day test below.
     result = dg.materialize(
-        raw_assets, resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral(),
-        partition_key=BAD_DAY.isoformat(), raise_on_error=False,
+        raw_assets,
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=BAD_DAY.isoformat(),
+        raise_on_error=False,
     )
 
     failures = failed_checks(result)
     assert {check for (key, check) in failures if key == asset} == expected_failures
     assert all(key == asset for key, _ in failures), failures
-    primary = sorted(expected_failures - {"check_volume"})[0] if len(expected_failures) > 1 else next(iter(expected_failures))
+    primary = (
+        sorted(expected_failures - {"check_volume"})[0] if len(expected_failures) > 1 else next(iter(expected_failures))
+    )
     assert message in failures[(asset, primary)]
     assert BAD_DAY.isoformat() in failures[(asset, primary)]
     # A held day stops no other step: every source of the day was loaded and judged.
@@ -138,12 +193,22 @@ def test_bad_input_is_gated_quarantined_and_held_without_stopping_the_other_sour
     statuses = dict(query(settings, "SELECT source, status FROM raw.load_log WHERE partition_date = ?", [BAD_DAY]))
     source = asset.removeprefix("raw_")
     assert statuses == {s: "held" if s == source else "accepted" for s in SOURCES}
-    assert query(settings, f"SELECT count(*) FROM raw.{source} WHERE _partition_date = ? AND _batch_status = 'accepted'", [BAD_DAY]) == [(0,)]
+    assert query(
+        settings,
+        f"SELECT count(*) FROM raw.{source} WHERE _partition_date = ? AND _batch_status = 'accepted'",
+        [BAD_DAY],
+    ) == [(0,)]
     (held_line,) = held_day_lines(result)
     assert held_line.startswith(f"{BAD_DAY} {source} held by ") and primary in held_line and message in held_line
-    (reasons,) = query(settings, "SELECT reasons FROM raw.load_log WHERE source = ? AND partition_date = ?", [source, BAD_DAY])[0]
+    (reasons,) = query(
+        settings, "SELECT reasons FROM raw.load_log WHERE source = ? AND partition_date = ?", [source, BAD_DAY]
+    )[0]
     assert message in json.loads(reasons)[primary][0]
-    rows = query(settings, "SELECT check_name, reason FROM quarantine.rejected_rows WHERE source = ? AND partition_date = ?", [source, BAD_DAY])
+    rows = query(
+        settings,
+        "SELECT check_name, reason FROM quarantine.rejected_rows WHERE source = ? AND partition_date = ?",
+        [source, BAD_DAY],
+    )
     if reason is None:
         assert rows == []
     else:
@@ -186,17 +251,24 @@ def test_a_held_day_blocks_no_later_day_and_is_released_once_fixed(settings):
     assert [(s, d) for s, d, status in loads if status == "held"] == [("transactions", held)]
     per_day = dict(query(settings, "SELECT event_date, count(*) FROM marts.transactions_enriched GROUP BY ALL"))
     assert held not in per_day and len(per_day) == DAYS - 1
-    held_rows = query(settings, "SELECT count(*) FROM raw.transactions WHERE _partition_date = ? AND _batch_status = 'held'", [held])[0][0]
+    held_rows = query(
+        settings, "SELECT count(*) FROM raw.transactions WHERE _partition_date = ? AND _batch_status = 'held'", [held]
+    )[0][0]
     assert held_rows > 300
     # Labels about the held day's transactions are kept, waiting for their transactions.
     waiting = query(
         settings,
         "SELECT count(*) FROM raw.labels l JOIN raw.transactions t USING (transaction_id) "
-        "WHERE t._partition_date = ? AND l._batch_status = 'accepted'", [held],
+        "WHERE t._partition_date = ? AND l._batch_status = 'accepted'",
+        [held],
     )[0][0]
     assert waiting > 0
-    assert query(settings, "SELECT count(*) FROM marts.transaction_labels l JOIN raw.transactions t USING (transaction_id) "
-                 "WHERE t._partition_date = ?", [held]) == [(0,)]
+    assert query(
+        settings,
+        "SELECT count(*) FROM marts.transaction_labels l JOIN raw.transactions t USING (transaction_id) "
+        "WHERE t._partition_date = ?",
+        [held],
+    ) == [(0,)]
 
     # The next run of later days passes continuity: the held day was loaded and judged.
     assert materialize(settings, last, last).success
@@ -205,9 +277,15 @@ def test_a_held_day_blocks_no_later_day_and_is_released_once_fixed(settings):
     fixed = materialize(settings, held, held)
     assert fixed.success, failed_checks(fixed)
     assert held_day_lines(fixed) == []
-    assert query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", [held]) == [(held_rows,)]
-    assert query(settings, "SELECT count(*) FROM marts.transaction_labels l JOIN raw.transactions t USING (transaction_id) "
-                 "WHERE t._partition_date = ?", [held]) == [(waiting,)]
+    assert query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", [held]) == [
+        (held_rows,)
+    ]
+    assert query(
+        settings,
+        "SELECT count(*) FROM marts.transaction_labels l JOIN raw.transactions t USING (transaction_id) "
+        "WHERE t._partition_date = ?",
+        [held],
+    ) == [(waiting,)]
 
 
 def test_a_held_accounts_day_does_not_stop_transactions(settings):
@@ -222,20 +300,36 @@ def test_a_held_accounts_day_does_not_stop_transactions(settings):
         lf.write(settings.landing_dir, "labels", day, lf.labels([], day.isoformat()))
     _stray_file(settings, "accounts", days[1])
     result = dg.materialize(
-        raw_assets, resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral(),
-        tags={"dagster/asset_partition_range_start": days[0].isoformat(), "dagster/asset_partition_range_end": days[-1].isoformat()},
+        raw_assets,
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat(),
+        },
         raise_on_error=False,
     )
     # Every source ran for every day; the accounts day is held, nothing else is cut off by it.
     assert materialized(result) == {"raw_accounts", "raw_transactions", "raw_labels"}
-    assert set(failed_checks(result)) == {("raw_accounts", "check_files_readable"), ("raw_transactions", "check_references")}
+    assert set(failed_checks(result)) == {
+        ("raw_accounts", "check_files_readable"),
+        ("raw_transactions", "check_references"),
+    }
     loads = query(settings, "SELECT source, partition_date, status FROM raw.load_log ORDER BY ALL")
-    assert [(s, d) for s, d, status in loads if status == "held"] == [("accounts", days[1]), ("transactions", days[1]), ("transactions", days[2])]
+    assert [(s, d) for s, d, status in loads if status == "held"] == [
+        ("accounts", days[1]),
+        ("transactions", days[1]),
+        ("transactions", days[2]),
+    ]
     assert len(loads) == 9
     # Transactions of the account only the held day opened wait in quarantine, saying which day to fix.
     reasons = query(settings, "SELECT DISTINCT reason FROM quarantine.rejected_rows WHERE source = 'transactions'")
-    assert reasons == [(f"account_id: 'new03' not found in accepted accounts (it is in held accounts of {days[1]}: "
-                        "fix that day, then re-ingest this one)",)]
+    assert reasons == [
+        (
+            f"account_id: 'new03' not found in accepted accounts (it is in held accounts of {days[1]}: "
+            "fix that day, then re-ingest this one)",
+        )
+    ]
 
 
 @pytest.mark.slow
@@ -262,16 +356,20 @@ def test_a_transaction_before_its_account_opened_is_quarantined_before_dbt(setti
 
     assert result.success, failed_checks(result)
     tx_reason = query(settings, "SELECT reason FROM quarantine.rejected_rows WHERE source = 'transactions'")
-    assert tx_reason == [(
-        f"event_timestamp: {transactions.event_timestamp[10].isoformat()} is before created_at "
-        f"{day}T12:00:00+00:00 of accounts 'a_late'",
-    )]
+    assert tx_reason == [
+        (
+            f"event_timestamp: {transactions.event_timestamp[10].isoformat()} is before created_at "
+            f"{day}T12:00:00+00:00 of accounts 'a_late'",
+        )
+    ]
     (label_reason,) = query(settings, "SELECT reason FROM quarantine.rejected_rows WHERE source = 'labels'")[0]
     assert label_reason == (
         f"labeled_at: {labels.labeled_at[0].isoformat()} is before event_timestamp "
         f"{labelled.event_timestamp[0].isoformat()} of transactions {labelled.transaction_id[0]!r}"
     )
-    assert query(settings, "SELECT count(*), min(account_age_days) >= 0 FROM marts.transactions_enriched") == [(99, True)]
+    assert query(settings, "SELECT count(*), min(account_age_days) >= 0 FROM marts.transactions_enriched") == [
+        (99, True)
+    ]
     assert query(settings, "SELECT count(*), min(label_delay_days) >= 0 FROM marts.transaction_labels") == [(59, True)]
 
 
@@ -283,7 +381,9 @@ def test_fixing_the_file_and_rematerializing_recovers(settings):
     )
     load_clean_history(settings)
     assert not materialize(settings, BAD_DAY, BAD_DAY).success
-    assert query(settings, "SELECT count(*) > 0 FROM quarantine.rejected_rows WHERE partition_date = ?", [BAD_DAY]) == [(True,)]
+    assert query(settings, "SELECT count(*) > 0 FROM quarantine.rejected_rows WHERE partition_date = ?", [BAD_DAY]) == [
+        (True,)
+    ]
     # The supplier re-delivers a clean file for the day.
     (settings.landing_dir / "transactions" / f"date={BAD_DAY}" / "part-0.parquet").unlink()
     clean = lf.transactions(BAD_DAY.isoformat(), n=400)
@@ -293,9 +393,15 @@ def test_fixing_the_file_and_rematerializing_recovers(settings):
 
     result = materialize(settings, BAD_DAY, BAD_DAY)
     assert result.success, failed_checks(result)
-    assert query(settings, "SELECT count(*) FROM quarantine.rejected_rows WHERE partition_date = ?", [BAD_DAY]) == [(0,)]
-    assert query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", [BAD_DAY]) == [(400,)]
-    assert query(settings, "SELECT status FROM raw.load_log WHERE source = 'transactions' AND partition_date = ?", [BAD_DAY]) == [("accepted",)]
+    assert query(settings, "SELECT count(*) FROM quarantine.rejected_rows WHERE partition_date = ?", [BAD_DAY]) == [
+        (0,)
+    ]
+    assert query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", [BAD_DAY]) == [
+        (400,)
+    ]
+    assert query(
+        settings, "SELECT status FROM raw.load_log WHERE source = 'transactions' AND partition_date = ?", [BAD_DAY]
+    ) == [("accepted",)]
 
 
 @pytest.mark.slow
@@ -308,8 +414,12 @@ def test_csv_landing_files_are_equivalent(settings, tmp_path):
     generate_landing(DemoSpec(start=START, days=3, rows_per_day=300, seed=9), parquet.landing_dir)
     with duckdb.connect() as con:
         ingest_partitions(con, parquet.landing_dir, SOURCES["accounts"], [START + timedelta(days=i) for i in range(3)])
-        ingest_partitions(con, parquet.landing_dir, SOURCES["transactions"], [START + timedelta(days=i) for i in range(3)])
-        expected = con.execute("SELECT count(*), round(sum(amount), 6), max(event_timestamp) FROM raw.transactions").fetchall()
+        ingest_partitions(
+            con, parquet.landing_dir, SOURCES["transactions"], [START + timedelta(days=i) for i in range(3)]
+        )
+        expected = con.execute(
+            "SELECT count(*), round(sum(amount), 6), max(event_timestamp) FROM raw.transactions"
+        ).fetchall()
     got = query(settings, "SELECT count(*), round(sum(amount), 6), max(event_timestamp) FROM raw.transactions")
     assert got == expected
     assert got[0][0] == summary.rows["transactions"]

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 import dagster as dg
 import duckdb
 import pytest
-
 from generated_history import loaded_history
+
 from mlops_assets.features.online_store import CHECK_FRESHNESS, CHECK_PARITY, online_features, online_store_fresh
 from mlops_assets.features.training_set import CHECK_JOIN, CHECK_POINT_IN_TIME, training_set
 from mlops_core.features import offline, online
@@ -52,7 +52,12 @@ def test_feature_assets_build_and_every_check_passes(settings):
     result = materialize_features(settings)
     assert result.success
     checks = check_results(result)
-    assert {name for name, ev in checks.items() if ev.passed} == {CHECK_POINT_IN_TIME, CHECK_JOIN, CHECK_PARITY, CHECK_FRESHNESS}
+    assert {name for name, ev in checks.items() if ev.passed} == {
+        CHECK_POINT_IN_TIME,
+        CHECK_JOIN,
+        CHECK_PARITY,
+        CHECK_FRESHNESS,
+    }
     metadata = result.asset_materializations_for_node("training_set")[0].metadata
     assert len(metadata["data_version"].value) == 16
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
@@ -60,7 +65,9 @@ def test_feature_assets_build_and_every_check_passes(settings):
             "select count(*), min(event_timestamp) filter (split = 'test'), max(event_timestamp) filter (split = 'train') "
             "from features.training_set"
         ).fetchone()
-        horizon = con.execute("select max(landed_date) + 1 - interval 45 day from marts.transactions_enriched").fetchone()[0]
+        horizon = con.execute(
+            "select max(landed_date) + 1 - interval 45 day from marts.transactions_enriched"
+        ).fetchone()[0]
         newest = con.execute("select max(event_timestamp) from features.training_set").fetchone()[0]
     assert rows == metadata["dagster/row_count"].value > 1000
     assert last_train < first_test
@@ -77,7 +84,9 @@ def test_feature_assets_build_and_every_check_passes(settings):
 def test_rebuilding_the_same_data_gives_the_same_data_version(settings):
     first = materialize_features(settings, assets=(training_set,), checks=())
     second = materialize_features(settings, assets=(training_set,), checks=())
-    versions = [r.asset_materializations_for_node("training_set")[0].metadata["data_version"].value for r in (first, second)]
+    versions = [
+        r.asset_materializations_for_node("training_set")[0].metadata["data_version"].value for r in (first, second)
+    ]
     assert versions[0] == versions[1]
 
 
@@ -102,7 +111,12 @@ def test_online_path_that_sees_the_current_event_fails_parity(settings, monkeypa
 
     def record_then_look_up(self, requests):
         # A serving bug: the transaction is recorded a microsecond early, so it counts itself.
-        self.record([{**r, "event_timestamp": online.parse_timestamp(r["event_timestamp"]) - timedelta(microseconds=1)} for r in requests])
+        self.record(
+            [
+                {**r, "event_timestamp": online.parse_timestamp(r["event_timestamp"]) - timedelta(microseconds=1)}
+                for r in requests
+            ]
+        )
         return honest(self, requests)
 
     monkeypatch.setattr(online.OnlineFeatureService, "get_online_features", record_then_look_up)

@@ -54,6 +54,8 @@ def warehouse(tmp_path):
         }
     )
     with duckdb.connect(str(path)) as con:
+        for name, frame in {"transactions": transactions, "log": log, "labels": labels}.items():
+            con.register(name, frame)
         con.execute("create schema marts; create schema serving")
         con.execute("create table marts.transactions_enriched as select * from transactions")
         con.execute("create table serving.prediction_log as select * from log")
@@ -62,25 +64,39 @@ def warehouse(tmp_path):
 
 
 def test_live_performance_of_a_day(warehouse):
-    result = dg.materialize([live_performance_asset], partition_key=DAY.isoformat(), resources={"warehouse": DuckDBResource(database=str(warehouse))})
+    result = dg.materialize(
+        [live_performance_asset],
+        partition_key=DAY.isoformat(),
+        resources={"warehouse": DuckDBResource(database=str(warehouse))},
+    )
     meta = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
     assert meta["scored"] == 6 and meta["labelled"] == 4
     # Labelled: t0 (fraud, flagged), t1 (legit, flagged), t2 (fraud, missed), t3 (fraud after revision, flagged).
     assert meta["precision"] == pytest.approx(2 / 3) and meta["recall"] == pytest.approx(2 / 3)
     assert meta["flag_rate"] == pytest.approx(3 / 6)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute(f"select segment, value, n_scored, recall from {PERFORMANCE_TABLE} where day = ?", [DAY]).df()
+        rows = con.execute(
+            f"select segment, value, n_scored, recall from {PERFORMANCE_TABLE} where day = ?", [DAY]
+        ).df()
     online = rows[(rows.segment == "channel") & (rows.value == "online")].iloc[0]
     assert online.n_scored == 3 and online.recall == pytest.approx(1 / 2)  # t0 caught, t2 missed
     jewelry = rows[(rows.segment == "merchant_category") & (rows.value == "jewelry")].iloc[0]
     assert jewelry.n_scored == 3
     # Re-materializing replaces the day.
-    dg.materialize([live_performance_asset], partition_key=DAY.isoformat(), resources={"warehouse": DuckDBResource(database=str(warehouse))})
+    dg.materialize(
+        [live_performance_asset],
+        partition_key=DAY.isoformat(),
+        resources={"warehouse": DuckDBResource(database=str(warehouse))},
+    )
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute(f"select count(*) from {PERFORMANCE_TABLE}").fetchall()[0][0] == len(rows)
 
 
 def test_a_day_without_predictions_says_so(warehouse):
-    result = dg.materialize([live_performance_asset], partition_key="2026-03-01", resources={"warehouse": DuckDBResource(database=str(warehouse))})
+    result = dg.materialize(
+        [live_performance_asset],
+        partition_key="2026-03-01",
+        resources={"warehouse": DuckDBResource(database=str(warehouse))},
+    )
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["scored"].value == 0 and "no logged predictions" in meta["note"].value

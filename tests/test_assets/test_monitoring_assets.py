@@ -44,7 +44,9 @@ def settings(tmp_path_factory):
         yield settings
 
 
-def materialize(settings, asset, day: date, config: dict | None = None, policy: RetrainingPolicy | None = None, instance=None):
+def materialize(
+    settings, asset, day: date, config: dict | None = None, policy: RetrainingPolicy | None = None, instance=None
+):
     resources = build_resources(settings)
     if policy is not None:
         resources["retraining_policy"] = policy
@@ -72,7 +74,9 @@ def test_feature_drift_is_recorded_with_a_report_for_people(settings):
     report = (settings.reports_dir / f"drift-{day.isoformat()}.html").read_text()
     assert "<html" in report.lower() and "amount_usd" in report
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        rows = con.execute(f"select count(*), count(distinct feature) from {DRIFT_TABLE} where day = ?", [day]).fetchall()[0]
+        rows = con.execute(
+            f"select count(*), count(distinct feature) from {DRIFT_TABLE} where day = ?", [day]
+        ).fetchall()[0]
     assert rows[0] == rows[1] == 31
 
 
@@ -82,7 +86,11 @@ def test_feature_drift_flags_a_shifted_day(settings, tmp_path):
     windows fill up, so the test compares the day with itself rather than expecting no drift.)"""
     day = LAST_DAY
     amounts = {"amount_usd", "log_amount_usd"}
-    before = set(metadata(materialize(settings, feature_drift, day, {"evidently_report": False}), "drifted_features")["drifted_features"])
+    before = set(
+        metadata(materialize(settings, feature_drift, day, {"evidently_report": False}), "drifted_features")[
+            "drifted_features"
+        ]
+    )
     assert not amounts & before
     with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute("update marts.transactions_enriched set amount_usd = amount_usd * 10 where event_date = ?", [day])
@@ -109,7 +117,9 @@ def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
     result = materialize(settings, label_volume, LAST_DAY)
     meta = metadata(result, "*")
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        landed = con.execute("select count(*) from marts.label_events where landed_date = ?", [LAST_DAY]).fetchall()[0][0]
+        landed = con.execute("select count(*) from marts.label_events where landed_date = ?", [LAST_DAY]).fetchall()[0][
+            0
+        ]
     assert meta["labels_landed"] == landed > 0
     assert meta["champion_version"] == champion
     # The champion was trained with a cutoff at the end of the newest day: nothing newer exists yet.
@@ -137,7 +147,9 @@ def read_back(instance, check: dg.AssetCheckKey, sensor, policy: RetrainingPolic
     read = read_verdicts(dg.build_sensor_context(instance=instance), (check,))
     assert read.errors == [] and read.pending == 0
     (verdict,) = read.verdicts
-    context = dg.build_sensor_context(instance=instance, resources={"retraining_policy": policy, "alerts": AlertResource()})
+    context = dg.build_sensor_context(
+        instance=instance, resources={"retraining_policy": policy, "alerts": AlertResource()}
+    )
     return verdict, sensor(context)
 
 
@@ -152,7 +164,9 @@ def test_contract_a_feature_drift_verdict_reaches_the_retraining_sensor(settings
             verdict, request = read_back(instance, FEATURE_DRIFT_CHECK, retraining_sensor, policy)
     finally:
         with duckdb.connect(str(settings.duckdb_path)) as con:
-            con.execute("update marts.transactions_enriched set amount_usd = amount_usd / 10 where event_date = ?", [day])
+            con.execute(
+                "update marts.transactions_enriched set amount_usd = amount_usd / 10 where event_date = ?", [day]
+            )
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert verdict.triggered and verdict.day == day.isoformat() and verdict.values["threshold"] == 0.06
@@ -174,7 +188,11 @@ def test_contract_a_label_volume_verdict_reaches_the_retraining_sensor(settings)
     finally:
         client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", cutoff)
     assert verdict.triggered and verdict.day == LAST_DAY.isoformat()
-    assert verdict.values["new_labels_since_cutoff"] == metadata(result, "new_labels_since_cutoff")["new_labels_since_cutoff"] > 0
+    assert (
+        verdict.values["new_labels_since_cutoff"]
+        == metadata(result, "new_labels_since_cutoff")["new_labels_since_cutoff"]
+        > 0
+    )
     assert isinstance(request, dg.RunRequest) and f"label volume on {LAST_DAY}" in request.tags["mlops/reasons"]
 
 

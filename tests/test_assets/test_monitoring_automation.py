@@ -5,12 +5,15 @@ import datetime as dt
 
 import dagster as dg
 
+from mlops_assets.definitions import defs
 from mlops_core.settings import Settings
 
-from mlops_assets.definitions import defs
-
 FEATURE_DRIFT = dg.AssetKey("feature_drift")
-FEATURE_DRIFT_INPUTS = [dg.AssetKey(["marts", "transactions_enriched"]), dg.AssetKey(["marts", "account_history"]), dg.AssetKey("training_set")]
+FEATURE_DRIFT_INPUTS = [
+    dg.AssetKey(["marts", "transactions_enriched"]),
+    dg.AssetKey(["marts", "account_history"]),
+    dg.AssetKey("training_set"),
+]
 
 
 def _report(instance, keys) -> None:
@@ -28,7 +31,9 @@ def test_the_automation_sensor_is_running_and_targets_monitoring_and_scoring():
 
 def test_new_upstream_data_requests_the_newest_day_of_feature_drift_once():
     with dg.DagsterInstance.ephemeral() as instance:
-        first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT))
+        first = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT)
+        )
         _report(instance, FEATURE_DRIFT_INPUTS)
         updated = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT), cursor=first.cursor
@@ -47,7 +52,9 @@ def test_new_upstream_data_requests_the_newest_day_of_feature_drift_once():
 
 def test_an_input_that_was_never_built_holds_feature_drift_back():
     with dg.DagsterInstance.ephemeral() as instance:
-        first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT))
+        first = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT)
+        )
         _report(instance, FEATURE_DRIFT_INPUTS[:2])  # no training set yet: nothing to compare with
         updated = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(FEATURE_DRIFT), cursor=first.cursor

@@ -13,8 +13,8 @@ import duckdb
 import mlflow
 import onnx
 import pytest
-
 from generated_history import loaded_history
+
 from mlops_assets.features.training_set import training_set
 from mlops_assets.training import models as model_assets
 from mlops_assets.training.evaluation import candidate_evaluation
@@ -30,7 +30,14 @@ pytestmark = pytest.mark.slow
 START = date(2026, 1, 5)
 # Legitimate labels mature after 45 days: 75 days leave a month of labelled transactions.
 DAYS = 75
-TRAINING_ASSETS = [training_set, fraud_model_candidate, baseline_model, candidate_evaluation, registered_challenger, model_alias_history]
+TRAINING_ASSETS = [
+    training_set,
+    fraud_model_candidate,
+    baseline_model,
+    candidate_evaluation,
+    registered_challenger,
+    model_alias_history,
+]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +97,12 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
 
 
 def test_same_data_and_config_give_identical_predictions(settings):
-    first = dg.materialize([fraud_model_candidate], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral())
-    second = dg.materialize([fraud_model_candidate], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral())
+    first = dg.materialize(
+        [fraud_model_candidate], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral()
+    )
+    second = dg.materialize(
+        [fraud_model_candidate], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral()
+    )
     a, b = (r.output_for_node("fraud_model_candidate") for r in (first, second))
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         test = con.execute("select * from features.training_set where split = 'test'").df()
@@ -104,10 +115,14 @@ def test_a_rebuilt_training_set_gives_the_same_model(settings):
     """The training set is written by parallel threads, so its row order changes from build to build;
     the model must not (its subsample is seeded by row position)."""
     resources = build_resources(settings)
-    first = dg.materialize([training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    first = dg.materialize(
+        [training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         order_before = con.execute("select transaction_id from features.training_set").df()["transaction_id"].tolist()
-    second = dg.materialize([training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    second = dg.materialize(
+        [training_set, fraud_model_candidate], resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         order_after = con.execute("select transaction_id from features.training_set").df()["transaction_id"].tolist()
         test = con.execute("select * from features.training_set where split = 'test'").df()

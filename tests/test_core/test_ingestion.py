@@ -4,12 +4,12 @@ import json
 import math
 from datetime import date, timedelta
 
+import landing_factory as lf
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import landing_factory as lf
 from mlops_core.contracts import ACCOUNTS, LABELS, TRANSACTIONS
 from mlops_core.ingestion import (
     CHECK_LANDING_UNCHANGED,
@@ -51,14 +51,25 @@ def test_clean_day_is_accepted_and_logged(con, landing):
     assert (report.n_landed, report.n_accepted, report.n_rejected) == (20, 20, 0)
     assert report.held_partitions == []
     assert all(report.summary(c).passed for c in gate_checks(TRANSACTIONS))
-    assert con.execute("SELECT count(*), min(_batch_status), max(_batch_status) FROM raw.transactions").fetchone() == (20, "accepted", "accepted")
-    log = con.execute("SELECT status, n_landed, n_accepted, failed_checks, run_id FROM raw.load_log WHERE source='transactions'").fetchall()
+    assert con.execute("SELECT count(*), min(_batch_status), max(_batch_status) FROM raw.transactions").fetchone() == (
+        20,
+        "accepted",
+        "accepted",
+    )
+    log = con.execute(
+        "SELECT status, n_landed, n_accepted, failed_checks, run_id FROM raw.load_log WHERE source='transactions'"
+    ).fetchall()
     assert log == [("accepted", 20, 20, "[]", "r1")]
 
 
 def test_rematerializing_a_day_replaces_it(con, landing):
     load_accounts(con, landing)
-    lf.write(landing, "transactions", DAY, lf.transactions(DAY, n=20).assign(amount=lambda f: f.amount.where(f.index > 0, -1.0)))
+    lf.write(
+        landing,
+        "transactions",
+        DAY,
+        lf.transactions(DAY, n=20).assign(amount=lambda f: f.amount.where(f.index > 0, -1.0)),
+    )
     for _ in range(3):
         ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
     assert con.execute("SELECT count(*) FROM raw.transactions").fetchone() == (19,)
@@ -71,10 +82,14 @@ def test_rejections_under_threshold_pass_and_over_threshold_hold(con, landing):
     frame = lf.transactions(DAY, n=100)
     frame.loc[[3, 7], "channel"] = "mobile"
     lf.write(landing, "transactions", DAY, frame)
-    loose = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.05), now=NOW)
+    loose = ingest_partitions(
+        con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.05), now=NOW
+    )
     assert loose.summary(CHECK_VALUES).passed and loose.held_partitions == []
     assert "2 row(s) quarantined" in loose.summary(CHECK_VALUES).description
-    strict = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.01), now=NOW)
+    strict = ingest_partitions(
+        con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.01), now=NOW
+    )
     summary = strict.summary(CHECK_VALUES)
     assert not summary.passed
     assert summary.failing_partitions == [DAY]
@@ -92,7 +107,9 @@ def test_unknown_references_are_quarantined(con, landing):
     frame = lf.transactions(DAY, n=100)
     frame.loc[4, "account_id"] = "ghost"
     lf.write(landing, "transactions", DAY, frame)
-    report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.005), now=NOW)
+    report = ingest_partitions(
+        con, landing, TRANSACTIONS, days(DAY, 1), IngestionThresholds(max_reject_rate=0.005), now=NOW
+    )
     assert not report.summary(CHECK_REFERENCES).passed
     report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
     assert report.summary(CHECK_REFERENCES).passed and report.n_accepted == 99
@@ -100,7 +117,10 @@ def test_unknown_references_are_quarantined(con, landing):
     assert reason == "account_id: 'ghost' not found in accepted accounts"
     lf.write(landing, "labels", DAY, lf.labels([frame.transaction_id[0], "never-seen"], DAY))
     labels = ingest_partitions(con, landing, LABELS, days(DAY, 1), now=NOW)
-    assert "transaction_id: 'never-seen' not found in accepted or held transactions" in labels.summary(CHECK_REFERENCES).description
+    assert (
+        "transaction_id: 'never-seen' not found in accepted or held transactions"
+        in labels.summary(CHECK_REFERENCES).description
+    )
 
 
 def test_held_references_do_not_count_as_known(con, landing):
@@ -118,7 +138,10 @@ def test_ids_already_loaded_on_another_day_are_duplicates(con, landing):
     lf.write(landing, "transactions", DAY, lf.transactions(DAY, n=5, prefix="dup"))
     report = ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
     assert not report.summary(CHECK_UNIQUE_IDS).passed
-    assert quarantined(con, "transactions")["reason"][0] == "transaction_id: 'dup0' already loaded from partition 2026-01-04"
+    assert (
+        quarantined(con, "transactions")["reason"][0]
+        == "transaction_id: 'dup0' already loaded from partition 2026-01-04"
+    )
 
 
 def test_missing_partition_is_held_with_its_path(con, landing):
@@ -245,7 +268,9 @@ def test_non_finite_numbers_are_quarantined_exactly_as_landed(con, landing):
     amounts = frame["amount"].tolist()
     amounts[1:5] = [float("nan"), float("inf"), float("-inf"), None]
     table = pq.read_table(path)
-    pq.write_table(table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path)
+    pq.write_table(
+        table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path
+    )
     ingest_partitions(con, landing, TRANSACTIONS, days(DAY, 1), now=NOW)
     rows = quarantined(con, "transactions").set_index("row_number")
     landed = {n: json.loads(rows.loc[n, "record"])["amount"] for n in (1, 2, 3, 4)}
@@ -262,7 +287,13 @@ def test_non_finite_numbers_are_quarantined_exactly_as_landed(con, landing):
 
 @pytest.mark.parametrize(
     "column, character",
-    [("transaction_id", "\x00"), ("account_id", "\x01"), ("merchant_id", "\x1f"), ("transaction_id", "\x7f"), ("merchant_id", "\x9b")],
+    [
+        ("transaction_id", "\x00"),
+        ("account_id", "\x01"),
+        ("merchant_id", "\x1f"),
+        ("transaction_id", "\x7f"),
+        ("merchant_id", "\x9b"),
+    ],
 )
 def test_ids_with_control_characters_are_rejected_naming_column_and_row(con, landing, column, character):
     load_accounts(con, landing)
@@ -364,7 +395,9 @@ def test_labels_about_a_held_transactions_day_load_and_wait_for_it(con, landing)
     assert ingest_partitions(con, landing, TRANSACTIONS, [day], now=NOW).held_partitions == [day.isoformat()]
     # Verdicts about the unreadable file's transactions wait; one about a transaction that never landed does not.
     ids = frame.transaction_id.tolist() + ["never-landed"]
-    lf.write(landing, "labels", day, lf.labels(ids, day.isoformat()).assign(labeled_at=pd.Timestamp(f"{day}T23:59:00Z")))
+    lf.write(
+        landing, "labels", day, lf.labels(ids, day.isoformat()).assign(labeled_at=pd.Timestamp(f"{day}T23:59:00Z"))
+    )
     labels = ingest_partitions(con, landing, LABELS, [day], now=NOW)
     assert (labels.held_partitions, labels.n_accepted, labels.rejected_by_check[CHECK_REFERENCES]) == ([], 50, 1)
     assert quarantined(con, "labels")["reason"].tolist() == [
@@ -401,8 +434,14 @@ def test_a_held_transaction_landing_after_its_accepted_verdict_is_rejected(con, 
 
 
 def test_transactions_out_of_order_with_their_account_are_rejected_from_either_side(con, landing):
-    lf.write(landing, "accounts", DAY, lf.accounts(ids=("a1", "late"), created=f"{DAY}T00:00:00Z").assign(
-        created_at=pd.to_datetime([f"{DAY}T00:00:00Z", f"{DAY}T12:00:00Z"], utc=True)))
+    lf.write(
+        landing,
+        "accounts",
+        DAY,
+        lf.accounts(ids=("a1", "late"), created=f"{DAY}T00:00:00Z").assign(
+            created_at=pd.to_datetime([f"{DAY}T00:00:00Z", f"{DAY}T12:00:00Z"], utc=True)
+        ),
+    )
     ingest_partitions(con, landing, ACCOUNTS, days(DAY, 1), now=NOW)
     frame = lf.transactions(DAY, n=100, accounts_=("a1",))
     frame.loc[10, "account_id"] = "late"

@@ -3,9 +3,9 @@
 from datetime import date
 
 import duckdb
+import landing_factory as lf
 import pandas as pd
 
-import landing_factory as lf
 from mlops_core.contracts import ACCOUNTS, LABELS, TRANSACTIONS
 from mlops_core.ingestion import ingest_partitions
 from mlops_core.ingestion_summary import day_summaries, format_day_summary, held_lines
@@ -50,7 +50,10 @@ def test_summary_text_names_each_held_day_its_check_and_reason(con, landing):
     lines = text.splitlines()
     assert lines[2].split() == ["2026-01-05", "102", "1", "0", "accepted"]
     assert lines[3].split() == ["2026-01-06", "1", "10", "20", "held:", "transactions"]
-    assert "Rows loaded: 103 accepted; 11 quarantined (quarantine.rejected_rows); 20 held in raw, not loaded. 1 of 2 day(s) held." in text
+    assert (
+        "Rows loaded: 103 accepted; 11 quarantined (quarantine.rejected_rows); 20 held in raw, not loaded. 1 of 2 day(s) held."
+        in text
+    )
     assert "  2026-01-06 transactions held by check_values: 10 of 30 rows (33.3%) rejected" in text
     # One day of the range only.
     assert "2026-01-06" not in format_day_summary(con, DAYS[0], DAYS[0])
@@ -61,7 +64,10 @@ def test_summary_from_a_warehouse_path(tmp_path, landing):
     with duckdb.connect(str(path)) as con:
         _two_days(con, landing)
     assert "1 of 2 day(s) held" in format_day_summary(path, DAYS[0], DAYS[1])
-    assert format_day_summary(tmp_path / "missing.duckdb", DAYS[0], DAYS[1]) == "Data layer 2026-01-05..2026-01-06: no day loaded."
+    assert (
+        format_day_summary(tmp_path / "missing.duckdb", DAYS[0], DAYS[1])
+        == "Data layer 2026-01-05..2026-01-06: no day loaded."
+    )
 
 
 def test_a_source_never_loaded_for_a_day_is_named(con, landing):
@@ -78,5 +84,7 @@ def test_a_load_log_from_before_reasons_were_kept_still_names_the_check(con):
         "CREATE TABLE raw.load_log (source VARCHAR, partition_date DATE, status VARCHAR, n_landed BIGINT, n_accepted BIGINT, "
         "n_rejected BIGINT, failed_checks VARCHAR, fingerprint VARCHAR, run_id VARCHAR, loaded_at TIMESTAMP)"
     )
-    con.execute("INSERT INTO raw.load_log VALUES ('labels', '2026-01-05', 'held', 5, 5, 0, '[\"check_volume\"]', 'f', 'r', now())")
+    con.execute(
+        "INSERT INTO raw.load_log VALUES ('labels', '2026-01-05', 'held', 5, 5, 0, '[\"check_volume\"]', 'f', 'r', now())"
+    )
     assert held_lines(day_summaries(con, DAYS[0], DAYS[0])) == ["2026-01-05 labels held by check_volume"]

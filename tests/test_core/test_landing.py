@@ -2,10 +2,10 @@
 
 from datetime import date
 
+import landing_factory as lf
 import pandas as pd
 import pytest
 
-import landing_factory as lf
 from mlops_core.contracts import LABELS, TRANSACTIONS
 from mlops_core.landing import (
     CHECK_FILES_READABLE,
@@ -37,7 +37,7 @@ def test_corrupt_parquet_is_unreadable(landing):
     path = landing / "x.parquet"
     path.write_bytes(b"PAR1 truncated garbage")
     read = read_landing_file(path, TRANSACTIONS)
-    (check, message), = read.problems
+    ((check, message),) = read.problems
     assert check == CHECK_FILES_READABLE
     assert message.startswith(f"{path}: unreadable parquet file")
 
@@ -45,7 +45,7 @@ def test_corrupt_parquet_is_unreadable(landing):
 def test_csv_without_contract_header_is_unreadable(landing):
     path = landing / "x.csv"
     path.write_bytes(b"\x00\x01binary,junk\n\x02,\x03\n")
-    (check, message), = read_landing_file(path, TRANSACTIONS).problems
+    ((check, message),) = read_landing_file(path, TRANSACTIONS).problems
     assert check == CHECK_FILES_READABLE
     assert "none of the expected columns" in message
 
@@ -53,7 +53,7 @@ def test_csv_without_contract_header_is_unreadable(landing):
 def test_unsupported_suffix(landing):
     path = landing / "x.xlsx"
     path.write_bytes(b"data")
-    (check, message), = read_landing_file(path, TRANSACTIONS).problems
+    ((check, message),) = read_landing_file(path, TRANSACTIONS).problems
     assert check == CHECK_FILES_READABLE and "'.xlsx'" in message
 
 
@@ -61,7 +61,7 @@ def test_renamed_column_names_both_and_keeps_rows(landing):
     frame = lf.transactions("2026-01-05", n=3).rename(columns={"amount": "amt"})
     path = lf.write(landing, "transactions", "2026-01-05", frame)
     read = read_landing_file(path, TRANSACTIONS)
-    (check, message), = read.problems
+    ((check, message),) = read.problems
     assert check == CHECK_SCHEMA
     assert str(path) in message
     assert "missing column(s) ['amount']" in message and "unexpected column(s) ['amt']" in message
@@ -72,7 +72,7 @@ def test_renamed_column_names_both_and_keeps_rows(landing):
 def test_extra_and_missing_columns(landing):
     frame = lf.transactions("2026-01-05", n=3).drop(columns=["merchant_category"]).assign(promo_code="X")
     path = lf.write(landing, "transactions", "2026-01-05", frame)
-    (check, message), = read_landing_file(path, TRANSACTIONS).problems
+    ((check, message),) = read_landing_file(path, TRANSACTIONS).problems
     assert check == CHECK_SCHEMA
     assert "missing column(s) ['merchant_category']" in message
     assert "unexpected column(s) ['promo_code']" in message
@@ -82,7 +82,7 @@ def test_amount_as_text_in_parquet_is_a_schema_break(landing):
     frame = lf.transactions("2026-01-05", n=3)
     frame["amount"] = frame["amount"].map(lambda v: f"{v:.2f}")
     path = lf.write(landing, "transactions", "2026-01-05", frame)
-    (check, message), = read_landing_file(path, TRANSACTIONS).problems
+    ((check, message),) = read_landing_file(path, TRANSACTIONS).problems
     assert check == CHECK_SCHEMA
     assert message == f"{path}: column 'amount': expected number (float64), found string (string)"
 

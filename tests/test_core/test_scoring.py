@@ -76,7 +76,15 @@ def _snapshots(rng: np.random.Generator) -> pd.DataFrame:
         created = DAY_START - dt.timedelta(days=int(rng.integers(20, 400)))
         rows.append((account, created, str(rng.choice(COUNTRIES[:4])), str(rng.choice(AGE_BANDS)), created))
         if i % 3 == 0:  # a changed snapshot landing in the middle of the history
-            rows.append((account, created, rows[-1][2], str(rng.choice(AGE_BANDS)), DAY_START - dt.timedelta(days=int(rng.integers(1, 20)))))
+            rows.append(
+                (
+                    account,
+                    created,
+                    rows[-1][2],
+                    str(rng.choice(AGE_BANDS)),
+                    DAY_START - dt.timedelta(days=int(rng.integers(1, 20))),
+                )
+            )
     rows.append(("edge", DAY_START - dt.timedelta(days=90), "US", "35-44", DAY_START - dt.timedelta(days=90)))
     return pd.DataFrame(rows, columns=["account_id", "created_at", "home_country", "age_band", "valid_from"])
 
@@ -94,7 +102,13 @@ def _train_model(con: duckdb.DuckDBPyConnection, rng: np.random.Generator) -> Lo
     y = (rng.random(len(features)) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     X = matrix.encode(features)
     half = len(X) // 2
-    model = train_xgboost(X[:half], y[:half], X[half:], y[half:], XGBoostParams(n_estimators=40, early_stopping_rounds=10, scale_pos_weight=1.0))
+    model = train_xgboost(
+        X[:half],
+        y[:half],
+        X[half:],
+        y[half:],
+        XGBoostParams(n_estimators=40, early_stopping_rounds=10, scale_pos_weight=1.0),
+    )
     onnx_bytes = to_onnx(model, len(matrix.FEATURE_COLUMNS))
     threshold = float(np.quantile(model.predict_proba(X)[:, 1], 0.8))
     return LoadedModel.from_bytes("7", onnx_bytes, threshold)
@@ -108,7 +122,9 @@ def warehouse():
     events, snapshots = _events(rng), _snapshots(rng)
     con.register("events_frame", events)
     con.register("snapshots_frame", snapshots)
-    con.execute("create table marts.transactions_enriched as select *, cast(event_timestamp as date) as event_date from events_frame")
+    con.execute(
+        "create table marts.transactions_enriched as select *, cast(event_timestamp as date) as event_date from events_frame"
+    )
     con.execute("create table marts.account_history as select * from snapshots_frame")
     con.unregister("events_frame")
     con.unregister("snapshots_frame")
@@ -140,11 +156,16 @@ class CountingModel:
 
 
 def day_ids(con, day: dt.date) -> set[str]:
-    return {r[0] for r in con.execute("select transaction_id from marts.transactions_enriched where event_date = ?", [day]).fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "select transaction_id from marts.transactions_enriched where event_date = ?", [day]
+        ).fetchall()
+    }
 
 
 def test_score_day_gives_one_row_per_transaction_of_the_day(db, model):
-    scores = scoring.score_day(db, DAY, model, scored_at=dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.timezone.utc))
+    scores = scoring.score_day(db, DAY, model, scored_at=dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC))
     assert list(scores.columns) == list(scoring.SCORE_COLUMNS)
     assert len(scores) == len(day_ids(db, DAY)) > 50
     assert set(scores["transaction_id"]) == day_ids(db, DAY)
@@ -161,9 +182,14 @@ def test_score_day_gives_one_row_per_transaction_of_the_day(db, model):
 
 def test_the_restricted_history_gives_the_features_of_the_whole_warehouse(db, model):
     restricted = scoring.day_features(db, DAY).set_index("transaction_id")
-    whole = db.execute(
-        f"select * from ({offline.point_in_time_features_sql()}) where cast(event_timestamp as date) = ?", [DAY]
-    ).df().set_index("transaction_id").loc[restricted.index]
+    whole = (
+        db.execute(
+            f"select * from ({offline.point_in_time_features_sql()}) where cast(event_timestamp as date) = ?", [DAY]
+        )
+        .df()
+        .set_index("transaction_id")
+        .loc[restricted.index]
+    )
     # Counts and categories exactly; float sums to 1e-9 relative, since DuckDB's window frames may
     # add in a different order over a different set of rows.
     pd.testing.assert_frame_equal(restricted, whole, check_exact=False, rtol=1e-9, atol=0)
@@ -178,9 +204,14 @@ def test_scores_equal_the_online_path(db, model):
     try:
         store.rebuild([], warehouse_snapshots(db), offline_watermark_us=0)
         store.record_events(list(warehouse_events(db)))  # the whole history: the service picks its windows
-        requests = db.execute(
-            f"select {', '.join(REQUEST_FIELDS)} from marts.transactions_enriched where event_date = ? order by transaction_id", [DAY]
-        ).df().to_dict("records")
+        requests = (
+            db.execute(
+                f"select {', '.join(REQUEST_FIELDS)} from marts.transactions_enriched where event_date = ? order by transaction_id",
+                [DAY],
+            )
+            .df()
+            .to_dict("records")
+        )
         online = OnlineFeatureService(store).get_online_features(requests)
     finally:
         store.close()
@@ -211,9 +242,13 @@ def test_write_replaces_the_day_and_leaves_other_days(db, model):
     scoring.write_scores(db, DAY, second)
     by_day = dict(db.execute("select event_date, count(*) from scoring.batch_scores group by 1").fetchall())
     assert by_day == {previous: len(day_ids(db, previous)), DAY: len(first)}
-    versions = db.execute("select distinct model_version, scored_at from scoring.batch_scores where event_date = ?", [DAY]).fetchall()
+    versions = db.execute(
+        "select distinct model_version, scored_at from scoring.batch_scores where event_date = ?", [DAY]
+    ).fetchall()
     assert versions == [("8", dt.datetime(2026, 3, 11, 3, 0))]
-    stored = db.execute("select transaction_id, fraud_probability, is_fraud from scoring.batch_scores where event_date = ?", [DAY]).df()
+    stored = db.execute(
+        "select transaction_id, fraud_probability, is_fraud from scoring.batch_scores where event_date = ?", [DAY]
+    ).df()
     merged = stored.merge(second, on="transaction_id", suffixes=("_stored", ""))
     assert len(merged) == len(second)
     assert (merged["fraud_probability_stored"] == merged["fraud_probability"]).all()
@@ -228,7 +263,9 @@ def test_a_failed_write_keeps_the_previous_scores(db, model):
     broken.loc[3, "account_id"] = None  # violates NOT NULL after the day's rows were deleted
     with pytest.raises(duckdb.ConstraintException):
         scoring.write_scores(db, DAY, broken)
-    assert db.execute("select count(*) from scoring.batch_scores where event_date = ?", [DAY]).fetchone()[0] == len(good)
+    assert db.execute("select count(*) from scoring.batch_scores where event_date = ?", [DAY]).fetchone()[0] == len(
+        good
+    )
     with pytest.raises(ValueError, match="other days"):
         scoring.write_scores(db, DAY + dt.timedelta(days=1), good)
 
@@ -250,7 +287,9 @@ def test_the_audit_counts_each_kind_of_defect(db, model):
     scoring.write_scores(db, DAY, scoring.score_day(db, DAY, model))
     assert scoring.audit_scores(db, DAY).passed
     db.execute("delete from scoring.batch_scores where transaction_id = 'edge-tie-a'")
-    db.execute("insert into scoring.batch_scores select * from scoring.batch_scores where transaction_id = 'edge-tie-b'")
+    db.execute(
+        "insert into scoring.batch_scores select * from scoring.batch_scores where transaction_id = 'edge-tie-b'"
+    )
     db.execute("update scoring.batch_scores set fraud_probability = 1.5 where transaction_id = 'edge-last-instant'")
     db.execute(
         "insert into scoring.batch_scores select 'edge-next-day', account_id, event_timestamp, event_date, 0.1, false, "

@@ -2,9 +2,9 @@
 
 from datetime import date
 
+import landing_factory as lf
 import pandas as pd
 
-import landing_factory as lf
 from mlops_core.contracts import ACCOUNTS, LABELS, TRANSACTIONS
 from mlops_core.validation import (
     CHECK_TIMESTAMPS,
@@ -64,7 +64,20 @@ def test_null_flags_are_rejected_not_defaulted():
 
 
 def test_contract_violations_name_column_check_and_value():
-    frame = lf.transactions("2026-01-05", n=5).astype({c: "string[pyarrow]" for c in ["transaction_id", "account_id", "merchant_id", "merchant_category", "currency", "channel", "country"]})
+    frame = lf.transactions("2026-01-05", n=5).astype(
+        {
+            c: "string[pyarrow]"
+            for c in [
+                "transaction_id",
+                "account_id",
+                "merchant_id",
+                "merchant_category",
+                "currency",
+                "channel",
+                "country",
+            ]
+        }
+    )
     frame.loc[0, "amount"] = -3.0
     frame.loc[1, "amount"] = 10_000_000.0
     frame.loc[2, "channel"] = "mobile"
@@ -120,8 +133,10 @@ def test_label_ids_repeat_across_days_but_not_within_one():
     assert list(duplicate_ids(frame, LABELS).reasons.index) == [3]
     # Transactions ids are unique across days.
     tx = pd.concat(
-        [with_lineage(lf.transactions("2026-01-05", n=2, prefix="x"), "2026-01-05"),
-         with_lineage(lf.transactions("2026-01-06", n=2, prefix="x"), "2026-01-06")],
+        [
+            with_lineage(lf.transactions("2026-01-05", n=2, prefix="x"), "2026-01-05"),
+            with_lineage(lf.transactions("2026-01-06", n=2, prefix="x"), "2026-01-06"),
+        ],
         ignore_index=True,
     )
     assert list(duplicate_ids(tx, TRANSACTIONS).reasons.index) == [2, 3]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_core.datagen.generator import simulate
 from mlops_core.contracts import LABEL_SOURCES
+from mlops_core.datagen.generator import simulate
 from mlops_core.datagen.labels import CUSTOMER_REPORT_MAX_DAYS, MATURITY_DAYS, label_times
 
 

@@ -27,13 +27,17 @@ STARTUP_TIMEOUT_S = 10.0
 
 # Hypothesis caches (even with database=None) under ./.hypothesis; keep them in the
 # session's throwaway MLOPS_HOME (tests/conftest.py removes it) instead of the checkout.
-set_hypothesis_home_dir(Path(os.environ.get("MLOPS_HOME") or tempfile.mkdtemp(prefix="mlops-hypothesis-")) / "hypothesis")
+set_hypothesis_home_dir(
+    Path(os.environ.get("MLOPS_HOME") or tempfile.mkdtemp(prefix="mlops-hypothesis-")) / "hypothesis"
+)
 
 
 def redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        message = "redis-server not found on PATH; install the Debian package redis-server (apt-get install redis-server)"
+        message = (
+            "redis-server not found on PATH; install the Debian package redis-server (apt-get install redis-server)"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{message}: the Redis online-store tests must run in CI", pytrace=False)
         pytest.skip(message)
@@ -78,7 +82,21 @@ def start_redis(directory: Path, *extra_args: str, port: int | None = None) -> R
     for _attempt in range(3):  # another process may grab the free port between probe and bind
         chosen = port or _free_port()
         log = directory / f"redis-{chosen}.log"
-        args = [binary, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", str(log)]
+        args = [
+            binary,
+            "--port",
+            str(chosen),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--logfile",
+            str(log),
+        ]
         args += list(extra_args)  # later options override the defaults above
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         server = RedisServer(process, chosen, directory, log)
@@ -94,7 +112,9 @@ def start_redis(directory: Path, *extra_args: str, port: int | None = None) -> R
         finally:
             client.close()
         server.stop()
-        last_error = (process.stderr.read().decode(errors="replace") if process.stderr else "") + (log.read_text() if log.exists() else "")
+        last_error = (process.stderr.read().decode(errors="replace") if process.stderr else "") + (
+            log.read_text() if log.exists() else ""
+        )
     raise RuntimeError(f"redis-server did not answer PING: {last_error[-2000:]}")
 
 

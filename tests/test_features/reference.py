@@ -34,7 +34,7 @@ from mlops_core.features.spec import (
     WindowedFeature,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1)
 
 EVENT_FIELDS = (
@@ -296,7 +296,9 @@ def offline_features(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
     return by_transaction(_fetch_dicts(con, offline.point_in_time_features_sql()))
 
 
-def brute_force_features(con: duckdb.DuckDBPyConnection, transaction_ids: Iterable[str] | None = None) -> dict[str, dict]:
+def brute_force_features(
+    con: duckdb.DuckDBPyConnection, transaction_ids: Iterable[str] | None = None
+) -> dict[str, dict]:
     con.execute("create or replace temp table feature_sample (transaction_id varchar)")
     if transaction_ids is None:
         con.execute("insert into feature_sample select transaction_id from marts.transactions_enriched")
@@ -368,7 +370,12 @@ def feature_mismatches(actual: Mapping, expected: Mapping) -> list[str]:
             if isinstance(a, bool) or not isinstance(a, int) or a != b:
                 problems.append(f"{f.name}: {a!r} ({type(a).__name__}) != {b!r}")
         elif f.dtype == "float64":
-            if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not _close(float(a), float(b)):
+            if (
+                isinstance(a, bool)
+                or not isinstance(a, (int, float))
+                or not math.isfinite(a)
+                or not _close(float(a), float(b))
+            ):
                 problems.append(f"{f.name}: {a!r} != {b!r}")
         else:
             if not isinstance(a, str) or a != b:

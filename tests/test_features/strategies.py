@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import reference
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from mlops_core.contracts import AGE_BANDS, CHANNELS, MERCHANT_CATEGORIES
-
-import reference
 
 BASE = dt.datetime(2024, 3, 1, 23, 0)  # a Friday, 23:00 UTC
 HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 import reference
+from reference import event, label, snapshot
+
 from mlops_core.contracts import CURRENCIES
 from mlops_core.features import online
 from mlops_core.features.offline import TrainingSetSpec, build_training_set
@@ -26,7 +27,6 @@ from mlops_core.features.spec import (
     WINDOWS,
 )
 from mlops_core.features.stores import SqliteOnlineStore
-from reference import event, label, snapshot
 
 T = dt.datetime(2024, 5, 10, 12, 0)  # the entity's instant (naive UTC, a Friday)
 US = dt.timedelta(microseconds=1)
@@ -97,7 +97,12 @@ def test_transactions_at_an_identical_timestamp_do_not_see_each_other():
     for impl, rows in results.items():
         for txid in ("tie_a", "tie_b"):
             f = rows[txid]
-            assert (f["txn_count_1h"], f["amount_sum_1h"], f["amount_max_24h"], f["merchant_distinct_24h"]) == (1, 4.0, 4.0, 1), (impl, txid)
+            assert (f["txn_count_1h"], f["amount_sum_1h"], f["amount_max_24h"], f["merchant_distinct_24h"]) == (
+                1,
+                4.0,
+                4.0,
+                1,
+            ), (impl, txid)
             assert f["seconds_since_last_txn"] == 600.0, (impl, txid)
             assert f["amount_to_mean_30d"] == f["amount_usd"] / 4.0, (impl, txid)
 
@@ -121,7 +126,15 @@ def test_an_unknown_account_gets_every_features_default():
         event("entity", "a_unknown", T, amount_usd=25.0, country="GB", channel="online", merchant_category="travel"),
     ]
     snapshots = [snapshot("a2", T - 10 * DAY, home_country="US")]
-    request_only = {"amount_usd", "log_amount_usd", "hour_of_day", "day_of_week", "is_weekend", "is_online", "merchant_category"}
+    request_only = {
+        "amount_usd",
+        "log_amount_usd",
+        "hour_of_day",
+        "day_of_week",
+        "is_weekend",
+        "is_online",
+        "merchant_category",
+    }
     for impl, f in features_of("entity", events, snapshots).items():
         for feature in (*WINDOWED_FEATURES, *ACCOUNT_FEATURES, *REQUEST_FEATURES):
             if feature.name not in request_only:
@@ -137,7 +150,12 @@ def test_the_spec_defaults_are_the_documented_ones():
     assert set(defaults) == set(FEATURE_NAMES)
     assert defaults["txn_count_1h"] == 0 and defaults["amount_sum_24h"] == 0.0 and defaults["amount_max_30d"] == 0.0
     assert defaults["seconds_since_last_txn"] == 30 * 86_400.0
-    assert (defaults["age_band"], defaults["account_age_days"], defaults["is_foreign"], defaults["amount_to_mean_30d"]) == ("unknown", -1.0, 0, 1.0)
+    assert (
+        defaults["age_band"],
+        defaults["account_age_days"],
+        defaults["is_foreign"],
+        defaults["amount_to_mean_30d"],
+    ) == ("unknown", -1.0, 0, 1.0)
 
 
 def test_a_snapshot_valid_from_t_is_not_used_one_valid_before_t_is():
@@ -147,7 +165,9 @@ def test_a_snapshot_valid_from_t_is_not_used_one_valid_before_t_is():
     ]
     snapshots = [
         snapshot("a1", T - 3 * DAY, created_at=T - 30 * DAY, home_country="FR", age_band="18-24"),
-        snapshot("a1", T - US, created_at=T - 2 * DAY, home_country="GB", age_band="35-44"),  # the newest strictly before t
+        snapshot(
+            "a1", T - US, created_at=T - 2 * DAY, home_country="GB", age_band="35-44"
+        ),  # the newest strictly before t
         snapshot("a1", T, created_at=T - 5 * DAY, home_country="US", age_band="65+"),  # valid from t: not yet known
         snapshot("a2", T, home_country="US", age_band="65+"),
     ]
@@ -169,9 +189,14 @@ def test_a_batch_of_one_accounts_transactions_gets_each_its_own_as_of_values():
         event("h4", "a1", T + HOUR, amount_usd=30.0),
         event("h5", "a1", T + 3 * HOUR, amount_usd=40.0, merchant_id="m5"),
     ]
-    snapshots = [snapshot("a1", T - 50 * DAY, home_country="US", age_band="18-24"), snapshot("a1", T + 2 * HOUR, home_country="GB", age_band="25-34")]
+    snapshots = [
+        snapshot("a1", T - 50 * DAY, home_country="US", age_band="18-24"),
+        snapshot("a1", T + 2 * HOUR, home_country="GB", age_band="25-34"),
+    ]
     store = SqliteOnlineStore(":memory:")
-    store.rebuild([online.event_record(reference.request_of(e)) for e in history], reference.account_snapshots(snapshots), 0)
+    store.rebuild(
+        [online.event_record(reference.request_of(e)) for e in history], reference.account_snapshots(snapshots), 0
+    )
     entities = [
         event("q_late", "a1", T + 4 * HOUR, country="GB"),
         event("q_early", "a1", T - DAY),
@@ -183,7 +208,9 @@ def test_a_batch_of_one_accounts_transactions_gets_each_its_own_as_of_values():
     # In request order, each as of its own time, over the history and the batch's earlier rows (as offline).
     for e, f in zip(entities, served):
         reference.assert_features_match(
-            {e["transaction_id"]: f}, {e["transaction_id"]: reference.reference_features(e, history + entities, snapshots)}, "online batch"
+            {e["transaction_id"]: f},
+            {e["transaction_id"]: reference.reference_features(e, history + entities, snapshots)},
+            "online batch",
         )
     by_id = dict(zip((e["transaction_id"] for e in entities), served))
     # q_now sees q_early (exactly 24h before); q_at_h4 sees q_now but not h4 (same instant); q_late sees all.
@@ -258,7 +285,7 @@ def test_a_request_with_an_unknown_currency_raises_naming_it(currency):
 
 def test_request_timestamps_in_any_form_mean_the_same_instant():
     base = reference.request_of(event("t1", "a1", T))
-    forms = [T, T.replace(tzinfo=dt.timezone.utc), "2024-05-10T12:00:00Z", "2024-05-10T14:00:00+02:00", "2024-05-10T12:00:00"]
+    forms = [T, T.replace(tzinfo=dt.UTC), "2024-05-10T12:00:00Z", "2024-05-10T14:00:00+02:00", "2024-05-10T12:00:00"]
     service = online.OnlineFeatureService(SqliteOnlineStore(":memory:"))
     served = service.get_online_features([{**base, "event_timestamp": ts} for ts in forms])
     assert all(f == served[0] for f in served)
@@ -267,7 +294,7 @@ def test_request_timestamps_in_any_form_mean_the_same_instant():
 
 # --------------------------------------------------------------------------- leakage by perturbation
 
-CUTOFF = dt.datetime(2024, 8, 1, tzinfo=dt.timezone.utc)
+CUTOFF = dt.datetime(2024, 8, 1, tzinfo=dt.UTC)
 ENTITY = "entity"
 
 
@@ -306,16 +333,59 @@ def _training_row(events, snapshots, labels) -> dict:
 def _perturbations():
     """Changes at or after t (events, snapshots) or after the cutoff (labels): none may be visible at t."""
     return {
-        "event at exactly t": lambda e, s, l: (e + [event("x_at_t", "a1", T, amount_usd=999.0, merchant_id="m9", country="JP")], s, l),
-        "events just after t": lambda e, s, l: (e + [event("x1", "a1", T + US, amount_usd=888.0), event("x2", "a1", T + HOUR, merchant_id="m8")], s, l),
-        "events far after t": lambda e, s, l: (e + [event("x3", "a1", T + 40 * DAY), event("x4", "a1", dt.datetime(2024, 7, 31, 23, 59))], s, l),
-        "later event changed": lambda e, s, l: ([{**x, "amount_usd": 1e6, "merchant_id": "m7", "country": "BR"} if x["transaction_id"] == "f1" else x for x in e], s, l),
-        "later event moved to t": lambda e, s, l: ([{**x, "event_timestamp": T} if x["transaction_id"] == "f1" else x for x in e], s, l),
+        "event at exactly t": lambda e, s, l: (
+            e + [event("x_at_t", "a1", T, amount_usd=999.0, merchant_id="m9", country="JP")],
+            s,
+            l,
+        ),
+        "events just after t": lambda e, s, l: (
+            e + [event("x1", "a1", T + US, amount_usd=888.0), event("x2", "a1", T + HOUR, merchant_id="m8")],
+            s,
+            l,
+        ),
+        "events far after t": lambda e, s, l: (
+            e + [event("x3", "a1", T + 40 * DAY), event("x4", "a1", dt.datetime(2024, 7, 31, 23, 59))],
+            s,
+            l,
+        ),
+        "later event changed": lambda e, s, l: (
+            [
+                {**x, "amount_usd": 1e6, "merchant_id": "m7", "country": "BR"} if x["transaction_id"] == "f1" else x
+                for x in e
+            ],
+            s,
+            l,
+        ),
+        "later event moved to t": lambda e, s, l: (
+            [{**x, "event_timestamp": T} if x["transaction_id"] == "f1" else x for x in e],
+            s,
+            l,
+        ),
         "snapshot valid from t": lambda e, s, l: (e, s + [snapshot("a1", T, home_country="GB", age_band="65+")], l),
-        "snapshot valid after t": lambda e, s, l: (e, s + [snapshot("a1", T + DAY, home_country="GB", age_band="65+")], l),
-        "label revised after the cutoff": lambda e, s, l: (e, s, l + [label(ENTITY, True, CUTOFF.replace(tzinfo=None) + US, T)]),
-        "late labels of other transactions": lambda e, s, l: (e, s, l + [label("f1", True, CUTOFF.replace(tzinfo=None) + DAY, T + 5 * DAY), label("p2", True, CUTOFF.replace(tzinfo=None) + HOUR, T - 2 * DAY)]),
-        "another account's events": lambda e, s, l: (e + [event("y1", "a2", T - HOUR, amount_usd=1.0), event("y2", "a3", T - US)], s, l),
+        "snapshot valid after t": lambda e, s, l: (
+            e,
+            s + [snapshot("a1", T + DAY, home_country="GB", age_band="65+")],
+            l,
+        ),
+        "label revised after the cutoff": lambda e, s, l: (
+            e,
+            s,
+            l + [label(ENTITY, True, CUTOFF.replace(tzinfo=None) + US, T)],
+        ),
+        "late labels of other transactions": lambda e, s, l: (
+            e,
+            s,
+            l
+            + [
+                label("f1", True, CUTOFF.replace(tzinfo=None) + DAY, T + 5 * DAY),
+                label("p2", True, CUTOFF.replace(tzinfo=None) + HOUR, T - 2 * DAY),
+            ],
+        ),
+        "another account's events": lambda e, s, l: (
+            e + [event("y1", "a2", T - HOUR, amount_usd=1.0), event("y2", "a3", T - US)],
+            s,
+            l,
+        ),
     }
 
 
@@ -323,7 +393,12 @@ def _perturbations():
 def test_the_training_row_at_t_ignores_changes_at_or_after_t_and_late_labels(perturbation):
     events, snapshots, labels = _base_history()
     before = _training_row(events, snapshots, labels)
-    assert (before["txn_count_24h"], before["txn_count_7d"], before["txn_count_30d"], before["is_fraud"]) == (1, 2, 3, False)  # the base row is what we think it is
+    assert (before["txn_count_24h"], before["txn_count_7d"], before["txn_count_30d"], before["is_fraud"]) == (
+        1,
+        2,
+        3,
+        False,
+    )  # the base row is what we think it is
     after = _training_row(*_perturbations()[perturbation](events, snapshots, labels))
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert not changed, f"{perturbation} leaked into the row at t: {changed}"

@@ -17,16 +17,16 @@ import sqlite3
 import uuid
 
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import event, snapshot
+from strategies import PROPERTY_SETTINGS, datasets, grid_timestamps
 
-import reference
 from mlops_core.features import online
 from mlops_core.features.audits import materialize_online_store
 from mlops_core.features.online import OnlineFeatureService, TooLateError
 from mlops_core.features.stores import RedisOnlineStore, SqliteOnlineStore
-from reference import event, snapshot
-from strategies import PROPERTY_SETTINGS, datasets, grid_timestamps
 
 T = dt.datetime(2024, 5, 10, 12, 0)  # naive UTC, a Friday
 SECOND, HOUR, DAY = dt.timedelta(seconds=1), dt.timedelta(hours=1), dt.timedelta(days=1)
@@ -91,19 +91,33 @@ def test_a_burst_of_one_account_in_one_batch_equals_the_offline_build(new_store)
     ]
     snapshots = [snapshot("a1", T - 60 * DAY, home_country="US")]
     store = new_store()
-    store.rebuild([online.event_record(reference.request_of(h)) for h in history], reference.account_snapshots(snapshots), reference.to_us(history[-1]["event_timestamp"]))
+    store.rebuild(
+        [online.event_record(reference.request_of(h)) for h in history],
+        reference.account_snapshots(snapshots),
+        reference.to_us(history[-1]["event_timestamp"]),
+    )
     served = serve(store, burst[::-1])  # request order is not event order
     expected = offline(history + burst, snapshots)
     reference.assert_features_match(served, {t: expected[t] for t in served}, "burst")
     assert (served["b2"]["txn_count_1h"], served["b2"]["seconds_since_last_txn"]) == (1, 300.0)
     # b2 and b3 are tied: neither sees the other; b4 sees both, one second later.
     assert served["b3"]["txn_count_1h"] == 1 and served["b3"]["amount_max_24h"] == 80.0
-    assert (served["b4"]["txn_count_1h"], served["b4"]["amount_sum_1h"], served["b4"]["seconds_since_last_txn"]) == (3, math.fsum([80.0, 0.1 + 0.2, 999.0]), 1.0)
-    assert served["b4"]["merchant_distinct_24h"] == 4 and served["b4"]["country_distinct_24h"] == 2  # h1's m9 and US too
+    assert (served["b4"]["txn_count_1h"], served["b4"]["amount_sum_1h"], served["b4"]["seconds_since_last_txn"]) == (
+        3,
+        math.fsum([80.0, 0.1 + 0.2, 999.0]),
+        1.0,
+    )
+    assert (
+        served["b4"]["merchant_distinct_24h"] == 4 and served["b4"]["country_distinct_24h"] == 2
+    )  # h1's m9 and US too
 
 
 @settings(PROPERTY_SETTINGS)
-@given(data=datasets(min_events=2), cuts=st.lists(st.integers(1, 6), min_size=1, max_size=24), shuffle=st.randoms(use_true_random=False))
+@given(
+    data=datasets(min_events=2),
+    cuts=st.lists(st.integers(1, 6), min_size=1, max_size=24),
+    shuffle=st.randoms(use_true_random=False),
+)
 def test_any_batching_in_event_order_equals_the_offline_build(new_store, data, cuts, shuffle):
     events, snapshots = data
     ordered = sorted(events, key=lambda e: (e["event_timestamp"], e["transaction_id"]))
@@ -176,7 +190,11 @@ def test_any_arrival_order_gives_each_row_what_had_arrived_each_id_once(new_stor
         service.record(requests)
     expected = expected_on_arrival(batches, snapshots)
     rows = [e for batch in batches for e in batch]
-    report = [f"  row {i} {rows[i]['transaction_id']}: {p}" for i in range(len(rows)) if (p := reference.feature_mismatches(served[i], expected[i]))]
+    report = [
+        f"  row {i} {rows[i]['transaction_id']}: {p}"
+        for i in range(len(rows))
+        if (p := reference.feature_mismatches(served[i], expected[i]))
+    ]
     assert not report, "online differs from what had arrived:\n" + "\n".join(report[:10])
     # The store holds each id once, in its first version.
     firsts: dict[str, dict] = {}
@@ -203,7 +221,12 @@ def test_a_resent_id_with_another_time_or_amount_counts_once(new_store):
     later = event("y", "a1", T + HOUR - SECOND)
     f = serve(store, [later])["y"]
     # The first version, once: 10.0 at T (not 25.0, not twice), merchant m1 only.
-    assert (f["txn_count_1h"], f["amount_sum_1h"], f["merchant_distinct_24h"], f["seconds_since_last_txn"]) == (1, 10.0, 1, 3599.0)
+    assert (f["txn_count_1h"], f["amount_sum_1h"], f["merchant_distinct_24h"], f["seconds_since_last_txn"]) == (
+        1,
+        10.0,
+        1,
+        3599.0,
+    )
     assert store.status().events == 2  # x and y
     assert serve(store, [event("z", "a2", T + HOUR)])["z"]["txn_count_1h"] == 0  # x was never recorded on a2
 
@@ -224,7 +247,12 @@ def test_a_rebuild_replaces_an_online_version_of_an_id_with_the_warehouse_one(ne
     """Online the first recorded version wins; the warehouse's (what training sees) replaces it."""
     store = new_store()
     watermark = reference.to_us(T)
-    store.record_events([online.EventRecord("a1", watermark + 60_000_000, "x", 99.0, "m1", "US"), online.EventRecord("a1", watermark + 1, "kept", 1.0, "m1", "US")])
+    store.record_events(
+        [
+            online.EventRecord("a1", watermark + 60_000_000, "x", 99.0, "m1", "US"),
+            online.EventRecord("a1", watermark + 1, "kept", 1.0, "m1", "US"),
+        ]
+    )
     store.rebuild([online.EventRecord("a2", watermark - 5, "x", 3.0, "m2", "GB")], [], watermark)
     held = store.read(["a1", "a2"], 0, 2**62)
     assert held["a1"].transaction_ids == ["kept"]
@@ -261,7 +289,10 @@ def test_a_sqlite_file_written_before_ids_were_unique_keeps_the_first_version(tm
 def _thirty_day_history(t: dt.datetime, n: int) -> list[dict]:
     """n events of a1 spread over [t - 30d, t), the oldest exactly 30 days before t."""
     step = (30 * DAY) / n
-    return [event(f"h{i:03d}", "a1", t - 30 * DAY + i * step, amount_usd=1.0 + i % 7, merchant_id=f"m{i % 5}") for i in range(n)]
+    return [
+        event(f"h{i:03d}", "a1", t - 30 * DAY + i * step, amount_usd=1.0 + i % 7, merchant_id=f"m{i % 5}")
+        for i in range(n)
+    ]
 
 
 def test_a_late_transaction_within_the_allowed_lateness_gets_its_whole_window(new_store):
@@ -269,7 +300,9 @@ def test_a_late_transaction_within_the_allowed_lateness_gets_its_whole_window(ne
     30-day window older than newest - 30 days (txn_count_30d 88, not 91)."""
     late = event("late", "a1", T, amount_usd=42.0)
     history = _thirty_day_history(T, 91)
-    newer = [event(f"n{i}", "a1", T + i * DAY, amount_usd=5.0) for i in range(1, 7)]  # the warehouse's newest is T + 6 days
+    newer = [
+        event(f"n{i}", "a1", T + i * DAY, amount_usd=5.0) for i in range(1, 7)
+    ]  # the warehouse's newest is T + 6 days
     snapshots = [snapshot("a1", T - 90 * DAY)]
     con = reference.make_connection(history + newer, snapshots)
     store = new_store()
@@ -282,7 +315,12 @@ def test_a_late_transaction_within_the_allowed_lateness_gets_its_whole_window(ne
     assert served["late"]["txn_count_30d"] == 91
     # Recorded, it counts in a later lookup's window too.
     after = serve(store, [event("after", "a1", T + 6 * DAY + HOUR)])["after"]
-    assert after["txn_count_30d"] == offline(history + newer + [late, event("after", "a1", T + 6 * DAY + HOUR)], snapshots)["after"]["txn_count_30d"]
+    assert (
+        after["txn_count_30d"]
+        == offline(history + newer + [late, event("after", "a1", T + 6 * DAY + HOUR)], snapshots)["after"][
+            "txn_count_30d"
+        ]
+    )
 
 
 @pytest.mark.parametrize("lateness_days", [0, 2, 7])
@@ -306,7 +344,7 @@ def test_the_allowed_lateness_is_the_boundary_of_what_is_scored(new_store, laten
     with pytest.raises(TooLateError) as refused:
         service.get_online_features([reference.request_of(fine), reference.request_of(too_late)])
     assert refused.value.rows == [1] and refused.value.transaction_ids == ["too_late"]
-    assert refused.value.earliest == oldest_ok.replace(tzinfo=dt.timezone.utc)
+    assert refused.value.earliest == oldest_ok.replace(tzinfo=dt.UTC)
     assert "too_late" in str(refused.value) and "score older transactions offline" in str(refused.value)
     assert store.status().events == before.events  # nothing recorded, nothing changed
 

@@ -6,9 +6,9 @@ import datetime as dt
 import random
 
 import pytest
+from reference import event, make_connection, snapshot
 
 from mlops_core.features.audits import materialize_online_store, replay_parity
-from reference import event, make_connection, snapshot
 from resources.online_store import OnlineStoreResource
 
 T0 = dt.datetime(2026, 3, 1)
@@ -57,7 +57,11 @@ def test_rebuild_then_parity_replay_passes_and_leaves_production_state_alone(res
     assert report.replayed >= 120 and report.float_features > 0 and report.exact_count_features > 0
     assert summary.events == before.events > 0
     # The replay wrote only to the scratch store.
-    assert (after.events, after.watermark_us, after.materialized_at) == (before.events, before.watermark_us, before.materialized_at)
+    assert (after.events, after.watermark_us, after.materialized_at) == (
+        before.events,
+        before.watermark_us,
+        before.materialized_at,
+    )
 
 
 @pytest.mark.redis

@@ -10,13 +10,13 @@ import math
 import random
 
 import pytest
+from reference import event, make_connection, snapshot
 
 from mlops_core.features import audits, stores
 from mlops_core.features.audits import FLOAT_RELATIVE_TOLERANCE, replay_parity
 from mlops_core.features.online import MAX_WINDOW_US
 from mlops_core.features.spec import FEATURES
 from mlops_core.features.stores import SqliteOnlineStore
-from reference import event, make_connection, snapshot
 from resources.online_store import OnlineStoreResource
 
 T0 = dt.datetime(2026, 3, 1)
@@ -35,12 +35,18 @@ def bursty_history(seed: int = 7, accounts: int = 8, days: int = 45) -> tuple[li
                 t += dt.timedelta(seconds=rng.choice([0, 0, 1, 30, 300, rng.randint(60, 3_000)]))
                 events.append(
                     event(
-                        f"t{len(events):05d}", f"a{a}", t, amount_usd=round(rng.random() * 300 + 0.01, 2) + rng.random() * 1e-3,
-                        merchant_id=f"m{rng.randint(1, 6)}", country=rng.choice(["US", "US", "GB", "FR"]),
+                        f"t{len(events):05d}",
+                        f"a{a}",
+                        t,
+                        amount_usd=round(rng.random() * 300 + 0.01, 2) + rng.random() * 1e-3,
+                        merchant_id=f"m{rng.randint(1, 6)}",
+                        country=rng.choice(["US", "US", "GB", "FR"]),
                     )
                 )
             t += dt.timedelta(seconds=int(rng.expovariate(1 / (8 * 3_600))) + 1)
-    snapshots = [snapshot(f"a{a}", T0 - dt.timedelta(days=1 + a), home_country="US") for a in range(accounts - 1)]  # the last is unknown
+    snapshots = [
+        snapshot(f"a{a}", T0 - dt.timedelta(days=1 + a), home_country="US") for a in range(accounts - 1)
+    ]  # the last is unknown
     snapshots.append(snapshot("a0", T0 + dt.timedelta(days=40), home_country="GB", age_band="65+"))
     return events, snapshots
 
@@ -58,7 +64,9 @@ def resource(request, tmp_path):
     if request.param == "sqlite":
         return OnlineStoreResource(backend="sqlite", sqlite_path=str(tmp_path / "online.sqlite"))
     server = request.getfixturevalue("redis_server")
-    return OnlineStoreResource(backend="redis", redis_url=server.url, key_prefix=request.getfixturevalue("redis_prefix"))
+    return OnlineStoreResource(
+        backend="redis", redis_url=server.url, key_prefix=request.getfixturevalue("redis_prefix")
+    )
 
 
 def replay(con) -> audits.ParityReport:
@@ -71,10 +79,14 @@ def replay(con) -> audits.ParityReport:
 
 def test_the_replay_sends_bursts_ties_late_transactions_and_resent_ids_and_passes(warehouse, resource):
     with resource.scratch() as scratch:
-        report = replay_parity(warehouse, scratch, transactions=REPLAYED, allowed_lateness_seconds=resource.allowed_lateness_seconds)
+        report = replay_parity(
+            warehouse, scratch, transactions=REPLAYED, allowed_lateness_seconds=resource.allowed_lateness_seconds
+        )
     assert report.passed, report.describe()
     assert report.twins == REPLAYED // 10
-    assert report.replayed == REPLAYED + report.twins + report.resent_exact and report.missing == 0 and report.refused == 0
+    assert (
+        report.replayed == REPLAYED + report.twins + report.resent_exact and report.missing == 0 and report.refused == 0
+    )
     # Every kind of traffic issue 14 names was in the replay.
     assert report.burst_batches >= 5 and report.tied_rows >= 2 * report.twins, report.describe()
     assert report.late >= 10 and report.resent_exact >= 20 and report.resent_altered >= 10, report.describe()
@@ -103,7 +115,9 @@ def test_a_rebuild_that_keeps_only_the_longest_window_fails_parity(warehouse, mo
     report = replay(warehouse)
     assert not report.passed
     if refusal == "refused":
-        assert report.missing == report.late > 0 and report.refused >= report.late and not report.mismatches  # their retries are refused too
+        assert (
+            report.missing == report.late > 0 and report.refused >= report.late and not report.mismatches
+        )  # their retries are refused too
     else:
         assert report.refused == 0
         assert "txn_count_30d" in {m.feature for m in report.mismatches}
@@ -118,7 +132,9 @@ def test_resent_ids_that_count_again_fail_parity(warehouse, monkeypatch):
         return honest(
             self,
             [
-                dataclasses.replace(e, transaction_id=f"{e.transaction_id}@{e.ts_us}") if e.transaction_id in held and held[e.transaction_id][1] != e.ts_us else e
+                dataclasses.replace(e, transaction_id=f"{e.transaction_id}@{e.ts_us}")
+                if e.transaction_id in held and held[e.transaction_id][1] != e.ts_us
+                else e
                 for e in events
             ],
         )
@@ -130,7 +146,9 @@ def test_resent_ids_that_count_again_fail_parity(warehouse, monkeypatch):
 
 
 @pytest.mark.parametrize("feature", FLOAT_FEATURES)
-def test_a_float_feature_off_by_a_tenth_of_a_percent_in_one_row_of_a_hundred_fails_parity(warehouse, monkeypatch, feature):
+def test_a_float_feature_off_by_a_tenth_of_a_percent_in_one_row_of_a_hundred_fails_parity(
+    warehouse, monkeypatch, feature
+):
     honest = audits.OnlineFeatureService.get_online_features
     answered = [0]
     seen: set[str] = set()

@@ -13,12 +13,12 @@ from collections import Counter
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, given, settings
-
 import reference
-from mlops_core.features.spec import WINDOWS
+from hypothesis import HealthCheck, given, settings
 from reference import assert_features_match
 from strategies import PROPERTY_SETTINGS, datasets
+
+from mlops_core.features.spec import WINDOWS
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,10 @@ def test_point_in_time_and_brute_force_sql_equal_reference(warehouse, data):
     assert Counter(r["transaction_id"] for r in rows) == Counter(e["transaction_id"] for e in events)
     by_id = {e["transaction_id"]: e for e in events}
     for r in rows:  # the identity columns travel with their own row
-        assert (r["account_id"], r["event_timestamp"]) == (by_id[r["transaction_id"]]["account_id"], by_id[r["transaction_id"]]["event_timestamp"])
+        assert (r["account_id"], r["event_timestamp"]) == (
+            by_id[r["transaction_id"]]["account_id"],
+            by_id[r["transaction_id"]]["event_timestamp"],
+        )
     assert_features_match(reference.by_transaction(rows), expected, "point_in_time_features_sql")
 
     assert_features_match(reference.brute_force_features(warehouse), expected, "brute_force_features_sql")
@@ -60,7 +63,9 @@ def test_point_in_time_and_brute_force_sql_equal_reference(warehouse, data):
 @given(data=datasets())
 def test_online_replay_equals_reference(data):
     events, snapshots = data
-    assert_features_match(reference.online_replay(events, snapshots), reference.reference_all(events, snapshots), "online replay")
+    assert_features_match(
+        reference.online_replay(events, snapshots), reference.reference_all(events, snapshots), "online replay"
+    )
 
 
 def test_the_strategy_produces_the_adversarial_cases_it_promises():

@@ -12,14 +12,14 @@ import time
 import uuid
 
 import pytest
-from hypothesis import given, settings
-
 import reference
+from hypothesis import given, settings
+from strategies import PROPERTY_SETTINGS, datasets
+
 from mlops_core.features import online
 from mlops_core.features.online import AccountEvents, AccountSnapshot, EventRecord
 from mlops_core.features.spec import MAX_WINDOW_SECONDS, spec_version
 from mlops_core.features.stores import DEFAULT_ALLOWED_LATENESS_US, RedisOnlineStore, SqliteOnlineStore
-from strategies import PROPERTY_SETTINGS, datasets
 
 S = 1_000_000  # microseconds per second
 H = 3_600 * S
@@ -31,11 +31,15 @@ HORIZON = T - MAX_WINDOW_SECONDS * S - LATENESS  # 30 + 7 days before the waterm
 WIDE = (0, 2**62)  # read bounds covering everything
 
 
-def ev(txid: str, ts_us: int, account: str = "a1", amount: float = 10.0, merchant: str = "m1", country: str = "US") -> EventRecord:
+def ev(
+    txid: str, ts_us: int, account: str = "a1", amount: float = 10.0, merchant: str = "m1", country: str = "US"
+) -> EventRecord:
     return EventRecord(account, ts_us, txid, amount, merchant, country)
 
 
-def snap(valid_from_us: int, home: str | None = "US", age: str | None = "25-34", created_us: int | None = None) -> AccountSnapshot:
+def snap(
+    valid_from_us: int, home: str | None = "US", age: str | None = "25-34", created_us: int | None = None
+) -> AccountSnapshot:
     return AccountSnapshot(valid_from_us, created_us if created_us is not None else valid_from_us - 100 * D, home, age)
 
 
@@ -43,7 +47,9 @@ def held(store, accounts=("a1", "a2", "a3")) -> dict[str, list[tuple]]:
     """Every event the store holds per account, as (ts, txid, amount, merchant, country) in time order."""
     out = {}
     for account, history in store.read(list(accounts), *WIDE).items():
-        out[account] = list(zip(history.ts_us, history.transaction_ids, history.amount_usd, history.merchant_id, history.country))
+        out[account] = list(
+            zip(history.ts_us, history.transaction_ids, history.amount_usd, history.merchant_id, history.country)
+        )
     return out
 
 
@@ -83,7 +89,11 @@ def open_store(request, tmp_path):
 
 def test_state_survives_close_and_reopen(open_store):
     store = open_store()
-    store.rebuild([ev("w1", T - 2 * H), ev("w2", T - H, "a2", 5.5, "m2", "GB")], [("a1", snap(T - 10 * D)), ("a2", snap(T - D, "GB", "65+"))], T)
+    store.rebuild(
+        [ev("w1", T - 2 * H), ev("w2", T - H, "a2", 5.5, "m2", "GB")],
+        [("a1", snap(T - 10 * D)), ("a2", snap(T - D, "GB", "65+"))],
+        T,
+    )
     assert store.record_events([ev("o1", T + H, amount=0.1 + 0.2), ev("o2", T + 2 * H, "a3")]) == 2
     before_read, before_status = store.read(["a1", "a2", "a3", "zz"], *WIDE), store.status()
     request = reference.request_of(reference.event("q", "a1", dt.datetime(2024, 6, 1, 15, 0)))
@@ -128,7 +138,9 @@ def test_record_events_is_idempotent_per_transaction(open_store):
     assert store.record_events([ev("t1", T)]) == 0  # a retried request
     assert store.record_events([ev("t2", T + S), ev("t2", T + S)]) == 1  # duplicated within one batch
     assert store.record_events([ev("t1", T), ev("t3", T + 2 * S)]) == 1
-    assert held(store) == {"a1": [(T, "t1", 10.0, "m1", "US"), (T + S, "t2", 10.0, "m1", "US"), (T + 2 * S, "t3", 10.0, "m1", "US")]}
+    assert held(store) == {
+        "a1": [(T, "t1", 10.0, "m1", "US"), (T + S, "t2", 10.0, "m1", "US"), (T + 2 * S, "t3", 10.0, "m1", "US")]
+    }
     assert store.status().events == 3
 
 
@@ -136,8 +148,18 @@ def test_a_retry_of_a_held_transaction_with_other_field_values_is_ignored(open_s
     """The interface: "a transaction already held is ignored". A retry may carry a re-converted amount."""
     store = open_store()
     service = online.OnlineFeatureService(store)
-    first = {**reference.request_of(reference.event("t1", "a1", dt.datetime(2024, 6, 1, 10, 0))), "amount_usd": None, "amount": 19.99, "currency": "EUR"}
-    retry = {**first, "amount_usd": 21.59, "amount": None, "currency": None}  # the client now sends a rounded USD amount
+    first = {
+        **reference.request_of(reference.event("t1", "a1", dt.datetime(2024, 6, 1, 10, 0))),
+        "amount_usd": None,
+        "amount": 19.99,
+        "currency": "EUR",
+    }
+    retry = {
+        **first,
+        "amount_usd": 21.59,
+        "amount": None,
+        "currency": None,
+    }  # the client now sends a rounded USD amount
     assert online.normalize_request(first)["amount_usd"] != 21.59
     assert service.record([first]) == 1
     assert service.record([retry]) == 0
@@ -205,7 +227,12 @@ def test_rebuild_prunes_events_older_than_the_longest_window_plus_the_allowed_la
 def test_rebuild_retention_follows_the_allowed_lateness(open_store):
     store = open_store()
     thirty_days = MAX_WINDOW_SECONDS * S
-    events = [ev("w_37d", T - thirty_days - 7 * D), ev("w_32d", T - thirty_days - 2 * D), ev("w_30d", T - thirty_days), ev("w_30d_1us", T - thirty_days - 1)]
+    events = [
+        ev("w_37d", T - thirty_days - 7 * D),
+        ev("w_32d", T - thirty_days - 2 * D),
+        ev("w_30d", T - thirty_days),
+        ev("w_30d_1us", T - thirty_days - 1),
+    ]
     store.rebuild(events, [], T, allowed_lateness_us=2 * D)
     assert [row[1] for row in held(store)["a1"]] == ["w_32d", "w_30d_1us", "w_30d"]
     assert store.status().retained_since_us == T - thirty_days - 2 * D
@@ -257,7 +284,7 @@ def test_status_reports_watermarks_times_sizes_and_spec_version(open_store):
     status = store.status()
     assert status.offline_watermark_us == T
     assert status.watermark_us == T - H  # the newest event held
-    assert status.watermark == dt.datetime(2024, 6, 1, 11, 0, tzinfo=dt.timezone.utc)
+    assert status.watermark == dt.datetime(2024, 6, 1, 11, 0, tzinfo=dt.UTC)
     assert before <= status.materialized_at <= after
     assert status.spec_version == spec_version()
     assert (status.events, status.accounts) == (2, 2)
@@ -296,7 +323,15 @@ def test_watermark_after_a_rebuild_that_leaves_no_event_is_none(open_store):
 def test_read_bounds_are_since_inclusive_until_exclusive(open_store):
     store = open_store()
     since, until = T, T + H
-    store.record_events([ev("before", since - 1), ev("at_since", since), ev("inside", since + 1), ev("last", until - 1), ev("at_until", until)])
+    store.record_events(
+        [
+            ev("before", since - 1),
+            ev("at_since", since),
+            ev("inside", since + 1),
+            ev("last", until - 1),
+            ev("at_until", until),
+        ]
+    )
     assert [row[1] for row in held(store)["a1"]] == ["before", "at_since", "inside", "last", "at_until"]
     history = store.read(["a1"], since, until)["a1"]
     assert history.transaction_ids == ["at_since", "inside", "last"]

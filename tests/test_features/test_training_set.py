@@ -8,14 +8,14 @@ import datetime as dt
 
 import duckdb
 import pytest
-
 import reference
+from reference import event, label, snapshot
+
 from mlops_core.features import offline
 from mlops_core.features.offline import TrainingSetSpec, build_training_set, checked_identifier
 from mlops_core.features.spec import FEATURE_NAMES
-from reference import event, label, snapshot
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CUTOFF = dt.datetime(2024, 6, 1, tzinfo=UTC)
 CUTOFF_NAIVE = CUTOFF.replace(tzinfo=None)
 MATURITY_DAYS = 45
@@ -43,7 +43,10 @@ def label_scenario():
         event("at_horizon", "a1", HORIZON, amount_usd=80.0),
         event("young", "a1", d(5, 1), amount_usd=90.0),
     ]
-    snapshots = [snapshot("a1", d(1, 1), home_country="US"), snapshot("a2", d(3, 4, 23), home_country="GB", age_band="45-54")]
+    snapshots = [
+        snapshot("a1", d(1, 1), home_country="US"),
+        snapshot("a2", d(3, 4, 23), home_country="GB", age_band="45-54"),
+    ]
     labels = [
         label("single", False, d(3, 20), d(3, 1), "maturity"),
         label("late_only", True, CUTOFF_NAIVE + US, d(3, 2)),  # known only after the cutoff
@@ -128,7 +131,11 @@ def test_training_features_are_point_in_time_over_all_events():
 def test_label_ties_are_resolved_the_same_whatever_the_row_order():
     """Two verdicts with one labeled_at: the table must not depend on the order rows were loaded in."""
     events = [event("t1", "a1", d(3, 1)), event("t2", "a1", d(3, 2))]
-    ties = [label("t1", False, d(3, 9), d(3, 1), "maturity"), label("t1", True, d(3, 9), d(3, 1)), label("t2", False, d(3, 9), d(3, 2))]
+    ties = [
+        label("t1", False, d(3, 9), d(3, 1), "maturity"),
+        label("t1", True, d(3, 9), d(3, 1)),
+        label("t2", False, d(3, 9), d(3, 2)),
+    ]
     results = []
     for order in (ties, ties[::-1]):
         con, summary, rows = build(events, [], order)
@@ -140,11 +147,16 @@ def test_label_ties_are_resolved_the_same_whatever_the_row_order():
 
 def test_a_cutoff_in_another_timezone_means_the_same_instant():
     events = [event("t1", "a1", d(3, 1)), event("t2", "a1", d(3, 2))]
-    labels = [label("t1", True, dt.datetime(2024, 6, 1, 10, 0), d(3, 1)), label("t2", True, dt.datetime(2024, 6, 1, 10, 0) + US, d(3, 2))]
+    labels = [
+        label("t1", True, dt.datetime(2024, 6, 1, 10, 0), d(3, 1)),
+        label("t2", True, dt.datetime(2024, 6, 1, 10, 0) + US, d(3, 2)),
+    ]
     paris = dt.timezone(dt.timedelta(hours=2))
     versions = []
     for cutoff in (dt.datetime(2024, 6, 1, 12, 0, tzinfo=paris), dt.datetime(2024, 6, 1, 10, 0, tzinfo=UTC)):
-        con, summary, rows = build(events, [], labels, TrainingSetSpec(cutoff=cutoff, label_maturity_days=MATURITY_DAYS))
+        con, summary, rows = build(
+            events, [], labels, TrainingSetSpec(cutoff=cutoff, label_maturity_days=MATURITY_DAYS)
+        )
         con.close()
         assert [r["transaction_id"] for r in rows] == ["t1"]  # the label 1 us after 10:00 UTC is not known yet
         assert summary.labels_after_cutoff == 1
@@ -156,7 +168,11 @@ def test_a_cutoff_in_another_timezone_means_the_same_instant():
 def test_the_entity_horizon_is_cutoff_minus_maturity_exclusive(maturity_days):
     horizon = CUTOFF_NAIVE - maturity_days * DAY
     events = [event("before", "a1", horizon - US), event("at", "a1", horizon), event("after", "a1", horizon + US)]
-    labels = [label(e["transaction_id"], False, CUTOFF_NAIVE - US, e["event_timestamp"]) for e in events if e["event_timestamp"] < CUTOFF_NAIVE]
+    labels = [
+        label(e["transaction_id"], False, CUTOFF_NAIVE - US, e["event_timestamp"])
+        for e in events
+        if e["event_timestamp"] < CUTOFF_NAIVE
+    ]
     spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=maturity_days)
     assert spec.entity_horizon == horizon
     con, summary, rows = build(events, [], labels, spec)
@@ -181,7 +197,9 @@ def split_scenario():
 @pytest.mark.parametrize(("validation_share", "test_share"), [(0.15, 0.15), (0.3, 0.2), (0.05, 0.05)])
 def test_splits_are_time_ordered_and_cover_every_row(validation_share, test_share):
     events, snapshots, labels = split_scenario()
-    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=MATURITY_DAYS, validation_share=validation_share, test_share=test_share)
+    spec = TrainingSetSpec(
+        cutoff=CUTOFF, label_maturity_days=MATURITY_DAYS, validation_share=validation_share, test_share=test_share
+    )
     con, summary, rows = build(events, snapshots, labels, spec)
     con.close()
     assert len(rows) == len(events) == len({r["transaction_id"] for r in rows})
@@ -236,7 +254,9 @@ def test_data_version_is_deterministic_and_independent_of_load_order():
         assert again.data_version == first.data_version
     finally:
         con.close()
-    assert _version(events[::-1], snapshots[::-1], labels[::-1]) == first.data_version  # a fresh warehouse, rows reversed
+    assert (
+        _version(events[::-1], snapshots[::-1], labels[::-1]) == first.data_version
+    )  # a fresh warehouse, rows reversed
     assert len(first.data_version) == 16 and int(first.data_version, 16) >= 0
 
 
@@ -308,7 +328,12 @@ def test_a_failing_first_build_creates_no_table():
     try:
         with pytest.raises(duckdb.CatalogException):
             build_training_set(con, SPEC)
-        assert con.execute("select count(*) from information_schema.tables where table_name = 'training_set'").fetchone()[0] == 0
+        assert (
+            con.execute("select count(*) from information_schema.tables where table_name = 'training_set'").fetchone()[
+                0
+            ]
+            == 0
+        )
     finally:
         con.close()
 
@@ -331,18 +356,24 @@ def test_spec_rejects_a_negative_maturity():
     [(0.0, 0.15), (0.15, 0.0), (1.0, 0.1), (-0.1, 0.2), (0.2, 1.5), (0.5, 0.5), (0.6, 0.5)],
 )
 def test_spec_rejects_bad_shares(validation_share, test_share):
-    with pytest.raises(ValueError, match=r"validation_share and test_share must be in \(0, 1\) and sum below 1") as info:
+    with pytest.raises(
+        ValueError, match=r"validation_share and test_share must be in \(0, 1\) and sum below 1"
+    ) as info:
         TrainingSetSpec(cutoff=CUTOFF, validation_share=validation_share, test_share=test_share)
     assert f"got {validation_share} and {test_share}" in str(info.value)
 
 
 def test_spec_converts_an_aware_cutoff_to_naive_utc():
-    spec = TrainingSetSpec(cutoff=dt.datetime(2024, 6, 1, 2, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))), label_maturity_days=1)
+    spec = TrainingSetSpec(
+        cutoff=dt.datetime(2024, 6, 1, 2, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))), label_maturity_days=1
+    )
     assert spec.cutoff_naive_utc == dt.datetime(2024, 6, 1, 0, 0)
     assert spec.entity_horizon == dt.datetime(2024, 5, 31, 0, 0)
 
 
-@pytest.mark.parametrize("name", ["x; drop table y", "marts.t; --", "a.b.c", '"quoted"', "", "t where 1=1", "marts.t -- x"])
+@pytest.mark.parametrize(
+    "name", ["x; drop table y", "marts.t; --", "a.b.c", '"quoted"', "", "t where 1=1", "marts.t -- x"]
+)
 def test_checked_identifier_rejects_anything_but_a_plain_name(name):
     with pytest.raises(ValueError, match="not a plain") as info:
         checked_identifier(name)
@@ -363,7 +394,12 @@ def test_build_training_set_refuses_an_injected_table_name_before_running_anythi
         with pytest.raises(ValueError, match="x; drop table y"):
             build_training_set(con, SPEC, **{argument: "x; drop table y"})
         assert con.execute("select count(*) from y").fetchone()[0] == 0  # y still exists
-        assert con.execute("select count(*) from information_schema.tables where table_name = 'training_set'").fetchone()[0] == 0
+        assert (
+            con.execute("select count(*) from information_schema.tables where table_name = 'training_set'").fetchone()[
+                0
+            ]
+            == 0
+        )
     finally:
         con.close()
 
@@ -385,11 +421,20 @@ def test_training_set_has_every_feature_and_the_label_columns():
     finally:
         con.close()
     assert set(FEATURE_NAMES) <= set(columns)
-    assert {"transaction_id", "account_id", "event_timestamp", "is_fraud", "labeled_at", "label_source", "split"} <= set(columns)
+    assert {
+        "transaction_id",
+        "account_id",
+        "event_timestamp",
+        "is_fraud",
+        "labeled_at",
+        "label_source",
+        "split",
+    } <= set(columns)
 
 
 def test_a_lookback_window_keeps_only_recent_mature_transactions_and_the_join_audit_agrees():
     from mlops_core.features.audits import audit_join
+
     LOOKBACK = 20
 
     events, snapshots, labels = label_scenario()

@@ -18,7 +18,7 @@ from mlops_core.contracts import MERCHANT_CATEGORIES
 from mlops_core.features.spec import REQUEST_FEATURES, RequestFeature
 from mlops_core.features.transforms import TRANSFORMS, python_value, sql_expression
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SQL_TYPES = {
     "amount_usd": "double",
     "amount_mean_30d": "double",
@@ -78,7 +78,16 @@ def cases_for(f: RequestFeature) -> list[tuple]:
     if t == "age_days":
         return _created_at_cases()
     if t == "ratio":
-        return [(10.0, 0.0), (0.0, 0.0), (10.0, 5.0), (1.0, 3.0), (0.1, 0.3), (50_000.0, 0.01), (0.0, 7.0), (1e-9, 1e-9)]
+        return [
+            (10.0, 0.0),
+            (0.0, 0.0),
+            (10.0, 5.0),
+            (1.0, 3.0),
+            (0.1, 0.3),
+            (50_000.0, 0.01),
+            (0.0, 7.0),
+            (1e-9, 1e-9),
+        ]
     raise AssertionError(f"no test inputs for transform {t!r}: add cases here")
 
 
@@ -125,7 +134,9 @@ def test_sql_form_equals_python_form(feature: RequestFeature):
         f"{inputs!r}: sql={s!r} python={p!r}" for inputs, s, p in differing
     )
     expected_type = {"int64": int, "float64": float, "category": str}[feature.dtype]
-    assert all(type(p) is expected_type for _, _, p in results), f"{feature.name}: values not all {expected_type.__name__}"
+    assert all(type(p) is expected_type for _, _, p in results), (
+        f"{feature.name}: values not all {expected_type.__name__}"
+    )
 
 
 def _by_name(name: str) -> RequestFeature:

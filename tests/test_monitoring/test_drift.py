@@ -221,7 +221,17 @@ def test_the_report_as_a_frame_and_as_markdown():
     report = compute_drift(feature_frame(rng, 3000), feature_frame(rng, 3000, shift=1.0), NUMERIC, CATEGORICAL)
     frame = report.as_frame()
     assert list(frame["feature"]) == NUMERIC + CATEGORICAL
-    assert set(frame.columns) >= {"feature", "kind", "test", "statistic", "threshold", "drifted", "psi", "reference_size", "current_size"}
+    assert set(frame.columns) >= {
+        "feature",
+        "kind",
+        "test",
+        "statistic",
+        "threshold",
+        "drifted",
+        "psi",
+        "reference_size",
+        "current_size",
+    }
     assert frame["drifted"].dtype == bool and frame["drifted"].sum() == len(report.drifted_features) > 0
     text = report.markdown()
     assert text.startswith("Dataset: **drift**" if report.dataset_drift else "Dataset: no drift")

@@ -55,12 +55,19 @@ HAND_EXPECTED = {
 def _hand_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     # Plus an error row of the log (no score), which is left out.
     rows = [*HAND_ROWS, ("t11", None, None, "v1", "online", "US", None)]
-    predictions = pd.DataFrame(rows, columns=["transaction_id", "score", "decision", "model_version", "channel", "country", "label"])
+    predictions = pd.DataFrame(
+        rows, columns=["transaction_id", "score", "decision", "model_version", "channel", "country", "label"]
+    )
     predictions["event_timestamp"] = pd.date_range("2026-01-01", periods=len(predictions), freq="h", tz="UTC")
-    labels = predictions.loc[predictions["label"].notna(), ["transaction_id", "label"]].rename(columns={"label": "is_fraud"})
+    labels = predictions.loc[predictions["label"].notna(), ["transaction_id", "label"]].rename(
+        columns={"label": "is_fraud"}
+    )
     # Plus a label of a transaction this window never scored, which is ignored.
     labels = pd.DataFrame(
-        {"transaction_id": [*labels["transaction_id"], "elsewhere"], "is_fraud": [*labels["is_fraud"].astype(bool), True]}
+        {
+            "transaction_id": [*labels["transaction_id"], "elsewhere"],
+            "is_fraud": [*labels["is_fraud"].astype(bool), True],
+        }
     )
     return predictions.drop(columns="label"), labels
 
@@ -77,7 +84,10 @@ def test_live_performance_matches_hand_computed_values():
     for (segment, value), expected in HAND_EXPECTED.items():
         row = table[(table["segment"] == segment) & (table["value"] == value)].iloc[0]
         n_scored, n_labelled, positives, *rates = expected
-        assert (row["n_scored"], row["n_labelled"], row["positives"]) == (n_scored, n_labelled, positives), (segment, value)
+        assert (row["n_scored"], row["n_labelled"], row["positives"]) == (n_scored, n_labelled, positives), (
+            segment,
+            value,
+        )
         assert row["label_coverage"] == pytest.approx(n_labelled / n_scored)
         for metric, want in zip(("flag_rate", "precision", "recall", "f1", "auc_pr"), rates, strict=True):
             assert _same(row[metric], want), (segment, value, metric, row[metric], want)
@@ -112,16 +122,46 @@ def test_log_rows_count_each_transaction_once_overall_and_every_model_by_version
     for i in range(6):
         event = f"2026-01-01T0{i}:00:00+00:00"
         # Champion "3" flags t4 and t5; shadow "4" only t5.
-        records.append(PredictionRecord(0.0, "r", f"t{i}", "a", event, "3", "champion", 1, "ok", 0.1 * i, int(i >= 4), 1.0, features_json({"is_online": i % 2})))
-        records.append(PredictionRecord(0.0, "r", f"t{i}", "a", event, "4", "shadow", 0, "ok", 0.15 * i, int(i >= 5), None, None))
-    records.append(PredictionRecord(0.0, "r", "t6", "a", "2026-01-01T06:00:00+00:00", "4", "shadow", 0, "error", None, None, None, None, "boom"))
+        records.append(
+            PredictionRecord(
+                0.0,
+                "r",
+                f"t{i}",
+                "a",
+                event,
+                "3",
+                "champion",
+                1,
+                "ok",
+                0.1 * i,
+                int(i >= 4),
+                1.0,
+                features_json({"is_online": i % 2}),
+            )
+        )
+        records.append(
+            PredictionRecord(0.0, "r", f"t{i}", "a", event, "4", "shadow", 0, "ok", 0.15 * i, int(i >= 5), None, None)
+        )
+    records.append(
+        PredictionRecord(
+            0.0, "r", "t6", "a", "2026-01-01T06:00:00+00:00", "4", "shadow", 0, "error", None, None, None, None, "boom"
+        )
+    )
     log.append(records)
     log.close()
     labels = pd.DataFrame({"transaction_id": ["t1", "t4", "t5"], "is_fraud": [False, True, False]})
-    table = live_performance(read_predictions(tmp_path / "predictions.sqlite"), labels, segments=("is_online",)).set_index(["segment", "value"])
+    table = live_performance(
+        read_predictions(tmp_path / "predictions.sqlite"), labels, segments=("is_online",)
+    ).set_index(["segment", "value"])
     assert table.loc[("overall", "all"), ["n_scored", "n_labelled", "positives"]].tolist() == [6, 3, 1]
     assert table.loc[("overall", "all"), ["precision", "recall"]].tolist() == [0.5, 1.0]
-    assert table.loc[("model_version", "4"), ["n_scored", "flag_rate", "precision", "recall", "f1"]].tolist() == [6, 1 / 6, 0.0, 0.0, 0.0]
+    assert table.loc[("model_version", "4"), ["n_scored", "flag_rate", "precision", "recall", "f1"]].tolist() == [
+        6,
+        1 / 6,
+        0.0,
+        0.0,
+        0.0,
+    ]
     # Served rows only, with the JSON's own values (not 0.0 / 1.0), and no group of shadow rows without features.
     values = list(table.loc["is_online"].index)
     assert values == [0, 1] and all(type(v) is int for v in values)
@@ -265,7 +305,9 @@ def test_cbpe_on_a_hand_computed_example():
     # The same as sklearn's AP with each row once as fraud (weight p) and once as not (1 - p).
     rng = np.random.default_rng(0)
     scores = np.round(rng.beta(0.3, 8, 500), 3)  # rounded, so there are ties
-    weighted = average_precision_score(np.r_[np.ones(500), np.zeros(500)], np.r_[scores, scores], sample_weight=np.r_[scores, 1 - scores])
+    weighted = average_precision_score(
+        np.r_[np.ones(500), np.zeros(500)], np.r_[scores, scores], sample_weight=np.r_[scores, 1 - scores]
+    )
     assert estimate_performance_cbpe(scores, 0.2)["auc_pr"] == pytest.approx(weighted, rel=1e-9)
 
 

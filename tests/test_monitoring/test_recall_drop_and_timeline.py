@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from mlops_core.monitoring.performance import recall_drop
-from mlops_core.monitoring.timeline import DayRecord, DayScores, format_line, plot_timeline, pooled_auc_pr, recall, write_timeline
+from mlops_core.monitoring.timeline import (
+    DayRecord,
+    DayScores,
+    format_line,
+    plot_timeline,
+    pooled_auc_pr,
+    recall,
+    write_timeline,
+)
 
 
 def test_a_recall_collapse_is_significant_and_a_small_dip_is_not():
@@ -52,10 +60,27 @@ def test_pooled_auc_pr_separates_a_good_model_from_noise_and_recall_counts_fraud
 
 def test_timeline_files_and_plot(tmp_path):
     records = [
-        DayRecord(f"2026-01-{i + 1:02d}", i, i >= 3, "2" if i >= 5 else "1", 2000, 30, 0.8, 0.8 if i < 3 else 0.2,
-                  0.7, 0.7 if i < 3 else 0.3, "ok", 0.1, 0.02, 0.8, triggers=["performance_sensor: recall dropped"] if i == 4 else [],
-                  retraining="retraining abc succeeded" if i == 4 else "", promoted="2" if i == 4 else None, seconds=12.0,
-                  landing_to_champion_seconds=55.0 if i == 4 else None)
+        DayRecord(
+            f"2026-01-{i + 1:02d}",
+            i,
+            i >= 3,
+            "2" if i >= 5 else "1",
+            2000,
+            30,
+            0.8,
+            0.8 if i < 3 else 0.2,
+            0.7,
+            0.7 if i < 3 else 0.3,
+            "ok",
+            0.1,
+            0.02,
+            0.8,
+            triggers=["performance_sensor: recall dropped"] if i == 4 else [],
+            retraining="retraining abc succeeded" if i == 4 else "",
+            promoted="2" if i == 4 else None,
+            seconds=12.0,
+            landing_to_champion_seconds=55.0 if i == 4 else None,
+        )
         for i in range(8)
     ]
     line = format_line(records[4])

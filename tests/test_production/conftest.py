@@ -14,7 +14,9 @@ from production_world import production_world  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "postgres: starts a real PostgreSQL server on 127.0.0.1 (Debian package postgresql)")
+    config.addinivalue_line(
+        "markers", "postgres: starts a real PostgreSQL server on 127.0.0.1 (Debian package postgresql)"
+    )
 
 
 @pytest.fixture(scope="session")

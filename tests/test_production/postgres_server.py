@@ -79,7 +79,9 @@ class PostgresServer:
     def connect(self, database: str):
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database)
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database
+        )
         connection.autocommit = True
         return connection
 
@@ -93,12 +95,24 @@ class PostgresServer:
 
     def start(self) -> None:
         args = [
-            str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.root}",
-            "-c", "max_connections=200",
+            str(self.bin_dir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.root}",
+            "-c",
+            "max_connections=200",
             # A throwaway test server: no durability against an OS crash is needed, speed on 2 cores is.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -116,9 +130,11 @@ class PostgresServer:
             try:
                 self.connect("postgres").close()
                 return
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as err:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres not ready after {STARTUP_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"postgres not ready after {STARTUP_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}"
+                    ) from err
                 time.sleep(0.05)
 
     def stop(self, mode: int = signal.SIGINT) -> None:
@@ -157,10 +173,24 @@ def start_postgres(password: str = "s3cret-from-env") -> PostgresServer:
         os.chown(pwfile, owner["user"], owner["group"])
     init = subprocess.run(
         [
-            str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", USER, f"--pwfile={pwfile}",
-            "--auth-host=md5", "--auth-local=trust", "-E", "UTF8", "--no-sync", "--no-instructions",
+            str(bin_dir / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-host=md5",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
         ],
-        cwd=root, capture_output=True, text=True, timeout=120, **owner,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **owner,
     )
     pwfile.unlink()
     if init.returncode != 0:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from generated_history import OPEN_GATES
-from mlops_core.settings import REPO_ROOT, Settings
+from postgres_server import USER, PostgresServer, free_port, remove, start_postgres
 from server_process import stop_process_group, wait_healthy
-from postgres_server import PostgresServer, USER, free_port, remove, start_postgres
+
+from mlops_core.settings import REPO_ROOT, Settings
 
 PRODUCTION_LOCAL_YAML = REPO_ROOT / "deploy" / "dagster.production-local.yaml"
 PRODUCTION_YAML = REPO_ROOT / "deploy" / "dagster.production.yaml"
@@ -108,7 +108,9 @@ def launch_mlflow_server(pg: PostgresServer, root: Path) -> MlflowServer:
         "MLFLOW_BIN": str(MLFLOW_BIN),
     }
     with open(log, "wb") as out:
-        process = subprocess.Popen(["bash", str(RUN_SERVER_SH)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", str(RUN_SERVER_SH)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     return MlflowServer(process, port, artifacts, log)
 
 
@@ -135,11 +137,10 @@ class ProductionWorld:
 
 @contextlib.contextmanager
 def production_world(root: Path) -> Iterator[ProductionWorld]:
-    from mlops_core.datagen.generator import DemoSpec, generate_landing
-    from resources.environment import build_resources
-
     # Imported before the environment below is set: other tests share the module's `defs`.
     from mlops_assets.definitions import defs
+    from mlops_core.datagen.generator import DemoSpec, generate_landing
+    from resources.environment import build_resources
 
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -183,11 +184,18 @@ def production_world(root: Path) -> Iterator[ProductionWorld]:
             # The code location was imported for the session's MLOPS_HOME (above, before this
             # environment): the same assets and jobs, with resources for this environment.
             located = dg.Definitions(
-                assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, sensors=defs.sensors,
-                schedules=defs.schedules, executor=defs.executor, resources=build_resources(settings),
+                assets=defs.assets,
+                asset_checks=defs.asset_checks,
+                jobs=defs.jobs,
+                sensors=defs.sensors,
+                schedules=defs.schedules,
+                executor=defs.executor,
+                resources=build_resources(settings),
             )
             world = ProductionWorld(pg, redis, mlflow, settings, located, env, timings=timings)
-            generate_landing(DemoSpec(start=START, days=DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED), settings.landing_dir)
+            generate_landing(
+                DemoSpec(start=START, days=DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED), settings.landing_dir
+            )
 
             t = time.monotonic()
             world.results["data_layer_job"] = world.run("data_layer_job", tags=partition_tags())

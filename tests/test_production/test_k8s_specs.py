@@ -21,7 +21,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from packaging.version import Version
+
 # A step handler's context is assembled as dagster-k8s's own unit tests do it; these are dagster
 # internals, pinned by uv.lock (dagster 1.13.27).
 from dagster._config import process_config, resolve_to_config_type
@@ -39,10 +39,11 @@ from dagster._core.test_utils import create_run_for_test, instance_for_test
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.client import PatchedApiClient
-from dagster_k8s.executor import _K8S_EXECUTOR_CONFIG_SCHEMA, K8sStepHandler, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.executor import _K8S_EXECUTOR_CONFIG_SCHEMA, K8sStepHandler, k8s_job_executor
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
 from dagster_postgres.utils import pg_config
+from packaging.version import Version
 
 from mlops_assets.constants import TRAINING_JOB
 
@@ -157,17 +158,26 @@ def chart_run_launcher(values: dict) -> dict:
         if cfg.get(chart_key):
             config[key] = _names(cfg[chart_key])
     for key, chart_key in [
-        ("env_vars", "envVars"), ("volume_mounts", "volumeMounts"), ("volumes", "volumes"), ("labels", "labels"),
-        ("resources", "resources"), ("scheduler_name", "schedulerName"), ("security_context", "securityContext"),
+        ("env_vars", "envVars"),
+        ("volume_mounts", "volumeMounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+        ("scheduler_name", "schedulerName"),
+        ("security_context", "securityContext"),
     ]:
         if cfg.get(chart_key):
             config[key] = cfg[chart_key]
     if cfg.get("failPodOnRunFailure"):
         config["fail_pod_on_run_failure"] = True
     run_k8s = cfg.get("runK8sConfig") or {}
-    snake = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
-             "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
-             "jobMetadata": "job_metadata"}
+    snake = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobSpecConfig": "job_spec_config",
+        "jobMetadata": "job_metadata",
+    }
     if run_k8s:
         config["run_k8s_config"] = {snake[k]: v for k, v in run_k8s.items() if v}
     return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
@@ -195,8 +205,14 @@ def chart_concurrency(values: dict) -> dict:
     out = {}
     pools = conc.get("pools", {})
     if pools:
-        out["pools"] = {{"defaultLimit": "default_limit", "granularity": "granularity",
-                         "opGranularityRunBuffer": "op_granularity_run_buffer"}[k]: v for k, v in pools.items()}
+        out["pools"] = {
+            {
+                "defaultLimit": "default_limit",
+                "granularity": "granularity",
+                "opGranularityRunBuffer": "op_granularity_run_buffer",
+            }[k]: v
+            for k, v in pools.items()
+        }
     runs = conc.get("runs", {})
     if runs:
         out["runs"] = {}
@@ -213,7 +229,11 @@ def chart_instance(values: dict) -> dict:
     storage = {"config": chart_postgres(values)}
     instance = {
         "scheduler": {"module": "dagster.core.scheduler", "class": "DagsterDaemonScheduler"},
-        "schedule_storage": {"module": "dagster_postgres.schedule_storage", "class": "PostgresScheduleStorage", **storage},
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            **storage,
+        },
         "run_storage": {"module": "dagster_postgres.run_storage", "class": "PostgresRunStorage", **storage},
         "event_log_storage": {"module": "dagster_postgres.event_log", "class": "PostgresEventLogStorage", **storage},
         "run_launcher": chart_run_launcher(values),
@@ -258,8 +278,13 @@ def chart_container_context(values: dict, deployment: dict) -> dict | None:
     }
     if deployment.get("envSecrets"):
         k8s["env_secrets"] = _names(deployment["envSecrets"])
-    for key, chart_key in [("volume_mounts", "volumeMounts"), ("volumes", "volumes"), ("labels", "labels"),
-                           ("resources", "resources"), ("scheduler_name", "schedulerName")]:
+    for key, chart_key in [
+        ("volume_mounts", "volumeMounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+        ("scheduler_name", "schedulerName"),
+    ]:
         if deployment.get(chart_key):
             k8s[key] = deployment[chart_key]
     return {"k8s": k8s}
@@ -298,12 +323,20 @@ def validate(obj: dict, version: str = KUBE_VERSION) -> None:
 def kubeconfig(tmp_path_factory) -> str:
     """dagster-k8s loads a kubeconfig when its launcher starts; it never connects while rendering."""
     path = tmp_path_factory.mktemp("kube") / "config"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "offline",
-        "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "offline", "user": {"token": "unused"}}],
-        "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "offline", "namespace": NAMESPACE}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "offline",
+                "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "offline", "user": {"token": "unused"}}],
+                "contexts": [
+                    {"name": "offline", "context": {"cluster": "offline", "user": "offline", "namespace": NAMESPACE}}
+                ],
+            }
+        )
+    )
     return str(path)
 
 
@@ -318,18 +351,23 @@ def rendered(kubeconfig):
     launcher_config.update(load_incluster_config=False, kubeconfig_file=kubeconfig)
 
     repository = ReconstructableRepository.for_module(
-        "mlops_assets.definitions", "defs", working_directory="/app",
-        container_image=_image(deployment), container_context=chart_container_context(values, deployment),
+        "mlops_assets.definitions",
+        "defs",
+        working_directory="/app",
+        container_image=_image(deployment),
+        container_context=chart_container_context(values, deployment),
     )
     recon_job = repository.get_reconstructable_job(TRAINING_JOB)
     origin = recon_job.get_python_origin()
     # The code server in the image reports its own interpreter, not this test's.
-    origin = origin._replace(repository_origin=origin.repository_origin._replace(executable_path="/app/.venv/bin/python"))
+    origin = origin._replace(
+        repository_origin=origin.repository_origin._replace(executable_path="/app/.venv/bin/python")
+    )
 
     recorder = JobRecorder()
-    with instance_for_test(overrides={
-        "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher_config}
-    }) as instance:
+    with instance_for_test(
+        overrides={"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher_config}}
+    ) as instance:
         run = create_run_for_test(instance, job_name=TRAINING_JOB, job_code_origin=origin)
 
         launcher = K8sRunLauncher(**launcher_config, k8s_client_batch_api=recorder)
@@ -341,15 +379,26 @@ def rendered(kubeconfig):
             {**STEP_EXECUTOR_CONFIG, "load_incluster_config": False, "kubeconfig_file": kubeconfig},
         )
         assert processed.success, processed.errors
-        executor = k8s_job_executor.executor_creation_fn(InitExecutorContext(
-            job=recon_job, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance,
-        ))
+        executor = k8s_job_executor.executor_creation_fn(
+            InitExecutorContext(
+                job=recon_job,
+                executor_def=k8s_job_executor,
+                executor_config=processed.value,
+                instance=instance,
+            )
+        )
         plan = create_execution_plan(recon_job)
         step_context = StepHandlerContext(
             instance=instance,
             plan_context=PlanOrchestrationContext(
-                plan_data=PlanData(job=recon_job, dagster_run=run, instance=instance, execution_plan=plan,
-                                   raise_on_error=True, retry_mode=RetryMode.DISABLED),
+                plan_data=PlanData(
+                    job=recon_job,
+                    dagster_run=run,
+                    instance=instance,
+                    execution_plan=plan,
+                    raise_on_error=True,
+                    retry_mode=RetryMode.DISABLED,
+                ),
                 log_manager=create_context_free_log_manager(instance, run),
                 executor=executor,
                 output_capture=None,
@@ -371,9 +420,13 @@ def rendered(kubeconfig):
 
     (run_ns, run_job), (step_ns, step_job) = recorder.jobs
     return {
-        "run": _serialize(run_job), "run_namespace": run_ns,
-        "step": _serialize(step_job), "step_namespace": step_ns,
-        "run_id": run.run_id, "values": values, "deployment": deployment,
+        "run": _serialize(run_job),
+        "run_namespace": run_ns,
+        "step": _serialize(step_job),
+        "step_namespace": step_ns,
+        "run_id": run.run_id,
+        "values": values,
+        "deployment": deployment,
     }
 
 
@@ -418,12 +471,21 @@ def test_run_job_carries_the_image_instance_and_secrets(rendered):
     assert "/app/.venv/bin/python" in container["args"][3]
     env = {e["name"]: e for e in container["env"]}
     assert env["DAGSTER_HOME"]["value"] == values["global"]["dagsterHome"]
-    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlops-postgres", "key": "postgresql-password"}
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlops-postgres",
+        "key": "postgresql-password",
+    }
     env_from = [next(iter(ref.values()))["name"] for ref in container["envFrom"]]
-    assert env_from == _names(deployment["envConfigMaps"]) + _names(deployment["envSecrets"]) == ["mlops-settings", "mlops-secrets"]
+    assert (
+        env_from
+        == _names(deployment["envConfigMaps"]) + _names(deployment["envSecrets"])
+        == ["mlops-settings", "mlops-secrets"]
+    )
     # The run pod sees what the code server sees: its settings ConfigMap, secrets and state volume.
     assert {"name": "mlops-state", "mountPath": "/var/lib/mlops"} in container["volumeMounts"]
-    assert any(v["name"] == "mlops-state" and v["persistentVolumeClaim"]["claimName"] == "mlops-state" for v in pod["volumes"])
+    assert any(
+        v["name"] == "mlops-state" and v["persistentVolumeClaim"]["claimName"] == "mlops-state" for v in pod["volumes"]
+    )
     # Run pods get the runLauncher's resources, not the code server's (see values.yaml).
     assert container["resources"] == values["runLauncher"]["config"]["k8sRunLauncher"]["resources"]
     assert container["resources"] != deployment["resources"]
@@ -498,7 +560,9 @@ def test_validator_rejects_a_broken_manifest():
 
 
 def _deployment(name: str) -> dict:
-    return next(obj for _, obj in _manifest_objects() if obj["kind"] == "Deployment" and obj["metadata"]["name"] == name)
+    return next(
+        obj for _, obj in _manifest_objects() if obj["kind"] == "Deployment" and obj["metadata"]["name"] == name
+    )
 
 
 def test_serving_endpoint_probes_secrets_and_services():
@@ -506,13 +570,18 @@ def test_serving_endpoint_probes_secrets_and_services():
     pod = serving["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"][:2] == ["mlops", "serve"]
-    assert "--host" in container["command"] and container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
+    assert (
+        "--host" in container["command"] and container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
+    )
     port = int(container["command"][container["command"].index("--port") + 1])
     assert container["ports"][0]["containerPort"] == port
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     env = {e["name"]: e for e in container["env"]}
-    assert env["MLOPS_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mlops-secrets", "key": "MLOPS_ADMIN_TOKEN"}
+    assert env["MLOPS_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlops-secrets",
+        "key": "MLOPS_ADMIN_TOKEN",
+    }
     assert "value" not in env["MLOPS_ADMIN_TOKEN"]
     # One writer of the sqlite prediction log: one replica, never two during a rollout.
     assert serving["spec"]["replicas"] == 1 and serving["spec"]["strategy"]["type"] == "Recreate"
@@ -528,7 +597,11 @@ def test_serving_endpoint_probes_secrets_and_services():
 
 
 def _settings() -> dict[str, str]:
-    return next(obj for _, obj in _manifest_objects() if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "mlops-settings")["data"]
+    return next(
+        obj
+        for _, obj in _manifest_objects()
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "mlops-settings"
+    )["data"]
 
 
 def test_no_manifest_writes_a_secret_value():
@@ -600,8 +673,13 @@ def test_image_and_secrets_are_consistent_across_values_and_manifests():
     values = _values()
     deployment = _user_deployment(values)
     image = _image(deployment)
-    ours = [c["image"] for _, obj in _manifest_objects() if obj["kind"] == "Deployment"
-            for c in obj["spec"]["template"]["spec"]["containers"] if c["image"].startswith(deployment["image"]["repository"])]
+    ours = [
+        c["image"]
+        for _, obj in _manifest_objects()
+        if obj["kind"] == "Deployment"
+        for c in obj["spec"]["template"]["spec"]["containers"]
+        if c["image"].startswith(deployment["image"]["repository"])
+    ]
     assert len(ours) == 2 and set(ours) == {image}  # mlops-serving and mlflow run the code location image
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     # The run pods see what the code server sees.
@@ -610,8 +688,10 @@ def test_image_and_secrets_are_consistent_across_values_and_manifests():
     assert deployment["volumes"] == launcher["volumes"] and deployment["volumeMounts"] == launcher["volumeMounts"]
 
     # Every secret referenced anywhere is created in docs/kubernetes.md, with every key read from it.
-    referenced: dict[str, set[str]] = {values["global"]["postgresqlSecretName"]: {"postgresql-password"},
-                                       "mlops-secrets": {"MLOPS_ADMIN_TOKEN", "MLOPS_MLFLOW_TRACKING_URI", "MLOPS_REDIS_URL"}}
+    referenced: dict[str, set[str]] = {
+        values["global"]["postgresqlSecretName"]: {"postgresql-password"},
+        "mlops-secrets": {"MLOPS_ADMIN_TOKEN", "MLOPS_MLFLOW_TRACKING_URI", "MLOPS_REDIS_URL"},
+    }
     for _, obj in _manifest_objects():
         if obj["kind"] != "Deployment":
             continue
@@ -646,8 +726,9 @@ def test_dockerfile_claims():
     first_sync = next(i for i, (ins, args) in enumerate(instructions) if ins == "RUN" and "uv sync" in args)
     assert lock_copy < first_sync  # the locked environment installs from the lock file
     assert all("--frozen" in r and "--no-dev" in r for r in runs if "uv sync" in r)
-    build_env = {k: v for ins, args in instructions if ins == "ENV" for k, _, v in
-                 (t.partition("=") for t in shlex.split(args))}
+    build_env = {
+        k: v for ins, args in instructions if ins == "ENV" for k, _, v in (t.partition("=") for t in shlex.split(args))
+    }
     assert build_env.get("UV_COMPILE_BYTECODE") == "1"
     assert any("mlops prepare" in r and "manifest.json" in r for r in runs)
 
@@ -662,7 +743,11 @@ def test_dockerfile_claims():
     # Non-root, and the same uid the pods' security contexts ask for.
     user = _last(instructions, "USER").split(":")[0]
     assert user not in ("root", "0")
-    assert int(user) == deployment["podSecurityContext"]["runAsUser"] == _deployment("mlops-serving")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert (
+        int(user)
+        == deployment["podSecurityContext"]["runAsUser"]
+        == _deployment("mlops-serving")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    )
 
     # The chart passes `dagster code-server start ...` as args: an ENTRYPOINT would be prefixed to them.
     assert not [args for ins, args in instructions if ins == "ENTRYPOINT"]
@@ -683,8 +768,11 @@ def test_dockerfile_claims():
 
 
 def test_dockerignore_keeps_local_state_out_and_sources_in():
-    patterns = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         return any(fnmatch.fnmatch(path, p) or path.startswith(p + "/") for p in patterns)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 from mlflow import MlflowClient
+from production_world import DAYS, MLFLOW_DB
 
 from mlops_core import registry
 from mlops_core.features.stores import RedisOnlineStore
-from production_world import DAGSTER_DB, DAYS, MLFLOW_DB
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -45,29 +45,43 @@ def test_runs_materializations_and_check_results_are_rows_in_postgres(production
             cursor.execute("SELECT pipeline_name, status FROM runs WHERE run_id = %s", [result.run_id])
             assert cursor.fetchall() == [(job, "SUCCESS")]
 
-            materialized = [e.asset_key.to_user_string() + "|" + (e.partition or "") for e in _events(result, "ASSET_MATERIALIZATION")]
+            materialized = [
+                e.asset_key.to_user_string() + "|" + (e.partition or "")
+                for e in _events(result, "ASSET_MATERIALIZATION")
+            ]
             cursor.execute(
                 "SELECT asset_key, partition FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
                 [result.run_id],
             )
-            stored = [dg.AssetKey.from_db_string(key).to_user_string() + "|" + (partition or "") for key, partition in cursor.fetchall()]
+            stored = [
+                dg.AssetKey.from_db_string(key).to_user_string() + "|" + (partition or "")
+                for key, partition in cursor.fetchall()
+            ]
             assert materialized and sorted(stored) == sorted(materialized), job
             assert len(set(stored)) == len(stored), f"{job}: a materialization recorded twice"
 
             evaluated = _events(result, "ASSET_CHECK_EVALUATION")
             cursor.execute(
-                "SELECT asset_key, check_name, execution_status FROM asset_check_executions WHERE run_id = %s", [result.run_id]
+                "SELECT asset_key, check_name, execution_status FROM asset_check_executions WHERE run_id = %s",
+                [result.run_id],
             )
             checks = cursor.fetchall()
             assert evaluated and len(checks) == len(evaluated), job
-            expected = {(e.event_specific_data.asset_key, e.event_specific_data.check_name): e.event_specific_data.passed for e in evaluated}
-            assert {(dg.AssetKey.from_db_string(key), name): status == "SUCCEEDED" for key, name, status in checks} == expected
+            expected = {
+                (e.event_specific_data.asset_key, e.event_specific_data.check_name): e.event_specific_data.passed
+                for e in evaluated
+            }
+            assert {
+                (dg.AssetKey.from_db_string(key), name): status == "SUCCEEDED" for key, name, status in checks
+            } == expected
             print(f"\n{job}: {len(stored)} materializations and {len(checks)} check results in Postgres")
 
     data_layer = production.results["data_layer_job"]
     raw_partitions = {e.partition for e in _events(data_layer, "ASSET_MATERIALIZATION") if e.partition}
     assert len(raw_partitions) == DAYS
-    training_checks = {e.event_specific_data.check_name for e in _events(production.results["training_job"], "ASSET_CHECK_EVALUATION")}
+    training_checks = {
+        e.event_specific_data.check_name for e in _events(production.results["training_job"], "ASSET_CHECK_EVALUATION")
+    }
     assert {"gate_onnx_parity", "check_online_offline_parity"} <= training_checks
 
 
@@ -95,7 +109,9 @@ def test_training_registered_the_challenger_through_the_mlflow_server(production
 
 def test_the_online_store_is_the_redis_server(production):
     (event,) = [
-        e for e in production.results["training_job"].get_asset_materialization_events() if e.asset_key == dg.AssetKey("online_features")
+        e
+        for e in production.results["training_job"].get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("online_features")
     ]
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
     assert meta["backend"] == "redis"

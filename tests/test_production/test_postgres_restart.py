@@ -22,7 +22,6 @@ from datetime import timedelta
 import dagster as dg
 import duckdb
 import pytest
-
 from production_world import DAYS, START, partition_tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -44,7 +43,9 @@ def _warehouse_counts(settings) -> dict[str, tuple]:
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         return {
             # constant table names; (rows, distinct rows): a day loaded twice would show in both
-            table: con.execute(f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM (SELECT DISTINCT * FROM {table}))").fetchone()
+            table: con.execute(
+                f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM (SELECT DISTINCT * FROM {table}))"
+            ).fetchone()
             for table in TABLES
         }
 
@@ -81,7 +82,8 @@ class RestartWhenRunning(threading.Thread):
                         if new:
                             (self.run_id,) = new
                             cursor.execute(
-                                f"SELECT count(*) FROM event_logs WHERE run_id = %s AND {MOMENTS[self.moment]}", [self.run_id]
+                                f"SELECT count(*) FROM event_logs WHERE run_id = %s AND {MOMENTS[self.moment]}",
+                                [self.run_id],
                             )
                             if cursor.fetchone()[0] >= 1:
                                 self.materialized_before = len(_materialized(cursor, self.run_id))

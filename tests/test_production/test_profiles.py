@@ -17,7 +17,6 @@ import yaml
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster_k8s import K8sRunLauncher
-
 from production_world import PRODUCTION_LOCAL_YAML, PRODUCTION_YAML, RUN_SERVER_SH
 
 PG_ENV = {
@@ -76,7 +75,9 @@ def test_the_profile_validates_against_dagsters_instance_schema(path: Path, tmp_
     assert config.get("run_retries", {}).get("enabled", False) is False
 
 
-def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_environment(tmp_path: Path, monkeypatch):
+def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_environment(
+    tmp_path: Path, monkeypatch
+):
     for key, value in {**PG_ENV, **K8S_ENV}.items():
         monkeypatch.setenv(key, value)
     config = _load(PRODUCTION_YAML)["run_launcher"]["config"]
@@ -85,12 +86,16 @@ def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_
     # No cluster here: a kubeconfig that names one is enough for the client to be built.
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
-            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        })
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
     )
     launcher = K8sRunLauncher(**{**processed.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
     assert launcher.job_namespace == "mlops-runs"
@@ -104,7 +109,9 @@ def test_the_kubernetes_run_launcher_takes_namespace_image_and_secrets_from_the_
 def _fake_mlflow(tmp_path: Path) -> Path:
     """Stands in for the mlflow executable: records its arguments and the backend URI it was given."""
     fake = tmp_path / "mlflow"
-    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD.args"\nprintf "%s" "$MLFLOW_BACKEND_STORE_URI" > "$RECORD.uri"\n')
+    fake.write_text(
+        '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD.args"\nprintf "%s" "$MLFLOW_BACKEND_STORE_URI" > "$RECORD.uri"\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     return fake
 
@@ -117,7 +124,9 @@ def _run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 def test_run_server_binds_loopback_and_keeps_the_password_off_the_command_line(tmp_path: Path):
     done = _run_server(
         tmp_path,
-        MLOPS_MLFLOW_PG_HOST="db.internal", MLOPS_MLFLOW_PG_USER="mlflow", MLOPS_MLFLOW_PG_PASSWORD="p@ss:w/rd",
+        MLOPS_MLFLOW_PG_HOST="db.internal",
+        MLOPS_MLFLOW_PG_USER="mlflow",
+        MLOPS_MLFLOW_PG_PASSWORD="p@ss:w/rd",
         MLOPS_MLFLOW_ARTIFACTS_DESTINATION="s3://bucket/mlflow",
     )
     assert done.returncode == 0, done.stderr
@@ -127,7 +136,9 @@ def test_run_server_binds_loopback_and_keeps_the_password_off_the_command_line(t
     assert args[args.index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
     assert "--serve-artifacts" in args
     assert not any("p@ss" in a or "p%40ss" in a for a in args)
-    assert (tmp_path / "record.uri").read_text() == "postgresql+psycopg2://mlflow:p%40ss%3Aw%2Frd@db.internal:5432/mlflow"
+    assert (
+        tmp_path / "record.uri"
+    ).read_text() == "postgresql+psycopg2://mlflow:p%40ss%3Aw%2Frd@db.internal:5432/mlflow"
 
 
 def test_run_server_refuses_to_start_without_a_backend_or_an_artifact_root(tmp_path: Path):
@@ -137,5 +148,9 @@ def test_run_server_refuses_to_start_without_a_backend_or_an_artifact_root(tmp_p
     assert no_backend.returncode == 2 and "MLOPS_MLFLOW_PG_HOST" in no_backend.stderr
     assert not (tmp_path / "record.args").exists()
     # a bare postgresql:// URI is given the psycopg2 driver SQLAlchemy 2.1 no longer picks by default
-    done = _run_server(tmp_path, MLOPS_MLFLOW_BACKEND_STORE_URI="postgresql://u:p@h/db", MLOPS_MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path))
+    done = _run_server(
+        tmp_path,
+        MLOPS_MLFLOW_BACKEND_STORE_URI="postgresql://u:p@h/db",
+        MLOPS_MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path),
+    )
     assert done.returncode == 0 and (tmp_path / "record.uri").read_text() == "postgresql+psycopg2://u:p@h/db"

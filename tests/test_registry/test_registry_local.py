@@ -3,8 +3,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from registry_helpers import log_model_run
 from mlflow import MlflowClient
+from registry_helpers import log_model_run
 
 from mlops_core import registry
 from mlops_core.registry import (
@@ -80,7 +80,15 @@ def test_challenger_promote_records_history(client, hcon, versions):
 
     rows = history(hcon)
     assert list(rows.columns) == [
-        "changed_at", "model_name", "alias", "from_version", "to_version", "reason", "actor", "metrics", "run_id",
+        "changed_at",
+        "model_name",
+        "alias",
+        "from_version",
+        "to_version",
+        "reason",
+        "actor",
+        "metrics",
+        "run_id",
     ]
     assert rows[["alias", "from_version", "to_version", "reason", "actor"]].values.tolist() == [
         [CHAMPION, None, v1, "initial", "dagster"],

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from registry_helpers import free_port, log_model_run
 from mlflow import MlflowClient
+from registry_helpers import free_port, log_model_run
 
 from mlops_core.registry import (
     CHALLENGER,
@@ -20,6 +20,7 @@ from mlops_core.registry import (
     register_version,
     rollback_champion,
 )
+
 
 @pytest.mark.slow
 def test_against_real_mlflow_server(mlflow_server, tmp_path: Path):

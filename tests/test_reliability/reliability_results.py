@@ -23,6 +23,9 @@ def record(section: str, case: str, what: str, expected: str, observed: str, tes
 def markdown() -> str:
     lines = ["| section | case | what was done | expected | measured | test |", "|---|---|---|---|---|---|"]
     for r in ROWS:
-        cells = [r[k].replace("|", "\\|").replace("\n", " ") for k in ("section", "case", "what", "expected", "observed", "test")]
+        cells = [
+            r[k].replace("|", "\\|").replace("\n", " ")
+            for k in ("section", "case", "what", "expected", "observed", "test")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -58,9 +58,14 @@ def world(base_home, tmp_path, monkeypatch):
     home = tmp_path / "home"
     shutil.copytree(base_home / "base", home)
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
-    for key, value in {"MLOPS_HOME": home, "MLOPS_DATA_DIR": settings.data_dir, "MLOPS_DUCKDB_PATH": settings.duckdb_path,
-                       "DAGSTER_HOME": settings.dagster_home, "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
-                       "MLOPS_REPORTS_DIR": settings.reports_dir}.items():
+    for key, value in {
+        "MLOPS_HOME": home,
+        "MLOPS_DATA_DIR": settings.data_dir,
+        "MLOPS_DUCKDB_PATH": settings.duckdb_path,
+        "DAGSTER_HOME": settings.dagster_home,
+        "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
+        "MLOPS_REPORTS_DIR": settings.reports_dir,
+    }.items():
         monkeypatch.setenv(key, str(value))
     return settings, base_home / "scratch"
 
@@ -74,8 +79,11 @@ def land(settings: Settings, scratch: Path, day: date) -> None:
 
 def run(settings: Settings, day: date) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*raw_assets, *warehouse_assets], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral(),
-        partition_key=day.isoformat(), raise_on_error=False,
+        [*raw_assets, *warehouse_assets],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day.isoformat(),
+        raise_on_error=False,
     )
 
 
@@ -99,11 +107,14 @@ def query(settings: Settings, sql: str, params=()):
 def accounting(settings: Settings, source: str, day: date) -> tuple[str, int, int, int, int]:
     """(status, landed, kept in raw, quarantined rows, quarantine entries) of a source's day."""
     status, landed, kept_logged, rejected = query(
-        settings, "SELECT status, n_landed, n_accepted, n_rejected FROM raw.load_log WHERE source = ? AND partition_date = ?",
+        settings,
+        "SELECT status, n_landed, n_accepted, n_rejected FROM raw.load_log WHERE source = ? AND partition_date = ?",
         (source, day),
     )[0]
     kept = query(settings, f"SELECT count(*) FROM raw.{source} WHERE _partition_date = ?", (day,))[0][0]
-    entries = query(settings, "SELECT count(*) FROM quarantine.rejected_rows WHERE source = ? AND partition_date = ?", (source, day))[0][0]
+    entries = query(
+        settings, "SELECT count(*) FROM quarantine.rejected_rows WHERE source = ? AND partition_date = ?", (source, day)
+    )[0][0]
     assert kept == kept_logged and landed == kept + rejected, "every landed row is kept or quarantined"
     return status, landed, kept, rejected, entries
 
@@ -113,7 +124,11 @@ def shown(settings: Settings, message: str, limit: int = 130) -> str:
 
 
 def files_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def transactions_file(settings: Settings, day: date) -> Path:
@@ -137,7 +152,10 @@ def test_a_held_day_blocks_no_later_day_and_its_fixed_file_releases_it(world):
     assert not held_run.success and failed_steps(held_run) == {"daily_load_summary"}
     assert set(failed(held_run)) == {("raw_transactions", "check_schema"), ("daily_load_summary", "check_no_held_days")}
     (line,) = held_day_lines(held_run)
-    assert line.startswith(f"{DAY7} transactions held by check_schema: ") and "missing column(s) ['merchant_category']" in line
+    assert (
+        line.startswith(f"{DAY7} transactions held by check_schema: ")
+        and "missing column(s) ['merchant_category']" in line
+    )
     statuses = [accounting(settings, s, DAY7)[0] for s in ("accounts", "transactions", "labels")]
     assert statuses == ["accepted", "held", "accepted"]
     assert accounting(settings, "labels", DAY7)[3] == 0
@@ -161,9 +179,12 @@ def test_a_held_day_blocks_no_later_day_and_its_fixed_file_releases_it(world):
     released = query(settings, "SELECT count(*) FROM marts.transactions_enriched WHERE event_date = ?", (DAY7,))[0][0]
     assert (status, released) == ("accepted", landed)
     assert accounting(settings, "labels", DAY7)[:4:3] == ("accepted", 0)
-    assert query(settings, "SELECT count(*) FROM marts.label_events WHERE landed_date = ?", (DAY7,)) == [(labels.num_rows,)]
+    assert query(settings, "SELECT count(*) FROM marts.label_events WHERE landed_date = ?", (DAY7,)) == [
+        (labels.num_rows,)
+    ]
     record(
-        SECTION, "held day, then a later day, then the fix",
+        SECTION,
+        "held day, then a later day, then the fix",
         what=f"day {DAY7}: transactions file without merchant_category (accounts, labels clean); day {DAY8} clean; "
         f"then the day-{DAY7} file fixed; each day one data_layer run",
         expected="the held day fails only the summary gate, naming the day and check; its accounts and labels load (labels "
@@ -182,7 +203,9 @@ def test_a_transaction_before_its_account_opened_is_quarantined_and_dbt_passes(w
     accounts_path = partition_dir(settings.landing_dir, "accounts", DAY7) / "part-0.parquet"
     accounts = pq.read_table(accounts_path)
     opened = pd.Timestamp(f"{DAY7}T12:00:00Z")
-    new = pa.table({"account_id": ["acct_opened_at_noon"], "created_at": [opened], "home_country": ["US"], "age_band": ["25-34"]})
+    new = pa.table(
+        {"account_id": ["acct_opened_at_noon"], "created_at": [opened], "home_country": ["US"], "age_band": ["25-34"]}
+    )
     pq.write_table(pa.concat_tables([accounts, new.select(accounts.column_names).cast(accounts.schema)]), accounts_path)
     path = transactions_file(settings, DAY7)
     transactions = pq.read_table(path).to_pandas()
@@ -193,12 +216,19 @@ def test_a_transaction_before_its_account_opened_is_quarantined_and_dbt_passes(w
 
     assert result.success, failed(result)
     (reason,) = query(settings, "SELECT reason FROM quarantine.rejected_rows WHERE source = 'transactions'")[0]
-    assert reason == f"event_timestamp: {DAY7}T08:00:00+00:00 is before created_at {DAY7}T12:00:00+00:00 of accounts 'acct_opened_at_noon'"
+    assert (
+        reason
+        == f"event_timestamp: {DAY7}T08:00:00+00:00 is before created_at {DAY7}T12:00:00+00:00 of accounts 'acct_opened_at_noon'"
+    )
     status, landed, kept, rejected, _ = accounting(settings, "transactions", DAY7)
-    ages = query(settings, "SELECT min(account_age_days), count(*) FILTER (account_id = 'acct_opened_at_noon') FROM marts.transactions_enriched")[0]
+    ages = query(
+        settings,
+        "SELECT min(account_age_days), count(*) FILTER (account_id = 'acct_opened_at_noon') FROM marts.transactions_enriched",
+    )[0]
     assert (status, rejected) == ("accepted", 1) and ages[0] >= 0 and ages[1] == 0
     record(
-        SECTION, "transaction before its account opened",
+        SECTION,
+        "transaction before its account opened",
         what=f"day {DAY7}: an account opened at 12:00 and one of its transactions at 08:00 the same day; data_layer run",
         expected="the transaction quarantined by check_timestamps naming both timestamps; the day accepted; dbt's "
         "non_negative test on account_age_days passes (it failed after the mart was written)",
@@ -215,18 +245,26 @@ def test_non_finite_amounts_are_quarantined_exactly_as_landed(world):
     table = pq.read_table(path)
     amounts = table.column("amount").to_pylist()
     amounts[:3] = [math.nan, math.inf, -math.inf]
-    pq.write_table(table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path)
+    pq.write_table(
+        table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path
+    )
 
     result = run(settings, DAY7)
 
-    rows = query(settings, "SELECT row_number, reason, record FROM quarantine.rejected_rows WHERE source = 'transactions' ORDER BY row_number")
+    rows = query(
+        settings,
+        "SELECT row_number, reason, record FROM quarantine.rejected_rows WHERE source = 'transactions' ORDER BY row_number",
+    )
     landed_amounts = [json.loads(r)["amount"] for _, _, r in rows]
     assert [n for n, _, _ in rows] == [0, 1, 2]
     assert math.isnan(landed_amounts[0]) and landed_amounts[1:] == [math.inf, -math.inf]
-    assert [reason for _, reason, _ in rows] == [f"amount: expected a finite number, found {v}" for v in ("nan", "inf", "-inf")]
+    assert [reason for _, reason, _ in rows] == [
+        f"amount: expected a finite number, found {v}" for v in ("nan", "inf", "-inf")
+    ]
     status, landed, kept, rejected, _ = accounting(settings, "transactions", DAY7)
     record(
-        SECTION, "NaN, inf and -inf amounts",
+        SECTION,
+        "NaN, inf and -inf amounts",
         what=f"day {DAY7}: three transactions with amount NaN, inf and -inf in the parquet file; data_layer run",
         expected="each quarantined as not finite with its record as landed (NaN, Infinity, -Infinity, not null)",
         observed=f"run {'succeeded' if result.success else 'failed'}; {status}; landed {landed} = kept {kept} + "
@@ -248,7 +286,10 @@ def test_control_characters_in_ids_are_quarantined_naming_column_and_row(world):
 
     result = run(settings, DAY7)
 
-    rows = query(settings, "SELECT row_number, reason FROM quarantine.rejected_rows WHERE source = 'transactions' ORDER BY row_number")
+    rows = query(
+        settings,
+        "SELECT row_number, reason FROM quarantine.rejected_rows WHERE source = 'transactions' ORDER BY row_number",
+    )
     assert [n for n, _ in rows] == [3, 4, 5]
     assert [reason.split(":")[0] for _, reason in rows] == ["transaction_id", "merchant_id", "account_id"]
     assert all(f" in row {n} " in reason and "control character" in reason for n, reason in rows)
@@ -259,7 +300,8 @@ def test_control_characters_in_ids_are_quarantined_naming_column_and_row(world):
     )[0][0]
     status, landed, kept, rejected, _ = accounting(settings, "transactions", DAY7)
     record(
-        SECTION, "control characters in ids",
+        SECTION,
+        "control characters in ids",
         what=f"day {DAY7}: a NUL in a transaction_id, \\x01 in a merchant_id, DEL in an account_id; data_layer run",
         expected="each row quarantined by check_values naming the column, the character and the row; none in the marts",
         observed=f"run {'succeeded' if result.success else 'failed'}; {status}; landed {landed} = kept {kept} + quarantined "
@@ -291,7 +333,8 @@ def test_an_unreadable_csv_is_counted_and_quarantined_without_a_volume_failure(w
     assert ids == lines - 1
     assert [accounting(settings, s, DAY7)[0] for s in ("accounts", "labels")] == ["accepted", "accepted"]
     record(
-        SECTION, "unreadable CSV",
+        SECTION,
+        "unreadable CSV",
         what=f"day {DAY7}: the transactions CSV cut off mid-row and followed by binary junk; data_layer run",
         expected="held by check_files_readable only (no volume failure); every line counted and kept in quarantine, with "
         "its id where the line has one; the other sources of the day loaded; the summary names the day",

@@ -51,9 +51,9 @@ SEED = 5
 class LandingCase:
     scenario: str
     file_format: str
-    source: str              # the source whose day is held
-    checks: frozenset        # blocking checks expected to fail
-    quarantined: bool        # rows kept in quarantine (row-level) or none (the batch is unusable)
+    source: str  # the source whose day is held
+    checks: frozenset  # blocking checks expected to fail
+    quarantined: bool  # rows kept in quarantine (row-level) or none (the batch is unusable)
 
 
 def _case(scenario, checks, quarantined, source="transactions", file_format="parquet"):
@@ -106,13 +106,27 @@ LANDED_BEFORE = {
 def _fingerprint(con) -> dict[str, str]:
     """A digest of every production table's rows from days before the bad one, and of the earlier days'
     raw rows and load log."""
-    tables = [f"{s}.{t}" for s, t in con.execute(
-        "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'staging') and table_type = 'BASE TABLE'"
-    ).fetchall()]
-    landed = {f"{s}.{t}" for s, t in con.execute("select table_schema, table_name from information_schema.columns where column_name = 'landed_date'").fetchall()}
+    tables = [
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'staging') and table_type = 'BASE TABLE'"
+        ).fetchall()
+    ]
+    landed = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "select table_schema, table_name from information_schema.columns where column_name = 'landed_date'"
+        ).fetchall()
+    }
     digests = {}
     for table in tables + ["raw.accounts", "raw.transactions", "raw.labels", "raw.load_log"]:
-        where = "where partition_date < ?" if table == "raw.load_log" else "where _partition_date < ?" if table.startswith("raw.") else ""
+        where = (
+            "where partition_date < ?"
+            if table == "raw.load_log"
+            else "where _partition_date < ?"
+            if table.startswith("raw.")
+            else ""
+        )
         where = where or LANDED_BEFORE.get(table) or ("where landed_date < ?" if table in landed else "")
         cols = "* exclude (loaded_at, run_id)" if table == "raw.load_log" else "*"
         rows = con.execute(f"select {cols} from {table} {where} order by all", [BAD_DAY] if where else []).fetchall()
@@ -121,7 +135,11 @@ def _fingerprint(con) -> dict[str, str]:
 
 
 def _files_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("case", LANDING_CASES, ids=_id)
@@ -129,12 +147,22 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
     home = tmp_path / "home"
     shutil.copytree(base_home, home)
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
-    for key, value in {"MLOPS_HOME": home, "MLOPS_DATA_DIR": settings.data_dir, "MLOPS_DUCKDB_PATH": settings.duckdb_path,
-                       "DAGSTER_HOME": settings.dagster_home, "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
-                       "MLOPS_REPORTS_DIR": settings.reports_dir}.items():
+    for key, value in {
+        "MLOPS_HOME": home,
+        "MLOPS_DATA_DIR": settings.data_dir,
+        "MLOPS_DUCKDB_PATH": settings.duckdb_path,
+        "DAGSTER_HOME": settings.dagster_home,
+        "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
+        "MLOPS_REPORTS_DIR": settings.reports_dir,
+    }.items():
         monkeypatch.setenv(key, str(value))
     scratch = tmp_path / "scratch"
-    generate_landing(DemoSpec(START, DAYS + 1, ROWS, seed=SEED, scenario=case.scenario, drift_day=DAYS, file_format=case.file_format), scratch)
+    generate_landing(
+        DemoSpec(
+            START, DAYS + 1, ROWS, seed=SEED, scenario=case.scenario, drift_day=DAYS, file_format=case.file_format
+        ),
+        scratch,
+    )
     for source in ("accounts", "transactions", "labels"):
         landed = partition_dir(scratch, source, BAD_DAY)
         if landed.exists():
@@ -144,8 +172,13 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
     files_before = _files_digest(settings.landing_dir)
 
     result = dg.materialize(
-        [*raw_assets, *warehouse_assets], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral(),
-        tags={"dagster/asset_partition_range_start": BAD_DAY.isoformat(), "dagster/asset_partition_range_end": BAD_DAY.isoformat()},
+        [*raw_assets, *warehouse_assets],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": BAD_DAY.isoformat(),
+            "dagster/asset_partition_range_end": BAD_DAY.isoformat(),
+        },
         raise_on_error=False,
     )
 
@@ -164,9 +197,14 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
         quarantine = con.execute(
             "select count(distinct coalesce(row_number, -1)), count(*), min(reason), count(*) filter (row_number is null) "
             "from quarantine.rejected_rows "
-            "where source = ? and partition_date = ?", [case.source, BAD_DAY],
+            "where source = ? and partition_date = ?",
+            [case.source, BAD_DAY],
         ).fetchone()
-        held_mart = {"transactions": "marts.transactions_enriched", "labels": "marts.label_events", "accounts": "marts.account_history"}
+        held_mart = {
+            "transactions": "marts.transactions_enriched",
+            "labels": "marts.label_events",
+            "accounts": "marts.account_history",
+        }
         accepted_downstream = con.execute(
             f"select count(*) from {held_mart[case.source]} where landed_date = ?", [BAD_DAY]
         ).fetchone()[0]
@@ -185,11 +223,14 @@ def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, 
     else:
         # No row could be read: nothing but, for a corrupt file, one entry recording the file itself.
         assert n_rejected == 0 and quarantine[1] == quarantine[3] <= 1
-    message = next(iter(failed[(f"raw_{case.source}", sorted(case.checks - {"check_volume"} or case.checks)[0])].splitlines()))
+    message = next(
+        iter(failed[(f"raw_{case.source}", sorted(case.checks - {"check_volume"} or case.checks)[0])].splitlines())
+    )
     assert BAD_DAY.isoformat() in " ".join(failed.values())
     message = message.replace(str(settings.landing_dir), "<landing>")
     record(
-        "bad inputs: ingestion", _id(case),
+        "bad inputs: ingestion",
+        _id(case),
         what=f"{SCENARIOS[case.scenario]} ({case.file_format}), landed as day {BAD_DAY} after {DAYS} clean days; data_layer assets",
         expected=f"{case.source} day held by {', '.join(sorted(case.checks))}; "
         + ("rows quarantined with reasons" if case.quarantined else "no rows quarantined (batch unusable)")
@@ -225,22 +266,74 @@ HTTP_CASES = {
     "unknown currency": ("/v1/predict", _tx(currency="XXX"), _JSON, 422, '"currency"'),
     "unknown channel": ("/v1/predict", _tx(channel="mobile"), _JSON, 422, '"channel"'),
     "bad timestamp": ("/v1/predict", _tx(event_timestamp="yesterday"), _JSON, 422, '"event_timestamp"'),
-    "timestamp in year 1, east of UTC": ("/v1/predict", _tx(event_timestamp="0001-01-01T00:30:00+01:00"), _JSON, 422, '"event_timestamp"'),
-    "timestamp in year 9999, west of UTC": ("/v1/predict", _tx(event_timestamp="9999-12-31T23:30:00-05:00"), _JSON, 422, '"event_timestamp"'),
-    "timestamp in 2999": ("/v1/predict", _tx(event_timestamp="2999-06-01T00:00:00+00:00"), _JSON, 422, "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS"),
-    "timestamp before 2000": ("/v1/predict", _tx(event_timestamp="1970-01-01T00:00:00+00:00"), _JSON, 422, "MLOPS_EVENT_TIME_MIN"),
-    "timestamp in 2999 in a batch": ("/v1/predict/batch", {"transactions": [transaction(3), _tx(event_timestamp="2999-06-01T00:00:00Z")]},
-                                     _JSON, 422, '"transactions.1.event_timestamp"'),
+    "timestamp in year 1, east of UTC": (
+        "/v1/predict",
+        _tx(event_timestamp="0001-01-01T00:30:00+01:00"),
+        _JSON,
+        422,
+        '"event_timestamp"',
+    ),
+    "timestamp in year 9999, west of UTC": (
+        "/v1/predict",
+        _tx(event_timestamp="9999-12-31T23:30:00-05:00"),
+        _JSON,
+        422,
+        '"event_timestamp"',
+    ),
+    "timestamp in 2999": (
+        "/v1/predict",
+        _tx(event_timestamp="2999-06-01T00:00:00+00:00"),
+        _JSON,
+        422,
+        "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS",
+    ),
+    "timestamp before 2000": (
+        "/v1/predict",
+        _tx(event_timestamp="1970-01-01T00:00:00+00:00"),
+        _JSON,
+        422,
+        "MLOPS_EVENT_TIME_MIN",
+    ),
+    "timestamp in 2999 in a batch": (
+        "/v1/predict/batch",
+        {"transactions": [transaction(3), _tx(event_timestamp="2999-06-01T00:00:00Z")]},
+        _JSON,
+        422,
+        '"transactions.1.event_timestamp"',
+    ),
     "empty id": ("/v1/predict", _tx(transaction_id=""), _JSON, 422, '"transaction_id"'),
     "null account": ("/v1/predict", _tx(account_id=None), _JSON, 422, '"account_id"'),
     "extra field": ("/v1/predict", _tx(promo_code="VIP20"), _JSON, 422, '"promo_code"'),
     "malformed JSON": ("/v1/predict", b'{"transaction_id": "t1", "amount": 12.5', _JSON, 422, '"body"'),
-    "not JSON content type": ("/v1/predict", b"transaction_id=t1", {"content-type": "application/x-www-form-urlencoded"}, 415, "Content-Type"),
-    "body too large": ("/v1/predict/batch", {"transactions": [transaction(i) for i in range(6000)]}, _JSON, 413, "limit"),
+    "not JSON content type": (
+        "/v1/predict",
+        b"transaction_id=t1",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "Content-Type",
+    ),
+    "body too large": (
+        "/v1/predict/batch",
+        {"transactions": [transaction(i) for i in range(6000)]},
+        _JSON,
+        413,
+        "limit",
+    ),
     "empty batch": ("/v1/predict/batch", {"transactions": []}, _JSON, 422, '"transactions"'),
-    "batch over the limit": ("/v1/predict/batch", {"transactions": [transaction(i) for i in range(MAX_BATCH + 1)]}, _JSON, 422, '"transactions"'),
-    "one bad row in a batch": ("/v1/predict/batch", {"transactions": [transaction(1), _tx(currency="XXX"), transaction(2)]}, _JSON, 422,
-                               '"transactions.1.currency"'),
+    "batch over the limit": (
+        "/v1/predict/batch",
+        {"transactions": [transaction(i) for i in range(MAX_BATCH + 1)]},
+        _JSON,
+        422,
+        '"transactions"',
+    ),
+    "one bad row in a batch": (
+        "/v1/predict/batch",
+        {"transactions": [transaction(1), _tx(currency="XXX"), transaction(2)]},
+        _JSON,
+        422,
+        '"transactions.1.currency"',
+    ),
 }
 
 
@@ -294,11 +387,14 @@ def test_bad_request_gets_a_4xx_naming_the_problem_and_changes_nothing(name, end
         metrics = http.get("/metrics").text
     assert response.status_code == status, response.text[:300]
     assert expected_text in response.text, response.text[:300]
-    assert after == before, "a refused request must not reach the prediction log or the online store, nor move its watermark"
+    assert after == before, (
+        "a refused request must not reach the prediction log or the online store, nor move its watermark"
+    )
     assert good.status_code == 200 and after_good[:2] == (before[0] + 1, before[1] + 1)
     assert f'route="{path}",status="{status}"' in metrics and 'status="500"' not in metrics
     record(
-        "bad inputs: serving", name,
+        "bad inputs: serving",
+        name,
         what=f"POST {path} with {_shown(body)}",
         expected=f"{status} naming {expected_text}; prediction log, online store and its watermark unchanged; counted in /metrics",
         observed=f"{response.status_code}, {_said(response.json())}; log rows/store events {before[:2]} -> {after[:2]}, watermark unchanged; "

@@ -32,7 +32,9 @@ def small_disk(tmp_path):
     """A mounted 1 MiB tmpfs; unmounted afterwards."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         reason = f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): needs root or CAP_SYS_ADMIN"
         if os.environ.get("CI"):
@@ -69,8 +71,14 @@ def test_full_artifact_disk_fails_the_run_clearly_and_keeps_the_current_model(sm
     settings.ensure_dirs()
     settings.mlflow_dir.mkdir(parents=True)
     (settings.mlflow_dir / "artifacts").symlink_to(small_disk, target_is_directory=True)
-    for key, value in {"MLOPS_HOME": settings.home, "MLOPS_DUCKDB_PATH": settings.duckdb_path, "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
-                       "DAGSTER_HOME": settings.dagster_home, "MLOPS_MLFLOW_TRACKING_URI": "", "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+    for key, value in {
+        "MLOPS_HOME": settings.home,
+        "MLOPS_DUCKDB_PATH": settings.duckdb_path,
+        "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
+        "DAGSTER_HOME": settings.dagster_home,
+        "MLOPS_MLFLOW_TRACKING_URI": "",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
         monkeypatch.setenv(key, str(value))
     frame = make_training_frame(n_rows=2000, seed=4)
     trained = fit(frame, "xgboost", "v-test", xgboost_params=XGBoostParams(n_estimators=20))
@@ -82,7 +90,10 @@ def test_full_artifact_disk_fails_the_run_clearly_and_keeps_the_current_model(sm
     def run():
         return dg.materialize(
             [candidate, registered_challenger],
-            resources={"mlflow": mlflow_resource(settings), "warehouse": DuckDBResource(database=str(settings.duckdb_path))},
+            resources={
+                "mlflow": mlflow_resource(settings),
+                "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
+            },
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )
@@ -101,19 +112,27 @@ def test_full_artifact_disk_fails_the_run_clearly_and_keeps_the_current_model(sm
     assert failure.step_key == "fraud_model_candidate"
     error = failure.event_specific_data.error.to_string()
     assert "No space left on device" in error or "ENOSPC" in error, error[-2000:]
-    assert "registered_challenger" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "registered_challenger" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
     versions = [str(v.version) for v in client.search_model_versions(f"name = '{registry.MODEL_NAME}'")]
     assert versions == ["1"]
-    assert registry.alias_version(client, registry.CHAMPION) == "1" and registry.alias_version(client, registry.CHALLENGER) == "1"
+    assert (
+        registry.alias_version(client, registry.CHAMPION) == "1"
+        and registry.alias_version(client, registry.CHALLENGER) == "1"
+    )
     with DuckDBResource(database=str(settings.duckdb_path)).get_connection() as con:
         assert len(registry.history(con)) == history_before
     # The half-logged run is marked failed, so nothing reads it as a finished candidate.
-    runs = client.search_runs([client.get_experiment_by_name("fraud_detection").experiment_id], order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("fraud_detection").experiment_id], order_by=["attributes.start_time DESC"]
+    )
     candidate_runs = [r for r in runs if r.data.tags.get("model_kind") == "xgboost"]
     assert candidate_runs[0].info.status == "FAILED", [(r.info.run_id, r.info.status) for r in runs]
     first_line = next(line for line in error.splitlines() if "No space left" in line or "ENOSPC" in line)
     record(
-        "faults", "artifact disk full",
+        "faults",
+        "artifact disk full",
         what=f"MLflow artifact root on a 1 MiB tmpfs filled to the last byte ({filled // 1024} KiB), then the training and registration "
         "assets run",
         expected="the run fails at the step that writes, naming the full disk; no new version; champion and challenger unchanged",

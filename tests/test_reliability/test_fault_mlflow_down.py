@@ -49,11 +49,17 @@ def world(mlflow_server, tmp_path, monkeypatch):
     settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
     settings.ensure_dirs()
     for key, value in {
-        "MLOPS_HOME": settings.home, "MLOPS_DATA_DIR": settings.data_dir, "MLOPS_DUCKDB_PATH": settings.duckdb_path,
-        "DAGSTER_HOME": settings.dagster_home, "MLOPS_MLFLOW_DIR": settings.mlflow_dir, "MLOPS_REPORTS_DIR": settings.reports_dir,
-        "MLOPS_MLFLOW_TRACKING_URI": proxy.url, "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLOPS_HOME": settings.home,
+        "MLOPS_DATA_DIR": settings.data_dir,
+        "MLOPS_DUCKDB_PATH": settings.duckdb_path,
+        "DAGSTER_HOME": settings.dagster_home,
+        "MLOPS_MLFLOW_DIR": settings.mlflow_dir,
+        "MLOPS_REPORTS_DIR": settings.reports_dir,
+        "MLOPS_MLFLOW_TRACKING_URI": proxy.url,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
         # MLflow's own HTTP retries (7, minutes of backoff) off: the registry's bounded retries decide.
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     }.items():
         monkeypatch.setenv(key, str(value))
     frame = _frame()
@@ -66,8 +72,17 @@ def world(mlflow_server, tmp_path, monkeypatch):
     with mlflow.start_run():
         first = log_to_mlflow(trained, frame)
     with DuckDBResource(database=str(settings.duckdb_path)).get_connection() as con:
-        registry.register_as(client, con, registry.CHAMPION, first.run_id, "model", "test: first champion", {}, tags={"threshold": "0.5"},
-                             model_uri=first.model_uri)
+        registry.register_as(
+            client,
+            con,
+            registry.CHAMPION,
+            first.run_id,
+            "model",
+            "test: first champion",
+            {},
+            tags={"threshold": "0.5"},
+            model_uri=first.model_uri,
+        )
     try:
         yield settings, proxy, client, trained, frame
     finally:
@@ -101,14 +116,19 @@ def _run(settings, trained, frame, outage):
 
     return dg.materialize(
         [candidate, registered_challenger],
-        resources={"mlflow": mlflow_resource(settings), "warehouse": DuckDBResource(database=str(settings.duckdb_path))},
+        resources={
+            "mlflow": mlflow_resource(settings),
+            "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
+        },
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
 
 
 def _failure(result) -> str:
-    (event,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "registered_challenger"]
+    (event,) = [
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "registered_challenger"
+    ]
     return event.event_specific_data.error.to_string()
 
 
@@ -139,7 +159,8 @@ def test_mlflow_down_mid_training_is_retried_then_fails_cleanly_without_a_half_r
 
 def _record_unreachable(retries, elapsed, after):
     record(
-        "faults", "MLflow server down mid-training",
+        "faults",
+        "MLflow server down mid-training",
         what="real `mlflow server` behind a proxy; the candidate is trained and logged in a Dagster run, then the server is made "
         "unreachable (connection refused) before registered_challenger runs",
         expected="registration retried, then a clean failure naming the server; no new version, aliases and history unchanged",
@@ -171,7 +192,8 @@ def _mid_registration(settings, proxy, client, trained, frame, caplog):
         assert version in (after["champion"], after["challenger"]) and "threshold" in details.tags
         assert any(f.endswith(".onnx") for f in registry.artifact_files(client, details.source))
     record(
-        "faults", "MLflow server failing mid-registration",
+        "faults",
+        "MLflow server failing mid-registration",
         what="as above, but the server answers 503 to every alias request: the version is created, the challenger alias cannot be set",
         expected="alias call retried, then the new version deleted again; no version without its alias, tags and ONNX graph",
         observed=f"{len(proxy.refused)} alias attempts refused, version 2 deleted again, run failed with RegistryUnavailable; "
@@ -196,7 +218,8 @@ def _lost_answer(settings, proxy, client, trained, frame, caplog):
     assert after["challenger"] == new[0] and after["champion"] == before["champion"]
     assert after["history_rows"] == before["history_rows"] + 1
     record(
-        "faults", "MLflow answer lost mid-registration",
+        "faults",
+        "MLflow answer lost mid-registration",
         what="as above, but the server creates the version and its answer is dropped (connection closed)",
         expected="the retry finds the version the lost attempt created: exactly one new version, with the challenger alias",
         observed=f"1 answer lost, 1 logged retry; versions {before['versions']} -> {after['versions']}, challenger {after['challenger']}, "

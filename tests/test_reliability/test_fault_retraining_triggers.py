@@ -34,7 +34,9 @@ T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 def daemon():
     """(instance, tick): tick(at) runs one sensor-daemon iteration at time `at`."""
     origin = InProcessCodeLocationOrigin(
-        loadable_target_origin=LoadableTargetOrigin(module_name="mlops_assets.definitions", working_directory=str(REPO_ROOT)),
+        loadable_target_origin=LoadableTargetOrigin(
+            module_name="mlops_assets.definitions", working_directory=str(REPO_ROOT)
+        ),
         location_name="mlops",
     )
     with dg.instance_for_test(overrides=QUEUED) as instance:
@@ -62,7 +64,11 @@ def report(instance, key: dg.AssetCheckKey, verdict: MonitoringVerdict) -> None:
 
 
 def drift(instance, day: str, share: float) -> None:
-    report(instance, FEATURE_DRIFT_CHECK, feature_drift_verdict(dt.date.fromisoformat(day), share, ["amount_usd"], 2000, DRIFT_SHARE))
+    report(
+        instance,
+        FEATURE_DRIFT_CHECK,
+        feature_drift_verdict(dt.date.fromisoformat(day), share, ["amount_usd"], 2000, DRIFT_SHARE),
+    )
 
 
 def labels(instance, day: str, new: int) -> None:
@@ -96,7 +102,10 @@ def test_two_triggers_in_one_tick_and_again_next_tick_queue_one_run(daemon):
     (run,) = runs
     assert run.status == dg.DagsterRunStatus.QUEUED
     assert run.tags["dagster/run_key"] == f"retrain-{day}"
-    assert "feature drift on 2026-11-22" in run.tags["mlops/reasons"] and "labels since the champion" in run.tags["mlops/reasons"]
+    assert (
+        "feature drift on 2026-11-22" in run.tags["mlops/reasons"]
+        and "labels since the champion" in run.tags["mlops/reasons"]
+    )
     # Nothing lost: the second tick judged the new events and launched nothing (the sensor holds
     # triggers while a retraining run is queued or running; the run key would de-duplicate too).
     second = max(ticks, key=lambda t: t.timestamp)
@@ -104,7 +113,8 @@ def test_two_triggers_in_one_tick_and_again_next_tick_queue_one_run(daemon):
     held = second.skip_reason or f"run key {second.run_keys} already launched"
     assert "in flight" in held or second.run_keys == [f"retrain-{day}"], held
     record(
-        "faults", "two retraining triggers at once",
+        "faults",
+        "two retraining triggers at once",
         what="feature_drift and label_volume both trigger for one day, in one tick; the same triggers again in the next tick; "
         "sensor run by the daemon's own iteration on an instance with a QueuedRunCoordinator",
         expected="exactly one queued retraining_job run, tagged with both reasons",

@@ -65,7 +65,10 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
             "mlflow": mlflow_resource(world.settings),
             "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
             "serving_endpoint": ServingEndpointResource(
-                url=url, admin_token=os.environ["MLOPS_ADMIN_TOKEN"], prediction_log_path=str(paths.predictions), plan_path=str(paths.plan)
+                url=url,
+                admin_token=os.environ["MLOPS_ADMIN_TOKEN"],
+                prediction_log_path=str(paths.predictions),
+                plan_path=str(paths.plan),
             ),
         }
         client = world.client()
@@ -73,15 +76,22 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
             outcome = {}
             # The canary soaks on real traffic for a while; the kill lands inside that wait.
             rollout = threading.Thread(
-                target=lambda: outcome.update(result=dg.materialize(
-                    STAGES, run_config=_config({"wait_seconds": 6.0, "min_requests": 50}), resources=resources, raise_on_error=False
-                ))
+                target=lambda: outcome.update(
+                    result=dg.materialize(
+                        STAGES,
+                        run_config=_config({"wait_seconds": 6.0, "min_requests": 50}),
+                        resources=resources,
+                        raise_on_error=False,
+                    )
+                )
             )
             rollout.start()
             deadline = time.monotonic() + 120
             with EndpointClient(url) as endpoint:
                 while endpoint.deployment()["canary_version"] is None:
-                    assert time.monotonic() < deadline and rollout.is_alive(), "the rollout never reached the canary stage"
+                    assert time.monotonic() < deadline and rollout.is_alive(), (
+                        "the rollout never reached the canary stage"
+                    )
                     time.sleep(0.05)
                 answered = [endpoint.predict(transaction(50_000 + i))["transaction_id"] for i in range(40)]
             # No pause: an answer is sent after its log commit, so the kill right after it loses nothing.
@@ -100,12 +110,18 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
                 restarted = endpoint.deployment()
                 served = endpoint.predict(transaction(60_000))["model_version"]
             logged = {p["transaction_id"] for p in read_predictions(paths.predictions).to_dict("records")}
-            assert restarted["champion_version"] == registry.alias_version(client, registry.CHAMPION) == plan_at_kill.champion_version
+            assert (
+                restarted["champion_version"]
+                == registry.alias_version(client, registry.CHAMPION)
+                == plan_at_kill.champion_version
+            )
             assert (restarted["canary_version"], restarted["canary_share"]) == ("2", 0.5)
             assert served in {"1", "2"}
             assert set(answered) <= logged, "a request answered before the kill is missing from the prediction log"
 
-            rerun = dg.materialize(STAGES, run_config=_config({"replay_requests": 300}), resources=resources, raise_on_error=False)
+            rerun = dg.materialize(
+                STAGES, run_config=_config({"replay_requests": 300}), resources=resources, raise_on_error=False
+            )
             assert rerun.success
             with EndpointClient(url) as endpoint:
                 final = endpoint.deployment()
@@ -114,7 +130,8 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
         assert final["canary_version"] is None and final["previous_champion_version"] == "1"
         assert TrafficPlan.load(paths.plan).champion_version == "2"
     record(
-        "faults", "serving process killed mid-rollout",
+        "faults",
+        "serving process killed mid-rollout",
         what="rollout_job's stages against a live `mlops serve`; SIGKILL of the server's process group while the canary "
         "(version 2, 50%) soaks; restart; rerun the rollout",
         expected="the run fails at canary_healthy with no alias moved; the restarted endpoint resumes the recorded plan, its "
@@ -175,7 +192,8 @@ def test_every_answered_request_is_in_the_log_after_a_kill_under_load(tmp_path):
     in_flight = len(served) - len(answered)  # logged, then the process died before the answer left
     assert 0 <= in_flight <= WORKERS
     record(
-        "faults", "serving process killed under load",
+        "faults",
+        "serving process killed under load",
         what=f"{WORKERS} clients score without pause on keep-alive connections to a live `mlops serve` ({rate:.0f} answers/s); "
         f"SIGKILL of the server's process group once {ANSWERED_BEFORE_KILL} are answered; the prediction log read afterwards",
         expected="every answered request in the log (an answer is sent after its log commit); at most one logged-but-unanswered request per connection",

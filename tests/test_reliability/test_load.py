@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -40,10 +39,35 @@ def test_endpoint_holds_1000_requests_per_second_for_60_seconds(tmp_path):
             written_before = http.get("/ready").json()["prediction_log"]["written"]
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, str(REPO_ROOT / "benchmarks" / "loadgen.py"), "--port", str(port), "--path", "/v1/predict",
-             "--bodies", str(bodies), "--mode", "open", "--rate", str(RATE), "--duration", str(SECONDS), "--warmup", str(WARMUP),
-             "--connections", "64", "--max-requests", str(RATE * SECONDS), "--timeout", "10", "--out", str(out)],
-            capture_output=True, text=True, timeout=SECONDS + WARMUP + 60,
+            [
+                sys.executable,
+                str(REPO_ROOT / "benchmarks" / "loadgen.py"),
+                "--port",
+                str(port),
+                "--path",
+                "/v1/predict",
+                "--bodies",
+                str(bodies),
+                "--mode",
+                "open",
+                "--rate",
+                str(RATE),
+                "--duration",
+                str(SECONDS),
+                "--warmup",
+                str(WARMUP),
+                "--connections",
+                "64",
+                "--max-requests",
+                str(RATE * SECONDS),
+                "--timeout",
+                "10",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=SECONDS + WARMUP + 60,
         )
         wall = time.monotonic() - started
         time.sleep(0.5)  # the log commits every 50 ms
@@ -62,7 +86,8 @@ def test_endpoint_holds_1000_requests_per_second_for_60_seconds(tmp_path):
     assert ready["prediction_log"]["failures"] == 0
     assert wall < SECONDS + WARMUP + 30
     record(
-        "load", "1000 requests/s for 60 s",
+        "load",
+        "1000 requests/s for 60 s",
         what=f"benchmarks/loadgen.py in its own process, open loop at {RATE}/s for {SECONDS} s (+{WARMUP} s warm-up) over 64 keep-alive "
         "connections to a live `mlops serve` on 127.0.0.1, each request a new transaction",
         expected="zero errors, achieved rate >= 950/s, every answered request in the prediction log",

@@ -29,7 +29,12 @@ def _app(tmp_path, token):
 
 
 def mutating_routes(app) -> list[tuple[str, str]]:
-    routes = {(method, route.path) for route in app.routes if isinstance(route, APIRoute) for method in route.methods & MUTATING}
+    routes = {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods & MUTATING
+    }
     routes |= {("POST", path) for path in FastScoring.ROUTES}
     return sorted(routes)
 
@@ -50,13 +55,23 @@ def test_every_mutating_route_but_scoring_refuses_a_missing_or_wrong_token(clien
     assert len(guarded) >= 3, guarded  # traffic, rollback, reload at least
     for method, path in guarded:
         missing = client.request(method, path, json={"reason": "security test"})
-        wrong = client.request(method, path, json={"reason": "security test"}, headers={"Authorization": "Bearer not-the-token"})
-        not_bearer = client.request(method, path, json={"reason": "security test"}, headers={"Authorization": f"Basic {TOKEN}"})
-        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer", (method, path, missing.text)
+        wrong = client.request(
+            method, path, json={"reason": "security test"}, headers={"Authorization": "Bearer not-the-token"}
+        )
+        not_bearer = client.request(
+            method, path, json={"reason": "security test"}, headers={"Authorization": f"Basic {TOKEN}"}
+        )
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer", (
+            method,
+            path,
+            missing.text,
+        )
         assert wrong.status_code == 403, (method, path, wrong.text)
         assert not_bearer.status_code == 401, (method, path, not_bearer.text)
     # The right token gets past the guard (the request itself may then fail: no model is loaded here).
-    right = client.post("/admin/rollback", json={"reason": "security test"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    right = client.post(
+        "/admin/rollback", json={"reason": "security test"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert right.status_code not in (401, 403)
 
 
@@ -88,7 +103,11 @@ def test_a_near_miss_of_the_token_is_refused(tmp_path, near_miss):
         for method, path in mutating_routes(client.app):
             if path in SCORING:
                 continue
-            response = client.request(method, path, json={"reason": "security test"}, headers={"Authorization": f"Bearer {token}"})
+            response = client.request(
+                method, path, json={"reason": "security test"}, headers={"Authorization": f"Bearer {token}"}
+            )
             assert response.status_code == 403, (near_miss, method, path, response.text)
-        right = client.post("/admin/rollback", json={"reason": "security test"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        right = client.post(
+            "/admin/rollback", json={"reason": "security test"}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert right.status_code not in (401, 403)

@@ -2,7 +2,6 @@
 MLflow server. The endpoint's actual listening socket is read from /proc/net/tcp."""
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,7 +38,11 @@ def test_ui_starts_dagster_dev_on_loopback(monkeypatch):
 
 def test_the_test_mlflow_server_binds_loopback():
     tree = ast.parse((REPO_ROOT / "tests" / "conftest.py").read_text())
-    commands = [n for n in ast.walk(tree) if isinstance(n, ast.List) and any(isinstance(e, ast.Constant) and e.value == "--host" for e in n.elts)]
+    commands = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.List) and any(isinstance(e, ast.Constant) and e.value == "--host" for e in n.elts)
+    ]
     assert commands
     for command in commands:
         values = [e.value if isinstance(e, ast.Constant) else None for e in command.elts]

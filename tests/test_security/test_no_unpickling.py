@@ -16,7 +16,17 @@ from mlops_core.settings import REPO_ROOT
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "test_serving"))
 
-FORBIDDEN_MODULES = {"pickle", "_pickle", "cloudpickle", "joblib", "dill", "mlflow.pyfunc", "mlflow.sklearn", "mlflow.xgboost", "mlflow.models"}
+FORBIDDEN_MODULES = {
+    "pickle",
+    "_pickle",
+    "cloudpickle",
+    "joblib",
+    "dill",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "mlflow.xgboost",
+    "mlflow.models",
+}
 FORBIDDEN_CALLS = {"load_model", "pyfunc", "loads", "Unpickler"}
 
 
@@ -58,7 +68,11 @@ def test_serving_code_imports_no_unpickler():
     offenders = []
     for path in modules:
         imported, attributes = _imports(path)
-        bad = {m for m in imported if m in FORBIDDEN_MODULES or m.split(".")[0] in {"pickle", "cloudpickle", "joblib", "dill"}}
+        bad = {
+            m
+            for m in imported
+            if m in FORBIDDEN_MODULES or m.split(".")[0] in {"pickle", "cloudpickle", "joblib", "dill"}
+        }
         bad |= {f".{a}" for a in attributes & {"load_model", "pyfunc", "Unpickler"}}
         if bad:
             offenders.append(f"{path.relative_to(REPO_ROOT)}: {sorted(bad)}")
@@ -74,12 +88,12 @@ def world(tmp_path_factory):
 
 def test_a_registered_version_loads_and_scores_with_unpickling_disabled(world, monkeypatch, tmp_path):
     import joblib
+    from serving_world import transaction
 
     from mlops_core.features.online import OnlineFeatureService
     from mlops_core.features.stores import SqliteOnlineStore
     from mlops_core.serving.models import load_version
     from mlops_core.serving.service import ScoringService
-    from serving_world import transaction
 
     calls = []
 

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 
-import dagster as dg
 import pytest
 import yaml
 
@@ -49,7 +48,9 @@ def resource_fields(tmp_path_factory):
     env = {**os.environ, **SENTINELS, "MLOPS_ONLINE_STORE": "redis", "MLOPS_HOME": str(home)}
     for key in ("MLOPS_DATA_DIR", "MLOPS_DUCKDB_PATH", "DAGSTER_HOME", "MLOPS_REPORTS_DIR", "MLOPS_MLFLOW_DIR"):
         env.pop(key, None)
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.split("PROBE", 1)[1])
 
@@ -74,8 +75,11 @@ def test_the_mlflow_tracking_uri_carries_no_credentials(resource_fields):
 
 def test_no_sentinel_secret_appears_in_any_resource_config(resource_fields):
     leaked = [
-        f"{r}.{f}" for r, fields in resource_fields.items() for f, (_, value) in fields.items()
-        for secret in SENTINELS.values() if secret in value and f != "webhook_url"
+        f"{r}.{f}"
+        for r, fields in resource_fields.items()
+        for f, (_, value) in fields.items()
+        for secret in SENTINELS.values()
+        if secret in value and f != "webhook_url"
     ]
     assert leaked == []
 
@@ -114,7 +118,12 @@ def secret_literals(text: str) -> list[str]:
         for path, value in _walk(document):
             if not isinstance(value, str) or not value:
                 continue
-            if path and SECRET_FIELD.search(path[-1]) and path[-1] not in SECRET_REFERENCES and not ENV_REFERENCE.match(value):
+            if (
+                path
+                and SECRET_FIELD.search(path[-1])
+                and path[-1] not in SECRET_REFERENCES
+                and not ENV_REFERENCE.match(value)
+            ):
                 # {"env": VAR} shows up as a path ending in "env"; any other key named like a secret holding text is a literal.
                 if path[-1] != "env":
                     found.append(f"{'.'.join(path)} = {value[:40]!r}")

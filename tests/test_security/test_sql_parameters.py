@@ -88,13 +88,19 @@ class Checker:
                 for target in n.targets:
                     if isinstance(target, ast.Name) and target.id == name:
                         values.append(n.value)
-                    elif isinstance(target, ast.Tuple) and name in {e.id for e in target.elts if isinstance(e, ast.Name)}:
+                    elif isinstance(target, ast.Tuple) and name in {
+                        e.id for e in target.elts if isinstance(e, ast.Name)
+                    }:
                         # a, b = f(a), f(b) pairs up; a, b = (f(x) for x in ...) binds each to the whole value
                         if isinstance(n.value, ast.Tuple) and len(n.value.elts) == len(target.elts):
-                            values += [v for e, v in zip(target.elts, n.value.elts) if isinstance(e, ast.Name) and e.id == name]
+                            values += [
+                                v for e, v in zip(target.elts, n.value.elts) if isinstance(e, ast.Name) and e.id == name
+                            ]
                         else:
                             values.append(n.value)
-            elif isinstance(n, (ast.For, ast.comprehension)) and name in {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}:
+            elif isinstance(n, (ast.For, ast.comprehension)) and name in {
+                t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)
+            }:
                 values.append(n.iter)
         return values or None
 
@@ -109,12 +115,22 @@ class Checker:
             values = self.assignments(expr.id, scope)
             return values is not None and all(self.accepted(v, scope, bound | {expr.id}) for v in values)
         if isinstance(expr, ast.Attribute):
-            if expr.attr.lstrip("_").isupper() and isinstance(expr.value, ast.Name) and hasattr(self.module, expr.value.id):
+            if (
+                expr.attr.lstrip("_").isupper()
+                and isinstance(expr.value, ast.Name)
+                and hasattr(self.module, expr.value.id)
+            ):
                 owner = getattr(self.module, expr.value.id)
                 return hasattr(owner, expr.attr) and _safe_constant(getattr(owner, expr.attr))
             return False
         if isinstance(expr, ast.Call):
-            name = expr.func.id if isinstance(expr.func, ast.Name) else expr.func.attr if isinstance(expr.func, ast.Attribute) else None
+            name = (
+                expr.func.id
+                if isinstance(expr.func, ast.Name)
+                else expr.func.attr
+                if isinstance(expr.func, ast.Attribute)
+                else None
+            )
             args_ok = all(self.accepted(a, scope, bound) for a in expr.args)
             if name in CHECKERS or name in CASTS:
                 return True
@@ -122,7 +138,11 @@ class Checker:
                 return True  # each checks its identifier arguments (test_sql_builders_check_their_identifiers)
             if name == "join" and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Constant):
                 return args_ok
-            if name in {"items", "values"} and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Name):
+            if (
+                name in {"items", "values"}
+                and isinstance(expr.func, ast.Attribute)
+                and isinstance(expr.func.value, ast.Name)
+            ):
                 mapping = getattr(self.module, expr.func.value.id, None)
                 return isinstance(mapping, dict) and _safe_constant(list(mapping.items()))
             return False
@@ -130,7 +150,9 @@ class Checker:
             if self.accepted(expr.elt, scope, bound):
                 return True  # e.g. checked_identifier(x) for x in anything
             names = frozenset(t.id for g in expr.generators for t in ast.walk(g.target) if isinstance(t, ast.Name))
-            return all(self.accepted(g.iter, scope, bound) for g in expr.generators) and self.accepted(expr.elt, scope, bound | names)
+            return all(self.accepted(g.iter, scope, bound) for g in expr.generators) and self.accepted(
+                expr.elt, scope, bound | names
+            )
         if isinstance(expr, (ast.List, ast.Tuple)):
             return all(self.accepted(e.value if isinstance(e, ast.Starred) else e, scope, bound) for e in expr.elts)
         if isinstance(expr, ast.IfExp):
@@ -149,7 +171,9 @@ class Checker:
         elif isinstance(sql, ast.BinOp) and isinstance(sql.op, ast.Mod):
             self.problems.append(f"{self.path.relative_to(REPO_ROOT)}:{line}: %-formatted SQL: {ast.unparse(sql)[:80]}")
         elif isinstance(sql, ast.Call) and isinstance(sql.func, ast.Attribute) and sql.func.attr == "format":
-            self.problems.append(f"{self.path.relative_to(REPO_ROOT)}:{line}: .format()ted SQL: {ast.unparse(sql)[:80]}")
+            self.problems.append(
+                f"{self.path.relative_to(REPO_ROOT)}:{line}: .format()ted SQL: {ast.unparse(sql)[:80]}"
+            )
         elif isinstance(sql, ast.Name) and sql.id not in seen:
             for value in self.assignments(sql.id, scope) or []:
                 self.check_sql(value, scope, line, (*seen, sql.id))
@@ -161,7 +185,12 @@ def sql_problems() -> tuple[list[str], int]:
         tree = ast.parse(path.read_text())
         checker = Checker(path, module_name, tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_METHODS and node.args:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in SQL_METHODS
+                and node.args
+            ):
                 calls += 1
                 checker.check_sql(node.args[0], checker.function_of(node), node.lineno)
         problems += checker.problems
@@ -183,9 +212,9 @@ def test_sql_splices_only_checked_identifiers():
 
 
 def test_sql_builders_check_their_identifiers():
-    from mlops_core.features import offline
-
     import inspect
+
+    from mlops_core.features import offline
 
     bad = "x; drop table raw.transactions --"
     for name in SQL_BUILDERS:
@@ -204,7 +233,7 @@ def test_sql_builders_check_their_identifiers():
 
 def test_the_scan_catches_what_it_forbids(tmp_path, monkeypatch):
     """The checker on a module with one bad call of each kind, so the test above can fail."""
-    source = '''
+    source = """
 TABLE = "marts.t"
 def bad(con, user_value, table):
     con.execute(f"select * from {TABLE} where name = '{user_value}'")
@@ -215,7 +244,7 @@ def bad(con, user_value, table):
 def good(con, table, n):
     table = checked_identifier(table)
     con.execute(f"select * from {table} using sample {int(n)} rows", {})
-'''
+"""
     tree = ast.parse(source)
     module = type(importlib)("fake_sql_module")
     module.TABLE = "marts.t"
@@ -226,6 +255,8 @@ def good(con, table, n):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "execute":
             checker.check_sql(node.args[0], checker.function_of(node), node.lineno)
     assert [p.split(": ", 1)[1] for p in checker.problems] == [
-        "{user_value}", "%-formatted SQL: 'select * from t where id = %s' % user_value",
-        ".format()ted SQL: 'select * from {}'.format(table)", "{table}",
+        "{user_value}",
+        "%-formatted SQL: 'select * from t where id = %s' % user_value",
+        ".format()ted SQL: 'select * from {}'.format(table)",
+        "{table}",
     ]

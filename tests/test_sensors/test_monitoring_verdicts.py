@@ -35,8 +35,13 @@ def every_kind() -> list[MonitoringVerdict]:
         prediction_drift_verdict(DAY, None, 0.25, "no champion or no prediction log yet"),
         label_volume_verdict(DAY, 2500, 2000, None),
         concept_drift_verdict(
-            DAY, confidence=0.99, page_hinkley_threshold=50.0, recall={"recall": float("nan"), "frauds": 0, "p_value": 1.0, "drop": False},
-            reference_recall=0.8, alarm_at="2026-02-01 10:00", calibration={"ece": 0.04, "bound": 0.03, "drift": True},
+            DAY,
+            confidence=0.99,
+            page_hinkley_threshold=50.0,
+            recall={"recall": float("nan"), "frauds": 0, "p_value": 1.0, "drop": False},
+            reference_recall=0.8,
+            alarm_at="2026-02-01 10:00",
+            calibration={"ece": 0.04, "bound": 0.03, "drift": True},
         ),
     ]
 
@@ -48,23 +53,44 @@ def test_a_verdict_survives_its_metadata(verdict):
 
 
 def test_the_builders_decide_at_the_threshold_and_say_why():
-    assert feature_drift_verdict(DAY, 0.5, ["a"], 10, 0.5).triggered and not feature_drift_verdict(DAY, 0.49, ["a"], 10, 0.5).triggered
-    assert feature_drift_verdict(DAY, 0.8, ["a", "b"], 10, 0.5).reason == "feature drift on 2026-03-04: 80% of features drifted (a, b)"
-    assert "no transactions" in feature_drift_verdict(DAY, None, [], 0, 0.0).reason and not feature_drift_verdict(DAY, None, [], 0, 0.0).triggered
-    assert label_volume_verdict(DAY, 2000, 2000, None).triggered and not label_volume_verdict(DAY, 1999, 2000, None).triggered
+    assert (
+        feature_drift_verdict(DAY, 0.5, ["a"], 10, 0.5).triggered
+        and not feature_drift_verdict(DAY, 0.49, ["a"], 10, 0.5).triggered
+    )
+    assert (
+        feature_drift_verdict(DAY, 0.8, ["a", "b"], 10, 0.5).reason
+        == "feature drift on 2026-03-04: 80% of features drifted (a, b)"
+    )
+    assert (
+        "no transactions" in feature_drift_verdict(DAY, None, [], 0, 0.0).reason
+        and not feature_drift_verdict(DAY, None, [], 0, 0.0).triggered
+    )
+    assert (
+        label_volume_verdict(DAY, 2000, 2000, None).triggered
+        and not label_volume_verdict(DAY, 1999, 2000, None).triggered
+    )
     assert prediction_drift_verdict(DAY, 0.41, 0.25).reason.startswith("prediction drift on 2026-03-04: score PSI 0.41")
     assert not prediction_drift_verdict(DAY, 0.24, 0.25).triggered
-    quiet = concept_drift_verdict(DAY, confidence=0.99, page_hinkley_threshold=50.0, note="no champion or no prediction log yet")
+    quiet = concept_drift_verdict(
+        DAY, confidence=0.99, page_hinkley_threshold=50.0, note="no champion or no prediction log yet"
+    )
     assert not quiet.triggered and quiet.values["recent_recall"] is None
     # A recall drop counts only against a known recall at promotion.
     dropped = {"recall": 0.1, "frauds": 40, "p_value": 1e-20, "drop": True}
-    assert concept_drift_verdict(DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=dropped, reference_recall=0.8).triggered
-    assert not concept_drift_verdict(DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=dropped, reference_recall=None).triggered
+    assert concept_drift_verdict(
+        DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=dropped, reference_recall=0.8
+    ).triggered
+    assert not concept_drift_verdict(
+        DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=dropped, reference_recall=None
+    ).triggered
 
 
 def test_nan_numbers_become_null():
     verdict = concept_drift_verdict(
-        DAY, confidence=0.99, page_hinkley_threshold=50.0, recall={"recall": math.nan, "frauds": 0, "p_value": 1.0, "drop": False}
+        DAY,
+        confidence=0.99,
+        page_hinkley_threshold=50.0,
+        recall={"recall": math.nan, "frauds": 0, "p_value": 1.0, "drop": False},
     )
     assert verdict.to_metadata()["recent_recall"] is None
 
@@ -79,7 +105,10 @@ def test_nan_numbers_become_null():
         (lambda m: m.update(reason=" "), "field 'reason' must be a non-empty string"),
         (lambda m: m.update(asset="feature_drfit"), "field 'asset' must be one of"),
         (lambda m: m.pop("share_drifted"), "feature_drift verdict: field 'share_drifted' is missing"),
-        (lambda m: m.update(share_drifted=float("nan")), "field 'share_drifted' must be a finite number or null, got nan"),
+        (
+            lambda m: m.update(share_drifted=float("nan")),
+            "field 'share_drifted' must be a finite number or null, got nan",
+        ),
         (lambda m: m.update(share_drifted=True), "field 'share_drifted' must be a finite number or null, got True"),
         (lambda m: m.update(drifted_features="amount_usd"), "field 'drifted_features' must be a list of strings"),
         (lambda m: m.update(transactions=2000.5), "field 'transactions' must be an integer, got 2000.5"),
@@ -95,7 +124,13 @@ def test_from_metadata_names_the_missing_or_invalid_field(change, message):
 
 def test_a_writer_cannot_build_a_verdict_the_reader_would_refuse():
     with pytest.raises(VerdictError, match="unknown value field"):
-        MonitoringVerdict("label_volume", "2026-03-04", True, "label volume", {"new_labels": 3, "threshold": 2, "champion_training_cutoff": None})
+        MonitoringVerdict(
+            "label_volume",
+            "2026-03-04",
+            True,
+            "label volume",
+            {"new_labels": 3, "threshold": 2, "champion_training_cutoff": None},
+        )
     with pytest.raises(VerdictError, match="field 'threshold' is missing"):
         MonitoringVerdict("prediction_drift", "2026-03-04", False, "quiet", {"psi": 0.1})
 
@@ -110,7 +145,9 @@ def test_a_writer_cannot_build_a_verdict_the_reader_would_refuse():
     ],
     ids=["feature_drift", "prediction_drift", "label_volume", "concept_drift"],
 )
-def test_each_monitoring_asset_carries_its_verdict_as_a_non_blocking_check(asset: dg.AssetsDefinition, key: dg.AssetCheckKey):
+def test_each_monitoring_asset_carries_its_verdict_as_a_non_blocking_check(
+    asset: dg.AssetsDefinition, key: dg.AssetCheckKey
+):
     (spec,) = asset.check_specs
     assert spec.key == key and key.name.startswith("check_") and not spec.blocking
     assert spec.description.startswith("Passes while") and "retrain" in spec.description

@@ -63,7 +63,12 @@ def report(instance, verdict: MonitoringVerdict) -> None:
 
 
 def drift(instance, day: str, share: float) -> None:
-    report(instance, feature_drift_verdict(dt.date.fromisoformat(day), share, ["amount_usd", "hour_of_day"], 2000, POLICY.drift_share))
+    report(
+        instance,
+        feature_drift_verdict(
+            dt.date.fromisoformat(day), share, ["amount_usd", "hour_of_day"], 2000, POLICY.drift_share
+        ),
+    )
 
 
 def labels(instance, day: str, new: int) -> None:
@@ -152,10 +157,16 @@ def test_a_trigger_for_a_day_already_retrained_keeps_its_run_key(instance):
 def test_retraining_request_records_the_reasons_and_refuses_a_reasonless_manual_run():
     from mlops_assets.monitoring.retraining import retraining_request
 
-    by_sensor = dg.materialize([retraining_request], tags={"mlops/trigger": "retraining_sensor", "mlops/reasons": "feature drift on 2026-03-02"})
+    by_sensor = dg.materialize(
+        [retraining_request],
+        tags={"mlops/trigger": "retraining_sensor", "mlops/reasons": "feature drift on 2026-03-02"},
+    )
     meta = by_sensor.get_asset_materialization_events()[0].materialization.metadata
     assert (meta["trigger"].value, meta["reasons"].value) == ("retraining_sensor", "feature drift on 2026-03-02")
-    by_hand = dg.materialize([retraining_request], run_config={"ops": {"retraining_request": {"config": {"reason": "new fraud ring reported"}}}})
+    by_hand = dg.materialize(
+        [retraining_request],
+        run_config={"ops": {"retraining_request": {"config": {"reason": "new fraud ring reported"}}}},
+    )
     meta = by_hand.get_asset_materialization_events()[0].materialization.metadata
     assert (meta["trigger"].value, meta["reasons"].value) == ("manual", "new fraud ring reported")
     reasonless = dg.materialize([retraining_request], raise_on_error=False)
@@ -267,7 +278,10 @@ def test_an_evaluation_that_is_not_a_verdict_is_reported_and_the_others_still_co
 def test_a_check_outcome_that_contradicts_its_verdict_is_reported(instance):
     verdict = feature_drift_verdict(dt.date(2026, 3, 22), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
     contradicting = dg.AssetCheckEvaluation(
-        asset_key=FEATURE_DRIFT_CHECK.asset_key, check_name=FEATURE_DRIFT_CHECK.name, passed=True, metadata=verdict.to_metadata()
+        asset_key=FEATURE_DRIFT_CHECK.asset_key,
+        check_name=FEATURE_DRIFT_CHECK.name,
+        passed=True,
+        metadata=verdict.to_metadata(),
     )
     instance.report_runless_asset_event(contradicting)
     result, _ = tick(instance, None)
@@ -279,11 +293,17 @@ def _planned(instance, key: dg.AssetCheckKey, status: dg.DagsterRunStatus, day: 
     for the run's partition `day` when given."""
     run_id = str(uuid.uuid4())
     instance.add_run(dg.DagsterRun(job_name="monitoring_job", run_id=run_id, status=status))
-    subset = dg.DailyPartitionsDefinition(start_date="2026-01-01").subset_with_partition_keys([day]).to_serializable_subset() if day else None
+    subset = (
+        dg.DailyPartitionsDefinition(start_date="2026-01-01").subset_with_partition_keys([day]).to_serializable_subset()
+        if day
+        else None
+    )
     planned = dg.DagsterEvent(
         dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
         "monitoring_job",
-        event_specific_data=AssetCheckEvaluationPlanned(asset_key=key.asset_key, check_name=key.name, partitions_subset=subset),
+        event_specific_data=AssetCheckEvaluationPlanned(
+            asset_key=key.asset_key, check_name=key.name, partitions_subset=subset
+        ),
     )
     instance.report_dagster_event(planned, run_id)
     return run_id
@@ -302,13 +322,18 @@ def test_an_evaluation_still_running_at_a_tick_is_judged_when_it_completes(insta
     assert isinstance(first, dg.SkipReason)
     assert "1 new monitoring results" in first.skip_message and "(1 still being evaluated)" in first.skip_message
     verdict = feature_drift_verdict(dt.date.fromisoformat(day), 0.9, ["amount_usd"], 2000, DRIFT_SHARE)
-    completed = dg.DagsterEvent(dg.DagsterEventType.ASSET_CHECK_EVALUATION.value, "monitoring_job", event_specific_data=evaluation(verdict))
+    completed = dg.DagsterEvent(
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION.value, "monitoring_job", event_specific_data=evaluation(verdict)
+    )
     instance.report_dagster_event(completed, run_id)
     instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, "monitoring_job"), run_id)
     executions = instance.event_log_storage.get_asset_check_execution_history(FEATURE_DRIFT_CHECK, limit=10)
     assert len(executions) == (2 if planned_for_day else 1)
     result, cursor = tick(instance, cursor)
-    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"] == f"feature drift on {day}: 90% of features drifted (amount_usd)"
+    assert (
+        isinstance(result, dg.RunRequest)
+        and result.tags["mlops/reasons"] == f"feature drift on {day}: 90% of features drifted (amount_usd)"
+    )
     assert json.loads(cursor)[FEATURE_DRIFT_CHECK.to_user_string()]["pending"] == []
     again, _ = tick(instance, cursor)
     assert isinstance(again, dg.SkipReason) and again.skip_message.startswith("0 new monitoring results")
@@ -332,7 +357,11 @@ def test_more_evaluations_than_a_page_between_ticks_are_all_judged(instance):
     for i in range(1, 250):
         drift(instance, (start + dt.timedelta(days=i)).isoformat(), 0.0)
     result, cursor = tick(instance, cursor)
-    assert isinstance(result, dg.RunRequest) and result.tags["mlops/reasons"] == f"feature drift on {start}: 90% of features drifted (amount_usd, hour_of_day)"
+    assert (
+        isinstance(result, dg.RunRequest)
+        and result.tags["mlops/reasons"]
+        == f"feature drift on {start}: 90% of features drifted (amount_usd, hour_of_day)"
+    )
     again, _ = tick(instance, cursor)
     assert isinstance(again, dg.SkipReason) and again.skip_message.startswith("0 new monitoring results")
 

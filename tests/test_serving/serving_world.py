@@ -81,9 +81,15 @@ class World:
         os.environ, and a server started with those would read another home."""
         s = self.settings
         return {
-            "MLOPS_HOME": str(self.home), "MLOPS_DATA_DIR": str(s.data_dir), "MLOPS_DUCKDB_PATH": str(s.duckdb_path),
-            "DAGSTER_HOME": str(s.dagster_home), "MLOPS_REPORTS_DIR": str(s.reports_dir), "MLOPS_MLFLOW_DIR": str(s.mlflow_dir),
-            "MLOPS_MLFLOW_TRACKING_URI": "", "MLOPS_ONLINE_STORE": "sqlite", "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MLOPS_HOME": str(self.home),
+            "MLOPS_DATA_DIR": str(s.data_dir),
+            "MLOPS_DUCKDB_PATH": str(s.duckdb_path),
+            "DAGSTER_HOME": str(s.dagster_home),
+            "MLOPS_REPORTS_DIR": str(s.reports_dir),
+            "MLOPS_MLFLOW_DIR": str(s.mlflow_dir),
+            "MLOPS_MLFLOW_TRACKING_URI": "",
+            "MLOPS_ONLINE_STORE": "sqlite",
+            "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN,
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
 
@@ -107,7 +113,9 @@ def build_world(home: Path) -> World:
         for seed, bad, threshold in ((1, False, 0.5), (1, False, 0.5), (3, True, 0.1)):
             with mlflow.start_run(experiment_id=experiment) as run:
                 info = mlflow.onnx.log_model(onnx.load_from_string(tiny_model_onnx(seed, bad)), name="model")
-            registry.register_version(client, run.info.run_id, "model", tags={"threshold": repr(threshold)}, model_uri=info.model_uri)
+            registry.register_version(
+                client, run.info.run_id, "model", tags={"threshold": repr(threshold)}, model_uri=info.model_uri
+            )
     finally:
         mlflow.set_tracking_uri(previous_uri)
     with duckdb.connect(str(settings.duckdb_path)) as con:
@@ -118,7 +126,9 @@ def build_world(home: Path) -> World:
     for k, account in enumerate(ACCOUNTS):
         for j in range(5):
             ts = NOW - dt.timedelta(hours=3 * j + 1, minutes=k % 60)
-            history.append(EventRecord(account, int(ts.timestamp() * 1e6), f"h{k}-{j}", 20.0 + j * 7, f"m{j:03d}", "US"))
+            history.append(
+                EventRecord(account, int(ts.timestamp() * 1e6), f"h{k}-{j}", 20.0 + j * 7, f"m{j:03d}", "US")
+            )
     store.record_events(history)
     store.close()
     return World(home, settings, uri)
@@ -130,7 +140,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_service(world: World, home: Path, start: bool = True, clock=lambda: CLOCK_NOW, bounds: EventTimeBounds = EventTimeBounds()) -> ScoringService:
+def make_service(
+    world: World, home: Path, start: bool = True, clock=lambda: CLOCK_NOW, bounds: EventTimeBounds = EventTimeBounds()
+) -> ScoringService:
     """An in-process service over the world's registry, a copy of its online store and a log in `home`."""
     home.mkdir(parents=True, exist_ok=True)
     store_file = home / "online.sqlite"

@@ -109,9 +109,19 @@ BAD_REQUESTS = {
     "missing field": (lambda b: json.dumps(_without(b, "amount")), "application/json", 422, ["amount"]),
     "wrong type": (lambda b: json.dumps({**b, "amount": "12.50"}), "application/json", 422, ["amount"]),
     "negative amount": (lambda b: json.dumps({**b, "amount": -3.0}), "application/json", 422, ["amount"]),
-    "unknown category": (lambda b: json.dumps({**b, "merchant_category": "spaceships"}), "application/json", 422, ["merchant_category"]),
+    "unknown category": (
+        lambda b: json.dumps({**b, "merchant_category": "spaceships"}),
+        "application/json",
+        422,
+        ["merchant_category"],
+    ),
     "unknown currency": (lambda b: json.dumps({**b, "currency": "XXX"}), "application/json", 422, ["currency"]),
-    "bad timestamp": (lambda b: json.dumps({**b, "event_timestamp": "yesterday"}), "application/json", 422, ["event_timestamp"]),
+    "bad timestamp": (
+        lambda b: json.dumps({**b, "event_timestamp": "yesterday"}),
+        "application/json",
+        422,
+        ["event_timestamp"],
+    ),
     "unexpected field": (lambda b: json.dumps({**b, "is_fraud": True}), "application/json", 422, ["is_fraud"]),
     "malformed json": (lambda b: '{"transaction_id": "t1", ', "application/json", 422, ["body"]),
     "oversized body": (lambda b: json.dumps({**b, "merchant_id": "x" * 1_100_000}), "application/json", 413, None),
@@ -144,7 +154,11 @@ def test_batch_limits(http):
 
 @pytest.mark.parametrize(
     "route,body",
-    [("/admin/traffic", {"canary_version": "2", "canary_share": 0.5}), ("/admin/rollback", {"reason": "test"}), ("/admin/reload", {})],
+    [
+        ("/admin/traffic", {"canary_version": "2", "canary_share": 0.5}),
+        ("/admin/rollback", {"reason": "test"}),
+        ("/admin/reload", {}),
+    ],
 )
 def test_admin_routes_need_the_token(http, route, body):
     assert http.post(route, json=body).status_code == 401
@@ -160,7 +174,9 @@ def test_admin_routes_disabled_without_a_configured_token(service):
 
 
 def test_canary_is_sticky_by_account_and_honours_the_share(http):
-    response = http.post("/admin/traffic", json={"canary_version": "2", "canary_share": 0.5, "reason": "canary"}, headers=ADMIN)
+    response = http.post(
+        "/admin/traffic", json={"canary_version": "2", "canary_share": 0.5, "reason": "canary"}, headers=ADMIN
+    )
     assert response.status_code == 200, response.text
     first = {}
     for i in range(400):
@@ -189,7 +205,9 @@ def test_shadow_scores_every_request_but_only_the_champion_answers(http, service
 def test_rollback_drains_then_restores_the_previous_champion(http):
     http.post("/admin/traffic", json={"champion_version": "2", "reason": "promote"}, headers=ADMIN).raise_for_status()
     assert http.post("/v1/predict", json=transaction(1)).json()["model_version"] == "2"
-    http.post("/admin/traffic", json={"canary_version": "3", "canary_share": 1.0, "reason": "bad canary"}, headers=ADMIN).raise_for_status()
+    http.post(
+        "/admin/traffic", json={"canary_version": "3", "canary_share": 1.0, "reason": "bad canary"}, headers=ADMIN
+    ).raise_for_status()
     assert http.post("/v1/predict", json=transaction(2)).json()["model_version"] == "3"
     drained = http.post("/admin/rollback", json={"reason": "drain"}, headers=ADMIN).json()
     assert drained["canary_version"] is None and drained["champion_version"] == "2"
@@ -240,7 +258,12 @@ def test_recorded_plan_is_resumed_after_restart(world, tmp_path):
     resumed = make_service(world, tmp_path)
     state = resumed.deployment.describe()
     resumed.close()
-    assert (state["champion_version"], state["canary_version"], state["canary_share"], state["shadow_version"]) == ("1", "2", 0.3, "3")
+    assert (state["champion_version"], state["canary_version"], state["canary_share"], state["shadow_version"]) == (
+        "1",
+        "2",
+        0.3,
+        "3",
+    )
 
 
 def test_reload_serves_the_registry_champion_and_keeps_the_old_one(http, world):
@@ -257,10 +280,25 @@ def test_reload_serves_the_registry_champion_and_keeps_the_old_one(http, world):
 
 
 def test_deployment_route_describes_the_traffic(http):
-    http.post("/admin/traffic", json={"canary_version": "2", "canary_share": 0.25, "reason": "describe me"}, headers=ADMIN).raise_for_status()
+    http.post(
+        "/admin/traffic", json={"canary_version": "2", "canary_share": 0.25, "reason": "describe me"}, headers=ADMIN
+    ).raise_for_status()
     described = http.get("/deployment").json()
-    assert set(described) == {"champion_version", "canary_version", "canary_share", "shadow_version", "previous_champion_version", "reason", "changed_at"}
-    assert (described["champion_version"], described["canary_version"], described["canary_share"], described["reason"]) == ("1", "2", 0.25, "describe me")
+    assert set(described) == {
+        "champion_version",
+        "canary_version",
+        "canary_share",
+        "shadow_version",
+        "previous_champion_version",
+        "reason",
+        "changed_at",
+    }
+    assert (
+        described["champion_version"],
+        described["canary_version"],
+        described["canary_share"],
+        described["reason"],
+    ) == ("1", "2", 0.25, "describe me")
 
 
 class _BrokenScorer:
@@ -272,7 +310,9 @@ def test_a_failing_canary_never_fails_the_caller(http, service):
     from mlops_core.serving.models import LoadedModel
 
     real_loader = service.loader
-    service.loader = lambda v: LoadedModel(version="9", scorer=_BrokenScorer(), threshold=0.5) if v == "9" else real_loader(v)
+    service.loader = lambda v: (
+        LoadedModel(version="9", scorer=_BrokenScorer(), threshold=0.5) if v == "9" else real_loader(v)
+    )
     http.post("/admin/traffic", json={"canary_version": "9", "canary_share": 1.0}, headers=ADMIN).raise_for_status()
     answer = http.post("/v1/predict", json=transaction(77))
     assert answer.status_code == 200
@@ -309,7 +349,10 @@ TIMESTAMP_CASES = {
     "year 1 east of UTC": ("0001-01-01T00:30:00+01:00", "years 1-9999"),
     "year 9999 west of UTC": ("9999-12-31T23:30:00-05:00", "years 1-9999"),
     "year 2999": ("2999-01-01T00:00:00+00:00", "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS"),
-    "two days ahead of the clock": ((CLOCK_NOW + dt.timedelta(days=2)).isoformat(), (CLOCK_NOW + dt.timedelta(hours=24)).isoformat()),
+    "two days ahead of the clock": (
+        (CLOCK_NOW + dt.timedelta(days=2)).isoformat(),
+        (CLOCK_NOW + dt.timedelta(hours=24)).isoformat(),
+    ),
     "before 2000": ("1999-12-31T23:59:59+00:00", "MLOPS_EVENT_TIME_MIN"),
 }
 
@@ -324,7 +367,9 @@ def test_an_event_time_out_of_bounds_is_a_422_naming_the_field_and_the_bound(htt
     assert response.status_code == 422, response.text
     assert response.json()["fields"] == ["event_timestamp"]
     assert named in response.json()["detail"][0]["problem"]
-    batch = http.post("/v1/predict/batch", json={"transactions": [transaction(12), {**transaction(13), "event_timestamp": value}]})
+    batch = http.post(
+        "/v1/predict/batch", json={"transactions": [transaction(12), {**transaction(13), "event_timestamp": value}]}
+    )
     assert batch.status_code == 422 and batch.json()["fields"] == ["transactions.1.event_timestamp"], batch.text
     status = service.features.store.status()
     assert (status.watermark_us, status.events, service.prediction_log.written) == (watermark, events, written)
@@ -335,10 +380,19 @@ def test_the_bounds_follow_the_injected_clock(world, tmp_path):
     """The same transaction is in the future of one clock and accepted by a later one; lateness is opt-in."""
     body = transaction(21)  # NOW + 21 s
     early = make_service(world, tmp_path / "early", clock=lambda: NOW - dt.timedelta(days=2))
-    strict = make_service(world, tmp_path / "strict", clock=lambda: NOW + dt.timedelta(days=9), bounds=EventTimeBounds(max_lateness=dt.timedelta(days=7)))
+    strict = make_service(
+        world,
+        tmp_path / "strict",
+        clock=lambda: NOW + dt.timedelta(days=9),
+        bounds=EventTimeBounds(max_lateness=dt.timedelta(days=7)),
+    )
     lenient = make_service(world, tmp_path / "lenient", clock=lambda: NOW + dt.timedelta(days=9))
     try:
-        for service, status, named in ((early, 422, "in the future"), (strict, 422, "MLOPS_MAX_EVENT_LATENESS_DAYS"), (lenient, 200, None)):
+        for service, status, named in (
+            (early, 422, "in the future"),
+            (strict, 422, "MLOPS_MAX_EVENT_LATENESS_DAYS"),
+            (lenient, 200, None),
+        ):
             with TestClient(create_app(service, ADMIN_TOKEN)) as http:
                 response = http.post("/v1/predict", json=body)
             assert response.status_code == status, response.text
@@ -355,8 +409,12 @@ def test_a_transaction_older_than_the_store_keeps_whole_windows_for_is_a_422(wor
     service = make_service(world, tmp_path)
     store = SqliteOnlineStore(tmp_path / "rebuilt.sqlite")
     now_us = int(NOW.timestamp() * 1_000_000)
-    store.rebuild([EventRecord("acct0001", now_us, "h-rebuilt", 20.0, "m001", "US")], [], offline_watermark_us=now_us,
-                  allowed_lateness_us=86_400 * 1_000_000)
+    store.rebuild(
+        [EventRecord("acct0001", now_us, "h-rebuilt", 20.0, "m001", "US")],
+        [],
+        offline_watermark_us=now_us,
+        allowed_lateness_us=86_400 * 1_000_000,
+    )
     service.features.store.close()
     service.features = OnlineFeatureService(store)
     late = {**transaction(16), "event_timestamp": (NOW - dt.timedelta(days=2)).isoformat()}
@@ -400,9 +458,17 @@ def test_every_status_is_counted_and_requests_apart_from_transactions(http):
     answers = {
         200: [http.post("/v1/predict/batch", json={"transactions": batch})],
         404: [http.get("/no/such/route"), http.get("/wp-login.php")],
-        413: [http.post("/v1/predict", content=b"{" + b" " * 1_100_000 + b"}", headers={"content-type": "application/json"})],
+        413: [
+            http.post(
+                "/v1/predict", content=b"{" + b" " * 1_100_000 + b"}", headers={"content-type": "application/json"}
+            )
+        ],
         415: [http.post("/v1/predict", content=b"{}", headers={"content-type": "text/plain"})],
-        422: [http.post("/v1/predict/batch", json={"transactions": [transaction(1), {**transaction(2), "currency": "XXX"}]})],
+        422: [
+            http.post(
+                "/v1/predict/batch", json={"transactions": [transaction(1), {**transaction(2), "currency": "XXX"}]}
+            )
+        ],
         401: [http.post("/admin/rollback", json={"reason": "x"})],
         403: [http.post("/admin/rollback", json={"reason": "x"}, headers={"Authorization": "Bearer wrong"})],
         409: [http.post("/admin/traffic", json={"canary_version": "99", "canary_share": 0.5}, headers=ADMIN)],
@@ -414,7 +480,13 @@ def test_every_status_is_counted_and_requests_apart_from_transactions(http):
     assert _metric(text, 'mlops_predictions_total{route="batch",variant="champion"}') == 5
     assert _metric(text, 'mlops_http_requests_total{route="/v1/predict/batch",status="422"}') == 1
     assert _metric(text, 'mlops_http_requests_total{route="other",status="404"}') == 2  # unknown paths share one label
-    for route, status in (("/v1/predict", 413), ("/v1/predict", 415), ("/admin/rollback", 401), ("/admin/rollback", 403), ("/admin/traffic", 409)):
+    for route, status in (
+        ("/v1/predict", 413),
+        ("/v1/predict", 415),
+        ("/admin/rollback", 401),
+        ("/admin/rollback", 403),
+        ("/admin/traffic", 409),
+    ):
         assert _metric(text, f'mlops_http_requests_total{{route="{route}",status="{status}"}}') == 1, (route, status)
 
 
@@ -436,7 +508,12 @@ def test_an_unexpected_error_is_a_counted_500_and_serving_continues(http, servic
 
 
 def test_every_response_carries_the_server_processing_time(http):
-    responses = [http.post("/v1/predict", json=transaction(61)), http.post("/v1/predict", json={}), http.get("/health"), http.get("/nowhere")]
+    responses = [
+        http.post("/v1/predict", json=transaction(61)),
+        http.post("/v1/predict", json={}),
+        http.get("/health"),
+        http.get("/nowhere"),
+    ]
     for response in responses:
         name, _, duration = response.headers["server-timing"].partition(";dur=")
         assert name == "app" and 0.0 < float(duration) < 10_000, response.headers["server-timing"]
@@ -490,7 +567,9 @@ def test_the_log_is_checkpointed_outside_the_commits(tmp_path):
         assert log._con.execute("pragma wal_autocheckpoint").fetchone() == (0,)
         empty = (tmp_path / "p.sqlite").stat().st_size
         for i in range(100):
-            log.append([PredictionRecord(0.0, "r", f"t{i}", "a", "e", "1", "champion", 1, "ok", 0.1, 0, 1.0, "{}" * 500)]).wait()
+            log.append(
+                [PredictionRecord(0.0, "r", f"t{i}", "a", "e", "1", "champion", 1, "ok", 0.1, 0, 1.0, "{}" * 500)]
+            ).wait()
         deadline = time.monotonic() + 10
         while (tmp_path / "p.sqlite").stat().st_size <= empty:
             assert time.monotonic() < deadline, "no checkpoint copied the WAL into the database file"
@@ -546,7 +625,11 @@ def test_a_restart_resumes_the_plan_unchanged_and_changes_keep_their_history(wor
         described = resumed.deployment.describe()
         resumed.close()
         assert plan_file.read_bytes() == recorded
-        assert (described["reason"], described["changed_at"], described["canary_version"]) == ("canary of 2", before.changed_at, "2")
+        assert (described["reason"], described["changed_at"], described["canary_version"]) == (
+            "canary of 2",
+            before.changed_at,
+            "2",
+        )
     assert [h["reason"] for h in before.history] == ["start: registry champion is version 1"]
     again = make_service(world, tmp_path)
     again.rollback("drain the canary")
@@ -564,12 +647,26 @@ def test_the_plan_history_is_bounded(tmp_path):
     plan.save(tmp_path / "plan.json")
     loaded = TrafficPlan.load(tmp_path / "plan.json")
     assert len(loaded.history) == HISTORY_LIMIT and loaded.history[0]["reason"] == "change 19"
-    assert loaded.history[-1]["reason"] == f"change {HISTORY_LIMIT + 18}" and loaded.reason == f"change {HISTORY_LIMIT + 19}"
+    assert (
+        loaded.history[-1]["reason"] == f"change {HISTORY_LIMIT + 18}"
+        and loaded.reason == f"change {HISTORY_LIMIT + 19}"
+    )
 
 
 def test_a_plan_written_before_histories_loads(tmp_path):
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"champion_version": "3", "canary_version": None, "canary_share": 0.0, "shadow_version": None,
-                                "previous_champion_version": "2", "reason": "old", "changed_at": "2026-11-01T00:00:00+00:00"}))
+    path.write_text(
+        json.dumps(
+            {
+                "champion_version": "3",
+                "canary_version": None,
+                "canary_share": 0.0,
+                "shadow_version": None,
+                "previous_champion_version": "2",
+                "reason": "old",
+                "changed_at": "2026-11-01T00:00:00+00:00",
+            }
+        )
+    )
     plan = TrafficPlan.load(path)
     assert (plan.champion_version, plan.history) == ("3", ())

@@ -45,7 +45,9 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 class _FakeServer:
     def __init__(self, port: int, health: dict | None) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port), json.dumps(health)], start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", FAKE_SERVER, str(port), json.dumps(health)], start_new_session=True
+        )
         deadline = time.monotonic() + 20
         while server.describe_listener("127.0.0.1", port) is None:
             assert self.process.poll() is None and time.monotonic() < deadline, "the fake server did not start"
@@ -99,8 +101,13 @@ def test_a_second_checkout_is_refused_naming_the_running_endpoint(world, other_w
 
 @pytest.mark.parametrize(
     "health,named",
-    [({"status": "alive"}, "an mlops endpoint that does not report its pid or MLOPS_HOME, started by an older checkout"),
-     (None, "a process that is not an mlops endpoint")],
+    [
+        (
+            {"status": "alive"},
+            "an mlops endpoint that does not report its pid or MLOPS_HOME, started by an older checkout",
+        ),
+        (None, "a process that is not an mlops endpoint"),
+    ],
     ids=["older endpoint", "not an endpoint"],
 )
 def test_a_foreign_listener_is_refused_with_its_pid(world, health, named):

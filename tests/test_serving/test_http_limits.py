@@ -81,7 +81,11 @@ def test_a_huge_header_is_refused_quickly_without_stalling_others(served):
     with _Scorer(url) as other:
         sock = _connect(port)
         started = time.monotonic()
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\ncontent-type: application/json\r\n\r\n{}")
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * 200_000
+            + b"\r\ncontent-type: application/json\r\n\r\n{}"
+        )
         answer = _read_all(sock)
         elapsed = time.monotonic() - started
         sock.close()
@@ -123,7 +127,11 @@ def test_a_header_that_never_ends_is_cut_off_at_the_limit(served):
 
 @pytest.mark.parametrize(
     "partial",
-    [b"", b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n", b"POST /v1/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"tr"],
+    [
+        b"",
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n",
+        b'POST /v1/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{"tr',
+    ],
     ids=["nothing sent", "headers half sent", "body half sent"],
 )
 def test_a_half_sent_request_is_closed_after_the_timeout(served, partial):
@@ -145,7 +153,10 @@ def test_a_half_sent_request_is_closed_after_the_timeout(served, partial):
 def test_a_slow_but_complete_request_within_the_timeout_is_served(served):
     url, port = served
     body = httpx.Request("POST", "http://x/v1/predict", json=transaction(4500)).content
-    head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+        % len(body)
+    )
     sock = _connect(port)
     for piece in (head[:20], head[20:], body[:50], body[50:]):
         sock.sendall(piece)
@@ -171,16 +182,35 @@ def test_requests_beyond_the_connection_limit_get_503_and_the_rest_are_served(se
 
 
 def test_limits_and_bounds_come_from_the_environment():
-    limits = ServingLimits.from_env({
-        "MLOPS_SERVE_MAX_HEADER_BYTES": "8192", "MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS": "2.5", "MLOPS_SERVE_MAX_CONNECTIONS": "64",
-        "MLOPS_SERVE_KEEP_ALIVE_SECONDS": "3", "MLOPS_SERVE_MAX_BODY_BYTES": "2048", "MLOPS_EVENT_TIME_MIN": "2020-06-01",
-        "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS": "2", "MLOPS_MAX_EVENT_LATENESS_DAYS": "30",
-    })
-    assert (limits.max_header_bytes, limits.request_timeout_seconds, limits.max_connections, limits.keep_alive_seconds, limits.max_body_bytes) == (
-        8192, 2.5, 64, 3, 2048)
+    limits = ServingLimits.from_env(
+        {
+            "MLOPS_SERVE_MAX_HEADER_BYTES": "8192",
+            "MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS": "2.5",
+            "MLOPS_SERVE_MAX_CONNECTIONS": "64",
+            "MLOPS_SERVE_KEEP_ALIVE_SECONDS": "3",
+            "MLOPS_SERVE_MAX_BODY_BYTES": "2048",
+            "MLOPS_EVENT_TIME_MIN": "2020-06-01",
+            "MLOPS_MAX_EVENT_FUTURE_SKEW_HOURS": "2",
+            "MLOPS_MAX_EVENT_LATENESS_DAYS": "30",
+        }
+    )
+    assert (
+        limits.max_header_bytes,
+        limits.request_timeout_seconds,
+        limits.max_connections,
+        limits.keep_alive_seconds,
+        limits.max_body_bytes,
+    ) == (8192, 2.5, 64, 3, 2048)
     assert limits.event_time == EventTimeBounds(
-        earliest=dt.datetime(2020, 6, 1, tzinfo=dt.UTC), max_future=dt.timedelta(hours=2), max_lateness=dt.timedelta(days=30))
+        earliest=dt.datetime(2020, 6, 1, tzinfo=dt.UTC),
+        max_future=dt.timedelta(hours=2),
+        max_lateness=dt.timedelta(days=30),
+    )
     assert ServingLimits.from_env({}) == ServingLimits()
-    for name, raw in (("MLOPS_SERVE_MAX_HEADER_BYTES", "lots"), ("MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS", "0"), ("MLOPS_EVENT_TIME_MIN", "soon")):
+    for name, raw in (
+        ("MLOPS_SERVE_MAX_HEADER_BYTES", "lots"),
+        ("MLOPS_SERVE_REQUEST_TIMEOUT_SECONDS", "0"),
+        ("MLOPS_EVENT_TIME_MIN", "soon"),
+    ):
         with pytest.raises(ValueError, match=name):
             ServingLimits.from_env({name: raw})

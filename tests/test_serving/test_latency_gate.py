@@ -59,7 +59,9 @@ def test_a_slow_client_side_does_not_fail_the_gate(service):
 
 def test_a_slow_model_fails_the_gate_naming_measured_and_bound(service):
     champion = service.deployment.champion
-    service.loader = lambda version: LoadedModel(version="7", scorer=_SlowScorer(champion.scorer), threshold=champion.threshold)
+    service.loader = lambda version: LoadedModel(
+        version="7", scorer=_SlowScorer(champion.scorer), threshold=champion.threshold
+    )
     service.apply(champion_version="7", reason="a slow challenger")
     with inprocess_server(create_app(service, ADMIN_TOKEN)) as (url, _):
         with EndpointClient(url) as client:
@@ -68,7 +70,9 @@ def test_a_slow_model_fails_the_gate_naming_measured_and_bound(service):
     problem = result.latency_problem(SLO_MS)
     measured = result.server_percentile(99)
     assert measured >= DELAY_S * 1000
-    assert problem is not None and problem.startswith(f"server p99 {measured:.1f} ms over the {SLO_MS:g} ms SLO"), problem
+    assert problem is not None and problem.startswith(f"server p99 {measured:.1f} ms over the {SLO_MS:g} ms SLO"), (
+        problem
+    )
     assert "10 requests after 2 warm-up" in problem
 
 

@@ -118,7 +118,9 @@ def webhook():
 
 def _endpoint_resource(world, url: str) -> ServingEndpointResource:
     paths = ServingPaths.for_role(world.settings, "production")
-    return ServingEndpointResource(url=url, admin_token=ADMIN_TOKEN, prediction_log_path=str(paths.predictions), plan_path=str(paths.plan))
+    return ServingEndpointResource(
+        url=url, admin_token=ADMIN_TOKEN, prediction_log_path=str(paths.predictions), plan_path=str(paths.plan)
+    )
 
 
 def _traffic(url: str, start: int, n: int) -> None:
@@ -159,7 +161,9 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
         assert isinstance(outcomes[0], dg.SkipReason) and "1/2 bad windows" in outcomes[0].skip_message
         request = outcomes[-1]
         assert isinstance(request, dg.RunRequest), outcomes
-        assert deployment["canary_version"] is None and deployment["champion_version"] == "1"  # drained by the sensor itself
+        assert (
+            deployment["canary_version"] is None and deployment["champion_version"] == "1"
+        )  # drained by the sensor itself
         # Nothing new to judge on the next tick: no second request.
         again, _ = _tick(resource, cursor)
         assert isinstance(again, dg.SkipReason)
@@ -177,7 +181,11 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
         assert result.success
     assert registry.alias_version(client, registry.CHALLENGER) is None
     assert registry.alias_version(client, registry.CHAMPION) == "1"
-    assert client.get_model_version(registry.MODEL_NAME, canary).tags["rolled_back"].startswith(f"canary {canary} broke the rules")
+    assert (
+        client.get_model_version(registry.MODEL_NAME, canary)
+        .tags["rolled_back"]
+        .startswith(f"canary {canary} broke the rules")
+    )
     with world.duckdb() as con:
         last = registry.history(con).iloc[-1]
     assert (last["alias"], last["from_version"], last["to_version"]) == ("challenger", canary, None)

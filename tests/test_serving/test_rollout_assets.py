@@ -46,7 +46,10 @@ def live(world):
             "mlflow": mlflow_resource(world.settings),
             "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
             "serving_endpoint": ServingEndpointResource(
-                url=url, admin_token=os.environ["MLOPS_ADMIN_TOKEN"], prediction_log_path=str(paths.predictions), plan_path=str(paths.plan)
+                url=url,
+                admin_token=os.environ["MLOPS_ADMIN_TOKEN"],
+                prediction_log_path=str(paths.predictions),
+                plan_path=str(paths.plan),
             ),
         }
         yield url, resources
@@ -54,7 +57,9 @@ def live(world):
 
 def _rollout(resources, shadow_agreement: float = 0.9):
     config = {"ops": {**RUN_CONFIG["ops"]}}
-    config["ops"]["shadow_endpoint"] = {"config": {**RUN_CONFIG["ops"]["shadow_endpoint"]["config"], "min_decision_agreement": shadow_agreement}}
+    config["ops"]["shadow_endpoint"] = {
+        "config": {**RUN_CONFIG["ops"]["shadow_endpoint"]["config"], "min_decision_agreement": shadow_agreement}
+    }
     return dg.materialize(STAGES, run_config=config, resources=resources, raise_on_error=False)
 
 
@@ -83,7 +88,11 @@ def test_a_sound_challenger_rolls_out_stage_by_stage(world, live):
     with EndpointClient(url) as client:
         deployment = client.deployment()
         assert client.predict(transaction(9999))["model_version"] == "2"
-    assert (deployment["champion_version"], deployment["previous_champion_version"], deployment["canary_version"]) == ("2", "1", None)
+    assert (deployment["champion_version"], deployment["previous_champion_version"], deployment["canary_version"]) == (
+        "2",
+        "1",
+        None,
+    )
 
 
 def test_a_bad_challenger_is_stopped_by_shadow_or_canary_and_drained(world, live):

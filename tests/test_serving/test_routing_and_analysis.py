@@ -49,8 +49,15 @@ def test_psi_is_small_without_shift_and_large_with_it():
 def _log(rng, n, variant, score_a, score_b, flag_threshold, latency=1.0, errors=0):
     scores = rng.beta(score_a, score_b, n)
     frame = pd.DataFrame(
-        {"request_id": [f"{variant}{i}" for i in range(n)], "variant": variant, "served": 1, "status": "ok", "score": scores,
-         "decision": (scores >= flag_threshold).astype(int), "latency_ms": latency}
+        {
+            "request_id": [f"{variant}{i}" for i in range(n)],
+            "variant": variant,
+            "served": 1,
+            "status": "ok",
+            "score": scores,
+            "decision": (scores >= flag_threshold).astype(int),
+            "latency_ms": latency,
+        }
     )
     if errors:
         frame.loc[: errors - 1, ["status", "served", "score", "decision"]] = ["error", 0, None, None]
@@ -88,10 +95,26 @@ def test_too_few_canary_requests_are_not_judged():
 
 
 def test_shadow_agreement_pairs_requests():
-    served = pd.DataFrame({"request_id": ["a", "b", "c", "d"], "variant": "champion", "served": 1, "status": "ok",
-                           "score": [0.1, 0.2, 0.8, 0.9], "decision": [0, 0, 1, 1]})
-    shadow = pd.DataFrame({"request_id": ["a", "b", "c", "d"], "variant": "shadow", "served": 0, "status": "ok",
-                           "score": [0.1, 0.6, 0.7, 0.95], "decision": [0, 1, 1, 1]})
+    served = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "variant": "champion",
+            "served": 1,
+            "status": "ok",
+            "score": [0.1, 0.2, 0.8, 0.9],
+            "decision": [0, 0, 1, 1],
+        }
+    )
+    shadow = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "variant": "shadow",
+            "served": 0,
+            "status": "ok",
+            "score": [0.1, 0.6, 0.7, 0.95],
+            "decision": [0, 1, 1, 1],
+        }
+    )
     agreement = shadow_agreement(pd.concat([served, shadow]))
     assert agreement.requests == 4
     assert agreement.decision_agreement == pytest.approx(0.75)

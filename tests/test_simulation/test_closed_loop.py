@@ -7,13 +7,12 @@ Each run starts its own MLOPS_HOME: history of 45 days, then a few simulated day
 gates are opened (their own tests are in tests/test_training); every retraining faces the default gates.
 """
 
-
 import dagster as dg
 import duckdb
 import mlflow
 import pytest
-
 from generated_history import OPEN_GATES
+
 from mlops_cli.simulation.loop import ClosedLoop, SimulationSpec, isolated_home
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
@@ -29,8 +28,20 @@ def _simulate(tmp_path_factory, **spec):
     home = tmp_path_factory.mktemp("loop")
     with isolated_home(home, MLOPS_RETRAIN_DRIFT_SHARE=str(DRIFT_SHARE)) as settings:
         lines: list[str] = []
-        loop = ClosedLoop(settings, SimulationSpec(history_days=45, rows_per_day=2000, training_lookback_days=45, validation_share=0.15, test_share=0.15,
-                                                   initial_gates=OPEN_GATES, port=free_port(), **spec), echo=lines.append)
+        loop = ClosedLoop(
+            settings,
+            SimulationSpec(
+                history_days=45,
+                rows_per_day=2000,
+                training_lookback_days=45,
+                validation_share=0.15,
+                test_share=0.15,
+                initial_gates=OPEN_GATES,
+                port=free_port(),
+                **spec,
+            ),
+            echo=lines.append,
+        )
         try:
             records = loop.run()
             with EndpointClient(f"http://127.0.0.1:{loop.spec.port}") as client:
@@ -74,8 +85,12 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
         assert any("PROMOTED v2" in line for line in lines)
     else:
         assert run.status == dg.DagsterRunStatus.FAILURE and drifted.promoted is None
-        assert "stopped by" in drifted.retraining and ("gate_" in drifted.retraining or "_healthy" in drifted.retraining
-                                                      or "staging" in drifted.retraining or "shadow" in drifted.retraining)
+        assert "stopped by" in drifted.retraining and (
+            "gate_" in drifted.retraining
+            or "_healthy" in drifted.retraining
+            or "staging" in drifted.retraining
+            or "shadow" in drifted.retraining
+        )
         assert deployment["champion_version"] == champion == "1"
         assert deployment.get("canary_version") in (None, "")
     # The next day's drift is held by the cool-down: still one run.
@@ -100,13 +115,19 @@ def test_bad_data_is_blocked_and_the_champion_keeps_serving(bad_data):
     assert "check_schema" in bad.data_layer
     with duckdb.connect(str(loop.settings.duckdb_path), read_only=True) as con:
         status = con.execute(
-            "select status, failed_checks from raw.load_log where source = 'transactions' and partition_date = ?", [bad.day]
+            "select status, failed_checks from raw.load_log where source = 'transactions' and partition_date = ?",
+            [bad.day],
         ).fetchall()
         reasons = con.execute(
-            "select count(*), min(reason) from quarantine.rejected_rows where source = 'transactions' and partition_date = ?", [bad.day]
+            "select count(*), min(reason) from quarantine.rejected_rows where source = 'transactions' and partition_date = ?",
+            [bad.day],
         ).fetchall()[0]
-        loaded = con.execute("select count(*) from marts.transactions_enriched where event_date = ?", [bad.day]).fetchall()[0][0]
-    assert status == [("held", '["check_schema"]')] or (status and status[0][0] == "held" and "check_schema" in status[0][1])
+        loaded = con.execute(
+            "select count(*) from marts.transactions_enriched where event_date = ?", [bad.day]
+        ).fetchall()[0][0]
+    assert status == [("held", '["check_schema"]')] or (
+        status and status[0][0] == "held" and "check_schema" in status[0][1]
+    )
     # Nothing is lost: every landed row is kept in quarantine with its reason; none reached the marts.
     assert reasons[0] > 1000 and "missing column(s) ['merchant_category']" in reasons[1]
     assert loaded == 0

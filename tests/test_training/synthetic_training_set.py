@@ -50,7 +50,4 @@ def make_training_frame(n_rows: int = 3000, seed: int = 0, shuffle_labels: bool 
 
 
 def split_matrices(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {
-        split: (matrix.encode(part), matrix.labels(part))
-        for split, part in frame.groupby("split", sort=False)
-    }
+    return {split: (matrix.encode(part), matrix.labels(part)) for split, part in frame.groupby("split", sort=False)}

@@ -24,11 +24,17 @@ def test_minimums_and_regression_report_their_numbers():
 
 
 def test_fairness_fails_a_large_significant_gap_only():
-    biased = {"groups": {"18-24": band(2000, 100, 0.05, 0.01), "25-34": band(2000, 100, 0.80, 0.01)}, "excluded_groups": []}
+    biased = {
+        "groups": {"18-24": band(2000, 100, 0.05, 0.01), "25-34": band(2000, 100, 0.80, 0.01)},
+        "excluded_groups": [],
+    }
     outcome = g.fairness(biased, T)
     assert not outcome.passed and "18-24 0.050 vs 25-34 0.800" in outcome.detail
     # The same gap on ten frauds a band is not distinguishable from noise after correction.
-    noisy = {"groups": {k: band(300, 10, r, 0.01) for k, r in zip("abcdef", (0.4, 0.5, 0.6, 0.6, 0.7, 0.8))}, "excluded_groups": []}
+    noisy = {
+        "groups": {k: band(300, 10, r, 0.01) for k, r in zip("abcdef", (0.4, 0.5, 0.6, 0.6, 0.7, 0.8))},
+        "excluded_groups": [],
+    }
     assert g.fairness(noisy, T).passed
     too_few = {"groups": {"a": band(100, 12, 0.5, 0.01)}, "excluded_groups": ["b", "c"]}
     outcome = g.fairness(too_few, T)
@@ -53,8 +59,13 @@ def test_report_renders_one_self_contained_page():
     p = np.clip(0.1 + 0.5 * y + rng.normal(0, 0.1, 500), 0, 1)
     model = ScoredModel("candidate", y, p, 0.4, {"auc_pr": 0.8, "recall": 0.7, "n": 500.0})
     segments = pd.DataFrame({"segment": ["age_band"], "value": ["65+"], "n": [100], "recall": [0.5]})
-    report = EvaluationReport("t", model, segments=segments, latency={"p50_ms": 0.01, "p99_ms": 0.02},
-                              gates=[GateOutcome("gate_x", False, "1 > 0")])
+    report = EvaluationReport(
+        "t",
+        model,
+        segments=segments,
+        latency={"p50_ms": 0.01, "p99_ms": 0.02},
+        gates=[GateOutcome("gate_x", False, "1 > 0")],
+    )
     page = render_html(report)
     assert page.count("data:image/png;base64,") == 4
     assert "stopped by a gate" in page and "age_band = 65+" in page

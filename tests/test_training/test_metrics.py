@@ -30,7 +30,9 @@ def test_threshold_breaks_ties_towards_fewer_alerts_and_can_flag_nothing():
 def test_threshold_does_not_depend_on_row_order():
     order = np.random.default_rng(0).permutation(len(TINY_Y))
     for fn_cost in (0.5, 1.0, 20.0):
-        assert metrics.choose_threshold(TINY_Y[order], TINY_P[order], 1.0, fn_cost) == metrics.choose_threshold(TINY_Y, TINY_P, 1.0, fn_cost)
+        assert metrics.choose_threshold(TINY_Y[order], TINY_P[order], 1.0, fn_cost) == metrics.choose_threshold(
+            TINY_Y, TINY_P, 1.0, fn_cost
+        )
 
 
 def test_classification_metrics_on_a_hand_computed_example():
@@ -68,7 +70,16 @@ def test_segment_metrics_partition_every_segment(training_frame, splits, xgboost
     p = native_predict(xgboost_model, X_test)
     segments = training_frame.loc[training_frame["split"] == "test", ["age_band", "merchant_category"]]
     table = metrics.segment_metrics(y_test, p, 0.5, segments)
-    assert list(table.columns) == ["segment", "value", "n", "positives", "recall", "false_positive_rate", "precision", "auc_pr"]
+    assert list(table.columns) == [
+        "segment",
+        "value",
+        "n",
+        "positives",
+        "recall",
+        "false_positive_rate",
+        "precision",
+        "auc_pr",
+    ]
     for column in segments.columns:
         part = table[table["segment"] == column]
         assert set(part["value"]) == set(segments[column])
@@ -98,7 +109,9 @@ def test_fairness_gap_is_large_for_a_biased_predictor_and_zero_for_a_fair_one():
 
 def test_latency_percentiles_time_single_row_calls():
     shapes = []
-    result = metrics.latency_percentiles(lambda X: shapes.append(X.shape) or np.zeros(len(X)), np.zeros((7, 3)), n_calls=100)
+    result = metrics.latency_percentiles(
+        lambda X: shapes.append(X.shape) or np.zeros(len(X)), np.zeros((7, 3)), n_calls=100
+    )
     assert set(shapes) == {(1, 3)} and len(shapes) == 100 + 50
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 
@@ -116,4 +129,6 @@ def test_decision_flip_rate_leaves_one_hot_columns_alone():
     metrics.decision_flip_rate(lambda X: seen.append(X.copy()) or np.zeros(len(X)), X, 0.5, relative_noise=0.1)
     one_hot = slice(len(matrix.NUMERIC_COLUMN_INDEXES), None)
     np.testing.assert_array_equal(seen[1][:, one_hot], 1.0)
-    assert not np.array_equal(seen[1][:, : len(matrix.NUMERIC_COLUMN_INDEXES)], X[:, : len(matrix.NUMERIC_COLUMN_INDEXES)])
+    assert not np.array_equal(
+        seen[1][:, : len(matrix.NUMERIC_COLUMN_INDEXES)], X[:, : len(matrix.NUMERIC_COLUMN_INDEXES)]
+    )

@@ -52,8 +52,12 @@ def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
     with open(log, "wb") as out:
         # Its own session, as a terminal gives it: the signal reaches `mlops ui` alone, like kill or Ctrl-C.
         ui = subprocess.Popen(
-            [str(VENV_BIN / "mlops"), "ui", "--port", str(port), "--mlflow-port", str(mlflow_port)], cwd=REPO_ROOT, env=mlops_env(tmp_path / "home"),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(VENV_BIN / "mlops"), "ui", "--port", str(port), "--mlflow-port", str(mlflow_port)],
+            cwd=REPO_ROOT,
+            env=mlops_env(tmp_path / "home"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 180

@@ -153,7 +153,12 @@ def _wait_until_loaded(proc: subprocess.Popen, base_url: str, log: Path, started
 def prepare_home(home: Path) -> None:
     """`mlops prepare`: DAGSTER_HOME with the repo's dagster.yaml, and the dbt manifest the code location reads."""
     result = subprocess.run(
-        [str(VENV_BIN / "mlops"), "prepare"], cwd=REPO_ROOT, env=mlops_env(home), capture_output=True, text=True, timeout=120
+        [str(VENV_BIN / "mlops"), "prepare"],
+        cwd=REPO_ROOT,
+        env=mlops_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if result.returncode != 0:
         raise UIError(f"mlops prepare failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
@@ -164,10 +169,20 @@ def dagster_webserver(home: Path, log: Path) -> Iterator[RunningUI]:
     """`dagster-webserver -w workspace.yaml` on 127.0.0.1 for the project under `home` (no daemon)."""
     prepare_home(home)
     port = free_port()
-    cmd = [str(VENV_BIN / "dagster-webserver"), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    cmd = [
+        str(VENV_BIN / "dagster-webserver"),
+        "-w",
+        str(REPO_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=mlops_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=mlops_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         base_url = f"http://127.0.0.1:{port}"
         _wait_until_loaded(proc, base_url, log, started)
@@ -196,7 +211,9 @@ def chromium(profile_dir: Path, width: int = 1600, height: int = 1000, scale: fl
     previous = os.environ.get("SE_OFFLINE")
     os.environ["SE_OFFLINE"] = "true"
     try:
-        driver = webdriver.Chrome(service=Service(driver_bin, log_output=str(profile_dir.parent / "chromedriver.log")), options=options)
+        driver = webdriver.Chrome(
+            service=Service(driver_bin, log_output=str(profile_dir.parent / "chromedriver.log")), options=options
+        )
     finally:
         if previous is None:
             os.environ.pop("SE_OFFLINE", None)
@@ -206,7 +223,8 @@ def chromium(profile_dir: Path, width: int = 1600, height: int = 1000, scale: fl
         driver.set_page_load_timeout(PAGE_TIMEOUT_S)
         # --window-size includes browser chrome; this pins the page's viewport itself.
         driver.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": False}
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": False},
         )
         yield driver
     finally:
@@ -390,7 +408,9 @@ def asset_checks(driver, base_url: str, asset: str, expected: int) -> dict[str, 
     header = f"Checks ({expected})"
     try:
         _wait(driver).until(EC.presence_of_element_located((By.XPATH, f"//*[normalize-space(.)='{header}']")))
-        rows = _wait(driver).until(lambda d: len(d.find_elements(By.XPATH, CHECK_ROW)) >= expected and d.find_elements(By.XPATH, CHECK_ROW))
+        rows = _wait(driver).until(
+            lambda d: len(d.find_elements(By.XPATH, CHECK_ROW)) >= expected and d.find_elements(By.XPATH, CHECK_ROW)
+        )
     except TimeoutException as err:
         body = driver.find_element(By.TAG_NAME, "body").text
         raise UIError(f"no '{header}' with {expected} rows on the checks page of {asset}:\n{body[:2000]}") from err
@@ -410,4 +430,3 @@ def save_png(driver, path: Path) -> Path:
     if not driver.save_screenshot(str(path)):
         raise UIError(f"screenshot to {path} failed")
     return path
-
