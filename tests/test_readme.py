@@ -54,3 +54,30 @@ def test_readme_dagster_cli_block_runs_verbatim_on_a_fresh_home(tmp_path):
         any((tmp_path / "fresh" / "dagster_home").rglob("*.db"))
         or (tmp_path / "fresh" / "dagster_home" / "history").exists()
     )
+
+
+# The packages whose environment variables are settings a user may set (tests and benchmarks set their own).
+SETTING_PACKAGES = ("mlops_core", "mlops_assets", "mlops_cli", "resources", "sensors")
+
+
+def settings_read_by_the_code() -> set[str]:
+    """Every MLOPS_* name quoted in the platform's source: read from the environment or named in an error."""
+    names: set[str] = set()
+    for package in SETTING_PACKAGES:
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            names.update(re.findall(r"[\"'(](MLOPS_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
+    return names
+
+
+def test_every_setting_the_code_reads_is_in_the_readme_table():
+    table = {
+        name
+        for line in (REPO_ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`(MLOPS_[A-Z0-9_]+)`", line.split("|")[1])
+    }
+    read = settings_read_by_the_code()
+    # the scan itself works: names read in settings.py, limits.py and the serving limits' errors are found
+    assert {"MLOPS_HOME", "MLOPS_TODAY", "MLOPS_SERVE_MAX_CONNECTIONS", "MLOPS_EVENT_TIME_MIN"} <= read
+    assert sorted(read - table) == [], "settings the code reads but README.md's table does not list"
+    assert sorted(table - read) == [], "settings README.md lists but no code reads"
