@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets.deployment.prediction_log import prediction_log
+from mlops_assets.deployment.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.deployment.rollback import canary_rollback
 from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint, shadow_endpoint, staging_endpoint
 from mlops_assets.features.online_store import online_features, online_store_fresh
@@ -17,7 +18,6 @@ from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
-from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources

@@ -39,12 +39,17 @@ feature_job = dg.define_asset_job(
     description="Build the point-in-time training set and rebuild the online feature store from the warehouse.",
 )
 
-_promotion = dg.AssetSelection.assets("champion_model")
+# The deployment group reads in one direction: the challenger registered, the staged rollout, the
+# champion, production. Training ends with the registration (and its line in the alias history);
+# the rollout and promotion run as their own jobs or after it in retraining_job.
+_registration = dg.AssetSelection.assets("registered_challenger", "model_alias_history")
+_promotion = dg.AssetSelection.assets("champion_model", "production_endpoint", "model_alias_history")
+_rollout = dg.AssetSelection.assets("staging_endpoint", "shadow_endpoint", "canary_endpoint") | _promotion
 
 training_job = dg.define_asset_job(
     TRAINING_JOB,
     tags=WAREHOUSE_WRITER,
-    selection=dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion,
+    selection=dg.AssetSelection.groups(FEATURES, TRAINING) | _registration,
     description="Features, candidate and baseline training, evaluation with the quality gates, and registration "
     "of a passing candidate as challenger.",
 )
@@ -52,21 +57,14 @@ training_job = dg.define_asset_job(
 promote_job = dg.define_asset_job(
     PROMOTE_JOB,
     tags=WAREHOUSE_WRITER,
-    selection=_promotion | dg.AssetSelection.assets("production_endpoint", "model_alias_history"),
+    selection=_promotion,
     description="Move the champion alias to the current challenger by hand (recorded in the alias history) and serve it.",
 )
 
 rollout_job = dg.define_asset_job(
     ROLLOUT_JOB,
     tags=WAREHOUSE_WRITER,
-    selection=dg.AssetSelection.assets(
-        "staging_endpoint",
-        "shadow_endpoint",
-        "canary_endpoint",
-        "champion_model",
-        "production_endpoint",
-        "model_alias_history",
-    ),
+    selection=_rollout,
     description="Staged rollout of the challenger: staging smoke test, shadow, canary, promotion and production; "
     "each stage gated by a blocking check.",
 )
@@ -107,16 +105,10 @@ monitoring_automation = dg.AutomationConditionSensorDefinition(
 retraining_job = dg.define_asset_job(
     RETRAINING_JOB,
     tags=RETRAINING,
-    selection=(dg.AssetSelection.groups(FEATURES, TRAINING) - _promotion)
-    | dg.AssetSelection.assets(
-        "retraining_request",
-        "staging_endpoint",
-        "shadow_endpoint",
-        "canary_endpoint",
-        "champion_model",
-        "production_endpoint",
-        "model_alias_history",
-    ),
+    selection=dg.AssetSelection.assets("retraining_request")
+    | dg.AssetSelection.groups(FEATURES, TRAINING)
+    | _registration
+    | _rollout,
     description="Everything downstream of a trigger: training set, candidate, gates, challenger, then the staged rollout. "
     "Launched by retraining_sensor and weekly_retraining; the trigger's reasons are in the run's mlops/reasons tag.",
 )

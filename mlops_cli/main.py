@@ -4,6 +4,7 @@ happen inside the commands that need them, so `mlops serve` and `mlops demo gene
 import click
 
 from mlops_cli.demo import demo
+from mlops_cli.features import features
 from mlops_cli.pipeline import ingest, prepare, promote, rollout, train
 from mlops_cli.serve import serve
 from mlops_cli.simulate import simulate_command
@@ -15,7 +16,7 @@ def main() -> None:
     """MLOps platform: demo data, the data layer, training, rollout, serving and the Dagster UI."""
 
 
-for command in (demo, simulate_command, ingest, train, promote, rollout, prepare, ui, serve):
+for command in (demo, simulate_command, ingest, train, promote, rollout, prepare, ui, serve, features):
     main.add_command(command)
 
 

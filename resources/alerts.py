@@ -32,7 +32,9 @@ class AlertResource(dg.ConfigurableResource):
     webhook_url: str = Field(
         default="", description="Slack-compatible incoming webhook; pass dg.EnvVar('MLOPS_ALERT_WEBHOOK_URL')."
     )
-    timeout_seconds: float = Field(default=5.0)
+    timeout_seconds: float = Field(
+        default=5.0, description="Seconds to wait for the webhook; a slower post is logged as failed, never raised."
+    )
 
     def send(self, title: str, text: str, fields: dict[str, object] | None = None) -> bool:
         """Log the alert and post it; True if the webhook accepted it. A failed post is logged, never raised:

@@ -31,10 +31,10 @@ OPEN_GATES = {
 
 def promote_a_champion(settings: Settings) -> None:
     """Training set, candidate, baseline, evaluation, challenger and champion, in one run."""
+    from mlops_assets.deployment.registry import champion_model, registered_challenger
     from mlops_assets.features.training_set import training_set
     from mlops_assets.training.evaluation import candidate_evaluation
     from mlops_assets.training.models import baseline_model, fraud_model_candidate
-    from mlops_assets.training.registry import champion_model, registered_challenger
 
     result = dg.materialize(
         [

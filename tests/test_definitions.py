@@ -1,5 +1,7 @@
 """The code location loads and is wired as designed."""
 
+import graphlib
+
 import dagster as dg
 import pytest
 
@@ -125,6 +127,39 @@ def test_rollout_is_staged_and_every_stage_is_gated():
     assert rollback == {"canary_rollback"}
     sensor = defs.resolve_sensor_def("canary_rollback_sensor")
     assert sensor.job_name == ROLLBACK_JOB and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_promotion_reads_in_one_direction_through_the_groups():
+    """Training ends at the gated evaluation; registration, rollout, promotion and the alias history are
+    one deployment group, so the drift-to-champion path never goes back to a group it left. Between
+    groups the graph has no cycle apart from the loop's own restart (retraining_request feeds no data)."""
+    from mlops_assets.constants import DEPLOYMENT, FEATURES, TRAINING
+
+    graph = defs.resolve_asset_graph()
+    keys = [key for key in graph.get_all_asset_keys() if not graph.get(key).is_external]
+    training = {key.to_user_string() for key in keys if graph.get(key).group_name == TRAINING}
+    assert training == {"fraud_model_candidate", "baseline_model", "candidate_evaluation"}
+    path = [
+        "training_set",
+        "fraud_model_candidate",
+        "candidate_evaluation",
+        "registered_challenger",
+        "staging_endpoint",
+        "shadow_endpoint",
+        "canary_endpoint",
+        "champion_model",
+        "production_endpoint",
+        "model_alias_history",
+    ]
+    order = [FEATURES, TRAINING, DEPLOYMENT]
+    ranks = [order.index(graph.get(dg.AssetKey(name)).group_name) for name in path]
+    assert ranks == sorted(ranks), list(zip(path, ranks))
+    between_groups = graphlib.TopologicalSorter()
+    for key in keys:
+        for parent in graph.get(key).parent_keys - {dg.AssetKey("retraining_request")}:
+            if graph.get(parent).group_name != graph.get(key).group_name:
+                between_groups.add(graph.get(key).group_name, graph.get(parent).group_name)
+    between_groups.prepare()  # raises CycleError naming the groups of a cycle
 
 
 def test_batch_scoring_is_daily_partitioned():

@@ -1,1 +1,1 @@
-"""The deployed endpoint as assets: staging, shadow, canary, production, rollback, the prediction log."""
+"""Promotion and deployment: the challenger registered, the staged rollout (staging, shadow, canary), the champion, production, canary rollback and the prediction log."""

@@ -16,7 +16,7 @@ class RollbackConfig(dg.Config):
     canary_version: str = Field(description="The registry version that was canary.")
     reason: str = Field(description="Why it is rolled back (audit history and alert).")
     evidence: str = Field(default="{}", description="JSON of the canary windows that broke the rules.")
-    actor: str = Field(default="canary_rollback_sensor")
+    actor: str = Field(default="canary_rollback_sensor", description="Who or what rolls back (audit history).")
 
 
 @dg.asset(

@@ -225,15 +225,32 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
     )
 
 
+# The canary's bounds have their defaults once, in the core's CanaryRules (the canary sensor judges by it too).
+_CANARY_DEFAULTS = CanaryRules()
+
+
 class CanaryConfig(SoakConfig):
     share: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Share of accounts (sticky by account_id hash) the canary answers."
     )
-    min_requests: int = Field(default=50, description="Fewest canary requests before the canary is judged.")
-    max_error_rate: float = 0.01
-    max_p99_latency_ms: float = 50.0
-    max_score_psi: float = 0.25
-    max_decision_rate_ratio: float = 3.0
+    min_requests: int = Field(
+        default=_CANARY_DEFAULTS.min_requests, description="Fewest canary requests before the canary is judged."
+    )
+    max_error_rate: float = Field(
+        default=_CANARY_DEFAULTS.max_error_rate, description="Largest share of canary requests that may fail."
+    )
+    max_p99_latency_ms: float = Field(
+        default=_CANARY_DEFAULTS.max_p99_latency_ms, description="Largest p99 latency of the canary's answers, ms."
+    )
+    max_score_psi: float = Field(
+        default=_CANARY_DEFAULTS.max_score_psi,
+        description="Largest PSI of the canary's scores against the champion's, on fixed probability bins.",
+    )
+    max_decision_rate_ratio: float = Field(
+        default=_CANARY_DEFAULTS.max_decision_rate_ratio,
+        description="The canary's flag rate may differ from the champion's by at most this factor "
+        "(plus a small floor), either way.",
+    )
 
     def rules(self) -> CanaryRules:
         return CanaryRules(

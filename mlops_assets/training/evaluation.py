@@ -19,35 +19,51 @@ from mlops_core.training.report import markdown_tables, plots, render_html
 EVALUATION = dg.AssetKey("candidate_evaluation")
 
 
+# The bounds' defaults live once, in the core's GateThresholds; the config only describes them.
+_GATE_DEFAULTS = g.GateThresholds()
+
+
 class GateConfig(dg.Config):
     """Bounds of the quality gates; each check reports its number against its bound."""
 
-    min_auc_pr: float = Field(default=0.2, description="Least AUC-PR on the test split.")
-    min_recall: float = Field(default=0.3, description="Least recall at the operating threshold.")
+    min_auc_pr: float = Field(default=_GATE_DEFAULTS.min_auc_pr, description="Least AUC-PR on the test split.")
+    min_recall: float = Field(default=_GATE_DEFAULTS.min_recall, description="Least recall at the operating threshold.")
     max_auc_pr_regression: float = Field(
-        default=0.02, description="Most AUC-PR the candidate may lose against the champion on the same test split."
+        default=_GATE_DEFAULTS.max_auc_pr_regression,
+        description="Most AUC-PR the candidate may lose against the champion on the same test split.",
     )
     max_recall_gap: float = Field(
-        default=0.35, description="Largest recall difference between age bands (bands with >= 5 frauds)."
+        default=_GATE_DEFAULTS.max_recall_gap,
+        description="Largest recall difference between age bands (those with at least fairness_min_positives frauds).",
     )
     fairness_min_positives: int = Field(
-        default=10, description="Age bands with fewer frauds in the test split are left out of the fairness gaps."
+        default=_GATE_DEFAULTS.fairness_min_positives,
+        description="Age bands with fewer frauds in the test split are left out of the fairness gaps.",
     )
     fairness_significance: float = Field(
-        default=0.05,
-        description="A fairness gap fails only if Fisher's exact test (Bonferroni-adjusted) gives p below this.",
+        default=_GATE_DEFAULTS.fairness_significance,
+        description="A fairness gap fails only if its test (Bonferroni-adjusted) gives p below this.",
     )
     max_false_positive_rate_gap: float = Field(
-        default=0.05, description="Largest false-positive-rate difference between age bands."
+        default=_GATE_DEFAULTS.max_false_positive_rate_gap,
+        description="Largest false-positive-rate difference between age bands.",
     )
-    max_p99_latency_ms: float = Field(default=5.0, description="Single-row ONNX scoring p99 SLO, ms.")
+    max_p99_latency_ms: float = Field(
+        default=_GATE_DEFAULTS.max_p99_latency_ms, description="Single-row ONNX scoring p99 SLO, ms."
+    )
     max_flip_rate: float = Field(
-        default=0.02, description="Most decisions that may flip under 1% noise on numeric inputs."
+        default=_GATE_DEFAULTS.max_flip_rate,
+        description="Most decisions that may flip under 1% noise on numeric inputs.",
     )
-    max_onnx_difference: float = Field(default=1e-5, description="Largest |ONNX - native| probability.")
-    max_calibration_error: float = Field(default=0.02, description="Largest expected calibration error (10 bins).")
+    max_onnx_difference: float = Field(
+        default=_GATE_DEFAULTS.max_onnx_difference, description="Largest |ONNX - native| probability."
+    )
+    max_calibration_error: float = Field(
+        default=_GATE_DEFAULTS.max_calibration_error, description="Largest expected calibration error (10 bins)."
+    )
     max_behaviour_drop: float = Field(
-        default=0.05, description="Largest relative fall of the mean score a directional expectation tolerates."
+        default=_GATE_DEFAULTS.max_behaviour_drop,
+        description="Largest relative fall of the mean score a directional expectation tolerates.",
     )
 
     def thresholds(self) -> g.GateThresholds:

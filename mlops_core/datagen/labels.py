@@ -22,8 +22,6 @@ CUSTOMER_REPORT_MAX_DAYS = 3
 CHARGEBACK_MEDIAN_DAYS = 10.0
 CHARGEBACK_SIGMA = 0.6
 CHARGEBACK_MIN_DAYS = 1
-# Every fraud is confirmed before the transaction could mature as legitimate.
-CHARGEBACK_MAX_DAYS = MATURITY_DAYS - 3
 
 CHARGEBACK, CUSTOMER_REPORT, MATURITY = (LABEL_SOURCES.index(s) for s in ("chargeback", "customer_report", "maturity"))
 TIMESTAMP = pa.timestamp("ns", tz="UTC")

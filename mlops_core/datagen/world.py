@@ -22,9 +22,6 @@ ACCOUNT_HISTORY_YEARS = 5
 # Accounts opened during the window, as a yearly fraction of the starting portfolio.
 ANNUAL_ACCOUNT_GROWTH = 0.25
 
-CATEGORY_INDEX = {name: i for i, name in enumerate(MERCHANT_CATEGORIES)}
-COUNTRY_INDEX = {name: i for i, name in enumerate(COUNTRIES)}
-
 COUNTRY_CURRENCY: dict[str, str] = {
     "US": "USD",
     "CA": "CAD",

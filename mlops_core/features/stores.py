@@ -203,7 +203,6 @@ class SqliteOnlineStore(OnlineStore):
         self._use_replica = replica
         self._replica: _Replica | None = None
         self._data_version: int | None = None
-        self.replica_loads = 0
 
     def _ensure_transaction_index(self) -> None:
         if self._con.execute(
@@ -224,7 +223,6 @@ class SqliteOnlineStore(OnlineStore):
         if self._replica is None or version != self._data_version:
             self._replica = self._load_all()
             self._data_version = version
-            self.replica_loads += 1
         return self._replica
 
     def _load_all(self) -> _Replica:

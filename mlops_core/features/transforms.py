@@ -49,8 +49,10 @@ def _identity_sql(f: RequestFeature, a: list[str]) -> str:
 
 def _identity_py(f: RequestFeature, a: list[str]) -> str:
     if f.dtype == "category":
-        # A set literal of constants compiles to a frozenset constant: O(1) membership.
-        return f"({a[0]} if {a[0]} in {set(f.categories)!r} else {f.default!r})"
+        # A set literal of constants compiles to a frozenset constant: O(1) membership. Written in the spec's
+        # order, not a set's repr, so the generated source is the same in every process (string hashes vary).
+        allowed = ", ".join(repr(c) for c in dict.fromkeys(f.categories))
+        return f"({a[0]} if {a[0]} in {{{allowed}}} else {f.default!r})"
     return f"float({a[0]})" if f.dtype == "float64" else a[0]
 
 

@@ -1,7 +1,7 @@
 """A small HTTP client of the scoring endpoint, for Dagster assets, sensors, the CLI and tests."""
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import httpx
 
@@ -53,9 +53,6 @@ class EndpointClient:
         except httpx.HTTPError:
             return False
 
-    def ready(self) -> dict:
-        return self._call("GET", "/ready")
-
     def deployment(self) -> dict:
         return self._call("GET", "/deployment")
 
@@ -66,11 +63,6 @@ class EndpointClient:
         """The answer and the server's own processing time of the request in ms (Server-Timing)."""
         response = self._respond("POST", "/v1/predict", json=dict(transaction))
         return response.json(), server_time_ms(response)
-
-    def predict_batch(self, transactions: Sequence[Mapping[str, object]]) -> list[dict]:
-        return self._call("POST", "/v1/predict/batch", json={"transactions": [dict(t) for t in transactions]})[
-            "predictions"
-        ]
 
     def traffic(
         self,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import math
 from dataclasses import dataclass, field
@@ -218,68 +217,41 @@ def markdown_tables(report: EvaluationReport) -> dict[str, str]:
     return tables
 
 
-def _html_table(frame: pd.DataFrame, index_name: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [index_name, *frame.columns])
-    body = []
-    for index, row in frame.iterrows():
-        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.tolist())
-        body.append(f"<tr><th>{html.escape(str(index))}</th>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+TEMPLATE = "evaluation_report.html.j2"
 
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
-th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}th{background:#f6f8fa}
-td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{border:1px solid #d0d7de}.facts td{text-align:left}
-"""
+def _table(frame: pd.DataFrame, index_name: str = "") -> dict[str, list]:
+    """A frame as the template's table: header names and (index, formatted cells) rows."""
+    return {
+        "head": [index_name, *map(str, frame.columns)],
+        "rows": [(str(index), [_fmt(v) for v in row.tolist()]) for index, row in frame.iterrows()],
+    }
 
 
 def render_html(report: EvaluationReport, figures: dict[str, bytes] | None = None) -> str:
-    """The whole report as one HTML document with its plots embedded."""
+    """The whole report as one HTML document with its plots embedded, from templates/evaluation_report.html.j2
+    (shipped as package data; every value escaped)."""
+    import jinja2
+
     figures = figures if figures is not None else plots(report)
-    verdict = all(g.passed for g in report.gates) if report.gates else None
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(report.title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(report.title)}</h1>",
-        f"<p>Generated {report.generated_at:%Y-%m-%d %H:%M UTC}. "
-        + (
-            f"Verdict: <span class='{'pass' if verdict else 'fail'}'>{'all gates pass' if verdict else 'stopped by a gate'}</span>."
-            if verdict is not None
-            else ""
-        )
-        + "</p>",
-    ]
-    if report.facts:
-        rows = "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report.facts.items()
-        )
-        parts.append(f"<h2>Run</h2><table class='facts'>{rows}</table>")
-    if report.gates:
-        rows = "".join(
-            f"<tr><th>{html.escape(g.name)}</th><td class='{'pass' if g.passed else 'fail'}'>{'pass' if g.passed else 'FAIL'}</td>"
-            f"<td style='text-align:left'>{html.escape(g.detail)}</td></tr>"
-            for g in report.gates
-        )
-        parts.append(
-            f"<h2>Quality gates</h2><table><thead><tr><th>gate</th><th>result</th><th>numbers</th></tr></thead><tbody>{rows}</tbody></table>"
-        )
-    parts.append("<h2>Metrics on the frozen test set</h2>" + _html_table(metrics_table(report), "metric"))
-    if report.latency:
-        parts.append(
-            "<h2>Single-row ONNX scoring latency</h2>" + _html_table(pd.DataFrame({"value": report.latency}), "")
-        )
-    images = "".join(
-        f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-        for name, png in figures.items()
-    )
-    parts.append(f"<h2>Plots</h2><div class='plots'>{images}</div>")
+    segments = None
     if report.segments is not None and len(report.segments):
-        segments = report.segments.set_index(["segment", "value"])
-        segments.index = [f"{a} = {b}" for a, b in segments.index]
-        parts.append("<h2>By segment (candidate, at its threshold)</h2>" + _html_table(segments, "segment"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        frame = report.segments.set_index(["segment", "value"])
+        frame.index = [f"{a} = {b}" for a, b in frame.index]
+        segments = _table(frame, "segment")
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("mlops_core.training", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return environment.get_template(TEMPLATE).render(
+        title=report.title,
+        generated_at=f"{report.generated_at:%Y-%m-%d %H:%M UTC}",
+        verdict=all(g.passed for g in report.gates) if report.gates else None,
+        facts=[(str(k), _fmt(v)) for k, v in report.facts.items()],
+        gates=report.gates,
+        metrics=_table(metrics_table(report), "metric"),
+        latency=_table(pd.DataFrame({"value": report.latency}), "") if report.latency else None,
+        images=[(name, base64.b64encode(png).decode()) for name, png in figures.items()],
+        segments=segments,
+    )

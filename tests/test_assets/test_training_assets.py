@@ -15,11 +15,11 @@ import onnx
 import pytest
 from generated_history import loaded_history
 
+from mlops_assets.deployment.registry import champion_model, model_alias_history, registered_challenger
 from mlops_assets.features.training_set import training_set
 from mlops_assets.training import models as model_assets
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
-from mlops_assets.training.registry import champion_model, model_alias_history, registered_challenger
 from mlops_core import registry
 from mlops_core.training import candidates, gates, matrix
 from resources.environment import build_resources

@@ -19,8 +19,8 @@ from dagster_duckdb import DuckDBResource
 from fault_proxy import FaultProxy
 from reliability_results import record
 
+from mlops_assets.deployment.registry import registered_challenger
 from mlops_assets.training.models import log_to_mlflow
-from mlops_assets.training.registry import registered_challenger
 from mlops_core import registry
 from mlops_core.settings import Settings
 from mlops_core.training.candidates import TrainedModel, fit

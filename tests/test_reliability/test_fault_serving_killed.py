@@ -25,8 +25,8 @@ from dagster_duckdb import DuckDBResource
 from reliability_results import record
 from serving_world import build_world, free_port, running_endpoint, transaction
 
+from mlops_assets.deployment.registry import champion_model
 from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint, shadow_endpoint, staging_endpoint
-from mlops_assets.training.registry import champion_model
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.plan import TrafficPlan

@@ -13,8 +13,8 @@ import pytest
 from dagster_duckdb import DuckDBResource
 from serving_world import free_port, running_endpoint, transaction
 
+from mlops_assets.deployment.registry import champion_model
 from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint, shadow_endpoint, staging_endpoint
-from mlops_assets.training.registry import champion_model
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.server import ServingPaths

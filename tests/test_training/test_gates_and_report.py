@@ -1,9 +1,14 @@
 """Quality gates on hand-made numbers, and the evaluation report's HTML."""
 
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from mlops_core.settings import REPO_ROOT
 from mlops_core.training import gates as g
+from mlops_core.training import report as report_module
 from mlops_core.training.report import EvaluationReport, GateOutcome, ScoredModel, markdown_tables, render_html
 
 T = g.GateThresholds()
@@ -73,6 +78,29 @@ def test_report_renders_one_self_contained_page():
     tables = markdown_tables(report)
     assert "| gate_x | FAIL | 1 > 0 |" in tables["gates"]
     assert "| recall | 0.7000 |" in tables["metrics"]
+
+
+def test_report_template_escapes_every_value_and_ships_with_the_package():
+    """The page comes from templates/evaluation_report.html.j2 with autoescape on, and pyproject's
+    package-data ships that file in the wheel (the packages are listed explicitly there)."""
+    y = np.array([0, 1, 0, 1])
+    model = ScoredModel("<candidate>", y, np.array([0.1, 0.9, 0.2, 0.8]), 0.5, {"auc_pr": 1.0})
+    report = EvaluationReport(
+        "<script>x</script>",
+        model,
+        gates=[GateOutcome("gate_x", True, "|ONNX - native| < 1e-5 & ok")],
+        facts={"k": "<v>"},
+    )
+    page = render_html(report, figures={"roc.png": b"png"})
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "&lt;candidate&gt;" in page and "&lt;v&gt;" in page and "&lt; 1e-5 &amp; ok" in page
+    assert "all gates pass" in page and page.count("data:image/png;base64,") == 1
+
+    package = Path(report_module.__file__).parent
+    patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {path for pattern in patterns["mlops_core.training"] for path in package.glob(pattern)}
+    assert package / "templates" / report_module.TEMPLATE in shipped
+    assert set((package / "templates").iterdir()) <= shipped
 
 
 def test_behavioural_gate_tolerates_noise_but_not_a_real_drop():

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from mlops_assets.constants import TRAINING
+from mlops_assets.constants import DEPLOYMENT
 from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
 from mlops_core import registry
@@ -22,7 +22,7 @@ CHALLENGER = dg.AssetKey("registered_challenger")
 
 @dg.asset(
     key=CHALLENGER,
-    group_name=TRAINING,
+    group_name=DEPLOYMENT,
     deps=[EVALUATION],
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow"},
@@ -90,7 +90,7 @@ class PromoteConfig(dg.Config):
 
 
 @dg.asset(
-    group_name=TRAINING,
+    group_name=DEPLOYMENT,
     deps=[CHALLENGER, dg.AssetKey("canary_endpoint")],
     required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow"},
@@ -118,7 +118,7 @@ def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
     )
 
 
-@dg.asset(key=ALIAS_HISTORY, group_name=TRAINING, deps=[CHALLENGER, dg.AssetKey("champion_model")], kinds={"duckdb"})
+@dg.asset(key=ALIAS_HISTORY, group_name=DEPLOYMENT, deps=[CHALLENGER, dg.AssetKey("champion_model")], kinds={"duckdb"})
 def model_alias_history(warehouse: DuckDBResource):
     """Every alias move (what, from which version to which, why, when, by whom, metrics then), from
     registry.alias_history; MLflow keeps no such history."""
