@@ -40,6 +40,7 @@ import duckdb
 import pandas as pd
 import requests
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
 
@@ -355,6 +356,12 @@ def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME
         raise
     version = model.aliases.get(alias)
     return None if version is None else str(version)
+
+
+def aliased_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> ModelVersion | None:
+    """The registry version the alias points at (number, run id, tags), or None if the alias is unset."""
+    version = alias_version(client, alias, model_name)
+    return None if version is None else _get_version(client, model_name, version)
 
 
 def ensure_history_table(con: duckdb.DuckDBPyConnection) -> None:
