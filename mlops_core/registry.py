@@ -40,7 +40,6 @@ import duckdb
 import pandas as pd
 import requests
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
 
@@ -116,6 +115,17 @@ class AliasChange:
     actor: str
     metrics: dict[str, Any]
     run_id: str | None
+
+
+@dataclass(frozen=True)
+class AliasedVersion:
+    """The version an alias names: its number (always a string), the MLflow run that made it, its tags."""
+
+    model_name: str
+    alias: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
 
 
 def tracking_uri_for(mlflow_dir: Path) -> str:
@@ -358,10 +368,13 @@ def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME
     return None if version is None else str(version)
 
 
-def aliased_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> ModelVersion | None:
+def aliased_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> AliasedVersion | None:
     """The registry version the alias points at (number, run id, tags), or None if the alias is unset."""
     version = alias_version(client, alias, model_name)
-    return None if version is None else _get_version(client, model_name, version)
+    if version is None:
+        return None
+    details = _get_version(client, model_name, version)
+    return AliasedVersion(model_name, alias, str(details.version), details.run_id, dict(details.tags or {}))
 
 
 def ensure_history_table(con: duckdb.DuckDBPyConnection) -> None:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities import Run
-    from mlflow.entities.model_registry import ModelVersion
 
 EXPERIMENT = "fraud_detection"
 DAGSTER_RUN_TAG = "dagster_run_id"
@@ -94,15 +93,15 @@ class ModelRegistry(dg.ConfigurableResource):
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def version(self, project: str, alias: str) -> ModelVersion | None:
+    def version(self, project: str, alias: str) -> registry.AliasedVersion | None:
         """The version `alias` names in `project` (a registered model), or None when it is unset."""
         return registry.aliased_version(self.client(), alias, project)
 
-    def champion(self, project: str = registry.MODEL_NAME) -> ModelVersion | None:
+    def champion(self, project: str = registry.MODEL_NAME) -> registry.AliasedVersion | None:
         """The version serving production (alias `champion`): number, run id, tags; None before the first promotion."""
         return self.version(project, registry.CHAMPION)
 
-    def challenger(self, project: str = registry.MODEL_NAME) -> ModelVersion | None:
+    def challenger(self, project: str = registry.MODEL_NAME) -> registry.AliasedVersion | None:
         """The version waiting for its rollout (alias `challenger`); None when none passed the gates yet."""
         return self.version(project, registry.CHALLENGER)
 

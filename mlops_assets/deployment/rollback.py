@@ -48,11 +48,11 @@ def canary_rollback(
     with warehouse.get_connection() as con:
         evidence = json.loads(config.evidence or "{}")
         challenger, champion = model_registry.challenger(), model_registry.champion()
-        if challenger is not None and str(challenger.version) == config.canary_version:
+        if challenger is not None and challenger.version == config.canary_version:
             changes.append(
                 model_registry.remove_alias(con, registry.CHALLENGER, config.reason, evidence, actor=config.actor)
             )
-        if champion is not None and str(champion.version) == config.canary_version:
+        if champion is not None and champion.version == config.canary_version:
             changes.append(model_registry.rollback_champion(con, config.reason, actor=config.actor))
     model_registry.client().set_model_version_tag(
         registry.MODEL_NAME, config.canary_version, "rolled_back", config.reason[:500]

@@ -38,9 +38,7 @@ TOO_LITTLE_TRAFFIC = "let real traffic accumulate with wait_seconds, or replay r
 def _versions(model_registry: ModelRegistry) -> tuple[str | None, str | None]:
     """Version numbers of the challenger and the champion (None when unset)."""
     challenger, champion = model_registry.challenger(), model_registry.champion()
-    return (None if challenger is None else str(challenger.version)), (
-        None if champion is None else str(champion.version)
-    )
+    return (None if challenger is None else challenger.version), (None if champion is None else champion.version)
 
 
 class StagingConfig(dg.Config):

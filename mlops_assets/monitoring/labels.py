@@ -61,7 +61,7 @@ def label_volume(
             "day": day.isoformat(),
             "labels_landed": int(landed),
             "fraud_labels_landed": int(landed_fraud),
-            "champion_version": None if champion is None else str(champion.version),
+            "champion_version": None if champion is None else champion.version,
             "champion_training_cutoff": cutoff.isoformat() if cutoff else None,
             "new_labels_since_cutoff": int(new),
             "new_fraud_labels_since_cutoff": int(new_fraud),

@@ -91,7 +91,7 @@ def prediction_drift(
 
     day = dt.date.fromisoformat(context.partition_key)
     champion = model_registry.champion()
-    version = None if champion is None else str(champion.version)
+    version = None if champion is None else champion.version
     base = {"day": day.isoformat(), "champion_version": version}
 
     def without_verdict(note: str) -> dg.MaterializeResult:
@@ -196,7 +196,7 @@ def concept_drift(
     check_champion_performance fails when any of them fires; the performance sensor retrains on it."""
     day = dt.date.fromisoformat(context.partition_key)
     champion = model_registry.champion()
-    version = None if champion is None else str(champion.version)
+    version = None if champion is None else champion.version
     base = {"day": day.isoformat(), "champion_version": version}
     maturity = settings.get().label_maturity_days
     policy = retraining_policy

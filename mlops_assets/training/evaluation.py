@@ -66,7 +66,7 @@ def champion_scorer(model_registry: ModelRegistry) -> tuple[str, OnnxScorer, flo
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{champion.name}/{champion.version}",
+                artifact_uri=f"models:/{champion.model_name}/{champion.version}",
                 dst_path=tmp,
                 tracking_uri=model_registry.tracking_uri,
             )
