@@ -211,6 +211,7 @@ class ModelRegistry(dg.ConfigurableResource):
         mlflow.start_run(
             run_id=existing[0].info.run_id if existing else None,
             experiment_id=experiment_id,
+            nested=active is not None,  # a run the caller opened around the Dagster run keeps it inside
             run_name=None if existing else self._job_name,
             tags={DAGSTER_RUN_TAG: self._dagster_run_id, **self.run_tags},
         )
