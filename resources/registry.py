@@ -76,7 +76,7 @@ class ModelRegistry(dg.ConfigurableResource):
     _experiment_id: str | None = PrivateAttr(default=None)
     _dagster_run_id: str | None = PrivateAttr(default=None)
     _job_name: str | None = PrivateAttr(default=None)
-    _started_parent: bool = PrivateAttr(default=False)
+    _parent_run_id: str | None = PrivateAttr(default=None)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ModelRegistry:
@@ -215,9 +215,10 @@ class ModelRegistry(dg.ConfigurableResource):
             run_name=None if existing else self._job_name,
             tags={DAGSTER_RUN_TAG: self._dagster_run_id, **self.run_tags},
         )
-        self._started_parent = True
+        self._parent_run_id = mlflow.active_run().info.run_id
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._experiment_id = self._parent_run_id = None  # nothing carried over from an earlier run
         self._dagster_run_id = context.run_id
         self._job_name = context.dagster_run.job_name if context.dagster_run else None
         self._prepare()
@@ -225,11 +226,15 @@ class ModelRegistry(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         import mlflow
 
-        if not self._started_parent:
+        if self._parent_run_id is None:
             return
         status = "FAILED" if _run_has_failed_steps(context) else "FINISHED"
-        while mlflow.active_run() is not None:
+        # Down to the parent run: a model run a crash left open, then the parent; a run the caller holds stays.
+        while (active := mlflow.active_run()) is not None:
             mlflow.end_run(status)
+            if active.info.run_id == self._parent_run_id:
+                break
+        self._parent_run_id = None
 
 
 def _run_has_failed_steps(context: dg.InitResourceContext) -> bool:
