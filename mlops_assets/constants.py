@@ -7,8 +7,8 @@ from dagster._utils.warnings import BetaWarning, PreviewWarning
 
 from mlops_core.settings import Settings
 
-# Every asset module imports this one before its decorators run. The platform uses backfill_policy and
-# dagster-mlflow's hooks knowingly; their beta warnings on every command tell a user nothing they can act on.
+# Every asset module imports this one before its decorators run. The platform uses backfill_policy and other
+# beta and preview APIs knowingly; their warnings on every command tell a user nothing they can act on.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 

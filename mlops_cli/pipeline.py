@@ -121,11 +121,15 @@ def rollout(replay_requests, canary_share) -> None:
     help="Print only shell exports (MLOPS_HOME, DAGSTER_HOME) for `eval`, e.g. before `dagster job execute`.",
 )
 def prepare(as_env) -> None:
-    """Create local state, install the instance profile and parse the dbt project (no network)."""
+    """Create local state and the admin token, install the instance profile and parse the dbt project (no network)."""
     import shlex
+
+    from mlops_core.serving import server
 
     settings = Settings.from_env()
     prepare_instance(settings)
+    # Loading the code location writes nothing; the token the endpoint and Dagster share is made here.
+    server.ensure_admin_token(settings)
     from mlops_assets.transform.project import ensure_manifest
 
     with _output_to(settings.home / "prepare.log") if as_env else contextlib.nullcontext():

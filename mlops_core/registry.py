@@ -117,6 +117,17 @@ class AliasChange:
     run_id: str | None
 
 
+@dataclass(frozen=True)
+class AliasedVersion:
+    """The version an alias names: its number (always a string), the MLflow run that made it, its tags."""
+
+    model_name: str
+    alias: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+
 def tracking_uri_for(mlflow_dir: Path) -> str:
     """sqlite tracking URI for the store in `mlflow_dir`."""
     return f"sqlite:///{Path(mlflow_dir).resolve() / 'mlflow.db'}"
@@ -355,6 +366,15 @@ def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME
         raise
     version = model.aliases.get(alias)
     return None if version is None else str(version)
+
+
+def aliased_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> AliasedVersion | None:
+    """The registry version the alias points at (number, run id, tags), or None if the alias is unset."""
+    version = alias_version(client, alias, model_name)
+    if version is None:
+        return None
+    details = _get_version(client, model_name, version)
+    return AliasedVersion(model_name, alias, str(details.version), details.run_id, dict(details.tags or {}))
 
 
 def ensure_history_table(con: duckdb.DuckDBPyConnection) -> None:

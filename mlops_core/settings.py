@@ -178,19 +178,28 @@ class Settings:
         if not self.serving_url.startswith(("http://", "https://")):
             raise ValueError(f"MLOPS_SERVING_URL must be an http(s) URL, got {self.serving_url!r}")
 
+    def environment(self) -> dict[str, str]:
+        """The resolved paths as the variables a child process reads them from (dbt reads MLOPS_DUCKDB_PATH, a
+        started endpoint its MLOPS_HOME). The calendar and the serving URL are not among them: a child reads them
+        from MLOPS_HOME's recorded settings, as every later command does."""
+        env = {
+            "MLOPS_HOME": str(self.home),
+            "MLOPS_DATA_DIR": str(self.data_dir),
+            "MLOPS_DUCKDB_PATH": str(self.duckdb_path),
+            "DAGSTER_HOME": str(self.dagster_home),
+            "MLOPS_REPORTS_DIR": str(self.reports_dir),
+            "MLOPS_MLFLOW_DIR": str(self.mlflow_dir),
+            "MLOPS_LABEL_MATURITY_DAYS": str(self.label_maturity_days),
+        }
+        if self.training_lookback_days is not None:
+            env["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
+        return env
+
     def export(self) -> None:
-        """Publish the resolved paths to child processes (dbt reads MLOPS_DUCKDB_PATH). The calendar and the
-        serving URL are not exported: a child reads them from MLOPS_HOME's recorded settings, as every later
-        command does."""
-        os.environ["MLOPS_HOME"] = str(self.home)
-        os.environ["MLOPS_DATA_DIR"] = str(self.data_dir)
-        os.environ["MLOPS_DUCKDB_PATH"] = str(self.duckdb_path)
-        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
-        os.environ["MLOPS_LABEL_MATURITY_DAYS"] = str(self.label_maturity_days)
+        """Publish the resolved paths to this process's children (the CLI, before it starts Dagster)."""
+        os.environ.update(self.environment())
         if self.training_lookback_days is None:
             os.environ.pop("MLOPS_TRAINING_LOOKBACK_DAYS", None)
-        else:
-            os.environ["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):

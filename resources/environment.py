@@ -1,28 +1,30 @@
-"""The one place that chooses the environment's resources (local, CI; production in a later profile)."""
+"""The one place that chooses the environment's resources (local, CI; production through its variables).
+
+Building them reads the environment and changes nothing: no directory, token or variable is written
+here. State is created by `mlops prepare` or, when a run starts, by the resources' own setup.
+"""
 
 import os
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
-from dagster_duckdb import DuckDBResource
 
 from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
-from mlops_core.serving.server import ServingPaths, ensure_admin_token
+from mlops_core.serving.server import ADMIN_TOKEN_ENV, ServingPaths, admin_token_file
 from mlops_core.settings import Settings
 from resources.alerts import AlertResource
 from resources.landing import LandingZone
-from resources.mlflow import mlflow_resource
 from resources.online_store import OnlineStoreResource
+from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
 from resources.serving import ServingEndpointResource
+from resources.settings import SettingsResource
+from resources.warehouse import WarehouseDbtResource, WarehouseResource
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
-    """Embedded defaults under MLOPS_HOME: a DuckDB file, a landing directory, a sqlite online store."""
+    """Embedded defaults under MLOPS_HOME: a DuckDB file, a landing directory, a sqlite online store, a sqlite
+    MLflow store; a Redis online store and an MLflow server when their variables name them."""
     settings = settings or Settings.from_env()
-    settings.export()
-    settings.ensure_dirs()
-    ensure_admin_token(settings)
     serving = ServingPaths.for_role(settings, "production")
     if settings.online_store == "redis":
         online_store = OnlineStoreResource(
@@ -36,24 +38,34 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             sqlite_path=str(settings.online_store_path),
             allowed_lateness_days=settings.online_allowed_lateness_days,
         )
+    # Production sets the token from its secret store; a laptop keeps one in MLOPS_HOME, shared with `mlops serve`.
+    admin_token = (
+        {"admin_token": dg.EnvVar(ADMIN_TOKEN_ENV)}
+        if os.environ.get(ADMIN_TOKEN_ENV)
+        else {"admin_token_file": str(admin_token_file(settings))}
+    )
     return {
-        "mlflow": mlflow_resource(settings),
+        "settings": SettingsResource.of(settings),
+        "model_registry": ModelRegistry.for_settings(settings),
         "online_store": online_store,
-        "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
+        "warehouse": WarehouseResource(database=str(settings.duckdb_path)),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "serving_endpoint": ServingEndpointResource(
             url=settings.serving_url,
-            admin_token=dg.EnvVar("MLOPS_ADMIN_TOKEN"),
             prediction_log_path=str(serving.predictions),
             plan_path=str(serving.plan),
+            **admin_token,
         ),
         "retraining_policy": RetrainingPolicy.from_env(),
         # The webhook's path is a secret: read through EnvVar (hidden in the UI) whenever it is configured.
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("MLOPS_ALERT_WEBHOOK_URL") if os.environ.get("MLOPS_ALERT_WEBHOOK_URL") else ""
         ),
-        "dbt": DbtCliResource(
-            project_dir=dbt_project, profiles_dir=str(dbt_project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+        "dbt": WarehouseDbtResource(
+            project_dir=dbt_project,
+            profiles_dir=str(dbt_project.profiles_dir),
+            dbt_executable=DBT_EXECUTABLE,
+            duckdb_path=str(settings.duckdb_path),
         ),
     }
 

@@ -39,6 +39,8 @@ def test_generate_rejects_an_unknown_scenario(tmp_path):
 def test_dagster_job_execute_runs_the_data_layer_on_a_generated_sample(tmp_path):
     env = _env(tmp_path)
     subprocess.run([BIN / "mlops", "prepare"], env=env, check=True, capture_output=True)
+    # prepare makes the state the code location no longer makes when it loads, the admin token included
+    assert (tmp_path / "home" / "admin_token").stat().st_mode & 0o777 == 0o600
     gen = subprocess.run(
         [
             BIN / "mlops",

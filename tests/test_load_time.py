@@ -10,8 +10,8 @@ import json
 import subprocess
 import sys
 
-# mlflow is not listed: dagster-mlflow, which resources/mlflow.py needs for the resource's config
-# schema, imports it at its top, and so do the registry, deployment and serving modules.
+# mlflow is not listed: mlops_core.registry, which the ModelRegistry resource and the deployment and
+# serving modules build on, imports it at its top.
 RUN_TIME_ONLY = (
     "sklearn",
     "xgboost",

@@ -1,9 +1,11 @@
 """The endpoint's prediction log, copied into the warehouse for monitoring and late-label joins."""
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import DEPLOYMENT
 from mlops_core.serving.prediction_log import read_predictions
+from resources.serving import ServingEndpointResource
 
 PREDICTION_LOG = dg.AssetKey("prediction_log")
 TABLE = "serving.prediction_log"
@@ -12,15 +14,14 @@ TABLE = "serving.prediction_log"
 @dg.asset(
     key=PREDICTION_LOG,
     group_name=DEPLOYMENT,
-    required_resource_keys={"warehouse", "serving_endpoint"},
     kinds={"duckdb", "sqlite"},
 )
-def prediction_log(context: dg.AssetExecutionContext):
+def prediction_log(warehouse: DuckDBResource, serving_endpoint: ServingEndpointResource):
     """Every scored request (request and transaction id, features, score, decision, version, variant,
     latency) appended to serving.prediction_log from the endpoint's durable log, rows after the newest
     already copied. Re-running copies nothing twice."""
-    source = context.resources.serving_endpoint.prediction_log_path
-    with context.resources.warehouse.get_connection() as con:
+    source = serving_endpoint.prediction_log_path
+    with warehouse.get_connection() as con:
         con.execute("create schema if not exists serving").fetchall()
         exists = con.execute(
             "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"

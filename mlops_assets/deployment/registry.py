@@ -1,7 +1,6 @@
 """The model registry as assets: the challenger alias, the explicit promote step, and the alias history."""
 
 import json
-from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -12,9 +11,7 @@ from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
 from mlops_core import registry
 from mlops_core.training.candidates import TrainedModel
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
+from resources.registry import ModelRegistry
 
 ALIAS_HISTORY = dg.AssetKey("model_alias_history")
 CHALLENGER = dg.AssetKey("registered_challenger")
@@ -24,21 +21,22 @@ CHALLENGER = dg.AssetKey("registered_challenger")
     key=CHALLENGER,
     group_name=DEPLOYMENT,
     deps=[EVALUATION],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow"},
 )
-def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candidate: TrainedModel):
+def registered_challenger(
+    context: dg.AssetExecutionContext,
+    fraud_model_candidate: TrainedModel,
+    warehouse: DuckDBResource,
+    model_registry: ModelRegistry,
+):
     """The candidate registered in the MLflow model registry with the `challenger` alias. Runs only
     after every blocking gate on candidate_evaluation passed. All or nothing: a version whose alias
     could not be set is deleted again (MLflow calls are retried first; see mlops_core.registry)."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
+    client = model_registry.client()
     _require_onnx(client, fraud_model_candidate)
     test_metrics = registry.run_metrics(client, fraud_model_candidate.run_id)
-    with context.resources.warehouse.get_connection() as con:
-        change = registry.register_as(
-            client,
+    with warehouse.get_connection() as con:
+        change = model_registry.register(
             con,
             registry.CHALLENGER,
             fraud_model_candidate.run_id,
@@ -65,7 +63,7 @@ def registered_challenger(context: dg.AssetExecutionContext, fraud_model_candida
     )
 
 
-def _require_onnx(client: "MlflowClient", trained: TrainedModel) -> None:
+def _require_onnx(client, trained: TrainedModel) -> None:
     """Register only a model whose ONNX graph is in the artifact store: serving loads nothing else."""
     if not trained.model_uri:
         raise dg.Failure(f"MLflow run {trained.run_id} logged no model: nothing to register")
@@ -92,23 +90,15 @@ class PromoteConfig(dg.Config):
 @dg.asset(
     group_name=DEPLOYMENT,
     deps=[CHALLENGER, dg.AssetKey("canary_endpoint")],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow"},
 )
-def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
+def champion_model(config: PromoteConfig, warehouse: DuckDBResource, model_registry: ModelRegistry):
     """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
     hand (promote_job). The previous champion stays recorded for rollback."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    challenger = registry.alias_version(client, registry.CHALLENGER)
-    metrics = (
-        client.get_run(client.get_model_version(registry.MODEL_NAME, challenger).run_id).data.metrics
-        if challenger
-        else {}
-    )
-    with context.resources.warehouse.get_connection() as con:
-        change = registry.promote_challenger(client, con, reason=config.reason, metrics=metrics, actor=config.actor)
+    challenger = model_registry.challenger()
+    metrics = registry.run_metrics(model_registry.client(), challenger.run_id) if challenger else {}
+    with warehouse.get_connection() as con:
+        change = model_registry.promote_challenger(con, reason=config.reason, metrics=metrics, actor=config.actor)
     return dg.MaterializeResult(
         metadata={
             "model": registry.MODEL_NAME,
@@ -119,11 +109,11 @@ def champion_model(context: dg.AssetExecutionContext, config: PromoteConfig):
 
 
 @dg.asset(key=ALIAS_HISTORY, group_name=DEPLOYMENT, deps=[CHALLENGER, dg.AssetKey("champion_model")], kinds={"duckdb"})
-def model_alias_history(warehouse: DuckDBResource):
+def model_alias_history(warehouse: DuckDBResource, model_registry: ModelRegistry):
     """Every alias move (what, from which version to which, why, when, by whom, metrics then), from
     registry.alias_history; MLflow keeps no such history."""
     with warehouse.get_connection() as con:
-        frame = registry.history(con)
+        frame = model_registry.history(con)
     recent = frame.tail(20)
     lines = ["| when | alias | from | to | reason | actor |", "|---|---|---|---|---|---|"]
     for row in recent.itertuples():

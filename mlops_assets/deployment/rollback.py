@@ -3,11 +3,14 @@
 import json
 
 import dagster as dg
-import mlflow
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import DEPLOYMENT
 from mlops_core import registry
+from resources.alerts import AlertResource
+from resources.registry import ModelRegistry
+from resources.serving import ServingEndpointResource
 
 ROLLBACK = dg.AssetKey("canary_rollback")
 
@@ -22,34 +25,39 @@ class RollbackConfig(dg.Config):
 @dg.asset(
     key=ROLLBACK,
     group_name=DEPLOYMENT,
-    required_resource_keys={"mlflow", "warehouse", "serving_endpoint", "alerts"},
     kinds={"python"},
 )
-def canary_rollback(context: dg.AssetExecutionContext, config: RollbackConfig):
+def canary_rollback(
+    config: RollbackConfig,
+    warehouse: DuckDBResource,
+    serving_endpoint: ServingEndpointResource,
+    model_registry: ModelRegistry,
+    alerts: AlertResource,
+):
     """Each materialization is one rollback: the canary drained from the endpoint (if the sensor has not
     already), the challenger alias taken off that version (a champion that moved to it is moved back),
     the version tagged, the alias history written and an alert sent. Safe to run twice."""
-    endpoint = context.resources.serving_endpoint
+    endpoint = serving_endpoint
     with endpoint.client() as client:
         before = client.deployment()
         drained_now = before.get("canary_version") == config.canary_version
         if drained_now:
             client.rollback(config.reason)
         after = client.deployment()
-    mlflow_client = mlflow.MlflowClient()
     changes = []
-    with context.resources.warehouse.get_connection() as con:
+    with warehouse.get_connection() as con:
         evidence = json.loads(config.evidence or "{}")
-        if registry.alias_version(mlflow_client, registry.CHALLENGER) == config.canary_version:
+        challenger, champion = model_registry.challenger(), model_registry.champion()
+        if challenger is not None and challenger.version == config.canary_version:
             changes.append(
-                registry.remove_alias(
-                    mlflow_client, con, registry.CHALLENGER, config.reason, evidence, actor=config.actor
-                )
+                model_registry.remove_alias(con, registry.CHALLENGER, config.reason, evidence, actor=config.actor)
             )
-        if registry.alias_version(mlflow_client, registry.CHAMPION) == config.canary_version:
-            changes.append(registry.rollback_champion(mlflow_client, con, config.reason, actor=config.actor))
-    mlflow_client.set_model_version_tag(registry.MODEL_NAME, config.canary_version, "rolled_back", config.reason[:500])
-    delivered = context.resources.alerts.send(
+        if champion is not None and champion.version == config.canary_version:
+            changes.append(model_registry.rollback_champion(con, config.reason, actor=config.actor))
+    model_registry.client().set_model_version_tag(
+        registry.MODEL_NAME, config.canary_version, "rolled_back", config.reason[:500]
+    )
+    delivered = alerts.send(
         f"Canary rollback: {registry.MODEL_NAME} version {config.canary_version}",
         config.reason,
         {

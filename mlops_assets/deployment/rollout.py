@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import mlflow
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import DEPLOYMENT
@@ -20,7 +20,9 @@ from mlops_core.serving.client import EndpointClient, EndpointError
 from mlops_core.serving.plan import TrafficPlan
 from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.replay import recent_transactions, replay
-from mlops_core.settings import Settings
+from resources.registry import ModelRegistry
+from resources.serving import ServingEndpointResource
+from resources.settings import SettingsResource
 
 CHALLENGER = dg.AssetKey("registered_challenger")
 STAGING = dg.AssetKey("staging_endpoint")
@@ -33,9 +35,10 @@ CHECK_CANARY = "canary_healthy"
 TOO_LITTLE_TRAFFIC = "let real traffic accumulate with wait_seconds, or replay recent transactions with replay_requests"
 
 
-def _versions() -> tuple[str | None, str | None]:
-    client = mlflow.MlflowClient()
-    return registry.alias_version(client, registry.CHALLENGER), registry.alias_version(client, registry.CHAMPION)
+def _versions(model_registry: ModelRegistry) -> tuple[str | None, str | None]:
+    """Version numbers of the challenger and the champion (None when unset)."""
+    challenger, champion = model_registry.challenger(), model_registry.champion()
+    return (None if challenger is None else challenger.version), (None if champion is None else champion.version)
 
 
 class StagingConfig(dg.Config):
@@ -61,7 +64,6 @@ class StagingConfig(dg.Config):
     key=STAGING,
     group_name=DEPLOYMENT,
     deps=[CHALLENGER],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"python"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -72,17 +74,18 @@ class StagingConfig(dg.Config):
         )
     ],
 )
-def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
+def staging_endpoint(
+    config: StagingConfig, warehouse: DuckDBResource, model_registry: ModelRegistry, settings: SettingsResource
+):
     """The challenger on a second local endpoint (its own port, log and no writes to production state),
     smoke-tested with real transactions, then stopped."""
-    challenger, _ = _versions()
+    challenger, _ = _versions(model_registry)
     if challenger is None:
         raise dg.Failure(f"no {registry.CHALLENGER!r} alias on {registry.MODEL_NAME!r}: run training_job first")
-    with context.resources.warehouse.get_connection() as con:
+    with warehouse.get_connection() as con:
         transactions = recent_transactions(con, config.requests)
-    settings = Settings.from_env()
     port = server.free_port()
-    pid = server.start_detached(settings, port=port, role="staging", model_version=challenger, timeout=120)
+    pid = server.start_detached(settings.get(), port=port, role="staging", model_version=challenger, timeout=120)
     url = f"http://127.0.0.1:{port}"
     try:
         with EndpointClient(url) as client:
@@ -93,7 +96,7 @@ def staging_endpoint(context: dg.AssetExecutionContext, config: StagingConfig):
                 requests=max(config.latency_requests, len(transactions)),
             )
     finally:
-        server.stop(settings, port, "staging")
+        server.stop(settings.get(), port, "staging")
     summary = result.summary()
     problems = []
     if result.errors:
@@ -143,13 +146,13 @@ class ShadowConfig(SoakConfig):
     )
 
 
-def _soak(context, config: SoakConfig) -> float:
+def _soak(warehouse: DuckDBResource, endpoint: ServingEndpointResource, config: SoakConfig) -> float:
     """Traffic for a stage: the replay if asked for, and the wait. Returns the unix time the stage began."""
     began = time.time()
     if config.replay_requests > 0:
-        with context.resources.warehouse.get_connection() as con:
+        with warehouse.get_connection() as con:
             transactions = recent_transactions(con, config.replay_requests)
-        with context.resources.serving_endpoint.client() as client:
+        with endpoint.client() as client:
             result = replay(client, transactions)
         if result.errors:
             raise dg.Failure(f"replay to the endpoint failed {len(result.errors)} times, first: {result.errors[0]}")
@@ -171,7 +174,6 @@ def _skipped(stage: str, reason: str):
     key=SHADOW,
     group_name=DEPLOYMENT,
     deps=[STAGING],
-    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
     kinds={"python"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -182,10 +184,15 @@ def _skipped(stage: str, reason: str):
         )
     ],
 )
-def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
+def shadow_endpoint(
+    config: ShadowConfig,
+    warehouse: DuckDBResource,
+    serving_endpoint: ServingEndpointResource,
+    model_registry: ModelRegistry,
+):
     """The challenger scores every request beside the champion; only the champion answers. Agreement is recorded."""
-    challenger, champion = _versions()
-    endpoint = context.resources.serving_endpoint
+    challenger, champion = _versions(model_registry)
+    endpoint = serving_endpoint
     if champion is None:
         yield _skipped("shadow", "no champion yet: the first model goes from staging to production")
         yield dg.AssetCheckResult(
@@ -198,7 +205,7 @@ def shadow_endpoint(context: dg.AssetExecutionContext, config: ShadowConfig):
             champion_version=champion,
             shadow_version=challenger,
         )
-    began = _soak(context, config)
+    began = _soak(warehouse, endpoint, config)
     _let_log_commit()
     agreement = shadow_agreement(read_predictions(endpoint.prediction_log_path, since=began))
     passed = agreement.requests >= config.min_requests and agreement.decision_agreement >= config.min_decision_agreement
@@ -266,7 +273,6 @@ class CanaryConfig(SoakConfig):
     key=CANARY,
     group_name=DEPLOYMENT,
     deps=[SHADOW],
-    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
     kinds={"python"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -277,11 +283,16 @@ class CanaryConfig(SoakConfig):
         )
     ],
 )
-def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
+def canary_endpoint(
+    config: CanaryConfig,
+    warehouse: DuckDBResource,
+    serving_endpoint: ServingEndpointResource,
+    model_registry: ModelRegistry,
+):
     """The challenger answers a share of accounts (sticky by account hash). The canary rollback sensor
     watches it live; this check judges the soak before production."""
-    challenger, champion = _versions()
-    endpoint = context.resources.serving_endpoint
+    challenger, champion = _versions(model_registry)
+    endpoint = serving_endpoint
     if champion is None:
         yield _skipped("canary", "no champion yet: the first model goes from staging to production")
         yield dg.AssetCheckResult(
@@ -295,7 +306,7 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
             canary_version=challenger,
             canary_share=config.share,
         )
-    began = _soak(context, config)
+    began = _soak(warehouse, endpoint, config)
     _let_log_commit()
     window = canary_window(read_predictions(endpoint.prediction_log_path, since=began), config.rules())
     passed = window.judged and not window.violations
@@ -326,16 +337,17 @@ def canary_endpoint(context: dg.AssetExecutionContext, config: CanaryConfig):
     key=PRODUCTION,
     group_name=DEPLOYMENT,
     deps=[dg.AssetKey("champion_model")],
-    required_resource_keys={"mlflow", "warehouse", "serving_endpoint"},
     kinds={"python"},
 )
-def production_endpoint(context: dg.AssetExecutionContext):
+def production_endpoint(
+    warehouse: DuckDBResource, serving_endpoint: ServingEndpointResource, model_registry: ModelRegistry
+):
     """The endpoint serving the registry's champion to all traffic, the previous champion held for rollback.
     If the endpoint cannot load it, the champion alias is rolled back and the run fails."""
-    _, champion = _versions()
+    _, champion = _versions(model_registry)
     if champion is None:
         raise dg.Failure(f"no {registry.CHAMPION!r} alias on {registry.MODEL_NAME!r}: nothing to serve")
-    endpoint = context.resources.serving_endpoint
+    endpoint = serving_endpoint
     reason = f"production: champion version {champion}"
     with endpoint.client() as client:
         if not client.alive():
@@ -359,10 +371,8 @@ def production_endpoint(context: dg.AssetExecutionContext):
         try:
             deployment = client.traffic(reason, champion_version=champion)
         except EndpointError as exc:
-            with context.resources.warehouse.get_connection() as con:
-                registry.rollback_champion(
-                    mlflow.MlflowClient(), con, reason=f"endpoint could not serve version {champion}: {exc}"
-                )
+            with warehouse.get_connection() as con:
+                model_registry.rollback_champion(con, reason=f"endpoint could not serve version {champion}: {exc}")
             raise dg.Failure(
                 f"the endpoint refused champion version {champion}; the alias was rolled back: {exc}"
             ) from exc

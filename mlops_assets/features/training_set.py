@@ -10,7 +10,7 @@ from mlops_assets.constants import FEATURES
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
 from mlops_core.features.offline import TRAINING_SET_TABLE, TrainingSetSpec, build_training_set
-from mlops_core.settings import Settings
+from resources.settings import SettingsResource
 
 TRAINING_SET = dg.AssetKey("training_set")
 CHECK_POINT_IN_TIME = "check_point_in_time_correct"
@@ -82,14 +82,17 @@ def _feature_table() -> str:
         ),
     ],
 )
-def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, warehouse: DuckDBResource):
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, warehouse: DuckDBResource, settings: SettingsResource
+):
     """Labelled transactions with every feature as of their own event time, split train/validation/test by time.
     Table features.training_set."""
+    defaults = settings.get()
     with warehouse.get_connection() as con:
         spec = TrainingSetSpec(
             cutoff=resolve_cutoff(con, config),
-            label_maturity_days=config.label_maturity_days or Settings.from_env().label_maturity_days,
-            lookback_days=config.lookback_days or Settings.from_env().training_lookback_days,
+            label_maturity_days=config.label_maturity_days or defaults.label_maturity_days,
+            lookback_days=config.lookback_days or defaults.training_lookback_days,
             validation_share=config.validation_share,
             test_share=config.test_share,
         )

@@ -14,9 +14,9 @@ from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
 from mlops_core.monitoring.verdicts import feature_drift_verdict
 from mlops_core.scoring import day_features
-from mlops_core.settings import Settings
 from mlops_core.warehouse import checked_identifier, replace_day
 from resources.retraining import RetrainingPolicy
+from resources.settings import SettingsResource
 
 FEATURE_DRIFT = dg.AssetKey("feature_drift")
 FEATURE_DRIFT_CHECK = dg.AssetCheckKey(FEATURE_DRIFT, "check_feature_drift")
@@ -98,6 +98,7 @@ def feature_drift(
     config: DriftConfig,
     warehouse: DuckDBResource,
     retraining_policy: RetrainingPolicy,
+    settings: SettingsResource,
 ):
     """Every feature of the day's transactions (as of their own time, the offline SQL) against the training
     set's warm rows: Evidently 0.7's sample-size-aware tests (K-S / chi-square up to 1000 reference rows, normed
@@ -137,7 +138,7 @@ def feature_drift(
         "features": dg.MetadataValue.md(report.markdown()),
     }
     if config.evidently_report:
-        path = Settings.from_env().reports_dir / f"drift-{day.isoformat()}.html"
+        path = settings.get().reports_dir / f"drift-{day.isoformat()}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         sample = lambda f: f.sample(min(len(f), config.html_rows), random_state=7)  # noqa: E731
         path.write_text(evidently_html(sample(reference), sample(current), NUMERIC, CATEGORICAL))

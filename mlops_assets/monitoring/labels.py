@@ -7,8 +7,8 @@ from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
-from mlops_core import registry
 from mlops_core.monitoring.verdicts import label_volume_verdict
+from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
 
 LABEL_VOLUME = dg.AssetKey("label_volume")
@@ -36,20 +36,15 @@ def label_volume(
     context: dg.AssetExecutionContext,
     warehouse: DuckDBResource,
     retraining_policy: RetrainingPolicy,
-    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+    model_registry: ModelRegistry,
 ):
     """Labels landed on the day, and every label known by the end of the day that came after the champion's
     training cutoff (the `training_cutoff` tag of its registry version): new evidence the champion never saw.
     The retraining verdict is check_label_volume."""
-    from mlflow import MlflowClient
-
     day = dt.date.fromisoformat(context.partition_key)
-    client = MlflowClient()
-    champion = registry.alias_version(client, registry.CHAMPION)
-    cutoff = None
-    if champion is not None:
-        tag = client.get_model_version(registry.MODEL_NAME, champion).tags.get(CUTOFF_TAG)
-        cutoff = dt.datetime.fromisoformat(tag) if tag else None
+    champion = model_registry.champion()
+    tag = champion.tags.get(CUTOFF_TAG) if champion is not None else None
+    cutoff = dt.datetime.fromisoformat(tag) if tag else None
     end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     with warehouse.get_connection() as con:
         landed, landed_fraud = con.execute(
@@ -66,7 +61,7 @@ def label_volume(
             "day": day.isoformat(),
             "labels_landed": int(landed),
             "fraud_labels_landed": int(landed_fraud),
-            "champion_version": champion,
+            "champion_version": None if champion is None else champion.version,
             "champion_training_cutoff": cutoff.isoformat() if cutoff else None,
             "new_labels_since_cutoff": int(new),
             "new_fraud_labels_since_cutoff": int(new_fraud),

@@ -2,7 +2,6 @@
 arrive (concept drift: recall on confirmed frauds, Page-Hinkley on matured errors, calibration)."""
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -18,11 +17,9 @@ from mlops_core import registry
 from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
 from mlops_core.monitoring.verdicts import concept_drift_verdict, prediction_drift_verdict
 from mlops_core.serving.analysis import SCORE_EDGES, psi
-from mlops_core.settings import Settings
+from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
-
-if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
+from resources.settings import SettingsResource
 
 PREDICTION_DRIFT = dg.AssetKey("prediction_drift")
 CONCEPT_DRIFT = dg.AssetKey("concept_drift")
@@ -43,14 +40,6 @@ select transaction_id, is_fraud from marts.label_events
 where transaction_id in (select transaction_id from served) and landed_date <= $day
 qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
 """
-
-
-def _champion() -> tuple[str | None, "ModelVersion | None"]:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    version = registry.alias_version(client, registry.CHAMPION)
-    return (version, client.get_model_version(registry.MODEL_NAME, version)) if version else (None, None)
 
 
 def _served(con, version: str, first: dt.date, last: dt.date) -> pd.DataFrame:
@@ -92,7 +81,7 @@ def prediction_drift(
     config: PredictionDriftConfig,
     warehouse: DuckDBResource,
     retraining_policy: RetrainingPolicy,
-    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+    model_registry: ModelRegistry,
 ):
     """The champion's served scores on the day against its scores over its first `reference_days` days of
     service (the days before this one when it is younger): PSI on fixed probability bins, the K-S statistic,
@@ -101,7 +90,8 @@ def prediction_drift(
     from scipy.stats import ks_2samp
 
     day = dt.date.fromisoformat(context.partition_key)
-    version, _ = _champion()
+    champion = model_registry.champion()
+    version = None if champion is None else champion.version
     base = {"day": day.isoformat(), "champion_version": version}
 
     def without_verdict(note: str) -> dg.MaterializeResult:
@@ -160,8 +150,8 @@ class ConceptDriftConfig(dg.Config):
     )
 
 
-def _metric(client, run_id: str, name: str) -> float | None:
-    value = client.get_run(run_id).data.metrics.get(name)
+def _metric(metrics: dict[str, float], name: str) -> float | None:
+    value = metrics.get(name)
     return None if value is None or value != value else float(value)
 
 
@@ -193,7 +183,8 @@ def concept_drift(
     config: ConceptDriftConfig,
     warehouse: DuckDBResource,
     retraining_policy: RetrainingPolicy,
-    mlflow: dg.ResourceParam[object],  # unused: started for the tracking URI it sets
+    model_registry: ModelRegistry,
+    settings: SettingsResource,
 ):
     """Has the relation between features and fraud moved away from what the champion learned? Three tests
     on its served decisions, with the labels known by the end of the day:
@@ -203,12 +194,11 @@ def concept_drift(
     - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
     check_champion_performance fails when any of them fires; the performance sensor retrains on it."""
-    from mlflow import MlflowClient
-
     day = dt.date.fromisoformat(context.partition_key)
-    version, details = _champion()
+    champion = model_registry.champion()
+    version = None if champion is None else champion.version
     base = {"day": day.isoformat(), "champion_version": version}
-    maturity = Settings.from_env().label_maturity_days
+    maturity = settings.get().label_maturity_days
     policy = retraining_policy
     with warehouse.get_connection() as con:
         if version is None or not _has_log(con):
@@ -225,9 +215,9 @@ def concept_drift(
         con.register("served", served)
         labels = con.execute(LABELS_SQL, {"day": day}).df()
         con.unregister("served")
-    client = MlflowClient()
-    reference_recall = _metric(client, details.run_id, "test_recall")
-    reference_ece = _metric(client, details.run_id, "test_expected_calibration_error")
+    metrics = registry.run_metrics(model_registry.client(), champion.run_id)
+    reference_recall = _metric(metrics, "test_recall")
+    reference_ece = _metric(metrics, "test_expected_calibration_error")
     verdict = labels.set_index("transaction_id")["is_fraud"]
     label = served["transaction_id"].map(verdict)
     event_day = pd.to_datetime(served["event_date"])

@@ -5,13 +5,13 @@ import time
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import SCORING, daily_partitions
 from mlops_core import registry, scoring
+from resources.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from mlops_core.serving.models import LoadedModel
 
 
@@ -31,15 +31,15 @@ COLUMN_SCHEMA = dg.TableSchema(
 )
 
 
-def load_champion(client: "MlflowClient") -> "LoadedModel":
+def load_champion(model_registry: ModelRegistry) -> "LoadedModel":
     """The champion's ONNX graph and threshold from the registry; a clear failure when there is none."""
     from mlops_core.serving.models import load_alias
 
-    champion = load_alias(client, registry.CHAMPION)
+    champion = load_alias(model_registry.client(), registry.CHAMPION)
     if champion is None:
         raise dg.Failure(
             description=f"No {registry.CHAMPION!r} alias on registered model {registry.MODEL_NAME!r} in the MLflow "
-            f"registry at {client.tracking_uri}: nothing to score with. Train and register a challenger "
+            f"registry at {model_registry.tracking_uri}: nothing to score with. Train and register a challenger "
             "(training_job), then promote it (promote_job or `mlops promote`)."
         )
     return champion
@@ -52,7 +52,6 @@ def load_champion(client: "MlflowClient") -> "LoadedModel":
     # Follows its upstream: the monitoring_automation sensor materializes the newest day once its inputs update.
     automation_condition=dg.AutomationCondition.eager(),
     deps=SOURCES,
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"duckdb", "onnx"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -64,15 +63,13 @@ def load_champion(client: "MlflowClient") -> "LoadedModel":
         )
     ],
 )
-def batch_scores(context: dg.AssetExecutionContext):
+def batch_scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource, model_registry: ModelRegistry):
     """The day's transactions scored by the champion from their point-in-time features, in one vectorized
     pass. Table scoring.batch_scores; re-materializing a day replaces its scores."""
-    import mlflow
-
     day = dt.date.fromisoformat(context.partition_key)
     started = time.perf_counter()
-    model = load_champion(mlflow.MlflowClient())
-    with context.resources.warehouse.get_connection() as con:
+    model = load_champion(model_registry)
+    with warehouse.get_connection() as con:
         scores = scoring.score_day(con, day, model)
         scoring.write_scores(con, day, scores)
         audit = scoring.audit_scores(con, day)

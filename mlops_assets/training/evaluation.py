@@ -5,16 +5,18 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
 from mlops_assets.training.models import load_training_set
 from mlops_core import registry
-from mlops_core.settings import Settings
 from mlops_core.training import gates as g
 from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.training.report import markdown_tables, plots, render_html
+from resources.registry import ModelRegistry
+from resources.settings import SettingsResource
 
 EVALUATION = dg.AssetKey("candidate_evaluation")
 
@@ -70,21 +72,26 @@ class GateConfig(dg.Config):
         return g.GateThresholds(**self.model_dump())
 
 
-def champion_scorer(client) -> tuple[str, OnnxScorer, float] | None:
+def champion_scorer(model_registry: ModelRegistry) -> tuple[str, OnnxScorer, float] | None:
     """The current champion's ONNX graph from the registry (bytes only, never unpickled)."""
     import mlflow
 
-    version = registry.alias_version(client, registry.CHAMPION)
-    if version is None:
+    champion = model_registry.champion()
+    if champion is None:
         return None
-    details = client.get_model_version(registry.MODEL_NAME, version)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.MODEL_NAME}/{version}", dst_path=tmp)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{champion.model_name}/{champion.version}",
+                dst_path=tmp,
+                tracking_uri=model_registry.tracking_uri,
+            )
         )
         model_bytes = next(local.rglob("*.onnx")).read_bytes()
-    threshold = float(details.tags.get("threshold") or client.get_run(details.run_id).data.tags["threshold"])
-    return f"champion (version {version})", OnnxScorer(model_bytes), threshold
+    threshold = (
+        champion.tags.get("threshold") or model_registry.client().get_run(champion.run_id).data.tags["threshold"]
+    )
+    return f"champion (version {champion.version})", OnnxScorer(model_bytes), float(threshold)
 
 
 def _check_results(evaluation: Evaluation):
@@ -98,7 +105,6 @@ def _check_results(evaluation: Evaluation):
 @dg.asset(
     key=EVALUATION,
     group_name=TRAINING,
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"mlflow", "html"},
     check_specs=[
         dg.AssetCheckSpec(name, asset=EVALUATION, blocking=True, description=g.GATE_DESCRIPTIONS[name])
@@ -106,32 +112,32 @@ def _check_results(evaluation: Evaluation):
     ],
 )
 def candidate_evaluation(
-    context: dg.AssetExecutionContext,
     config: GateConfig,
     fraud_model_candidate: TrainedModel,
     baseline_model: TrainedModel,
+    warehouse: DuckDBResource,
+    model_registry: ModelRegistry,
+    settings: SettingsResource,
 ):
     """Candidate vs champion vs baseline on the same frozen test split: metrics, segments, plots, latency,
     and the quality gates. Writes a self-contained HTML report and logs it to the candidate's MLflow run."""
-    import mlflow
-
-    frame, _ = load_training_set(context.resources.warehouse)
-    client = mlflow.MlflowClient()
+    frame, _ = load_training_set(warehouse)
+    client = model_registry.client()
     evaluation = evaluate(
         fraud_model_candidate,
         split(frame, "test"),
         config.thresholds(),
         baseline=baseline_model,
-        champion=champion_scorer(client),
+        champion=champion_scorer(model_registry),
     )
     figures = plots(evaluation.report)
     page = render_html(evaluation.report, figures)
-    settings = Settings.from_env()
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reports_dir / f"evaluation-{fraud_model_candidate.run_id}.html"
+    reports_dir = settings.get().reports_dir
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"evaluation-{fraud_model_candidate.run_id}.html"
     path.write_text(page)
     # Written beside and renamed: a full disk must not leave a truncated report as the latest one.
-    latest = settings.reports_dir / "evaluation-latest.html"
+    latest = reports_dir / "evaluation-latest.html"
     partial = latest.with_suffix(".html.partial")
     partial.write_text(page)
     partial.replace(latest)

@@ -17,6 +17,7 @@ from mlops_core.training import matrix
 from mlops_core.training.candidates import TrainedModel, fit, split
 from mlops_core.training.models import LogisticParams, XGBoostParams
 from mlops_core.training.onnx_export import OnnxScorer
+from resources.registry import ModelRegistry
 
 MODEL_ARTIFACT = "model"
 
@@ -83,13 +84,13 @@ def load_training_set(warehouse: DuckDBResource):
         return frame, data_version(con, TRAINING_SET_TABLE)
 
 
-def log_to_mlflow(trained: TrainedModel, frame) -> TrainedModel:
+def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -> TrainedModel:
     """A nested MLflow run under the Dagster run's: params, metrics, versions, ONNX model, importances."""
     import mlflow
     import onnx
 
     example = matrix.encode(split(frame, "validation").head(5))
-    with mlflow.start_run(run_name=f"{trained.kind}-candidate", nested=True) as run:
+    with model_registry.model_run(f"{trained.kind}-candidate") as run:
         mlflow.log_params({**trained.params, "threshold": trained.threshold})
         mlflow.log_metrics(
             {f"validation_{k}": float(v) for k, v in trained.validation_metrics.items() if np.isfinite(v)}
@@ -134,13 +135,15 @@ def _metadata(trained: TrainedModel) -> dict:
 @dg.asset(
     group_name=TRAINING,
     deps=[TRAINING_SET],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"xgboost", "mlflow", "onnx"},
 )
-def fraud_model_candidate(context: dg.AssetExecutionContext, config: XGBoostConfig) -> TrainedModel:
+def fraud_model_candidate(
+    context: dg.AssetExecutionContext, config: XGBoostConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
+) -> TrainedModel:
     """XGBoost trained on the point-in-time training set, early-stopped on the validation split, exported to ONNX."""
-    frame, version = load_training_set(context.resources.warehouse)
+    frame, version = load_training_set(warehouse)
     trained = log_to_mlflow(
+        model_registry,
         fit(frame, "xgboost", version, xgboost_params=config.params(), false_negative_cost=config.false_negative_cost),
         frame,
     )
@@ -151,13 +154,15 @@ def fraud_model_candidate(context: dg.AssetExecutionContext, config: XGBoostConf
 @dg.asset(
     group_name=TRAINING,
     deps=[TRAINING_SET],
-    required_resource_keys={"mlflow", "warehouse"},
     kinds={"scikitlearn", "mlflow", "onnx"},
 )
-def baseline_model(context: dg.AssetExecutionContext, config: LogisticConfig) -> TrainedModel:
+def baseline_model(
+    context: dg.AssetExecutionContext, config: LogisticConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
+) -> TrainedModel:
     """Standardised logistic regression on the same training set: the bar any candidate must clear."""
-    frame, version = load_training_set(context.resources.warehouse)
+    frame, version = load_training_set(warehouse)
     trained = log_to_mlflow(
+        model_registry,
         fit(
             frame, "logistic", version, logistic_params=config.params(), false_negative_cost=config.false_negative_cost
         ),

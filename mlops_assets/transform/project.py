@@ -43,10 +43,18 @@ def ensure_manifest(project: DbtProject | None = None) -> Path:
     stamp = project.manifest_path.parent / DIGEST_FILE
     current = sources_digest(Path(project.project_dir))
     if not project.manifest_path.exists() or not stamp.exists() or stamp.read_text().strip() != current:
-        # profiles.yml renders env_var('MLOPS_DUCKDB_PATH'); parsing never opens the file.
+        # profiles.yml renders env_var('MLOPS_DUCKDB_PATH'); parsing never opens the file. Set for the parse
+        # only: loading the definitions leaves the environment as it found it.
+        unset = "MLOPS_DUCKDB_PATH" not in os.environ
         os.environ.setdefault("MLOPS_DUCKDB_PATH", str(Settings.from_env().duckdb_path))
-        dbt = DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir), dbt_executable=DBT_EXECUTABLE)
-        dbt.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        try:
+            dbt = DbtCliResource(
+                project_dir=project, profiles_dir=str(project.profiles_dir), dbt_executable=DBT_EXECUTABLE
+            )
+            dbt.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        finally:
+            if unset:
+                os.environ.pop("MLOPS_DUCKDB_PATH", None)
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(current + "\n")
     return project.manifest_path

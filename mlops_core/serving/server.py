@@ -193,7 +193,12 @@ def start_detached(
     log_path = log_file or paths.root / f"server-{port}.log"
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # The endpoint serves the state of `settings`, whatever this process's environment says.
+            env={**os.environ, **settings.environment()},
         )
     paths.pid_file(port).write_text(json.dumps({"pid": process.pid, "host": host, "port": port, "role": role}))
     deadline = time.monotonic() + timeout
@@ -332,6 +337,28 @@ def stop(settings: Settings, port: int = DEFAULT_PORT, role: str = "production")
     return pid
 
 
+def admin_token_file(settings: Settings) -> Path:
+    """Where a laptop keeps its admin token when MLOPS_ADMIN_TOKEN is unset."""
+    return settings.home / "admin_token"
+
+
+def read_or_create_admin_token(path: Path) -> str:
+    """The token kept in `path`, written first (random, mode 0600) when the file does not exist yet."""
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # written by another process in between
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
+
+
 def ensure_admin_token(settings: Settings) -> str:
     """MLOPS_ADMIN_TOKEN from the environment; on a laptop without one, a random token kept in
     MLOPS_HOME/admin_token (mode 0600) and exported, so the CLI, the server and Dagster agree.
@@ -339,16 +366,6 @@ def ensure_admin_token(settings: Settings) -> str:
     token = os.environ.get(ADMIN_TOKEN_ENV)
     if token:
         return token
-    path = settings.home / "admin_token"
-    if path.exists():
-        token = path.read_text().strip()
-    else:
-        import secrets
-
-        settings.home.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
+    token = read_or_create_admin_token(admin_token_file(settings))
     os.environ[ADMIN_TOKEN_ENV] = token
     return token

@@ -20,7 +20,6 @@ from mlops_core.features import offline
 from mlops_core.serving.models import load_alias
 from mlops_core.training import matrix
 from resources.environment import build_resources
-from resources.mlflow import tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +64,7 @@ def stored(settings, day: date):
 
 
 def champion_version(settings) -> str:
-    return registry.alias_version(mlflow.MlflowClient(tracking_uri(settings)), registry.CHAMPION)
+    return registry.alias_version(mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir)), registry.CHAMPION)
 
 
 def test_a_day_is_scored_by_the_champion_and_passes_the_check(settings):
@@ -99,7 +98,7 @@ def test_a_day_is_scored_by_the_champion_and_passes_the_check(settings):
     assert [c.name for c in metadata["dagster/column_schema"].columns] == list(scoring.SCORE_COLUMNS)
     assert "top_scores" in metadata and "note" not in metadata
     # The champion from the registry, on features over the whole warehouse, gives the stored scores.
-    champion = load_alias(mlflow.MlflowClient(tracking_uri(settings)), registry.CHAMPION)
+    champion = load_alias(mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir)), registry.CHAMPION)
     expected = champion.score(matrix.encode(features))
     assert list(features["transaction_id"]) == list(rows["transaction_id"])
     np.testing.assert_allclose(rows["fraud_probability"].to_numpy(), expected, rtol=0, atol=1e-6)

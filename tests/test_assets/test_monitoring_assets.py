@@ -26,7 +26,6 @@ from mlops_assets.monitoring.model_quality import (
 from mlops_core import registry
 from resources.alerts import AlertResource
 from resources.environment import build_resources
-from resources.mlflow import tracking_uri
 from resources.retraining import RetrainingPolicy
 from sensors.retraining import performance_sensor, read_verdicts, retraining_sensor
 
@@ -109,7 +108,7 @@ def test_feature_drift_of_an_empty_day_says_so(settings):
 
 
 def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
-    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_tracking_uri(registry.tracking_uri(settings.mlflow_dir))
     client = mlflow.MlflowClient()
     champion = registry.alias_version(client, registry.CHAMPION)
     cutoff = client.get_model_version(registry.MODEL_NAME, champion).tags["training_cutoff"]
@@ -137,7 +136,7 @@ def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
 
 
 def _champion_client(settings) -> tuple[mlflow.MlflowClient, str]:
-    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_tracking_uri(registry.tracking_uri(settings.mlflow_dir))
     client = mlflow.MlflowClient()
     return client, registry.alias_version(client, registry.CHAMPION)
 

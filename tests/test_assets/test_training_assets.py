@@ -23,7 +23,6 @@ from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_core import registry
 from mlops_core.training import candidates, gates, matrix
 from resources.environment import build_resources
-from resources.mlflow import tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +72,7 @@ def failed(result) -> set[str]:
 
 
 def challenger(settings) -> str | None:
-    return registry.alias_version(mlflow.MlflowClient(tracking_uri(settings)), registry.CHALLENGER)
+    return registry.alias_version(mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir)), registry.CHALLENGER)
 
 
 def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
@@ -83,7 +82,7 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
     assert failed(result) == set()
     version = challenger(settings)
     assert version is not None
-    client = mlflow.MlflowClient(tracking_uri(settings))
+    client = mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir))
     run = client.get_run(client.get_model_version(registry.MODEL_NAME, version).run_id)
     assert {"data_version", "code_version", "feature_spec_version", "threshold"} <= set(run.data.tags)
     assert run.data.metrics["test_auc_pr"] > 0
@@ -221,7 +220,7 @@ def test_a_broken_onnx_export_fails_the_parity_gate(settings, monkeypatch):
 
 
 def test_promote_moves_champion_and_records_it(settings):
-    client = mlflow.MlflowClient(tracking_uri(settings))
+    client = mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir))
     version = challenger(settings)
     assert version is not None
     result = dg.materialize(

@@ -22,7 +22,7 @@ from mlops_core import registry
 from mlops_core.settings import Settings
 from mlops_core.training.candidates import TrainedModel, fit
 from mlops_core.training.models import XGBoostParams
-from resources.mlflow import mlflow_resource
+from resources.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -83,15 +83,15 @@ def test_full_artifact_disk_fails_the_run_clearly_and_keeps_the_current_model(sm
     frame = make_training_frame(n_rows=2000, seed=4)
     trained = fit(frame, "xgboost", "v-test", xgboost_params=XGBoostParams(n_estimators=20))
 
-    @dg.asset(name="fraud_model_candidate", required_resource_keys={"mlflow"})
-    def candidate() -> TrainedModel:
-        return log_to_mlflow(trained, frame)
+    @dg.asset(name="fraud_model_candidate")
+    def candidate(model_registry: ModelRegistry) -> TrainedModel:
+        return log_to_mlflow(model_registry, trained, frame)
 
     def run():
         return dg.materialize(
             [candidate, registered_challenger],
             resources={
-                "mlflow": mlflow_resource(settings),
+                "model_registry": ModelRegistry.for_settings(settings),
                 "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
             },
             instance=dg.DagsterInstance.ephemeral(),

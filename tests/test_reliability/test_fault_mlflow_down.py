@@ -25,7 +25,7 @@ from mlops_core import registry
 from mlops_core.settings import Settings
 from mlops_core.training.candidates import TrainedModel, fit
 from mlops_core.training.models import XGBoostParams
-from resources.mlflow import mlflow_resource
+from resources.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def world(mlflow_server, tmp_path, monkeypatch):
     registry.ensure_experiment(client, "fraud_detection", None)
     mlflow.set_experiment("fraud_detection")
     with mlflow.start_run():
-        first = log_to_mlflow(trained, frame)
+        first = log_to_mlflow(ModelRegistry(tracking_uri=proxy.url), trained, frame)
     with DuckDBResource(database=str(settings.duckdb_path)).get_connection() as con:
         registry.register_as(
             client,
@@ -108,16 +108,16 @@ def _state(client, settings):
 def _run(settings, trained, frame, outage):
     """One Dagster run: the candidate is trained and logged, then `outage()` happens, then registration."""
 
-    @dg.asset(name="fraud_model_candidate", required_resource_keys={"mlflow"})
-    def candidate() -> TrainedModel:
-        logged = log_to_mlflow(trained, frame)
+    @dg.asset(name="fraud_model_candidate")
+    def candidate(model_registry: ModelRegistry) -> TrainedModel:
+        logged = log_to_mlflow(model_registry, trained, frame)
         outage()
         return logged
 
     return dg.materialize(
         [candidate, registered_challenger],
         resources={
-            "mlflow": mlflow_resource(settings),
+            "model_registry": ModelRegistry.for_settings(settings),
             "warehouse": DuckDBResource(database=str(settings.duckdb_path)),
         },
         instance=dg.DagsterInstance.ephemeral(),

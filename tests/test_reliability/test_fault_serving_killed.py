@@ -32,8 +32,9 @@ from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.plan import TrafficPlan
 from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.server import ServingPaths
-from resources.mlflow import mlflow_resource
+from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
+from resources.settings import SettingsResource
 
 pytestmark = pytest.mark.slow
 STAGES = [staging_endpoint, shadow_endpoint, canary_endpoint, champion_model, production_endpoint]
@@ -62,7 +63,8 @@ def test_serving_killed_mid_canary_restarts_to_the_recorded_plan_and_the_rollout
     url = f"http://127.0.0.1:{port}"
     with mock.patch.dict(os.environ, world.env()):
         resources = {
-            "mlflow": mlflow_resource(world.settings),
+            "model_registry": ModelRegistry.for_settings(world.settings),
+            "settings": SettingsResource.of(world.settings),
             "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
             "serving_endpoint": ServingEndpointResource(
                 url=url,

@@ -30,12 +30,9 @@ import dagster as dg
 from mlops_assets.definitions import defs
 out = {}
 for key, resource in defs.resources.items():
-    if isinstance(resource, dg.ConfigurableResource):
-        values = {name: getattr(resource, name) for name in type(resource).model_fields}
-        out[key] = {n: ["EnvVar", v.env_var_name] if isinstance(v, dg.EnvVar) else [type(v).__name__, str(v)] for n, v in values.items()}
-    else:  # a legacy @resource (dagster-mlflow's), configured: its config is plain values
-        config = resource.apply_config_mapping({}).value["config"]
-        out[key] = {name: [type(value).__name__, json.dumps(value, default=str)] for name, value in config.items()}
+    assert isinstance(resource, dg.ConfigurableResource), key  # typed, so every field is listed here
+    values = {name: getattr(resource, name) for name in type(resource).model_fields}
+    out[key] = {n: ["EnvVar", v.env_var_name] if isinstance(v, dg.EnvVar) else [type(v).__name__, str(v)] for n, v in values.items()}
 print("PROBE" + json.dumps(out))
 """
 
@@ -58,7 +55,12 @@ def resource_fields(tmp_path_factory):
 def test_secret_like_resource_fields_are_env_vars(resource_fields):
     secret_fields = {(r, f) for r, fields in resource_fields.items() for f in fields if SECRET_FIELD.search(f)}
     assert {("serving_endpoint", "admin_token"), ("online_store", "redis_url")} <= secret_fields
-    not_env = {f"{r}.{f}" for r, f in secret_fields if resource_fields[r][f][0] != "EnvVar" and f != "webhook_url"}
+    # A `*_file` field names where a laptop keeps a secret (MLOPS_HOME/admin_token), not the secret itself.
+    not_env = {
+        f"{r}.{f}"
+        for r, f in secret_fields
+        if resource_fields[r][f][0] != "EnvVar" and f != "webhook_url" and not f.endswith("_file")
+    }
     assert not_env == set()
 
 
@@ -69,7 +71,7 @@ def test_the_alert_webhook_is_an_env_var(resource_fields):
 def test_the_mlflow_tracking_uri_carries_no_credentials(resource_fields):
     """MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN from the environment itself; the URI,
     which the resource config shows, must hold none."""
-    uri = json.loads(resource_fields["mlflow"]["mlflow_tracking_uri"][1])
+    uri = resource_fields["model_registry"]["tracking_uri"][1]
     assert uri and not CREDENTIALS_IN_URL.search(uri)
 
 

@@ -23,7 +23,7 @@ from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.server import ServingPaths
 from resources.alerts import AlertResource
-from resources.mlflow import mlflow_resource
+from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
 from sensors.canary import RULES, canary_rollback_sensor
 
@@ -172,7 +172,7 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
             [canary_rollback],
             run_config=request.run_config,
             resources={
-                "mlflow": mlflow_resource(world.settings),
+                "model_registry": ModelRegistry.for_settings(world.settings),
                 "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
                 "serving_endpoint": resource,
                 "alerts": AlertResource(webhook_url=webhook_url),

@@ -18,8 +18,9 @@ from mlops_assets.deployment.rollout import canary_endpoint, production_endpoint
 from mlops_core import registry
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.server import ServingPaths
-from resources.mlflow import mlflow_resource
+from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
+from resources.settings import SettingsResource
 
 pytestmark = pytest.mark.slow
 STAGES = [staging_endpoint, shadow_endpoint, canary_endpoint, champion_model, production_endpoint]
@@ -43,7 +44,8 @@ def live(world):
     with mock.patch.dict(os.environ, world.env()), running_endpoint(world, free_port()) as (url, _):
         paths = ServingPaths.for_role(world.settings, "production")
         resources = {
-            "mlflow": mlflow_resource(world.settings),
+            "model_registry": ModelRegistry.for_settings(world.settings),
+            "settings": SettingsResource.of(world.settings),
             "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
             "serving_endpoint": ServingEndpointResource(
                 url=url,

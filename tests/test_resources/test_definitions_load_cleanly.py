@@ -1,0 +1,63 @@
+"""Loading the code location has no side effects: no directory, file, token or environment variable.
+
+State is made by `mlops prepare` or by a resource's setup when a run starts. Checked in a fresh process,
+so nothing an earlier test imported or exported hides a write.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from mlops_assets.transform.project import ensure_manifest
+from mlops_core.settings import REPO_ROOT
+
+# Libraries that write the environment when imported, and are not ours to judge: pandera sets SPARK_LOCAL_IP
+# and PYARROW_IGNORE_TIMEZONE (pandera/external_config.py), mlflow drops an inherited telemetry session id.
+# Imported before the snapshot, so the comparison sees only what the platform's own modules do.
+PROBE = """
+import json, os
+import mlflow, pandera.pandas
+before = dict(os.environ)
+import mlops_assets.definitions
+after = dict(os.environ)
+print("PROBE" + json.dumps({
+    "added": sorted(set(after) - set(before)),
+    "removed": sorted(set(before) - set(after)),
+    "changed": sorted(k for k in set(before) & set(after) if before[k] != after[k]),
+    "resources": sorted(mlops_assets.definitions.defs.resources),
+}))
+"""
+
+STATE_VARIABLES = (
+    "MLOPS_HOME",
+    "MLOPS_DATA_DIR",
+    "MLOPS_DUCKDB_PATH",
+    "MLOPS_REPORTS_DIR",
+    "MLOPS_MLFLOW_DIR",
+    "MLOPS_MLFLOW_TRACKING_URI",
+    "MLOPS_ADMIN_TOKEN",
+    "DAGSTER_HOME",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_DISABLE_TELEMETRY",
+)
+
+
+def test_importing_the_definitions_creates_nothing_and_leaves_the_environment_alone(tmp_path):
+    ensure_manifest()  # a stale dbt manifest is parsed at import (into the repo's target/): not what this tests
+    home = tmp_path / "missing" / "home"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in STATE_VARIABLES}
+    env |= {"MLOPS_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.split("PROBE", 1)[1])
+    assert {"added": probe["added"], "removed": probe["removed"], "changed": probe["changed"]} == {
+        "added": [],
+        "removed": [],
+        "changed": [],
+    }
+    assert not (tmp_path / "missing").exists(), sorted(str(p) for p in (tmp_path / "missing").rglob("*"))
+    assert list(cwd.iterdir()) == []  # no ./mlruns, no sqlite file beside the process
+    assert {"settings", "model_registry"} <= set(probe["resources"])
