@@ -22,8 +22,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_core.features.offline import checked_identifier, point_in_time_features_sql
-from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE, MAX_WINDOW_SECONDS
+from mlops_core.features.offline import checked_identifier, day_bounds, day_features  # noqa: F401  (day_bounds re-exported)
+from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE
 from mlops_core.training import matrix
 
 if (
@@ -55,37 +55,6 @@ SCORES_DDL = (
 )
 
 _STAGING_VIEW = "batch_scores_staging"
-
-
-def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
-    """(history start, day start, day end) as naive UTC: [since, until) is what scoring reads."""
-    start = dt.datetime.combine(day, dt.time())
-    return start - dt.timedelta(seconds=MAX_WINDOW_SECONDS), start, start + dt.timedelta(days=1)
-
-
-def day_features(
-    con: duckdb.DuckDBPyConnection,
-    day: dt.date,
-    events: str = EVENTS_TABLE,
-    account_history: str = ACCOUNT_HISTORY_TABLE,
-) -> pd.DataFrame:
-    """Every transaction whose event_timestamp falls on `day`, with its features as of its own time,
-    in (event_timestamp, transaction_id) order."""
-    events = checked_identifier(events)
-    since, start, until = day_bounds(day)
-    return con.execute(
-        f"""
-with scoring_window as (
-    select * from {events}
-    where event_timestamp >= $since and event_timestamp < $until
-      and account_id in (select account_id from {events} where event_timestamp >= $start and event_timestamp < $until)
-)
-select * from ({point_in_time_features_sql("scoring_window", account_history)})
-where event_timestamp >= $start
-order by event_timestamp, transaction_id
-""",
-        {"since": since, "start": start, "until": until},
-    ).df()
 
 
 def score_matrix(model: LoadedModel, X: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
