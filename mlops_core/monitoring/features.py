@@ -38,7 +38,10 @@ def reference_features(
     """The reference side of feature drift: the columns `features` of a seeded reservoir sample of at most
     `rows` training-set rows from `warm_from` on, and a note saying which rows they are. Compared with warm-up
     rows, every later day would look drifted; with fewer than `min_warm_rows` warm rows, the sample is drawn
-    from every training-set row instead (and the note says so)."""
+    from every training-set row instead (and the note says so).
+
+    DuckDB applies SAMPLE before WHERE: the warm rows are those among a sample of `rows` of the whole
+    training set, about `rows` times the warm share of them, not `rows` warm rows."""
     columns = ", ".join(checked_identifier(name) for name in features)
     start = warm_from(con)
     # rows is an int: formatting it into SAMPLE (which takes no parameters) is safe.
