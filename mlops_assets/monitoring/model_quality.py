@@ -15,9 +15,10 @@ from mlops_assets.deployment.prediction_log import PREDICTION_LOG
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core import registry
 from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
+from mlops_core.monitoring.psi import psi_on_edges
 from mlops_core.monitoring.reads import first_served_day, latest_labels, served_decisions, warehouse_log_exists
 from mlops_core.monitoring.verdicts import concept_drift_verdict, prediction_drift_verdict
-from mlops_core.serving.analysis import SCORE_EDGES, psi
+from mlops_core.serving.analysis import SCORE_EDGES
 from mlops_core.settings import Settings
 from resources.retraining import RetrainingPolicy
 
@@ -101,7 +102,7 @@ def prediction_drift(
     if min(len(reference), len(current)) < config.min_scores:
         return without_verdict(f"fewer than {config.min_scores} scores on a side")
     ref, cur = reference["score"].to_numpy(float), current["score"].to_numpy(float)
-    score_psi = psi(ref, cur, edges=SCORE_EDGES)
+    score_psi = psi_on_edges(ref, cur, edges=SCORE_EDGES)
     verdict = prediction_drift_verdict(day, score_psi, retraining_policy.prediction_psi)
     return dg.MaterializeResult(
         metadata={
