@@ -1,11 +1,10 @@
 """Batch scoring: every transaction of one event day scored by a registered model in one pass.
 
-Features come from the same point-in-time SQL as the training set, run over the events of
-[day - 30 days, day + 1) of the accounts that transact on the day only. Windows are per
-account and the longest reaches 30 days back from the day's first instant, so every row of
-the day sees exactly the history it would see over the whole warehouse, and no event after
-the day is read. The restriction is a CTE with bound parameters rather than a temporary
-view, because DuckDB refuses parameters in a view definition.
+Features come from the same point-in-time SQL as the training set (features.offline.day_features),
+run over the events of [day - 30 days, day + 1) of the accounts that transact on the day only.
+Windows are per account and the longest reaches 30 days back from the day's first instant, so
+every row of the day sees exactly the history it would see over the whole warehouse, and no
+event after the day is read. Feature drift reads the same frame as its current side.
 
 The day's matrix is scored in a few large chunks, one onnxruntime call each, and written to
 `scoring.batch_scores`, replacing the day's previous scores in one transaction. No dagster here.
@@ -22,13 +21,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_core.features.offline import checked_identifier, day_bounds, day_features  # noqa: F401  (day_bounds re-exported)
+from mlops_core.features.offline import checked_identifier, day_features
 from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE
 from mlops_core.training import matrix
 
-if (
-    TYPE_CHECKING
-):  # serving's model loading imports MLflow; the feature drift asset imports this module for its features
+if TYPE_CHECKING:  # serving's model loading imports MLflow: batch scoring is handed a loaded model
     from mlops_core.serving.models import LoadedModel
 
 SCORES_TABLE = "scoring.batch_scores"
