@@ -1,11 +1,10 @@
 """Batch scoring: every transaction of one event day scored by a registered model in one pass.
 
-Features come from the same point-in-time SQL as the training set, run over the events of
-[day - 30 days, day + 1) of the accounts that transact on the day only. Windows are per
-account and the longest reaches 30 days back from the day's first instant, so every row of
-the day sees exactly the history it would see over the whole warehouse, and no event after
-the day is read. The restriction is a CTE with bound parameters rather than a temporary
-view, because DuckDB refuses parameters in a view definition.
+Features come from the same point-in-time SQL as the training set (features.offline.day_features),
+run over the events of [day - 30 days, day + 1) of the accounts that transact on the day only.
+Windows are per account and the longest reaches 30 days back from the day's first instant, so
+every row of the day sees exactly the history it would see over the whole warehouse, and no
+event after the day is read. Feature drift reads the same frame as its current side.
 
 The day's matrix is scored in a few large chunks, one onnxruntime call each, and written to
 `scoring.batch_scores`, replacing the day's previous scores in one transaction. No dagster here.
@@ -22,13 +21,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_core.features.offline import checked_identifier, point_in_time_features_sql
-from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE, MAX_WINDOW_SECONDS
+from mlops_core.features.offline import checked_identifier, day_features
+from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE
 from mlops_core.training import matrix
 
-if (
-    TYPE_CHECKING
-):  # serving's model loading imports MLflow; the feature drift asset imports this module for its features
+if TYPE_CHECKING:  # serving's model loading imports MLflow: batch scoring is handed a loaded model
     from mlops_core.serving.models import LoadedModel
 
 SCORES_TABLE = "scoring.batch_scores"
@@ -55,37 +52,6 @@ SCORES_DDL = (
 )
 
 _STAGING_VIEW = "batch_scores_staging"
-
-
-def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
-    """(history start, day start, day end) as naive UTC: [since, until) is what scoring reads."""
-    start = dt.datetime.combine(day, dt.time())
-    return start - dt.timedelta(seconds=MAX_WINDOW_SECONDS), start, start + dt.timedelta(days=1)
-
-
-def day_features(
-    con: duckdb.DuckDBPyConnection,
-    day: dt.date,
-    events: str = EVENTS_TABLE,
-    account_history: str = ACCOUNT_HISTORY_TABLE,
-) -> pd.DataFrame:
-    """Every transaction whose event_timestamp falls on `day`, with its features as of its own time,
-    in (event_timestamp, transaction_id) order."""
-    events = checked_identifier(events)
-    since, start, until = day_bounds(day)
-    return con.execute(
-        f"""
-with scoring_window as (
-    select * from {events}
-    where event_timestamp >= $since and event_timestamp < $until
-      and account_id in (select account_id from {events} where event_timestamp >= $start and event_timestamp < $until)
-)
-select * from ({point_in_time_features_sql("scoring_window", account_history)})
-where event_timestamp >= $start
-order by event_timestamp, transaction_id
-""",
-        {"since": since, "start": start, "until": until},
-    ).df()
 
 
 def score_matrix(model: LoadedModel, X: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:

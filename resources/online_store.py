@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_core.features.online import DEFAULT_ALLOWED_LATENESS_SECONDS
-from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnlineStore
+from mlops_core.features.stores import DEFAULT_REDIS_PREFIX, OnlineStore, open_online_store
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
@@ -24,7 +24,7 @@ class OnlineStoreResource(dg.ConfigurableResource):
     redis_url: str = Field(
         default="", description="redis://host:port/db of the Redis store; pass it as dg.EnvVar('MLOPS_REDIS_URL')."
     )
-    key_prefix: str = Field(default="mlops:features", description="Prefix of every Redis key the store writes.")
+    key_prefix: str = Field(default=DEFAULT_REDIS_PREFIX, description="Prefix of every Redis key the store writes.")
     allowed_lateness_days: int = Field(
         default=DEFAULT_ALLOWED_LATENESS_SECONDS // 86_400,
         ge=0,
@@ -38,20 +38,16 @@ class OnlineStoreResource(dg.ConfigurableResource):
 
     def open(self) -> OnlineStore:
         """A new client of the configured store; the caller closes it."""
-        if self.backend == "redis":
-            if not self.redis_url:
-                raise ValueError("online store backend is redis but redis_url is empty: set MLOPS_REDIS_URL")
-            return RedisOnlineStore(self.redis_url, self.key_prefix)
-        if not self.sqlite_path:
-            raise ValueError("online store backend is sqlite but sqlite_path is empty")
-        return SqliteOnlineStore(self.sqlite_path)
+        return open_online_store(
+            self.backend, sqlite_path=self.sqlite_path, redis_url=self.redis_url, key_prefix=self.key_prefix
+        )
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[OnlineStore]:
         """An empty store of the same backend that production state never sees (for replays)."""
         if self.backend == "redis":
             prefix = f"{self.key_prefix}:scratch:{uuid.uuid4().hex}"
-            store = RedisOnlineStore(self.redis_url, prefix)
+            store = open_online_store("redis", redis_url=self.redis_url, key_prefix=prefix)
             try:
                 yield store
             finally:
@@ -59,7 +55,7 @@ class OnlineStoreResource(dg.ConfigurableResource):
                 store.close()
         else:
             with tempfile.TemporaryDirectory(prefix="online-scratch-") as tmp:
-                store = SqliteOnlineStore(Path(tmp) / "scratch.sqlite")
+                store = open_online_store("sqlite", sqlite_path=Path(tmp) / "scratch.sqlite")
                 try:
                     yield store
                 finally:

@@ -56,3 +56,38 @@ def test_the_rule_catches_a_violation(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from dagster import asset\n    return asset\n")
     assert "dagster" in imported_roots(sample)
+
+
+# The code location runs no SQL itself: data access is a named function of mlops_core taking a DuckDB
+# connection, and an asset resolves inputs, calls the core and returns metadata. A justified exception
+# is listed here by module path with its reason; there is none today (dbt runs its SQL through dbt).
+SQL_CALLS = {"execute", "executemany", "sql"}
+SQL_EXCEPTIONS: dict[str, str] = {}
+
+
+def sql_calls(path: Path) -> list[str]:
+    """'file:line: .execute(' for each SQL call in the module at `path`."""
+    return [
+        f"{path.name}:{node.lineno}: .{node.func.attr}("
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS
+    ]
+
+
+def test_no_asset_module_runs_sql():
+    found = [
+        f"{path.parent.relative_to(REPO_ROOT)}/{call}"
+        for path in modules("mlops_assets")
+        if str(path.relative_to(REPO_ROOT)) not in SQL_EXCEPTIONS
+        for call in sql_calls(path)
+    ]
+    assert not found, "SQL belongs in mlops_core (warehouse, monitoring, features modules): " + "; ".join(found)
+    assert all((REPO_ROOT / path).exists() for path in SQL_EXCEPTIONS), "an exception names a module that is gone"
+
+
+def test_the_sql_rule_catches_a_call(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def f(warehouse):\n    with warehouse.get_connection() as con:\n        con.execute('select 1')\n"
+    )
+    assert sql_calls(sample) == ["sample.py:3: .execute("]

@@ -24,6 +24,7 @@ RUN_TIME_ONLY = (
     "onnxruntime",
     "onnxmltools",
     "skl2onnx",
+    "statsmodels",
 )
 
 LOAD = f"""

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mlops_assets.constants import FEATURES
 from mlops_core.features.audits import FLOAT_RELATIVE_TOLERANCE, materialize_online_store, replay_parity
+from mlops_core.features.offline import newest_event_us
 from mlops_core.features.spec import spec_version
 from resources.online_store import OnlineStoreResource
 
@@ -32,7 +33,7 @@ def _freshness(con, online_store: OnlineStoreResource, config: "FreshnessConfig"
         status = store.status()
     finally:
         store.close()
-    newest_us = con.execute("select max(epoch_us(event_timestamp)) from marts.transactions_enriched").fetchone()[0]
+    newest_us = newest_event_us(con)
     lag_hours = None if status.watermark_us is None or newest_us is None else (newest_us - status.watermark_us) / 3.6e9
     age_hours = None if status.materialized_at is None else (time.time() - status.materialized_at) / 3600
     problems = []

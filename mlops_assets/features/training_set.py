@@ -9,7 +9,7 @@ from pydantic import Field
 from mlops_assets.constants import FEATURES
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
-from mlops_core.features.offline import TRAINING_SET_TABLE, TrainingSetSpec, build_training_set
+from mlops_core.features.offline import TRAINING_SET_TABLE, TrainingSetSpec, build_training_set, newest_landed_day
 from resources.settings import SettingsResource
 
 TRAINING_SET = dg.AssetKey("training_set")
@@ -45,7 +45,7 @@ def resolve_cutoff(con, config: TrainingSetConfig) -> dt.datetime:
     if config.cutoff:
         cutoff = dt.datetime.fromisoformat(config.cutoff.replace("Z", "+00:00"))
         return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=dt.UTC)
-    newest_day = con.execute("select max(landed_date) from marts.transactions_enriched").fetchone()[0]
+    newest_day = newest_landed_day(con)
     if newest_day is None:
         raise ValueError("marts.transactions_enriched is empty: ingest and build the warehouse before the training set")
     return dt.datetime.combine(newest_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)

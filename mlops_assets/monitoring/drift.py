@@ -12,9 +12,9 @@ from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict
 from mlops_core.features import spec
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
+from mlops_core.monitoring.features import current_features, reference_features
 from mlops_core.monitoring.verdicts import feature_drift_verdict
-from mlops_core.scoring import day_features
-from mlops_core.warehouse import checked_identifier, replace_day
+from mlops_core.warehouse import replace_day
 from resources.retraining import RetrainingPolicy
 from resources.settings import SettingsResource
 
@@ -50,29 +50,6 @@ create table if not exists {DRIFT_TABLE} (
 """
 
 
-def _reference(con, columns: str, config: DriftConfig):
-    """The training set's rows whose windowed features were warm: events at least the longest window
-    after the first landed transaction. Before that, 30-day counts and sums are still filling up, and
-    a comparison with them calls every later day drifted."""
-    warm_from = con.execute(
-        f"select min(event_timestamp) + to_seconds($window) from {spec.EVENTS_TABLE}",
-        {"window": spec.MAX_WINDOW_SECONDS},
-    ).fetchall()[0][0]
-    # reference_rows is an int from typed config: formatting it into SAMPLE (which takes no parameters) is safe.
-    sample = f"using sample reservoir({int(config.reference_rows)} rows) repeatable (7)"
-    warm = con.execute(
-        f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {sample}",
-        {"warm_from": warm_from},
-    ).df()
-    if len(warm) >= config.min_warm_rows:
-        return warm, f"training-set rows from {warm_from:%Y-%m-%d %H:%M} on (windowed features warm)"
-    every = con.execute(f"select {columns} from {TRAINING_SET_TABLE} {sample}").df()
-    return (
-        every,
-        f"every training-set row: only {len(warm)} are past the {spec.MAX_WINDOW_SECONDS // 86400}-day warm-up",
-    )
-
-
 @dg.asset(
     key=FEATURE_DRIFT,
     group_name=MONITORING,
@@ -105,10 +82,11 @@ def feature_drift(
     Wasserstein / Jensen-Shannon above), PSI beside them. Rows in monitoring.feature_drift; an Evidently
     HTML report for people in reports/drift-<day>.html; the retraining verdict in check_feature_drift."""
     day = dt.date.fromisoformat(context.partition_key)
-    columns = ", ".join(checked_identifier(name) for name in NUMERIC + CATEGORICAL)
     with warehouse.get_connection() as con:
-        current = day_features(con, day)
-        reference, reference_note = _reference(con, columns, config)
+        current = current_features(con, day)
+        reference, reference_note = reference_features(
+            con, NUMERIC + CATEGORICAL, config.reference_rows, config.min_warm_rows
+        )
         if current.empty:
             verdict = feature_drift_verdict(day, None, [], 0, retraining_policy.drift_share)
             return dg.MaterializeResult(

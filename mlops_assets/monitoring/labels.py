@@ -7,6 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
+from mlops_core.monitoring.reads import label_counts_between, label_counts_landed_on
 from mlops_core.monitoring.verdicts import label_volume_verdict
 from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
@@ -46,25 +47,22 @@ def label_volume(
     tag = champion.tags.get(CUTOFF_TAG) if champion is not None else None
     cutoff = dt.datetime.fromisoformat(tag) if tag else None
     end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    since = cutoff.replace(tzinfo=None) if cutoff else dt.datetime.min
     with warehouse.get_connection() as con:
-        landed, landed_fraud = con.execute(
-            "select count(*), count(*) filter (is_fraud) from marts.label_events where landed_date = $day", {"day": day}
-        ).fetchall()[0]
-        since = cutoff.replace(tzinfo=None) if cutoff else dt.datetime.min
-        new, new_fraud = con.execute(
-            "select count(*), count(*) filter (is_fraud) from marts.label_events where labeled_at > $since and labeled_at < $end",
-            {"since": since, "end": end_of_day},
-        ).fetchall()[0]
-    verdict = label_volume_verdict(day, int(new), retraining_policy.new_labels, cutoff.isoformat() if cutoff else None)
+        landed = label_counts_landed_on(con, day)
+        new = label_counts_between(con, since, end_of_day)
+    verdict = label_volume_verdict(
+        day, new.labels, retraining_policy.new_labels, cutoff.isoformat() if cutoff else None
+    )
     return dg.MaterializeResult(
         metadata={
             "day": day.isoformat(),
-            "labels_landed": int(landed),
-            "fraud_labels_landed": int(landed_fraud),
+            "labels_landed": landed.labels,
+            "fraud_labels_landed": landed.frauds,
             "champion_version": None if champion is None else champion.version,
             "champion_training_cutoff": cutoff.isoformat() if cutoff else None,
-            "new_labels_since_cutoff": int(new),
-            "new_fraud_labels_since_cutoff": int(new_fraud),
+            "new_labels_since_cutoff": new.labels,
+            "new_fraud_labels_since_cutoff": new.frauds,
         },
         check_results=[verdict_check_result(LABEL_VOLUME_CHECK, verdict)],
     )

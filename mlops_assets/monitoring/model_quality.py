@@ -11,12 +11,13 @@ from pydantic import Field
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
-from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core import registry
 from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
+from mlops_core.monitoring.psi import psi_on_edges
+from mlops_core.monitoring.reads import first_served_day, latest_labels, served_decisions, warehouse_log_exists
 from mlops_core.monitoring.verdicts import concept_drift_verdict, prediction_drift_verdict
-from mlops_core.serving.analysis import SCORE_EDGES, psi
+from mlops_core.serving.analysis import SCORE_EDGES
 from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
 from resources.settings import SettingsResource
@@ -25,33 +26,6 @@ PREDICTION_DRIFT = dg.AssetKey("prediction_drift")
 CONCEPT_DRIFT = dg.AssetKey("concept_drift")
 PREDICTION_DRIFT_CHECK = dg.AssetCheckKey(PREDICTION_DRIFT, "check_prediction_drift")
 CHAMPION_PERFORMANCE_CHECK = dg.AssetCheckKey(CONCEPT_DRIFT, "check_champion_performance")
-
-# The decisions a version served (not shadow scores), once per transaction, with the event time.
-SERVED_SQL = f"""
-select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.served, t.event_timestamp, t.event_date
-from {PREDICTION_TABLE} as p
-join marts.transactions_enriched as t using (transaction_id)
-where p.status = 'ok' and p.served and p.model_version = $version and t.event_date between $first and $last
-qualify row_number() over (partition by p.transaction_id order by p.id) = 1
-"""
-# The verdict on each of them known by the end of `day` (labels land late; a later revision wins).
-LABELS_SQL = """
-select transaction_id, is_fraud from marts.label_events
-where transaction_id in (select transaction_id from served) and landed_date <= $day
-qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
-"""
-
-
-def _served(con, version: str, first: dt.date, last: dt.date) -> pd.DataFrame:
-    return con.execute(SERVED_SQL, {"version": version, "first": first, "last": last}).df()
-
-
-def _has_log(con) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
-        ).fetchall()[0][0]
-    )
 
 
 class PredictionDriftConfig(dg.Config):
@@ -101,19 +75,15 @@ def prediction_drift(
         )
 
     with warehouse.get_connection() as con:
-        if version is None or not _has_log(con):
+        if version is None or not warehouse_log_exists(con):
             return without_verdict("no champion or no prediction log yet")
-        current = _served(con, version, day, day)
-        first_served = con.execute(
-            f"select min(t.event_date) from {PREDICTION_TABLE} p join marts.transactions_enriched t using (transaction_id) "
-            "where p.status = 'ok' and p.served and p.model_version = $version",
-            {"version": version},
-        ).fetchall()[0][0]
+        current = served_decisions(con, version, day, day)
+        first_served = first_served_day(con, version)
     if first_served is None or first_served >= day:
         return without_verdict("the champion has no earlier day of service to compare with")
     reference_end = min(first_served + dt.timedelta(days=config.reference_days - 1), day - dt.timedelta(days=1))
     with warehouse.get_connection() as con:
-        reference = _served(con, version, first_served, reference_end)
+        reference = served_decisions(con, version, first_served, reference_end)
     base |= {
         "reference": f"{first_served}..{reference_end}",
         "reference_scores": len(reference),
@@ -122,7 +92,7 @@ def prediction_drift(
     if min(len(reference), len(current)) < config.min_scores:
         return without_verdict(f"fewer than {config.min_scores} scores on a side")
     ref, cur = reference["score"].to_numpy(float), current["score"].to_numpy(float)
-    score_psi = psi(ref, cur, edges=SCORE_EDGES)
+    score_psi = psi_on_edges(ref, cur, edges=SCORE_EDGES)
     verdict = prediction_drift_verdict(day, score_psi, retraining_policy.prediction_psi)
     return dg.MaterializeResult(
         metadata={
@@ -201,7 +171,7 @@ def concept_drift(
     maturity = settings.get().label_maturity_days
     policy = retraining_policy
     with warehouse.get_connection() as con:
-        if version is None or not _has_log(con):
+        if version is None or not warehouse_log_exists(con):
             note = "no champion or no prediction log yet"
             verdict = concept_drift_verdict(
                 day, confidence=policy.confidence, page_hinkley_threshold=policy.page_hinkley_threshold, note=note
@@ -211,10 +181,8 @@ def concept_drift(
                 check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)],
             )
         first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
-        served = _served(con, version, first, day)
-        con.register("served", served)
-        labels = con.execute(LABELS_SQL, {"day": day}).df()
-        con.unregister("served")
+        served = served_decisions(con, version, first, day)
+        labels = latest_labels(con, served, landed_by=day)
     metrics = registry.run_metrics(model_registry.client(), champion.run_id)
     reference_recall = _metric(metrics, "test_recall")
     reference_ece = _metric(metrics, "test_expected_calibration_error")

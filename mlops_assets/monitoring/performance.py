@@ -9,6 +9,7 @@ from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
 from mlops_assets.deployment.prediction_log import TABLE as PREDICTION_TABLE
 from mlops_core.monitoring.performance import PERFORMANCE_COLUMNS, live_performance
+from mlops_core.monitoring.reads import day_predictions, latest_labels, warehouse_log_exists
 from mlops_core.warehouse import replace_day
 
 LIVE_PERFORMANCE = dg.AssetKey("live_performance")
@@ -21,23 +22,6 @@ create table if not exists {PERFORMANCE_TABLE} (
     day date, segment varchar, value varchar, n_scored bigint, n_labelled bigint, label_coverage double,
     positives bigint, flag_rate double, precision double, recall double, f1 double, auc_pr double
 )
-"""
-
-# Each scored transaction of the day (served answers and shadow scores), its channel and country.
-PREDICTIONS_SQL = f"""
-select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.served, p.features,
-       t.channel, t.country, t.event_timestamp
-from {PREDICTION_TABLE} as p
-join marts.transactions_enriched as t using (transaction_id)
-where p.status = 'ok' and t.event_date = $day
--- A transaction replayed or rescored by the same model counts once.
-qualify row_number() over (partition by p.transaction_id, p.model_version, p.variant order by p.id) = 1
-"""
-# The latest verdict known on each of those transactions.
-LABELS_SQL = """
-select transaction_id, is_fraud from marts.label_events
-where transaction_id in (select transaction_id from day_predictions)
-qualify row_number() over (partition by transaction_id order by labeled_at desc) = 1
 """
 
 
@@ -57,10 +41,7 @@ def live_performance_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
     45 days after the event, so a young day's precision is biased upwards."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse.get_connection() as con:
-        logged = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
-        ).fetchall()[0][0]
-        if not logged:
+        if not warehouse_log_exists(con):
             return dg.MaterializeResult(
                 metadata={
                     "day": day.isoformat(),
@@ -68,10 +49,8 @@ def live_performance_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
                     "note": f"no {PREDICTION_TABLE} yet: materialize prediction_log",
                 }
             )
-        predictions = con.execute(PREDICTIONS_SQL, {"day": day}).df()
-        con.register("day_predictions", predictions)
-        labels = con.execute(LABELS_SQL).df()
-        con.unregister("day_predictions")
+        predictions = day_predictions(con, day)
+        labels = latest_labels(con, predictions)
         if predictions.empty:
             return dg.MaterializeResult(
                 metadata={"day": day.isoformat(), "scored": 0, "note": "no logged predictions for this day"}

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mlops_assets.constants import TRAINING
 from mlops_assets.features.training_set import TRAINING_SET
-from mlops_core.features.offline import TRAINING_SET_TABLE, data_version
+from mlops_core.features.offline import TRAINING_SET_TABLE, data_version, read_training_set
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
 from mlops_core.training import matrix
@@ -77,11 +77,9 @@ class LogisticConfig(dg.Config):
 
 
 def load_training_set(warehouse: DuckDBResource):
+    """The training set in a fixed row order (read_training_set says why) and its data version."""
     with warehouse.get_connection() as con:
-        # In a fixed order: the table is written by parallel threads, and row order feeds the seeded
-        # subsample and the evaluation's samples, so an unordered read made retraining irreproducible.
-        frame = con.execute(f"select * from {TRAINING_SET_TABLE} order by event_timestamp, transaction_id").df()
-        return frame, data_version(con, TRAINING_SET_TABLE)
+        return read_training_set(con), data_version(con, TRAINING_SET_TABLE)
 
 
 def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -> TrainedModel:

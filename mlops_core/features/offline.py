@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -25,6 +26,7 @@ from mlops_core.features.spec import (
     EVENTS_TABLE,
     FEATURE_NAMES,
     LABEL_EVENTS_TABLE,
+    MAX_WINDOW_SECONDS,
     REQUEST_FEATURES,
     WINDOWED_FEATURES,
     WINDOWS,
@@ -34,6 +36,9 @@ from mlops_core.features.spec import (
 )
 from mlops_core.features.transforms import sql_expression
 from mlops_core.warehouse import checked_identifier  # noqa: F401  (re-exported: audits and scoring import it from here)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRAINING_SET_TABLE = "features.training_set"
 SPLITS = ("train", "validation", "test")
@@ -361,3 +366,59 @@ def data_version(con: duckdb.DuckDBPyConnection, table: str = TRAINING_SET_TABLE
     columns = ["transaction_id", "is_fraud", "labeled_at", "split", *FEATURE_NAMES]
     rows, digest = con.execute(f"select count(*), coalesce(sum(hash({', '.join(columns)})), 0) from {table}").fetchone()
     return hashlib.sha256(f"{rows}:{digest}:{spec_version()}".encode()).hexdigest()[:16]
+
+
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
+    """(history start, day start, day end) as naive UTC: [since, until) is what scoring reads."""
+    start = dt.datetime.combine(day, dt.time())
+    return start - dt.timedelta(seconds=MAX_WINDOW_SECONDS), start, start + dt.timedelta(days=1)
+
+
+def day_features(
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    events: str = EVENTS_TABLE,
+    account_history: str = ACCOUNT_HISTORY_TABLE,
+) -> pd.DataFrame:
+    """Every transaction whose event_timestamp falls on `day`, with its features as of its own time,
+    in (event_timestamp, transaction_id) order: what batch scoring scores and feature drift compares.
+
+    The point-in-time SQL runs over the events of [day - 30 days, day + 1) of the accounts that
+    transact on the day only, so each row sees exactly the history it would see over the whole
+    warehouse; the restriction is a CTE with bound parameters (DuckDB refuses them in a view)."""
+    events = checked_identifier(events)
+    since, start, until = day_bounds(day)
+    return con.execute(
+        f"""
+with scoring_window as (
+    select * from {events}
+    where event_timestamp >= $since and event_timestamp < $until
+      and account_id in (select account_id from {events} where event_timestamp >= $start and event_timestamp < $until)
+)
+select * from ({point_in_time_features_sql("scoring_window", account_history)})
+where event_timestamp >= $start
+order by event_timestamp, transaction_id
+""",
+        {"since": since, "start": start, "until": until},
+    ).df()
+
+
+def read_training_set(con: duckdb.DuckDBPyConnection, table: str = TRAINING_SET_TABLE) -> pd.DataFrame:
+    """Every row of the training set in (event_timestamp, transaction_id) order. The table is written by
+    parallel threads and row order feeds the seeded subsample and the evaluation's samples: an unordered
+    read made retraining irreproducible."""
+    table = checked_identifier(table)
+    return con.execute(f"select * from {table} order by event_timestamp, transaction_id").df()
+
+
+def newest_landed_day(con: duckdb.DuckDBPyConnection, events: str = EVENTS_TABLE) -> dt.date | None:
+    """The newest landed_date of the transactions in the warehouse; None when there are none."""
+    events = checked_identifier(events)
+    return con.execute(f"select max(landed_date) from {events}").fetchone()[0]
+
+
+def newest_event_us(con: duckdb.DuckDBPyConnection, events: str = EVENTS_TABLE) -> int | None:
+    """The newest event_timestamp of the transactions in the warehouse, in unix microseconds (the online
+    store's watermark unit); None when there are none."""
+    events = checked_identifier(events)
+    return con.execute(f"select max(epoch_us(event_timestamp)) from {events}").fetchone()[0]

@@ -37,6 +37,9 @@ from mlops_core.features.online import (
 from mlops_core.features.spec import spec_version
 
 DEFAULT_ALLOWED_LATENESS_US = DEFAULT_ALLOWED_LATENESS_SECONDS * MICROS
+# Prefix of every key the Redis store writes, unless told otherwise.
+DEFAULT_REDIS_PREFIX = "mlops:features"
+BACKENDS = ("sqlite", "redis")
 
 
 @dataclass(frozen=True)
@@ -410,7 +413,7 @@ class RedisOnlineStore(OnlineStore):
     cluster), as it always has.
     """
 
-    def __init__(self, url: str, prefix: str = "mlops:features") -> None:
+    def __init__(self, url: str, prefix: str = DEFAULT_REDIS_PREFIX) -> None:
         import redis  # only the production store needs the client
 
         self.url = url
@@ -647,3 +650,26 @@ def _int_or_none(value: str | None) -> int | None:
 
 def _float_or_none(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
+
+
+def open_online_store(
+    backend: str,
+    *,
+    sqlite_path: str | Path | None = None,
+    redis_url: str | None = None,
+    key_prefix: str = DEFAULT_REDIS_PREFIX,
+) -> OnlineStore:
+    """A new client of the online store: `backend` "sqlite" opens (or creates) the file `sqlite_path`,
+    "redis" connects to `redis_url` (redis://host:port/db) with every key under `key_prefix`. The caller
+    closes it. ValueError naming what is missing when the backend's location is empty, or when the backend
+    is neither. The one place that picks a store class: the serving process and the Dagster resource both
+    come here."""
+    if backend == "redis":
+        if not redis_url:
+            raise ValueError("online store backend is redis but redis_url is empty: set MLOPS_REDIS_URL")
+        return RedisOnlineStore(redis_url, key_prefix)
+    if backend == "sqlite":
+        if not sqlite_path:
+            raise ValueError("online store backend is sqlite but sqlite_path is empty")
+        return SqliteOnlineStore(sqlite_path)
+    raise ValueError(f"online store backend must be one of {BACKENDS}, got {backend!r}")

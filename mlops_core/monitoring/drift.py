@@ -52,6 +52,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from mlops_core.monitoring.psi import PSI_FLOOR, psi_of_shares  # noqa: F401  (PSI_FLOOR re-exported with PSI_BINS)
+
 # scipy (over a second to import) is imported by the functions that test: the code location imports
 # this module and tests nothing.
 
@@ -63,7 +65,6 @@ DRIFT_SHARE = 0.5
 # Floor of std(reference) under the Wasserstein distance, as in Evidently.
 WASSERSTEIN_MIN_NORM = 0.001
 PSI_BINS = 10
-PSI_FLOOR = 1e-4
 
 Kind = Literal["numeric", "categorical"]
 Test = Literal["ks", "chisquare", "chisquare_two_sample", "z", "wasserstein", "jensenshannon"]
@@ -199,7 +200,7 @@ def _numeric_drift(name: str, reference: pd.Series, current: pd.Series, chisquar
         statistic=statistic,
         threshold=P_VALUE_THRESHOLD if test in P_VALUE_TESTS else DISTANCE_THRESHOLD,
         drifted=bool(drifted),
-        psi=_numeric_psi(ref, cur, ref_distinct),
+        psi=_psi_on_reference_deciles(ref, cur, ref_distinct),
         reference_size=len(ref),
         current_size=len(cur),
     )
@@ -220,7 +221,7 @@ def _categorical_drift(name: str, reference: pd.Series, current: pd.Series, chis
         statistic=statistic,
         threshold=P_VALUE_THRESHOLD if test in P_VALUE_TESTS else DISTANCE_THRESHOLD,
         drifted=bool(drifted),
-        psi=_psi(ref_array / reference_size, cur_array / current_size),
+        psi=psi_of_shares(ref_array / reference_size, cur_array / current_size),
         reference_size=reference_size,
         current_size=current_size,
     )
@@ -293,18 +294,19 @@ def _count_test(
 
 
 def _two_proportion_z_p_value(keys: Sequence, ref: np.ndarray, cur: np.ndarray) -> float:
-    from scipy.stats import norm
+    """Two-sided p-value of the pooled two-proportion z-test (statsmodels' proportions_ztest) on the shares
+    of the values other than the smallest, as Evidently compares them; 1.0 for a feature with one value.
+    statsmodels takes the tail as 2 * sf(|z|) where Evidently takes 2 * (1 - cdf(|z|)): the two differ
+    by less than 1e-15."""
+    from statsmodels.stats.proportion import proportions_ztest
 
     if len(keys) == 1:
         return 1.0
     keys = list(keys)
     first = keys.index(min(keys))  # Evidently compares the shares of the smallest value
     n1, n2 = ref.sum(), cur.sum()
-    p1, p2 = (n1 - ref[first]) / n1, (n2 - cur[first]) / n2
-    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-    z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
-    # 1 - cdf rather than sf, exactly as Evidently, so tiny p-values round alike.
-    return float(2 * (1 - norm.cdf(np.abs(z))))
+    _, p_value = proportions_ztest([n1 - ref[first], n2 - cur[first]], [n1, n2])
+    return float(p_value)
 
 
 def _wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
@@ -320,7 +322,10 @@ def _wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.dot(widths, np.abs(u[levels // m] - v[levels // n]))) / (n * m)
 
 
-def _numeric_psi(ref: np.ndarray, cur: np.ndarray, ref_distinct: int) -> float:
+def _psi_on_reference_deciles(ref: np.ndarray, cur: np.ndarray, ref_distinct: int) -> float:
+    """PSI of the sorted sample `cur` against the sorted sample `ref`, binned on the reference's interior
+    deciles, or per reference value when it takes at most PSI_BINS values (mlops_core.monitoring.psi
+    says how this differs from the score PSI)."""
     if ref_distinct <= PSI_BINS:
         values, ref_counts = _runs(ref)
         cur_counts = np.searchsorted(cur, values, side="right") - np.searchsorted(cur, values, side="left")
@@ -336,12 +341,7 @@ def _numeric_psi(ref: np.ndarray, cur: np.ndarray, ref_distinct: int) -> float:
         # Bin k holds edges[k-1] <= x < edges[k].
         ref_counts = np.diff(np.r_[0, np.searchsorted(ref, edges, side="left"), len(ref)])
         cur_counts = np.diff(np.r_[0, np.searchsorted(cur, edges, side="left"), len(cur)])
-    return _psi(ref_counts / len(ref), cur_counts / len(cur))
-
-
-def _psi(ref_shares: np.ndarray, cur_shares: np.ndarray) -> float:
-    ref_shares, cur_shares = np.maximum(ref_shares, PSI_FLOOR), np.maximum(cur_shares, PSI_FLOOR)
-    return float(np.sum((cur_shares - ref_shares) * np.log(cur_shares / ref_shares)))
+    return psi_of_shares(ref_counts / len(ref), cur_counts / len(cur))
 
 
 def evidently_snapshot(

@@ -9,32 +9,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlops_core.monitoring.psi import psi_on_edges
 from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW
 
 # Fixed probability bins for score shift: two sound models that both score a transaction
 # near 0.002 land in one bin, while quantile bins would split them and call it a shift.
 SCORE_EDGES = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, edges: tuple[float, ...] | None = None) -> float:
-    """Population stability index of `actual` against `expected`, on `edges` or else on
-    quantiles of both samples pooled (the expected's alone collapse to one bin when its
-    values pile up on one value, hiding any shift)."""
-    expected = np.asarray(expected, dtype=float)
-    actual = np.asarray(actual, dtype=float)
-    if len(expected) == 0 or len(actual) == 0:
-        return float("nan")
-    if edges is None:
-        edges = np.unique(np.quantile(np.concatenate([expected, actual]), np.linspace(0, 1, bins + 1)))
-        if len(edges) < 2:
-            return 0.0  # both samples are one and the same value
-    edges = np.array(edges, dtype=float)
-    edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(expected, edges)[0] / len(expected)
-    a = np.histogram(actual, edges)[0] / len(actual)
-    # A small floor keeps empty bins finite (the usual PSI convention).
-    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 @dataclass(frozen=True)
@@ -115,7 +95,7 @@ def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
     error_rate = float((canary_all["status"] == "error").mean())
     p99 = float(np.percentile(canary_ok["latency_ms"], 99)) if len(canary_ok) else float("nan")
     shift = (
-        psi(champion["score"].to_numpy(), canary_ok["score"].to_numpy(), edges=SCORE_EDGES)
+        psi_on_edges(champion["score"].to_numpy(), canary_ok["score"].to_numpy(), edges=SCORE_EDGES)
         if len(canary_ok)
         else float("nan")
     )

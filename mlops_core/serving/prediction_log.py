@@ -15,15 +15,21 @@ Checkpoints (copying the WAL into the database file, with an fsync) run in a thr
 connection of their own every `checkpoint_interval`, not inside a commit a request waits for.
 """
 
+from __future__ import annotations
+
 import asyncio
 import operator
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pandas as pd
+
+if TYPE_CHECKING:  # the serving process never opens the warehouse: duckdb is for the copy below only
+    import duckdb
 
 SCHEMA = """
 create table if not exists predictions (
@@ -83,7 +89,7 @@ class Commit:
 
     __slots__ = ("log", "records", "done", "error", "waiters")
 
-    def __init__(self, log: "PredictionLog") -> None:
+    def __init__(self, log: PredictionLog) -> None:
         self.log = log
         self.records: list[PredictionRecord] = []
         self.done = threading.Event()
@@ -298,3 +304,48 @@ def read_predictions(
         )
     finally:
         con.close()
+
+
+# The log's copy in the warehouse, appended by the prediction_log asset, read by monitoring.
+WAREHOUSE_TABLE = "serving.prediction_log"
+
+
+def warehouse_log_exists(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether serving.prediction_log exists in the warehouse yet: the first copy of the log creates it,
+    and monitoring has no served decisions to read before."""
+    found = con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'serving' and table_name = 'prediction_log'"
+    ).fetchall()[0][0]
+    return bool(found)
+
+
+@dataclass(frozen=True)
+class WarehouseCopy:
+    """What `copy_to_warehouse` did: rows appended now, rows in the table after, and the table's rows per
+    variant as a JSON object ({"champion": 120, "shadow": 118})."""
+
+    new_rows: int
+    total_rows: int
+    rows_by_variant: str
+
+
+def copy_to_warehouse(con: duckdb.DuckDBPyConnection, source: str | Path) -> WarehouseCopy:
+    """Append the log's rows at `source` that are newer (by id) than the newest already in
+    serving.prediction_log, creating the schema and the table on the first copy. Copying again copies
+    nothing twice."""
+    con.execute("create schema if not exists serving").fetchall()
+    exists = warehouse_log_exists(con)
+    newest = con.execute(f"select max(id) from {WAREHOUSE_TABLE}").fetchall()[0][0] if exists else None
+    new_rows = read_predictions(source, after_id=newest)
+    con.register("_new_predictions", new_rows)
+    try:
+        if not exists:
+            con.execute(f"create table {WAREHOUSE_TABLE} as select * from _new_predictions").fetchall()
+        elif len(new_rows):
+            con.execute(f"insert into {WAREHOUSE_TABLE} select * from _new_predictions").fetchall()
+    finally:
+        con.unregister("_new_predictions")
+    total, by_variant = con.execute(f"select count(*), to_json(histogram(variant)) from {WAREHOUSE_TABLE}").fetchall()[
+        0
+    ]
+    return WarehouseCopy(new_rows=len(new_rows), total_rows=int(total), rows_by_variant=by_variant)

@@ -24,7 +24,7 @@ import mlflow
 
 from mlops_core import registry
 from mlops_core.features.online import OnlineFeatureService
-from mlops_core.features.stores import OnlineStore, RedisOnlineStore, SqliteOnlineStore
+from mlops_core.features.stores import OnlineStore, open_online_store
 from mlops_core.serving.limits import ServingLimits, wall_clock
 from mlops_core.serving.models import load_version
 from mlops_core.serving.prediction_log import PredictionLog
@@ -71,13 +71,11 @@ class ServingPaths:
         return self.root / f"server-{port}.pid"
 
 
-def open_online_store(settings: Settings) -> OnlineStore:
-    if settings.online_store == "redis":
-        url = os.environ.get("MLOPS_REDIS_URL")
-        if not url:
-            raise ValueError("MLOPS_ONLINE_STORE=redis needs MLOPS_REDIS_URL")
-        return RedisOnlineStore(url)
-    return SqliteOnlineStore(settings.online_store_path)
+def settings_online_store(settings: Settings) -> OnlineStore:
+    """The online store the settings name (MLOPS_ONLINE_STORE; Redis at MLOPS_REDIS_URL)."""
+    return open_online_store(
+        settings.online_store, sqlite_path=settings.online_store_path, redis_url=os.environ.get("MLOPS_REDIS_URL")
+    )
 
 
 def build_service(
@@ -93,7 +91,7 @@ def build_service(
     paths = ServingPaths.for_role(settings, role)
     staging = model_version is not None
     service = ScoringService(
-        features=OnlineFeatureService(open_online_store(settings)),
+        features=OnlineFeatureService(settings_online_store(settings)),
         loader=lambda version: load_version(client, version),
         prediction_log=PredictionLog(paths.predictions),
         plan_path=None if staging else paths.plan,

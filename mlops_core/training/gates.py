@@ -89,7 +89,7 @@ def no_regression(candidate: dict[str, float], champion: dict[str, float] | None
     )
 
 
-def _two_proportion_p_value(hits_a: float, n_a: float, hits_b: float, n_b: float) -> float:
+def _fisher_exact_p_value(hits_a: float, n_a: float, hits_b: float, n_b: float) -> float:
     """Two-sided p-value that two rates are equal: Fisher's exact test on the 2x2 table.
 
     The normal approximation of a z-test is too optimistic on a few frauds per band (4 of 10 against
@@ -112,7 +112,7 @@ def _widest_gap(groups: dict[str, dict[str, float]], rate: str, denominator) -> 
     low = min(rated, key=lambda k: rated[k][rate])
     high = max(rated, key=lambda k: rated[k][rate])
     n_low, n_high = denominator(rated[low]), denominator(rated[high])
-    p_value = _two_proportion_p_value(rated[low][rate] * n_low, n_low, rated[high][rate] * n_high, n_high)
+    p_value = _fisher_exact_p_value(rated[low][rate] * n_low, n_low, rated[high][rate] * n_high, n_high)
     # Bonferroni over every pair of bands: the extreme pair is picked after looking.
     pairs = len(rated) * (len(rated) - 1) / 2
     p_value = min(1.0, p_value * pairs)

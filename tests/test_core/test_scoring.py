@@ -181,7 +181,7 @@ def test_score_day_gives_one_row_per_transaction_of_the_day(db, model):
 
 
 def test_the_restricted_history_gives_the_features_of_the_whole_warehouse(db, model):
-    restricted = scoring.day_features(db, DAY).set_index("transaction_id")
+    restricted = offline.day_features(db, DAY).set_index("transaction_id")
     whole = (
         db.execute(
             f"select * from ({offline.point_in_time_features_sql()}) where cast(event_timestamp as date) = ?", [DAY]
@@ -222,7 +222,7 @@ def test_scores_equal_the_online_path(db, model):
 
 
 def test_vectorized_scoring_equals_one_row_at_a_time(db, model):
-    X = matrix.encode(scoring.day_features(db, DAY))
+    X = matrix.encode(offline.day_features(db, DAY))
     one_call = scoring.score_matrix(model, X)
     per_row = np.array([model.score(X[i])[0] for i in range(len(X))])
     np.testing.assert_allclose(one_call, per_row, rtol=0, atol=1e-7)

@@ -1,6 +1,8 @@
 """Feature drift: known shifts are found, no-shift draws are not, large samples are judged by
 effect size, and the verdicts equal Evidently's DataDriftPreset's."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -294,3 +296,16 @@ def test_the_evidently_report_is_one_html_page_naming_every_feature():
     html = evidently_html(feature_frame(rng, 200), feature_frame(rng, 200, shift=1.0), NUMERIC, CATEGORICAL)
     assert html.lstrip().lower().startswith("<html") or "<!doctype html>" in html.lower()[:200]
     assert all(name in html for name in NUMERIC + CATEGORICAL)
+
+
+def test_the_two_proportion_z_test_equals_the_hand_computed_p_value():
+    """30 of 100 reference rows and 50 of 100 current rows are not the smallest value: pooled share 0.4,
+    z = -0.2 / sqrt(0.4 * 0.6 * (1/100 + 1/100)) = -5 / sqrt(3), two-sided p = erfc(|z| / sqrt(2))."""
+    row = _one(np.r_[np.zeros(70), np.ones(30)], np.r_[np.zeros(50), np.ones(50)], "categorical")
+    assert row.test == "z"
+    assert row.statistic == pytest.approx(math.erfc(5 / math.sqrt(6)), abs=1e-12)
+    assert row.drifted  # p = 0.0039 < 0.05
+    # The smallest value's share is compared, whichever side holds more rows of it; a one-valued feature: p = 1.
+    swapped = _one(np.r_[np.zeros(30), np.ones(70)], np.r_[np.zeros(50), np.ones(50)], "categorical")
+    assert swapped.statistic == pytest.approx(math.erfc(5 / math.sqrt(6)), abs=1e-12)
+    assert _one(np.zeros(100), np.zeros(80), "categorical").statistic == 1.0

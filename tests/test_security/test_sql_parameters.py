@@ -38,7 +38,6 @@ SQL_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*(\(\d+(, ?\d+)?\))?")
 # Interpolations accepted by name, with the reason; each is a candidate for checked_identifier.
 ALLOWED = {
     "mlops_core/scoring.py: {casts}": "a list built from SCORE_COLUMNS, each name through checked_identifier, each type a constant",
-    "mlops_assets/monitoring/drift.py: {columns}": "a list built from the feature spec, each name through checked_identifier",
     "mlops_core/features/stores.py: {', '.join('?' * len(chunk))}": "placeholders only: the ids are bound parameters",
     "mlops_core/serving/prediction_log.py: {sync}": "a pragma takes no parameters; sync is checked against ('normal', 'full') in __init__",
 }

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_core.serving.analysis import CanaryRules, canary_window, psi, shadow_agreement
+from mlops_core.monitoring.psi import psi_on_edges as psi
+from mlops_core.serving.analysis import CanaryRules, canary_window, shadow_agreement
 from mlops_core.serving.routing import BUCKETS, Deployment, account_bucket, in_canary
 
 

@@ -1,0 +1,55 @@
+"""The two sides feature drift compares, read from the warehouse: the day's transactions with their
+features as of their own time (the point-in-time SQL batch scoring reads too), and a sample of the
+training set's rows whose windowed features were warm. No dagster here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import duckdb
+import pandas as pd
+
+from mlops_core.features.offline import TRAINING_SET_TABLE, checked_identifier, day_features
+from mlops_core.features.spec import EVENTS_TABLE, MAX_WINDOW_SECONDS
+
+# Seed of the reservoir sample: the same training set gives the same reference every day.
+REFERENCE_SEED = 7
+
+
+def current_features(con: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFrame:
+    """Every transaction of event day `day` with its features as of its own time, in (event_timestamp,
+    transaction_id) order: the current side of feature drift. Empty on a day without transactions."""
+    return day_features(con, day)
+
+
+def warm_from(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """The first instant whose windowed features are warm: the longest feature window after the first
+    transaction in the warehouse. Before it, 30-day counts and sums are still filling up. None on an
+    empty warehouse."""
+    return con.execute(
+        f"select min(event_timestamp) + to_seconds($window) from {EVENTS_TABLE}", {"window": MAX_WINDOW_SECONDS}
+    ).fetchall()[0][0]
+
+
+def reference_features(
+    con: duckdb.DuckDBPyConnection, features: Sequence[str], rows: int, min_warm_rows: int
+) -> tuple[pd.DataFrame, str]:
+    """The reference side of feature drift: the columns `features` of a seeded reservoir sample of at most
+    `rows` training-set rows from `warm_from` on, and a note saying which rows they are. Compared with warm-up
+    rows, every later day would look drifted; with fewer than `min_warm_rows` warm rows, the sample is drawn
+    from every training-set row instead (and the note says so).
+
+    DuckDB applies SAMPLE before WHERE: the warm rows are those among a sample of `rows` of the whole
+    training set, about `rows` times the warm share of them, not `rows` warm rows."""
+    columns = ", ".join(checked_identifier(name) for name in features)
+    start = warm_from(con)
+    # rows is an int: formatting it into SAMPLE (which takes no parameters) is safe.
+    sample = f"using sample reservoir({int(rows)} rows) repeatable ({REFERENCE_SEED})"
+    warm = con.execute(
+        f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {sample}", {"warm_from": start}
+    ).df()
+    if len(warm) >= min_warm_rows:
+        return warm, f"training-set rows from {start:%Y-%m-%d %H:%M} on (windowed features warm)"
+    every = con.execute(f"select {columns} from {TRAINING_SET_TABLE} {sample}").df()
+    return every, f"every training-set row: only {len(warm)} are past the {MAX_WINDOW_SECONDS // 86400}-day warm-up"
