@@ -108,15 +108,21 @@ def ensure_state(force: bool) -> None:
     HOME.mkdir(parents=True)
     env = _clean_env() | {"MLOPS_HOME": str(HOME)}
     print(f"setting up {HOME}: mlops demo run --days 90", flush=True)
+    # `demo run` leaves an endpoint running: on a free port (never another server's 8000), stopped right after.
     with open(WORK / "demo_run.log", "w") as log:
-        subprocess.run(
-            [str(VENV_BIN / "mlops"), "demo", "run", "--days", "90"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+        try:
+            subprocess.run(
+                [str(VENV_BIN / "mlops"), "demo", "run", "--days", "90", "--port", str(free_port())],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+        finally:
+            subprocess.run(
+                [str(VENV_BIN / "mlops"), "serve", "--stop"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
 
 
 def _clean_env() -> dict[str, str]:
