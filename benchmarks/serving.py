@@ -950,10 +950,12 @@ def result_rows(summary: dict, args: argparse.Namespace) -> list[dict]:
     shared = common()
     peers = {name: s for name, s in summary.items() if name != "ours" and "repeats" in s}
     keep = ("repeats", "max_rps_within_budget_runs", "open_p50_ms", "open_p99_ms_runs", "open_p999_ms")
-    keep += ("open_server_cpu_share", "errors", "requests", "other_cpu_share_max", "legs_started_noisy")
+    keep += ("open_service_p99_ms", "open_send_lag_p99_ms", "open_server_cpu_share", "errors", "requests")
+    keep += ("other_cpu_share_median", "other_cpu_share_max", "legs_started_noisy")
     details = {name: {k: s[k] for k in keep} for name, s in summary.items() if "repeats" in s}
     rows = []
-    if ours.get("max_rps_within_budget") and peers.get("mlflow", {}).get("max_rps_within_budget"):
+    # Zero is a result (no level within the budget), not a missing one.
+    if ours.get("max_rps_within_budget") is not None and peers.get("mlflow", {}).get("max_rps_within_budget"):
         rows.append(
             row(
                 "serving_throughput_vs_mlflow",
