@@ -169,7 +169,7 @@ def result_rows(results: dict) -> list[dict]:
     for key, r in results.items():
         if key in ("date", "db"):
             continue
-        size = f"{int(key) // 1000}k" if int(key) else "all"
+        size = f"{r['rows'] // 1000}k"  # the rows loaded: "all" differs between the 1M and the 10M warehouse
         details = {"rows": r["rows"], "train_rows": r["train_rows"], "best_iteration": r["best_iteration"]}
         rows.append(
             row(
