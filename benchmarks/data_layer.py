@@ -6,7 +6,7 @@ Measures, in one run on the same generated landing zone:
   ours  - the data_layer_job (pandera gates, quarantine, load log, dbt build), in process
   floor - the peer: DuckDB reading the same files with no validation at all, then the same dbt build
 Each leg runs in a fresh child process so its peak RSS is its own; dbt's own peak is
-reported from its child process. Results are appended to benchmarks/RESULTS.md by hand.
+reported from its child process. Rows go to benchmarks/results.json; RESULTS.md is written by hand.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from results import common, record, row, show
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -172,6 +175,57 @@ def main() -> None:
             f"{leg:6s} median {seconds:6.1f} s  {total_rows / seconds:>10,.0f} rows/s  "
             f"peak RSS {peak:,.0f} MB (dbt child {child:,.0f} MB, whole tree {tree:,.0f} MB)"
         )
+    if {"ours", "floor"} <= set(results):
+        rows = result_rows(results, total_rows, args)
+        record(rows)
+        show(rows)
+
+
+def result_rows(results: dict[str, list[dict]], total_rows: int, args: argparse.Namespace) -> list[dict]:
+    """Time and peak memory of ours beside the no-validation floor, medians (time) and maxima (memory) of the runs."""
+    shared = common()
+    seconds = {leg: statistics.median(r["seconds"] for r in runs) for leg, runs in results.items()}
+    tree = {leg: max(r["peak_tree_rss_mb"] for r in runs) for leg, runs in results.items()}
+    details = {
+        "days": args.days,
+        "rows_per_day": args.rows_per_day,
+        "landed_rows": total_rows,
+        "repeats": args.repeats,
+        **{f"{leg}_runs_s": [r["seconds"] for r in runs] for leg, runs in results.items()},
+        **{f"{leg}_peak_rss_mb": max(r["peak_rss_mb"] for r in runs) for leg, runs in results.items()},
+        **{
+            f"{leg}_peak_rss_children_mb": max(r["peak_rss_children_mb"] for r in runs) for leg, runs in results.items()
+        },
+    }
+    floor = "DuckDB read_parquet of the same files, no validation, no Dagster, then the same dbt build"
+    return [
+        row(
+            "data_layer_year_seconds",
+            ours=seconds["ours"],
+            peer=seconds["floor"],
+            peer_name=floor,
+            ratio="ours/peer",
+            meaning="times the floor's time",
+            unit="s",
+            goal="10M rows in under 2 minutes (ingestion, validation and dbt marts)",
+            met=seconds["ours"] < 120,
+            details=details,
+            shared=shared,
+        ),
+        row(
+            "data_layer_year_peak_memory",
+            ours=tree["ours"],
+            peer=tree["floor"],
+            peer_name=floor + " (whole process tree)",
+            ratio="ours/peer",
+            meaning="times the floor's peak",
+            unit="MB",
+            goal="under 4 GB peak memory (whole process tree)",
+            met=tree["ours"] < 4096,
+            details=details,
+            shared=shared,
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -35,6 +33,7 @@ import time
 from pathlib import Path
 
 import httpx
+from results import common, record, row, show
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "demo_twice"
@@ -92,9 +91,9 @@ def main() -> int:
     parser.add_argument("--repo", type=Path, default=ROOT)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=args.repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    # The commit the clones are taken at: they clone HEAD, so uncommitted edits are not measured.
+    shared = common(args.repo)
+    shared["commit"] = shared["commit"].removesuffix("-dirty")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     # Every clone is taken at once, so all seeds run the same commit even if the repository moves on.
@@ -132,25 +131,27 @@ def main() -> int:
             f"{', '.join('v' + p for p in r['promotions']) or 'none'} | `{r['story_digest']}` |"
         )
     print("\n".join(rows))
-    result_row = {
-        "name": "demo_twice_busy",
-        "ours": succeeded,
-        "peer": len(runs),
-        "ratio": succeeded / len(runs),
-        "unit": "demos succeeded",
-        "goal": f"{len(runs)} of {len(runs)} succeed, same story per seed",
-        "met": succeeded == len(runs) and same_story,
-        "same_story_per_seed": same_story,
-        "date": dt.date.today().isoformat(),
-        "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.busy} busy loops",
-        "seeds": seeds,
-        "median_minutes": sorted(r["seconds"] for r in runs)[len(runs) // 2] / 60,
-    }
-    results = ROOT / "benchmarks" / "results.json"
-    existing = json.loads(results.read_text()) if results.exists() else []
-    existing = [row for row in existing if row.get("name") != result_row["name"]] + [result_row]
-    results.write_text(json.dumps(existing, indent=2) + "\n")
+    result_row = row(
+        "demo_twice_busy",
+        ours=succeeded,
+        peer=len(runs),
+        peer_name="runs attempted",
+        ratio="ours/peer",
+        meaning="share of the runs that succeeded",
+        unit="demos succeeded",
+        goal=f"{len(runs)} of {len(runs)} succeed, same story per seed",
+        met=succeeded == len(runs) and same_story,
+        details={
+            "same_story_per_seed": same_story,
+            "seeds": seeds,
+            "busy_loops": args.busy,
+            "median_minutes": sorted(r["seconds"] for r in runs)[len(runs) // 2] / 60,
+            "minutes_runs": [round(r["seconds"] / 60, 1) for r in runs],
+        },
+        shared=shared,
+    )
+    record([result_row])
+    show([result_row])
     (WORK / "table.md").write_text("\n".join(rows) + "\n")
     return 0 if result_row["met"] else 1
 

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from results import common, record, row, show
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -371,6 +372,76 @@ def main() -> None:
         results["online"] = {"ours": ours, "feast": feast}
     (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, indent=2, default=str)[:4000])
+    rows = result_rows(results, args)
+    record(rows)
+    show(rows)
+
+
+def result_rows(results: dict, args: argparse.Namespace) -> list[dict]:
+    """The rows for benchmarks/results.json, one per goal of each leg that ran."""
+    shared = common()
+    size = {"rows": args.rows, "accounts": args.accounts}
+    rows = []
+    if "training" in results:
+        ours, feast, equality = (results["training"][k] for k in ("ours", "feast", "equality"))
+        rows.append(
+            row(
+                f"feature_store_training_set_{args.rows}_rows_vs_feast",
+                ours=ours["median_seconds"],
+                peer=feast["median_seconds"],
+                peer_name="Feast 0.67 get_historical_features (point-in-time join alone, our values precomputed)",
+                ratio="peer/ours",
+                meaning="times faster ours is",
+                unit="s",
+                goal="at least 5x faster than Feast, with equal values",
+                met=feast["median_seconds"] >= 5 * ours["median_seconds"] and equality["values_differing"] == 0,
+                details={
+                    **size,
+                    "ours_runs_s": ours["seconds"],
+                    "feast_runs_s": feast["seconds"],
+                    "feast_memory_limit": args.feast_memory_limit,
+                    **equality,
+                },
+                shared=shared,
+            )
+        )
+    if "online" in results:
+        ours, feast = results["online"]["ours"], results["online"]["feast"]
+        details = {
+            **size,
+            "rate": args.rate,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            **{
+                f"{side}_{k}": r.get(k)
+                for side, r in (("ours", ours), ("feast", feast))
+                for k in ("p50_ms", "p90_ms", "max_ms", "late_requests")
+            },
+        }
+        for name, goal, met in (
+            ("feature_store_online_p99", "p99 under 1 ms in process", ours["p99_ms"] < 1.0),
+            (
+                "feature_store_online_p99_vs_feast",
+                "p99 at least 10x lower than Feast's",
+                feast["p99_ms"] >= 10 * ours["p99_ms"],
+            ),
+        ):
+            rows.append(
+                row(
+                    name,
+                    ours=ours["p99_ms"],
+                    peer=feast["p99_ms"],
+                    peer_name="Feast 0.67 get_online_features, sqlite online store, materialized values",
+                    ratio="peer/ours",
+                    meaning="times lower ours' p99 is",
+                    unit="ms",
+                    goal=goal,
+                    met=met,
+                    details=details,
+                    shared=shared,
+                )
+            )
+    return rows
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ single-row and batch scoring, ONNX (onnxruntime) vs native xgboost, on the same 
 
 Usage:
   .venv/bin/python benchmarks/feature_store.py --legs training   # once: builds the ~10M-row training set
-  .venv/bin/python benchmarks/training.py [--sizes 1000000,0]     # 0 = every row
+  .venv/bin/python benchmarks/training.py [--sizes 1000000,0] [--db <its warehouse.duckdb>]  # 0 = every row
 
 Data: features.training_set_bench from the feature-store benchmark (8.77M labelled
 synthetic transactions with all 31 features). Its labels there are random, so this
@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from results import common, record, row, show
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 DB = HERE / ".work" / "feature_store" / "rows10000000" / "warehouse.duckdb"
@@ -39,10 +41,10 @@ from features.training_set_bench
 """
 
 
-def load(rows: int):
+def load(rows: int, db: Path = DB):
     import duckdb
 
-    con = duckdb.connect(str(DB), read_only=True)
+    con = duckdb.connect(str(db), read_only=True)
     con.execute("select setseed(0.42)")
     limit = (
         f"order by event_timestamp, transaction_id limit {rows}" if rows else "order by event_timestamp, transaction_id"
@@ -62,7 +64,7 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(ordered), "p99_ms": ordered[int(0.99 * len(ordered)) - 1]}
 
 
-def leg(rows: int) -> dict:
+def leg(rows: int, db: Path = DB) -> dict:
     import numpy as np
     import xgboost
 
@@ -72,7 +74,7 @@ def leg(rows: int) -> dict:
     from mlops_core.training.onnx_export import OnnxScorer
 
     started = time.perf_counter()
-    frame = load(rows)
+    frame = load(rows, db)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     trained = fit(frame, "xgboost", "bench")
@@ -90,6 +92,7 @@ def leg(rows: int) -> dict:
     }
     # Scoring, the same trees both ways: refit natively (seeded, identical) to hold the booster.
     train, validation, test = (split(frame, s) for s in ("train", "validation", "test"))
+    started = time.perf_counter()
     native = train_xgboost(
         matrix.encode(train),
         matrix.labels(train),
@@ -97,6 +100,8 @@ def leg(rows: int) -> dict:
         matrix.labels(validation),
         XGBoostParams(),
     )
+    # The floor of `fit`: encoding the splits and XGBoost's own training, nothing else.
+    result["native_train_seconds"] = time.perf_counter() - started
     scorer = OnnxScorer(trained.onnx)
     X = matrix.encode(test.head(200_000))
     assert float(np.max(np.abs(native.predict_proba(X[:1000])[:, 1] - scorer.predict(X[:1000])))) < 1e-5
@@ -128,22 +133,75 @@ def leg(rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000000,0", help="Rows per leg; 0 = all (~8.77M).")
+    parser.add_argument(
+        "--db", type=Path, default=DB, help="The feature-store benchmark's DuckDB file (its --rows picks the folder)."
+    )
     parser.add_argument("--leg", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.leg is not None:
-        Path(args.out_json).write_text(json.dumps(leg(args.leg)))
+        Path(args.out_json).write_text(json.dumps(leg(args.leg, args.db)))
         return
-    if not DB.exists():
-        sys.exit(f"{DB} missing: run benchmarks/feature_store.py --legs training first")
+    if not args.db.exists():
+        sys.exit(f"{args.db} missing: run benchmarks/feature_store.py --legs training first")
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {"date": time.strftime("%Y-%m-%d")}
+    results = {"date": time.strftime("%Y-%m-%d"), "db": str(args.db)}
     for rows in (int(s) for s in args.sizes.split(",")):
         out = OUT / f"rows{rows}.json"
-        subprocess.run([sys.executable, __file__, "--leg", str(rows), "--out-json", str(out)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--leg", str(rows), "--db", str(args.db), "--out-json", str(out)], check=True
+        )
         results[str(rows)] = json.loads(out.read_text())
         print(json.dumps(results[str(rows)], indent=1), flush=True)
     (OUT / "summary.json").write_text(json.dumps(results, indent=2))
+    rows = result_rows(results)
+    record(rows)
+    show(rows)
+
+
+def result_rows(results: dict) -> list[dict]:
+    """Per size: `fit` beside plain XGBoost training, and single-row scoring ONNX beside native xgboost.
+
+    RESULTS.md states no goal for either: they are recorded with `goal` and `met` null.
+    """
+    shared = common()
+    rows = []
+    for key, r in results.items():
+        if key in ("date", "db"):
+            continue
+        size = f"{r['rows'] // 1000}k"  # the rows loaded: "all" differs between the 1M and the 10M warehouse
+        details = {"rows": r["rows"], "train_rows": r["train_rows"], "best_iteration": r["best_iteration"]}
+        rows.append(
+            row(
+                f"training_fit_{size}_rows",
+                ours=r["fit_seconds"],
+                peer=r["native_train_seconds"],
+                peer_name="train_xgboost alone on the same splits (encode + XGBoost, no threshold, ONNX export or parity)",
+                ratio="ours/peer",
+                meaning="times the plain training's time",
+                unit="s",
+                goal=None,
+                met=None,
+                details=details | {"load_seconds": r["load_seconds"], "peak_rss_mb": r["peak_rss_mb"]},
+                shared=shared,
+            )
+        )
+        rows.append(
+            row(
+                f"training_single_row_p99_{size}_rows_model",
+                ours=r["single_row"]["onnx"]["p99_ms"],
+                peer=r["single_row"]["native"]["p99_ms"],
+                peer_name="native xgboost predict_proba, same trees",
+                ratio="peer/ours",
+                meaning="times lower the ONNX p99 is",
+                unit="ms",
+                goal=None,
+                met=None,
+                details=details | {"single_row": r["single_row"], "batch": r["batch"], "calls": 1800},
+                shared=shared,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":
