@@ -34,14 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import pandas as pd
-import requests
-from mlflow import MlflowClient
-from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
-from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+# mlflow (and pandas, requests under it) load inside the functions that call MLflow: the code location
+# imports this module for its names and its resource, and importing mlflow costs it a second.
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,9 @@ def _uri(client: MlflowClient) -> str:
 def _call(client: MlflowClient, what: str, fn: Callable[[], _T]) -> _T:
     """Run one MLflow call, retrying transport and server failures (RETRY_DELAYS_S), then
     raising RegistryUnavailable. Client errors (bad request, missing resource) are not retried."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
     attempts = len(RETRY_DELAYS_S) + 1
     for attempt in range(1, attempts + 1):
         try:
@@ -228,6 +233,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def _get_version(client: MlflowClient, model_name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
     try:
         return _call(
             client, f"get {model_name} version {version}", lambda: client.get_model_version(model_name, str(version))
@@ -255,6 +262,9 @@ def register_version(
     runs:/<run_id>/<artifact_path> (it looks for MLmodel one folder too high). Without it,
     the runs:/ source is used, for plain artifacts that are not logged models.
     """
+    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+    from mlflow.exceptions import MlflowException
+
     source = model_uri or f"runs:/{run_id}/{artifact_path}"
     model_id = model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/m-") else None
 
@@ -358,6 +368,8 @@ def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
 
 def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> str | None:
     """Version the alias points at, or None if the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
     try:
         model = _call(client, f"get registered model {model_name!r}", lambda: client.get_registered_model(model_name))
     except MlflowException as exc:

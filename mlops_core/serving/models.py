@@ -4,14 +4,18 @@ A LoadedModel is complete before anyone sees it (session built, threshold parsed
 swapping one in is a single reference assignment: no request meets a half-loaded model.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 import numpy as np
-from mlflow import MlflowClient
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 from mlops_core import registry
 from mlops_core.training.matrix import FEATURE_COLUMNS
@@ -33,7 +37,7 @@ class LoadedModel:
         return self.scorer.predict(X)
 
     @classmethod
-    def from_bytes(cls, version: str, model_bytes: bytes, threshold: float) -> "LoadedModel":
+    def from_bytes(cls, version: str, model_bytes: bytes, threshold: float) -> LoadedModel:
         scorer = OnnxScorer(model_bytes)
         if scorer.n_features != len(FEATURE_COLUMNS):
             raise ModelLoadError(
@@ -44,6 +48,8 @@ class LoadedModel:
 
 def download_onnx(client: MlflowClient, version: str, model_name: str = registry.MODEL_NAME) -> tuple[bytes, float]:
     """The ONNX graph (bytes only, never unpickled) and the threshold recorded for `version`."""
+    import mlflow  # here, not at the top: the code location imports this module and needs no mlflow to load
+
     try:
         details = client.get_model_version(model_name, str(version))
     except mlflow.exceptions.MlflowException as exc:

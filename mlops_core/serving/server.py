@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import mlflow
 
 from mlops_core import registry
 from mlops_core.features.online import OnlineFeatureService
@@ -87,7 +86,9 @@ def build_service(
     """Production: resumes its recorded plan and records scored events into the online store.
     Staging (`model_version` given): serves that version only, records nothing into production state.
     Event times are bounded by `serving_clock(settings)`."""
-    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
+    from mlflow import MlflowClient  # the server needs it; the code location importing this module does not
+
+    client = MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
     paths = ServingPaths.for_role(settings, role)
     staging = model_version is not None
     service = ScoringService(
