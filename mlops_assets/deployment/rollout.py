@@ -161,11 +161,6 @@ def _soak(warehouse: DuckDBResource, endpoint: ServingEndpointResource, config: 
     return began
 
 
-def _let_log_commit() -> None:
-    # The endpoint commits its prediction log every 50 ms; judge only what is on disk.
-    time.sleep(0.3)
-
-
 def _skipped(stage: str, reason: str):
     return dg.MaterializeResult(metadata={"skipped": True, "reason": reason, "stage": stage})
 
@@ -205,8 +200,9 @@ def shadow_endpoint(
             champion_version=champion,
             shadow_version=challenger,
         )
+    # Every answer the soak got is in the log already: the endpoint commits a request's rows, its shadow
+    # scores included, before it answers (mlops_core/serving/prediction_log.py).
     began = _soak(warehouse, endpoint, config)
-    _let_log_commit()
     agreement = shadow_agreement(read_predictions(endpoint.prediction_log_path, since=began))
     passed = agreement.requests >= config.min_requests and agreement.decision_agreement >= config.min_decision_agreement
     with endpoint.client() as client:
@@ -306,8 +302,7 @@ def canary_endpoint(
             canary_version=challenger,
             canary_share=config.share,
         )
-    began = _soak(warehouse, endpoint, config)
-    _let_log_commit()
+    began = _soak(warehouse, endpoint, config)  # answered means logged: no wait for a commit
     window = canary_window(read_predictions(endpoint.prediction_log_path, since=began), config.rules())
     passed = window.judged and not window.violations
     if window.violations:
@@ -353,13 +348,15 @@ def production_endpoint(
         if not client.alive():
             # Down (or not started yet): record the plan; the endpoint resumes it at start.
             previous = TrafficPlan.load(Path(endpoint.plan_path))
-            TrafficPlan(
+            plan = TrafficPlan(
                 champion_version=champion,
                 previous_champion_version=previous.champion_version
                 if previous and previous.champion_version != champion
                 else None,
                 reason=reason,
-            ).save(Path(endpoint.plan_path))
+            )
+            # The plan it replaces goes into its history, as when the running endpoint changes traffic.
+            (previous.followed_by(plan) if previous else plan).save(Path(endpoint.plan_path))
             return dg.MaterializeResult(
                 metadata={
                     "version": champion,

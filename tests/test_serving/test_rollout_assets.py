@@ -144,3 +144,29 @@ def test_prediction_log_asset_copies_each_logged_prediction_once(world, live):
         newest = con.execute(f"select transaction_id from {TABLE} order by id desc limit 1").fetchone()[0]
     assert copied == (len(source), len(source))
     assert newest == "t0020100"
+
+
+def test_production_with_the_endpoint_down_records_the_plan_and_keeps_its_history(world, live, tmp_path):
+    from mlops_core.serving.plan import TrafficPlan
+
+    _, resources = live
+    plan_path = tmp_path / "plan.json"
+    earlier = TrafficPlan(champion_version="1", reason="an earlier rollout")
+    earlier.followed_by(TrafficPlan(champion_version="1", reason="a restart")).save(plan_path)
+    down = {
+        "model_registry": resources["model_registry"],
+        "warehouse": resources["warehouse"],
+        "serving_endpoint": ServingEndpointResource(
+            url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            admin_token="unused",
+            prediction_log_path=str(tmp_path / "predictions.sqlite"),
+            plan_path=str(plan_path),
+        ),
+    }
+    result = dg.materialize([production_endpoint], resources=down)
+    assert result.success and _metadata(result, "production_endpoint")["endpoint_running"].value is False
+    champion = registry.alias_version(world.client(), registry.CHAMPION)
+    plan = TrafficPlan.load(plan_path)
+    assert plan.champion_version == champion and plan.reason == f"production: champion version {champion}"
+    # The replaced plan is appended to the history it had, as a running endpoint does.
+    assert [entry["reason"] for entry in plan.history] == ["an earlier rollout", "a restart"]
