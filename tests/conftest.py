@@ -36,6 +36,16 @@ def pytest_configure(config):
         os.environ.pop(key, None)
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """The order's seed again at the end of the log (pytest-randomly prints it in the header only)."""
+    if config.pluginmanager.hasplugin("randomly") and isinstance(config.getoption("randomly_seed", None), int):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_sep("-", f"random order: --randomly-seed={seed}")
+        terminalreporter.write_line(
+            f"replay this order: .venv/bin/python -m pytest --randomly-seed={seed} [the same args]"
+        )
+
+
 def pytest_unconfigure(config):
     if _SESSION_HOME:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
