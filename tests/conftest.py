@@ -51,6 +51,31 @@ def pytest_unconfigure(config):
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
+# What code under test changes in the process for whoever runs next: Settings.export() (every build_resources)
+# publishes MLOPS_HOME, DAGSTER_HOME and the other paths, ensure_admin_token exports MLOPS_ADMIN_TOKEN, and
+# mlflow.set_tracking_uri (tests, dagster-mlflow, `models:/` downloads) sets a process-wide URI and exports it
+# as MLFLOW_TRACKING_URI to every later subprocess.
+_LEAKED_ENV_PREFIXES = ("MLOPS_", "DAGSTER_", "MLFLOW_TRACKING_URI")
+_MLFLOW_URI_MODULE = "mlflow.tracking._tracking_service.utils"
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Each test starts from what its own fixtures set up, never from what the previous test left: in a
+    random order (pytest-randomly) a leaked variable would make a test pass or fail depending on its
+    neighbour. Module and session fixtures are set up before this snapshot, so what they export stays."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith(_LEAKED_ENV_PREFIXES)}
+    uri_module = sys.modules.get(_MLFLOW_URI_MODULE)
+    saved_uri = uri_module._tracking_uri if uri_module is not None else None
+    yield
+    uri_module = sys.modules.get(_MLFLOW_URI_MODULE)
+    if uri_module is not None and uri_module._tracking_uri != saved_uri:
+        uri_module.set_tracking_uri(saved_uri)  # None: back to MLflow's default resolution
+    for key in [key for key in os.environ if key.startswith(_LEAKED_ENV_PREFIXES) and key not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
     path = tmp_path / "landing"
