@@ -1,5 +1,7 @@
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,9 +38,69 @@ def pytest_configure(config):
         os.environ.pop(key, None)
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """The order's seed again at the end of the log (pytest-randomly prints it in the header only)."""
+    if config.pluginmanager.hasplugin("randomly") and isinstance(config.getoption("randomly_seed", None), int):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_sep("-", f"random order: --randomly-seed={seed}")
+        terminalreporter.write_line(
+            f"replay this order: .venv/bin/python -m pytest --randomly-seed={seed} [the same args]"
+        )
+
+
 def pytest_unconfigure(config):
     if _SESSION_HOME:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+# What code under test changes in the process for whoever runs next: Settings.export() (every build_resources)
+# publishes MLOPS_HOME, DAGSTER_HOME and the other paths, ensure_admin_token exports MLOPS_ADMIN_TOKEN, and
+# mlflow.set_tracking_uri (tests, dagster-mlflow, `models:/` downloads) sets a process-wide URI and exports it
+# as MLFLOW_TRACKING_URI to every later subprocess. Dagster maps SIGTERM to SIGINT's handler in-process
+# (dagster._utils.interrupts.setup_interrupt_handlers, reached by the K8s launcher the chart tests render):
+# where SIGINT is ignored (a shell's background job, nohup), SIGTERM becomes ignored too, and every child
+# started later inherits that: test_claim_port_stops_the_endpoint_this_home_started's listener survived its
+# SIGTERM whenever test_k8s_specs ran first.
+_LEAKED_ENV_PREFIXES = ("MLOPS_", "DAGSTER_", "MLFLOW_TRACKING_URI")
+_MLFLOW_URI_MODULE = "mlflow.tracking._tracking_service.utils"
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    saved = {key: value for key, value in os.environ.items() if key.startswith(_LEAKED_ENV_PREFIXES)}
+    uri_module = sys.modules.get(_MLFLOW_URI_MODULE)
+    saved_uri = uri_module._tracking_uri if uri_module is not None else None
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            if signal.getsignal(sig) != handler and handler is not None:
+                signal.signal(sig, handler)
+        uri_module = sys.modules.get(_MLFLOW_URI_MODULE)
+        if uri_module is not None and uri_module._tracking_uri != saved_uri:
+            uri_module.set_tracking_uri(saved_uri)  # None: back to MLflow's default resolution
+        for key in [key for key in os.environ if key.startswith(_LEAKED_ENV_PREFIXES) and key not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _process_state_restored_per_module():
+    """What a module's fixtures changed (set up before the per-test snapshot) ends with the module."""
+    with _process_state_kept():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Each test starts from what its own fixtures set up, never from what the previous test left: in a
+    random order (pytest-randomly) a leaked variable or signal handler would make a test pass or fail
+    depending on its neighbour. Module and session fixtures are set up before this snapshot, so what they
+    export stays for their tests."""
+    with _process_state_kept():
+        yield
 
 
 @pytest.fixture

@@ -91,15 +91,23 @@ def test_feature_drift_flags_a_shifted_day(settings, tmp_path):
         ]
     )
     assert not amounts & before
+    # The warehouse is the module's: the day is put back for the tests that run after this one, in any order.
     with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute("update marts.transactions_enriched set amount_usd = amount_usd * 10 where event_date = ?", [day])
-    result = materialize(settings, feature_drift, day, {"evidently_report": False})
-    drifted = set(metadata(result, "drifted_features")["drifted_features"])
+    try:
+        result = materialize(settings, feature_drift, day, {"evidently_report": False})
+        drifted = set(metadata(result, "drifted_features")["drifted_features"])
+        # Rewriting a day replaces its rows.
+        materialize(settings, feature_drift, day, {"evidently_report": False})
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            rows = con.execute(f"select count(*) from {DRIFT_TABLE} where day = ?", [day]).fetchall()[0][0]
+    finally:
+        with duckdb.connect(str(settings.duckdb_path)) as con:
+            con.execute(
+                "update marts.transactions_enriched set amount_usd = amount_usd / 10 where event_date = ?", [day]
+            )
     assert amounts <= drifted
-    # Rewriting a day replaces its rows.
-    materialize(settings, feature_drift, day, {"evidently_report": False})
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        assert con.execute(f"select count(*) from {DRIFT_TABLE} where day = ?", [day]).fetchall()[0][0] == 31
+    assert rows == 31
 
 
 def test_feature_drift_of_an_empty_day_says_so(settings):
@@ -123,10 +131,14 @@ def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
     assert meta["champion_version"] == champion
     # The champion was trained with a cutoff at the end of the newest day: nothing newer exists yet.
     assert meta["new_labels_since_cutoff"] == 0
-    # Move the cutoff back ten days: the labels of those days become new evidence.
+    # Move the cutoff back ten days: the labels of those days become new evidence. The champion is the
+    # module's: its cutoff is put back for the tests that run after this one, in any order.
     earlier = (LAST_DAY - timedelta(days=9)).isoformat() + "T00:00:00+00:00"
     client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", earlier)
-    moved = metadata(materialize(settings, label_volume, LAST_DAY), "*")
+    try:
+        moved = metadata(materialize(settings, label_volume, LAST_DAY), "*")
+    finally:
+        client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", cutoff)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         expected = con.execute(
             "select count(*) from marts.label_events where labeled_at > ? and labeled_at < ?",
