@@ -53,9 +53,9 @@ def pytest_unconfigure(config):
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
-# What code under test changes in the process for whoever runs next: Settings.export() (every build_resources)
+# What code under test changes in the process for whoever runs next: Settings.export() (the CLI's commands)
 # publishes MLOPS_HOME, DAGSTER_HOME and the other paths, ensure_admin_token exports MLOPS_ADMIN_TOKEN, and
-# mlflow.set_tracking_uri (tests, dagster-mlflow, `models:/` downloads) sets a process-wide URI and exports it
+# mlflow.set_tracking_uri (tests, the ModelRegistry resource's setup, `models:/` downloads) sets a process-wide URI and exports it
 # as MLFLOW_TRACKING_URI to every later subprocess. Dagster maps SIGTERM to SIGINT's handler in-process
 # (dagster._utils.interrupts.setup_interrupt_handlers, reached by the K8s launcher the chart tests render):
 # where SIGINT is ignored (a shell's background job, nohup), SIGTERM becomes ignored too, and every child

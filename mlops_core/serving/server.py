@@ -303,28 +303,39 @@ def running_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group (uvicorn drains, the log flushes), SIGKILL after `timeout`."""
+def stop_pid(pid: int, timeout: float = 15.0, kill_wait: float = 5.0) -> None:
+    """SIGTERM the server's process group (uvicorn drains, the log flushes), SIGKILL after `timeout`.
+    Returns once the process is gone, so a caller may reuse its port at once (bounded by `kill_wait`
+    after the SIGKILL)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
+    if _wait_gone(pid, timeout):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_gone(pid, kill_wait)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """True once `pid` has exited (reaped if it is our child) within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             finished, _ = os.waitpid(pid, os.WNOHANG)
             if finished == pid:
-                return
+                return True
         except ChildProcessError:  # not our child: poll for existence instead
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return
+                return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop(settings: Settings, port: int = DEFAULT_PORT, role: str = "production") -> int | None:
