@@ -74,3 +74,8 @@ def test_canary_config_takes_its_bounds_from_canary_rules():
     }
     assert {name: CanaryConfig.model_fields[name].default for name in shared} == {name: core[name] for name in shared}
     assert CanaryConfig().rules() == CanaryRules()
+    # ... and a bound set in the run config reaches the rules, each one (a field dropped on the way fails)
+    overrides = {"min_requests": 7, "max_error_rate": 0.0101, "max_p99_latency_ms": 50.05, "max_score_psi": 0.2501}
+    overrides["max_decision_rate_ratio"] = 3.003
+    assert set(overrides) == shared
+    assert CanaryConfig(**overrides).rules() == dataclasses.replace(CanaryRules(), **overrides)

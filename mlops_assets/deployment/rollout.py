@@ -5,6 +5,7 @@ which URL; each gate is a blocking check, so a failed stage stops the rollout be
 next move of traffic. The endpoint holds the previous champion for instant rollback.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -256,13 +257,8 @@ class CanaryConfig(SoakConfig):
     )
 
     def rules(self) -> CanaryRules:
-        return CanaryRules(
-            min_requests=self.min_requests,
-            max_error_rate=self.max_error_rate,
-            max_p99_latency_ms=self.max_p99_latency_ms,
-            max_score_psi=self.max_score_psi,
-            max_decision_rate_ratio=self.max_decision_rate_ratio,
-        )
+        """The core's rules with this config's bounds; the rules' other fields keep their defaults."""
+        return CanaryRules(**self.model_dump(include={field.name for field in dataclasses.fields(CanaryRules)}))
 
 
 @dg.asset(
