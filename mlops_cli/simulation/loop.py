@@ -302,6 +302,8 @@ class ClosedLoop:
         self.frozen = load_version(client, champion)
         self.settings = replace(self.settings, training_lookback_days=spec.training_lookback_days)
         self.settings.export()
+        # The resources hold the settings they were built with: retraining must see the lookback window.
+        defs = build_definitions(self.settings)
         self.echo(
             f"History {history[0].date}..{history[-1].date}: {spec.history_days} days x ~{spec.rows_per_day} transactions loaded, "
             f"champion v{champion} trained and rolled out to http://127.0.0.1:{spec.port} (pid {pid}) in {time.monotonic() - started:.0f} s"

@@ -50,9 +50,16 @@ def _simulate(tmp_path_factory, **spec):
             loop.stop_endpoint()
         with dg.DagsterInstance.get() as instance:
             retraining_runs = instance.get_runs(dg.RunsFilter(job_name="retraining_job"))
+            # The window each retraining's training set was cut with (None: all history).
+            lookbacks = [
+                entry.asset_materialization.metadata["lookback_days"].value
+                for run in retraining_runs
+                for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                if entry.asset_materialization.asset_key == dg.AssetKey("training_set")
+            ]
         client = mlflow.MlflowClient(registry.tracking_uri(loop.settings.mlflow_dir))
         champion = registry.alias_version(client, registry.CHAMPION)
-        yield loop, records, lines, deployment, retraining_runs, champion
+        yield loop, records, lines, deployment, retraining_runs, champion, lookbacks
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,10 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
     new spending yet (its labels are not mature), so the staged rollout may promote it or stop it at a
     gate (the canary's score-shift rule often does: two models disagree most on data neither has seen).
     Either way the endpoint, the registry and the timeline agree, and the next day's trigger is held."""
-    loop, records, lines, deployment, runs, champion = covariate
+    loop, records, lines, deployment, runs, champion, lookbacks = covariate
+    # The first champion learns from all the history; retraining takes the lookback window. The loop's
+    # resources once kept the settings they were built with, and retraining silently took all history.
+    assert lookbacks == [loop.spec.training_lookback_days] == [45]
     before, drifted = records[0], records[1]
     assert not before.affected and not before.triggers and before.champion == "1" and before.drift_share < DRIFT_SHARE
     assert drifted.affected and drifted.drift_share >= DRIFT_SHARE
@@ -103,7 +113,7 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
 
 @pytest.mark.timeout(1200)
 def test_bad_data_is_blocked_and_the_champion_keeps_serving(bad_data):
-    loop, records, lines, deployment, runs, champion = bad_data
+    loop, records, lines, deployment, runs, champion, _ = bad_data
     good, bad = records
     assert good.data_layer == "ok" and bad.affected
     assert bad.data_layer != "ok", "the day without merchant_category must not get through the data layer"
