@@ -76,6 +76,9 @@ def _metadata(result, key):
 
 def test_a_sound_challenger_rolls_out_stage_by_stage(world, live):
     url, resources = live
+    # Version 2 is the sound one; the bad-challenger test, in whatever order it ran, pointed the alias at 3.
+    with world.duckdb() as con:
+        registry.move_alias(world.client(), con, registry.CHALLENGER, "2", "test: the sound challenger", {})
     result = _rollout(resources)
     assert result.success
     staging = _metadata(result, "staging_endpoint")
