@@ -8,12 +8,20 @@ the resolved locations in the UI; its setup creates the state directories when a
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_core.settings import Settings
+
+# Settings' fields and their types: the resource carries each one (tests/test_resources checks the sets match).
+_SETTINGS_TYPES = typing.get_type_hints(Settings)
+
+
+def _same(value):
+    return value
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -42,39 +50,23 @@ class SettingsResource(dg.ConfigurableResource):
 
     @classmethod
     def of(cls, settings: Settings) -> SettingsResource:
+        """Every field of `settings`, paths and dates as text (Dagster config is plain values)."""
+        plain = {name: getattr(settings, name) for name in _SETTINGS_TYPES}
         return cls(
-            home=str(settings.home),
-            data_dir=str(settings.data_dir),
-            duckdb_path=str(settings.duckdb_path),
-            dagster_home=str(settings.dagster_home),
-            reports_dir=str(settings.reports_dir),
-            mlflow_dir=str(settings.mlflow_dir),
-            online_store=settings.online_store,
-            label_maturity_days=settings.label_maturity_days,
-            training_lookback_days=settings.training_lookback_days,
-            online_allowed_lateness_days=settings.online_allowed_lateness_days,
-            clock=settings.clock,
-            partitions_start=settings.partitions_start.isoformat(),
-            serving_url=settings.serving_url,
+            **{
+                name: value.isoformat()
+                if isinstance(value, dt.date)
+                else str(value)
+                if isinstance(value, Path)
+                else value
+                for name, value in plain.items()
+            }
         )
 
     def get(self) -> Settings:
         """The settings, validated as mlops_core builds them."""
-        return Settings(
-            home=Path(self.home),
-            data_dir=Path(self.data_dir),
-            duckdb_path=Path(self.duckdb_path),
-            dagster_home=Path(self.dagster_home),
-            reports_dir=Path(self.reports_dir),
-            mlflow_dir=Path(self.mlflow_dir),
-            online_store=self.online_store,
-            label_maturity_days=self.label_maturity_days,
-            training_lookback_days=self.training_lookback_days,
-            online_allowed_lateness_days=self.online_allowed_lateness_days,
-            clock=self.clock,
-            partitions_start=dt.date.fromisoformat(self.partitions_start),
-            serving_url=self.serving_url,
-        )
+        parse = {Path: Path, dt.date: dt.date.fromisoformat}
+        return Settings(**{name: parse.get(kind, _same)(getattr(self, name)) for name, kind in _SETTINGS_TYPES.items()})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A run may be the first thing to touch a new MLOPS_HOME (`mlops prepare` not run yet).

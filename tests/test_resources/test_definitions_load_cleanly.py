@@ -61,3 +61,33 @@ def test_importing_the_definitions_creates_nothing_and_leaves_the_environment_al
     assert not (tmp_path / "missing").exists(), sorted(str(p) for p in (tmp_path / "missing").rglob("*"))
     assert list(cwd.iterdir()) == []  # no ./mlruns, no sqlite file beside the process
     assert {"settings", "model_registry"} <= set(probe["resources"])
+
+
+def test_the_settings_resource_carries_every_setting_unchanged(tmp_path):
+    import dataclasses
+    import datetime as dt
+
+    from mlops_core.settings import Settings
+    from resources.settings import SettingsResource
+
+    # every field away from its default, so a field the resource dropped (its default back) fails
+    base = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    settings = dataclasses.replace(
+        base,
+        data_dir=tmp_path / "data",
+        duckdb_path=tmp_path / "w.duckdb",
+        dagster_home=tmp_path / "dagster",
+        reports_dir=tmp_path / "reports",
+        mlflow_dir=tmp_path / "mlflow",
+        online_store="redis",
+        label_maturity_days=46,
+        training_lookback_days=36,
+        online_allowed_lateness_days=8,
+        clock="2026-07-02",
+        partitions_start=dt.date(2026, 4, 3),
+        serving_url="http://127.0.0.1:8123",
+    )
+    changed = {f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(base, f.name)}
+    assert changed == {f.name for f in dataclasses.fields(Settings)} - {"home"}
+    assert set(SettingsResource.model_fields) == {f.name for f in dataclasses.fields(Settings)}
+    assert SettingsResource.of(settings).get() == settings
