@@ -40,3 +40,30 @@ def test_a_new_model_appears_in_the_manifest_without_deleting_it(tmp_path):
     )
     nodes = json.loads(ensure_manifest(project).read_text())["nodes"]
     assert any(key.endswith(".daily_spend") for key in nodes)
+
+
+def test_the_digest_never_walks_the_run_folders_dagster_dbt_leaves_in_target(tmp_path, monkeypatch):
+    """dagster-dbt writes target/<asset>-<run>/ for every run (189 of them, 49,000 files, after one test
+    suite): walking them made each load of the definitions seconds slower with every run ever made."""
+    import os
+
+    from mlops_assets.transform import project
+
+    copy = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    before = sources_digest(copy)
+    for run in range(30):
+        (copy / "target" / f"warehouse_models-{run:07x}" / "compiled" / "models").mkdir(parents=True)
+        (copy / "target" / f"warehouse_models-{run:07x}" / "compiled" / "models" / "x.sql").write_text("select 1")
+    visited: list[str] = []
+    real_walk = os.walk
+
+    def spying_walk(top, *args, **kwargs):
+        for folder, subfolders, names in real_walk(top, *args, **kwargs):
+            visited.append(os.path.relpath(folder, copy))
+            yield folder, subfolders, names
+
+    monkeypatch.setattr(project.os, "walk", spying_walk)
+    assert sources_digest(copy) == before
+    assert "models" in visited
+    assert not [folder for folder in visited if folder.split(os.sep)[0] in ("target", "logs", "dbt_packages")]

@@ -24,12 +24,21 @@ DIGEST_FILE = "mlops_sources.sha256"
 
 def sources_digest(project_dir: Path) -> str:
     """A hash of every file dbt parses (models, tests, seeds, macros, the project and profiles files).
-    Content, not modification times: a checkout or a copy rewrites mtimes without changing anything."""
+    Content, not modification times: a checkout or a copy rewrites mtimes without changing anything.
+
+    The output directories are pruned, not walked: dagster-dbt writes a target/ folder per run, and
+    walking them made every load of the definitions slower with every run ever made."""
     digest = hashlib.sha256()
-    for path in sorted(project_dir.rglob("*")):
-        relative = path.relative_to(project_dir)
-        if path.is_file() and path.suffix in SOURCE_SUFFIXES and relative.parts[0] not in NOT_SOURCES:
-            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    files: list[str] = []
+    for folder, subfolders, names in os.walk(project_dir):
+        relative = os.path.relpath(folder, project_dir)
+        if relative == ".":
+            subfolders[:] = [name for name in subfolders if name not in NOT_SOURCES]
+        files.extend(
+            Path(relative, name).as_posix().removeprefix("./") for name in names if name.endswith(SOURCE_SUFFIXES)
+        )
+    for relative in sorted(files):
+        digest.update(relative.encode() + b"\0" + (project_dir / relative).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
