@@ -2,6 +2,7 @@
 @dbt_assets and nothing else (benchmarks/startup.py). Importing dagster-dbt imports dbt-core, so this
 is what any code location with dbt models pays before its own code runs."""
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -16,4 +17,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
 
 
-defs = dg.Definitions(assets=[dbt_models], resources={"dbt": DbtCliResource(project_dir=project)})
+defs = dg.Definitions(
+    assets=[dbt_models],
+    resources={"dbt": DbtCliResource(project_dir=project, dbt_executable=str(Path(sys.executable).with_name("dbt")))},
+)
