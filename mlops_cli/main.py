@@ -6,6 +6,7 @@ import click
 from mlops_cli.demo import demo
 from mlops_cli.features import features
 from mlops_cli.pipeline import ingest, prepare, promote, rollout, train
+from mlops_cli.projects import project
 from mlops_cli.serve import serve
 from mlops_cli.simulate import simulate_command
 from mlops_cli.ui import ui
@@ -16,7 +17,7 @@ def main() -> None:
     """MLOps platform: demo data, the data layer, training, rollout, serving and the Dagster UI."""
 
 
-for command in (demo, simulate_command, ingest, train, promote, rollout, prepare, ui, serve, features):
+for command in (demo, simulate_command, ingest, train, promote, rollout, prepare, ui, serve, features, project):
     main.add_command(command)
 
 

@@ -1,0 +1,91 @@
+"""`mlops project`: scaffold, list and validate model projects (one folder with a defs.yaml each).
+Needs no Dagster: a declaration is checked against its typed schema alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlops_core.settings import REPO_ROOT
+
+PROJECTS_DIR = REPO_ROOT / "projects"
+# Shipped inside the package (package-data), so an installed CLI scaffolds without a checkout.
+TEMPLATE = Path(__file__).resolve().parents[1] / "mlops_core" / "projects" / "templates" / "defs.yaml"
+
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=PROJECTS_DIR,
+    show_default=True,
+    help="The folder holding one sub-folder per project.",
+)
+
+
+@click.group("project")
+def project() -> None:
+    """Model projects: each is a folder under projects/ with one declaration, defs.yaml."""
+
+
+@project.command("new")
+@click.argument("name")
+@click.option("--owner", default="you@example.com", show_default=True, help="The owning team's e-mail.")
+@root_option
+def new(name: str, owner: str, root: Path) -> None:
+    """Scaffold projects/NAME/defs.yaml from the template (like `dg scaffold defs`), then validate it."""
+    import re
+
+    from mlops_core.projects.declaration import PROJECT_NAME, ProjectDeclarationError, load_project
+
+    if not re.match(PROJECT_NAME, name):
+        raise click.UsageError(
+            f"project name {name!r}: 2-40 characters, lowercase letters, digits and _, starting with a letter"
+        )
+    folder = root / name
+    if folder.exists():
+        raise click.UsageError(f"{folder} exists already: a project is never overwritten")
+    folder.mkdir(parents=True)
+    (folder / "defs.yaml").write_text(TEMPLATE.read_text().format(name=name, owner=owner))
+    try:
+        load_project(folder)
+    except ProjectDeclarationError as error:  # the template itself is wrong: say so, keep the file to look at
+        raise click.ClickException(f"the scaffolded declaration does not validate:\n{error}") from None
+    click.echo(f"created {folder / 'defs.yaml'}; edit it, then run: mlops project validate {name}")
+
+
+@project.command("list")
+@root_option
+def list_projects(root: Path) -> None:
+    """Every project with its model family, serving mode and owner."""
+    from mlops_core.projects.declaration import ProjectDeclarationError, load_projects
+
+    try:
+        projects = load_projects(root)
+    except ProjectDeclarationError as error:
+        raise click.ClickException(str(error)) from None
+    if not projects:
+        click.echo(f"no projects under {root}; create one with: mlops project new NAME")
+        return
+    click.echo(f"{'project':20s} {'registered model':24s} {'family':24s} {'serving':8s} owner")
+    for p in projects:
+        click.echo(f"{p.name:20s} {p.registered_model:24s} {p.model.family:24s} {p.serving.mode:8s} {p.owner}")
+
+
+@project.command("validate")
+@click.argument("names", nargs=-1)
+@root_option
+def validate(names: tuple[str, ...], root: Path) -> None:
+    """Check the declarations of NAMES (default: every project); exit 1 naming each bad field."""
+    from mlops_core.projects.declaration import ProjectDeclarationError, load_project, load_projects, project_folders
+
+    try:
+        if names:
+            projects = [load_project(root / name) for name in names]
+        else:
+            if not project_folders(root):
+                raise click.ClickException(f"no projects under {root}")
+            projects = load_projects(root)
+    except ProjectDeclarationError as error:
+        raise click.ClickException(str(error)) from None
+    for p in projects:
+        click.echo(f"ok  {p.name}: {len(p.features.names())} features, {p.model.family}, serving {p.serving.mode}")

@@ -1,0 +1,422 @@
+"""A model project as a declaration: one `defs.yaml` per project folder, validated against a typed schema.
+
+The file has Dagster's component layout (`type:` and `attributes:`), so the same file a person edits is the
+one the code location reads. Everything a model project decides lives under `attributes`: the entity and its
+key, the marts it reads, the label, the features over the shared feature store, the model family and its
+hyper-parameters, the gates and their bounds, the serving mode and request schema, the rollout plan, the
+monitoring and retraining policy, the owner and the alert channel.
+
+Defaults that the platform already has a home for (the gate thresholds, the canary rules, the model families'
+hyper-parameters) are taken from that home, not written twice. A bad declaration raises
+`ProjectDeclarationError`, whose message names the file, the field, what was found and what is allowed.
+
+No dagster here: the CLI validates projects without loading a code location.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from mlops_core.features import spec
+from mlops_core.serving.analysis import CanaryRules
+from mlops_core.training.gates import GateThresholds
+from mlops_core.training.models import LogisticParams, XGBoostParams
+
+DECLARATION_FILE = "defs.yaml"
+COMPONENT_TYPE = "mlops_assets.projects.ModelProjectComponent"
+# A project name becomes an asset-key prefix, a group, a registered-model name part and a URL segment.
+PROJECT_NAME = r"^[a-z][a-z0-9_]{1,39}$"
+# Marts the shared data layer builds (dbt models under dbt_project/models/marts); a project reads from these.
+SHARED_MARTS = (
+    "marts.transactions_enriched",
+    "marts.account_history",
+    "marts.label_events",
+    "marts.transaction_labels",
+)
+
+
+class ProjectDeclarationError(ValueError):
+    """A declaration that cannot be used; `problems` lists one line per field at fault."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}: invalid model project declaration\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
+    """A strict pydantic section whose fields and defaults are the dataclass's: one home for every default."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+    return create_model(name, __base__=_Section, **fields)
+
+
+GatesSection = _section_from_dataclass(GateThresholds, "GatesSection")
+CanaryRulesSection = _section_from_dataclass(CanaryRules, "CanaryRulesSection")
+XGBoostHyperparameters = _section_from_dataclass(XGBoostParams, "XGBoostHyperparameters")
+LogisticHyperparameters = _section_from_dataclass(LogisticParams, "LogisticHyperparameters")
+
+
+class HistGradientBoostingHyperparameters(_Section):
+    """scikit-learn's HistGradientBoostingClassifier; seeded so the same data give the same model."""
+
+    max_iter: Annotated[int, Field(ge=1)] = 300
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
+    max_depth: Annotated[int, Field(ge=1)] | None = None
+    max_leaf_nodes: Annotated[int, Field(ge=2)] = 31
+    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
+    class_weight: Literal["balanced"] | None = "balanced"
+    early_stopping: bool = True
+    random_state: int = 7
+
+
+class XGBoostModel(_Section):
+    family: Literal["xgboost"]
+    hyperparameters: XGBoostHyperparameters = Field(default_factory=XGBoostHyperparameters)  # type: ignore[valid-type]
+
+
+class LogisticRegressionModel(_Section):
+    family: Literal["logistic_regression"]
+    hyperparameters: LogisticHyperparameters = Field(default_factory=LogisticHyperparameters)  # type: ignore[valid-type]
+
+
+class HistGradientBoostingModel(_Section):
+    family: Literal["hist_gradient_boosting"]
+    hyperparameters: HistGradientBoostingHyperparameters = Field(default_factory=HistGradientBoostingHyperparameters)
+
+
+ModelSection = Annotated[
+    XGBoostModel | LogisticRegressionModel | HistGradientBoostingModel, Field(discriminator="family")
+]
+MODEL_FAMILIES = ("xgboost", "logistic_regression", "hist_gradient_boosting")
+
+
+class Entity(_Section):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    key: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    # "event": one prediction per event (a transaction); "snapshot": one per entity every `snapshot_days`.
+    grain: Literal["event", "snapshot"] = "event"
+    snapshot_days: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _snapshot_has_a_period(self) -> Entity:
+        if self.grain == "snapshot" and self.snapshot_days is None:
+            raise ValueError("grain 'snapshot' needs snapshot_days (how often a snapshot is taken)")
+        if self.grain == "event" and self.snapshot_days is not None:
+            raise ValueError("snapshot_days applies to grain 'snapshot' only")
+        return self
+
+
+class Label(_Section):
+    source: str
+    column: str
+    positive_class: bool | int | str
+    # Events are labelled when their label matures (fraud: disputes within weeks) or after a fixed horizon
+    # (churn: no activity in the following N days): exactly one of the two.
+    maturity_days: Annotated[int, Field(ge=0)] | None = None
+    horizon_days: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> Label:
+        if (self.maturity_days is None) == (self.horizon_days is None):
+            raise ValueError(
+                "give exactly one of maturity_days (labels arrive later) or horizon_days (label = outcome)"
+            )
+        return self
+
+
+class WindowedAggregate(_Section):
+    aggregation: Literal["count", "sum", "mean", "max", "distinct_count", "seconds_since_last"]
+    column: str | None = None
+    windows: Annotated[list[str], Field(min_length=1)]
+
+
+class Features(_Section):
+    """Features over the shared feature store: windowed aggregates, account attributes and request-time features."""
+
+    windowed: list[WindowedAggregate] = Field(default_factory=list)
+    account: list[str] = Field(default_factory=list)
+    request: list[str] = Field(default_factory=list)
+
+    def names(self) -> list[str]:
+        """Feature names in the shared store, windowed first; a windowed aggregate the store does not
+        compute raises ValueError naming it and what the store offers."""
+        names = []
+        for aggregate in self.windowed:
+            for window in aggregate.windows:
+                names.append(_windowed_name(aggregate.aggregation, aggregate.column, window))
+        return [*names, *self.account, *self.request]
+
+
+def _windowed_name(aggregation: str, column: str | None, window: str) -> str:
+    """The shared store's feature computing this aggregation of this column over this window."""
+    for feature in spec.WINDOWED_FEATURES:
+        if (feature.aggregation, feature.column, feature.window) == (aggregation, column, window):
+            return feature.name
+    offered = [f"{f.aggregation}({f.column or '*'}) over {f.window}" for f in spec.WINDOWED_FEATURES]
+    raise ValueError(
+        f"the shared feature store computes no {aggregation}({column or '*'}) over {window}; it offers: {offered}"
+    )
+
+
+class RequestField(_Section):
+    """One field of a scoring request; bounds as in pydantic (gt, ge, lt, le)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    type: Literal["string", "float", "integer", "timestamp", "category"]
+    categories: list[str] = Field(default_factory=list)
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    @model_validator(mode="after")
+    def _categories_for_categories(self) -> RequestField:
+        if self.type == "category" and not self.categories:
+            raise ValueError(f"field {self.name!r} of type 'category' needs its categories")
+        if self.type != "category" and self.categories:
+            raise ValueError(f"field {self.name!r} lists categories but its type is {self.type!r}")
+        bounded = any(b is not None for b in (self.gt, self.ge, self.lt, self.le))
+        if bounded and self.type not in ("float", "integer"):
+            raise ValueError(f"field {self.name!r} has bounds but its type is {self.type!r}, not a number")
+        return self
+
+
+class Serving(_Section):
+    mode: Literal["online", "batch", "both"]
+    request_schema: Annotated[list[RequestField], Field(min_length=1)]
+    # Cron of the batch scores (batch and both); an online-only project scores per request.
+    batch_schedule: str | None = None
+
+    @model_validator(mode="after")
+    def _batch_has_a_schedule(self) -> Serving:
+        if self.mode in ("batch", "both") and not self.batch_schedule:
+            raise ValueError(f"serving mode {self.mode!r} needs batch_schedule (a cron expression)")
+        names = [f.name for f in self.request_schema]
+        if len(names) != len(set(names)):
+            raise ValueError(f"request_schema names a field twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+
+class StagingStage(_Section):
+    requests: Annotated[int, Field(ge=1)] = 200
+    warmup_requests: Annotated[int, Field(ge=0)] = 50
+    latency_requests: Annotated[int, Field(ge=1)] = 1000
+    slo_p99_ms: Annotated[float, Field(gt=0)] = 50.0
+
+
+class ShadowStage(_Section):
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    min_decision_agreement: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+
+class CanaryStage(_Section):
+    share: Annotated[float, Field(gt=0, le=1)] = 0.1
+    rules: CanaryRulesSection = Field(default_factory=CanaryRulesSection)  # type: ignore[valid-type]
+
+
+class Rollout(_Section):
+    """Staging smoke test, then shadow, then canary, then promotion; each stage can stop the rollout."""
+
+    staging: StagingStage = Field(default_factory=StagingStage)
+    shadow: ShadowStage = Field(default_factory=ShadowStage)
+    canary: CanaryStage = Field(default_factory=CanaryStage)
+
+
+class Monitoring(_Section):
+    """When to retrain: the thresholds of the monitoring verdicts, the cool-down, and the training window."""
+
+    drift_share: Annotated[float, Field(ge=0, le=1)] = 0.5
+    new_labels: Annotated[int, Field(ge=0)] = 2000
+    prediction_psi: Annotated[float, Field(gt=0)] = 0.25
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    page_hinkley_threshold: Annotated[float, Field(gt=0)] = 50.0
+    cooldown_days: Annotated[int, Field(ge=1)] = 3
+    training_lookback_days: Annotated[int, Field(ge=1)] | None = None
+    # Cron of a scheduled retraining whatever the monitors say (None: only on triggers).
+    retrain_schedule: str | None = None
+    retrain_on: list[Literal["feature_drift", "prediction_drift", "label_volume", "concept_drift"]] = Field(
+        default_factory=lambda: ["feature_drift", "prediction_drift", "label_volume", "concept_drift"]
+    )
+
+
+class ModelProject(_Section):
+    """Everything one model project decides. Field order is the order a reader meets them in defs.yaml."""
+
+    name: Annotated[str, Field(pattern=PROJECT_NAME)]
+    description: Annotated[str, Field(min_length=1)]
+    owner: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    # slack:#channel, webhook:https://..., email:someone@example.com, or log (the alert log only).
+    alert_channel: Annotated[str, Field(pattern=r"^(slack:#[\w-]+|webhook:https?://\S+|email:[^@\s]+@[^@\s]+|log)$")]
+    registered_model: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+    entity: Entity
+    marts: Annotated[list[str], Field(min_length=1)]
+    label: Label
+    features: Features
+    model: ModelSection
+    gates: GatesSection = Field(default_factory=GatesSection)  # type: ignore[valid-type]
+    serving: Serving
+    rollout: Rollout = Field(default_factory=Rollout)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @model_validator(mode="after")
+    def _reads_what_exists(self) -> ModelProject:
+        unknown_marts = [m for m in self.marts if m not in SHARED_MARTS]
+        if unknown_marts:
+            raise ValueError(f"marts {unknown_marts} are not built by the data layer; allowed: {list(SHARED_MARTS)}")
+        if self.label.source not in self.marts:
+            raise ValueError(f"label.source {self.label.source!r} is not one of the project's marts {self.marts}")
+        names = self.features.names()
+        unknown = [n for n in names if n not in spec.BY_NAME]
+        if unknown:
+            raise ValueError(
+                f"features {unknown} are not in the shared feature store; allowed: {list(spec.FEATURE_NAMES)}"
+            )
+        if len(names) != len(set(names)):
+            raise ValueError(f"features named twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The section class a validation error's location points into, to list its allowed fields."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            # A discriminated union's member appears in the location by its tag.
+            member = {"xgboost": XGBoostModel, "logistic_regression": LogisticRegressionModel}.get(part)
+            model = member or (HistGradientBoostingModel if part == "hist_gradient_boosting" else None)
+            continue
+        model = _section_of(field.annotation)
+    return model
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# What a pattern-checked field expects, in words (the regular expression helps nobody).
+PATTERN_MEANINGS = {
+    "name": "2-40 lowercase letters, digits or _, starting with a letter",
+    "owner": "an e-mail address",
+    "alert_channel": "slack:#channel, webhook:https://..., email:someone@example.com, or log",
+    "registered_model": "2-64 lowercase letters, digits or _, starting with a letter",
+    "key": "a lowercase column name",
+}
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc if p not in MODEL_FAMILIES) or "(top level)"
+    found = error.get("input")
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(ModelProject, loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "?"
+        return f"{where}: unknown field (found {found!r}); allowed fields here: {allowed}"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        context = error.get("ctx", {})
+        allowed = context.get("expected_tags", ", ".join(repr(f) for f in MODEL_FAMILIES))
+        found = context.get("tag")
+        return f"{where}.family: unknown model family (found {found!r}); allowed: {allowed}"
+    if error["type"] == "string_pattern_mismatch" and loc and loc[-1] in PATTERN_MEANINGS:
+        return f"{where}: expected {PATTERN_MEANINGS[loc[-1]]} (found {found!r})"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (found {found!r})"
+
+
+def parse_project(attributes: Any, path: Path | str = "<declaration>") -> ModelProject:
+    """Validate a declaration's attributes; every problem is listed, each naming its field."""
+    if not isinstance(attributes, dict):
+        raise ProjectDeclarationError(
+            path, [f"attributes: expected a mapping of fields, found {type(attributes).__name__}"]
+        )
+    try:
+        return ModelProject.model_validate(attributes)
+    except ValidationError as error:
+        raise ProjectDeclarationError(path, [_describe(e) for e in error.errors(include_url=False)]) from None
+
+
+def load_project(folder_or_file: Path) -> ModelProject:
+    """Read and validate `<folder>/defs.yaml` (or the file given). The project's name must be its folder's."""
+    path = Path(folder_or_file)
+    if path.is_dir():
+        path = path / DECLARATION_FILE
+    if not path.is_file():
+        raise ProjectDeclarationError(
+            path, [f"no declaration: expected the file {DECLARATION_FILE} in the project folder"]
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ProjectDeclarationError(path, [f"{line}not valid YAML: {getattr(error, 'problem', error)}"]) from None
+    if not isinstance(document, dict):
+        raise ProjectDeclarationError(path, [f"expected a mapping with 'type' and 'attributes', found {document!r}"])
+    problems = []
+    unknown = sorted(set(document) - {"type", "attributes"})
+    if unknown:
+        problems.append(f"unknown top-level keys {unknown}; allowed: type, attributes")
+    if document.get("type") != COMPONENT_TYPE:
+        problems.append(f"type: expected {COMPONENT_TYPE!r}, found {document.get('type')!r}")
+    if problems:
+        raise ProjectDeclarationError(path, problems)
+    project = parse_project(document.get("attributes"), path)
+    if project.name != path.parent.name:
+        raise ProjectDeclarationError(
+            path,
+            [f"name: the project is named after its folder: expected {path.parent.name!r}, found {project.name!r}"],
+        )
+    return project
+
+
+def project_folders(root: Path) -> list[Path]:
+    """Every folder under `root` holding a declaration, sorted by name."""
+    return sorted(p.parent for p in Path(root).glob(f"*/{DECLARATION_FILE}"))
+
+
+def load_projects(root: Path) -> list[ModelProject]:
+    """Every project under `root`; all bad declarations are reported together, and names must be unique
+    per registered model as well as per folder."""
+    projects, problems = [], []
+    for folder in project_folders(root):
+        try:
+            projects.append(load_project(folder))
+        except ProjectDeclarationError as error:
+            problems.extend(f"{error.path}: {problem}" for problem in error.problems)
+    if problems:
+        raise ProjectDeclarationError(root, problems)
+    registered = [p.registered_model for p in projects]
+    doubled = sorted({r for r in registered if registered.count(r) > 1})
+    if doubled:
+        raise ProjectDeclarationError(
+            root, [f"registered_model {r!r} is declared by more than one project" for r in doubled]
+        )
+    return projects
+
+
+def slug(text: str) -> str:
+    """A project name from free text (for `mlops project new`)."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.strip().lower()).strip("_")
