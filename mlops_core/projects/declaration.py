@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from mlops_core.features import spec
 from mlops_core.serving.analysis import CanaryRules
 from mlops_core.training.gates import GateThresholds
-from mlops_core.training.models import LogisticParams, XGBoostParams
+from mlops_core.training.models import HistGradientBoostingParams, LogisticParams, XGBoostParams
 
 DECLARATION_FILE = "defs.yaml"
 COMPONENT_TYPE = "mlops_assets.projects.ModelProjectComponent"
@@ -68,17 +68,9 @@ XGBoostHyperparameters = _section_from_dataclass(XGBoostParams, "XGBoostHyperpar
 LogisticHyperparameters = _section_from_dataclass(LogisticParams, "LogisticHyperparameters")
 
 
-class HistGradientBoostingHyperparameters(_Section):
-    """scikit-learn's HistGradientBoostingClassifier; seeded so the same data give the same model."""
-
-    max_iter: Annotated[int, Field(ge=1)] = 300
-    learning_rate: Annotated[float, Field(gt=0)] = 0.1
-    max_depth: Annotated[int, Field(ge=1)] | None = None
-    max_leaf_nodes: Annotated[int, Field(ge=2)] = 31
-    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
-    class_weight: Literal["balanced"] | None = "balanced"
-    early_stopping: bool = True
-    random_state: int = 7
+HistGradientBoostingHyperparameters = _section_from_dataclass(
+    HistGradientBoostingParams, "HistGradientBoostingHyperparameters"
+)
 
 
 class XGBoostModel(_Section):
@@ -93,7 +85,9 @@ class LogisticRegressionModel(_Section):
 
 class HistGradientBoostingModel(_Section):
     family: Literal["hist_gradient_boosting"]
-    hyperparameters: HistGradientBoostingHyperparameters = Field(default_factory=HistGradientBoostingHyperparameters)
+    hyperparameters: HistGradientBoostingHyperparameters = Field(  # type: ignore[valid-type]
+        default_factory=HistGradientBoostingHyperparameters
+    )
 
 
 ModelSection = Annotated[

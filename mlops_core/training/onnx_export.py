@@ -15,14 +15,18 @@ import numpy as np
 if TYPE_CHECKING:
     import onnxruntime
     import xgboost
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
+
+    NativeModel = xgboost.XGBClassifier | Pipeline | HistGradientBoostingClassifier
 
 INPUT_NAME = "features"
 
 
-def to_onnx(model: xgboost.XGBClassifier | Pipeline, n_features: int) -> bytes:
+def to_onnx(model: NativeModel, n_features: int) -> bytes:
     """Serialize a trained model as an ONNX graph taking float32 [batch, n_features]."""
     import xgboost
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
 
     if isinstance(model, xgboost.XGBClassifier):
@@ -40,8 +44,20 @@ def to_onnx(model: xgboost.XGBClassifier | Pipeline, n_features: int) -> bytes:
             initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
             options={id(model.steps[-1][1]): {"zipmap": False}},
         )
+    elif isinstance(model, HistGradientBoostingClassifier):
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+
+        proto = convert_sklearn(
+            model,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+            options={id(model): {"zipmap": False}},
+        )
     else:
-        raise TypeError(f"cannot export {type(model).__name__}: expected XGBClassifier or a scikit-learn Pipeline")
+        raise TypeError(
+            f"cannot export {type(model).__name__}: expected XGBClassifier, HistGradientBoostingClassifier "
+            "or a scikit-learn Pipeline"
+        )
     return proto.SerializeToString()
 
 
@@ -89,11 +105,11 @@ def _probability_output(session: onnxruntime.InferenceSession) -> str:
     return candidates[0]
 
 
-def native_predict(model: xgboost.XGBClassifier | Pipeline, X: np.ndarray) -> np.ndarray:
+def native_predict(model: NativeModel, X: np.ndarray) -> np.ndarray:
     """P(fraud) from the in-memory model, the reference the ONNX export is checked against."""
     return np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
 
 
-def max_probability_difference(model: xgboost.XGBClassifier | Pipeline, scorer: OnnxScorer, X: np.ndarray) -> float:
+def max_probability_difference(model: NativeModel, scorer: OnnxScorer, X: np.ndarray) -> float:
     """Largest absolute difference in P(fraud) between the native model and its ONNX export."""
     return float(np.max(np.abs(native_predict(model, X) - scorer.predict(X))))

@@ -1,4 +1,4 @@
-"""Session fixtures: one synthetic training set and the two models trained on it."""
+"""Session fixtures: one synthetic training set and the models of each family trained on it."""
 
 import numpy as np
 import pandas as pd
@@ -28,3 +28,9 @@ def xgboost_model(splits):
 def logistic_model(splits):
     X_train, y_train = splits["train"]
     return models.train_logistic(X_train, y_train, models.LogisticParams())
+
+
+@pytest.fixture(scope="session")
+def hist_gradient_boosting_model(splits):
+    (X_train, y_train), (X_val, y_val) = splits["train"], splits["validation"]
+    return models.train_hist_gradient_boosting(X_train, y_train, X_val, y_val, models.HistGradientBoostingParams())

@@ -7,7 +7,7 @@ from mlops_core.training.onnx_export import OnnxScorer, max_probability_differen
 PARITY_TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", params=["xgboost_model", "logistic_model"])
+@pytest.fixture(scope="module", params=["xgboost_model", "logistic_model", "hist_gradient_boosting_model"])
 def model_and_scorer(request):
     model = request.getfixturevalue(request.param)
     return model, OnnxScorer(to_onnx(model, len(matrix.FEATURE_COLUMNS)))
