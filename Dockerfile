@@ -34,6 +34,7 @@ COPY mlops_assets/ mlops_assets/
 COPY resources/ resources/
 COPY sensors/ sensors/
 COPY dbt_project/ dbt_project/
+COPY projects/ projects/
 RUN uv sync --frozen --no-dev
 
 # The dbt manifest is parsed once here (no network, no database), so no process parses

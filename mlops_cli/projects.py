@@ -7,17 +7,16 @@ from pathlib import Path
 
 import click
 
-from mlops_core.settings import REPO_ROOT
+from mlops_core.projects.catalog import projects_dir
 
-PROJECTS_DIR = REPO_ROOT / "projects"
 # Shipped inside the package (package-data), so an installed CLI scaffolds without a checkout.
 TEMPLATE = Path(__file__).resolve().parents[1] / "mlops_core" / "projects" / "templates" / "defs.yaml"
 
 root_option = click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
-    default=PROJECTS_DIR,
-    show_default=True,
+    default=projects_dir,
+    show_default="projects/, or MLOPS_PROJECTS_DIR",
     help="The folder holding one sub-folder per project.",
 )
 

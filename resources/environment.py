@@ -9,6 +9,7 @@ import os
 import dagster as dg
 
 from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.serving.server import ADMIN_TOKEN_ENV, ServingPaths, admin_token_file
 from mlops_core.settings import Settings
 from resources.alerts import AlertResource
@@ -56,7 +57,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             plan_path=str(serving.plan),
             **admin_token,
         ),
-        "retraining_policy": RetrainingPolicy.from_env(),
+        # The fraud project's declared policy (projects/fraud/defs.yaml), each threshold overridable by environment.
+        "retraining_policy": RetrainingPolicy.from_env(fraud_project().monitoring.model_dump()),
         # The webhook's path is a secret: read through EnvVar (hidden in the UI) whenever it is configured.
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("MLOPS_ALERT_WEBHOOK_URL") if os.environ.get("MLOPS_ALERT_WEBHOOK_URL") else ""

@@ -5,6 +5,7 @@ sensors (the cool-down), so a deployment tunes both in one place and they cannot
 """
 
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
@@ -52,10 +53,11 @@ class RetrainingPolicy(dg.ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls) -> "RetrainingPolicy":
-        """Defaults, overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_PREDICTION_PSI,
+    def from_env(cls, declared: Mapping[str, object] | None = None) -> "RetrainingPolicy":
+        """The `declared` policy (a project's monitoring section; fields it lacks keep their defaults), each value
+        overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_PREDICTION_PSI,
         MLOPS_RETRAIN_CONFIDENCE, MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD, MLOPS_RETRAIN_COOLDOWN_DAYS."""
-        values = {}
+        values = {k: v for k, v in (declared or {}).items() if k in cls.model_fields}
         for field, name, kind in (
             ("drift_share", "MLOPS_RETRAIN_DRIFT_SHARE", float),
             ("new_labels", "MLOPS_RETRAIN_NEW_LABELS", int),

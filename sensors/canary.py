@@ -13,12 +13,14 @@ import json
 import dagster as dg
 
 from mlops_assets.constants import ROLLBACK_JOB
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.serving.analysis import CanaryRules, canary_window
 from mlops_core.serving.client import EndpointError
 from mlops_core.serving.prediction_log import read_predictions
 from resources.serving import ServingEndpointResource
 
-RULES = CanaryRules()
+# The fraud project's declared canary rules (projects/fraud/defs.yaml), as the canary stage judges by.
+RULES = CanaryRules(**fraud_project().rollout.canary.rules.model_dump())
 
 
 @dg.sensor(

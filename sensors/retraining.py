@@ -29,6 +29,7 @@ from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
 from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK
 from mlops_assets.monitoring.verdict_checks import verdict_of
 from mlops_core.monitoring.verdicts import MonitoringVerdict, VerdictError
+from mlops_core.projects.catalog import fraud_project
 from resources.alerts import AlertResource
 from resources.retraining import RetrainingPolicy
 
@@ -208,9 +209,11 @@ def performance_sensor(context: dg.SensorEvaluationContext, retraining_policy: R
 weekly_retraining = dg.ScheduleDefinition(
     name="weekly_retraining",
     job_name=RETRAINING_JOB,
-    cron_schedule="0 3 * * 1",
+    # The fraud project's declared schedule (projects/fraud/defs.yaml); Monday 03:00 UTC if it declares none.
+    cron_schedule=fraud_project().monitoring.retrain_schedule or "0 3 * * 1",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
     tags={TRIGGER_TAG: "weekly_retraining", REASONS_TAG: "weekly fallback: retrain even without a trigger"},
-    description="Fallback: retrain every Monday 03:00 UTC. Stopped by default; turn on in the UI.",
+    description=f"Fallback: retrain on the fraud project's declared schedule ({fraud_project().monitoring.retrain_schedule or '0 3 * * 1'}, "
+    "UTC) even without a trigger. Stopped by default; turn on in the UI.",
 )

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mlops_assets.constants import DEPLOYMENT
 from mlops_core import registry
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.serving import server
 from mlops_core.serving.analysis import CanaryRules, canary_window, shadow_agreement
 from mlops_core.serving.client import EndpointClient, EndpointError
@@ -42,20 +43,26 @@ def _versions(model_registry: ModelRegistry) -> tuple[str | None, str | None]:
     return (None if challenger is None else challenger.version), (None if champion is None else champion.version)
 
 
+# The stages' defaults are the fraud project's declared rollout plan (projects/fraud/defs.yaml).
+_STAGING_DEFAULTS = fraud_project().rollout.staging
+_SHADOW_DEFAULTS = fraud_project().rollout.shadow
+
+
 class StagingConfig(dg.Config):
     requests: int = Field(
-        default=200,
+        default=_STAGING_DEFAULTS.requests,
         description="Real recent transactions sent to the staging instance, each answer checked against the contract.",
     )
     warmup_requests: int = Field(
-        default=50, description="Requests sent first and not timed, while sessions, caches and the connection warm up."
+        default=_STAGING_DEFAULTS.warmup_requests,
+        description="Requests sent first and not timed, while sessions, caches and the connection warm up.",
     )
     latency_requests: int = Field(
-        default=1000,
+        default=_STAGING_DEFAULTS.latency_requests,
         description="Timed sequential requests (the recent transactions, cycled) whose p99 is judged; at least `requests`.",
     )
     slo_p99_ms: float = Field(
-        default=50.0,
+        default=_STAGING_DEFAULTS.slo_p99_ms,
         description="p99 of the server's own processing time of a request (its Server-Timing header), "
         "the staging copy must stay under. The client's wall clock is recorded, not judged: on a busy machine it measures the machine.",
     )
@@ -142,8 +149,12 @@ class SoakConfig(dg.Config):
 
 
 class ShadowConfig(SoakConfig):
+    min_requests: int = Field(
+        default=_SHADOW_DEFAULTS.min_requests, description="Fewest shadowed requests the stage must see to be judged."
+    )
     min_decision_agreement: float = Field(
-        default=0.9, description="Share of requests where challenger and champion decide alike."
+        default=_SHADOW_DEFAULTS.min_decision_agreement,
+        description="Share of requests where challenger and champion decide alike.",
     )
 
 
@@ -229,13 +240,17 @@ def shadow_endpoint(
     )
 
 
-# The canary's bounds have their defaults once, in the core's CanaryRules (the canary sensor judges by it too).
-_CANARY_DEFAULTS = CanaryRules()
+# The canary's bounds default to the fraud project's declared canary rules (projects/fraud/defs.yaml; a rule it
+# leaves out is CanaryRules'), which the canary sensor judges by too.
+_CANARY_DEFAULTS = fraud_project().rollout.canary.rules
 
 
 class CanaryConfig(SoakConfig):
     share: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Share of accounts (sticky by account_id hash) the canary answers."
+        default=fraud_project().rollout.canary.share,
+        ge=0.0,
+        le=1.0,
+        description="Share of accounts (sticky by account_id hash) the canary answers.",
     )
     min_requests: int = Field(
         default=_CANARY_DEFAULTS.min_requests, description="Fewest canary requests before the canary is judged."

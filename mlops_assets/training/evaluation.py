@@ -11,6 +11,7 @@ from pydantic import Field
 from mlops_assets.constants import TRAINING
 from mlops_assets.training.models import load_training_set
 from mlops_core import registry
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.training import gates as g
 from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
 from mlops_core.training.onnx_export import OnnxScorer
@@ -21,8 +22,9 @@ from resources.settings import SettingsResource
 EVALUATION = dg.AssetKey("candidate_evaluation")
 
 
-# The bounds' defaults live once, in the core's GateThresholds; the config only describes them.
-_GATE_DEFAULTS = g.GateThresholds()
+# The bounds' defaults are the fraud project's declared gates (projects/fraud/defs.yaml; a bound it leaves out
+# is GateThresholds'); the config only describes them, and a run may still override them in the launchpad.
+_GATE_DEFAULTS = fraud_project().gates
 
 
 class GateConfig(dg.Config):

@@ -73,17 +73,22 @@ HistGradientBoostingHyperparameters = _section_from_dataclass(
 )
 
 
-class XGBoostModel(_Section):
+class _ModelBase(_Section):
+    # What a missed positive costs in false alarms: it sets the operating threshold on the validation split.
+    false_negative_cost: Annotated[float, Field(gt=0)] = 20.0
+
+
+class XGBoostModel(_ModelBase):
     family: Literal["xgboost"]
     hyperparameters: XGBoostHyperparameters = Field(default_factory=XGBoostHyperparameters)  # type: ignore[valid-type]
 
 
-class LogisticRegressionModel(_Section):
+class LogisticRegressionModel(_ModelBase):
     family: Literal["logistic_regression"]
     hyperparameters: LogisticHyperparameters = Field(default_factory=LogisticHyperparameters)  # type: ignore[valid-type]
 
 
-class HistGradientBoostingModel(_Section):
+class HistGradientBoostingModel(_ModelBase):
     family: Literal["hist_gradient_boosting"]
     hyperparameters: HistGradientBoostingHyperparameters = Field(  # type: ignore[valid-type]
         default_factory=HistGradientBoostingHyperparameters

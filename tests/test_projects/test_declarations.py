@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlops_assets.deployment.rollout import ShadowConfig, StagingConfig
+from mlops_assets.training.models import XGBoostConfig
 from mlops_cli.main import main
 from mlops_core.features import spec
 from mlops_core.projects.declaration import (
@@ -64,7 +65,9 @@ def test_fraud_declares_the_registered_model_the_label_and_the_features_the_plat
 def test_fraud_declares_the_gates_model_rollout_and_monitoring_defaults_that_run(fraud):
     assert fraud.gates.model_dump() == dataclasses.asdict(GateThresholds())
     assert fraud.model.family == "xgboost"
-    assert fraud.model.hyperparameters.model_dump() == dataclasses.asdict(XGBoostParams())
+    # What the candidate asset trains with (its config's defaults), not merely the library's defaults.
+    assert fraud.model.hyperparameters.model_dump() == dataclasses.asdict(XGBoostConfig().params())
+    assert fraud.model.false_negative_cost == XGBoostConfig().false_negative_cost
     assert fraud.rollout.canary.rules.model_dump() == dataclasses.asdict(CanaryRules())
     staging = fraud.rollout.staging.model_dump()
     assert staging == {k: StagingConfig.model_fields[k].default for k in staging}
