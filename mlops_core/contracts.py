@@ -14,28 +14,17 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing.pandas import Series
 
-MERCHANT_CATEGORIES: tuple[str, ...] = (
-    "grocery",
-    "restaurants",
-    "gas_transport",
-    "retail",
-    "pharmacy",
-    "entertainment",
-    "utilities",
-    "travel",
-    "electronics",
-    "digital_goods",
-    "jewelry",
-    "gambling",
+# The vocabularies live where modules that must not load pandas can read them.
+from mlops_core.vocabulary import (  # noqa: E402
+    AGE_BANDS,
+    CHANNELS,
+    COUNTRIES,
+    CURRENCIES,
+    LABEL_SOURCES,
+    MAX_AMOUNT,
+    MERCHANT_CATEGORIES,
 )
-CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "CAD", "MXN", "BRL", "INR", "NGN", "JPY")
-CHANNELS: tuple[str, ...] = ("in_store", "online")
-COUNTRIES: tuple[str, ...] = ("US", "CA", "MX", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "NG", "JP")
-AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
-LABEL_SOURCES: tuple[str, ...] = ("chargeback", "customer_report", "maturity")
 
-# A single card payment above this is treated as a data error, not a purchase.
-MAX_AMOUNT = 50_000.0
 ID_LENGTH = {"min_value": 1, "max_value": 64}
 # Control characters (C0, DEL, C1) never belong in an id: a NUL or an escape in a key
 # passes every length and reference rule, then splits or hides rows downstream.

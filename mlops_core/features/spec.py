@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from mlops_core.contracts import AGE_BANDS, MERCHANT_CATEGORIES
+from mlops_core.vocabulary import AGE_BANDS, MERCHANT_CATEGORIES
 
 ENTITY = "account_id"
 # Where the offline computation reads events and account snapshots (dbt marts).

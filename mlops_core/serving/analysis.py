@@ -4,10 +4,15 @@ Pure functions of a predictions frame (prediction_log.read_predictions), shared 
 rollout assets, their checks and the canary rollback sensor.
 """
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # frames arrive from the caller; the rules alone (project declarations) need no pandas
+    import pandas as pd
 
 from mlops_core.monitoring.psi import psi_on_edges
 from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW

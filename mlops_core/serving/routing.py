@@ -5,11 +5,15 @@ request reads it once, so a request is scored entirely by the models of one depl
 and a swap (promote, canary, rollback) is one assignment.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mlops_core.serving.models import LoadedModel
+if TYPE_CHECKING:  # the variant names are read without loading models (rollout analysis, project declarations)
+    from mlops_core.serving.models import LoadedModel
 
 CHAMPION = "champion"
 CANARY = "canary"

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlops_core.contracts import CHANNELS, COUNTRIES, CURRENCIES, MAX_AMOUNT, MERCHANT_CATEGORIES
+from mlops_core.vocabulary import CHANNELS, COUNTRIES, CURRENCIES, MAX_AMOUNT, MERCHANT_CATEGORIES
 
 MAX_BATCH = 1000
 

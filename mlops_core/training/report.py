@@ -12,9 +12,12 @@ import datetime as dt
 import io
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # loaded by the functions that build tables: the gate outcomes alone need no pandas
+    import pandas as pd
 
 METRIC_ORDER = (
     "auc_roc",
@@ -175,6 +178,8 @@ def _fmt(value: object) -> str:
 
 
 def metrics_table(report: EvaluationReport) -> pd.DataFrame:
+    import pandas as pd
+
     rows = {m.name: {k: m.metrics.get(k, float("nan")) for k in METRIC_ORDER} for m in report.models}
     for m in report.models:
         rows[m.name]["threshold"] = m.threshold
@@ -198,6 +203,8 @@ def _markdown(frame: pd.DataFrame, index_name: str = "") -> str:
 
 def markdown_tables(report: EvaluationReport) -> dict[str, str]:
     """Tables for Dagster metadata (MetadataValue.md)."""
+    import pandas as pd
+
     tables = {"metrics": _markdown(metrics_table(report), "metric")}
     if report.segments is not None and len(report.segments):
         segments = report.segments.set_index(["segment", "value"])
@@ -232,6 +239,7 @@ def render_html(report: EvaluationReport, figures: dict[str, bytes] | None = Non
     """The whole report as one HTML document with its plots embedded, from templates/evaluation_report.html.j2
     (shipped as package data; every value escaped)."""
     import jinja2
+    import pandas as pd
 
     figures = figures if figures is not None else plots(report)
     segments = None
