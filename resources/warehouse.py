@@ -6,6 +6,7 @@ Both create the file's directory when a run starts (a new MLOPS_HOME), not when 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,27 @@ from pydantic import Field, PrivateAttr
 
 # dbt_project/profiles.yml reads the warehouse path from this variable.
 DUCKDB_PATH_ENV = "MLOPS_DUCKDB_PATH"
+# dagster-dbt gives every invocation its own target folder, <op>-<run id[:7]>-<uuid[:7]>.
+RUN_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}$")
+
+
+def prune_run_folders(target: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest per-run folders dagster-dbt left in dbt's target/ (each holds that
+    run's compiled SQL, run_results.json and manifest: about 260 files). The manifest, partial parse and
+    anything not named like a run folder stay. Returns the folders deleted."""
+    import shutil
+
+    if not target.is_dir():
+        return []
+    runs = sorted(
+        (p for p in target.iterdir() if p.is_dir() and RUN_FOLDER.match(p.name)),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
+    stale = runs[keep:]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 class WarehouseResource(DuckDBResource):
@@ -29,6 +51,12 @@ class WarehouseDbtResource(DbtCliResource):
     DuckDB path from MLOPS_DUCKDB_PATH: set for the run's lifetime from `duckdb_path`, then restored."""
 
     duckdb_path: str = Field(description="The warehouse file dbt builds into (MLOPS_DUCKDB_PATH for profiles.yml).")
+    keep_run_artifacts: int = Field(
+        default=20,
+        ge=0,
+        description="dbt artifacts (compiled SQL, run_results.json) of this many recent runs stay in dbt_project/target; "
+        "older runs' folders are deleted when a run ends (a 60-day simulation left hundreds, 260 files each).",
+    )
 
     _previous: str | None = PrivateAttr(default=None)
 
@@ -43,3 +71,7 @@ class WarehouseDbtResource(DbtCliResource):
             os.environ.pop(DUCKDB_PATH_ENV, None)
         else:
             os.environ[DUCKDB_PATH_ENV] = self._previous
+        target = Path(self.project_dir) / os.environ.get("DBT_TARGET_PATH", "target")  # where dagster-dbt puts them
+        pruned = prune_run_folders(target, self.keep_run_artifacts)
+        if pruned and context.log is not None:
+            context.log.debug(f"deleted the dbt artifacts of {len(pruned)} older runs from {self.project_dir}/target")

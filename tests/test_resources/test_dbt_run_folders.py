@@ -1,0 +1,57 @@
+"""dagster-dbt leaves a target folder per run (about 260 files each); the warehouse's dbt resource keeps the
+newest `keep_run_artifacts` of them when a run ends, and never touches the manifest or anything else."""
+
+import os
+
+import dagster as dg
+
+from mlops_assets.transform.project import DBT_EXECUTABLE
+from resources.warehouse import WarehouseDbtResource, prune_run_folders
+
+
+def make_target(root, runs: int):
+    target = root / "target"
+    target.mkdir(parents=True)
+    for name in ("manifest.json", "partial_parse.msgpack", "mlops_sources.sha256"):
+        (target / name).write_text("{}")
+    (target / "compiled").mkdir()  # a folder dbt itself writes: not a run folder
+    (target / "warehouse_models-1234567-89abcde0").mkdir()  # one hex digit too many: not dagster-dbt's name
+    for i in range(runs):
+        folder = target / f"warehouse_models-{i:07x}-{(i * 7919) % 16**7:07x}"
+        (folder / "compiled").mkdir(parents=True)
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, ns=(1_700_000_000_000_000_000 + i * 10**9,) * 2)  # run i ended i seconds after run 0
+    return target
+
+
+def run_folders(target):
+    return sorted(p.name for p in target.iterdir() if p.is_dir() and p.name not in ("compiled",))
+
+
+def test_the_newest_runs_stay_and_nothing_else_is_touched(tmp_path):
+    target = make_target(tmp_path, runs=30)
+    deleted = prune_run_folders(target, keep=20)
+    assert len(deleted) == 10
+    left = [p for p in run_folders(target) if p != "warehouse_models-1234567-89abcde0"]
+    assert left == sorted(f"warehouse_models-{i:07x}-{(i * 7919) % 16**7:07x}" for i in range(10, 30))
+    assert (target / "warehouse_models-1234567-89abcde0").is_dir()
+    assert (target / "compiled").is_dir()
+    assert all((target / n).is_file() for n in ("manifest.json", "partial_parse.msgpack", "mlops_sources.sha256"))
+    assert prune_run_folders(target, keep=20) == []  # idempotent
+    assert prune_run_folders(tmp_path / "missing", keep=0) == []
+
+
+def test_the_resource_prunes_when_its_run_ends(tmp_path):
+    target = make_target(tmp_path / "dbt", runs=5)
+    (tmp_path / "dbt" / "dbt_project.yml").write_text("name: x\n")
+    resource = WarehouseDbtResource(
+        project_dir=str(tmp_path / "dbt"),
+        duckdb_path=str(tmp_path / "w.duckdb"),
+        keep_run_artifacts=2,
+        dbt_executable=DBT_EXECUTABLE,
+    )
+    context = dg.build_init_resource_context()
+    resource.setup_for_execution(context)
+    resource.teardown_after_execution(context)
+    kept = [p for p in run_folders(target) if p != "warehouse_models-1234567-89abcde0"]
+    assert kept == [f"warehouse_models-{i:07x}-{(i * 7919) % 16**7:07x}" for i in (3, 4)]
