@@ -357,6 +357,23 @@ def parse_project(attributes: Any, path: Path | str = "<declaration>") -> ModelP
         raise ProjectDeclarationError(path, [_describe(e) for e in error.errors(include_url=False)]) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last
+    silently, so a second `gates:` block would throw the first away without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_project(folder_or_file: Path) -> ModelProject:
     """Read and validate `<folder>/defs.yaml` (or the file given). The project's name must be its folder's."""
     path = Path(folder_or_file)
@@ -367,7 +384,7 @@ def load_project(folder_or_file: Path) -> ModelProject:
             path, [f"no declaration: expected the file {DECLARATION_FILE} in the project folder"]
         )
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

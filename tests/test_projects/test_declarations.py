@@ -234,6 +234,17 @@ def test_invalid_yaml_names_its_line(tmp_path):
         load_project(folder)
 
 
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second gates block would drop the first without a word."""
+    folder = tmp_path / "fraud"
+    folder.mkdir()
+    text = (FRAUD / "defs.yaml").read_text()
+    assert text.count("\n  gates:\n") == 1
+    (folder / "defs.yaml").write_text(text.replace("\n  gates:\n", "\n  gates:\n    min_auc_pr: 0.5\n  gates:\n", 1))
+    with pytest.raises(ProjectDeclarationError, match=r"key 'gates' appears twice \(lines \d+ and \d+\)"):
+        load_project(folder)
+
+
 def test_the_component_type_and_layout_are_checked(tmp_path, fraud_attributes):
     message = _error_of_kind(tmp_path, fraud_attributes, "mlops_assets.projects.ModelProjectComponen")
     assert "type: expected 'mlops_assets.projects.ModelProjectComponent'" in message
