@@ -52,7 +52,8 @@ class ProjectDeclarationError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A NaN bound compares false with everything: a gate bounded by .nan would pass or fail whatever it measures.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:

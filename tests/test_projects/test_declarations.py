@@ -143,6 +143,13 @@ def test_a_wrongly_typed_bound_names_field_and_value(tmp_path, fraud_attributes)
     assert "gates.min_auc_pr" in message and "'high'" in message
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_bound_that_is_not_a_finite_number_is_refused(tmp_path, fraud_attributes, value):
+    fraud_attributes["gates"]["max_calibration_error"] = value
+    message = _error(tmp_path, fraud_attributes)
+    assert "gates.max_calibration_error" in message and "finite number" in message
+
+
 def test_a_bound_off_its_range_is_refused(tmp_path, fraud_attributes):
     fraud_attributes["rollout"]["canary"]["share"] = 1.001
     message = _error(tmp_path, fraud_attributes)
