@@ -16,7 +16,6 @@ No dagster here: the CLI validates projects without loading a code location.
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -99,7 +98,13 @@ class HistGradientBoostingModel(_ModelBase):
 ModelSection = Annotated[
     XGBoostModel | LogisticRegressionModel | HistGradientBoostingModel, Field(discriminator="family")
 ]
-MODEL_FAMILIES = ("xgboost", "logistic_regression", "hist_gradient_boosting")
+# A model family's section class by its tag (the `family` value).
+MODEL_SECTIONS: dict[str, type[BaseModel]] = {
+    "xgboost": XGBoostModel,
+    "logistic_regression": LogisticRegressionModel,
+    "hist_gradient_boosting": HistGradientBoostingModel,
+}
+MODEL_FAMILIES = tuple(MODEL_SECTIONS)
 
 
 class Entity(_Section):
@@ -298,8 +303,7 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
         field = model.model_fields.get(part)
         if field is None:
             # A discriminated union's member appears in the location by its tag.
-            member = {"xgboost": XGBoostModel, "logistic_regression": LogisticRegressionModel}.get(part)
-            model = member or (HistGradientBoostingModel if part == "hist_gradient_boosting" else None)
+            model = MODEL_SECTIONS.get(part)
             continue
         model = _section_of(field.annotation)
     return model
@@ -432,8 +436,3 @@ def load_projects(root: Path) -> list[ModelProject]:
             root, [f"registered_model {r!r} is declared by more than one project" for r in doubled]
         )
     return projects
-
-
-def slug(text: str) -> str:
-    """A project name from free text (for `mlops project new`)."""
-    return re.sub(r"[^a-z0-9_]+", "_", text.strip().lower()).strip("_")
