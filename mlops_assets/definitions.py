@@ -15,6 +15,7 @@ from mlops_assets.monitoring.labels import label_volume
 from mlops_assets.monitoring.model_quality import concept_drift, prediction_drift
 from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
+from mlops_assets.projects import project_definitions
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
@@ -27,8 +28,11 @@ from sensors.retraining import performance_sensor, retraining_sensor, weekly_ret
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The code location with resources for `settings` (default: from the environment). A process that
-    simulates or tests another MLOPS_HOME builds its own instead of the module-level `defs`."""
-    return dg.Definitions(
+    simulates or tests another MLOPS_HOME builds its own instead of the module-level `defs`.
+
+    Fraud's graph is the platform's reference, written out below; every other project under projects/ is
+    built from its declaration (ModelProjectComponent) and merged in, sharing the data layer and resources."""
+    fraud = dg.Definitions(
         assets=[
             *raw_assets,
             *warehouse_assets,
@@ -61,6 +65,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         resources=build_resources(settings),
         executor=build_executor(),
     )
+    return dg.Definitions.merge(fraud, *project_definitions())
 
 
 defs = build_definitions()

@@ -87,4 +87,4 @@ def validate(names: tuple[str, ...], root: Path) -> None:
     except ProjectDeclarationError as error:
         raise click.ClickException(str(error)) from None
     for p in projects:
-        click.echo(f"ok  {p.name}: {len(p.features.names())} features, {p.model.family}, serving {p.serving.mode}")
+        click.echo(f"ok  {p.name}: {len(p.feature_names())} features, {p.model.family}, serving {p.serving.mode}")

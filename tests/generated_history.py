@@ -59,7 +59,9 @@ def promote_a_champion(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def loaded_history(home: Path, start: date, days: int, rows_per_day: int, seed: int) -> Iterator[Settings]:
+def loaded_history(
+    home: Path, start: date, days: int, rows_per_day: int, seed: int, churn_share: float = 0.0
+) -> Iterator[Settings]:
     """Settings of `home` with every path exported, after ingesting and building the marts."""
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
     with pytest.MonkeyPatch.context() as mp:
@@ -73,7 +75,10 @@ def loaded_history(home: Path, start: date, days: int, rows_per_day: int, seed: 
         }.items():
             mp.setenv(key, str(value))
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        generate_landing(DemoSpec(start=start, days=days, rows_per_day=rows_per_day, seed=seed), settings.landing_dir)
+        generate_landing(
+            DemoSpec(start=start, days=days, rows_per_day=rows_per_day, seed=seed, churn_share=churn_share),
+            settings.landing_dir,
+        )
         result = dg.materialize(
             [*raw_assets, *warehouse_assets],
             resources=build_resources(settings),

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlops_core.contracts import SOURCES
+from mlops_core.datagen.churn import plan_churn
 from mlops_core.datagen.corruption import DayContext, Landed
 from mlops_core.datagen.labels import CUSTOMER_REPORT_MAX_DAYS, MATURITY_DAYS, LabelQueue, label_times
 from mlops_core.datagen.scenarios import SCENARIOS, get_scenario
@@ -27,7 +28,7 @@ from mlops_core.datagen.writer import write_partition
 
 MIN_ROWS_PER_DAY = 10
 # Purposes of the random streams; a day's stream is SeedSequence([seed, purpose, day]).
-_TRANSACTIONS_STREAM, _LABELS_STREAM, _FAULTS_STREAM = 1, 2, 3
+_TRANSACTIONS_STREAM, _LABELS_STREAM, _FAULTS_STREAM, _CHURN_STREAM = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class DemoSpec:
     # The dispute window: a legitimate transaction's label lands this many days after it.
     # Shorter than the 45-day default in simulations, so that a retrained model can see the new fraud.
     label_maturity_days: int = MATURITY_DAYS
+    # Share of the accounts whose spending fades and stops during the window (customer churn; see
+    # datagen/churn.py). 0 leaves every day exactly as without churn.
+    churn_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, dt.date) or isinstance(self.start, dt.datetime):
@@ -62,6 +66,8 @@ class DemoSpec:
             raise ValueError(
                 f"label_maturity_days must be in {CUSTOMER_REPORT_MAX_DAYS + 1}..365, got {self.label_maturity_days}"
             )
+        if not 0.0 <= self.churn_share < 1.0:
+            raise ValueError(f"churn_share must be in [0, 1), got {self.churn_share}")
         if self.file_format not in ("parquet", "csv"):
             raise ValueError(f"file_format must be 'parquet' or 'csv', got {self.file_format!r}")
 
@@ -124,6 +130,9 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
     queue = LabelQueue(world.start_s, spec.days)
     baseline = get_scenario("baseline")
     opened_before_start = 0
+    churn = None
+    if spec.churn_share > 0:
+        churn = plan_churn(world, spec.days, spec.churn_share, _rng(spec, _CHURN_STREAM, 0))
     for index, day in enumerate(spec.dates):
         day_s = world.start_s + index * SECONDS_PER_DAY
         affected = scenario.changes_anything and index >= spec.first_affected_day
@@ -137,7 +146,9 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
 
         rng = _rng(spec, _TRANSACTIONS_STREAM, index)
         n_rows = daily_volume(rng, spec.rows_per_day, weekday_of(day_s))
-        txs = generate_day(world, index, n_rows, active.spending, active.fraud, rng)
+        n_open = world.accounts.n_open_before(day_s)
+        factor = None if churn is None else churn.activity_factor(n_open, index)
+        txs = generate_day(world, index, n_rows, active.spending, active.fraud, rng, factor)
         clean = tables.transactions(day, txs)
         faults = _rng(spec, _FAULTS_STREAM, index)
         labeled_s, source = label_times(

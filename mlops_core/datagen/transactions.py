@@ -121,8 +121,13 @@ def generate_day(
     spending: SpendingProfile,
     fraud: FraudPattern,
     rng: np.random.Generator,
+    activity_factor: np.ndarray | None = None,
 ) -> DayTransactions:
-    """n_rows transactions of one day; accounts opened before the day's midnight take part."""
+    """n_rows transactions of one day; accounts opened before the day's midnight take part.
+
+    `activity_factor` scales each open account's spending rate (churn: fading and stopped accounts);
+    None leaves the rates, and the day, exactly as they were.
+    """
     day_s = world.start_s + day_index * SECONDS_PER_DAY
     accounts, merchants = world.accounts, world.merchants
     n_accounts = accounts.n_open_before(day_s)
@@ -145,6 +150,8 @@ def generate_day(
         lambda k: np.where(rng.random(k) < spending.multi_session_p, 1 + rng.geometric(0.5, k), 1),
     )
     activity = accounts.activity[:n_accounts]
+    if activity_factor is not None:
+        activity = activity * activity_factor
     session_account = rng.choice(n_accounts, len(session_sizes), p=activity / activity.sum())
     legit_time = _cluster_times(rng, session_sizes, hour_p(LEGIT_HOURS), spending.session_gap_minutes)
     legit_account = np.repeat(session_account, session_sizes)

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from mlops_core.features import spec
+from mlops_core.projects import snapshots
 from mlops_core.serving.analysis import CanaryRules
 from mlops_core.training.gates import GateThresholds
 from mlops_core.training.models import HistGradientBoostingParams, LogisticParams, XGBoostParams
@@ -282,6 +283,8 @@ class ModelProject(_Section):
             raise ValueError(f"marts {unknown_marts} are not built by the data layer; allowed: {list(SHARED_MARTS)}")
         if self.label.source not in self.marts:
             raise ValueError(f"label.source {self.label.source!r} is not one of the project's marts {self.marts}")
+        if self.entity.grain == "snapshot":
+            return self._snapshot_features()
         names = self.features.names()
         unknown = [n for n in names if n not in spec.BY_NAME]
         if unknown:
@@ -291,6 +294,37 @@ class ModelProject(_Section):
         if len(names) != len(set(names)):
             raise ValueError(f"features named twice: {sorted({n for n in names if names.count(n) > 1})}")
         return self
+
+    def _snapshot_features(self) -> ModelProject:
+        """A snapshot project's features are windowed aggregates the platform computes as of each snapshot
+        (mlops_core/projects/snapshots.py), over the events mart; its label is an outcome over a horizon."""
+        if self.label.horizon_days is None:
+            raise ValueError(
+                "a snapshot project's label is an outcome over the days after the snapshot: give horizon_days"
+            )
+        if snapshots.EVENTS_MART not in self.marts:
+            raise ValueError(f"a snapshot project's features read {snapshots.EVENTS_MART}: add it to marts")
+        if not self.features.windowed:
+            raise ValueError("a snapshot project needs at least one windowed feature")
+        if self.features.account or self.features.request:
+            raise ValueError(
+                "a snapshot project's features are windowed aggregates as of the snapshot; "
+                f"account and request features apply to grain 'event' (found {self.features.account + self.features.request})"
+            )
+        for aggregate in self.features.windowed:
+            for window in aggregate.windows:
+                snapshots.check_aggregate(aggregate.aggregation, aggregate.column, window)
+        names = snapshots.feature_names(self.features.windowed)
+        if len(names) != len(set(names)):
+            raise ValueError(f"features named twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+    def feature_names(self) -> list[str]:
+        """The model's input features in order: the shared store's names (grain event) or the snapshot
+        aggregates' (grain snapshot)."""
+        if self.entity.grain == "snapshot":
+            return snapshots.feature_names(self.features.windowed)
+        return self.features.names()
 
 
 def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
@@ -405,6 +439,14 @@ def load_project(folder_or_file: Path) -> ModelProject:
     if problems:
         raise ProjectDeclarationError(path, problems)
     project = parse_project(document.get("attributes"), path)
+    if project.entity.grain == "snapshot" and not (path.parent / snapshots.SNAPSHOT_SQL).is_file():
+        raise ProjectDeclarationError(
+            path,
+            [
+                f"entity.grain: a snapshot project defines its population and label in "
+                f"{path.parent / snapshots.SNAPSHOT_SQL}, which is missing"
+            ],
+        )
     if project.name != path.parent.name:
         raise ProjectDeclarationError(
             path,
