@@ -16,7 +16,6 @@ The steps themselves are mlops_core.projects (no dagster); this module wires the
 import base64
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -47,16 +46,20 @@ def scores_table(project: ModelProject) -> str:
     return f"{snapshots.project_schema(project)}.scores"
 
 
-def _data_version(con, table: str) -> str:
-    """A digest of the table's content: same snapshots, same version, whatever built them."""
-    digest = con.execute(f"SELECT bit_xor(hash(t.*))::VARCHAR, count(*) FROM {table} t").fetchone()
-    return hashlib.sha256(f"{digest[0]}:{digest[1]}".encode()).hexdigest()[:16]
+def _data_version(con, table: str, columns: list[str]) -> str:
+    """A content hash of the table: order-independent, changes with any value or row (a sum, not an xor, of
+    the row hashes: two equal rows must not cancel out)."""
+    rows, digest = con.execute(
+        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})::HUGEINT), 0) FROM {table}"
+    ).fetchone()
+    return hashlib.sha256(f"{rows}:{digest}:{','.join(columns)}".encode()).hexdigest()[:16]
 
 
 def _load_frame(warehouse: DuckDBResource, project: ModelProject):
     with warehouse.get_connection() as con:
         frame = snapshots.read_snapshots(con, project)
-        version = _data_version(con, snapshots.snapshot_table(project))
+        columns = [project.entity.key, snapshots.SNAPSHOT_DATE, snapshots.LABEL, *project.feature_names()]
+        version = _data_version(con, snapshots.snapshot_table(project), columns)
     return frame, version
 
 
@@ -510,8 +513,8 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
 
 
 def _drift_sensor(project: ModelProject, training_job) -> dg.SensorDefinition:
-    """Retrain this project (and only it) when its feature_drift says drifted; the cursor is the last drift
-    materialization seen, so each verdict triggers at most once."""
+    """Retrain this project (and only it) when its feature_drift says drifted; the cursor is the storage id of
+    the last verdict read, so each verdict triggers at most once."""
     drift = project_key(project.name, "feature_drift")
 
     @dg.sensor(
@@ -522,19 +525,25 @@ def _drift_sensor(project: ModelProject, training_job) -> dg.SensorDefinition:
         description=f"Retrains {project.name} when {drift.to_user_string()} reports drift.",
     )
     def drift_retraining(context: dg.SensorEvaluationContext):
-        event = context.instance.get_latest_materialization_event(drift)
-        if event is None or event.asset_materialization is None:
-            return dg.SkipReason(f"{drift.to_user_string()} was never materialized")
-        seen = int(context.cursor) if context.cursor else -1
-        if event.storage_id <= seen:
-            return dg.SkipReason("no new drift verdict since the last tick")
-        context.update_cursor(str(event.storage_id))
-        metadata = event.asset_materialization.metadata
-        drifted = bool(metadata["drifted"].value) if "drifted" in metadata else False
+        seen = int(context.cursor) if context.cursor else None
+        # Every verdict since the last tick, oldest first: a drift followed by a calm day still retrains once.
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=drift, after_storage_id=seen), limit=1000, ascending=True
+        ).records
+        if not records:
+            return dg.SkipReason(f"no new verdict of {drift.to_user_string()} since the last tick")
+        context.update_cursor(str(records[-1].storage_id))
+        drifted = [
+            r
+            for r in records
+            if r.asset_materialization is not None
+            and "drifted" in r.asset_materialization.metadata
+            and bool(r.asset_materialization.metadata["drifted"].value)
+        ]
         if not drifted:
-            return dg.SkipReason(f"latest verdict: no drift ({json.dumps(metadata['drifted_share'].value)} drifted)")
+            return dg.SkipReason(f"{len(records)} new verdicts, none drifted")
         return dg.RunRequest(
-            run_key=f"{project.name}-drift-{event.storage_id}",
+            run_key=f"{project.name}-drift-{drifted[-1].storage_id}",
             tags={PROJECT_TAG: project.name, "mlops/trigger": f"{project.name}_drift_retraining"},
         )
 
