@@ -15,7 +15,6 @@ The steps themselves are mlops_core.projects (no dagster); this module wires the
 
 import base64
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -42,24 +41,10 @@ def project_key(project: str, step: str) -> dg.AssetKey:
     return dg.AssetKey([project, step])
 
 
-def scores_table(project: ModelProject) -> str:
-    return f"{snapshots.project_schema(project)}.scores"
-
-
-def _data_version(con, table: str, columns: list[str]) -> str:
-    """A content hash of the table: order-independent, changes with any value or row (a sum, not an xor, of
-    the row hashes: two equal rows must not cancel out)."""
-    rows, digest = con.execute(
-        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})::HUGEINT), 0) FROM {table}"
-    ).fetchone()
-    return hashlib.sha256(f"{rows}:{digest}:{','.join(columns)}".encode()).hexdigest()[:16]
-
-
 def _load_frame(warehouse: DuckDBResource, project: ModelProject):
     with warehouse.get_connection() as con:
         frame = snapshots.read_snapshots(con, project)
-        columns = [project.entity.key, snapshots.SNAPSHOT_DATE, snapshots.LABEL, *project.feature_names()]
-        version = _data_version(con, snapshots.snapshot_table(project), columns)
+        version = snapshots.data_version(con, project)
     return frame, version
 
 
@@ -109,11 +94,8 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
                 built = snapshots.build_snapshots(con, project, folder)
             except snapshots.SnapshotError as error:
                 raise dg.Failure(description=str(error)) from error
-            labelled_dates = con.execute(
-                f"SELECT count(DISTINCT {snapshots.SNAPSHOT_DATE}) FROM {built.table} WHERE {snapshots.LABEL} IS NOT NULL"
-            ).fetchone()[0]
         negatives = built.labelled_rows - built.positives
-        enough = labelled_dates >= training.MIN_LABELLED_DATES and built.positives > 0 and negatives > 0
+        enough = built.labelled_dates >= training.MIN_LABELLED_DATES and built.positives > 0 and negatives > 0
         yield dg.MaterializeResult(
             metadata={
                 "table": built.table,
@@ -130,7 +112,7 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
         yield dg.AssetCheckResult(
             check_name=CHECK_ENOUGH_LABELS,
             passed=bool(enough),
-            description=f"{labelled_dates} labelled snapshot dates (need {training.MIN_LABELLED_DATES}), "
+            description=f"{built.labelled_dates} labelled snapshot dates (need {training.MIN_LABELLED_DATES}), "
             f"{built.positives} positive and {negatives} negative labelled rows",
         )
 
@@ -368,7 +350,7 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
         tags=tags,
         deps=[project_key(name, "snapshots"), project_key(name, "champion_model")],
         kinds={"duckdb", "onnx"},
-        description=f"The champion's scores of the latest snapshot's population, in {scores_table(project)} "
+        description=f"The champion's scores of the latest snapshot's population, in {snapshots.scores_table(project)} "
         "(rewritten per snapshot date: re-running a date replaces it).",
         check_specs=[
             dg.AssetCheckSpec(
@@ -389,40 +371,25 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
         version, scorer, threshold = champion
         frame, _ = _load_frame(warehouse, project)
         scored = training.score_latest(frame, features, scorer, threshold)
-        key = project.entity.key
-        out = scored[[key, snapshots.SNAPSHOT_DATE, "score", "decision"]].copy()
-        out["model_version"] = str(version)
-        snapshot_date = out[snapshots.SNAPSHOT_DATE].iloc[0]
-        table = scores_table(project)
+        scored["model_version"] = str(version)
+        snapshot_date = scored[snapshots.SNAPSHOT_DATE].iloc[0]
+        table = snapshots.scores_table(project)
         with warehouse.get_connection() as con:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {snapshots.project_schema(project)}")
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} ({key} VARCHAR, {snapshots.SNAPSHOT_DATE} DATE, score DOUBLE, "
-                "decision BOOLEAN, model_version VARCHAR)"
-            )
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f"DELETE FROM {table} WHERE {snapshots.SNAPSHOT_DATE} = ?", [snapshot_date])
-            con.register("scored_rows", out)
-            con.execute(f"INSERT INTO {table} SELECT * FROM scored_rows")
-            con.execute("COMMIT")
-            written = con.execute(
-                f"SELECT count(*), count(DISTINCT {key}) FROM {table} WHERE {snapshots.SNAPSHOT_DATE} = ?",
-                [snapshot_date],
-            ).fetchone()
+            written = snapshots.write_scores(con, project, scored)
         yield dg.MaterializeResult(
             metadata={
                 "table": table,
                 "snapshot_date": str(snapshot_date)[:10],
                 "dagster/row_count": int(written[0]),
-                "flagged": int(out["decision"].sum()),
-                "flagged_share": float(out["decision"].mean()),
+                "flagged": int(scored["decision"].sum()),
+                "flagged_share": float(scored["decision"].mean()),
                 "model_version": str(version),
             }
         )
         yield dg.AssetCheckResult(
             check_name=CHECK_SCORES_COMPLETE,
             passed=bool(written[0] == written[1] == len(scored)),
-            description=f"{written[0]} scores for {written[1]} distinct {key}s; the snapshot has {len(scored)} rows",
+            description=f"{written[0]} scores for {written[1]} distinct {project.entity.key}s; the snapshot has {len(scored)} rows",
         )
 
     @dg.asset(

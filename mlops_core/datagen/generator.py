@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from mlops_core.contracts import SOURCES
-from mlops_core.datagen.churn import plan_churn
+from mlops_core.datagen.churn import ChurnPlan, plan_churn
 from mlops_core.datagen.corruption import DayContext, Landed
 from mlops_core.datagen.labels import CUSTOMER_REPORT_MAX_DAYS, MATURITY_DAYS, LabelQueue, label_times
 from mlops_core.datagen.scenarios import SCENARIOS, get_scenario
 from mlops_core.datagen.tables import ContractTables, transaction_id_maker
 from mlops_core.datagen.transactions import daily_volume, generate_day, weekday_of
-from mlops_core.datagen.world import SECONDS_PER_DAY, build_world
+from mlops_core.datagen.world import SECONDS_PER_DAY, World, build_world
 from mlops_core.datagen.writer import write_partition
 
 MIN_ROWS_PER_DAY = 10
@@ -122,6 +122,14 @@ def _rng(spec: DemoSpec, stream: int, day_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([spec.seed, stream, day_index]))
 
 
+def churn_plan(spec: DemoSpec, world: World | None = None) -> ChurnPlan | None:
+    """Which accounts fade and stop, and when (None when the spec has no churn); its own random stream."""
+    if spec.churn_share == 0:
+        return None
+    world = world or build_world(spec.seed, spec.start, spec.days, spec.rows_per_day)
+    return plan_churn(world, spec.days, spec.churn_share, _rng(spec, _CHURN_STREAM, 0))
+
+
 def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
     """The days of the spec in order, each with what lands and the ground truth."""
     scenario = get_scenario(spec.scenario)
@@ -130,9 +138,7 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
     queue = LabelQueue(world.start_s, spec.days)
     baseline = get_scenario("baseline")
     opened_before_start = 0
-    churn = None
-    if spec.churn_share > 0:
-        churn = plan_churn(world, spec.days, spec.churn_share, _rng(spec, _CHURN_STREAM, 0))
+    churn = churn_plan(spec, world)
     for index, day in enumerate(spec.dates):
         day_s = world.start_s + index * SECONDS_PER_DAY
         affected = scenario.changes_anything and index >= spec.first_affected_day

@@ -18,6 +18,7 @@ No dagster here; DuckDB SQL generated from the declaration and run on a connecti
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ class SnapshotTable:
     first_snapshot: dt.date
     last_snapshot: dt.date
     data_end: dt.date
+    labelled_dates: int
 
 
 def project_schema(project: ModelProject) -> str:
@@ -221,9 +223,9 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
             """,
             [str(positive).lower() if isinstance(positive, bool) else str(positive), data_end, data_end],
         )
-        rows, labelled, positives, first, last = con.execute(
+        rows, labelled, positives, first, last, labelled_dates = con.execute(
             f"SELECT count(*), count({LABEL}), count(*) FILTER (WHERE {LABEL}), min({SNAPSHOT_DATE}), "
-            f"max({SNAPSHOT_DATE}) FROM {table}"
+            f"max({SNAPSHOT_DATE}), count(DISTINCT {SNAPSHOT_DATE}) FILTER (WHERE {LABEL} IS NOT NULL) FROM {table}"
         ).fetchone()
         con.execute("COMMIT")
     except Exception:
@@ -231,7 +233,7 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
         raise
     if rows == 0:
         raise SnapshotError(f"{sql_path}: the query returned no rows for the {len(days)} snapshot dates")
-    return SnapshotTable(table, rows, labelled, positives, first, last, data_end)
+    return SnapshotTable(table, rows, labelled, positives, first, last, data_end, labelled_dates)
 
 
 def _check_rows(con: duckdb.DuckDBPyConnection, sql_path: Path, key: str, label_column: str) -> None:
@@ -267,3 +269,49 @@ def _check_rows(con: duckdb.DuckDBPyConnection, sql_path: Path, key: str, label_
 def read_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject) -> pd.DataFrame:
     """The project's snapshot table in a fixed row order (date, key)."""
     return con.execute(f"SELECT * FROM {snapshot_table(project)} ORDER BY {SNAPSHOT_DATE}, {project.entity.key}").df()
+
+
+def data_version(con: duckdb.DuckDBPyConnection, project: ModelProject) -> str:
+    """A content hash of the snapshot table: order-independent, changes with any value or row (a sum, not an
+    xor, of the row hashes: two equal rows must not cancel out)."""
+    columns = [project.entity.key, SNAPSHOT_DATE, LABEL, *project.feature_names()]
+    rows, digest = con.execute(
+        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})::HUGEINT), 0) FROM {snapshot_table(project)}"
+    ).fetchone()
+    return hashlib.sha256(f"{rows}:{digest}:{','.join(columns)}".encode()).hexdigest()[:16]
+
+
+def scores_table(project: ModelProject) -> str:
+    return f"{project_schema(project)}.scores"
+
+
+SCORE_COLUMNS = ("score", "decision", "model_version")
+
+
+def write_scores(con: duckdb.DuckDBPyConnection, project: ModelProject, scored: pd.DataFrame) -> tuple[int, int]:
+    """Replace the scores of the frame's snapshot date (one date per call) in one transaction; returns
+    (rows, distinct keys) now stored for that date. Re-running a date replaces it, never doubles it."""
+    key = project.entity.key
+    dates = scored[SNAPSHOT_DATE].unique()
+    if len(dates) != 1:
+        raise ValueError(f"write_scores takes one snapshot date at a time, got {len(dates)}")
+    table = scores_table(project)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {project_schema(project)}")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} ({key} VARCHAR, {SNAPSHOT_DATE} DATE, score DOUBLE, "
+        "decision BOOLEAN, model_version VARCHAR)"
+    )
+    rows = scored[[key, SNAPSHOT_DATE, *SCORE_COLUMNS]]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table} WHERE {SNAPSHOT_DATE} = ?", [dates[0]])
+        con.register("scored_rows", rows)
+        con.execute(f"INSERT INTO {table} SELECT * FROM scored_rows")
+        con.unregister("scored_rows")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute(
+        f"SELECT count(*), count(DISTINCT {key}) FROM {table} WHERE {SNAPSHOT_DATE} = ?", [dates[0]]
+    ).fetchone()
