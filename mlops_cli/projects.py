@@ -10,7 +10,9 @@ import click
 from mlops_core.projects.catalog import projects_dir
 
 # Shipped inside the package (package-data), so an installed CLI scaffolds without a checkout.
-TEMPLATE = Path(__file__).resolve().parents[1] / "mlops_core" / "projects" / "templates" / "defs.yaml"
+TEMPLATES = Path(__file__).resolve().parents[1] / "mlops_core" / "projects" / "templates"
+TEMPLATE = TEMPLATES / "defs.yaml"
+SQL_TEMPLATE = TEMPLATES / "snapshots.sql"
 
 root_option = click.option(
     "--root",
@@ -31,7 +33,8 @@ def project() -> None:
 @click.option("--owner", default="you@example.com", show_default=True, help="The owning team's e-mail.")
 @root_option
 def new(name: str, owner: str, root: Path) -> None:
-    """Scaffold projects/NAME/defs.yaml from the template (like `dg scaffold defs`), then validate it."""
+    """Scaffold projects/NAME/defs.yaml and snapshots.sql from the template (like `dg scaffold defs`), then
+    validate them."""
     import re
 
     from mlops_core.projects.declaration import PROJECT_NAME, ProjectDeclarationError, load_project
@@ -45,11 +48,15 @@ def new(name: str, owner: str, root: Path) -> None:
         raise click.UsageError(f"{folder} exists already: a project is never overwritten")
     folder.mkdir(parents=True)
     (folder / "defs.yaml").write_text(TEMPLATE.read_text().format(name=name, owner=owner))
+    (folder / "snapshots.sql").write_text(SQL_TEMPLATE.read_text().replace("{name}", name))
     try:
         load_project(folder)
     except ProjectDeclarationError as error:  # the template itself is wrong: say so, keep the file to look at
         raise click.ClickException(f"the scaffolded declaration does not validate:\n{error}") from None
-    click.echo(f"created {folder / 'defs.yaml'}; edit it, then run: mlops project validate {name}")
+    click.echo(
+        f"created {folder / 'defs.yaml'} and {folder / 'snapshots.sql'}; edit them, then run: "
+        f"mlops project validate {name}"
+    )
 
 
 @project.command("list")
@@ -86,5 +93,10 @@ def validate(names: tuple[str, ...], root: Path) -> None:
             projects = load_projects(root)
     except ProjectDeclarationError as error:
         raise click.ClickException(str(error)) from None
+    from mlops_core.projects.catalog import unbuildable
+
+    problems = unbuildable(projects, root)
+    if problems:
+        raise click.ClickException("projects the platform cannot build:\n" + "\n".join(f"  - {p}" for p in problems))
     for p in projects:
         click.echo(f"ok  {p.name}: {len(p.feature_names())} features, {p.model.family}, serving {p.serving.mode}")

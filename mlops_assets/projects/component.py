@@ -18,8 +18,14 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.projects.snapshot_graph import snapshot_project_definitions
-from mlops_core.projects.catalog import FRAUD, projects_dir
-from mlops_core.projects.declaration import ModelProject, load_projects, parse_project, project_folders
+from mlops_core.projects.catalog import FRAUD, projects_dir, unbuildable
+from mlops_core.projects.declaration import (
+    ModelProject,
+    ProjectDeclarationError,
+    load_projects,
+    parse_project,
+    project_folders,
+)
 
 
 class ModelProjectComponent(dg.Component):
@@ -51,7 +57,11 @@ def project_components(root: Path | None = None) -> list[ModelProjectComponent]:
     """A component per declared project whose graph the component builds (every project but fraud), sorted by
     name. Every declaration is validated first: one bad file stops the load, naming each bad field."""
     root = Path(root) if root is not None else projects_dir()
-    declared = {project.name: project for project in load_projects(root)}
+    projects = load_projects(root)
+    problems = unbuildable(projects, root)
+    if problems:
+        raise ProjectDeclarationError(root, problems)
+    declared = {project.name: project for project in projects}
     return [
         ModelProjectComponent(declared[folder.name], folder) for folder in project_folders(root) if folder.name != FRAUD
     ]

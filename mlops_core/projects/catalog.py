@@ -34,3 +34,18 @@ def declared_project(name: str) -> ModelProject:
 def fraud_project() -> ModelProject:
     """The reference project; its declaration supplies the fraud pipeline's gates, rollout and retraining policy."""
     return declared_project(FRAUD)
+
+
+def unbuildable(projects: list[ModelProject], root: Path | None = None) -> list[str]:
+    """Why the platform cannot build some of these projects' graphs, one line each naming the file and field.
+
+    Fraud's event-grain graph is written out (mlops_assets/); every other project is built from its declaration
+    by ModelProjectComponent, which builds snapshot projects. A second event-grain project would validate and
+    then have no graph: it is refused here, at load time, instead."""
+    root = root if root is not None else projects_dir()
+    return [
+        f"{root / p.name / 'defs.yaml'}: entity.grain: the platform builds 'snapshot' projects from their "
+        f"declaration; 'event' is the fraud reference graph's only (found 'event' in project {p.name!r})"
+        for p in projects
+        if p.entity.grain == "event" and p.name != FRAUD
+    ]

@@ -150,3 +150,32 @@ def test_a_churn_drift_verdict_retrains_churn_and_nothing_else(churn_home):
     # Fraud's retraining sensor does not see churn's drift.
     fraud_sensor = defs.resolve_sensor_def("retraining_sensor")
     assert fraud_sensor.job_name != "churn_training_job"
+
+
+def test_a_scaffolded_third_project_trains_and_batch_scores_with_no_code(churn_home, tmp_path, monkeypatch):
+    """`mlops project new upsell` as scaffolded, on the same landed data: its own graph trains, passes the
+    template's gates, registers upsell_model and scores, beside churn's."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_cli.main import main
+    from mlops_core.settings import REPO_ROOT
+
+    settings, _, instance = churn_home
+    root = tmp_path / "projects"
+    for name in ("fraud", "churn"):
+        shutil.copytree(REPO_ROOT / "projects" / name, root / name)
+    assert CliRunner().invoke(main, ["project", "new", "upsell", "--root", str(root)]).exit_code == 0
+    monkeypatch.setenv("MLOPS_PROJECTS_DIR", str(root))
+    defs = build_definitions(settings)
+    result = _run(defs, instance, "upsell_training_job")
+    checks = {e.check_name: (e.passed, e.description) for e in result.get_asset_check_evaluations()}
+    assert result.success, checks
+    assert all(checks[gate][0] for gate in PROJECT_GATES), checks
+    assert registry.alias_version(_registry(settings).client(), registry.CHAMPION, "upsell_model") == "1"
+    assert _run(defs, instance, "upsell_scoring_job").success
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        scored = con.execute("SELECT count(*), count(DISTINCT model_version) FROM project_upsell.scores").fetchone()
+    assert scored[0] > 100 and scored[1] == 1
