@@ -427,6 +427,32 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
             }
         )
 
+    @dg.asset(
+        key=project_key(name, "online_features"),
+        group_name=group,
+        owners=owners,
+        tags=tags,
+        deps=[project_key(name, "snapshots")],
+        kinds={"parquet"},
+        description="The latest snapshot's features, published for `mlops serve` (POST /v1/models/"
+        f"{name}/predict): the online route scores exactly what the batch scores scored.",
+    )
+    def online_features(warehouse: DuckDBResource, settings: SettingsResource):
+        from mlops_core.serving.projects import features_root, publish_features
+
+        frame, _ = _load_frame(warehouse, project)
+        latest = frame[frame[snapshots.SNAPSHOT_DATE] == frame[snapshots.SNAPSHOT_DATE].max()]
+        published = latest[[project.entity.key, snapshots.SNAPSHOT_DATE, *features]].copy()
+        published[snapshots.SNAPSHOT_DATE] = published[snapshots.SNAPSHOT_DATE].astype(str).str[:10]
+        path = publish_features(published, features_root(settings.get().data_dir), project)
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": len(published),
+                "snapshot_date": str(published[snapshots.SNAPSHOT_DATE].iloc[0]) if len(published) else "",
+            }
+        )
+
     training_job = dg.define_asset_job(
         f"{name}_training_job",
         selection=dg.AssetSelection.assets(
@@ -442,7 +468,10 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
     scoring_job = dg.define_asset_job(
         f"{name}_scoring_job",
         selection=dg.AssetSelection.assets(
-            project_key(name, "snapshots"), project_key(name, "batch_scores"), project_key(name, "feature_drift")
+            project_key(name, "snapshots"),
+            project_key(name, "batch_scores"),
+            project_key(name, "online_features"),
+            project_key(name, "feature_drift"),
         ),
         tags={**tags, "mlops/warehouse": "duckdb"},
         description=f"{name}: the latest snapshot scored by the champion, and its feature drift.",
@@ -471,6 +500,7 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
             registered_model,
             champion_model,
             batch_scores,
+            online_features,
             feature_drift,
         ],
         jobs=[training_job, scoring_job],

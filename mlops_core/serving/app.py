@@ -21,8 +21,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from mlops_core.registry import MODEL_NAME
 from mlops_core.serving.limits import ServingLimits
+from mlops_core.serving.models import ModelLoadError
 from mlops_core.serving.prediction_log import LogUnavailable
+from mlops_core.serving.projects import (
+    MAX_BATCH,
+    ProjectModels,
+    ProjectNotReady,
+    UnknownEntity,
+    UnknownProject,
+    invalid,
+)
 from mlops_core.serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -221,6 +231,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     fast_scoring: bool = True,
     identity: Mapping[str, object] | None = None,
+    projects: ProjectModels | None = None,
 ) -> FastAPI:
     """The app. With `fast_scoring` the scoring routes bypass FastAPI (FastScoring); the FastAPI
     routes stay as the documented API (/docs) and as the reference the tests compare against.
@@ -231,7 +242,7 @@ def create_app(
     paths: set[str] = set(FastScoring.ROUTES)  # completed below, once the routes exist
 
     def count_response(path: str | None, status: int) -> None:
-        service.metrics.count_http(path if path in paths else OTHER_ROUTE, status)
+        service.metrics.count_http(path if path in paths else _project_route(path), status)
 
     # The server's protocol counts its own refusals (431, 408, 400, 503) through this too.
     app.state.count_response = count_response
@@ -336,8 +347,133 @@ def create_app(
     def reload():
         return service.reload().describe()
 
+    served = projects if projects is not None else ProjectModels([], None, lambda p: None, ".", None, 0)
+
+    @app.get("/v1/models")
+    async def models():
+        """Every project this endpoint serves, with its versions: fraud (the reference) and each declared one."""
+        fraud = {
+            "project": FRAUD_PROJECT,
+            "registered_model": MODEL_NAME,
+            "serving_mode": "both",
+            "loaded": service.status()["ready"],
+            **{
+                k: v
+                for k, v in service.deployment.describe().items()
+                if k in ("champion_version", "canary_version", "canary_share", "shadow_version")
+            },
+        }
+        return {"models": [fraud, *served.describe()]}
+
+    async def _project_requests(project: str, request: Request, batch: bool) -> tuple[list[dict], bool]:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise _HTTPError(422, f"the body is not JSON: {exc}") from None
+        if project == FRAUD_PROJECT:
+            if batch:
+                return [t.model_dump() for t in BatchRequest.model_validate(body).transactions], True
+            return [Transaction.model_validate(body).model_dump()], True
+        served.project(project)  # 404 before validating against a schema that does not exist
+        if batch:
+            if not isinstance(body, dict) or set(body) != {"requests"} or not isinstance(body["requests"], list):
+                raise _HTTPError(422, 'a batch is {"requests": [ ... ]}: one object per entity')
+            items = body["requests"]
+            if not 1 <= len(items) <= MAX_BATCH:
+                raise _HTTPError(422, f"a batch holds 1 to {MAX_BATCH} requests, found {len(items)}")
+            checked = []
+            for row, item in enumerate(items):
+                try:
+                    checked.append(served.validate(project, item))
+                except ValidationError as exc:
+                    raise _ProjectInvalid(invalid(exc, ("requests", row))) from None
+            return checked, False
+        try:
+            return [served.validate(project, body)], False
+        except ValidationError as exc:
+            raise _ProjectInvalid(invalid(exc)) from None
+
+    @app.exception_handler(_ProjectInvalid)
+    async def project_invalid(request: Request, exc: _ProjectInvalid):
+        return JSONResponse(status_code=422, content=invalid_request_body(exc.errors))
+
+    @app.exception_handler(ValidationError)
+    async def body_invalid(request: Request, exc: ValidationError):
+        return JSONResponse(status_code=422, content=invalid_request_body(exc.errors()))
+
+    @app.exception_handler(UnknownProject)
+    async def unknown_project(request: Request, exc: UnknownProject):
+        return JSONResponse(status_code=404, content={"error": "unknown project", "detail": str(exc)})
+
+    @app.exception_handler(UnknownEntity)
+    async def unknown_entity(request: Request, exc: UnknownEntity):
+        return JSONResponse(status_code=404, content={"error": "unknown entity", "detail": str(exc)})
+
+    @app.exception_handler(ProjectNotReady)
+    async def project_not_ready(request: Request, exc: ProjectNotReady):
+        return JSONResponse(status_code=503, content={"error": "not ready", "detail": str(exc)})
+
+    @app.post("/v1/models/{project}/predict")
+    async def project_predict(project: str, request: Request):
+        """One prediction of `project` (fraud: the /v1/predict contract; others: their declared request schema)."""
+        rows, is_fraud = await _project_requests(project, request, batch=False)
+        if is_fraud:
+            (result,) = await service.predict_async(rows, route="predict")
+            return result.as_dict()
+        return served.predict(project, rows, route="predict")[0]
+
+    @app.post("/v1/models/{project}/predict/batch")
+    async def project_predict_batch(project: str, request: Request):
+        rows, is_fraud = await _project_requests(project, request, batch=True)
+        if is_fraud:
+            return {"predictions": [r.as_dict() for r in await service.predict_async(rows, route="batch")]}
+        return {"predictions": served.predict(project, rows, route="batch")}
+
+    @app.post("/admin/models/{project}/traffic", dependencies=[Depends(require_admin)])
+    def project_traffic(project: str, change: TrafficRequest):
+        if project == FRAUD_PROJECT:
+            return traffic(change)
+        try:
+            return served.apply(
+                project,
+                change.champion_version,
+                change.canary_version,
+                change.canary_share,
+                change.shadow_version,
+                change.reason,
+            )
+        except (ModelLoadError, ValueError) as exc:
+            raise TrafficError(str(exc)) from exc
+
+    @app.post("/admin/models/{project}/rollback", dependencies=[Depends(require_admin)])
+    def project_rollback(project: str, change: RollbackRequest):
+        if project == FRAUD_PROJECT:
+            return rollback(change)
+        return served.rollback(project, change.reason)
+
     paths.update(route.path for route in app.routes if hasattr(route, "path"))
     return app
+
+
+FRAUD_PROJECT = "fraud"
+_PROJECT_ROUTES = {"predict": "/v1/models/{project}/predict", "batch": "/v1/models/{project}/predict/batch"}
+
+
+def _project_route(path: str | None) -> str:
+    """The route label of a project path (its template), else OTHER_ROUTE: /metrics never grows with what
+    clients send; the per-project series (mlops_project_*) carry the project."""
+    if path and path.startswith("/v1/models/"):
+        parts = path.split("/")
+        if len(parts) == 5 and parts[4] == "predict":
+            return _PROJECT_ROUTES["predict"]
+        if len(parts) == 6 and parts[4:] == ["predict", "batch"]:
+            return _PROJECT_ROUTES["batch"]
+    return OTHER_ROUTE
+
+
+class _ProjectInvalid(Exception):
+    def __init__(self, errors: list[dict]) -> None:
+        self.errors = errors
 
 
 class _HTTPError(Exception):

@@ -21,6 +21,9 @@ from mlops_core import registry
 from mlops_core.training.matrix import FEATURE_COLUMNS
 from mlops_core.training.onnx_export import OnnxScorer
 
+# An onnxruntime session's own memory beyond its graph (measured: benchmarks/projects_at_scale.py).
+SESSION_OVERHEAD_BYTES = 2 * 1024 * 1024
+
 
 class ModelLoadError(RuntimeError):
     """A registered version could not be turned into a scorer (missing artifact, bad graph, no threshold)."""
@@ -32,6 +35,12 @@ class LoadedModel:
     scorer: OnnxScorer
     threshold: float
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # The ONNX graph's size: with SESSION_OVERHEAD_BYTES, what the serving memory budget counts per model.
+    size_bytes: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.size_bytes + SESSION_OVERHEAD_BYTES
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return self.scorer.predict(X)
@@ -43,7 +52,7 @@ class LoadedModel:
             raise ModelLoadError(
                 f"model version {version} takes {scorer.n_features} features, the serving matrix has {len(FEATURE_COLUMNS)}"
             )
-        return cls(version=str(version), scorer=scorer, threshold=float(threshold))
+        return cls(version=str(version), scorer=scorer, threshold=float(threshold), size_bytes=len(model_bytes))
 
 
 def download_onnx(client: MlflowClient, version: str, model_name: str = registry.MODEL_NAME) -> tuple[bytes, float]:

@@ -109,6 +109,36 @@ def build_service(
     return service
 
 
+MEMORY_BUDGET_ENV = "MLOPS_SERVING_MEMORY_BUDGET_MB"
+DEFAULT_MEMORY_BUDGET_MB = 1024
+
+
+def build_projects(settings: Settings, role: str = "production", metrics_registry=None):
+    """Every declared snapshot project, served lazily within MLOPS_SERVING_MEMORY_BUDGET_MB (default 1024);
+    plans per project under the role's folder. A bad declaration stops the start, naming its file."""
+    from mlflow import MlflowClient
+
+    from mlops_core.projects.catalog import FRAUD, projects_dir
+    from mlops_core.projects.declaration import load_projects
+    from mlops_core.serving.projects import ProjectMetrics, ProjectModels, features_root, registry_loader
+
+    client = MlflowClient(tracking_uri=registry.tracking_uri(settings.mlflow_dir))
+    root = projects_dir()
+    projects = [p for p in load_projects(root) if p.name != FRAUD and p.entity.grain == "snapshot"]
+    budget_mb = int(os.environ.get(MEMORY_BUDGET_ENV) or DEFAULT_MEMORY_BUDGET_MB)
+    if budget_mb < 1:
+        raise ValueError(f"{MEMORY_BUDGET_ENV} must be a positive number of megabytes, got {budget_mb}")
+    return ProjectModels(
+        projects,
+        loader=registry_loader(client),
+        champion_alias=lambda p: registry.alias_version(client, registry.CHAMPION, p.registered_model),
+        features_root=features_root(settings.data_dir),
+        plans_root=ServingPaths.for_role(settings, role).root / "projects",
+        memory_budget_bytes=budget_mb * 1024 * 1024,
+        metrics=None if metrics_registry is None else ProjectMetrics(metrics_registry),
+    )
+
+
 def serving_clock(settings: Settings) -> Callable[[], dt.datetime]:
     """ "Now" for the event-time bounds: the machine's clock. With a pinned calendar (MLOPS_TODAY=<date>)
     it is never earlier than the end of that day, so the days a demo or a simulation replays are
@@ -155,6 +185,7 @@ def run(settings: Settings, host: str, port: int, role: str, model_version: str 
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         max_body_bytes=limits.max_body_bytes,
         identity=identity,
+        projects=build_projects(settings, role, service.metrics.registry),
     )
     if not os.environ.get(ADMIN_TOKEN_ENV):
         log.warning("%s is not set: admin routes (traffic, rollback, reload) are disabled", ADMIN_TOKEN_ENV)

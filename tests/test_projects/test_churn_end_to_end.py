@@ -9,37 +9,22 @@ import json
 import dagster as dg
 import duckdb
 import pytest
-from generated_history import loaded_history
+from churn_world import churn_world, model_registry, run_job
 
 from mlops_assets.projects.snapshot_graph import CHECK_SHADOW, PROJECT_TAG, project_key
 from mlops_core import registry
 from mlops_core.projects.catalog import declared_project
 from mlops_core.projects.training import PROJECT_GATES
-from resources.environment import build_resources
-
-START = dt.date(2026, 1, 1)
-DAYS = 180
 
 
 @pytest.fixture(scope="module")
 def churn_home(tmp_path_factory):
-    with loaded_history(
-        tmp_path_factory.mktemp("churn-home"), START, DAYS, rows_per_day=300, seed=7, churn_share=0.3
-    ) as settings:
-        from mlops_assets.definitions import build_definitions
-
-        defs = build_definitions(settings)
-        instance = dg.DagsterInstance.ephemeral()
-        yield settings, defs, instance
+    with churn_world(tmp_path_factory.mktemp("churn-home")) as world:
+        yield world
 
 
-def _run(defs, instance, job_name):
-    job = defs.resolve_job_def(job_name)
-    return job.execute_in_process(instance=instance, resources=None, raise_on_error=False)
-
-
-def _registry(settings):
-    return build_resources(settings)["model_registry"]
+_run = run_job
+_registry = model_registry
 
 
 def test_churn_trains_passes_its_gates_rolls_out_and_is_batch_scored(churn_home):

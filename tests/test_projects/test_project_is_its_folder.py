@@ -25,6 +25,7 @@ PROJECT_STEPS = {
     "registered_model",
     "champion_model",
     "batch_scores",
+    "online_features",
     "feature_drift",
 }
 
