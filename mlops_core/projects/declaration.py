@@ -126,7 +126,8 @@ class Entity(_Section):
 
 class Label(_Section):
     source: str
-    column: str
+    # Spliced into SQL as a column name: a plain lowercase identifier only.
+    column: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     positive_class: bool | int | str
     # Events are labelled when their label matures (fraud: disputes within weeks) or after a fixed horizon
     # (churn: no activity in the following N days): exactly one of the two.
@@ -360,6 +361,7 @@ PATTERN_MEANINGS = {
     "alert_channel": "slack:#channel, webhook:https://..., email:someone@example.com, or log",
     "registered_model": "2-64 lowercase letters, digits or _, starting with a letter",
     "key": "a lowercase column name",
+    "column": "a lowercase column name",
 }
 
 

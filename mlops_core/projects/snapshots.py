@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlops_core.warehouse import checked_identifier
+
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
@@ -112,6 +114,20 @@ def _aggregate_sql(aggregation: str, column: str | None, days: int) -> str:
     return f"coalesce({function}({value}) FILTER (WHERE {inside}), 0)"
 
 
+def snapshot_features_sql(windowed: list[WindowedAggregate]) -> str:
+    """The SELECT list of the declared features, each `<aggregate> AS <feature name>`: built from the
+    declaration's validated aggregations, EVENT_COLUMNS and whole-day windows only (each re-checked here:
+    ValueError for anything else)."""
+    for aggregate in windowed:
+        for window in aggregate.windows:
+            check_aggregate(aggregate.aggregation, aggregate.column, window)
+    return ",\n  ".join(
+        f"{_aggregate_sql(a.aggregation, a.column, window_days(w))} AS {feature_name(a.aggregation, a.column, w)}"
+        for a in windowed
+        for w in a.windows
+    )
+
+
 @dataclass(frozen=True)
 class SnapshotTable:
     """What a build wrote: the table, its rows, labelled rows and positives, and the snapshot dates."""
@@ -164,7 +180,8 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
     a failure leaves the previous table as it was."""
     sql_path = Path(folder) / SNAPSHOT_SQL
     sql = read_sql(folder)
-    key, label = project.entity.key, project.label
+    key, label_column = checked_identifier(project.entity.key), checked_identifier(project.label.column)
+    label, horizon = project.label, int(project.label.horizon_days)
     windowed = project.features.windowed
     bounds = con.execute(f"SELECT min(event_date), max(event_date) FROM {EVENTS_MART}").fetchone()
     if bounds is None or bounds[0] is None:
@@ -186,22 +203,19 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
             con.execute(f"CREATE OR REPLACE TEMP TABLE project_rows AS {sql}")
         except Exception as error:  # the project's own SQL: say whose it is
             raise SnapshotError(f"{sql_path}: the query failed: {error}") from error
-        _check_rows(con, sql_path, key, label.column)
-        features = ",\n  ".join(
-            f"{_aggregate_sql(a.aggregation, a.column, window_days(w))} AS {feature_name(a.aggregation, a.column, w)}"
-            for a in windowed
-            for w in a.windows
-        )
-        longest = longest_window_days(windowed)
+        _check_rows(con, sql_path, key, label_column)
+        features = snapshot_features_sql(windowed)
+        longest = int(longest_window_days(windowed))
         positive = label.positive_class
-        schema, table = project_schema(project), snapshot_table(project)
+        schema = checked_identifier(project_schema(project))
+        table = checked_identifier(snapshot_table(project))
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.execute(
             f"""
             CREATE OR REPLACE TABLE {table} AS
             WITH population AS (
                 SELECT CAST({key} AS VARCHAR) AS {key}, CAST({SNAPSHOT_DATE} AS DATE) AS {SNAPSHOT_DATE},
-                       CAST({label.column} AS VARCHAR) = CAST(? AS VARCHAR) AS outcome
+                       CAST({label_column} AS VARCHAR) = CAST(? AS VARCHAR) AS outcome
                 FROM project_rows
             ),
             features AS (
@@ -215,8 +229,8 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
                 GROUP BY p.{key}, p.{SNAPSHOT_DATE}
             )
             SELECT f.*,
-                   p.{SNAPSHOT_DATE} + INTERVAL ({label.horizon_days}) DAY <= ?::DATE AS {LABEL_KNOWN},
-                   CASE WHEN p.{SNAPSHOT_DATE} + INTERVAL ({label.horizon_days}) DAY <= ?::DATE
+                   p.{SNAPSHOT_DATE} + INTERVAL ({horizon}) DAY <= ?::DATE AS {LABEL_KNOWN},
+                   CASE WHEN p.{SNAPSHOT_DATE} + INTERVAL ({horizon}) DAY <= ?::DATE
                         THEN p.outcome END AS {LABEL}
             FROM features f JOIN population p USING ({key}, {SNAPSHOT_DATE})
             ORDER BY {SNAPSHOT_DATE}, {key}
@@ -236,7 +250,8 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject, folde
     return SnapshotTable(table, rows, labelled, positives, first, last, data_end, labelled_dates)
 
 
-def _check_rows(con: duckdb.DuckDBPyConnection, sql_path: Path, key: str, label_column: str) -> None:
+def _check_rows(con: duckdb.DuckDBPyConnection, sql_path: Path, key_name: str, label_name: str) -> None:
+    key, label_column = checked_identifier(key_name), checked_identifier(label_name)
     columns = [row[0] for row in con.execute("DESCRIBE project_rows").fetchall()]
     missing = [c for c in (key, SNAPSHOT_DATE, label_column) if c not in columns]
     if missing:
@@ -268,15 +283,17 @@ def _check_rows(con: duckdb.DuckDBPyConnection, sql_path: Path, key: str, label_
 
 def read_snapshots(con: duckdb.DuckDBPyConnection, project: ModelProject) -> pd.DataFrame:
     """The project's snapshot table in a fixed row order (date, key)."""
-    return con.execute(f"SELECT * FROM {snapshot_table(project)} ORDER BY {SNAPSHOT_DATE}, {project.entity.key}").df()
+    table, key = checked_identifier(snapshot_table(project)), checked_identifier(project.entity.key)
+    return con.execute(f"SELECT * FROM {table} ORDER BY {SNAPSHOT_DATE}, {key}").df()
 
 
 def data_version(con: duckdb.DuckDBPyConnection, project: ModelProject) -> str:
     """A content hash of the snapshot table: order-independent, changes with any value or row (a sum, not an
     xor, of the row hashes: two equal rows must not cancel out)."""
-    columns = [project.entity.key, SNAPSHOT_DATE, LABEL, *project.feature_names()]
+    columns = [checked_identifier(c) for c in (project.entity.key, SNAPSHOT_DATE, LABEL, *project.feature_names())]
+    table = checked_identifier(snapshot_table(project))
     rows, digest = con.execute(
-        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})::HUGEINT), 0) FROM {snapshot_table(project)}"
+        f"SELECT count(*), coalesce(sum(hash({', '.join(columns)})::HUGEINT), 0) FROM {table}"
     ).fetchone()
     return hashlib.sha256(f"{rows}:{digest}:{','.join(columns)}".encode()).hexdigest()[:16]
 
@@ -291,17 +308,17 @@ SCORE_COLUMNS = ("score", "decision", "model_version")
 def write_scores(con: duckdb.DuckDBPyConnection, project: ModelProject, scored: pd.DataFrame) -> tuple[int, int]:
     """Replace the scores of the frame's snapshot date (one date per call) in one transaction; returns
     (rows, distinct keys) now stored for that date. Re-running a date replaces it, never doubles it."""
-    key = project.entity.key
+    key = checked_identifier(project.entity.key)
     dates = scored[SNAPSHOT_DATE].unique()
     if len(dates) != 1:
         raise ValueError(f"write_scores takes one snapshot date at a time, got {len(dates)}")
-    table = scores_table(project)
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {project_schema(project)}")
+    table, schema = checked_identifier(scores_table(project)), checked_identifier(project_schema(project))
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {table} ({key} VARCHAR, {SNAPSHOT_DATE} DATE, score DOUBLE, "
         "decision BOOLEAN, model_version VARCHAR)"
     )
-    rows = scored[[key, SNAPSHOT_DATE, *SCORE_COLUMNS]]
+    rows = scored[[project.entity.key, SNAPSHOT_DATE, *SCORE_COLUMNS]]
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM {table} WHERE {SNAPSHOT_DATE} = ?", [dates[0]])

@@ -30,6 +30,10 @@ SQL_METHODS = {"execute", "executemany", "sql"}
 CHECKERS = {"checked_identifier", "raw_table"}  # raw_table: the source must be one of the contract's
 CASTS = {"int", "float"}
 SQL_BUILDERS = {"point_in_time_features_sql", "labels_known_at_cutoff_sql", "brute_force_features_sql"}
+# A snapshot project's feature list, built from declared aggregates (not identifiers): it re-checks each one
+# (test_the_snapshot_feature_builder_refuses_what_the_declaration_would), and tests/test_projects/test_snapshots.py
+# checks each aggregate's value at the window edges against hand-computed ones.
+AGGREGATE_BUILDERS = {"snapshot_features_sql"}
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 # A SQL type as a constant's value may carry one (p, s) suffix, e.g. DECIMAL(18, 6).
 SQL_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*(\(\d+(, ?\d+)?\))?")
@@ -40,6 +44,7 @@ ALLOWED = {
     "mlops_core/scoring.py: {casts}": "a list built from SCORE_COLUMNS, each name through checked_identifier, each type a constant",
     "mlops_core/features/stores.py: {', '.join('?' * len(chunk))}": "placeholders only: the ids are bound parameters",
     "mlops_core/serving/prediction_log.py: {sync}": "a pragma takes no parameters; sync is checked against ('normal', 'full') in __init__",
+    "mlops_core/projects/snapshots.py: {sql}": "the project's own snapshots.sql, run as its population and label query (as dbt runs a model's SQL); its author owns the project, and the result is checked column by column",
 }
 
 
@@ -133,8 +138,8 @@ class Checker:
             args_ok = all(self.accepted(a, scope, bound) for a in expr.args)
             if name in CHECKERS or name in CASTS:
                 return True
-            if name in SQL_BUILDERS:
-                return True  # each checks its identifier arguments (test_sql_builders_check_their_identifiers)
+            if name in SQL_BUILDERS or name in AGGREGATE_BUILDERS:
+                return True  # each checks its arguments (test_sql_builders_check_their_identifiers and below)
             if name == "join" and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Constant):
                 return args_ok
             if (
@@ -259,3 +264,21 @@ def good(con, table, n):
         ".format()ted SQL: 'select * from {}'.format(table)",
         "{table}",
     ]
+
+
+def test_the_snapshot_feature_builder_refuses_what_the_declaration_would():
+    """Built aggregates are re-checked where the SQL is made, not only when the declaration was read."""
+    import pytest
+
+    from mlops_core.projects.declaration import WindowedAggregate
+    from mlops_core.projects.snapshots import snapshot_features_sql
+
+    good = WindowedAggregate(aggregation="sum", column="amount_usd", windows=["30d"])
+    assert "AS sum_amount_usd_30d" in snapshot_features_sql([good])
+    for bad in (
+        WindowedAggregate(aggregation="sum", column="amount_usd); drop table x; --", windows=["30d"]),
+        WindowedAggregate(aggregation="max", column="merchant_id", windows=["30d"]),
+        WindowedAggregate(aggregation="count", windows=["30) DAY; drop table x; --d"]),
+    ):
+        with pytest.raises(ValueError):
+            snapshot_features_sql([bad])
