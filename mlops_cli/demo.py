@@ -52,7 +52,15 @@ def _scenario_help() -> str:
 )
 @click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--landing-dir", type=click.Path(path_type=Path), default=None, help="Default: $MLOPS_DATA_DIR/landing.")
-def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_format, landing_dir) -> None:
+@click.option(
+    "--churn-share",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Share of accounts whose spending fades and stops during the window (customer churn); 0 leaves the "
+    "data exactly as without churn.",
+)
+def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_format, landing_dir, churn_share) -> None:
     """Write a realistic card-transaction landing zone (transactions, late labels, accounts)."""
     from mlops_core.datagen.generator import DemoSpec, generate_landing
 
@@ -66,6 +74,7 @@ def demo_generate(start, days, rows_per_day, seed, scenario, drift_day, file_for
             scenario=scenario,
             drift_day=drift_day,
             file_format=file_format,
+            churn_share=churn_share,
         )
         summary = generate_landing(spec, landing_dir)
     except ValueError as err:

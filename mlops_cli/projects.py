@@ -100,3 +100,49 @@ def validate(names: tuple[str, ...], root: Path) -> None:
         raise click.ClickException("projects the platform cannot build:\n" + "\n".join(f"  - {p}" for p in problems))
     for p in projects:
         click.echo(f"ok  {p.name}: {len(p.feature_names())} features, {p.model.family}, serving {p.serving.mode}")
+
+
+def _project_job(name: str, root: Path, job: str, what: str) -> None:
+    from mlops_cli.common import run_stage
+    from mlops_core.local_state import prepare_instance
+    from mlops_core.preconditions import require_data_layer
+    from mlops_core.projects.declaration import ProjectDeclarationError, load_project
+    from mlops_core.settings import Settings
+
+    try:
+        project = load_project(root / name)
+    except ProjectDeclarationError as error:
+        raise click.ClickException(str(error)) from None
+    if project.entity.grain != "snapshot":
+        raise click.UsageError(f"{name} is an event-grain project: use `mlops train` (fraud's pipeline)")
+    settings = Settings.from_env()
+    prepare_instance(settings)
+    require_data_layer(settings)
+    run_stage(
+        f"{name}: {what}",
+        f"{name}_{job}",
+        f"read the failed checks above; `mlops project validate {name}` checks the declaration, and the "
+        f"Dagster UI (`mlops ui`) shows the {name} asset group",
+    )
+
+
+@project.command("train")
+@click.argument("name")
+@root_option
+def train(name: str, root: Path) -> None:
+    """Run NAME's training job: snapshots, candidate, the declared gates, registration with the batch shadow
+    check, promotion. Stops naming every failed gate with what it measured."""
+    _project_job(name, root, "training_job", "training (the declared gates)")
+    click.echo(f"{name}: trained; its evaluation report is under $MLOPS_REPORTS_DIR/{name}/")
+
+
+@project.command("score")
+@click.argument("name")
+@root_option
+def score(name: str, root: Path) -> None:
+    """Run NAME's scoring job: the latest snapshot scored by the champion, its features published for
+    `mlops serve`, its feature drift."""
+    _project_job(name, root, "scoring_job", "batch scoring")
+    click.echo(
+        f"{name}: scored; scores in the warehouse table project_{name}.scores, served at /v1/models/{name}/predict"
+    )
