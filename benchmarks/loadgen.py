@@ -45,12 +45,15 @@ _CONTENT_LENGTH = b"\r\ncontent-length:"
 _CHUNKED = b"transfer-encoding: chunked"
 
 
-def build_requests(host: str, port: int, path: str, bodies: list[str]) -> list[bytes]:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
-    )
+def build_requests(host: str, port: int, path: str, bodies: list[str | list[str]]) -> list[bytes]:
+    """One request per body; a body given as [path, body] goes to its own path (many projects in one leg)."""
     out = []
-    for body in bodies:
+    for item in bodies:
+        target, body = (item[0], item[1]) if isinstance(item, list) else (path, item)
+        head = (
+            f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            "Accept: application/json\r\n"
+        )
         data = body.encode()
         out.append(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return out

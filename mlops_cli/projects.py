@@ -103,9 +103,11 @@ def validate(names: tuple[str, ...], root: Path) -> None:
 
 
 def _project_job(name: str, root: Path, job: str, what: str) -> None:
-    from mlops_cli.common import run_stage
+    """Run one of project NAME's jobs on the local instance; run logs go to $MLOPS_HOME/<name>.log, and a failure
+    stops the command naming each failed check with what it measured."""
+    from mlops_cli.common import _output_to, run_stage
     from mlops_core.local_state import prepare_instance
-    from mlops_core.preconditions import require_data_layer
+    from mlops_core.preconditions import require_tables
     from mlops_core.projects.declaration import ProjectDeclarationError, load_project
     from mlops_core.settings import Settings
 
@@ -117,13 +119,27 @@ def _project_job(name: str, root: Path, job: str, what: str) -> None:
         raise click.UsageError(f"{name} is an event-grain project: use `mlops train` (fraud's pipeline)")
     settings = Settings.from_env()
     prepare_instance(settings)
-    require_data_layer(settings)
-    run_stage(
-        f"{name}: {what}",
-        f"{name}_{job}",
-        f"read the failed checks above; `mlops project validate {name}` checks the declaration, and the "
-        f"Dagster UI (`mlops ui`) shows the {name} asset group",
-    )
+    require_tables(settings, tuple(project.marts))  # the shared marts this project reads
+    log_path = settings.home / f"{name}.log"
+    click.echo(f"{name}: {what}; run logs go to {log_path}")
+    with _output_to(log_path):
+        run_stage(
+            f"{name}: {what}",
+            f"{name}_{job}",
+            f"read the failed checks above; `mlops project validate {name}` checks the declaration, and the "
+            f"Dagster UI (`mlops ui`) shows the {name} asset group",
+        )
+
+
+def _latest(name: str, step: str) -> dict:
+    """The metadata of the latest materialization of <name>/<step> on the local instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey([name, step]))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 @project.command("train")
@@ -133,7 +149,13 @@ def train(name: str, root: Path) -> None:
     """Run NAME's training job: snapshots, candidate, the declared gates, registration with the batch shadow
     check, promotion. Stops naming every failed gate with what it measured."""
     _project_job(name, root, "training_job", "training (the declared gates)")
-    click.echo(f"{name}: trained; its evaluation report is under $MLOPS_REPORTS_DIR/{name}/")
+    evaluation, champion = _latest(name, "candidate_evaluation"), _latest(name, "champion_model")
+    click.echo(
+        f"{name}: {evaluation.get('verdict')}; test AUC-PR {evaluation.get('test_auc_pr', float('nan')):.4f} against "
+        f"{evaluation.get('baseline_test_auc_pr', float('nan')):.4f} for the best single-feature rule"
+    )
+    click.echo(f"{name}: champion is version {champion.get('champion_version')} of {champion.get('model')}")
+    click.echo(f"evaluation report: {evaluation.get('report_file')}")
 
 
 @project.command("score")
@@ -143,6 +165,9 @@ def score(name: str, root: Path) -> None:
     """Run NAME's scoring job: the latest snapshot scored by the champion, its features published for
     `mlops serve`, its feature drift."""
     _project_job(name, root, "scoring_job", "batch scoring")
+    scores = _latest(name, "batch_scores")
     click.echo(
-        f"{name}: scored; scores in the warehouse table project_{name}.scores, served at /v1/models/{name}/predict"
+        f"{name}: {scores.get('dagster/row_count')} entities of the {scores.get('snapshot_date')} snapshot scored by "
+        f"version {scores.get('model_version')} into {scores.get('table')}; {scores.get('flagged')} flagged"
     )
+    click.echo(f"online: POST /v1/models/{name}/predict on `mlops serve`")
