@@ -301,23 +301,28 @@ class ModelProject(_Section):
         (mlops_core/projects/snapshots.py), over the events mart; its label is an outcome over a horizon."""
         if self.label.horizon_days is None:
             raise ValueError(
-                "a snapshot project's label is an outcome over the days after the snapshot: give horizon_days"
+                "label.horizon_days: a snapshot project's label is an outcome over the days after the snapshot: "
+                "give horizon_days"
             )
         if snapshots.EVENTS_MART not in self.marts:
-            raise ValueError(f"a snapshot project's features read {snapshots.EVENTS_MART}: add it to marts")
+            raise ValueError(f"marts: a snapshot project's features read {snapshots.EVENTS_MART}: add it to marts")
         if not self.features.windowed:
-            raise ValueError("a snapshot project needs at least one windowed feature")
+            raise ValueError("features.windowed: a snapshot project needs at least one windowed feature")
         if self.features.account or self.features.request:
             raise ValueError(
-                "a snapshot project's features are windowed aggregates as of the snapshot; "
-                f"account and request features apply to grain 'event' (found {self.features.account + self.features.request})"
+                "features: a snapshot project's features are windowed aggregates as of the snapshot; account and "
+                f"request features apply to grain 'event' (found {self.features.account + self.features.request})"
             )
-        for aggregate in self.features.windowed:
-            for window in aggregate.windows:
-                snapshots.check_aggregate(aggregate.aggregation, aggregate.column, window)
+        for i, aggregate in enumerate(self.features.windowed):
+            for j, window in enumerate(aggregate.windows):
+                try:
+                    snapshots.check_aggregate(aggregate.aggregation, aggregate.column, window)
+                except ValueError as error:
+                    raise ValueError(f"features.windowed.{i}.windows.{j}: {error}") from None
         names = snapshots.feature_names(self.features.windowed)
         if len(names) != len(set(names)):
-            raise ValueError(f"features named twice: {sorted({n for n in names if names.count(n) > 1})}")
+            doubled = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"features.windowed: features named twice: {doubled}")
         return self
 
     def feature_names(self) -> list[str]:
@@ -383,6 +388,9 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"{where}: required field is missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not loc:
+        # A rule across fields (a model validator): its message names the fields; the input is the whole file.
+        return message
     return f"{where}: {message} (found {found!r})"
 
 
