@@ -164,3 +164,35 @@ def test_a_scaffolded_third_project_trains_and_batch_scores_with_no_code(churn_h
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         scored = con.execute("SELECT count(*), count(DISTINCT model_version) FROM project_upsell.scores").fetchone()
     assert scored[0] > 100 and scored[1] == 1
+
+
+def test_the_cli_trains_and_scores_a_project_naming_its_gates_and_scores(churn_home, tmp_path):
+    """`mlops project train churn` and `mlops project score churn`, as a user runs them (a subprocess on the
+    same home): exit 0, a one-line verdict of the gates, the champion, the scores; the run logs in a file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings, _, _ = churn_home
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(settings.home),
+        "MLOPS_DATA_DIR": str(settings.data_dir),
+        "MLOPS_DUCKDB_PATH": str(settings.duckdb_path),
+        "MLOPS_MLFLOW_DIR": str(settings.mlflow_dir),
+        "MLOPS_REPORTS_DIR": str(settings.reports_dir),
+        "DAGSTER_HOME": str(settings.dagster_home),
+    }
+    mlops = str(Path(sys.executable).parent / "mlops")
+    trained = subprocess.run([mlops, "project", "train", "churn"], env=env, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "churn: all gates pass; test AUC-PR" in trained.stdout
+    assert "for the best single-feature rule" in trained.stdout
+    assert "of churn_predictor" in trained.stdout
+    assert (settings.home / "churn.log").stat().st_size > 0
+    scored = subprocess.run([mlops, "project", "score", "churn"], env=env, capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    assert "entities of the 2026-06-29 snapshot scored by version" in scored.stdout
+    unknown = subprocess.run([mlops, "project", "train", "nosuch"], env=env, capture_output=True, text=True)
+    assert unknown.returncode != 0 and "nosuch" in unknown.stdout + unknown.stderr
