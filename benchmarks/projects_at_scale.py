@@ -163,7 +163,9 @@ def register_models(settings, projects: Path, names: list[str]) -> None:
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri, uri)
-    experiment = registry.ensure_experiment(client, "projects-at-scale", registry.artifact_root_for(settings.mlflow_dir))
+    experiment = registry.ensure_experiment(
+        client, "projects-at-scale", registry.artifact_root_for(settings.mlflow_dir)
+    )
     for i, name in enumerate(names):
         project = load_project(projects / name)
         frame = training.assign_splits(_synthetic_snapshots(project, 3000, i))
@@ -171,7 +173,9 @@ def register_models(settings, projects: Path, names: list[str]) -> None:
         with mlflow.start_run(experiment_id=experiment, run_name=name) as run:
             mlflow.set_tag("threshold", repr(trained.threshold))
             info = mlflow.onnx.log_model(onnx.load_from_string(trained.onnx), name="model")
-        version = registry.register_version(client, run.info.run_id, "model", project.registered_model, model_uri=info.model_uri)
+        version = registry.register_version(
+            client, run.info.run_id, "model", project.registered_model, model_uri=info.model_uri
+        )
         client.set_registered_model_alias(project.registered_model, registry.CHAMPION, version)
         latest = frame.drop_duplicates("account_id")[["account_id", "snapshot_date", *project.feature_names()]].copy()
         latest["snapshot_date"] = "2026-06-01"
@@ -277,7 +281,9 @@ def main() -> int:
         generate_projects(roots[n], n)
     names = [f"model_{i:03d}" for i in range(100)]
     home = work / "home"
-    subprocess.run([str(BIN / "mlops"), "prepare"], env=_env(home, roots[100]), cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "mlops"), "prepare"], env=_env(home, roots[100]), cwd=ROOT, check=True, capture_output=True
+    )
 
     loads: dict[int, list[float]] = {n: [] for n in roots}
     for _ in range(args.repeats):
@@ -314,7 +320,11 @@ def main() -> int:
             goal="100 projects load in at most 1.5x the 1-project time plus 10 s",
             met=load[100] <= goal_load,
             meaning="how much longer 100 projects take to load than 1",
-            details={"runs": {str(n): v for n, v in loads.items()}, "median_10_projects_s": load[10], "bound_s": goal_load},
+            details={
+                "runs": {str(n): v for n, v in loads.items()},
+                "median_10_projects_s": load[10],
+                "bound_s": goal_load,
+            },
             shared=shared,
         ),
         row(
