@@ -154,6 +154,7 @@ class ProjectModels:
         self._requests = {name: request_model(p) for name, p in self.projects.items()}
         self._loaded: collections.OrderedDict[str, _Loaded] = collections.OrderedDict()
         self._lock = threading.RLock()
+        self._loading: dict[str, threading.Lock] = {}
         self.evictions = 0
 
     # --- what is served -------------------------------------------------------------------------------
@@ -254,21 +255,37 @@ class ProjectModels:
 
     # --- loading and eviction -------------------------------------------------------------------------
 
+    def is_loaded(self, name: str) -> bool:
+        """Whether a request of `name` can be answered without loading anything (no I/O on the event loop)."""
+        return name in self._loaded
+
     def _state(self, project: ModelProject) -> _Loaded:
+        """The project's loaded state, loading it first when needed. Downloads and file reads happen outside
+        the shared lock (a per-project lock stops two requests loading the same project twice), so one
+        project's load never holds up another project's requests."""
         now = time.monotonic()
+        state = self._loaded.get(project.name)
+        if state is None:
+            with self._loading_lock(project.name):
+                state = self._loaded.get(project.name)
+                if state is None:
+                    state = self._load(project, now)
+                    with self._lock:
+                        self._loaded[project.name] = state
+                        self._evict(keep=project.name)
+                        self._show()
+                    return state
         with self._lock:
-            state = self._loaded.get(project.name)
-            if state is not None:
+            if project.name in self._loaded:
                 self._loaded.move_to_end(project.name)
-                if now - state.checked_at > FEATURES_RECHECK_SECONDS:
-                    state.checked_at = now
-                    self._refresh_features(project, state)
-                return state
-            state = self._load(project, now)
-            self._loaded[project.name] = state
-            self._evict(keep=project.name)
-            self._show()
-            return state
+        if now - state.checked_at > FEATURES_RECHECK_SECONDS:
+            state.checked_at = now
+            self._refresh_features(project, state)
+        return state
+
+    def _loading_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(name, threading.Lock())
 
     def _read_features(self, project: ModelProject) -> PublishedFeatures:
         path = features_path(self.features_root, project.name)
@@ -295,9 +312,21 @@ class ProjectModels:
         deployment = self._deployment(project, plan, champion_version, reason="start")
         return _Loaded(deployment=deployment, features=self._read_features(project), checked_at=now)
 
-    def _deployment(self, project: ModelProject, plan: TrafficPlan | None, champion: str, reason: str) -> Deployment:
+    def _deployment(
+        self,
+        project: ModelProject,
+        plan: TrafficPlan | None,
+        champion: str,
+        reason: str,
+        loaded: Mapping[str, LoadedModel] | None = None,
+    ) -> Deployment:
+        """The deployment a plan describes; versions already in `loaded` are reused, the others downloaded."""
+        loaded = loaded or {}
+
         def load(version: str | None) -> LoadedModel | None:
-            return None if version is None else self.loader(project, version)
+            if version is None:
+                return None
+            return loaded.get(str(version)) or self.loader(project, version)
 
         return Deployment(
             champion=load(champion),
@@ -331,14 +360,16 @@ class ProjectModels:
         shadow_version: str | None = None,
         reason: str = "",
     ) -> dict[str, object]:
-        """A new plan for one project: every model loaded first, then one swap; recorded for restarts."""
+        """A new plan for one project: every model loaded first (outside the lock: requests keep being answered
+        by the current deployment), then one swap; recorded for restarts."""
         project = self.project(name)
-        with self._lock:
+        with self._loading_lock(name):  # one plan change of a project at a time
             current = self._state(project)
-            champion = champion_version or current.deployment.champion.version
-            previous = current.deployment.previous
-            if champion != current.deployment.champion.version:
-                previous = current.deployment.champion
+            deployment = current.deployment
+            champion = champion_version or deployment.champion.version
+            previous = deployment.previous
+            if champion != deployment.champion.version:
+                previous = deployment.champion
             plan = TrafficPlan(
                 champion_version=champion,
                 canary_version=canary_version,
@@ -347,29 +378,32 @@ class ProjectModels:
                 previous_champion_version=previous.version if previous else None,
                 reason=reason,
             )
-            deployment = self._deployment(project, plan, champion, reason)
-            self._record(name, plan)
-            current.deployment = deployment
-            self._show()
-            return deployment.describe()
+            new = self._deployment(project, plan, champion, reason, loaded=_models_of(deployment))
+            with self._lock:
+                self._record(name, plan)
+                current.deployment = new
+                self._show()
+            return new.describe()
 
     def rollback(self, name: str, reason: str) -> dict[str, object]:
         """This project's champion back to its previous one, canary and shadow off; others untouched."""
         project = self.project(name)
-        with self._lock:
+        with self._loading_lock(name):
             current = self._state(project)
-            previous = current.deployment.previous
-            if previous is None:
+            deployment = current.deployment
+            if deployment.previous is None:
                 raise ProjectNotReady(f"{name}: no previous champion to roll back to")
             plan = TrafficPlan(
-                champion_version=previous.version,
-                previous_champion_version=current.deployment.champion.version,
+                champion_version=deployment.previous.version,
+                previous_champion_version=deployment.champion.version,
                 reason=reason,
             )
-            current.deployment = Deployment(champion=previous, previous=current.deployment.champion, reason=reason)
-            self._record(name, plan)
-            self._show()
-            return current.deployment.describe()
+            new = Deployment(champion=deployment.previous, previous=deployment.champion, reason=reason)
+            with self._lock:
+                self._record(name, plan)
+                current.deployment = new
+                self._show()
+            return new.describe()
 
     def _record(self, name: str, plan: TrafficPlan) -> None:
         path = self.plan_path(name)
@@ -377,6 +411,14 @@ class ProjectModels:
             return
         before = TrafficPlan.load(path)
         (before.followed_by(plan) if before else plan).save(path)
+
+
+def _models_of(deployment: Deployment) -> dict[str, LoadedModel]:
+    return {
+        m.version: m
+        for m in (deployment.champion, deployment.canary, deployment.shadow, deployment.previous)
+        if m is not None
+    }
 
 
 def publish_features(frame, root: Path, project: ModelProject) -> Path:
