@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlops_core.warehouse import checked_identifier
-
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
@@ -54,6 +52,14 @@ NUMERIC_AGGREGATIONS = ("sum", "mean", "max")
 # recency one, which is accepted and means the same).
 COLUMNLESS = ("count", "seconds_since_last")
 WINDOW = re.compile(r"^([1-9][0-9]{0,2})d$")
+
+
+def checked_identifier(name: str) -> str:
+    """mlops_core.warehouse.checked_identifier, imported when SQL is built: validating a declaration (which
+    imports this module for the feature names) loads no DuckDB."""
+    from mlops_core.warehouse import checked_identifier as check
+
+    return check(name)
 
 
 class SnapshotError(ValueError):
