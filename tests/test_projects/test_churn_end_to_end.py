@@ -35,6 +35,9 @@ def test_churn_trains_passes_its_gates_rolls_out_and_is_batch_scored(churn_home)
     assert {k.path[0] for k in training_job.asset_layer.executable_asset_keys} == {"churn"}
     assert training_job.tags[PROJECT_TAG] == "churn"
 
+    # The module's tests run in any order: count from what the registry holds now (no version when run alone).
+    before = registry.alias_version(_registry(settings).client(), registry.CHAMPION, "churn_predictor")
+    expected = str(int(before or 0) + 1)
     result = training_job.execute_in_process(instance=instance, raise_on_error=False)
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -49,8 +52,8 @@ def test_churn_trains_passes_its_gates_rolls_out_and_is_batch_scored(churn_home)
 
     client = _registry(settings).client()
     # One registered model per project: churn's own, with both aliases on version 1, fraud's untouched.
-    assert registry.alias_version(client, registry.CHAMPION, "churn_predictor") == "1"
-    assert registry.alias_version(client, registry.CHALLENGER, "churn_predictor") == "1"
+    assert registry.alias_version(client, registry.CHAMPION, "churn_predictor") == expected
+    assert registry.alias_version(client, registry.CHALLENGER, "churn_predictor") == expected
     assert registry.alias_version(client, registry.CHAMPION, registry.MODEL_NAME) is None
 
     scoring = _run(defs, instance, "churn_scoring_job")
@@ -72,8 +75,9 @@ def test_churn_trains_passes_its_gates_rolls_out_and_is_batch_scored(churn_home)
     assert latest == dt.date(2026, 6, 29)
     assert scored[0] == scored[1] == population > 100
     assert 0.0 <= scored[2] < scored[3] <= 1.0
-    assert scored[4] == "1"
-    assert history == [("challenger", "1"), ("champion", "1")]
+    assert scored[4] == expected
+    assert history[-2:] == [("challenger", expected), ("champion", expected)]
+    assert len(history) == 2 * int(expected)  # every version: challenger then champion, nothing else
     drift = instance.get_latest_materialization_event(project_key("churn", "feature_drift"))
     psi = json.loads(json.dumps(drift.asset_materialization.metadata["psi"].value))
     assert set(psi) == set(project.feature_names())
