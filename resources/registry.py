@@ -170,12 +170,15 @@ class ModelRegistry(dg.ConfigurableResource):
         return registry.history(con, project)
 
     @contextlib.contextmanager
-    def model_run(self, run_name: str) -> Iterator[Run]:
+    def model_run(self, run_name: str, experiment: str | None = None) -> Iterator[Run]:
         """A nested MLflow run for one model, under the Dagster run's parent run; log through MLflow's fluent API
-        inside it. It ends FAILED if the block raises."""
+        inside it. It ends FAILED if the block raises. `experiment` names another experiment than the resource's
+        (a model project's runs go to the project's own experiment, created on first use)."""
         import mlflow
 
         experiment_id = self._prepare()
+        if experiment is not None and experiment != self.experiment_name:
+            experiment_id = registry.ensure_experiment(self.client(), experiment, self.artifact_location or None)
         self._parent_run(experiment_id)
         with mlflow.start_run(run_name=run_name, nested=True, experiment_id=experiment_id) as run:
             yield run

@@ -136,7 +136,8 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
         frame = training.assign_splits(frame)
         trained = training.fit_candidate(project, frame, version)
         example = training.encode(frame[frame["split"] == "validation"].head(5), features)
-        with model_registry.model_run(f"{name}-{trained.kind}-candidate") as run:
+        # The project's own MLflow experiment, named after it: its runs never mix with another project's.
+        with model_registry.model_run(f"{name}-{trained.kind}-candidate", experiment=name) as run:
             mlflow.log_params({**trained.params, "threshold": trained.threshold})
             mlflow.log_metrics({f"validation_{k}": float(v) for k, v in trained.validation_metrics.items() if v == v})
             mlflow.log_metric("onnx_max_probability_difference", trained.onnx_max_difference)

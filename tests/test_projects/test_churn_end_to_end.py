@@ -51,6 +51,10 @@ def test_churn_trains_passes_its_gates_rolls_out_and_is_batch_scored(churn_home)
     assert metadata["test_auc_pr"].value >= project.gates.min_auc_pr
 
     client = _registry(settings).client()
+    # The project's runs are in its own experiment, named after it.
+    run = client.get_run(metadata["mlflow_run_id"].value)
+    assert client.get_experiment(run.info.experiment_id).name == "churn"
+    assert run.data.tags["project"] == "churn"
     # One registered model per project: churn's own, with both aliases on version 1, fraud's untouched.
     assert registry.alias_version(client, registry.CHAMPION, "churn_predictor") == expected
     assert registry.alias_version(client, registry.CHALLENGER, "churn_predictor") == expected
