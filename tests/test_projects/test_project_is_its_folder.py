@@ -141,3 +141,18 @@ def test_100_generated_projects_load_with_the_expected_asset_graph(tmp_path, mon
     project_jobs = {j.name for j in defs.resolve_all_job_defs()} - {j.name for j in fraud_only.resolve_all_job_defs()}
     assert len(project_jobs) == 101 * 2
     assert len(defs.sensors) - len(fraud_only.sensors) == 101
+
+
+def test_the_production_queue_limits_runs_per_project_and_every_project_run_carries_its_tag(tmp_path, monkeypatch):
+    import yaml
+
+    from mlops_assets.projects.snapshot_graph import PROJECT_TAG
+
+    profile = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.production.yaml").read_text())
+    limits = profile["concurrency"]["runs"]["tag_concurrency_limits"]
+    per_project = [limit for limit in limits if limit["key"] == PROJECT_TAG]
+    assert per_project == [{"key": PROJECT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 2}]
+    defs = _code_location(_projects_with(tmp_path, "upsell"), monkeypatch)
+    for name in ("churn", "upsell"):
+        for job in ("training_job", "scoring_job"):
+            assert defs.resolve_job_def(f"{name}_{job}").tags[PROJECT_TAG] == name
