@@ -31,6 +31,10 @@ SCORING_JOB = "scoring_job"
 MONITORING_JOB = "monitoring_job"
 RETRAINING_JOB = "retraining_job"
 
+# Every model project's jobs and assets carry this tag with the project's name (fraud's too): the production
+# queue's per-project limit keys on it, and the UI filters by it.
+PROJECT_TAG = "mlops/project"
+
 # From the first landed day (MLOPS_PARTITIONS_START; a demo records its own) to the last complete day,
 # the day before the platform's "today" (MLOPS_TODAY: fixed by default, "system" for the machine's date).
 _calendar = Settings.from_env()

@@ -16,10 +16,12 @@ from mlops_assets.monitoring.model_quality import concept_drift, prediction_drif
 from mlops_assets.monitoring.performance import live_performance_asset
 from mlops_assets.monitoring.retraining import retraining_request
 from mlops_assets.projects import project_definitions
+from mlops_assets.projects.reference import as_project_assets
 from mlops_assets.scoring.batch_scores import batch_scores
 from mlops_assets.training.evaluation import candidate_evaluation
 from mlops_assets.training.models import baseline_model, fraud_model_candidate
 from mlops_assets.transform.assets import warehouse_assets
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources
 from sensors.canary import canary_rollback_sensor
@@ -30,33 +32,39 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The code location with resources for `settings` (default: from the environment). A process that
     simulates or tests another MLOPS_HOME builds its own instead of the module-level `defs`.
 
-    Fraud's graph is the platform's reference, written out below; every other project under projects/ is
-    built from its declaration (ModelProjectComponent) and merged in, sharing the data layer and resources."""
+    Fraud's graph is the platform's reference, written out below and stamped with its declaration's owner and
+    project tag; every other project under projects/ is built from its declaration (ModelProjectComponent) and
+    merged in, sharing the data layer and resources."""
     fraud = dg.Definitions(
         assets=[
             *raw_assets,
             *warehouse_assets,
-            training_set,
-            online_features,
-            fraud_model_candidate,
-            baseline_model,
-            candidate_evaluation,
-            registered_challenger,
-            champion_model,
-            model_alias_history,
-            staging_endpoint,
-            shadow_endpoint,
-            canary_endpoint,
-            production_endpoint,
-            canary_rollback,
-            prediction_log,
-            batch_scores,
-            feature_drift,
-            label_volume,
-            retraining_request,
-            live_performance_asset,
-            prediction_drift,
-            concept_drift,
+            *as_project_assets(
+                [
+                    training_set,
+                    online_features,
+                    fraud_model_candidate,
+                    baseline_model,
+                    candidate_evaluation,
+                    registered_challenger,
+                    champion_model,
+                    model_alias_history,
+                    staging_endpoint,
+                    shadow_endpoint,
+                    canary_endpoint,
+                    production_endpoint,
+                    canary_rollback,
+                    prediction_log,
+                    batch_scores,
+                    feature_drift,
+                    label_volume,
+                    retraining_request,
+                    live_performance_asset,
+                    prediction_drift,
+                    concept_drift,
+                ],
+                fraud_project(),
+            ),
         ],
         sensors=[canary_rollback_sensor, retraining_sensor, performance_sensor, monitoring_automation],
         schedules=[weekly_retraining],

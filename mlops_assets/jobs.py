@@ -9,6 +9,7 @@ from mlops_assets.constants import (
     INGESTION,
     MONITORING,
     MONITORING_JOB,
+    PROJECT_TAG,
     PROMOTE_JOB,
     RETRAINING_JOB,
     ROLLBACK_JOB,
@@ -19,11 +20,14 @@ from mlops_assets.constants import (
     TRAINING_JOB,
     WAREHOUSE,
 )
+from mlops_core.projects.catalog import FRAUD
 
 # Concurrency tags for the production run queue (deploy/dagster.production.yaml): every job writes the
-# one DuckDB file, which takes one writer at a time; retraining runs one at a time.
+# one DuckDB file, which takes one writer at a time; retraining runs one at a time. The model jobs are the
+# fraud project's, under the same per-project limit as every declared project's; the data layer is shared.
 WAREHOUSE_WRITER = {"mlops/warehouse": "duckdb"}
-RETRAINING = {**WAREHOUSE_WRITER, "mlops/retraining": "true"}
+FRAUD_MODEL = {**WAREHOUSE_WRITER, PROJECT_TAG: FRAUD}
+RETRAINING = {**FRAUD_MODEL, "mlops/retraining": "true"}
 
 data_layer_job = dg.define_asset_job(
     DATA_LAYER_JOB,
@@ -34,7 +38,7 @@ data_layer_job = dg.define_asset_job(
 
 feature_job = dg.define_asset_job(
     FEATURE_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=dg.AssetSelection.groups(FEATURES),
     description="Build the point-in-time training set and rebuild the online feature store from the warehouse.",
 )
@@ -48,7 +52,7 @@ _rollout = dg.AssetSelection.assets("staging_endpoint", "shadow_endpoint", "cana
 
 training_job = dg.define_asset_job(
     TRAINING_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=dg.AssetSelection.groups(FEATURES, TRAINING) | _registration,
     description="Features, candidate and baseline training, evaluation with the quality gates, and registration "
     "of a passing candidate as challenger.",
@@ -56,14 +60,14 @@ training_job = dg.define_asset_job(
 
 promote_job = dg.define_asset_job(
     PROMOTE_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=_promotion,
     description="Move the champion alias to the current challenger by hand (recorded in the alias history) and serve it.",
 )
 
 rollout_job = dg.define_asset_job(
     ROLLOUT_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=_rollout,
     description="Staged rollout of the challenger: staging smoke test, shadow, canary, promotion and production; "
     "each stage gated by a blocking check.",
@@ -71,21 +75,21 @@ rollout_job = dg.define_asset_job(
 
 canary_rollback_job = dg.define_asset_job(
     ROLLBACK_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=dg.AssetSelection.assets("canary_rollback"),
     description="Drain a bad canary, restore the aliases, record and alert (launched by canary_rollback_sensor).",
 )
 
 scoring_job = dg.define_asset_job(
     SCORING_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=dg.AssetSelection.groups(SCORING),
     description="Score one day's transactions with the champion, vectorized (scoring.batch_scores).",
 )
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
-    tags=WAREHOUSE_WRITER,
+    tags=FRAUD_MODEL,
     selection=dg.AssetSelection.assets("prediction_log")
     | (dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request")),
     description="A day's monitoring: the prediction log copied in, then feature and prediction drift, label volume, "

@@ -24,6 +24,12 @@ from mlops_cli.common import (
 from mlops_core.local_state import PortBusyError, prepare_instance, reset_local_state
 from mlops_core.settings import Settings, record_settings
 
+# Long enough for every project in projects/: churn's weekly snapshots need 90 days of window, enough labelled
+# snapshots to pass its gates, and 30 days of label horizon (fraud needs 90: mlops_cli.common.min_demo_days).
+DEMO_DAYS = 180
+# A third of the accounts fade and stop at some point in the history: the churn project's signal.
+DEMO_CHURN_SHARE = 0.3
+
 
 @click.group()
 def demo() -> None:
@@ -96,7 +102,7 @@ def demo_scenarios() -> None:
 @click.option(
     "--days",
     type=click.IntRange(min=1),
-    default=90,
+    default=DEMO_DAYS,
     show_default=True,
     help=f"Days of history, ending the day before the platform's today (MLOPS_TODAY). At least "
     f"{min_demo_days(45)} with the default 45-day label maturity ({WARM_UP_DAYS} to warm up the windows, "
@@ -105,6 +111,14 @@ def demo_scenarios() -> None:
 @click.option("--rows-per-day", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--scenario", default="baseline", show_default=True)
+@click.option(
+    "--churn-share",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=DEMO_CHURN_SHARE,
+    show_default=True,
+    help="Share of the accounts whose spending fades, then stops, during the history: the churn project's "
+    "signal. 0 gives the fraud-only world.",
+)
 @click.option(
     "--fresh/--reuse",
     default=True,
@@ -124,14 +138,14 @@ def demo_scenarios() -> None:
     show_default=True,
     help="Then run the closed loop for this many more days of covariate drift (see `mlops simulate`).",
 )
-def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None:
+def demo_run(days, rows_per_day, seed, scenario, churn_share, fresh, port, loop_days) -> None:
     """The main job: demo data, data layer, features, training with gates, staged rollout; leaves a live endpoint.
 
     With --loop-days N the last N days are simulated instead: each lands, is served, monitored and judged by
     the sensors, which retrain and roll out when the data drifts (it does from the middle of those days)."""
     port = port or _recorded_port()
     if loop_days:
-        _demo_loop(days, rows_per_day, seed, port, loop_days)
+        _demo_loop(days, rows_per_day, seed, churn_share, port, loop_days)
         return
     from mlops_core.datagen.generator import DemoSpec, generate_landing
     from mlops_core.serving import server
@@ -148,7 +162,9 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
     first = settings.today - timedelta(days=days)
     last = settings.last_complete_day
     try:
-        spec = DemoSpec(start=first, days=days, rows_per_day=rows_per_day, seed=seed, scenario=scenario)
+        spec = DemoSpec(
+            start=first, days=days, rows_per_day=rows_per_day, seed=seed, scenario=scenario, churn_share=churn_share
+        )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     try:
@@ -193,6 +209,7 @@ def demo_run(days, rows_per_day, seed, scenario, fresh, port, loop_days) -> None
         echo("Rolled out: staging, shadow, canary, champion in production")
     _print_where_to_look(settings)
     _print_endpoint(settings, port)
+    _demo_projects(settings, port, days)
 
 
 def _run_closed_loop(spec, intro: str, plot_name: str, title: str, keep_endpoint: bool, out_dir: Path | None = None):
@@ -239,7 +256,7 @@ def _claim_calendar_and_port(settings: Settings, first: date, port: int) -> None
     )
 
 
-def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: int) -> None:
+def _demo_loop(days: int, rows_per_day: int, seed: int, churn_share: float, port: int, loop_days: int) -> None:
     settings = Settings.from_env()
     if days - loop_days >= 1:
         _claim_calendar_and_port(settings, settings.today - timedelta(days=days), port)
@@ -253,6 +270,7 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
             history_days=days - loop_days,
             rows_per_day=rows_per_day,
             seed=seed,
+            churn_share=churn_share,
             port=port,
         )
     except ValueError as err:
@@ -275,3 +293,70 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, port: int, loop_days: in
             "\nNo retrained model got through the gates in these days; the champion kept serving (see the runs in the UI)."
         )
     _print_endpoint(settings, port)
+    _demo_projects(settings, port, days)
+
+
+def _demo_projects(settings: Settings, port: int, days: int) -> None:
+    """Every other declared project (projects/<name>/, snapshot grain) through its own jobs over the same shared
+    data layer: training with its declared gates, batch scoring, then one online answer from the live endpoint.
+    A project whose calendar needs more history than the demo landed is named, with the --days it needs."""
+    from mlops_cli.projects import _latest
+    from mlops_core.projects.catalog import projects_dir
+    from mlops_core.projects.declaration import load_projects
+    from mlops_core.projects.training import min_history_days
+
+    projects = [p for p in load_projects(projects_dir()) if p.entity.grain == "snapshot"]
+    if not projects:
+        return
+    click.echo("\nThe other model projects, over the same data layer (projects/<name>/: a declaration and SQL):")
+    trained = []
+    with _output_to(settings.home / "demo.log") as echo:
+        for project in projects:
+            name, needed = project.name, min_history_days(project)
+            if days < needed:
+                echo(
+                    f"  {name}: not trained: its weekly snapshots need at least {needed} days of history (its longest "
+                    f"window, three labelled snapshots, the {project.label.horizon_days}-day label horizon); this demo "
+                    f"landed {days}. Run `mlops demo run --days {max(needed, 180)}`."
+                )
+                continue
+            next_step = (
+                f"read the failed checks above; the Dagster UI (`mlops ui`) shows the {name} asset group, and "
+                f"`mlops project train {name}` runs it again"
+            )
+            run_stage(f"{name}: training (its declared gates)", f"{name}_training_job", next_step)
+            run_stage(f"{name}: batch scoring", f"{name}_scoring_job", next_step)
+            evaluation, champion = _latest(name, "candidate_evaluation"), _latest(name, "champion_model")
+            scores = _latest(name, "batch_scores")
+            echo(
+                f"  {name}: {project.model.family}, every declared gate passed; test AUC-PR "
+                f"{evaluation['test_auc_pr']:.3f} against {evaluation['baseline_test_auc_pr']:.3f} for the best "
+                f"single-feature rule; champion version {champion['champion_version']} of {project.registered_model}"
+            )
+            echo(
+                f"  {name}: {scores['dagster/row_count']} {project.entity.name}s of the {scores['snapshot_date']} snapshot scored "
+                f"into {scores['table']} ({scores['flagged']} flagged); report {evaluation.get('report_file')}"
+            )
+            trained.append(project)
+    for project in trained:
+        _print_project_endpoint(settings, port, project)
+
+
+def _print_project_endpoint(settings: Settings, port: int, project) -> None:
+    """One answer from project's online route on the live endpoint, for an entity of its published snapshot."""
+    import json
+
+    import httpx
+    import pandas as pd
+
+    from mlops_core.serving.projects import features_path, features_root
+
+    key = project.entity.key
+    if [f.name for f in project.serving.request_schema] != [key] or project.serving.mode == "batch":
+        return  # its requests carry more than the entity key, or it has no online route: nothing to show simply
+    published = pd.read_parquet(features_path(features_root(settings.data_dir), project.name), columns=[key])
+    body = {key: str(published[key].sort_values().iloc[0])}
+    url = f"http://127.0.0.1:{port}/v1/models/{project.name}/predict"
+    answer = httpx.post(url, json=body, timeout=30)
+    click.echo(f"""  curl -s -X POST {url} -H 'content-type: application/json' -d '{json.dumps(body)}'
+  -> {answer.text.strip()}""")

@@ -182,6 +182,9 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
         assert f"Live endpoint:     http://127.0.0.1:{port}" in run.stdout
+        # 90 days are too few for churn's weekly snapshots (90-day windows, 30-day horizon): named, not failed.
+        assert "churn: not trained: its weekly snapshots need at least 140 days of history" in run.stdout
+        assert "this demo landed 90. Run `mlops demo run --days 180`" in run.stdout
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()
         assert ready["ready"] is True and ready["champion_version"] == "1"
         with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from mlops_assets.constants import PROJECT_TAG
 from mlops_core import registry
 from mlops_core.projects import snapshots, training
 from mlops_core.projects.declaration import ModelProject
@@ -29,7 +30,6 @@ from resources.registry import ModelRegistry
 from resources.settings import SettingsResource
 
 MODEL_ARTIFACT = "model"
-PROJECT_TAG = "mlops/project"
 CHECK_ENOUGH_LABELS = "check_enough_labelled_snapshots"
 CHECK_SHADOW = "check_batch_shadow_agreement"
 CHECK_SCORES_COMPLETE = "check_scores_complete"

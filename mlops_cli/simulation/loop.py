@@ -77,6 +77,8 @@ class SimulationSpec:
     validation_share: float = 0.1
     test_share: float = 0.1
     seed: int = 7
+    # Share of the accounts that fade and stop (the churn project's signal; datagen/churn.py); 0: none.
+    churn_share: float = 0.0
     port: int = 8000
     rollout_replay: int = 300
     canary_share: float = 0.25
@@ -273,6 +275,7 @@ class ClosedLoop:
             scenario=spec.scenario,
             drift_day=spec.history_days + spec.drift_day,
             label_maturity_days=spec.label_maturity_days,
+            churn_share=spec.churn_share,
         )
         days = list(simulate(demo))
         history, simulated = days[: spec.history_days], days[spec.history_days :]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlops_core.projects.snapshots import LABEL, SNAPSHOT_DATE
+from mlops_core.projects.snapshots import LABEL, SNAPSHOT_DATE, longest_window_days
 from mlops_core.training import gates as g
 from mlops_core.training import metrics
 from mlops_core.training.candidates import TrainedModel
@@ -41,6 +41,16 @@ PROJECT_GATE_DESCRIPTIONS = {
     GATE_BEATS_BASELINE: "AUC-PR beats the best single-feature rule's on the same test snapshots.",
 }
 MIN_LABELLED_DATES = 3
+
+
+def min_history_days(project: ModelProject) -> int:
+    """Days of landed history a snapshot project needs before it can train at all: its longest window full
+    before the first snapshot, the wait for the calendar's next snapshot day (at most snapshot_days - 1), then
+    MIN_LABELLED_DATES snapshots whose horizon has passed. (A model that also passes its gates usually
+    needs more snapshots than that.)"""
+    every = project.entity.snapshot_days or 1
+    horizon = project.label.horizon_days or project.label.maturity_days or 0
+    return longest_window_days(project.features.windowed) + MIN_LABELLED_DATES * every - 1 + horizon
 
 
 def thresholds(project: ModelProject) -> g.GateThresholds:

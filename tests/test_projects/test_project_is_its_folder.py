@@ -156,3 +156,33 @@ def test_the_production_queue_limits_runs_per_project_and_every_project_run_carr
     for name in ("churn", "upsell"):
         for job in ("training_job", "scoring_job"):
             assert defs.resolve_job_def(f"{name}_{job}").tags[PROJECT_TAG] == name
+    # Fraud is one project too: its model jobs queue under the same per-project limit; the data layer is shared.
+    for job in ("feature_job", "training_job", "promote_job", "rollout_job", "canary_rollback_job", "scoring_job"):
+        assert defs.resolve_job_def(job).tags[PROJECT_TAG] == "fraud", job
+    assert defs.resolve_job_def("retraining_job").tags[PROJECT_TAG] == "fraud"
+    assert PROJECT_TAG not in defs.resolve_job_def("data_layer_job").tags
+
+
+def test_every_asset_is_the_shared_data_layer_or_one_projects_with_its_declared_owner(tmp_path, monkeypatch):
+    """Fraud's written-out graph and the declared projects' graphs look alike in the UI: each model asset carries
+    its project's tag and its declaration's owner; only the shared ingestion and warehouse layers carry neither."""
+    from mlops_assets.constants import INGESTION, PROJECT_TAG, WAREHOUSE
+    from mlops_core.projects.declaration import load_project
+
+    root = _projects_with(tmp_path, "upsell")
+    defs = _code_location(root, monkeypatch)
+    graph = defs.resolve_asset_graph()
+    owners = {name: load_project(root / name).owner for name in ("fraud", "churn", "upsell")}
+    seen = set()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.group_name in (INGESTION, WAREHOUSE):
+            assert PROJECT_TAG not in node.tags and not node.owners, key
+            continue
+        project = node.tags.get(PROJECT_TAG)
+        assert project in owners, f"{key.to_user_string()} belongs to no project: {node.tags}"
+        assert list(node.owners) == [owners[project]], key
+        # A declared project's assets live under its own prefix; fraud's keep their historical, unprefixed keys.
+        assert (key.path[0] == project) == (project != "fraud"), key
+        seen.add(project)
+    assert seen == set(owners)

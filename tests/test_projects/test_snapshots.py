@@ -191,3 +191,22 @@ def test_snapshot_declarations_refuse_what_the_platform_cannot_compute(tmp_path)
     with pytest.raises(ProjectDeclarationError) as error:
         load_project(project)
     assert "snapshots.sql, which is missing" in str(error.value)
+
+
+def test_min_history_days_is_the_least_history_that_labels_three_snapshots_on_any_start_weekday():
+    """`mlops demo run` skips a project with less history than this, so it must be exact: with it, every start
+    weekday gives MIN_LABELLED_DATES labelled snapshots; one day less, the worst-aligned start gives fewer."""
+    from mlops_core.projects.training import MIN_LABELLED_DATES, min_history_days
+
+    churn = load_project(REPO_ROOT / "projects" / "churn")
+    needed = min_history_days(churn)
+    assert needed == 90 + 3 * 7 - 1 + 30
+
+    def labelled(first: dt.date, days: int) -> int:
+        last = first + dt.timedelta(days=days - 1)
+        dates = snapshots.calendar(first, last, 7, 90)
+        return sum(d + dt.timedelta(days=30) <= last + dt.timedelta(days=1) for d in dates)
+
+    starts = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(7)]
+    assert all(labelled(first, needed) >= MIN_LABELLED_DATES for first in starts)
+    assert min(labelled(first, needed - 1) for first in starts) == MIN_LABELLED_DATES - 1
