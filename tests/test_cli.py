@@ -166,25 +166,35 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_demo_run_ends_with_a_live_endpoint(tmp_path):
-    """The README's main command, end to end: data, features, training, staged rollout, a live endpoint."""
+    """The README's main command, end to end: data, features, training, staged rollout, a live endpoint, then
+    the churn project trained, scored and served beside fraud."""
     import httpx
 
     env = _env(tmp_path)
     port = _free_port()
     try:
         run = subprocess.run(
-            [BIN / "mlops", "demo", "run", "--days", "90", "--rows-per-day", "600", "--port", str(port)],
+            [BIN / "mlops", "demo", "run", "--days", "180", "--rows-per-day", "600", "--port", str(port)],
             env=env,
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=900,
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
         assert f"Live endpoint:     http://127.0.0.1:{port}" in run.stdout
-        # 90 days are too few for churn's weekly snapshots (90-day windows, 30-day horizon): named, not failed.
-        assert "churn: not trained: its weekly snapshots need at least 140 days of history" in run.stdout
-        assert "this demo landed 90. Run `mlops demo run --days 180`" in run.stdout
+        # Every declared project after fraud, over the same data layer: churn trained through its own gates,
+        # batch-scored, and answered online by the same endpoint.
+        assert "churn: hist_gradient_boosting, every declared gate passed" in run.stdout
+        assert "scored into project_churn.scores" in run.stdout
+        shown = re.search(r"/v1/models/churn/predict .* -d '(\{.*\})'\n  -> (.*)\n", run.stdout)
+        assert shown, run.stdout[-3000:]
+        body, printed = json.loads(shown.group(1)), json.loads(shown.group(2))
+        churn = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn/predict", json=body, timeout=10)
+        assert churn.status_code == 200, churn.text
+        # The printed answer is the endpoint's own: the same account, version and score when asked again.
+        assert churn.json() == printed and printed["account_id"] == body["account_id"]
+        assert printed["model_version"] == "1" and 0.0 <= printed["score"] <= 1.0
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()
         assert ready["ready"] is True and ready["champion_version"] == "1"
         with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
@@ -208,6 +218,20 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
     assert "stopped production server" in stop.stdout
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_demo_names_each_project_its_history_is_too_short_for_instead_of_failing(tmp_path, capfd):
+    """90 days train fraud, but churn's weekly snapshots need 140: the demo says so and what to run, and runs
+    none of churn's jobs (nothing reaches its registry or its schema)."""
+    from mlops_cli.demo import _demo_projects
+    from mlops_core.settings import Settings
+
+    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    _demo_projects(settings, port=1, days=139)
+    shown = capfd.readouterr().out
+    assert "churn: not trained: its weekly snapshots need at least 140 days of history" in shown
+    assert "this demo landed 139. Run `mlops demo run --days 180`" in shown
+    assert not (tmp_path / "home" / "warehouse.duckdb").exists()
 
 
 def test_demo_run_refuses_a_history_too_short_to_train_on(tmp_path):

@@ -140,9 +140,14 @@ def test_a_churn_drift_verdict_retrains_churn_and_nothing_else(churn_home):
         )
     with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
         assert len(sensor.evaluate_tick(context).run_requests) == 1
-    # Fraud's retraining sensor does not see churn's drift.
-    fraud_sensor = defs.resolve_sensor_def("retraining_sensor")
-    assert fraud_sensor.job_name != "churn_training_job"
+        cursor = context.cursor
+    # Another project's drift verdict (fraud's feature_drift, the same step name without the prefix) retrains
+    # nothing here: churn's sensor watches churn's verdicts only.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(dg.AssetKey("feature_drift"), metadata={"drifted": True, "drifted_share": 0.9})
+    )
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
+        assert sensor.evaluate_tick(context).run_requests == []
 
 
 def test_a_scaffolded_third_project_trains_and_batch_scores_with_no_code(churn_home, tmp_path, monkeypatch):
