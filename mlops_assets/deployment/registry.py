@@ -33,7 +33,7 @@ def registered_challenger(
     after every blocking gate on candidate_evaluation passed. All or nothing: a version whose alias
     could not be set is deleted again (MLflow calls are retried first; see mlops_core.registry)."""
     client = model_registry.client()
-    _require_onnx(client, fraud_model_candidate)
+    require_onnx(client, fraud_model_candidate)
     test_metrics = registry.run_metrics(client, fraud_model_candidate.run_id)
     with warehouse.get_connection() as con:
         change = model_registry.register(
@@ -63,7 +63,7 @@ def registered_challenger(
     )
 
 
-def _require_onnx(client, trained: TrainedModel) -> None:
+def require_onnx(client, trained: TrainedModel) -> None:
     """Register only a model whose ONNX graph is in the artifact store: serving loads nothing else."""
     if not trained.model_uri:
         raise dg.Failure(f"MLflow run {trained.run_id} logged no model: nothing to register")

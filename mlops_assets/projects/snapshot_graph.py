@@ -21,6 +21,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mlops_assets.constants import PROJECT_TAG
+from mlops_assets.deployment.registry import require_onnx
 from mlops_core import registry
 from mlops_core.projects import snapshots, training
 from mlops_core.projects.declaration import ModelProject
@@ -266,6 +267,7 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
     )
     def registered_model(candidate_model: TrainedModel, warehouse: DuckDBResource, model_registry: ModelRegistry):
         client = model_registry.client()
+        require_onnx(client, candidate_model)  # serving loads nothing but the ONNX graph, as for fraud
         test_metrics = registry.run_metrics(client, candidate_model.run_id)
         with warehouse.get_connection() as con:
             change = model_registry.register(
