@@ -13,8 +13,8 @@ Projects come from `mlops project new`'s template, each with its own feature sub
   loaded; and p99 at 500 requests/s spread over the 100 projects (open loop, benchmarks/loadgen.py, latency
   charged from each request's scheduled time), goal at most 10 ms, peer the same rate to one project.
 
-Not measured here (yet): the asset graph rendered in headless Chromium and training all 100 projects through
-the queued run coordinator.
+Measured beside it: the asset graph rendered in headless Chromium (benchmarks/projects_ui.py) and training all
+100 projects through the queued run coordinator (benchmarks/projects_queued_training.py).
 
 Run: .venv/bin/python benchmarks/projects_at_scale.py [--repeats 3]
 """

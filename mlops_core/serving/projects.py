@@ -154,7 +154,7 @@ class ProjectModels:
         self._requests = {name: request_model(p) for name, p in self.projects.items()}
         self._loaded: collections.OrderedDict[str, _Loaded] = collections.OrderedDict()
         self._lock = threading.RLock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._loading: dict[str, threading.RLock] = {}
         self.evictions = 0
 
     # --- what is served -------------------------------------------------------------------------------
@@ -283,9 +283,11 @@ class ProjectModels:
             self._refresh_features(project, state)
         return state
 
-    def _loading_lock(self, name: str) -> threading.Lock:
+    def _loading_lock(self, name: str) -> threading.RLock:
+        # Reentrant: a plan change (apply, rollback) holds it while it loads a project not yet loaded, which
+        # takes it again; a plain Lock deadlocked the first admin call after a restart or an eviction.
         with self._lock:
-            return self._loading.setdefault(name, threading.Lock())
+            return self._loading.setdefault(name, threading.RLock())
 
     def _read_features(self, project: ModelProject) -> PublishedFeatures:
         path = features_path(self.features_root, project.name)

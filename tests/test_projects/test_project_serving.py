@@ -224,6 +224,46 @@ def test_models_load_lazily_and_the_least_recently_used_project_is_evicted_past_
     assert features_path(tmp_path, "alpha").is_file()
 
 
+def test_a_plan_change_or_rollback_as_the_first_call_loads_the_project_instead_of_deadlocking(tmp_path):
+    """After a restart or an eviction, the first call for a project may be an admin one: apply and rollback
+    load it under the project's loading lock, which loading takes too. With a plain Lock that thread waited on
+    itself for ever (random test order found it). Each call runs in a thread that must finish."""
+    import threading
+
+    churn = declared_project("churn")
+    projects = [churn.model_copy(update={"name": n, "registered_model": f"{n}_model"}) for n in ("alpha", "beta")]
+    features = churn.feature_names()
+    onnx_bytes = _tiny_onnx(len(features), 1)
+    for project in projects:
+        frame = pd.DataFrame({"account_id": ["a1", "a2"], "snapshot_date": "2026-06-29"})
+        for f in features:
+            frame[f] = [1.0, 2.0]
+        publish_features(frame, tmp_path, project)
+
+    def loader(project, version):
+        return LoadedModel(version, OnnxScorer(onnx_bytes), 0.5, size_bytes=len(onnx_bytes))
+
+    models = ProjectModels(projects, loader, lambda p: "1", tmp_path, tmp_path / "plans", memory_budget_bytes=1 << 30)
+    outcomes = {}
+
+    def call(label, fn):
+        worker = threading.Thread(target=lambda: outcomes.__setitem__(label, fn()), daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), f"{label} never returned: deadlocked"
+
+    assert not models.is_loaded("alpha") and not models.is_loaded("beta")
+    call("apply", lambda: models.apply("alpha", "2", reason="first call after a restart"))
+    assert outcomes["apply"]["champion_version"] == "2" and models.is_loaded("alpha")
+    call("rollback", lambda: models.rollback("alpha", reason="back"))
+    assert outcomes["rollback"]["champion_version"] == "1"
+    # A project whose plan (a previous champion) is on disk but not loaded: rollback is its first call.
+    call("apply beta", lambda: models.apply("beta", "3", reason="v3"))
+    models._loaded.clear()  # as after a restart: plans on disk, nothing loaded
+    call("rollback beta", lambda: models.rollback("beta", reason="first call after a restart"))
+    assert outcomes["rollback beta"]["champion_version"] == "1"
+
+
 # --- a real `mlops serve` ---------------------------------------------------------------------------------
 
 
