@@ -12,7 +12,8 @@ from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict
 from mlops_core.features import spec
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
-from mlops_core.monitoring.features import current_features, reference_features
+from mlops_core.monitoring.drift_scope import left_out_of_share
+from mlops_core.monitoring.features import current_features, first_event, reference_features
 from mlops_core.monitoring.verdicts import feature_drift_verdict
 from mlops_core.warehouse import replace_day
 from resources.retraining import RetrainingPolicy
@@ -79,7 +80,8 @@ def feature_drift(
 ):
     """Every feature of the day's transactions (as of their own time, the offline SQL) against the training
     set's warm rows: Evidently 0.7's sample-size-aware tests (K-S / chi-square up to 1000 reference rows, normed
-    Wasserstein / Jensen-Shannon above), PSI beside them. Rows in monitoring.feature_drift; an Evidently
+    Wasserstein / Jensen-Shannon above), PSI beside them. The share that asks for a retraining counts every
+    feature but the calendar ones and those whose window is not yet warm (shown with the reason). Rows in monitoring.feature_drift; an Evidently
     HTML report for people in reports/drift-<day>.html; the retraining verdict in check_feature_drift."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse.get_connection() as con:
@@ -99,7 +101,10 @@ def feature_drift(
             )
         if reference.empty:
             raise dg.Failure(f"{TRAINING_SET_TABLE} is empty: build the training set before monitoring drift")
-        report = compute_drift(reference, current, NUMERIC, CATEGORICAL)
+        # Calendar features and windows still filling up are compared and shown, but not counted in the share
+        # that asks for a retraining: they flag ordinary days (mlops_core/monitoring/drift_scope.py).
+        left_out = left_out_of_share(day, first_event(con))
+        report = compute_drift(reference, current, NUMERIC, CATEGORICAL, left_out=left_out)
         frame = report.as_frame()
         frame.insert(0, "day", day)
         frame["computed_at"] = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -112,6 +117,8 @@ def feature_drift(
         "share_drifted": report.share_drifted,
         "dataset_drift": report.dataset_drift,
         "drifted_features": report.drifted_features,
+        "counted_features": len(report.counted),
+        "left_out_of_share": dict(report.left_out),
         "table": DRIFT_TABLE,
         "features": dg.MetadataValue.md(report.markdown()),
     }

@@ -45,7 +45,7 @@ Deliberate differences and choices:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -102,23 +102,33 @@ class FeatureDrift:
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Per-feature verdicts and the dataset verdict: drift when the share of drifted
-    features is at least `drift_share`."""
+    """Per-feature verdicts and the dataset verdict: drift when the share of drifted counted
+    features is at least `drift_share`. `left_out` names features compared and shown but not
+    counted in the share, each with its reason (monitoring/drift_scope.py: calendar features,
+    windows not yet warm); with none left out, the share is Evidently's."""
 
     features: tuple[FeatureDrift, ...]
     drift_share: float = DRIFT_SHARE
+    left_out: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def counted(self) -> list[FeatureDrift]:
+        skipped = {name for name, _ in self.left_out}
+        return [f for f in self.features if f.feature not in skipped]
 
     @property
     def drifted_features(self) -> list[str]:
-        return [f.feature for f in self.features if f.drifted]
+        """The counted features that drifted (left-out ones are in `as_frame` and `markdown`)."""
+        return [f.feature for f in self.counted if f.drifted]
 
     @property
     def share_drifted(self) -> float:
-        return len(self.drifted_features) / len(self.features) if self.features else 0.0
+        counted = self.counted
+        return len(self.drifted_features) / len(counted) if counted else 0.0
 
     @property
     def dataset_drift(self) -> bool:
-        return bool(self.features) and self.share_drifted >= self.drift_share
+        return bool(self.counted) and self.share_drifted >= self.drift_share
 
     def verdicts(self) -> dict[str, bool]:
         return {f.feature: f.drifted for f in self.features}
@@ -131,9 +141,19 @@ class DriftReport:
     def markdown(self) -> str:
         verdict = "**drift**" if self.dataset_drift else "no drift"
         lines = [
-            f"Dataset: {verdict}. {len(self.drifted_features)} of {len(self.features)} features drifted "
+            f"Dataset: {verdict}. {len(self.drifted_features)} of {len(self.counted)} counted features drifted "
             f"({self.share_drifted:.0%}; the dataset drifts from {self.drift_share:.0%}).",
             "",
+        ]
+        if self.left_out:
+            drifted = {f.feature for f in self.features if f.drifted}
+            lines += [
+                f"Left out of the share ({len(self.left_out)}; compared and shown below, not counted):",
+                "",
+                *(f"- {name}{' (drifted)' if name in drifted else ''}: {reason}" for name, reason in self.left_out),
+                "",
+            ]
+        lines += [
             "| feature | kind | test | statistic | threshold | drifted | PSI | reference rows | current rows |",
             "|---|---|---|---:|---:|---|---:|---:|---:|",
         ]
@@ -153,13 +173,15 @@ def compute_drift(
     categorical: Sequence[str],
     drift_share: float = DRIFT_SHARE,
     chisquare: ChiSquare = "goodness_of_fit",
+    left_out: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """Drift of each listed feature of `current` against `reference` (see the module docstring
     for the tests). Nulls and +-inf are left out of every statistic. `chisquare` picks the
     chi-square of small samples: Evidently's "goodness_of_fit" (the default, for identical
     verdicts) or "two_sample", which keeps its false-alarm rate at 5%. Raises ValueError for a
     missing column, a non-numeric `numeric` column, a feature listed twice, or a column with
-    no value left in either frame."""
+    no value left in either frame. `left_out` (feature -> reason) are compared and shown but
+    not counted in the share; each must be a listed feature."""
     numeric, categorical = list(numeric), list(categorical)
     listed = numeric + categorical
     if len(set(listed)) != len(listed):
@@ -172,7 +194,15 @@ def compute_drift(
         raise ValueError(f"chisquare must be 'goodness_of_fit' or 'two_sample', not {chisquare!r}")
     rows = [_numeric_drift(name, reference[name], current[name], chisquare) for name in numeric]
     rows += [_categorical_drift(name, reference[name], current[name], chisquare) for name in categorical]
-    return DriftReport(features=tuple(rows), drift_share=drift_share)
+    left_out = dict(left_out or {})
+    unknown = sorted(set(left_out) - set(listed))
+    if unknown:
+        raise ValueError(f"left_out names features that are not compared: {unknown}")
+    return DriftReport(
+        features=tuple(rows),
+        drift_share=drift_share,
+        left_out=tuple((name, left_out[name]) for name in listed if name in left_out),
+    )
 
 
 def _numeric_drift(name: str, reference: pd.Series, current: pd.Series, chisquare: ChiSquare) -> FeatureDrift:

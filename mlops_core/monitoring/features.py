@@ -23,6 +23,12 @@ def current_features(con: duckdb.DuckDBPyConnection, day: dt.date) -> pd.DataFra
     return day_features(con, day)
 
 
+def first_event(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """The first landed transaction's timestamp (None on an empty warehouse): where every window starts
+    filling up (monitoring/drift_scope.py)."""
+    return con.execute(f"select min(event_timestamp) from {EVENTS_TABLE}").fetchall()[0][0]
+
+
 def warm_from(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
     """The first instant whose windowed features are warm: the longest feature window after the first
     transaction in the warehouse. Before it, 30-day counts and sums are still filling up. None on an

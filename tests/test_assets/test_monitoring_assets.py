@@ -70,6 +70,13 @@ def test_feature_drift_is_recorded_with_a_report_for_people(settings):
     meta = metadata(result, "*")
     assert meta["transactions"] > 200 and meta["reference_rows"] > 1000
     assert 0.0 <= meta["share_drifted"] <= 1.0 and meta["dataset_drift"] == (meta["share_drifted"] >= 0.5)
+    # Day 6 of the history: the 7- and 30-day windows still reach before the first transaction, and the
+    # calendar never matches a multi-week reference; all are compared and shown, none is counted.
+    left_out = meta["left_out_of_share"]
+    assert {"day_of_week", "is_weekend", "txn_count_7d", "txn_count_30d", "amount_to_mean_30d"} <= set(left_out)
+    assert "txn_count_1h" not in left_out and "amount_usd" not in left_out
+    assert meta["counted_features"] == 31 - len(left_out)
+    assert not set(meta["drifted_features"]) & set(left_out)
     report = (settings.reports_dir / f"drift-{day.isoformat()}.html").read_text()
     assert "<html" in report.lower() and "amount_usd" in report
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
@@ -108,6 +115,24 @@ def test_feature_drift_flags_a_shifted_day(settings, tmp_path):
             )
     assert amounts <= drifted
     assert rows == 31
+
+
+def test_an_ordinary_warm_day_is_not_drift_though_its_weekday_differs_from_the_reference(settings):
+    """The false trigger of the plain demo history: one day's weekday against a multi-week reference drifted
+    on every day. It is still measured (and drifts), but the share that retrains does not count it."""
+    day = LAST_DAY - timedelta(days=2)
+    meta = metadata(materialize(settings, feature_drift, day, {"evidently_report": False}), "*")
+    assert set(meta["left_out_of_share"]) == {"day_of_week", "is_weekend"}  # every window is warm by now
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        calendar = dict(
+            con.execute(
+                f"select feature, drifted from {DRIFT_TABLE} where day = ? and feature in ('day_of_week', 'is_weekend')",
+                [day],
+            ).fetchall()
+        )
+    assert calendar == {"day_of_week": True, "is_weekend": True}
+    assert meta["share_drifted"] < 0.5 and not meta["dataset_drift"]
+    assert meta["counted_features"] == 29
 
 
 def test_feature_drift_of_an_empty_day_says_so(settings):
