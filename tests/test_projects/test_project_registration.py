@@ -30,9 +30,12 @@ def logged(tmp_path, monkeypatch):
     x = rng.normal(size=(200, 3)).astype(np.float32)
     fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, x[:, 0] > 0)
     graph = to_onnx(fitted, 3)
-    with mlflow.start_run() as run:
+    # An sqlite store puts artifacts under ./mlruns unless told otherwise: keep them in tmp_path.
+    experiment = mlflow.create_experiment("require-onnx", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         as_onnx = mlflow.onnx.log_model(onnx.load_from_string(graph), name="model")
         as_pickle = mlflow.sklearn.log_model(fitted, name="pickled")
+    assert mlflow.get_run(run.info.run_id).info.artifact_uri.startswith((tmp_path / "artifacts").as_uri())
     trained = TrainedModel(
         kind="logistic_regression",
         onnx=graph,
