@@ -257,7 +257,7 @@ def main() -> int:
             met=result["runs"] == args.projects
             and result["most_in_flight"] <= warehouse_limit
             and result["failed_without_a_gate"] == 0,
-            meaning="what training 100 projects through the queue costs against 100 lone trainings",
+            meaning=f"what training {args.projects} projects through the queue costs against {args.projects} lone trainings",
             details={**result, "single_runs": single_runs, "days": DAYS, "rows_per_day": ROWS_PER_DAY},
             shared=shared,
         )

@@ -300,7 +300,7 @@ def _demo_projects(settings: Settings, port: int, days: int) -> None:
     """Every other declared project (projects/<name>/, snapshot grain) through its own jobs over the same shared
     data layer: training with its declared gates, batch scoring, then one online answer from the live endpoint.
     A project whose calendar needs more history than the demo landed is named, with the --days it needs."""
-    from mlops_cli.projects import _latest
+    from mlops_cli.projects import latest_materialization
     from mlops_core.projects.catalog import projects_dir
     from mlops_core.projects.declaration import load_projects
     from mlops_core.projects.training import min_history_days
@@ -326,8 +326,11 @@ def _demo_projects(settings: Settings, port: int, days: int) -> None:
             )
             run_stage(f"{name}: training (its declared gates)", f"{name}_training_job", next_step)
             run_stage(f"{name}: batch scoring", f"{name}_scoring_job", next_step)
-            evaluation, champion = _latest(name, "candidate_evaluation"), _latest(name, "champion_model")
-            scores = _latest(name, "batch_scores")
+            evaluation, champion = (
+                latest_materialization(name, "candidate_evaluation"),
+                latest_materialization(name, "champion_model"),
+            )
+            scores = latest_materialization(name, "batch_scores")
             echo(
                 f"  {name}: {project.model.family}, every declared gate passed; test AUC-PR "
                 f"{evaluation['test_auc_pr']:.3f} against {evaluation['baseline_test_auc_pr']:.3f} for the best "

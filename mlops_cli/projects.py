@@ -131,7 +131,7 @@ def _project_job(name: str, root: Path, job: str, what: str) -> None:
         )
 
 
-def _latest(name: str, step: str) -> dict:
+def latest_materialization(name: str, step: str) -> dict:
     """The metadata of the latest materialization of <name>/<step> on the local instance."""
     import dagster as dg
 
@@ -149,7 +149,10 @@ def train(name: str, root: Path) -> None:
     """Run NAME's training job: snapshots, candidate, the declared gates, registration with the batch shadow
     check, promotion. Stops naming every failed gate with what it measured."""
     _project_job(name, root, "training_job", "training (the declared gates)")
-    evaluation, champion = _latest(name, "candidate_evaluation"), _latest(name, "champion_model")
+    evaluation, champion = (
+        latest_materialization(name, "candidate_evaluation"),
+        latest_materialization(name, "champion_model"),
+    )
     click.echo(
         f"{name}: {evaluation.get('verdict')}; test AUC-PR {evaluation.get('test_auc_pr', float('nan')):.4f} against "
         f"{evaluation.get('baseline_test_auc_pr', float('nan')):.4f} for the best single-feature rule"
@@ -165,7 +168,7 @@ def score(name: str, root: Path) -> None:
     """Run NAME's scoring job: the latest snapshot scored by the champion, its features published for
     `mlops serve`, its feature drift."""
     _project_job(name, root, "scoring_job", "batch scoring")
-    scores = _latest(name, "batch_scores")
+    scores = latest_materialization(name, "batch_scores")
     click.echo(
         f"{name}: {scores.get('dagster/row_count')} entities of the {scores.get('snapshot_date')} snapshot scored by "
         f"version {scores.get('model_version')} into {scores.get('table')}; {scores.get('flagged')} flagged"
