@@ -41,21 +41,23 @@ def warm_from(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
 def reference_features(
     con: duckdb.DuckDBPyConnection, features: Sequence[str], rows: int, min_warm_rows: int
 ) -> tuple[pd.DataFrame, str]:
-    """The reference side of feature drift: the columns `features` of a seeded reservoir sample of at most
-    `rows` training-set rows from `warm_from` on, and a note saying which rows they are. Compared with warm-up
-    rows, every later day would look drifted; with fewer than `min_warm_rows` warm rows, the sample is drawn
-    from every training-set row instead (and the note says so).
+    """The reference side of feature drift: the columns `features` of at most `rows` training-set rows from
+    `warm_from` on, and a note saying which rows they are. Compared with warm-up rows, every later day would
+    look drifted; with fewer than `min_warm_rows` warm rows, the rows are drawn from the whole training set
+    instead (and the note says so).
 
-    DuckDB applies SAMPLE before WHERE: the warm rows are those among a sample of `rows` of the whole
-    training set, about `rows` times the warm share of them, not `rows` warm rows."""
+    The rows are those with the smallest seeded hash of their transaction_id, in that order: the same training
+    set gives the same reference on any machine and thread count. (DuckDB's `USING SAMPLE ... REPEATABLE` is
+    repeatable only single-threaded: under load, two runs of the same demo day drew different references and
+    told different drift shares.)"""
     columns = ", ".join(checked_identifier(name) for name in features)
     start = warm_from(con)
-    # rows is an int: formatting it into SAMPLE (which takes no parameters) is safe.
-    sample = f"using sample reservoir({int(rows)} rows) repeatable ({REFERENCE_SEED})"
+    # rows is an int: formatting it into LIMIT is safe.
+    chosen = f"order by hash(transaction_id, {REFERENCE_SEED}), transaction_id limit {int(rows)}"
     warm = con.execute(
-        f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {sample}", {"warm_from": start}
+        f"select {columns} from {TRAINING_SET_TABLE} where event_timestamp >= $warm_from {chosen}", {"warm_from": start}
     ).df()
     if len(warm) >= min_warm_rows:
         return warm, f"training-set rows from {start:%Y-%m-%d %H:%M} on (windowed features warm)"
-    every = con.execute(f"select {columns} from {TRAINING_SET_TABLE} {sample}").df()
+    every = con.execute(f"select {columns} from {TRAINING_SET_TABLE} {chosen}").df()
     return every, f"every training-set row: only {len(warm)} are past the {MAX_WINDOW_SECONDS // 86400}-day warm-up"

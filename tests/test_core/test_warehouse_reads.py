@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -259,11 +260,27 @@ def test_the_reference_is_the_warm_training_rows_or_every_row_when_too_few_are_w
     assert sorted(reference["amount_usd"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert note == f"every training-set row: only 3 are past the {MAX_WINDOW_SECONDS // 86400}-day warm-up"
 
-    # DuckDB samples before it filters: 2 of the 5 rows, then the warm ones among them. Seeded: the same twice.
+    # Exactly `rows` of the warm rows (the filter comes first), the same ones every time.
     sampled, _ = monitoring_features.reference_features(con, ["amount_usd"], rows=2, min_warm_rows=0)
     again, _ = monitoring_features.reference_features(con, ["amount_usd"], rows=2, min_warm_rows=0)
-    assert len(sampled) <= 2 and set(sampled["amount_usd"]) <= {2.0, 3.0, 4.0}
+    assert len(sampled) == 2 and set(sampled["amount_usd"]) <= {2.0, 3.0, 4.0}
     assert list(sampled["amount_usd"]) == list(again["amount_usd"])
+
+
+def test_the_reference_is_the_same_rows_on_any_thread_count(con):
+    """A busy machine drew another reservoir sample with REPEATABLE under several threads, and the same demo day
+    told a different drift share. 300,000 warm rows, 20,000 chosen: identical with 1 and 4 threads, twice."""
+    first = TRANSACTIONS["t1"][1] + dt.timedelta(seconds=MAX_WINDOW_SECONDS)
+    _training_set(con, [first + dt.timedelta(seconds=i) for i in range(300_000)])
+    drawn = []
+    for threads in (1, 4, 1, 4):
+        con.execute(f"SET threads = {threads}")
+        reference, _ = monitoring_features.reference_features(con, ["amount_usd"], rows=20_000, min_warm_rows=1)
+        drawn.append(reference["amount_usd"].to_numpy())
+    assert len(drawn[0]) == 20_000 and len(set(drawn[0])) == 20_000
+    assert all(np.array_equal(drawn[0], d) for d in drawn[1:])
+    # A sample across the whole table, not its first rows.
+    assert drawn[0].min() < 10_000 and drawn[0].max() > 290_000
     with pytest.raises(ValueError, match="not a plain"):
         monitoring_features.reference_features(con, ["amount_usd; drop table x"], rows=2, min_warm_rows=1)
 
