@@ -272,6 +272,9 @@ def _demo_loop(days: int, rows_per_day: int, seed: int, churn_share: float, port
             seed=seed,
             churn_share=churn_share,
             port=port,
+            # The oracle refits twice a day on the whole history: minutes the demo's story does not need
+            # (`mlops simulate` runs it).
+            oracle=False,
         )
     except ValueError as err:
         raise click.UsageError(f"--days {days} with --loop-days {loop_days}: {err}") from err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -60,6 +62,12 @@ from mlops_core.settings import Settings
 )
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
+    "--oracle/--no-oracle",
+    default=True,
+    show_default=True,
+    help="Beside the platform, retrain an oracle every day on every label known that day (no gates) and score the same traffic.",
+)
+@click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=None,
@@ -81,14 +89,16 @@ def simulate_command(
     training_lookback_days,
     fairness_min_frauds,
     seed,
+    oracle,
     port,
     keep_endpoint,
     out_dir,
 ) -> None:
     """The closed loop, day by day: data lands, the endpoint serves, labels arrive late, sensors retrain and roll out.
 
-    Starts from an empty MLOPS_HOME. Prints a day-by-day timeline and writes timeline.csv/json and a PNG
-    of the live metric with automation against the frozen first champion.
+    Starts from an empty MLOPS_HOME. Prints a day-by-day timeline, then the summary of the 30 days from the
+    drift (the platform against the oracle and the frozen first champion), and writes timeline.csv/json,
+    summary.json and a PNG of the three.
     """
     settings = Settings.from_env()
     port = port or settings.serving_port
@@ -106,6 +116,7 @@ def simulate_command(
             training_lookback_days=training_lookback_days,
             fairness_min_frauds=fairness_min_frauds,
             seed=seed,
+            oracle=oracle,
             port=port,
         )
         from mlops_core.datagen.scenarios import get_scenario
@@ -118,7 +129,7 @@ def simulate_command(
         spec,
         f"Simulating {days} days of {scenario} (drift on day {drift_day}) after {history_days} days of history",
         f"simulation-{scenario}.png",
-        f"{scenario}, drift on day {drift_day}: AUC-PR with the closed loop vs frozen",
+        f"{scenario}, drift on day {drift_day}: AUC-PR with the closed loop, frozen and oracle",
         keep_endpoint,
         out_dir,
     )
@@ -139,3 +150,9 @@ def simulate_command(
     click.echo(
         f"Last day, AUC-PR over 7 days: served {last.served_auc_pr_7d:.3f}, frozen first champion {last.frozen_auc_pr_7d:.3f}"
     )
+    from mlops_core.monitoring.timeline import summarize
+
+    summary = summarize(records, drift_day)
+    for line in summary.lines():
+        click.echo(line)
+    (as_csv.parent / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=1, default=str))

@@ -366,6 +366,24 @@ def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     return _call(client, f"get run {run_id}", lambda: client.get_run(run_id).data.metrics)
 
 
+def run_feature_importance(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The feature_importance.json a training run logged ({} when it logged none)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = _call(
+                client,
+                f"download feature_importance.json of run {run_id}",
+                lambda: client.download_artifacts(run_id, "feature_importance.json", tmp),
+            )
+        except (MlflowException, OSError):
+            return {}
+        return {str(k): float(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
 def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> str | None:
     """Version the alias points at, or None if the alias (or the model) does not exist."""
     from mlflow.exceptions import MlflowException

@@ -12,10 +12,12 @@ from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict
 from mlops_core.features import spec
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
-from mlops_core.monitoring.drift_scope import left_out_of_share
+from mlops_core import registry
+from mlops_core.monitoring.drift_scope import barely_used, left_out_of_share
 from mlops_core.monitoring.features import current_features, first_event, reference_features
 from mlops_core.monitoring.verdicts import feature_drift_verdict
 from mlops_core.warehouse import replace_day
+from resources.registry import ModelRegistry
 from resources.retraining import RetrainingPolicy
 from resources.settings import SettingsResource
 
@@ -24,6 +26,15 @@ FEATURE_DRIFT_CHECK = dg.AssetCheckKey(FEATURE_DRIFT, "check_feature_drift")
 DRIFT_TABLE = "monitoring.feature_drift"
 NUMERIC = spec.numeric_features()
 CATEGORICAL = list(spec.categorical_features())
+
+
+def _barely_used_by_champion(model_registry: ModelRegistry) -> dict[str, str]:
+    """The features the serving champion barely uses, with why: a shift there is no reason to retrain."""
+    champion = model_registry.champion()
+    if champion is None or not champion.run_id:
+        return {}
+    importance = registry.run_feature_importance(model_registry.client(), champion.run_id)
+    return barely_used(importance, NUMERIC + CATEGORICAL, f"the champion (version {champion.version})")
 
 
 class DriftConfig(dg.Config):
@@ -77,11 +88,13 @@ def feature_drift(
     warehouse: DuckDBResource,
     retraining_policy: RetrainingPolicy,
     settings: SettingsResource,
+    model_registry: ModelRegistry,
 ):
     """Every feature of the day's transactions (as of their own time, the offline SQL) against the training
     set's warm rows: Evidently 0.7's sample-size-aware tests (K-S / chi-square up to 1000 reference rows, normed
     Wasserstein / Jensen-Shannon above), PSI beside them. The share that asks for a retraining counts every
-    feature but the calendar ones and those whose window is not yet warm (shown with the reason). Rows in monitoring.feature_drift; an Evidently
+    feature but the calendar ones, those whose window is not yet warm, and those the champion barely uses
+    (shown with the reason). Rows in monitoring.feature_drift; an Evidently
     HTML report for people in reports/drift-<day>.html; the retraining verdict in check_feature_drift."""
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse.get_connection() as con:
@@ -103,7 +116,7 @@ def feature_drift(
             raise dg.Failure(f"{TRAINING_SET_TABLE} is empty: build the training set before monitoring drift")
         # Calendar features and windows still filling up are compared and shown, but not counted in the share
         # that asks for a retraining: they flag ordinary days (mlops_core/monitoring/drift_scope.py).
-        left_out = left_out_of_share(day, first_event(con))
+        left_out = {**_barely_used_by_champion(model_registry), **left_out_of_share(day, first_event(con))}
         report = compute_drift(reference, current, NUMERIC, CATEGORICAL, left_out=left_out)
         frame = report.as_frame()
         frame.insert(0, "day", day)
@@ -118,6 +131,7 @@ def feature_drift(
         "dataset_drift": report.dataset_drift,
         "drifted_features": report.drifted_features,
         "counted_features": len(report.counted),
+        "counted": [f.feature for f in report.counted],
         "left_out_of_share": dict(report.left_out),
         "table": DRIFT_TABLE,
         "features": dg.MetadataValue.md(report.markdown()),

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
-from mlops_assets.training.models import load_training_set
+from mlops_assets.training.models import TRAINED_THROUGH_TAG, load_training_set
 from mlops_core import registry
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.training import gates as g
@@ -96,6 +96,14 @@ def champion_scorer(model_registry: ModelRegistry) -> tuple[str, OnnxScorer, flo
     return f"champion (version {champion.version})", OnnxScorer(model_bytes), float(threshold)
 
 
+def champion_trained_through(model_registry: ModelRegistry) -> str | None:
+    """The newest event the champion learnt from (its run's tag; None for a model registered before the tag)."""
+    champion = model_registry.champion()
+    if champion is None or not champion.run_id:
+        return None
+    return model_registry.client().get_run(champion.run_id).data.tags.get(TRAINED_THROUGH_TAG)
+
+
 def _check_results(evaluation: Evaluation):
     for name in g.GATES:
         outcome = evaluation.outcomes[name]
@@ -131,6 +139,7 @@ def candidate_evaluation(
         config.thresholds(),
         baseline=baseline_model,
         champion=champion_scorer(model_registry),
+        champion_trained_through=champion_trained_through(model_registry),
     )
     figures = plots(evaluation.report)
     page = render_html(evaluation.report, figures)

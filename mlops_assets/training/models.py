@@ -20,6 +20,8 @@ from mlops_core.training.onnx_export import OnnxScorer
 from resources.registry import ModelRegistry
 
 MODEL_ARTIFACT = "model"
+# MLflow run tag: the newest event the registered model learnt from (a champion is compared after it).
+TRAINED_THROUGH_TAG = "trained_through"
 
 
 class XGBoostConfig(dg.Config):
@@ -45,6 +47,12 @@ class XGBoostConfig(dg.Config):
     seed: int = Field(default=7, description="Seed of row and column sampling: same data and config, same model.")
     false_negative_cost: float = Field(
         default=20.0, description="Cost of a missed fraud in false alarms; sets the operating threshold on validation."
+    )
+    refit_on_all_rows: bool = Field(
+        default=True,
+        description="After early stopping on validation, fit again with the trees it kept on train, validation and "
+        "test, and register that model: the newest labelled days reach the served model at once. The test metrics "
+        "and the quality gates stay those of the early-stopped model, which never saw the test rows.",
     )
 
     def params(self) -> XGBoostParams:
@@ -101,6 +109,8 @@ def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -
                 "feature_spec_version": spec_version(),
                 "code_version": code_version(),
                 "threshold": repr(trained.threshold),
+                "refit_on_all_rows": str(trained.refit).lower(),
+                **({TRAINED_THROUGH_TAG: trained.trained_through} if trained.trained_through else {}),
             }
         )
         mlflow.log_dict({"feature_columns": list(trained.feature_columns)}, "features.json")
@@ -120,6 +130,8 @@ def _metadata(trained: TrainedModel) -> dict:
         "data_version": trained.data_version,
         "threshold": trained.threshold,
         "best_iteration": trained.best_iteration,
+        "refit_on_all_rows": trained.refit,
+        "trained_through": trained.trained_through or "-",
         "validation_auc_pr": trained.validation_metrics.get("auc_pr"),
         "validation_recall": trained.validation_metrics.get("recall"),
         "onnx_max_probability_difference": trained.onnx_max_difference,
@@ -142,7 +154,14 @@ def fraud_model_candidate(
     frame, version = load_training_set(warehouse)
     trained = log_to_mlflow(
         model_registry,
-        fit(frame, "xgboost", version, xgboost_params=config.params(), false_negative_cost=config.false_negative_cost),
+        fit(
+            frame,
+            "xgboost",
+            version,
+            xgboost_params=config.params(),
+            false_negative_cost=config.false_negative_cost,
+            refit=config.refit_on_all_rows,
+        ),
         frame,
     )
     context.add_output_metadata(_metadata(trained))

@@ -7,8 +7,10 @@ request at a time, monitoring_job judges the day, and the retraining and perform
 (in process, with their cursors), launching retraining_job — training, gates, staged rollout — when
 they see a reason. Every step is a real Dagster run on the local instance, visible in the UI.
 
-Beside the served model, the first champion is kept frozen and scores the same feature vectors (read
-back from the prediction log), so the timeline and the plot show what the automation bought.
+Beside the served model, two others score the same feature vectors (read back from the prediction log):
+the first champion, kept frozen, shows what the automation bought; the oracle, retrained every day on
+every label known that day with no gates (mlops_core/training/oracle.py), shows how far it is from the
+best the labels allowed.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ import dagster as dg
 import mlflow
 import numpy as np
 import orjson
+import pandas as pd
 
 from mlops_assets.constants import DATA_LAYER_JOB, MONITORING_JOB, RETRAINING_JOB, ROLLOUT_JOB, TRAINING_JOB
 from mlops_cli.simulation.daemon import InProcessDaemon, TickResult, failed_checks
@@ -39,6 +42,7 @@ from mlops_core.serving.prediction_log import read_predictions
 from mlops_core.serving.replay import RAW_FIELDS
 from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
+from mlops_core.training.oracle import Oracle
 
 SENSORS = ("retraining_sensor", "performance_sensor")
 # Settings a caller's environment may carry that would point a simulation in another MLOPS_HOME at
@@ -90,6 +94,11 @@ class SimulationSpec:
     # gate. The simulation's test splits hold about 3.5 days (a few dozen frauds in all); at the product's
     # default of 10, a recall on 10 frauds (95% interval about +-0.3) made the gate a coin toss.
     fairness_min_frauds: int = 30
+    # The oracle is retrained at the end of every simulated day (two fits on every label known): False
+    # leaves its columns empty where only the platform's path is under test.
+    oracle: bool = True
+    # Its XGBoost threads: the simulation is idle while it fits. Fixed, so its models do not depend on the machine.
+    oracle_threads: int = 2
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
@@ -198,6 +207,10 @@ def _land(settings: Settings, day: SimulatedDay) -> None:
         )
 
 
+def _day_end(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
 def _requests(day: SimulatedDay) -> list[dict]:
     rows = day.clean_transactions.select(list(RAW_FIELDS)).to_pylist()
     for row in rows:
@@ -230,6 +243,7 @@ class ClosedLoop:
         self.records: list[DayRecord] = []
         self.scores: list[DayScores] = []
         self.frozen: LoadedModel | None = None
+        self.oracle: Oracle | None = None
         self.log_after: int | None = None
         self.paths = server.ServingPaths.for_role(self.settings, "production")
 
@@ -303,6 +317,8 @@ class ClosedLoop:
         client = mlflow.MlflowClient(registry.tracking_uri(self.settings.mlflow_dir))
         champion = registry.alias_version(client, registry.CHAMPION)
         self.frozen = load_version(client, champion)
+        if spec.oracle:
+            self.oracle = self._start_oracle(history)
         self.settings = replace(self.settings, training_lookback_days=spec.training_lookback_days)
         self.settings.export()
         # The resources hold the settings they were built with: retraining must see the lookback window.
@@ -312,6 +328,35 @@ class ClosedLoop:
             f"champion v{champion} trained and rolled out to http://127.0.0.1:{spec.port} (pid {pid}) in {time.monotonic() - started:.0f} s"
         )
         return defs, simulated
+
+    def _start_oracle(self, history: list[SimulatedDay]) -> Oracle:
+        """The oracle as of the end of the history: every history transaction with its features as of its own
+        time (from the warehouse, as the first champion's training set read them) and every label landed."""
+        import duckdb
+
+        from mlops_assets.training.models import XGBoostConfig
+        from mlops_core.features.offline import point_in_time_features_sql
+
+        params = replace(XGBoostConfig().params(), n_jobs=self.spec.oracle_threads)
+        oracle = Oracle(params, validation_share=self.spec.validation_share)
+        con = duckdb.connect(str(self.settings.duckdb_path), read_only=True)
+        try:
+            oracle.add_events(con.execute(point_in_time_features_sql()).df())
+        finally:
+            con.close()
+        for day in history:
+            oracle.add_labels(day.labels.table.to_pandas())
+        oracle.refit(_day_end(history[-1].date))
+        return oracle
+
+    def _teach_oracle(self, day: SimulatedDay, requests: list[dict], vectors: list[dict]) -> None:
+        """After day `day` is served: its transactions (the logged vectors) and its labels; refit for tomorrow."""
+        events = pd.DataFrame(vectors)
+        events["transaction_id"] = [r["transaction_id"] for r in requests]
+        events["event_timestamp"] = pd.to_datetime([r["event_timestamp"] for r in requests])
+        self.oracle.add_events(events)
+        self.oracle.add_labels(day.labels.table.to_pandas())
+        self.oracle.refit(_day_end(day.date))
 
     # -- one day ------------------------------------------------------------------------------
     def _serve(self, client: EndpointClient, day: SimulatedDay) -> DayScores:
@@ -334,13 +379,22 @@ class ClosedLoop:
             self.log_after = int(new_rows["id"].max())
         logged = logged.drop_duplicates("transaction_id").set_index("transaction_id")
         vectors = [orjson.loads(logged.at[a["transaction_id"], "features"]) for a in answers]
-        frozen_score = self.frozen.score(encode_rows(vectors)).astype(float)
+        X = encode_rows(vectors)
+        frozen_score = self.frozen.score(X).astype(float)
+        oracle_score = oracle_decision = None
+        if self.oracle is not None and self.oracle.ready:
+            oracle_score = self.oracle.score(X)
+            oracle_decision = oracle_score >= self.oracle.threshold
+        if self.oracle is not None:
+            self._teach_oracle(day, requests, vectors)
         return DayScores(
             is_fraud=np.asarray(day.is_fraud, dtype=bool),
             served_score=np.array([a["fraud_probability"] for a in answers], dtype=float),
             served_decision=np.array([a["is_fraud"] for a in answers], dtype=bool),
             frozen_score=frozen_score,
             frozen_decision=frozen_score >= self.frozen.threshold,
+            oracle_score=oracle_score,
+            oracle_decision=oracle_decision,
         )
 
     def day(
@@ -394,8 +448,13 @@ class ClosedLoop:
             frauds=int(scores.is_fraud.sum()),
             served_recall=recall(scores.is_fraud, scores.served_decision),
             frozen_recall=recall(scores.is_fraud, scores.frozen_decision),
-            served_auc_pr_7d=pooled_auc_pr(window, served=True),
-            frozen_auc_pr_7d=pooled_auc_pr(window, served=False),
+            served_auc_pr_7d=pooled_auc_pr(window, "served"),
+            frozen_auc_pr_7d=pooled_auc_pr(window, "frozen"),
+            oracle_recall=recall(scores.is_fraud, scores.oracle_decision) if scores.oracle_decision is not None else None,
+            oracle_auc_pr_7d=pooled_auc_pr(window, "oracle"),
+            served_auc_pr=pooled_auc_pr([scores], "served"),
+            frozen_auc_pr=pooled_auc_pr([scores], "frozen"),
+            oracle_auc_pr=pooled_auc_pr([scores], "oracle"),
             data_layer="ok" if loaded.success else _failed(loaded),
             drift_share=drift.get("share_drifted"),
             prediction_psi=prediction.get("psi"),

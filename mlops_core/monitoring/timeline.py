@@ -1,5 +1,6 @@
-"""The closed-loop simulation's day-by-day record: what was served, what a frozen model would have done,
-what the monitors saw and what the platform did. Pure: no dagster, no I/O besides the files it writes."""
+"""The closed-loop simulation's day-by-day record: what was served, what a frozen model and the oracle would
+have done, what the monitors saw and what the platform did, and the summary of the days after the drift.
+Pure: no dagster, no I/O besides the files it writes."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ ROLLING_DAYS = 7
 
 @dataclass
 class DayScores:
-    """One day's ground truth and the two models' scores and decisions on the same transactions."""
+    """One day's ground truth and the models' scores and decisions on the same transactions (the oracle's
+    are None before its first fit, or when the simulation runs without it)."""
 
     is_fraud: np.ndarray
     served_score: np.ndarray
     served_decision: np.ndarray
     frozen_score: np.ndarray
     frozen_decision: np.ndarray
+    oracle_score: np.ndarray | None = None
+    oracle_decision: np.ndarray | None = None
 
 
 @dataclass
@@ -49,6 +53,12 @@ class DayRecord:
     monitoring: str = "ok"  # "ok" or what failed in monitoring_job
     # Wall seconds of each phase of the day: land, data_layer, serve, monitoring, sensors (retraining and rollout included).
     phases: dict[str, float] = field(default_factory=dict)
+    oracle_recall: float | None = None
+    oracle_auc_pr_7d: float | None = None
+    # The day's own AUC-PR (a few dozen frauds: noisy alone, meant to be averaged over weeks).
+    served_auc_pr: float | None = None
+    frozen_auc_pr: float | None = None
+    oracle_auc_pr: float | None = None
 
 
 def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
@@ -56,14 +66,21 @@ def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
     return float(decision[positives].mean()) if positives.any() else math.nan
 
 
-def pooled_auc_pr(days: list[DayScores], served: bool) -> float:
-    """Average precision over the pooled days (a day holds a few dozen frauds: too few alone)."""
+MODELS = ("served", "frozen", "oracle")
+
+
+def pooled_auc_pr(days: list[DayScores], model: str) -> float:
+    """Average precision of `model` ("served", "frozen" or "oracle") over the pooled days (a day holds a few
+    dozen frauds: too few alone); days the model did not score are left out."""
     from sklearn.metrics import average_precision_score
 
-    if not days:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: expected one of {MODELS}")
+    scored = [d for d in days if getattr(d, f"{model}_score") is not None]
+    if not scored:
         return math.nan
-    y = np.concatenate([d.is_fraud for d in days])
-    p = np.concatenate([d.served_score if served else d.frozen_score for d in days])
+    y = np.concatenate([d.is_fraud for d in scored])
+    p = np.concatenate([getattr(d, f"{model}_score") for d in scored])
     return float(average_precision_score(y, p)) if y.any() and not y.all() else math.nan
 
 
@@ -72,7 +89,7 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
 
 
 HEADER = (
-    f"{'day':10s} {'#':>3s} {'champ':>5s} {'recall':>6s} {'frozen':>6s} {'AP7d':>5s} {'frzAP':>5s} "
+    f"{'day':10s} {'#':>3s} {'champ':>5s} {'recall':>6s} {'frozen':>6s} {'AP7d':>5s} {'frzAP':>5s} {'orcAP':>5s} "
     f"{'drift':>5s} {'PSI':>5s} {'live-r':>6s}  events"
 )
 
@@ -95,6 +112,7 @@ def format_line(record: DayRecord) -> str:
     return (
         f"{record.day:10s} {record.index:3d}{marker}{(record.champion or '-'):>5s} {_fmt(record.served_recall):>6s} "
         f"{_fmt(record.frozen_recall):>6s} {_fmt(record.served_auc_pr_7d):>5s} {_fmt(record.frozen_auc_pr_7d):>5s} "
+        f"{_fmt(record.oracle_auc_pr_7d):>5s} "
         f"{_fmt(record.drift_share, '{:.0%}'):>5s} {_fmt(record.prediction_psi):>5s} {_fmt(record.recent_recall):>6s}  "
         + "; ".join(e[:160] for e in events)
     )
@@ -117,7 +135,7 @@ def write_timeline(records: list[DayRecord], directory: Path) -> tuple[Path, Pat
 
 
 def plot_timeline(records: list[DayRecord], path: Path, title: str) -> Path:
-    """The live metric with automation against the frozen first champion, promotions marked."""
+    """The live metric with automation against the frozen first champion and the oracle, promotions marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,6 +145,9 @@ def plot_timeline(records: list[DayRecord], path: Path, title: str) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     top.plot(x, [r.served_auc_pr_7d for r in records], label="served, with the closed loop", color="#1f77b4", lw=2)
     top.plot(x, [r.frozen_auc_pr_7d for r in records], label="frozen first champion", color="#d62728", lw=2, ls="--")
+    oracle = [math.nan if r.oracle_auc_pr_7d is None else r.oracle_auc_pr_7d for r in records]
+    if not all(math.isnan(v) for v in oracle):
+        top.plot(x, oracle, label="oracle: retrained daily on every known label", color="#7f7f7f", lw=1.5, ls="-.")
     top.set_ylabel(f"AUC-PR, last {ROLLING_DAYS} days (ground truth)")
     top.set_ylim(0, 1)
     affected = [r.index for r in records if r.affected]
@@ -161,3 +182,110 @@ def plot_timeline(records: list[DayRecord], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# -- the summary of the days after the drift ---------------------------------------------------------
+RECOVERY_TOLERANCE = 0.10  # recovered: the platform's 7-day AUC-PR within 10% of the oracle's
+
+
+@dataclass(frozen=True)
+class LoopSummary:
+    """The platform against the oracle and the frozen model over `window` days from the drift."""
+
+    first_day: int
+    last_day: int
+    mean_auc_pr: dict[str, float]  # per model: the mean of its daily AUC-PR over the window
+    gap_to_oracle: float  # (oracle - platform) / oracle
+    recovered_on: int | None  # first day >= first_day whose 7-day AUC-PR is within tolerance of the oracle's
+    worst_7d_vs_frozen: float | None  # min(platform 7d - frozen 7d) from the first promotion after the drift on
+    triggers: int  # retraining runs the sensors launched (held triggers are in the timeline, not here)
+    promoted: int
+    rolled_back: int
+    stopped_by_gate: dict[str, int]
+    first_promotion: int | None
+
+    @property
+    def days_to_recover(self) -> int | None:
+        return None if self.recovered_on is None else self.recovered_on - self.first_day
+
+    def lines(self) -> list[str]:
+        mean = self.mean_auc_pr
+        stopped = ", ".join(f"{gate} {n}" for gate, n in sorted(self.stopped_by_gate.items())) or "none"
+        return [
+            f"Days {self.first_day}-{self.last_day} (from the drift): mean daily AUC-PR platform {_fmt(mean['served'], '{:.3f}')}, "
+            f"oracle {_fmt(mean['oracle'], '{:.3f}')}, frozen {_fmt(mean['frozen'], '{:.3f}')}; "
+            f"platform's gap to the oracle {_fmt(self.gap_to_oracle, '{:.1%}')}",
+            "Recovered (7-day AUC-PR within 10% of the oracle's) "
+            + (
+                f"on day {self.recovered_on}, {self.days_to_recover} days after the drift"
+                if self.recovered_on is not None
+                else "not within the window"
+            ),
+            f"Triggers fired {self.triggers}, models promoted {self.promoted}, rolled back {self.rolled_back}, "
+            f"stopped by a gate: {stopped}",
+            "Worst 7-day AUC-PR against the frozen model after the first promotion: "
+            + (_fmt(self.worst_7d_vs_frozen, "{:+.3f}") if self.worst_7d_vs_frozen is not None else "no promotion"),
+        ]
+
+
+def _nanmean(values: list[float | None]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _stopped_by(outcome: str) -> list[str]:
+    """The checks named by 'stopped by a, b' in a day's retraining outcomes."""
+    found = []
+    for part in outcome.split("; "):
+        if " stopped by " in part:
+            found += [c.strip() for c in part.split(" stopped by ", 1)[1].split(",")]
+    return found
+
+
+def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> LoopSummary:
+    """The issue-17 figures for days [first_day, first_day + window) of a timeline."""
+    days = [r for r in records if first_day <= r.index < first_day + window]
+    if not days:
+        raise ValueError(f"no simulated day in [{first_day}, {first_day + window})")
+    mean = {m: _nanmean([getattr(r, f"{m}_auc_pr") for r in days]) for m in MODELS}
+    gap = (mean["oracle"] - mean["served"]) / mean["oracle"] if mean["oracle"] and not math.isnan(mean["oracle"]) else math.nan
+    recovered = next(
+        (
+            r.index
+            for r in days
+            if r.oracle_auc_pr_7d is not None
+            and not math.isnan(r.oracle_auc_pr_7d)
+            and not math.isnan(r.served_auc_pr_7d)
+            and r.served_auc_pr_7d >= (1 - RECOVERY_TOLERANCE) * r.oracle_auc_pr_7d
+        ),
+        None,
+    )
+    first_promotion = next((r.index for r in days if r.promoted), None)
+    worst = None
+    if first_promotion is not None:
+        # The 7-day windows that hold only days served after the promotion.
+        after = [r for r in days if r.index >= first_promotion + ROLLING_DAYS]
+        diffs = [r.served_auc_pr_7d - r.frozen_auc_pr_7d for r in after]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        worst = min(diffs) if diffs else None
+    stopped: dict[str, int] = {}
+    rolled_back = 0
+    for r in days:
+        for check in _stopped_by(r.retraining):
+            if check.startswith("gate_"):
+                stopped[check] = stopped.get(check, 0) + 1
+            else:
+                rolled_back += 1
+    return LoopSummary(
+        first_day=first_day,
+        last_day=days[-1].index,
+        mean_auc_pr=mean,
+        gap_to_oracle=gap,
+        recovered_on=recovered,
+        worst_7d_vs_frozen=worst,
+        triggers=sum(1 for r in days for part in r.retraining.split("; ") if part.startswith("retraining ")),
+        promoted=sum(1 for r in days if r.promoted),
+        rolled_back=rolled_back,
+        stopped_by_gate=stopped,
+        first_promotion=first_promotion,
+    )

@@ -7,6 +7,7 @@ pickled estimator: evaluation and serving both score the exported graph.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,13 @@ import pandas as pd
 
 from mlops_core.training import gates as g
 from mlops_core.training import matrix, metrics
-from mlops_core.training.models import LogisticParams, XGBoostParams, train_logistic, train_xgboost
+from mlops_core.training.models import (
+    LogisticParams,
+    XGBoostParams,
+    train_logistic,
+    train_xgboost,
+    train_xgboost_fixed,
+)
 from mlops_core.training.onnx_export import OnnxScorer, max_probability_difference, to_onnx
 from mlops_core.training.report import EvaluationReport, ScoredModel
 
@@ -37,9 +44,24 @@ class TrainedModel:
     best_iteration: int | None = None
     run_id: str | None = None
     model_uri: str | None = None
+    # With a refit, `onnx` learnt from every split and this is the early-stopped model that learnt from
+    # `train` only: the one whose test metrics are honest. None: `onnx` is that model.
+    evaluated_onnx: bytes | None = None
+    # The newest event_timestamp (ISO) the registered model learnt from: a champion is compared with a
+    # challenger only on test rows after it.
+    trained_through: str | None = None
 
     def scorer(self) -> OnnxScorer:
+        """The model that is registered and served."""
         return OnnxScorer(self.onnx)
+
+    def evaluated_scorer(self) -> OnnxScorer:
+        """The model the test split judges: it never saw those rows."""
+        return OnnxScorer(self.evaluated_onnx or self.onnx)
+
+    @property
+    def refit(self) -> bool:
+        return self.evaluated_onnx is not None
 
 
 def split(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -64,8 +86,14 @@ def fit(
     xgboost_params: XGBoostParams = XGBoostParams(),
     logistic_params: LogisticParams = LogisticParams(),
     false_negative_cost: float = 20.0,
+    refit: bool = False,
 ) -> TrainedModel:
-    """Train on `train`, stop early and pick the threshold on `validation`; export to ONNX."""
+    """Train on `train`, stop early and pick the threshold on `validation`; export to ONNX.
+
+    With `refit`, that early-stopped model is kept for the test metrics, and the model that is registered is
+    fitted again, with the same parameters and the number of trees early stopping chose, on every row:
+    train, validation and test. The newest labelled days then reach the served model at once instead of
+    weeks later (docs/monitoring.md, "Training on the newest labels")."""
     train, validation = split(frame, "train"), split(frame, "validation")
     X_train, y_train = matrix.encode(train), matrix.labels(train)
     X_val, y_val = matrix.encode(validation), matrix.labels(validation)
@@ -81,9 +109,19 @@ def fit(
     scorer = OnnxScorer(onnx_bytes)
     p_val = scorer.predict(X_val)
     threshold = metrics.choose_threshold(y_val, p_val, false_negative_cost=false_negative_cost)
+    evaluated_onnx, trained_on = None, train
+    if refit:
+        evaluated_onnx, trained_on = onnx_bytes, frame
+        model = refit_on(frame, kind, model, xgboost_params, logistic_params)
+        onnx_bytes = to_onnx(model, len(matrix.FEATURE_COLUMNS))
+        scorer = OnnxScorer(onnx_bytes)
     return TrainedModel(
         kind=kind,
         onnx=onnx_bytes,
+        evaluated_onnx=evaluated_onnx,
+        trained_through=str(pd.Timestamp(trained_on["event_timestamp"].max()).isoformat())
+        if "event_timestamp" in trained_on
+        else None,
         feature_columns=tuple(matrix.FEATURE_COLUMNS),
         threshold=float(threshold),
         params=params,
@@ -95,6 +133,34 @@ def fit(
         data_version=data_version,
         best_iteration=best,
     )
+
+
+def refit_on(
+    frame: pd.DataFrame,
+    kind: str,
+    early_stopped,
+    xgboost_params: XGBoostParams = XGBoostParams(),
+    logistic_params: LogisticParams = LogisticParams(),
+):
+    """The same family and parameters fitted on every row of `frame`, with the trees early stopping kept."""
+    X, y = matrix.encode(frame), matrix.labels(frame)
+    if kind == "xgboost":
+        trees = int(early_stopped.best_iteration) + 1
+        return train_xgboost_fixed(X, y, dataclasses.replace(xgboost_params, n_estimators=trees))
+    return train_logistic(X, y, logistic_params)
+
+
+def unseen_by(test: pd.DataFrame, trained_through: str | None) -> np.ndarray:
+    """Which test rows came after `trained_through` (all of them when it is unknown)."""
+    if trained_through is None or "event_timestamp" not in test:
+        return np.ones(len(test), dtype=bool)
+    bound = pd.Timestamp(trained_through)
+    times = pd.to_datetime(test["event_timestamp"])
+    if bound.tzinfo is not None and times.dt.tz is None:
+        bound = bound.tz_convert("UTC").tz_localize(None)
+    elif bound.tzinfo is None and times.dt.tz is not None:
+        bound = bound.tz_localize("UTC")
+    return (times > bound).to_numpy()
 
 
 @dataclass
@@ -130,20 +196,34 @@ def evaluate(
     baseline: TrainedModel | None = None,
     champion: tuple[str, OnnxScorer, float] | None = None,
     latency_calls: int = 1000,
+    champion_trained_through: str | None = None,
 ) -> Evaluation:
-    """Score the candidate, the baseline and the champion on the same frozen test rows; apply the gates."""
+    """Score the candidate, the baseline and the champion on the same frozen test rows; apply the gates.
+
+    The test metrics are the evaluated model's (with a refit, the one that never saw the test rows); latency,
+    robustness, behaviour and ONNX parity are judged on the model that will be registered. The champion is
+    compared only on test rows after `champion_trained_through`, the newest event it learnt from, so
+    neither side is judged on rows it trained on."""
     X, y = matrix.encode(test), matrix.labels(test)
     scorer = candidate.scorer()
-    p = scorer.predict(X)
+    p = candidate.evaluated_scorer().predict(X)
     test_metrics = metrics.classification_metrics(y, p, candidate.threshold)
     scored = ScoredModel(f"candidate ({candidate.kind})", y, p, candidate.threshold, test_metrics)
     others: list[ScoredModel] = []
-    champion_metrics = None
+    champion_metrics = candidate_on_window = None
     if champion is not None:
         name, champion_scorer, champion_threshold = champion
-        p_champion = champion_scorer.predict(X)
-        champion_metrics = metrics.classification_metrics(y, p_champion, champion_threshold)
-        others.append(ScoredModel(name, y, p_champion, champion_threshold, champion_metrics))
+        unseen = unseen_by(test, champion_trained_through)
+        if unseen.all():
+            window_y, window_X, window_p = y, X, p
+        else:
+            window_y, window_X, window_p = y[unseen], X[unseen], p[unseen]
+            name = f"{name}, on the {int(unseen.sum())} test rows after its training data"
+        if window_y.any() and not window_y.all():
+            p_champion = champion_scorer.predict(window_X)
+            champion_metrics = metrics.classification_metrics(window_y, p_champion, champion_threshold)
+            candidate_on_window = metrics.classification_metrics(window_y, window_p, candidate.threshold)
+            others.append(ScoredModel(name, window_y, p_champion, champion_threshold, champion_metrics))
     if baseline is not None:
         p_base = baseline.scorer().predict(X)
         others.append(
@@ -169,7 +249,14 @@ def evaluate(
         o.name: o
         for o in (
             g.minimum_quality(test_metrics, thresholds),
-            g.no_regression(test_metrics, champion_metrics, thresholds),
+            g.no_regression(candidate_on_window or test_metrics, champion_metrics, thresholds)
+            if champion is None or champion_metrics is not None
+            else g.GateOutcome(
+                g.GATE_NO_REGRESSION,
+                False,
+                f"No test rows after the champion's training data ({champion_trained_through}) hold both classes: "
+                "the candidate cannot be compared on rows neither learnt from. More days must land first.",
+            ),
             g.fairness(gaps, thresholds),
             g.latency(latency, thresholds),
             g.robustness(flip_rate, thresholds),

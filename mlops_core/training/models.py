@@ -123,6 +123,29 @@ def train_xgboost(
     return model
 
 
+def train_xgboost_fixed(X: np.ndarray, y: np.ndarray, params: XGBoostParams) -> xgboost.XGBClassifier:
+    """Fit exactly `params.n_estimators` trees, no early stopping: the refit on every labelled row, whose tree
+    count an early-stopped fit already chose (there is no later split left to stop on)."""
+    import xgboost
+
+    _check_training_data(X, y, "refit")
+    model = xgboost.XGBClassifier(
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        max_depth=params.max_depth,
+        min_child_weight=params.min_child_weight,
+        subsample=params.subsample,
+        colsample_bytree=params.colsample_bytree,
+        reg_lambda=params.reg_lambda,
+        scale_pos_weight=params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight(y),
+        objective="binary:logistic",
+        tree_method="hist",
+        random_state=params.seed,
+        n_jobs=params.n_jobs,
+    )
+    return model.fit(X, y, verbose=False)
+
+
 def train_logistic(X_train: np.ndarray, y_train: np.ndarray, params: LogisticParams = LogisticParams()) -> Pipeline:
     """Fit standardised logistic regression; scaling keeps amounts and one-hot flags comparable."""
     from sklearn.linear_model import LogisticRegression

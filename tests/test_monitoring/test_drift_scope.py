@@ -9,7 +9,14 @@ import pytest
 
 from mlops_core.features.spec import numeric_features
 from mlops_core.monitoring.drift import compute_drift
-from mlops_core.monitoring.drift_scope import CALENDAR_REASON, left_out_of_share, warm_day, window_seconds
+from mlops_core.monitoring.drift_scope import (
+    CALENDAR_REASON,
+    barely_used,
+    importance_by_feature,
+    left_out_of_share,
+    warm_day,
+    window_seconds,
+)
 
 FIRST = dt.datetime(2026, 1, 1, 10, 0)
 
@@ -77,3 +84,46 @@ def test_a_window_counts_from_the_first_day_it_lies_wholly_after_the_first_trans
 def test_left_out_must_name_compared_features(four_weeks):
     with pytest.raises(ValueError, match=r"not compared: \['txn_count_30dd'\]"):
         compute_drift(four_weeks, four_weeks, ["amount_usd"], [], left_out={"txn_count_30dd": "typo"})
+
+
+def test_one_hot_importance_is_summed_to_its_feature_and_shared_out():
+    shares = importance_by_feature(
+        {"merchant_category=grocery": 0.2, "merchant_category=unknown": 0.1, "amount_usd": 0.6, "hour_of_day": 0.1}
+    )
+    assert shares == pytest.approx({"merchant_category": 0.3, "amount_usd": 0.6, "hour_of_day": 0.1})
+    assert importance_by_feature({}) == {}
+    assert importance_by_feature({"a": 0.0}) == {}
+
+
+def test_only_features_under_half_an_even_share_of_the_champions_importance_are_left_out():
+    """Four features: an even share is 25%, the floor 12.5%. 12.4% is out, 12.6% counts, a feature the
+    model never used (absent from its importance) is out, and a one-hot feature counts by its sum."""
+    features = ["amount_usd", "hour_of_day", "merchant_category", "txn_count_1h"]
+    importance = {
+        "amount_usd": 0.624,
+        "hour_of_day": 0.124,
+        "merchant_category=grocery": 0.07,
+        "merchant_category=travel": 0.056,
+        "merchant_category=unknown": 0.0,
+        "day_of_week": 0.126,
+    }
+    out = barely_used(importance, features, "the champion (version 3)")
+    assert sorted(out) == ["hour_of_day", "txn_count_1h"]
+    assert "12.4% of its importance, under 12.5%" in out["hour_of_day"]
+    assert "the champion (version 3)" in out["txn_count_1h"] and "0.0%" in out["txn_count_1h"]
+    # No importance known (no champion, or one that logged none): every feature counts.
+    assert barely_used({}, features, "the champion") == {}
+
+
+def test_a_shift_only_in_features_the_champion_barely_uses_is_not_drift():
+    """Half the features shift, but the champion leans on the other half: the share counts only those."""
+    rng = np.random.default_rng(3)
+    names = [f"f{i}" for i in range(4)]
+    reference = pd.DataFrame({n: rng.normal(size=5000) for n in names})
+    current = pd.DataFrame({n: rng.normal(loc=2.0 if n in ("f2", "f3") else 0.0, size=2000) for n in names})
+    left_out = barely_used({"f0": 0.5, "f1": 0.45, "f2": 0.03, "f3": 0.02}, names, "the champion")
+    report = compute_drift(reference, current, names, [], drift_share=0.5, left_out=left_out)
+    assert sorted(dict(report.left_out)) == ["f2", "f3"]
+    assert report.share_drifted == 0.0 and not report.dataset_drift
+    everything = compute_drift(reference, current, names, [], drift_share=0.5)
+    assert everything.share_drifted == 0.5 and everything.dataset_drift

@@ -53,7 +53,11 @@ def _day(rng, n=500, signal=3.0):
 def test_pooled_auc_pr_separates_a_good_model_from_noise_and_recall_counts_frauds():
     rng = np.random.default_rng(0)
     days = [_day(rng) for _ in range(7)]
-    assert pooled_auc_pr(days, served=True) > 0.6 > 0.2 > pooled_auc_pr(days, served=False)
+    assert pooled_auc_pr(days, "served") > 0.6 > 0.2 > pooled_auc_pr(days, "frozen")
+    # The oracle did not score these days: nothing to pool, not a zero.
+    assert math.isnan(pooled_auc_pr(days, "oracle"))
+    with pytest.raises(ValueError, match="unknown model"):
+        pooled_auc_pr(days, "champion")
     assert recall(np.array([1, 1, 0, 1]), np.array([1, 0, 1, 1])) == pytest.approx(2 / 3)
     assert math.isnan(recall(np.array([0, 0]), np.array([1, 0])))
 
