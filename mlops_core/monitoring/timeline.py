@@ -196,7 +196,7 @@ class LoopSummary:
     last_day: int
     mean_auc_pr: dict[str, float]  # per model: the mean of its daily AUC-PR over the window
     gap_to_oracle: float  # (oracle - platform) / oracle
-    recovered_on: int | None  # first day >= first_day whose 7-day AUC-PR is within tolerance of the oracle's
+    recovered_on: int | None  # see recovery_day
     worst_7d_vs_frozen: float | None  # min(platform 7d - frozen 7d) from the first promotion after the drift on
     triggers: int  # retraining runs the sensors launched (held triggers are in the timeline, not here)
     promoted: int
@@ -242,6 +242,27 @@ def _stopped_by(outcome: str) -> list[str]:
     return found
 
 
+def _close_to_oracle(r: DayRecord) -> bool | None:
+    if r.oracle_auc_pr_7d is None or math.isnan(r.oracle_auc_pr_7d) or math.isnan(r.served_auc_pr_7d):
+        return None
+    return r.served_auc_pr_7d >= (1 - RECOVERY_TOLERANCE) * r.oracle_auc_pr_7d
+
+
+def recovery_day(days: list[DayRecord]) -> int | None:
+    """The first day the platform's 7-day AUC-PR is back within RECOVERY_TOLERANCE of the oracle's, after it
+    first fell out of that band; the window's first day when it never fell out (nothing to recover), None
+    when it never came back. Right after a drift both models miss the new pattern alike, so "within 10%"
+    alone would call that day a recovery."""
+    fell_out = False
+    for r in days:
+        close = _close_to_oracle(r)
+        if close is False:
+            fell_out = True
+        elif close and fell_out:
+            return r.index
+    return None if fell_out else (days[0].index if days else None)
+
+
 def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> LoopSummary:
     """The issue-17 figures for days [first_day, first_day + window) of a timeline."""
     days = [r for r in records if first_day <= r.index < first_day + window]
@@ -249,17 +270,7 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
         raise ValueError(f"no simulated day in [{first_day}, {first_day + window})")
     mean = {m: _nanmean([getattr(r, f"{m}_auc_pr") for r in days]) for m in MODELS}
     gap = (mean["oracle"] - mean["served"]) / mean["oracle"] if mean["oracle"] and not math.isnan(mean["oracle"]) else math.nan
-    recovered = next(
-        (
-            r.index
-            for r in days
-            if r.oracle_auc_pr_7d is not None
-            and not math.isnan(r.oracle_auc_pr_7d)
-            and not math.isnan(r.served_auc_pr_7d)
-            and r.served_auc_pr_7d >= (1 - RECOVERY_TOLERANCE) * r.oracle_auc_pr_7d
-        ),
-        None,
-    )
+    recovered = recovery_day(days)
     first_promotion = next((r.index for r in days if r.promoted), None)
     worst = None
     if first_promotion is not None:

@@ -14,6 +14,8 @@ from mlops_core.monitoring.timeline import (
     plot_timeline,
     pooled_auc_pr,
     recall,
+    recovery_day,
+    summarize,
     write_timeline,
 )
 
@@ -94,3 +96,63 @@ def test_timeline_files_and_plot(tmp_path):
     png = plot_timeline(records, tmp_path / "plot.png", "test")
     with Image.open(png) as image:
         assert image.size[0] > 800 and image.size[1] > 500
+
+
+def _record(index, served7, oracle7, frozen7=0.3, daily=(0.4, 0.3, 0.5), **kw):
+    return DayRecord(
+        day=f"d{index}",
+        index=index,
+        affected=index >= 30,
+        champion="1",
+        transactions=100,
+        frauds=2,
+        served_recall=0.5,
+        frozen_recall=0.5,
+        served_auc_pr_7d=served7,
+        frozen_auc_pr_7d=frozen7,
+        data_layer="ok",
+        drift_share=0.1,
+        prediction_psi=0.01,
+        recent_recall=0.5,
+        oracle_auc_pr_7d=oracle7,
+        served_auc_pr=daily[0],
+        frozen_auc_pr=daily[1],
+        oracle_auc_pr=daily[2],
+        **kw,
+    )
+
+
+def test_the_summary_counts_only_the_window_from_the_drift_and_recovery_follows_a_loss():
+    records = [
+        # Before the window: a promotion and a gate stop that must not be counted.
+        _record(29, 0.6, 0.6, promoted="2", retraining="retraining aaaa stopped by gate_fairness_age_band"),
+        _record(30, 0.30, 0.31),  # both blind to the new pattern: within 10%, not a recovery
+        _record(31, 0.30, 0.40, retraining="retraining bbbb stopped by gate_no_regression_vs_champion"),
+        _record(32, 0.30, 0.50, retraining="retraining cccc stopped by check_canary_score_shift"),
+        _record(33, 0.44, 0.50),  # 0.88 of the oracle: still out
+        _record(34, 0.451, 0.50, promoted="3", retraining="retraining dddd succeeded"),  # 0.902: back
+        *[_record(i, 0.5, 0.52, frozen7=0.2) for i in range(35, 41)],
+        _record(41, 0.5, 0.52, frozen7=0.49),  # the first 7-day window wholly after the promotion
+        _record(42, 0.5, 0.52, frozen7=0.55),
+    ]
+    summary = summarize(records, first_day=30, window=13)
+    assert summary.recovered_on == 34 and summary.days_to_recover == 4
+    assert summary.first_promotion == 34 and summary.promoted == 1
+    assert summary.triggers == 3
+    assert summary.stopped_by_gate == {"gate_no_regression_vs_champion": 1}
+    assert summary.rolled_back == 1
+    # Only the windows from day 41 on hold no day served before the promotion; day 42 is the worst.
+    assert summary.worst_7d_vs_frozen == pytest.approx(0.5 - 0.55)
+    assert summary.mean_auc_pr == pytest.approx({"served": 0.4, "frozen": 0.3, "oracle": 0.5})
+    assert summary.gap_to_oracle == pytest.approx(0.2)
+    assert summary.last_day == 42
+    assert any("gap to the oracle 20.0%" in line for line in summary.lines())
+
+
+def test_recovery_is_the_first_day_when_never_lost_and_none_when_never_regained():
+    assert recovery_day([_record(30, 0.5, 0.52), _record(31, 0.5, 0.5)]) == 30
+    assert recovery_day([_record(30, 0.5, 0.52), _record(31, 0.3, 0.5), _record(32, 0.44, 0.5)]) is None
+    # A day the oracle did not score says nothing either way.
+    assert recovery_day([_record(30, 0.3, None), _record(31, 0.2, 0.5), _record(32, 0.46, 0.5)]) == 32
+    with pytest.raises(ValueError, match="no simulated day"):
+        summarize([_record(3, 0.5, 0.5)], first_day=30)
