@@ -25,6 +25,7 @@ from mlops_core.projects.catalog import fraud_project
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources
 from sensors.canary import canary_rollback_sensor
+from sensors.champion_watch import champion_hourly_watch, champion_watch_sensor
 from sensors.retraining import performance_sensor, retraining_sensor, weekly_retraining
 
 
@@ -62,11 +63,18 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                     live_performance_asset,
                     prediction_drift,
                     concept_drift,
+                    champion_hourly_watch,
                 ],
                 fraud_project(),
             ),
         ],
-        sensors=[canary_rollback_sensor, retraining_sensor, performance_sensor, monitoring_automation],
+        sensors=[
+            canary_rollback_sensor,
+            retraining_sensor,
+            performance_sensor,
+            champion_watch_sensor,
+            monitoring_automation,
+        ],
         schedules=[weekly_retraining],
         asset_checks=[online_store_fresh],
         jobs=jobs,

@@ -51,12 +51,19 @@ class RetrainingPolicy(dg.ConfigurableResource):
         description="Days (of data) after a sensor-launched retraining during which new triggers are recorded but launch nothing: "
         "a retraining needs new labelled data to differ, and one run per day at most.",
     )
+    hourly_retrain_after: int = Field(
+        default=3,
+        ge=0,
+        description="Flagged hours in a row (champion_watch_sensor: score shift, flag rate or error rate of the champion's "
+        "served traffic) that ask for a retraining; every flagged hour is alerted. 0: alert only.",
+    )
 
     @classmethod
     def from_env(cls, declared: Mapping[str, object] | None = None) -> "RetrainingPolicy":
         """The `declared` policy (a project's monitoring section; fields it lacks keep their defaults), each value
         overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_PREDICTION_PSI,
-        MLOPS_RETRAIN_CONFIDENCE, MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD, MLOPS_RETRAIN_COOLDOWN_DAYS."""
+        MLOPS_RETRAIN_CONFIDENCE, MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD, MLOPS_RETRAIN_COOLDOWN_DAYS,
+        MLOPS_RETRAIN_HOURLY_AFTER."""
         values = {k: v for k, v in (declared or {}).items() if k in cls.model_fields}
         for field, name, kind in (
             ("drift_share", "MLOPS_RETRAIN_DRIFT_SHARE", float),
@@ -65,6 +72,7 @@ class RetrainingPolicy(dg.ConfigurableResource):
             ("confidence", "MLOPS_RETRAIN_CONFIDENCE", float),
             ("page_hinkley_threshold", "MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD", float),
             ("cooldown_days", "MLOPS_RETRAIN_COOLDOWN_DAYS", int),
+            ("hourly_retrain_after", "MLOPS_RETRAIN_HOURLY_AFTER", int),
         ):
             raw = os.environ.get(name)
             if raw:

@@ -36,6 +36,8 @@ class TickResult:
     sensor: str
     skip_message: str | None
     runs: tuple[LaunchedRun, ...]
+    # The observations the tick recorded (the daemon stores a sensor's asset events; so does this one).
+    observations: tuple[dg.AssetObservation, ...] = ()
 
 
 class InProcessDaemon:
@@ -61,6 +63,9 @@ class InProcessDaemon:
             data = sensor.evaluate_tick(context)
             self.cursors[sensor_name] = data.cursor
             self._save()
+            observations = tuple(e for e in data.asset_events or [] if isinstance(e, dg.AssetObservation))
+            for event in data.asset_events or []:
+                instance.report_runless_asset_event(event)
             runs = []
             for request in data.run_requests or []:
                 key = request.run_key
@@ -83,4 +88,4 @@ class InProcessDaemon:
                         failed_checks(result),
                     )
                 )
-        return TickResult(sensor_name, data.skip_message, tuple(runs))
+        return TickResult(sensor_name, data.skip_message, tuple(runs), observations)

@@ -44,7 +44,7 @@ from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
 from mlops_core.training.oracle import Oracle
 
-SENSORS = ("retraining_sensor", "performance_sensor")
+SENSORS = ("retraining_sensor", "performance_sensor", "champion_watch_sensor")
 # Settings a caller's environment may carry that would point a simulation in another MLOPS_HOME at
 # foreign state, an endpoint, or another policy.
 INHERITED_VARIABLES = (
@@ -437,6 +437,8 @@ class ClosedLoop:
                 )
             if not tick.runs and tick.skip_message and tick.skip_message.startswith("held"):
                 triggers.append(f"{tick.sensor} {tick.skip_message[:120]}")
+        watched = [o.metadata for tick in ticks for o in tick.observations]
+        flagged_hours = [m["hour"].value for m in watched if m["flagged"].value]
         window = self.scores[-ROLLING_DAYS:]
         promoted = after if after != before else None
         return DayRecord(
@@ -468,6 +470,8 @@ class ClosedLoop:
             landing_to_champion_seconds=(sum(phases.values()) - phases["serve"]) if promoted else None,
             phases=phases,
             monitoring="ok" if monitored.success else _failed(monitored),
+            hours_judged=len(watched),
+            hours_flagged=flagged_hours,
         )
 
     def run(self) -> list[DayRecord]:

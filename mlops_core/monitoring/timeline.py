@@ -5,6 +5,7 @@ Pure: no dagster, no I/O besides the files it writes."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -59,6 +60,9 @@ class DayRecord:
     served_auc_pr: float | None = None
     frozen_auc_pr: float | None = None
     oracle_auc_pr: float | None = None
+    # champion_watch_sensor's hours of the champion's traffic judged that day, and the ISO hours it flagged.
+    hours_judged: int = 0
+    hours_flagged: list[str] = field(default_factory=list)
 
 
 def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
@@ -100,6 +104,8 @@ def format_line(record: DayRecord) -> str:
         events.append(f"data blocked: {record.data_layer}")
     if record.monitoring != "ok":
         events.append(f"monitoring failed: {record.monitoring}")
+    if record.hours_flagged:
+        events.append(f"hours flagged: {', '.join(h[11:16] for h in record.hours_flagged)}")
     events += [f"trigger: {t}" for t in record.triggers]
     if record.retraining:
         events.append(record.retraining)
@@ -129,6 +135,7 @@ def write_timeline(records: list[DayRecord], directory: Path) -> tuple[Path, Pat
         for r in records:
             row = asdict(r)
             row["triggers"] = " | ".join(r.triggers)
+            row["hours_flagged"] = " ".join(r.hours_flagged)
             row["phases"] = json.dumps({k: round(v, 2) for k, v in r.phases.items()})
             writer.writerow(row)
     return as_json, as_csv
@@ -203,6 +210,14 @@ class LoopSummary:
     rolled_back: int
     stopped_by_gate: dict[str, int]
     first_promotion: int | None
+    # Hours from the drift day's midnight to the end of the first hour champion_watch_sensor flagged on or
+    # after it; None: nothing flagged in the window.
+    hours_to_hourly_detection: float | None = None
+    # The first day from the drift whose monitoring made a sensor launch a retraining.
+    first_trigger_day: int | None = None
+    # Hours flagged before the window (the drift): false alarms, when nothing changed before it.
+    hours_flagged_before: int = 0
+    hours_judged: int = 0
 
     @property
     def days_to_recover(self) -> int | None:
@@ -225,6 +240,14 @@ class LoopSummary:
             f"stopped by a gate: {stopped}",
             "Worst 7-day AUC-PR against the frozen model after the first promotion: "
             + (_fmt(self.worst_7d_vs_frozen, "{:+.3f}") if self.worst_7d_vs_frozen is not None else "no promotion"),
+            "Hourly watch of the champion's traffic: "
+            + (
+                f"first flagged hour ends {self.hours_to_hourly_detection:.0f} h after the drift began"
+                if self.hours_to_hourly_detection is not None
+                else "no hour flagged from the drift on"
+            )
+            + f" ({self.hours_judged} hours judged in the window; {self.hours_flagged_before} flagged before it)"
+            + (f"; first retraining launched on day {self.first_trigger_day}" if self.first_trigger_day is not None else ""),
         ]
 
 
@@ -287,6 +310,12 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
                 stopped[check] = stopped.get(check, 0) + 1
             else:
                 rolled_back += 1
+    drift_start = dt.datetime.fromisoformat(days[0].day) if _is_iso_day(days[0].day) else None
+    flagged = sorted(h for r in days for h in r.hours_flagged)
+    to_detection = None
+    if flagged and drift_start is not None:
+        end = dt.datetime.fromisoformat(flagged[0]) + dt.timedelta(hours=1)
+        to_detection = (end - drift_start).total_seconds() / 3600
     return LoopSummary(
         first_day=first_day,
         last_day=days[-1].index,
@@ -299,4 +328,18 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
         rolled_back=rolled_back,
         stopped_by_gate=stopped,
         first_promotion=first_promotion,
+        hours_to_hourly_detection=to_detection,
+        first_trigger_day=next(
+            (r.index for r in days for part in r.retraining.split("; ") if part.startswith("retraining ")), None
+        ),
+        hours_flagged_before=sum(len(r.hours_flagged) for r in records if r.index < first_day),
+        hours_judged=sum(r.hours_judged for r in days),
     )
+
+
+def _is_iso_day(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+        return True
+    except ValueError:
+        return False

@@ -15,6 +15,8 @@ FEATURE_DRIFT = "feature_drift"
 PREDICTION_DRIFT = "prediction_drift"
 LABEL_VOLUME = "label_volume"
 CONCEPT_DRIFT = "concept_drift"
+# Not an asset's check: champion_watch_sensor's hourly judgement, when it asks for a retraining.
+CHAMPION_WATCH = "champion_watch"
 
 
 class VerdictError(ValueError):
@@ -75,6 +77,7 @@ VALUE_FIELDS: dict[str, dict[str, Kind]] = {
         "confidence": NUMBER,
         "page_hinkley_threshold": NUMBER,
     },
+    CHAMPION_WATCH: {"hour": TEXT, "flagged_hours_in_a_row": INTEGER, "threshold": INTEGER},
 }
 
 
