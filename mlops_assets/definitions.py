@@ -11,6 +11,7 @@ from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.jobs import jobs, monitoring_automation
 from mlops_assets.monitoring.drift import feature_drift
+from mlops_assets.monitoring.estimated_performance import estimated_performance
 from mlops_assets.monitoring.labels import label_volume
 from mlops_assets.monitoring.model_quality import concept_drift, prediction_drift
 from mlops_assets.monitoring.performance import live_performance_asset
@@ -63,6 +64,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                     live_performance_asset,
                     prediction_drift,
                     concept_drift,
+                    estimated_performance,
                     champion_hourly_watch,
                 ],
                 fraud_project(),

@@ -91,9 +91,10 @@ monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
     tags=FRAUD_MODEL,
     selection=dg.AssetSelection.assets("prediction_log")
-    | (dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request")),
+    # retraining_request records a manual request; champion_hourly_watch is observed by its sensor, not built.
+    | (dg.AssetSelection.groups(MONITORING) - dg.AssetSelection.assets("retraining_request", "champion_hourly_watch")),
     description="A day's monitoring: the prediction log copied in, then feature and prediction drift, label volume, "
-    "live performance and concept drift for the day.",
+    "live performance, concept drift and estimated performance for the day.",
 )
 
 # Daily monitoring and batch scoring simply follow their upstream (eager automation conditions on the

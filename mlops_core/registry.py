@@ -366,22 +366,28 @@ def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     return _call(client, f"get run {run_id}", lambda: client.get_run(run_id).data.metrics)
 
 
-def run_feature_importance(client: MlflowClient, run_id: str) -> dict[str, float]:
-    """The feature_importance.json a training run logged ({} when it logged none)."""
+# The candidate's test split as scored by its evaluated model: CBPE's calibration reference.
+CBPE_REFERENCE_ARTIFACT = "cbpe_reference.json"
+
+
+def run_json_artifact(client: MlflowClient, run_id: str, name: str) -> dict | None:
+    """A JSON artifact a run logged; None when it logged none."""
     import tempfile
 
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = _call(
-                client,
-                f"download feature_importance.json of run {run_id}",
-                lambda: client.download_artifacts(run_id, "feature_importance.json", tmp),
-            )
+            path = _call(client, f"download {name} of run {run_id}", lambda: client.download_artifacts(run_id, name, tmp))
         except (MlflowException, OSError):
-            return {}
-        return {str(k): float(v) for k, v in json.loads(Path(path).read_text()).items()}
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def run_feature_importance(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The feature_importance.json a training run logged ({} when it logged none)."""
+    logged = run_json_artifact(client, run_id, "feature_importance.json") or {}
+    return {str(k): float(v) for k, v in logged.items()}
 
 
 def alias_version(client: MlflowClient, alias: str, model_name: str = MODEL_NAME) -> str | None:

@@ -51,6 +51,13 @@ class RetrainingPolicy(dg.ConfigurableResource):
         description="Days (of data) after a sensor-launched retraining during which new triggers are recorded but launch nothing: "
         "a retraining needs new labelled data to differ, and one run per day at most.",
     )
+    estimated_auc_pr_drop: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="check_estimated_performance fails when the upper bound of the day's estimated AUC-PR (calibrated CBPE, "
+        "no labels needed) is more than this share below the champion's AUC-PR on its reference; performance_sensor retrains.",
+    )
     hourly_retrain_after: int = Field(
         default=3,
         ge=0,
@@ -63,7 +70,7 @@ class RetrainingPolicy(dg.ConfigurableResource):
         """The `declared` policy (a project's monitoring section; fields it lacks keep their defaults), each value
         overridden by MLOPS_RETRAIN_DRIFT_SHARE, MLOPS_RETRAIN_NEW_LABELS, MLOPS_RETRAIN_PREDICTION_PSI,
         MLOPS_RETRAIN_CONFIDENCE, MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD, MLOPS_RETRAIN_COOLDOWN_DAYS,
-        MLOPS_RETRAIN_HOURLY_AFTER."""
+        MLOPS_RETRAIN_HOURLY_AFTER, MLOPS_RETRAIN_ESTIMATED_DROP."""
         values = {k: v for k, v in (declared or {}).items() if k in cls.model_fields}
         for field, name, kind in (
             ("drift_share", "MLOPS_RETRAIN_DRIFT_SHARE", float),
@@ -73,6 +80,7 @@ class RetrainingPolicy(dg.ConfigurableResource):
             ("page_hinkley_threshold", "MLOPS_RETRAIN_PAGE_HINKLEY_THRESHOLD", float),
             ("cooldown_days", "MLOPS_RETRAIN_COOLDOWN_DAYS", int),
             ("hourly_retrain_after", "MLOPS_RETRAIN_HOURLY_AFTER", int),
+            ("estimated_auc_pr_drop", "MLOPS_RETRAIN_ESTIMATED_DROP", float),
         ):
             raw = os.environ.get(name)
             if raw:

@@ -3,7 +3,7 @@
 Two sensors, one policy:
 - `retraining_sensor` reads the verdicts of check_feature_drift, check_prediction_drift and check_label_volume;
 - `performance_sensor` reads check_champion_performance (concept_drift: recall on confirmed frauds,
-  Page-Hinkley, calibration).
+  Page-Hinkley, calibration) and check_estimated_performance (calibrated CBPE, before labels).
 The monitoring assets judge their day against the `retraining_policy` resource and write the verdict as
 their WARN asset check (mlops_assets/monitoring/verdict_checks.py); a failed check asks for retraining.
 `read_verdicts` reads every check evaluation since its cursor, not only the latest one, so no verdict is
@@ -25,6 +25,7 @@ import dagster as dg
 
 from mlops_assets.constants import RETRAINING_JOB
 from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
+from mlops_assets.monitoring.estimated_performance import ESTIMATED_PERFORMANCE_CHECK
 from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
 from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK
 from mlops_assets.monitoring.verdict_checks import verdict_of
@@ -194,10 +195,11 @@ def retraining_sensor(context: dg.SensorEvaluationContext, retraining_policy: Re
     job_name=RETRAINING_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrains when the champion's recall on confirmed frauds, its matured error rate or its calibration degrades.",
+    description="Retrains when the champion's recall on confirmed frauds, its matured error rate or its calibration degrades, "
+    "or when its AUC-PR estimated before labels (calibrated CBPE) drops.",
 )
 def performance_sensor(context: dg.SensorEvaluationContext, retraining_policy: RetrainingPolicy, alerts: AlertResource):
-    read = read_verdicts(context, (CHAMPION_PERFORMANCE_CHECK,))
+    read = read_verdicts(context, (CHAMPION_PERFORMANCE_CHECK, ESTIMATED_PERFORMANCE_CHECK))
     unreadable = report_errors(context, "performance_sensor", read, alerts)
     if not read.triggers:
         return dg.SkipReason(

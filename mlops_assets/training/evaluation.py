@@ -11,9 +11,11 @@ from pydantic import Field
 from mlops_assets.constants import TRAINING
 from mlops_assets.training.models import TRAINED_THROUGH_TAG, load_training_set
 from mlops_core import registry
+from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.training import gates as g
 from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
+from mlops_core.training import matrix
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.training.report import markdown_tables, plots, render_html
 from resources.registry import ModelRegistry
@@ -153,6 +155,18 @@ def candidate_evaluation(
     partial.write_text(page)
     partial.replace(latest)
     client.log_artifact(fraud_model_candidate.run_id, str(path), "evaluation")
+    # The test split as the model that never saw it scored it: estimated_performance calibrates on it once this
+    # candidate is the champion (CBPE's reference, mlops_core/monitoring/cbpe.py).
+    test = split(frame, "test")
+    client.log_dict(
+        fraud_model_candidate.run_id,
+        {
+            "score": [round(float(x), 7) for x in fraud_model_candidate.evaluated_scorer().predict(matrix.encode(test))],
+            "is_fraud": [int(x) for x in matrix.labels(test)],
+            "threshold": fraud_model_candidate.threshold,
+        },
+        CBPE_REFERENCE_ARTIFACT,
+    )
     artifact = f"evaluation/{path.name}"
     experiment_id = client.get_run(fraud_model_candidate.run_id).info.experiment_id
     report_url = registry.artifact_page_url(client.tracking_uri, experiment_id, fraud_model_candidate.run_id, artifact)

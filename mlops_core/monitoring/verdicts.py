@@ -15,6 +15,7 @@ FEATURE_DRIFT = "feature_drift"
 PREDICTION_DRIFT = "prediction_drift"
 LABEL_VOLUME = "label_volume"
 CONCEPT_DRIFT = "concept_drift"
+ESTIMATED_PERFORMANCE = "estimated_performance"
 # Not an asset's check: champion_watch_sensor's hourly judgement, when it asks for a retraining.
 CHAMPION_WATCH = "champion_watch"
 
@@ -76,6 +77,12 @@ VALUE_FIELDS: dict[str, dict[str, Kind]] = {
         "calibration_bound": OPTIONAL_NUMBER,
         "confidence": NUMBER,
         "page_hinkley_threshold": NUMBER,
+    },
+    ESTIMATED_PERFORMANCE: {
+        "estimated_auc_pr": OPTIONAL_NUMBER,
+        "estimated_auc_pr_high": OPTIONAL_NUMBER,
+        "reference_auc_pr": OPTIONAL_NUMBER,
+        "max_drop": NUMBER,
     },
     CHAMPION_WATCH: {"hour": TEXT, "flagged_hours_in_a_row": INTEGER, "threshold": INTEGER},
 }
@@ -260,5 +267,41 @@ def concept_drift_verdict(
         day.isoformat(),
         False,
         f"the champion holds on {day}: recall, matured errors and calibration within bounds",
+        values,
+    )
+
+
+def estimated_performance_verdict(
+    day: dt.date,
+    estimated: float | None,
+    high: float | None,
+    reference: float | None,
+    max_drop: float,
+    note: str = "",
+) -> MonitoringVerdict:
+    """Retrain when even the upper bound of the day's estimated AUC-PR (calibrated CBPE, before any label)
+    lies more than `max_drop` (relative) below the champion's realized AUC-PR on its reference."""
+    values = {
+        "estimated_auc_pr": finite(estimated),
+        "estimated_auc_pr_high": finite(high),
+        "reference_auc_pr": finite(reference),
+        "max_drop": float(max_drop),
+    }
+    if values["estimated_auc_pr_high"] is None or values["reference_auc_pr"] is None:
+        return MonitoringVerdict(
+            ESTIMATED_PERFORMANCE, day.isoformat(), False, f"no verdict on {day}: {note or 'no estimate'}", values
+        )
+    floor = (1 - max_drop) * reference
+    if high < floor:
+        reason = (
+            f"estimated performance drop on {day}: AUC-PR estimated {estimated:.3f} (at most {high:.3f}) against "
+            f"{reference:.3f} on the champion's reference (floor {floor:.3f})"
+        )
+        return MonitoringVerdict(ESTIMATED_PERFORMANCE, day.isoformat(), True, reason, values)
+    return MonitoringVerdict(
+        ESTIMATED_PERFORMANCE,
+        day.isoformat(),
+        False,
+        f"AUC-PR estimated {estimated:.3f} (up to {high:.3f}) on {day}, not below the floor {floor:.3f}",
         values,
     )
