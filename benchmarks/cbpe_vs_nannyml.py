@@ -1,0 +1,149 @@
+"""Calibrated CBPE (mlops_core/monitoring/cbpe.py) against NannyML's CBPE on the same chunks: the mean absolute
+error of each estimate (ROC AUC, AUC-PR, precision, recall) against the realized value, both judged by the
+same realized values (mlops_core.monitoring.cbpe.realized).
+
+Data sets:
+- `car_loan`: NannyML's public synthetic car-loan data set (50,000 reference rows, ten chunks of 5,000);
+- `car_loan_uncalibrated`: the same with every score cubed (the ranking intact, the probabilities far too
+  low), as a model trained on another base rate gives;
+- `sim_<scenario>_seed<N>`: a finished `mlops simulate` home (--sim DIR, repeatable): the first champion's
+  served scores, from its prediction log, with the labels the warehouse holds at the end. Reference: its
+  first `--reference-days` days of service; analysis: each later day it served whose labels are mature.
+
+NannyML runs in its own venv (benchmarks/peers/requirements-nannyml.txt):
+
+    python3 -m venv .bench-venvs/nannyml && .bench-venvs/nannyml/bin/pip install -r benchmarks/peers/requirements-nannyml.txt
+    .venv/bin/python benchmarks/cbpe_vs_nannyml.py --nannyml-python .bench-venvs/nannyml/bin/python --sim /tmp/sim60-7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from results import record, row  # noqa: E402
+
+from mlops_core.monitoring.cbpe import METRICS, CalibratedCBPE, realized  # noqa: E402
+
+NANNYML_NAMES = {"roc_auc": "roc_auc", "auc_pr": "average_precision", "precision": "precision", "recall": "recall"}
+
+
+def _nannyml(python: str, directory: Path) -> dict[int, dict[str, float]]:
+    subprocess.run([python, str(HERE / "peers" / "nannyml_cbpe.py"), "estimate", str(directory)], check=True)
+    return {int(k): v for k, v in json.loads((directory / "nannyml.json").read_text()).items()}
+
+
+def compare(name: str, reference: pd.DataFrame, analysis: pd.DataFrame, threshold: float, python: str) -> dict:
+    """MAE per metric of ours and of NannyML's over the analysis chunks."""
+    reference = reference.assign(pred=(reference["score"] >= threshold).astype(int))
+    analysis = analysis.assign(pred=(analysis["score"] >= threshold).astype(int))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        reference.to_parquet(directory / "reference.parquet")
+        analysis.to_parquet(directory / "analysis.parquet")
+        peer = _nannyml(python, directory)
+    ours = CalibratedCBPE(draws=20).fit(reference["score"].to_numpy(), reference["y"].to_numpy())
+    errors = {"ours": {m: [] for m in METRICS}, "nannyml": {m: [] for m in METRICS}}
+    for chunk, rows in analysis.groupby("chunk", sort=True):
+        scores, y = rows["score"].to_numpy(float), rows["y"].to_numpy(int)
+        truth = realized(y, scores, scores >= threshold)
+        estimate = ours.estimate(scores, threshold)
+        for metric in METRICS:
+            if np.isnan(truth[metric]) or int(chunk) not in peer:
+                continue
+            errors["ours"][metric].append(abs(estimate[metric].value - truth[metric]))
+            errors["nannyml"][metric].append(abs(peer[int(chunk)][NANNYML_NAMES[metric]] - truth[metric]))
+    mae = {side: {m: float(np.mean(v)) for m, v in by.items() if v} for side, by in errors.items()}
+    chunks = len(errors["ours"]["roc_auc"])
+    print(f"{name}: {chunks} chunks, calibrated={ours.calibrated}")
+    for metric in METRICS:
+        print(f"  {metric:10s} ours {mae['ours'].get(metric, float('nan')):.4f}  nannyml {mae['nannyml'].get(metric, float('nan')):.4f}")
+    return {"name": name, "chunks": chunks, "calibrated": ours.calibrated, "mae": mae}
+
+
+def car_loan(python: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([python, str(HERE / "peers" / "nannyml_cbpe.py"), "export-car-loan", tmp], check=True)
+        return pd.read_parquet(Path(tmp) / "reference.parquet"), pd.read_parquet(Path(tmp) / "analysis.parquet")
+
+
+def simulation(home: Path, reference_days: int, maturity_days: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """The first champion's served days of a finished simulation, labelled from its warehouse."""
+    import duckdb
+
+    from mlops_core.serving.prediction_log import read_predictions
+
+    log = read_predictions(home / "data" / "serving" / "production" / "predictions.sqlite")
+    served = log[(log["variant"] == "champion") & (log["served"] == 1) & (log["status"] == "ok")]
+    first = served["model_version"].iloc[0]
+    served = served[served["model_version"] == first].drop_duplicates("transaction_id")
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        labels = con.execute(
+            """select transaction_id, arg_max(is_fraud, labeled_at) as is_fraud from marts.label_events
+               group by transaction_id"""
+        ).df()
+        threshold = None
+    frame = served.merge(labels, on="transaction_id", how="inner")
+    frame["day"] = pd.to_datetime(frame["event_timestamp"], format="ISO8601").dt.date
+    days = sorted(frame["day"].unique())
+    # The simulated days only (the rollout's replays of history days come first in the log, and are left out).
+    frame = frame[frame["day"] >= days[0]]
+    last_mature = max(days) - pd.Timedelta(days=maturity_days).to_pytimedelta()
+    frame = frame[frame["day"] <= last_mature]
+    index = {d: i for i, d in enumerate(sorted(frame["day"].unique()))}
+    frame["chunk"] = frame["day"].map(index)
+    frame = frame.rename(columns={"is_fraud": "y"}).assign(y=lambda f: f["y"].astype(int))
+    threshold = float(frame.loc[frame["decision"] == 1, "score"].min())
+    columns = ["score", "y", "chunk"]
+    return frame.loc[frame["chunk"] < reference_days, columns], frame.loc[frame["chunk"] >= reference_days, columns], threshold
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nannyml-python", required=True)
+    parser.add_argument("--sim", action="append", default=[], type=Path, help="A finished `mlops simulate` MLOPS_HOME.")
+    parser.add_argument("--reference-days", type=int, default=10)
+    parser.add_argument("--label-maturity-days", type=int, default=7)
+    args = parser.parse_args()
+    runs = []
+    reference, analysis = car_loan(args.nannyml_python)
+    runs.append(compare("car_loan", reference, analysis, 0.5, args.nannyml_python))
+    cubed = lambda f: f.assign(score=f["score"] ** 3)  # noqa: E731
+    runs.append(compare("car_loan_uncalibrated", cubed(reference), cubed(analysis), 0.5**3, args.nannyml_python))
+    for home in args.sim:
+        reference, analysis, threshold = simulation(home, args.reference_days, args.label_maturity_days)
+        runs.append(compare(f"sim_{home.name}", reference, analysis, threshold, args.nannyml_python))
+    rows = []
+    for run in runs:
+        ours = float(np.mean(list(run["mae"]["ours"].values())))
+        peer = float(np.mean(list(run["mae"]["nannyml"].values())))
+        rows.append(
+            row(
+                f"cbpe_mae_vs_nannyml_{run['name']}",
+                ours=ours,
+                peer=peer,
+                peer_name="NannyML 0.13.1 CBPE on the same chunks",
+                ratio="ours/peer",
+                meaning="below 1: our estimates are closer to the realized metrics",
+                unit="mean absolute error (mean over ROC AUC, AUC-PR, precision, recall)",
+                goal="no worse than NannyML's CBPE",
+                met=ours <= peer,
+                details={"chunks": run["chunks"], "calibrated": run["calibrated"], "mae_by_metric": run["mae"]},
+            )
+        )
+    record(rows)
+
+
+if __name__ == "__main__":
+    main()
