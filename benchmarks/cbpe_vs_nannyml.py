@@ -68,7 +68,9 @@ def compare(name: str, reference: pd.DataFrame, analysis: pd.DataFrame, threshol
     chunks = len(errors["ours"]["roc_auc"])
     print(f"{name}: {chunks} chunks, calibrated={ours.calibrated}")
     for metric in METRICS:
-        print(f"  {metric:10s} ours {mae['ours'].get(metric, float('nan')):.4f}  nannyml {mae['nannyml'].get(metric, float('nan')):.4f}")
+        print(
+            f"  {metric:10s} ours {mae['ours'].get(metric, float('nan')):.4f}  nannyml {mae['nannyml'].get(metric, float('nan')):.4f}"
+        )
     return {"name": name, "chunks": chunks, "calibrated": ours.calibrated, "mae": mae}
 
 
@@ -106,7 +108,11 @@ def simulation(home: Path, reference_days: int, maturity_days: int) -> tuple[pd.
     frame = frame.rename(columns={"is_fraud": "y"}).assign(y=lambda f: f["y"].astype(int))
     threshold = float(frame.loc[frame["decision"] == 1, "score"].min())
     columns = ["score", "y", "chunk"]
-    return frame.loc[frame["chunk"] < reference_days, columns], frame.loc[frame["chunk"] >= reference_days, columns], threshold
+    return (
+        frame.loc[frame["chunk"] < reference_days, columns],
+        frame.loc[frame["chunk"] >= reference_days, columns],
+        threshold,
+    )
 
 
 def main() -> None:

@@ -378,7 +378,9 @@ def run_json_artifact(client: MlflowClient, run_id: str, name: str) -> dict | No
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = _call(client, f"download {name} of run {run_id}", lambda: client.download_artifacts(run_id, name, tmp))
+            path = _call(
+                client, f"download {name} of run {run_id}", lambda: client.download_artifacts(run_id, name, tmp)
+            )
         except (MlflowException, OSError):
             return None
         return json.loads(Path(path).read_text())

@@ -107,7 +107,9 @@ def champion_watch_sensor(
     pending = rows.loc[rows["hour"] > (cursor["last_hour"] or ""), "id"]
     cursor["read_after"] = int(pending.min()) - 1 if len(pending) else int(frame["id"].max())
     flagged = [v for v in verdicts if v.flagged]
-    summary = f"champion {version}: {len(verdicts)} hour(s) judged, {len(flagged)} flagged, {filling} filled a reference"
+    summary = (
+        f"champion {version}: {len(verdicts)} hour(s) judged, {len(flagged)} flagged, {filling} filled a reference"
+    )
     runs = []
     needed = retraining_policy.hourly_retrain_after
     if flagged and needed and cursor["streak"] >= needed:

@@ -38,8 +38,8 @@ def _with_time(frame: pd.DataFrame) -> pd.DataFrame:
     """A timestamp per row putting each chunk on its own day, so NannyML chunks exactly as given."""
     frame = frame.copy()
     offset = frame.groupby("chunk").cumcount()
-    frame["timestamp"] = pd.Timestamp("2020-01-01") + pd.to_timedelta(frame["chunk"], unit="D") + pd.to_timedelta(
-        offset, unit="s"
+    frame["timestamp"] = (
+        pd.Timestamp("2020-01-01") + pd.to_timedelta(frame["chunk"], unit="D") + pd.to_timedelta(offset, unit="s")
     )
     return frame
 

@@ -9,10 +9,10 @@ from pydantic import Field
 
 from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
+from mlops_core import registry
 from mlops_core.features import spec
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.monitoring.drift import compute_drift, evidently_html
-from mlops_core import registry
 from mlops_core.monitoring.drift_scope import barely_used, left_out_of_share
 from mlops_core.monitoring.features import current_features, first_event, reference_features
 from mlops_core.monitoring.verdicts import feature_drift_verdict

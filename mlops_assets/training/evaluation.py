@@ -11,11 +11,11 @@ from pydantic import Field
 from mlops_assets.constants import TRAINING
 from mlops_assets.training.models import TRAINED_THROUGH_TAG, load_training_set
 from mlops_core import registry
-from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
 from mlops_core.projects.catalog import fraud_project
+from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
 from mlops_core.training import gates as g
-from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
 from mlops_core.training import matrix
+from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.training.report import markdown_tables, plots, render_html
 from resources.registry import ModelRegistry
@@ -161,7 +161,9 @@ def candidate_evaluation(
     client.log_dict(
         fraud_model_candidate.run_id,
         {
-            "score": [round(float(x), 7) for x in fraud_model_candidate.evaluated_scorer().predict(matrix.encode(test))],
+            "score": [
+                round(float(x), 7) for x in fraud_model_candidate.evaluated_scorer().predict(matrix.encode(test))
+            ],
             "is_fraud": [int(x) for x in matrix.labels(test)],
             "threshold": fraud_model_candidate.threshold,
         },

@@ -452,7 +452,9 @@ class ClosedLoop:
             frozen_recall=recall(scores.is_fraud, scores.frozen_decision),
             served_auc_pr_7d=pooled_auc_pr(window, "served"),
             frozen_auc_pr_7d=pooled_auc_pr(window, "frozen"),
-            oracle_recall=recall(scores.is_fraud, scores.oracle_decision) if scores.oracle_decision is not None else None,
+            oracle_recall=recall(scores.is_fraud, scores.oracle_decision)
+            if scores.oracle_decision is not None
+            else None,
             oracle_auc_pr_7d=pooled_auc_pr(window, "oracle"),
             served_auc_pr=pooled_auc_pr([scores], "served"),
             frozen_auc_pr=pooled_auc_pr([scores], "frozen"),

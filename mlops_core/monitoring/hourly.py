@@ -74,7 +74,9 @@ class ScoreReference:
         ok = rows[rows["status"] == "ok"]
         counts = np.array(self.counts, dtype=int) if self.counts else np.zeros(len(SCORE_EDGES) - 1, dtype=int)
         counts = counts + bin_counts(ok["score"].to_numpy(float))
-        return ScoreReference(self.version, tuple(int(c) for c in counts), self.flagged + int(ok["decision"].astype(bool).sum()))
+        return ScoreReference(
+            self.version, tuple(int(c) for c in counts), self.flagged + int(ok["decision"].astype(bool).sum())
+        )
 
 
 @dataclass
@@ -185,7 +187,9 @@ def hour_of(event_timestamps: pd.Series) -> pd.Series:
     return times.dt.floor("h").dt.strftime("%Y-%m-%dT%H:00:00")
 
 
-def complete_hours(rows: pd.DataFrame, newest_event: str | None, after_hour: str | None) -> list[tuple[str, pd.DataFrame]]:
+def complete_hours(
+    rows: pd.DataFrame, newest_event: str | None, after_hour: str | None
+) -> list[tuple[str, pd.DataFrame]]:
     """The hours of `rows` (champion requests with an `hour` column) strictly before the hour of
     `newest_event` and after `after_hour`, oldest first."""
     if rows.empty or newest_event is None:

@@ -1,21 +1,22 @@
 """Performance of the served model once labels arrive, and before they do.
 
-Four tools, none of which imports dagster:
+Tools, none of which imports dagster:
 
 - `live_performance`: realized quality of logged decisions against the labels known so far,
   overall, per model version and per segment.
 - `PageHinkley`: a streaming detector of an increase in the mean of an error stream
   (`error_stream` builds one from the log and the labels).
 - `calibration_drift`: expected calibration error of a window against the reference one.
-- `estimate_performance_cbpe`: confidence-based performance estimation from scores alone,
-  and `cbpe_reliability` to measure how far such estimates are from what was realized.
+- `recall_drop`: the one-sided binomial test of a recall fall on the frauds confirmed so far.
+
+Confidence-based performance estimation, before any label, is in `cbpe.py`.
 
 Labels are late (docs/demo_data.md): a fraud is confirmed within days or weeks, a legitimate
 transaction only when it matures 45 days after the event. Until a window is that old its
 labelled rows are enriched in fraud, so realized precision, fraud rate and error rates are
 biased upwards there. Recall is not affected as much, because it only looks at frauds. Compute
 precision-like figures on matured windows (events before a cutoff, as `error_stream`'s
-complete_before does) and use CBPE in between.
+complete_before does) and use CBPE (cbpe.py) in between.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from mlops_core.training.metrics import (
     _auc_pr,
     _decision_counts,
     _ratio,
-    classification_metrics,
     expected_calibration_error,
 )
 
@@ -53,7 +53,6 @@ PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "auc_pr",
 )
 OVERALL = "overall"
-CBPE_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "auc_pr", "fraud_rate")
 
 
 def _f1(precision: float, recall: float) -> float:
@@ -325,97 +324,6 @@ def calibration_drift(
         "n": float(len(y)),
         "positives": float(y.sum()),
     }
-
-
-def _expected_average_precision(p: np.ndarray) -> float:
-    """Average precision of the expected confusion matrix at every distinct score.
-
-    With calibrated scores a row flagged at threshold t is fraud with probability p, so the
-    expected true positives of "flag everything >= t" are the sum of those scores, and expected
-    precision and recall follow from them. AP is then computed as sklearn does from real
-    counts: sum over distinct thresholds of (recall step) x precision. It equals sklearn's
-    average_precision_score with every row counted once as fraud (weight p) and once as
-    legitimate (weight 1 - p). It is the AP of the expected counts, not the expected AP; on the
-    tests' windows (about 240 frauds in 20,000) the two agree within sampling noise.
-    """
-    total = p.sum()
-    if total <= 0:
-        return float("nan")
-    order = np.argsort(-p, kind="stable")
-    sorted_scores = p[order]
-    expected_tp = np.cumsum(sorted_scores)
-    # Tied scores are flagged together: only the last position of each run is a threshold.
-    run_ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
-    precision = expected_tp[run_ends] / (run_ends + 1)
-    recall = expected_tp[run_ends] / total
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def estimate_performance_cbpe(scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """Expected quality of decisions "flag when score >= threshold", from the scores alone.
-
-    Confidence-based performance estimation (NannyML's CBPE): if the scores are calibrated,
-    each flagged row is a true positive with probability equal to its score and each unflagged
-    one a false negative with probability equal to its score. Hence expected precision =
-    mean(score | flagged), expected recall = sum(score over flagged) / sum(score), expected F1
-    from the expected counts, expected fraud rate = mean(score), and expected AUC-PR from the
-    expected confusion matrix at every threshold (`_expected_average_precision`). The flag rate
-    needs no estimate: it is known when scoring. All of it is only as good as the calibration
-    on the current data: it cannot see concept drift, under which the scores stay put while
-    their meaning changes (see `cbpe_reliability`).
-    """
-    p = np.asarray(scores, dtype=np.float64).ravel()
-    if len(p) == 0:
-        raise ValueError("no scores to estimate from")
-    flagged = p >= threshold
-    expected_tp = float(p[flagged].sum())
-    expected_fp = float(flagged.sum()) - expected_tp
-    expected_fn = float(p[~flagged].sum())
-    precision = _ratio(expected_tp, expected_tp + expected_fp)
-    recall = _ratio(expected_tp, expected_tp + expected_fn)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": _f1(precision, recall),
-        "auc_pr": _expected_average_precision(p),
-        "fraud_rate": float(p.mean()),
-        "flag_rate": float(flagged.mean()),
-        "expected_true_positives": expected_tp,
-        "expected_false_positives": expected_fp,
-        "expected_false_negatives": expected_fn,
-        "n": float(len(p)),
-    }
-
-
-def cbpe_reliability(
-    scores: np.ndarray, labels: np.ndarray, threshold: float, windows: int | np.ndarray | pd.Series
-) -> pd.DataFrame:
-    """CBPE estimate against the realized value, window by window, on fully labelled data.
-
-    `windows` is a window key per row (e.g. the event day) or an int: consecutive chunks of
-    that many rows. One row per window, in key order, with n, positives and, for precision,
-    recall, f1, auc_pr and fraud_rate, estimated_<m>, realized_<m> and error_<m> = estimated -
-    realized (NaN where the realized value is undefined, e.g. recall without fraud). The mean
-    of |error_<m>| is the estimator's error on that data; a large or one-sided error means the
-    scores are not calibrated there and CBPE should not be trusted.
-    """
-    y, p = _as_arrays(labels, scores)
-    keys = np.arange(len(p)) // windows if isinstance(windows, int) else np.asarray(windows)
-    if len(keys) != len(p):
-        raise ValueError(f"{len(keys)} window keys but {len(p)} scores")
-    rows = []
-    for key, positions in pd.Series(np.arange(len(p))).groupby(keys, sort=True):
-        index = positions.to_numpy()
-        estimated = estimate_performance_cbpe(p[index], threshold)
-        realized = classification_metrics(y[index], p[index], threshold)
-        realized["fraud_rate"] = realized["positives"] / realized["n"]
-        row: dict[str, object] = {"window": key, "n": len(index), "positives": int(y[index].sum())}
-        for metric in CBPE_METRICS:
-            row[f"estimated_{metric}"] = estimated[metric]
-            row[f"realized_{metric}"] = realized[metric]
-            row[f"error_{metric}"] = estimated[metric] - realized[metric]
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def recall_drop(

@@ -247,7 +247,11 @@ class LoopSummary:
                 else "no hour flagged from the drift on"
             )
             + f" ({self.hours_judged} hours judged in the window; {self.hours_flagged_before} flagged before it)"
-            + (f"; first retraining launched on day {self.first_trigger_day}" if self.first_trigger_day is not None else ""),
+            + (
+                f"; first retraining launched on day {self.first_trigger_day}"
+                if self.first_trigger_day is not None
+                else ""
+            ),
         ]
 
 
@@ -292,7 +296,11 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
     if not days:
         raise ValueError(f"no simulated day in [{first_day}, {first_day + window})")
     mean = {m: _nanmean([getattr(r, f"{m}_auc_pr") for r in days]) for m in MODELS}
-    gap = (mean["oracle"] - mean["served"]) / mean["oracle"] if mean["oracle"] and not math.isnan(mean["oracle"]) else math.nan
+    gap = (
+        (mean["oracle"] - mean["served"]) / mean["oracle"]
+        if mean["oracle"] and not math.isnan(mean["oracle"])
+        else math.nan
+    )
     recovered = recovery_day(days)
     first_promotion = next((r.index for r in days if r.promoted), None)
     worst = None

@@ -102,9 +102,7 @@ class Oracle:
         )
         trees = int(stopped.best_iteration) + 1
         self._model = train_xgboost_fixed(X, y, dataclasses.replace(self.params, n_estimators=trees))
-        fitted = OracleFit(
-            cutoff=cutoff, rows=len(rows), frauds=int(y.sum()), trees=trees, threshold=float(threshold)
-        )
+        fitted = OracleFit(cutoff=cutoff, rows=len(rows), frauds=int(y.sum()), trees=trees, threshold=float(threshold))
         self.fits.append(fitted)
         return fitted
 

@@ -113,7 +113,10 @@ def test_feature_drift_flags_a_shifted_day(settings, tmp_path):
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
             rows = con.execute(f"select count(*) from {DRIFT_TABLE} where day = ?", [day]).fetchall()[0][0]
             compared = {
-                f for (f,) in con.execute(f"select feature from {DRIFT_TABLE} where day = ? and drifted", [day]).fetchall()
+                f
+                for (f,) in con.execute(
+                    f"select feature from {DRIFT_TABLE} where day = ? and drifted", [day]
+                ).fetchall()
             }
         left_out = metadata(result, "left_out_of_share")["left_out_of_share"]
     finally:

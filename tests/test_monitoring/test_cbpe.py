@@ -10,6 +10,7 @@ import pytest
 from mlops_core.monitoring.cbpe import (
     CalibratedCBPE,
     expected_average_precision,
+    expected_precision_recall,
     expected_roc_auc,
     realized,
 )
@@ -18,16 +19,16 @@ from mlops_core.monitoring.cbpe import (
 def test_expected_curves_give_the_exact_answers_on_tiny_inputs():
     assert expected_roc_auc(np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(1.0)
     assert expected_roc_auc(np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-    # Two rows, p=0.8 and 0.2: positives 1.0, negatives 1.0; ranking them right has probability 0.8*0.8
-    # and a tie-free wrong order 0.2*0.2, both fraud or both not count for neither: E[TPR vs FPR] area 0.8.
+    # Two rows, p=0.8 ranked above p=0.2: positives weigh 1.0, negatives 1.0; the expected ROC curve rises
+    # to TPR 0.8 at FPR 0.2, then to (1, 1): area 0.8 * 0.2 / 2 + 0.8 * (0.9) = 0.8.
     assert expected_roc_auc(np.array([0.8, 0.2])) == pytest.approx(0.8)
     assert expected_average_precision(np.array([1.0, 0.0])) == pytest.approx(1.0)
-    # One certain fraud ranked below a coin flip: precision 0.5 at the first threshold (recall 0.5/1.5),
-    # then 1.5/2 at the second (recall 1): AP = (1/3)(0.5) + (2/3)(0.75).
-    assert expected_average_precision(np.array([0.5, 0.5 - 1e-9 + 1e-9, 1.0])[::-1][[1, 0]]) == pytest.approx(
-        expected_average_precision(np.array([0.5, 1.0]))
-    )
+    # A certain fraud ranked above a coin flip: precision 1 at recall 1/1.5, then 1.5/2 at recall 1.
     assert expected_average_precision(np.array([1.0, 0.5])) == pytest.approx((1 / 1.5) * 1.0 + (0.5 / 1.5) * 0.75)
+    # Ranked by the model's scores, not by p: the same probabilities in the wrong order rank worse.
+    assert expected_average_precision(np.array([1.0, 0.5]), scores=np.array([0.1, 0.9])) == pytest.approx(
+        (0.5 / 1.5) * 0.5 + (1 / 1.5) * 0.75
+    )
     assert math.isnan(expected_roc_auc(np.zeros(3)))
 
 
@@ -91,3 +92,23 @@ def test_a_reference_without_both_classes_or_with_mismatched_lengths_is_refused(
         CalibratedCBPE().fit(np.array([0.1, 0.2, 0.3]), np.array([0, 1]))
     with pytest.raises(RuntimeError, match="fit the estimator"):
         CalibratedCBPE().estimate(np.array([0.1]), 0.5)
+
+
+def test_a_hand_computed_example():
+    p = np.array([0.1, 0.2, 0.5, 0.8, 0.9])
+    # Flagged 0.5, 0.8, 0.9: expected TP 2.2 of 3 flagged, of 2.5 expected frauds.
+    assert expected_precision_recall(p, p >= 0.5) == (pytest.approx(2.2 / 3), pytest.approx(2.2 / 2.5))
+    # Precision at each cut (0.9, 1.7/2, 2.2/3, 2.4/4, 2.5/5) times the recall step p / 2.5.
+    assert expected_average_precision(p) == pytest.approx(
+        0.9 * 0.36 + 0.85 * 0.32 + 2.2 / 3 * 0.2 + 0.6 * 0.08 + 0.5 * 0.04
+    )
+    # The same as sklearn's AP with each row once as fraud (weight p) and once as not (1 - p), ties included.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.beta(0.3, 8, 500), 3)
+    y, w = np.r_[np.ones(500), np.zeros(500)], np.r_[scores, 1 - scores]
+    assert expected_average_precision(scores) == pytest.approx(
+        average_precision_score(y, np.r_[scores, scores], sample_weight=w), rel=1e-9
+    )
+    assert expected_roc_auc(scores) == pytest.approx(roc_auc_score(y, np.r_[scores, scores], sample_weight=w), rel=1e-9)

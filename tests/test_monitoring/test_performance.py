@@ -6,15 +6,12 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from sklearn.metrics import average_precision_score
 
 from mlops_core.monitoring.performance import (
     PERFORMANCE_COLUMNS,
     PageHinkley,
     calibration_drift,
-    cbpe_reliability,
     error_stream,
-    estimate_performance_cbpe,
     live_performance,
 )
 from mlops_core.serving.prediction_log import PredictionLog, PredictionRecord, features_json, read_predictions
@@ -283,61 +280,3 @@ def test_calibration_drift_flags_a_shifted_base_rate_and_not_a_stationary_window
 def test_a_small_window_gets_a_wider_bound():
     _, p, y = _calibrated(3, 40_000)
     assert calibration_drift(y[:2000], p[:2000], 0.001)["bound"] > 2 * calibration_drift(y, p, 0.001)["bound"]
-
-
-# ---- CBPE ------------------------------------------------------------------------------------
-
-THRESHOLD = 0.3
-WINDOW = 20_000
-N_WINDOWS = 40
-
-
-def test_cbpe_on_a_hand_computed_example():
-    p = np.array([0.1, 0.2, 0.5, 0.8, 0.9])
-    estimate = estimate_performance_cbpe(p, 0.5)
-    # Flagged 0.5, 0.8, 0.9: expected TP 2.2 of 3 flagged, of 2.5 expected frauds.
-    assert estimate["precision"] == pytest.approx(2.2 / 3)
-    assert estimate["recall"] == pytest.approx(2.2 / 2.5)
-    assert estimate["f1"] == pytest.approx(2 * 2.2 / (2 * 2.2 + 0.8 + 0.3))
-    assert (estimate["flag_rate"], estimate["fraud_rate"]) == (pytest.approx(0.6), pytest.approx(0.5))
-    # Precision at each cut (0.9, 1.7/2, 2.2/3, 2.4/4, 2.5/5) times the recall step p / 2.5.
-    assert estimate["auc_pr"] == pytest.approx(0.9 * 0.36 + 0.85 * 0.32 + 2.2 / 3 * 0.2 + 0.6 * 0.08 + 0.5 * 0.04)
-    # The same as sklearn's AP with each row once as fraud (weight p) and once as not (1 - p).
-    rng = np.random.default_rng(0)
-    scores = np.round(rng.beta(0.3, 8, 500), 3)  # rounded, so there are ties
-    weighted = average_precision_score(
-        np.r_[np.ones(500), np.zeros(500)], np.r_[scores, scores], sample_weight=np.r_[scores, 1 - scores]
-    )
-    assert estimate_performance_cbpe(scores, 0.2)["auc_pr"] == pytest.approx(weighted, rel=1e-9)
-
-
-def _windows(rescale_logit: float = 0.0) -> pd.DataFrame:
-    logit, p, y = _calibrated(7, WINDOW * N_WINDOWS)
-    served = p if rescale_logit == 0 else 1 / (1 + np.exp(-(logit + rescale_logit)))
-    return cbpe_reliability(served, y, THRESHOLD, WINDOW)
-
-
-def test_cbpe_tracks_realized_performance_when_scores_are_calibrated():
-    table = _windows()
-    assert len(table) == N_WINDOWS and table["n"].eq(WINDOW).all()
-    mean_abs = table.filter(like="error_").abs().mean()
-    bias = table.filter(like="error_").mean()
-    # About 100 flags and 240 frauds a window: the tolerances are the sampling noise of the
-    # realized figures, which CBPE cannot beat.
-    assert mean_abs["error_precision"] <= 0.05
-    assert mean_abs["error_recall"] <= 0.03
-    assert mean_abs["error_f1"] <= 0.035
-    assert mean_abs["error_auc_pr"] <= 0.035
-    assert mean_abs["error_fraud_rate"] <= 0.001
-    assert bias.abs().max() <= 0.015
-
-
-def test_cbpe_fails_visibly_on_miscalibrated_scores():
-    # The same ranking with odds inflated e^2 (about 7x): an over-confident model.
-    calibrated, inflated = _windows(), _windows(rescale_logit=2.0)
-    np.testing.assert_allclose(inflated["realized_auc_pr"], calibrated["realized_auc_pr"])
-    # CBPE over-states precision by 0.3 or more in every window and AUC-PR by about 0.2 on
-    # average: it needs calibrated scores (re-calibrate, or do not trust it after drift).
-    assert (inflated["error_precision"] >= 0.25).all()
-    assert inflated["error_auc_pr"].mean() >= 0.15
-    assert inflated["error_precision"].abs().mean() >= 5 * calibrated["error_precision"].abs().mean()

@@ -25,7 +25,7 @@ from mlops_core.serving.prediction_log import PredictionLog, PredictionRecord
 from resources.alerts import AlertResource
 from resources.retraining import RetrainingPolicy
 from resources.serving import ServingEndpointResource
-from sensors.champion_watch import CHAMPION_HOURLY_WATCH, RULES, champion_watch_sensor
+from sensors.champion_watch import CHAMPION_HOURLY_WATCH, champion_watch_sensor
 from sensors.retraining import TRIGGER_TAG
 
 START = dt.datetime(2026, 3, 1)
@@ -46,7 +46,9 @@ def _hour_frame(rng, n, hour, shift=0.0, errors=0, threshold=0.3):
 
 def test_the_same_distribution_is_not_flagged_and_a_real_shift_is():
     rng = np.random.default_rng(0)
-    reference = ScoreReference.of("1", *(lambda f: (f["score"].to_numpy(), f["decision"].to_numpy()))(_hour_frame(rng, 3000, 14)))
+    reference = ScoreReference.of(
+        "1", *(lambda f: (f["score"].to_numpy(), f["decision"].to_numpy()))(_hour_frame(rng, 3000, 14))
+    )
     false_alarms = sum(judge_hour("h", _hour_frame(rng, 120, 14), reference, HourlyRules()).flagged for _ in range(300))
     # At 99.9% confidence per test, two tests per hour: a few in a thousand at most.
     assert false_alarms <= 3, false_alarms
@@ -149,7 +151,9 @@ def watch(tmp_path):
 
 
 def _observed(result) -> list[dict]:
-    return [{k: v.value for k, v in e.metadata.items()} for e in result.asset_events if e.asset_key == CHAMPION_HOURLY_WATCH]
+    return [
+        {k: v.value for k, v in e.metadata.items()} for e in result.asset_events if e.asset_key == CHAMPION_HOURLY_WATCH
+    ]
 
 
 def test_ordinary_days_raise_nothing_and_a_shift_is_flagged_within_the_hour_then_retrains_once(watch):

@@ -43,8 +43,12 @@ def test_training_rows_hold_exactly_the_labels_known_at_the_cutoff_newest_verdic
     # Labelled after the cutoff: unknown that day.
     oracle.add_labels(_labels(ids[100:110], [True] * 10, [late] * 10))
     rows = oracle.training_rows(cutoff)
-    expected = [i for i in ids[:100] if events.set_index("transaction_id").at[i, "event_timestamp"] < pd.Timestamp("2024-02-15")]
-    assert rows["transaction_id"].tolist() == sorted(expected, key=lambda i: (events.set_index("transaction_id").at[i, "event_timestamp"], i))
+    expected = [
+        i for i in ids[:100] if events.set_index("transaction_id").at[i, "event_timestamp"] < pd.Timestamp("2024-02-15")
+    ]
+    assert rows["transaction_id"].tolist() == sorted(
+        expected, key=lambda i: (events.set_index("transaction_id").at[i, "event_timestamp"], i)
+    )
     assert rows["transaction_id"].is_unique
     verdict = rows.set_index("transaction_id")["is_fraud"]
     assert verdict[ids[3]] and verdict[ids[5]]

@@ -74,7 +74,9 @@ def test_quality_is_judged_on_the_evaluated_model_and_parity_on_the_registered_o
 
 
 def test_unseen_by_keeps_only_rows_after_the_bound():
-    test = pd.DataFrame({"event_timestamp": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 12:00", "2024-03-02 00:00"])})
+    test = pd.DataFrame(
+        {"event_timestamp": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 12:00", "2024-03-02 00:00"])}
+    )
     assert unseen_by(test, None).tolist() == [True, True, True]
     assert unseen_by(test, "2024-03-01T12:00:00").tolist() == [False, False, True]
     assert unseen_by(test, "2024-03-01T11:59:59.999999+00:00").tolist() == [False, True, True]
