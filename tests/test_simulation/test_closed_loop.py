@@ -7,6 +7,8 @@ Each run starts its own MLOPS_HOME: history of 45 days, then a few simulated day
 gates are opened (their own tests are in tests/test_training); every retraining faces the default gates.
 """
 
+import datetime as dt
+
 import dagster as dg
 import duckdb
 import mlflow
@@ -15,6 +17,7 @@ from generated_history import OPEN_GATES
 
 from mlops_cli.simulation.loop import ClosedLoop, SimulationSpec, isolated_home
 from mlops_core import registry
+from mlops_core.monitoring.timeline import summarize
 from mlops_core.serving.client import EndpointClient
 from mlops_core.serving.server import free_port
 
@@ -69,7 +72,8 @@ def covariate(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bad_data(tmp_path_factory):
-    yield from _simulate(tmp_path_factory, days=2, scenario="bad_missing_column", drift_day=1)
+    # The oracle has its own tests (tests/test_training/test_oracle.py); here only the data gate matters.
+    yield from _simulate(tmp_path_factory, days=2, scenario="bad_missing_column", drift_day=1, oracle=False)
 
 
 @pytest.mark.timeout(1200)
@@ -107,8 +111,23 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
     assert any("cool-down" in t for t in records[2].triggers) and records[2].promoted is None
     # Every day's monitoring_job succeeded (drift, prediction drift, labels, live performance, concept drift).
     assert [r.monitoring for r in records] == ["ok"] * len(records)
-    # The frozen first champion scored the same requests.
+    # The frozen first champion and the oracle scored the same requests; the oracle learnt every day from
+    # every label landed by its end (day d scored by the model of the end of day d - 1).
     assert all(0 <= r.frozen_recall <= 1 and 0 <= r.served_auc_pr_7d <= 1 for r in records)
+    assert all(r.oracle_auc_pr_7d is not None and 0 <= r.oracle_auc_pr_7d <= 1 for r in records)
+    fits = loop.oracle.fits
+    assert len(fits) == 1 + len(records)
+    assert [f.cutoff.date().isoformat() for f in fits[1:]] == [
+        (dt.date.fromisoformat(r.day) + dt.timedelta(days=1)).isoformat() for r in records
+    ]
+    assert all(later.rows > earlier.rows for earlier, later in zip(fits, fits[1:]))
+    # champion_watch_sensor ticked with the others: a day's hours are judged once the champion's references
+    # for those hours of the day are full, which the history's rollout replay does not do.
+    assert all(r.hours_judged >= 0 for r in records)
+    summary = summarize(records, first_day=1)
+    assert summary.mean_auc_pr["oracle"] == pytest.approx(
+        sum(r.oracle_auc_pr for r in records[1:]) / len(records[1:])
+    )
 
 
 @pytest.mark.timeout(1200)
