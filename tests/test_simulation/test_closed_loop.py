@@ -125,9 +125,7 @@ def test_drift_launches_one_tagged_retraining_whose_outcome_is_what_serves(covar
     # for those hours of the day are full, which the history's rollout replay does not do.
     assert all(r.hours_judged >= 0 for r in records)
     summary = summarize(records, first_day=1)
-    assert summary.mean_auc_pr["oracle"] == pytest.approx(
-        sum(r.oracle_auc_pr for r in records[1:]) / len(records[1:])
-    )
+    assert summary.mean_auc_pr["oracle"] == pytest.approx(sum(r.oracle_auc_pr for r in records[1:]) / len(records[1:]))
 
 
 @pytest.mark.timeout(1200)
