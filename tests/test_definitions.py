@@ -173,7 +173,14 @@ def test_batch_scoring_is_daily_partitioned():
 def test_monitoring_assets_are_daily_and_in_their_job():
     from mlops_assets.constants import MONITORING, MONITORING_JOB
 
-    daily = {"feature_drift", "prediction_drift", "label_volume", "live_performance", "concept_drift"}
+    daily = {
+        "feature_drift",
+        "prediction_drift",
+        "label_volume",
+        "live_performance",
+        "concept_drift",
+        "estimated_performance",
+    }
     for name in daily:
         asset = defs.resolve_assets_def(dg.AssetKey(name))
         assert asset.partitions_def is not None and asset.group_names_by_key[dg.AssetKey(name)] == MONITORING
@@ -182,6 +189,10 @@ def test_monitoring_assets_are_daily_and_in_their_job():
     selected = {k.to_user_string() for k in defs.resolve_job_def(MONITORING_JOB).asset_layer.selected_asset_keys}
     assert selected == daily | {"prediction_log"}
     assert defs.resolve_assets_def(dg.AssetKey("retraining_request")) is not None
+    # Observed each hour by champion_watch_sensor, never built by a job.
+    watch = defs.resolve_assets_def(dg.AssetKey("champion_hourly_watch"))
+    assert not watch.is_executable and watch.group_names_by_key[dg.AssetKey("champion_hourly_watch")] == MONITORING
+    assert defs.resolve_sensor_def("champion_watch_sensor").job_name == "retraining_job"
 
 
 def test_retraining_runs_everything_downstream_of_a_trigger():

@@ -327,6 +327,10 @@ def open_asset_graph(driver, base_url: str, groups: tuple[str, ...], assets: tup
     _wait(driver).until(EC.invisibility_of_element_located((By.XPATH, "//input[@placeholder='Jump to…']")))
     # ⌥E is the graph's "Expand all groups".
     ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
+    # The graph draws only what is on screen: once it grew past the viewport (champion_hourly_watch and
+    # estimated_performance), a group at its edge was never drawn until the graph was fitted.
+    _wait_for_labels(driver, assets[:1], "the first asset")
+    fit_graph(driver)
     labels = _wait_for_labels(driver, groups + assets, "the groups and assets")
     return labels, popup
 
