@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -260,13 +261,32 @@ def _nanmean(values: list[float | None]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _stopped_by(outcome: str) -> list[str]:
-    """The checks named by 'stopped by a, b' in a day's retraining outcomes."""
+_CHECK_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+
+
+def _stopped_by(outcome: str) -> list[list[str]]:
+    """Per retraining run stopped in a day's outcomes, the checks that stopped it: each outcome reads
+    'retraining <id> stopped by <check> (<what it measured>), <check> (...)'."""
     found = []
     for part in outcome.split("; "):
         if " stopped by " in part:
-            found += [c.strip() for c in part.split(" stopped by ", 1)[1].split(",")]
+            failures = part.split(" stopped by ", 1)[1]
+            found.append(_outer_names(failures))
     return found
+
+
+def _outer_names(failures: str) -> list[str]:
+    """The check names at parenthesis depth 0 of 'a (x (y)), b (z)'."""
+    depth, outer = 0, []
+    for char in failures:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0:
+            outer.append(char)
+    names = (piece.strip() for piece in "".join(outer).split(","))
+    return [name for name in names if _CHECK_NAME.fullmatch(name)]
 
 
 def _close_to_oracle(r: DayRecord) -> bool | None:
@@ -313,11 +333,12 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
     stopped: dict[str, int] = {}
     rolled_back = 0
     for r in days:
-        for check in _stopped_by(r.retraining):
-            if check.startswith("gate_"):
-                stopped[check] = stopped.get(check, 0) + 1
-            else:
-                rolled_back += 1
+        for checks in _stopped_by(r.retraining):
+            gates = [c for c in checks if c.startswith("gate_")]
+            for gate in gates:
+                stopped[gate] = stopped.get(gate, 0) + 1
+            # Stopped past the offline gates (staging, shadow, canary): the rollout was rolled back.
+            rolled_back += not gates
     drift_start = dt.datetime.fromisoformat(days[0].day) if _is_iso_day(days[0].day) else None
     flagged = sorted(h for r in days for h in r.hours_flagged)
     to_detection = None

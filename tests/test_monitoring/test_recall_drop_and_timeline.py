@@ -156,3 +156,14 @@ def test_recovery_is_the_first_day_when_never_lost_and_none_when_never_regained(
     assert recovery_day([_record(30, 0.3, None), _record(31, 0.2, 0.5), _record(32, 0.46, 0.5)]) == 32
     with pytest.raises(ValueError, match="no simulated day"):
         summarize([_record(3, 0.5, 0.5)], first_day=30)
+
+
+def test_the_checks_that_stopped_a_run_are_read_from_its_outcome_with_their_measurements():
+    outcome = (
+        "retraining 5b99dfc3 stopped by gate_minimum_quality (AUC-PR 0.0083 (min 0.2), recall 0.0000 (min 0.3)), "
+        "gate_calibration (ECE 0.2 (max 0.1)); retraining 47b10108 stopped by canary_healthy (flag rate 0.061 "
+        "outside [0.000, 0.039] around the champion's 0.010); retraining aaaa0000 succeeded"
+    )
+    summary = summarize([_record(30, 0.3, 0.3, retraining=outcome)], first_day=30)
+    assert summary.stopped_by_gate == {"gate_minimum_quality": 1, "gate_calibration": 1}
+    assert summary.rolled_back == 1 and summary.triggers == 3
