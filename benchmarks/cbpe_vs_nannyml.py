@@ -6,9 +6,10 @@ Data sets:
 - `car_loan`: NannyML's public synthetic car-loan data set (50,000 reference rows, ten chunks of 5,000);
 - `car_loan_uncalibrated`: the same with every score cubed (the ranking intact, the probabilities far too
   low), as a model trained on another base rate gives;
-- `sim_<scenario>_seed<N>`: a finished `mlops simulate` home (--sim DIR, repeatable): the first champion's
-  served scores, from its prediction log, with the labels the warehouse holds at the end. Reference: its
-  first `--reference-days` days of service; analysis: each later day it served whose labels are mature.
+- `sim_<home>`: a finished `mlops simulate` home (--sim DIR, repeatable): the served scores of the champion
+  that served the most days, from its prediction log, with the labels the warehouse holds at the end.
+  Reference: its first `--reference-days` days of service; analysis: each later day it served whose labels
+  are mature.
 
 NannyML runs in its own venv (benchmarks/peers/requirements-nannyml.txt):
 
@@ -88,8 +89,11 @@ def simulation(home: Path, reference_days: int, maturity_days: int) -> tuple[pd.
 
     log = read_predictions(home / "data" / "serving" / "production" / "predictions.sqlite")
     served = log[(log["variant"] == "champion") & (log["served"] == 1) & (log["status"] == "ok")]
-    first = served["model_version"].iloc[0]
-    served = served[served["model_version"] == first].drop_duplicates("transaction_id")
+    served = served.assign(day=pd.to_datetime(served["event_timestamp"], format="ISO8601").dt.date)
+    newest_day = served["day"].max()
+    # The champion that served the most days: one model's scores, before and after the drift.
+    longest = served.groupby("model_version")["day"].nunique().idxmax()
+    served = served[served["model_version"] == longest].drop_duplicates("transaction_id")
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         labels = con.execute(
             """select transaction_id, arg_max(is_fraud, labeled_at) as is_fraud from marts.label_events
@@ -97,11 +101,7 @@ def simulation(home: Path, reference_days: int, maturity_days: int) -> tuple[pd.
         ).df()
         threshold = None
     frame = served.merge(labels, on="transaction_id", how="inner")
-    frame["day"] = pd.to_datetime(frame["event_timestamp"], format="ISO8601").dt.date
-    days = sorted(frame["day"].unique())
-    # The simulated days only (the rollout's replays of history days come first in the log, and are left out).
-    frame = frame[frame["day"] >= days[0]]
-    last_mature = max(days) - pd.Timedelta(days=maturity_days).to_pytimedelta()
+    last_mature = newest_day - pd.Timedelta(days=maturity_days).to_pytimedelta()
     frame = frame[frame["day"] <= last_mature]
     index = {d: i for i, d in enumerate(sorted(frame["day"].unique()))}
     frame["chunk"] = frame["day"].map(index)
