@@ -106,6 +106,16 @@ def champion_trained_through(model_registry: ModelRegistry) -> str | None:
     return model_registry.client().get_run(champion.run_id).data.tags.get(TRAINED_THROUGH_TAG)
 
 
+def champion_test_metrics(model_registry: ModelRegistry) -> dict[str, float] | None:
+    """The champion's test metrics as its own evaluation recorded them (test_<name> on its run), or None."""
+    champion = model_registry.champion()
+    if champion is None or not champion.run_id:
+        return None
+    metrics = registry.run_metrics(model_registry.client(), champion.run_id)
+    recorded = {k.removeprefix("test_"): float(v) for k, v in metrics.items() if k.startswith("test_")}
+    return recorded if "auc_pr" in recorded else None
+
+
 def _check_results(evaluation: Evaluation):
     for name in g.GATES:
         outcome = evaluation.outcomes[name]
@@ -142,6 +152,7 @@ def candidate_evaluation(
         baseline=baseline_model,
         champion=champion_scorer(model_registry),
         champion_trained_through=champion_trained_through(model_registry),
+        champion_recorded=champion_test_metrics(model_registry),
     )
     figures = plots(evaluation.report)
     page = render_html(evaluation.report, figures)

@@ -197,13 +197,16 @@ def evaluate(
     champion: tuple[str, OnnxScorer, float] | None = None,
     latency_calls: int = 1000,
     champion_trained_through: str | None = None,
+    champion_recorded: dict[str, float] | None = None,
 ) -> Evaluation:
     """Score the candidate, the baseline and the champion on the same frozen test rows; apply the gates.
 
     The test metrics are the evaluated model's (with a refit, the one that never saw the test rows); latency,
     robustness, behaviour and ONNX parity are judged on the model that will be registered. The champion is
     compared only on test rows after `champion_trained_through`, the newest event it learnt from, so
-    neither side is judged on rows it trained on."""
+    neither side is judged on rows it trained on. When none is left (a retraining on the champion's own data,
+    to try other parameters), the candidate is compared with `champion_recorded`, the champion's test
+    metrics from its own evaluation, when they are given."""
     X, y = matrix.encode(test), matrix.labels(test)
     scorer = candidate.scorer()
     p = candidate.evaluated_scorer().predict(X)
@@ -251,6 +254,8 @@ def evaluate(
             g.minimum_quality(test_metrics, thresholds),
             g.no_regression(candidate_on_window or test_metrics, champion_metrics, thresholds)
             if champion is None or champion_metrics is not None
+            else g.no_regression(test_metrics, champion_recorded, thresholds)
+            if champion_recorded
             else g.GateOutcome(
                 g.GATE_NO_REGRESSION,
                 False,

@@ -97,5 +97,17 @@ def test_the_champion_is_compared_only_on_rows_it_did_not_learn(frame, refit, pl
     )
     outcome = none_left.outcomes[g.GATE_NO_REGRESSION]
     assert not outcome.passed and "neither learnt from" in outcome.detail
+    # Retrained on the champion's own data (other parameters): compared with the champion's recorded test metrics.
+    recorded = evaluate(
+        plain,
+        test,
+        OPEN,
+        champion=champion,
+        latency_calls=50,
+        champion_trained_through=refit.trained_through,
+        champion_recorded={"auc_pr": none_left.test_metrics["auc_pr"] + 0.5},
+    )
+    outcome = recorded.outcomes[g.GATE_NO_REGRESSION]
+    assert not outcome.passed and f"{none_left.test_metrics['auc_pr'] + 0.5:.4f}" in outcome.detail
     unknown = evaluate(plain, test, OPEN, champion=champion, latency_calls=50)
     assert len(unknown.report.others[0].y) == len(test)
