@@ -99,25 +99,10 @@ def train_xgboost(
     number of trees that generalises forward. The returned model's `best_iteration` is the
     last tree kept; `predict_proba` and the ONNX export both use trees up to it.
     """
-    import xgboost
-
     _check_training_data(X_train, y_train, "train")
     _check_training_data(X_val, y_val, "validation")
-    model = xgboost.XGBClassifier(
-        n_estimators=params.n_estimators,
-        learning_rate=params.learning_rate,
-        max_depth=params.max_depth,
-        min_child_weight=params.min_child_weight,
-        subsample=params.subsample,
-        colsample_bytree=params.colsample_bytree,
-        reg_lambda=params.reg_lambda,
-        scale_pos_weight=params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight(y_train),
-        early_stopping_rounds=params.early_stopping_rounds,
-        eval_metric="aucpr",
-        objective="binary:logistic",
-        tree_method="hist",
-        random_state=params.seed,
-        n_jobs=params.n_jobs,
+    model = _xgboost_classifier(
+        params, y_train, early_stopping_rounds=params.early_stopping_rounds, eval_metric="aucpr"
     )
     model.fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False)
     return model
@@ -126,10 +111,15 @@ def train_xgboost(
 def train_xgboost_fixed(X: np.ndarray, y: np.ndarray, params: XGBoostParams) -> xgboost.XGBClassifier:
     """Fit exactly `params.n_estimators` trees, no early stopping: the refit on every labelled row, whose tree
     count an early-stopped fit already chose (there is no later split left to stop on)."""
+    _check_training_data(X, y, "refit")
+    return _xgboost_classifier(params, y).fit(X, y, verbose=False)
+
+
+def _xgboost_classifier(params: XGBoostParams, y_train: np.ndarray, **extra) -> xgboost.XGBClassifier:
+    """The classifier both fits build: the same parameters, seed and threads; `extra` adds early stopping."""
     import xgboost
 
-    _check_training_data(X, y, "refit")
-    model = xgboost.XGBClassifier(
+    return xgboost.XGBClassifier(
         n_estimators=params.n_estimators,
         learning_rate=params.learning_rate,
         max_depth=params.max_depth,
@@ -137,13 +127,13 @@ def train_xgboost_fixed(X: np.ndarray, y: np.ndarray, params: XGBoostParams) -> 
         subsample=params.subsample,
         colsample_bytree=params.colsample_bytree,
         reg_lambda=params.reg_lambda,
-        scale_pos_weight=params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight(y),
+        scale_pos_weight=params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight(y_train),
         objective="binary:logistic",
         tree_method="hist",
         random_state=params.seed,
         n_jobs=params.n_jobs,
+        **extra,
     )
-    return model.fit(X, y, verbose=False)
 
 
 def train_logistic(X_train: np.ndarray, y_train: np.ndarray, params: LogisticParams = LogisticParams()) -> Pipeline:
