@@ -31,7 +31,7 @@ champion_hourly_watch = dg.AssetSpec(
     CHAMPION_HOURLY_WATCH,
     group_name=MONITORING,
     description="The champion's served traffic judged each hour by champion_watch_sensor: score shift, flag rate and "
-    "error rate against its first requests. One observation per judged hour.",
+    "error rate against the same hour of its earlier days. One observation per judged hour.",
 )
 
 
@@ -62,6 +62,8 @@ def champion_watch_sensor(
     frame = read_predictions(serving_endpoint.prediction_log_path, after_id=cursor.get("read_after"))
     rows = frame[(frame["variant"] == "champion") & (frame["served"] == 1)] if len(frame) else frame
     if rows.empty:
+        if len(frame):  # only shadow and canary rows: nothing to judge, nothing to read again
+            context.update_cursor(json.dumps({**cursor, "read_after": int(frame["id"].max())}))
         return dg.SkipReason("no new champion request in the prediction log")
     rows = rows.assign(hour=hour_of(rows["event_timestamp"]))
     version = str(rows["model_version"].iloc[-1])
