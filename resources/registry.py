@@ -36,6 +36,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from mlops_core import registry
+from mlops_core.serving.analysis import OfflineExpectation
 from mlops_core.settings import Settings
 
 if TYPE_CHECKING:
@@ -104,6 +105,14 @@ class ModelRegistry(dg.ConfigurableResource):
     def challenger(self, project: str = registry.MODEL_NAME) -> registry.AliasedVersion | None:
         """The version waiting for its rollout (alias `challenger`); None when none passed the gates yet."""
         return self.version(project, registry.CHALLENGER)
+
+    def offline_expectation(self, version: registry.AliasedVersion | None) -> OfflineExpectation | None:
+        """How `version` behaved on its own test split (flag rate, score shares), from the scores its evaluation
+        logged; None for a version evaluated before that artifact existed, or without a run."""
+        if version is None or not version.run_id:
+            return None
+        reference = registry.run_json_artifact(self.client(), version.run_id, registry.CBPE_REFERENCE_ARTIFACT)
+        return None if reference is None else OfflineExpectation.from_reference(reference)
 
     def register(
         self,

@@ -14,22 +14,36 @@ import dagster as dg
 
 from mlops_assets.constants import ROLLBACK_JOB
 from mlops_core.projects.catalog import fraud_project
-from mlops_core.serving.analysis import CanaryRules, canary_window
+from mlops_core.serving.analysis import CanaryRules, OfflineExpectation, canary_window
 from mlops_core.serving.client import EndpointError
 from mlops_core.serving.prediction_log import read_predictions
+from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
 
 # The fraud project's declared canary rules (projects/fraud/defs.yaml), as the canary stage judges by.
 RULES = CanaryRules(**fraud_project().rollout.canary.rules.model_dump())
 
 
+def _expected_of(canary: str, model_registry: ModelRegistry) -> dict | None:
+    """The canary's behaviour on its own test split, read once per canary and kept in the cursor: the canary is the
+    challenger while it soaks. None when the challenger is another version or logged no scores."""
+    challenger = model_registry.challenger()
+    if challenger is None or str(challenger.version) != str(canary):
+        return None
+    expected = model_registry.offline_expectation(challenger)
+    return None if expected is None else expected.as_dict()
+
+
 @dg.sensor(
     job_name=ROLLBACK_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Rolls a canary back after consecutive windows breaking the error-rate, p99, score-shift or flag-rate rules.",
+    description="Rolls a canary back after consecutive windows breaking the error-rate, p99, score-shift or flag-rate "
+    "rules (shift and flag rate against the champion's and its own test split's).",
 )
-def canary_rollback_sensor(context: dg.SensorEvaluationContext, serving_endpoint: ServingEndpointResource):
+def canary_rollback_sensor(
+    context: dg.SensorEvaluationContext, serving_endpoint: ServingEndpointResource, model_registry: ModelRegistry
+):
     cursor = json.loads(context.cursor) if context.cursor else {}
     try:
         with serving_endpoint.client() as client:
@@ -47,10 +61,12 @@ def canary_rollback_sensor(context: dg.SensorEvaluationContext, serving_endpoint
             "last_id": None,
             "streak": 0,
             "windows": [],
+            "expected": _expected_of(canary, model_registry),
         }
     since = dt.datetime.fromisoformat(cursor["canary_since"]).timestamp()
     frame = read_predictions(serving_endpoint.prediction_log_path, since=since, after_id=cursor["last_id"])
-    window = canary_window(frame, RULES)
+    expected = cursor.get("expected")
+    window = canary_window(frame, RULES, None if not expected else OfflineExpectation.from_dict(expected))
     if not window.judged:
         return dg.SkipReason(
             f"canary {canary}: {window.canary_requests} new canary requests, judging at {RULES.min_requests}"

@@ -34,6 +34,11 @@ class GateConfig(dg.Config):
 
     min_auc_pr: float = Field(default=_GATE_DEFAULTS.min_auc_pr, description="Least AUC-PR on the test split.")
     min_recall: float = Field(default=_GATE_DEFAULTS.min_recall, description="Least recall at the operating threshold.")
+    failing_champion_min_gain: float = Field(
+        default=_GATE_DEFAULTS.failing_champion_min_gain,
+        description="A candidate below the minimums replaces a champion below them on the same test rows when its "
+        "AUC-PR is at least this many times the champion's (after a concept drift).",
+    )
     max_auc_pr_regression: float = Field(
         default=_GATE_DEFAULTS.max_auc_pr_regression,
         description="Most AUC-PR the candidate may lose against the champion on the same test split.",

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:  # frames arrive from the caller; the rules alone (project declarations) need no pandas
     import pandas as pd
 
-from mlops_core.monitoring.psi import psi_on_edges
+from mlops_core.monitoring.psi import psi_of_shares, psi_on_edges
 from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW
 
 # Fixed probability bins for score shift: two sound models that both score a transaction
@@ -67,6 +67,44 @@ class CanaryRules:
     consecutive: int = 2
 
 
+def score_shares(scores: np.ndarray) -> tuple[float, ...]:
+    """Shares of `scores` in the SCORE_EDGES bins (outer edges open)."""
+    scores = np.asarray(scores, dtype=float)
+    edges = np.array(SCORE_EDGES, dtype=float)
+    edges[0], edges[-1] = -np.inf, np.inf
+    return tuple(float(x) for x in np.histogram(scores, edges)[0] / max(len(scores), 1))
+
+
+@dataclass(frozen=True)
+class OfflineExpectation:
+    """How a candidate behaved offline: its flag rate and score shares (SCORE_EDGES bins) on its test split, the
+    newest labelled traffic, as the evaluation logged them (registry.CBPE_REFERENCE_ARTIFACT).
+
+    A canary is compared with the champion and with this. After a concept drift the champion is blind: a
+    candidate that learnt the new pattern flags more than it and scores differently, and that is the point of
+    it. A canary that behaves unlike both the model it replaces and the model it was measured to be offline
+    is broken (skew, a bad artifact, a wrong threshold); one that behaves like either is not."""
+
+    flag_rate: float
+    shares: tuple[float, ...]
+    rows: int
+
+    @classmethod
+    def from_reference(cls, reference: dict) -> OfflineExpectation | None:
+        """From the logged {"score": [...], "threshold": t} of the evaluation; None when it holds no scores."""
+        scores = np.asarray(reference.get("score") or [], dtype=float)
+        if not len(scores) or "threshold" not in reference:
+            return None
+        return cls(float(np.mean(scores >= float(reference["threshold"]))), score_shares(scores), len(scores))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"flag_rate": self.flag_rate, "shares": list(self.shares), "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OfflineExpectation:
+        return cls(float(data["flag_rate"]), tuple(float(x) for x in data["shares"]), int(data["rows"]))
+
+
 @dataclass(frozen=True)
 class CanaryWindow:
     canary_requests: int
@@ -77,6 +115,9 @@ class CanaryWindow:
     canary_flag_rate: float
     champion_flag_rate: float
     violations: tuple[str, ...] = field(default_factory=tuple)
+    # Against the candidate's own offline behaviour (NaN without an OfflineExpectation).
+    score_psi_vs_offline: float = float("nan")
+    offline_flag_rate: float = float("nan")
 
     @property
     def judged(self) -> bool:
@@ -88,8 +129,21 @@ class CanaryWindow:
         return out
 
 
-def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
-    """Canary vs champion over one window of the log, with the rules it breaks."""
+def _rate_band(rate: float, rules: CanaryRules) -> tuple[float, float]:
+    return (
+        max(rate / rules.max_decision_rate_ratio - rules.decision_rate_floor, 0.0),
+        rate * rules.max_decision_rate_ratio + rules.decision_rate_floor,
+    )
+
+
+def canary_window(
+    frame: pd.DataFrame, rules: CanaryRules, expected: OfflineExpectation | None = None
+) -> CanaryWindow:
+    """Canary vs champion over one window of the log, with the rules it breaks.
+
+    Score shift and flag rate break a rule only when the canary is outside the bound around the champion and,
+    when `expected` is given, also outside the same bound around its own offline behaviour. Errors and
+    latency are judged alone."""
     canary_all = frame[frame["variant"] == CANARY]
     canary_ok = canary_all[(canary_all["status"] == "ok") & (canary_all["served"] == 1)]
     champion = frame[(frame["variant"] == CHAMPION) & (frame["status"] == "ok")]
@@ -99,11 +153,12 @@ def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
         return CanaryWindow(n, len(champion), nan, nan, nan, nan, nan)
     error_rate = float((canary_all["status"] == "error").mean())
     p99 = float(np.percentile(canary_ok["latency_ms"], 99)) if len(canary_ok) else float("nan")
-    shift = (
-        psi_on_edges(champion["score"].to_numpy(), canary_ok["score"].to_numpy(), edges=SCORE_EDGES)
-        if len(canary_ok)
-        else float("nan")
-    )
+    canary_scores = canary_ok["score"].to_numpy()
+    shift = psi_on_edges(champion["score"].to_numpy(), canary_scores, edges=SCORE_EDGES) if len(canary_ok) else float("nan")
+    offline_shift = offline_rate = float("nan")
+    if expected is not None and len(canary_ok):
+        offline_shift = psi_of_shares(np.asarray(expected.shares), np.asarray(score_shares(canary_scores)))
+        offline_rate = expected.flag_rate
     canary_rate = float(canary_ok["decision"].mean()) if len(canary_ok) else float("nan")
     champion_rate = float(champion["decision"].mean())
     violations = []
@@ -111,12 +166,27 @@ def canary_window(frame: pd.DataFrame, rules: CanaryRules) -> CanaryWindow:
         violations.append(f"error rate {error_rate:.3f} > {rules.max_error_rate}")
     if p99 > rules.max_p99_latency_ms:
         violations.append(f"p99 latency {p99:.1f} ms > {rules.max_p99_latency_ms} ms")
-    if shift > rules.max_score_psi:
-        violations.append(f"score PSI vs champion {shift:.3f} > {rules.max_score_psi}")
-    high = champion_rate * rules.max_decision_rate_ratio + rules.decision_rate_floor
-    low = champion_rate / rules.max_decision_rate_ratio - rules.decision_rate_floor
-    if canary_rate > high or canary_rate < low:
+    # NaN compares False: without an expectation the champion's bound alone decides.
+    if shift > rules.max_score_psi and not offline_shift <= rules.max_score_psi:
         violations.append(
-            f"flag rate {canary_rate:.3f} outside [{max(low, 0):.3f}, {high:.3f}] around the champion's {champion_rate:.3f}"
+            f"score PSI vs champion {shift:.3f} > {rules.max_score_psi}"
+            + (f" and vs its own test split {offline_shift:.3f}" if expected is not None else "")
         )
-    return CanaryWindow(n, len(champion), error_rate, p99, shift, canary_rate, champion_rate, tuple(violations))
+    low, high = _rate_band(champion_rate, rules)
+    outside_champion = canary_rate > high or canary_rate < low
+    outside_offline = True
+    if expected is not None:
+        offline_low, offline_high = _rate_band(offline_rate, rules)
+        outside_offline = canary_rate > offline_high or canary_rate < offline_low
+    if outside_champion and outside_offline:
+        violations.append(
+            f"flag rate {canary_rate:.3f} outside [{low:.3f}, {high:.3f}] around the champion's {champion_rate:.3f}"
+            + (
+                f" and [{offline_low:.3f}, {offline_high:.3f}] around its own test split's {offline_rate:.3f}"
+                if expected is not None
+                else ""
+            )
+        )
+    return CanaryWindow(
+        n, len(champion), error_rate, p99, shift, canary_rate, champion_rate, tuple(violations), offline_shift, offline_rate
+    )

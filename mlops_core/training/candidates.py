@@ -251,7 +251,7 @@ def evaluate(
     outcomes = {
         o.name: o
         for o in (
-            g.minimum_quality(test_metrics, thresholds),
+            g.minimum_quality(test_metrics, thresholds, champion_metrics, candidate_on_window),
             g.no_regression(candidate_on_window or test_metrics, champion_metrics, thresholds)
             if champion is None or champion_metrics is not None
             else g.no_regression(test_metrics, champion_recorded, thresholds)

@@ -35,7 +35,8 @@ GATES = (
     GATE_CALIBRATION,
 )
 GATE_DESCRIPTIONS = {
-    GATE_MINIMUMS: "AUC-PR and recall at the operating threshold reach their minimums.",
+    GATE_MINIMUMS: "AUC-PR and recall at the operating threshold reach their minimums, or the champion fails them "
+    "on the same rows and the candidate's AUC-PR is a clear multiple of it.",
     GATE_NO_REGRESSION: "AUC-PR is not worse than the champion's on the same test set beyond the tolerance.",
     GATE_FAIRNESS: "Recall and false-positive-rate gaps across age bands stay within bounds.",
     GATE_LATENCY: "Single-row ONNX scoring p99 is within the latency SLO.",
@@ -50,6 +51,9 @@ GATE_DESCRIPTIONS = {
 class GateThresholds:
     min_auc_pr: float = 0.2
     min_recall: float = 0.3
+    # A candidate below the minimums may still replace a champion that is below them on the same rows (after a
+    # concept drift) when its AUC-PR is at least this many times the champion's: clearly better, not noise.
+    failing_champion_min_gain: float = 2.0
     max_auc_pr_regression: float = 0.02
     max_recall_gap: float = 0.35
     # Recall of a band with few frauds is mostly noise: bands below this are not compared.
@@ -69,11 +73,35 @@ def _nan(value: float) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def minimum_quality(metrics: dict[str, float], t: GateThresholds) -> GateOutcome:
+def minimum_quality(
+    metrics: dict[str, float],
+    t: GateThresholds,
+    champion: dict[str, float] | None = None,
+    candidate_on_window: dict[str, float] | None = None,
+) -> GateOutcome:
+    """The candidate reaches the minimums on the test split; or the champion it would replace fails them too.
+
+    After a concept drift the champion is blind on the newest labelled days, and a candidate whose training
+    split holds only a few days of the new pattern cannot reach the minimums there either, while its refit
+    (which learnt those days) can. Keeping the blind champion is then the worse choice: such a candidate
+    passes when, on the same test rows after the champion's training data, the champion is below the AUC-PR
+    minimum and the candidate's AUC-PR is at least `failing_champion_min_gain` times the champion's."""
     auc_pr, recall = metrics.get("auc_pr", float("nan")), metrics.get("recall", float("nan"))
     passed = not _nan(auc_pr) and not _nan(recall) and auc_pr >= t.min_auc_pr and recall >= t.min_recall
+    detail = f"AUC-PR {auc_pr:.4f} (min {t.min_auc_pr}), recall {recall:.4f} (min {t.min_recall})"
+    if passed or champion is None or candidate_on_window is None:
+        return GateOutcome(GATE_MINIMUMS, passed, detail)
+    champion_auc_pr, window_auc_pr = champion.get("auc_pr", float("nan")), candidate_on_window.get("auc_pr", float("nan"))
+    if _nan(champion_auc_pr) or _nan(window_auc_pr) or champion_auc_pr >= t.min_auc_pr:
+        return GateOutcome(GATE_MINIMUMS, False, detail)
+    gain = window_auc_pr / champion_auc_pr if champion_auc_pr > 0 else float("inf")
+    replaces = gain >= t.failing_champion_min_gain
     return GateOutcome(
-        GATE_MINIMUMS, passed, f"AUC-PR {auc_pr:.4f} (min {t.min_auc_pr}), recall {recall:.4f} (min {t.min_recall})"
+        GATE_MINIMUMS,
+        replaces,
+        f"{detail}; the champion fails the minimum too on the same rows (AUC-PR {champion_auc_pr:.4f}): "
+        f"the candidate's {window_auc_pr:.4f} is {gain:.1f}x it (replaces a failing champion at "
+        f">= {t.failing_champion_min_gain}x)",
     )
 
 

@@ -129,8 +129,10 @@ def _traffic(url: str, start: int, n: int) -> None:
             client.predict(transaction(i))  # an answer is sent after its log commit: the sensor sees it
 
 
-def _tick(resource, cursor):
-    with dg.build_sensor_context(cursor=cursor, resources={"serving_endpoint": resource}) as context:
+def _tick(resource, registry_resource, cursor):
+    with dg.build_sensor_context(
+        cursor=cursor, resources={"serving_endpoint": resource, "model_registry": registry_resource}
+    ) as context:
         result = canary_rollback_sensor(context)
         return result, context.cursor
 
@@ -149,7 +151,7 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
         outcomes = []
         for tick in range(RULES.consecutive):
             _traffic(url, 10_000 * (tick + 1) + int(canary) * 100_000, 2 * RULES.min_requests + 40)
-            result, cursor = _tick(resource, cursor)
+            result, cursor = _tick(resource, ModelRegistry.for_settings(world.settings), cursor)
             outcomes.append(result)
         with EndpointClient(url) as c:
             deployment = c.deployment()
@@ -165,7 +167,7 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
             deployment["canary_version"] is None and deployment["champion_version"] == "1"
         )  # drained by the sensor itself
         # Nothing new to judge on the next tick: no second request.
-        again, _ = _tick(resource, cursor)
+        again, _ = _tick(resource, ModelRegistry.for_settings(world.settings), cursor)
         assert isinstance(again, dg.SkipReason)
 
         result = dg.materialize(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mlops_core.monitoring.psi import psi_on_edges as psi
-from mlops_core.serving.analysis import CanaryRules, canary_window, shadow_agreement
+from mlops_core.serving.analysis import CanaryRules, OfflineExpectation, canary_window, shadow_agreement
 from mlops_core.serving.routing import BUCKETS, Deployment, account_bucket, in_canary
 
 
@@ -138,3 +138,58 @@ def test_canary_score_shift_ignores_differences_inside_one_probability_bin():
     assert canary_window(pd.concat([champion, canary]), CanaryRules()).score_psi < 0.01
     canary["score"] = 0.28
     assert canary_window(pd.concat([champion, canary]), CanaryRules()).score_psi > 1.0
+
+
+def _expectation(rng, score_a, score_b, threshold, n=3000):
+    return OfflineExpectation.from_reference({"score": list(rng.beta(score_a, score_b, n)), "threshold": threshold})
+
+
+def test_a_canary_that_learnt_what_a_blind_champion_misses_passes_when_it_behaves_as_it_did_offline():
+    # After a concept drift the champion flags ~0.5%; the candidate flags ~9%, as it did on its own test split.
+    rng = np.random.default_rng(7)
+    champion = _log(rng, 900, "champion", 1, 200, 0.03)
+    canary = _log(rng, 400, "canary", 1, 12, 0.2)
+    frame = pd.concat([champion, canary])
+    alone = canary_window(frame, CanaryRules())
+    assert any("flag rate" in v for v in alone.violations) and any("PSI" in v for v in alone.violations)
+    window = canary_window(frame, CanaryRules(), _expectation(rng, 1, 12, 0.2))
+    assert window.violations == (), window.violations
+    assert window.offline_flag_rate == pytest.approx(window.canary_flag_rate, abs=0.03)
+    assert window.score_psi_vs_offline < 0.1
+
+
+def test_a_canary_unlike_both_the_champion_and_its_test_split_still_fails():
+    # A serving skew: offline it flagged ~9%, live it flags almost everything.
+    rng = np.random.default_rng(8)
+    frame = pd.concat([_log(rng, 900, "champion", 1, 200, 0.03), _log(rng, 400, "canary", 5, 5, 0.2)])
+    violations = canary_window(frame, CanaryRules(), _expectation(rng, 1, 12, 0.2)).violations
+    flag = [v for v in violations if v.startswith("flag rate")]
+    assert flag and "around its own test split's 0.0" in flag[0] and "around the champion's" in flag[0]
+    assert any("vs its own test split" in v for v in violations)
+
+
+def test_a_flag_rate_just_outside_the_offline_band_fails_and_just_inside_passes():
+    # The band is rate x/÷ ratio plus/minus the floor: offline 0.05 -> [0.0067, 0.16] with the defaults.
+    rules = CanaryRules()
+    expected = OfflineExpectation(flag_rate=0.05, shares=(1.0,) + (0.0,) * 11, rows=1000)
+    champion = pd.DataFrame(
+        {"request_id": [f"c{i}" for i in range(1000)], "variant": "champion", "served": 1, "status": "ok",
+         "score": 0.0005, "decision": 0, "latency_ms": 1.0}
+    )
+
+    def canary(flagged: int, n: int = 1000):
+        return pd.DataFrame(
+            {"request_id": [f"k{i}" for i in range(n)], "variant": "canary", "served": 1, "status": "ok",
+             "score": 0.0005, "decision": [1] * flagged + [0] * (n - flagged), "latency_ms": 1.0}
+        )
+
+    assert not [v for v in canary_window(pd.concat([champion, canary(160)]), rules, expected).violations]
+    assert [v for v in canary_window(pd.concat([champion, canary(162)]), rules, expected).violations if "flag rate" in v]
+
+
+def test_the_offline_expectation_reads_the_evaluations_reference_and_survives_a_cursor():
+    expected = OfflineExpectation.from_reference({"score": [0.0, 0.3, 0.6, 0.95], "threshold": 0.5})
+    assert expected.flag_rate == 0.5 and expected.rows == 4 and sum(expected.shares) == pytest.approx(1.0)
+    assert OfflineExpectation.from_dict(expected.as_dict()) == expected
+    assert OfflineExpectation.from_reference({"score": [], "threshold": 0.5}) is None
+    assert OfflineExpectation.from_reference({"score": [0.1]}) is None

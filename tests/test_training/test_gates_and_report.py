@@ -28,6 +28,22 @@ def test_minimums_and_regression_report_their_numbers():
     assert g.no_regression({"auc_pr": 0.44}, {"auc_pr": 0.45}, T).passed
 
 
+def test_a_candidate_below_the_minimums_replaces_only_a_champion_failing_them_by_a_clear_multiple():
+    below = {"auc_pr": 0.042, "recall": 0.0}
+    # After a drift: the champion is blind on the same rows (0.010), the candidate is 4.2x it.
+    replaces = g.minimum_quality(below, T, champion={"auc_pr": 0.010}, candidate_on_window={"auc_pr": 0.042})
+    assert replaces.passed and "4.2x" in replaces.detail and "champion fails the minimum too" in replaces.detail
+    # Just under the gain (1.99x) is noise, not a better model.
+    assert not g.minimum_quality(below, T, champion={"auc_pr": 0.010}, candidate_on_window={"auc_pr": 0.0199}).passed
+    assert g.minimum_quality(below, T, champion={"auc_pr": 0.010}, candidate_on_window={"auc_pr": 0.0200}).passed
+    # A champion that still reaches the minimum (0.2 exactly) is not failing: the floor holds.
+    assert not g.minimum_quality(below, T, champion={"auc_pr": 0.2}, candidate_on_window={"auc_pr": 0.9}).passed
+    # No champion, or no rows to compare on: the minimums alone decide.
+    assert not g.minimum_quality(below, T).passed
+    assert not g.minimum_quality(below, T, champion={"auc_pr": 0.01}, candidate_on_window=None).passed
+    assert not g.minimum_quality(below, T, champion={"auc_pr": float("nan")}, candidate_on_window={"auc_pr": 0.5}).passed
+
+
 def test_fairness_fails_a_large_significant_gap_only():
     biased = {
         "groups": {"18-24": band(2000, 100, 0.05, 0.01), "25-34": band(2000, 100, 0.80, 0.01)},
