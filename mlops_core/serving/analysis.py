@@ -136,9 +136,7 @@ def _rate_band(rate: float, rules: CanaryRules) -> tuple[float, float]:
     )
 
 
-def canary_window(
-    frame: pd.DataFrame, rules: CanaryRules, expected: OfflineExpectation | None = None
-) -> CanaryWindow:
+def canary_window(frame: pd.DataFrame, rules: CanaryRules, expected: OfflineExpectation | None = None) -> CanaryWindow:
     """Canary vs champion over one window of the log, with the rules it breaks.
 
     Score shift and flag rate break a rule only when the canary is outside the bound around the champion and,
@@ -154,7 +152,9 @@ def canary_window(
     error_rate = float((canary_all["status"] == "error").mean())
     p99 = float(np.percentile(canary_ok["latency_ms"], 99)) if len(canary_ok) else float("nan")
     canary_scores = canary_ok["score"].to_numpy()
-    shift = psi_on_edges(champion["score"].to_numpy(), canary_scores, edges=SCORE_EDGES) if len(canary_ok) else float("nan")
+    shift = (
+        psi_on_edges(champion["score"].to_numpy(), canary_scores, edges=SCORE_EDGES) if len(canary_ok) else float("nan")
+    )
     offline_shift = offline_rate = float("nan")
     if expected is not None and len(canary_ok):
         offline_shift = psi_of_shares(np.asarray(expected.shares), np.asarray(score_shares(canary_scores)))
@@ -188,5 +188,14 @@ def canary_window(
             )
         )
     return CanaryWindow(
-        n, len(champion), error_rate, p99, shift, canary_rate, champion_rate, tuple(violations), offline_shift, offline_rate
+        n,
+        len(champion),
+        error_rate,
+        p99,
+        shift,
+        canary_rate,
+        champion_rate,
+        tuple(violations),
+        offline_shift,
+        offline_rate,
     )

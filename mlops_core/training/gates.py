@@ -91,7 +91,10 @@ def minimum_quality(
     detail = f"AUC-PR {auc_pr:.4f} (min {t.min_auc_pr}), recall {recall:.4f} (min {t.min_recall})"
     if passed or champion is None or candidate_on_window is None:
         return GateOutcome(GATE_MINIMUMS, passed, detail)
-    champion_auc_pr, window_auc_pr = champion.get("auc_pr", float("nan")), candidate_on_window.get("auc_pr", float("nan"))
+    champion_auc_pr, window_auc_pr = (
+        champion.get("auc_pr", float("nan")),
+        candidate_on_window.get("auc_pr", float("nan")),
+    )
     if _nan(champion_auc_pr) or _nan(window_auc_pr) or champion_auc_pr >= t.min_auc_pr:
         return GateOutcome(GATE_MINIMUMS, False, detail)
     gain = window_auc_pr / champion_auc_pr if champion_auc_pr > 0 else float("inf")

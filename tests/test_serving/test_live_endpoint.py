@@ -14,9 +14,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import httpx
+import mlflow
+import onnx
 import pytest
 from dagster_duckdb import DuckDBResource
-from serving_world import ADMIN_TOKEN, free_port, running_endpoint, transaction
+from serving_world import ADMIN_TOKEN, free_port, running_endpoint, tiny_model_onnx, transaction
 
 from mlops_assets.deployment.rollback import canary_rollback
 from mlops_core import registry
@@ -193,3 +195,71 @@ def test_canary_sensor_rolls_back_only_a_bad_canary(world, webhook, canary, roll
     assert (last["alias"], last["from_version"], last["to_version"]) == ("challenger", canary, None)
     assert "consecutive windows" in last["reason"]
     assert len(alerts) == 1 and f"version {canary}" in alerts[0]["text"]
+
+
+def _register_bad_model(world) -> tuple[str, str]:
+    """Another version of the coin-flip model (threshold 0.1: flags almost every request): (version, run id)."""
+    client = world.client()
+    experiment = client.get_experiment_by_name("serving-tests").experiment_id
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = mlflow.onnx.log_model(onnx.load_from_string(tiny_model_onnx(3, True)), name="model")
+        # Registered while the fluent API points at this store: registration resolves the logged model there.
+        version = registry.register_version(
+            client, run.info.run_id, "model", tags={"threshold": "0.1"}, model_uri=info.model_uri
+        )
+        return version, run.info.run_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.parametrize(
+    "offline_like_live,rolled_back", [(True, False), (False, True)], ids=["as offline", "unlike offline"]
+)
+def test_canary_sensor_judges_a_canary_against_its_own_test_split_too(world, offline_like_live, rolled_back):
+    """A canary far from the champion is left alone when it scores and flags as it did on its own test split (after a
+    drift, a model that learnt the new pattern must differ from a blind champion), and rolled back when it is
+    unlike both."""
+    canary, run_id = _register_bad_model(world)
+    with running_endpoint(world, free_port()) as (url, _):
+        resource = _endpoint_resource(world, url)
+        model_registry = ModelRegistry.for_settings(world.settings)
+        with world.duckdb() as con:
+            registry.move_alias(world.client(), con, registry.CHALLENGER, canary, "test: rollout of this version", {})
+        try:
+            with EndpointClient(url, ADMIN_TOKEN) as admin:
+                # Its "test split": the model's own scores of other transactions, served alone for a moment.
+                admin.traffic("offline run of the canary", champion_version=canary)
+            with EndpointClient(url) as scorer:
+                own = [scorer.predict(transaction(900_000 + i))["fraud_probability"] for i in range(300)]
+            offline = own if offline_like_live else [0.001] * len(own)
+            world.client().log_dict(
+                run_id,
+                {"score": offline, "is_fraud": [0] * len(offline), "threshold": 0.1},
+                registry.CBPE_REFERENCE_ARTIFACT,
+            )
+            with EndpointClient(url, ADMIN_TOKEN) as admin:
+                admin.traffic("canary under test", champion_version="1", canary_version=canary, canary_share=0.5)
+            cursor, outcomes = None, []
+            for tick in range(RULES.consecutive):
+                _traffic(url, 10_000 * (tick + 1) + int(canary) * 100_000, 2 * RULES.min_requests + 40)
+                result, cursor = _tick(resource, model_registry, cursor)
+                outcomes.append(result)
+            expected = json.loads(cursor)["expected"]
+            assert expected["rows"] == 300 and expected["flag_rate"] == (1.0 if offline_like_live else 0.0)
+            if rolled_back:
+                assert isinstance(outcomes[-1], dg.RunRequest), outcomes
+                reason = outcomes[-1].run_config["ops"]["canary_rollback"]["config"]["reason"]
+                assert "around its own test split's 0.000" in reason and "vs its own test split" in reason
+            else:
+                assert all(isinstance(r, dg.SkipReason) for r in outcomes), [
+                    getattr(r, "skip_message", r) for r in outcomes
+                ]
+                assert "0/2 bad windows" in outcomes[-1].skip_message
+        finally:
+            with EndpointClient(url, ADMIN_TOKEN) as admin:
+                admin.traffic("test over", champion_version="1")
+            with world.duckdb() as con:
+                registry.move_alias(world.client(), con, registry.CHALLENGER, "2", "test over", {})

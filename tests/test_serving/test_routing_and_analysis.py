@@ -173,18 +173,34 @@ def test_a_flag_rate_just_outside_the_offline_band_fails_and_just_inside_passes(
     rules = CanaryRules()
     expected = OfflineExpectation(flag_rate=0.05, shares=(1.0,) + (0.0,) * 11, rows=1000)
     champion = pd.DataFrame(
-        {"request_id": [f"c{i}" for i in range(1000)], "variant": "champion", "served": 1, "status": "ok",
-         "score": 0.0005, "decision": 0, "latency_ms": 1.0}
+        {
+            "request_id": [f"c{i}" for i in range(1000)],
+            "variant": "champion",
+            "served": 1,
+            "status": "ok",
+            "score": 0.0005,
+            "decision": 0,
+            "latency_ms": 1.0,
+        }
     )
 
     def canary(flagged: int, n: int = 1000):
         return pd.DataFrame(
-            {"request_id": [f"k{i}" for i in range(n)], "variant": "canary", "served": 1, "status": "ok",
-             "score": 0.0005, "decision": [1] * flagged + [0] * (n - flagged), "latency_ms": 1.0}
+            {
+                "request_id": [f"k{i}" for i in range(n)],
+                "variant": "canary",
+                "served": 1,
+                "status": "ok",
+                "score": 0.0005,
+                "decision": [1] * flagged + [0] * (n - flagged),
+                "latency_ms": 1.0,
+            }
         )
 
     assert not [v for v in canary_window(pd.concat([champion, canary(160)]), rules, expected).violations]
-    assert [v for v in canary_window(pd.concat([champion, canary(162)]), rules, expected).violations if "flag rate" in v]
+    assert [
+        v for v in canary_window(pd.concat([champion, canary(162)]), rules, expected).violations if "flag rate" in v
+    ]
 
 
 def test_the_offline_expectation_reads_the_evaluations_reference_and_survives_a_cursor():

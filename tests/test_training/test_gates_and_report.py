@@ -41,7 +41,9 @@ def test_a_candidate_below_the_minimums_replaces_only_a_champion_failing_them_by
     # No champion, or no rows to compare on: the minimums alone decide.
     assert not g.minimum_quality(below, T).passed
     assert not g.minimum_quality(below, T, champion={"auc_pr": 0.01}, candidate_on_window=None).passed
-    assert not g.minimum_quality(below, T, champion={"auc_pr": float("nan")}, candidate_on_window={"auc_pr": 0.5}).passed
+    assert not g.minimum_quality(
+        below, T, champion={"auc_pr": float("nan")}, candidate_on_window={"auc_pr": 0.5}
+    ).passed
 
 
 def test_fairness_fails_a_large_significant_gap_only():
