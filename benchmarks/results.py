@@ -146,7 +146,19 @@ def record(rows: Iterable[dict], path: Path = RESULTS) -> list[dict]:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+    if path == RESULTS:
+        _render_results_md(result)
     return result
+
+
+def _render_results_md(rows: list[dict]) -> None:
+    """RESULTS.md's table of every row follows results.json (benchmarks/check.py renders it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_check", HERE / "check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    check.RESULTS_MD.write_text(check.rerender(check.RESULTS_MD.read_text(), rows))
 
 
 def show(rows: Iterable[dict]) -> None:

@@ -68,3 +68,70 @@ def test_row_computes_the_ratio_it_names_and_nan_becomes_null(tmp_path):
     )
     (written,) = results.record([empty], tmp_path / "r.json")
     assert written["ours"] is None and written["ratio"] is None
+
+
+def _check_module():
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import benchmarks.check as check
+
+    return check
+
+
+def test_results_md_table_is_the_rendering_of_results_json():
+    check = _check_module()
+    rows = check.load()
+    table = check.table_in(check.RESULTS_MD.read_text())
+    assert table is not None, "RESULTS.md lost its table markers"
+    assert table == check.render(rows), "RESULTS.md's table is stale: run python -m benchmarks.check --render"
+    # Every row is a line of the table, and every goal stated has a verdict.
+    for r in rows:
+        (line,) = [x for x in table.splitlines() if x.startswith(f"| `{r['name']}` |")]
+        assert ("not met" in line) == (r["met"] is False) and ("**met**" in line) == (r["met"] is True)
+
+
+def test_check_exits_1_on_a_stale_table_and_names_what_is_not_met(tmp_path, monkeypatch, capsys):
+    check = _check_module()
+    rows = [
+        _row("a_met", 1.0),
+        _row("b_missed", 3.01),  # a hair over the 3 s goal
+        results.row(
+            "c_no_goal",
+            ours=1.0,
+            peer=None,
+            peer_name=None,
+            ratio="ours/peer",
+            unit="s",
+            goal=None,
+            met=None,
+            shared=SHARED,
+        ),
+    ]
+    data, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    data.write_text(json.dumps([results._ordered(r) for r in rows]))
+    md.write_text(f"# Results\n\n{check.BEGIN}\n{check.END}\n\nprose stays\n")
+    monkeypatch.setattr(check, "RESULTS_MD", md)
+    monkeypatch.setattr(check, "load", lambda path=data, _load=check.load: _load(path))
+    assert check.main([]) == 1  # the empty table is stale
+    out = capsys.readouterr()
+    assert "NOT MET  b_missed: ours 3.01 s" in out.out and "a_met" not in out.out.replace("NO GOAL", "")
+    assert "NO GOAL  c_no_goal" in out.out and "stale" in out.err
+    assert check.main(["--render"]) == 0
+    assert check.main([]) == 0 and md.read_text().endswith("prose stays\n")
+    assert "| `b_missed` | 3.01 s | 2: floor | 1.505 (ours/peer) | under 3 s | not met |" in md.read_text()
+
+
+def test_check_refuses_a_row_without_its_fields_naming_it(tmp_path):
+    check = _check_module()
+    broken = results._ordered(_row("has_all", 1.0))
+    del broken["machine"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([broken]))
+    with pytest.raises(ValueError, match="'has_all' lacks \\['machine'\\]"):
+        check.load(path)
+    path.write_text(json.dumps([_row("twice", 1.0), _row("twice", 2.0)]))
+    with pytest.raises(ValueError, match="duplicate row names \\['twice'\\]"):
+        check.load(path)
