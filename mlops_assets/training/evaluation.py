@@ -16,6 +16,7 @@ from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
 from mlops_core.training import gates as g
 from mlops_core.training import matrix
 from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
+from mlops_core.training.model_card import MODEL_CARD_ARTIFACT, ModelCard, render_markdown, split_windows
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.training.report import markdown_tables, plots, render_html
 from resources.registry import ModelRegistry
@@ -121,6 +122,30 @@ def champion_test_metrics(model_registry: ModelRegistry) -> dict[str, float] | N
     return recorded if "auc_pr" in recorded else None
 
 
+def model_card(candidate: TrainedModel, evaluation: Evaluation, frame, label_maturity_days: int) -> str:
+    """The candidate's model card (mlops_core/training/model_card.py) as Markdown, from its evaluation."""
+    project = fraud_project()
+    return render_markdown(
+        ModelCard(
+            project=project.name,
+            description=project.description,
+            owner=project.owner,
+            model_kind=candidate.kind,
+            threshold=candidate.threshold,
+            threshold_rule=str(evaluation.report.facts.get("threshold rule", "")),
+            feature_count=len(candidate.feature_columns),
+            top_features=tuple(candidate.feature_importance.items()),
+            data_version=candidate.data_version,
+            trained_through=candidate.trained_through,
+            refit=candidate.evaluated_onnx is not None,
+            label_maturity_days=label_maturity_days,
+            windows=split_windows(frame),
+            report=evaluation.report,
+            run_id=candidate.run_id,
+        )
+    )
+
+
 def _check_results(evaluation: Evaluation):
     for name in g.GATES:
         outcome = evaluation.outcomes[name]
@@ -185,6 +210,10 @@ def candidate_evaluation(
         },
         CBPE_REFERENCE_ARTIFACT,
     )
+    card = model_card(fraud_model_candidate, evaluation, frame, settings.get().label_maturity_days)
+    card_path = reports_dir / f"model-card-{fraud_model_candidate.run_id}.md"
+    card_path.write_text(card)
+    client.log_text(fraud_model_candidate.run_id, card, MODEL_CARD_ARTIFACT)
     artifact = f"evaluation/{path.name}"
     experiment_id = client.get_run(fraud_model_candidate.run_id).info.experiment_id
     report_url = registry.artifact_page_url(client.tracking_uri, experiment_id, fraud_model_candidate.run_id, artifact)
@@ -200,6 +229,8 @@ def candidate_evaluation(
             # A link a browser opens from the UI (the MLflow UI's page of the logged report); the file beside it.
             "report": dg.MetadataValue.url(report_url),
             "report_file": dg.MetadataValue.path(str(path)),
+            "model_card": dg.MetadataValue.md(card),
+            "model_card_file": dg.MetadataValue.path(str(card_path)),
             "verdict": "all gates pass"
             if evaluation.passed
             else "stopped: " + ", ".join(n for n, o in evaluation.outcomes.items() if not o.passed),

@@ -7,6 +7,7 @@ candidate is stopped by the gate made for it, and the registry stays as it was.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -87,7 +88,11 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
     assert {"data_version", "code_version", "feature_spec_version", "threshold"} <= set(run.data.tags)
     assert run.data.metrics["test_auc_pr"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"evaluation", "features.json", "feature_importance.json"} <= artifacts
+    assert {"evaluation", "features.json", "feature_importance.json", "model_card.md"} <= artifacts
+    # The version's model card carries the numbers its evaluation logged, and the gates' verdict.
+    card = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(settings.home))).read_text()
+    assert f"| {run.data.metrics['test_auc_pr']:.4f} |" in card and "**all passed**" in card
+    assert f"Training set version `{run.data.tags['data_version']}`" in card and "## Known limits" in card
     report = (settings.reports_dir / "evaluation-latest.html").read_text()
     assert "<img" in report and "Quality gates" in report and "age_band" in report
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
