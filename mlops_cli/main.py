@@ -7,6 +7,7 @@ from mlops_cli.demo import demo
 from mlops_cli.features import features
 from mlops_cli.pipeline import ingest, prepare, promote, rollout, train
 from mlops_cli.projects import project
+from mlops_cli.release import release
 from mlops_cli.serve import serve
 from mlops_cli.simulate import simulate_command
 from mlops_cli.ui import ui
@@ -17,7 +18,20 @@ def main() -> None:
     """MLOps platform: demo data, the data layer, training, rollout, serving and the Dagster UI."""
 
 
-for command in (demo, simulate_command, ingest, train, promote, rollout, prepare, ui, serve, features, project):
+for command in (
+    demo,
+    simulate_command,
+    ingest,
+    train,
+    promote,
+    rollout,
+    prepare,
+    ui,
+    serve,
+    features,
+    project,
+    release,
+):
     main.add_command(command)
 
 

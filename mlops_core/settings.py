@@ -108,6 +108,12 @@ class Settings:
     partitions_start: dt.date = DEFAULT_PARTITIONS_START
     # MLOPS_SERVING_URL: the production endpoint every command, asset and sensor talks to.
     serving_url: str = DEFAULT_SERVING_URL
+    # MLOPS_RELEASES_DIR: the release files, one per registered model (mlops_core/releases.py); default
+    # $MLOPS_HOME/releases. With MLOPS_RELEASES_GIT_REMOTE it is a clone of the GitOps repository, and every
+    # promotion and rollback is a commit pushed to MLOPS_RELEASES_GIT_BRANCH.
+    releases_dir: Path | None = None
+    releases_git_remote: str = ""
+    releases_git_branch: str = "mlops/releases"
 
     @property
     def today(self) -> dt.date:
@@ -158,6 +164,9 @@ class Settings:
                 "MLOPS_PARTITIONS_START", chosen("MLOPS_PARTITIONS_START", DEFAULT_PARTITIONS_START.isoformat())
             ),
             serving_url=chosen("MLOPS_SERVING_URL", DEFAULT_SERVING_URL),
+            releases_dir=Path(env.get("MLOPS_RELEASES_DIR", home / "releases")).resolve(),
+            releases_git_remote=env.get("MLOPS_RELEASES_GIT_REMOTE", ""),
+            releases_git_branch=env.get("MLOPS_RELEASES_GIT_BRANCH", "mlops/releases"),
         )
 
     def __post_init__(self) -> None:
@@ -191,6 +200,8 @@ class Settings:
             "MLOPS_MLFLOW_DIR": str(self.mlflow_dir),
             "MLOPS_LABEL_MATURITY_DAYS": str(self.label_maturity_days),
         }
+        if self.releases_dir is not None:
+            env["MLOPS_RELEASES_DIR"] = str(self.releases_dir)
         if self.training_lookback_days is not None:
             env["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
         return env

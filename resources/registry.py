@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from mlops_core import registry
+from mlops_core import registry, releases
 from mlops_core.serving.analysis import OfflineExpectation
 from mlops_core.settings import Settings
 
@@ -73,6 +73,15 @@ class ModelRegistry(dg.ConfigurableResource):
         ge=0,
         description="MLflow's own HTTP retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES) when the environment sets none.",
     )
+    releases_dir: str = Field(
+        default="",
+        description="Where promotions and rollbacks write the release file of the model (MLOPS_RELEASES_DIR; "
+        "mlops_core/releases.py); empty: no release files.",
+    )
+    releases_git_remote: str = Field(
+        default="", description="GitOps repository each release change is committed and pushed to (optional)."
+    )
+    releases_git_branch: str = Field(default="mlops/releases", description="Branch release commits are pushed to.")
 
     _experiment_id: str | None = PrivateAttr(default=None)
     _dagster_run_id: str | None = PrivateAttr(default=None)
@@ -85,7 +94,11 @@ class ModelRegistry(dg.ConfigurableResource):
         uri = registry.tracking_uri(settings.mlflow_dir)
         on_server = uri.startswith(("http://", "https://"))
         return cls(
-            tracking_uri=uri, artifact_location="" if on_server else registry.artifact_root_for(settings.mlflow_dir)
+            tracking_uri=uri,
+            artifact_location="" if on_server else registry.artifact_root_for(settings.mlflow_dir),
+            releases_dir=str(settings.releases_dir or ""),
+            releases_git_remote=settings.releases_git_remote,
+            releases_git_branch=settings.releases_git_branch,
         )
 
     def client(self) -> MlflowClient:
@@ -165,14 +178,50 @@ class ModelRegistry(dg.ConfigurableResource):
         actor: str = "dagster",
         project: str = registry.MODEL_NAME,
     ) -> registry.AliasChange:
-        """Move `champion` to the challenger's version; the previous champion stays in the history for rollback."""
-        return registry.promote_challenger(self.client(), con, reason, metrics, actor, project)
+        """Move `champion` to the challenger's version; the previous champion stays in the history for rollback.
+        The release file follows (and, with a git remote, a pushed commit)."""
+        change = registry.promote_challenger(self.client(), con, reason, metrics, actor, project)
+        self._record_release(con, change, releases.PROMOTE)
+        return change
 
     def rollback_champion(
         self, con: duckdb.DuckDBPyConnection, reason: str, actor: str = "dagster", project: str = registry.MODEL_NAME
     ) -> registry.AliasChange:
-        """Undo the latest champion move, as recorded in the alias history."""
-        return registry.rollback_champion(self.client(), con, reason, actor, project)
+        """Undo the latest champion move, as recorded in the alias history; the release file follows."""
+        change = registry.rollback_champion(self.client(), con, reason, actor, project)
+        self._record_release(con, change, releases.ROLLBACK)
+        return change
+
+    def _record_release(self, con: duckdb.DuckDBPyConnection, change: registry.AliasChange, action: str) -> None:
+        """Write the release file of a champion move. If it cannot be written (or pushed), the alias goes back,
+        recorded as such, and the error is raised: the registry never serves what the GitOps record does not say."""
+        if not self.releases_dir or change.to_version is None:
+            return
+        client = self.client()
+        try:
+            release = releases.release_of(
+                client,
+                change.model_name,
+                change.to_version,
+                action=action,
+                previous_version=change.from_version,
+                actor=change.actor,
+                reason=change.reason,
+                changed_at=change.changed_at,
+            )
+            releases.write(Path(self.releases_dir), release, self.releases_git_remote, self.releases_git_branch)
+        except Exception as exc:
+            undone = f"release file not written, {action} undone: {exc}"
+            if change.from_version is not None:
+                registry.move_alias(
+                    client, con, registry.CHAMPION, change.from_version, undone, {}, "release_record", change.model_name
+                )
+            else:
+                registry.remove_alias(client, con, registry.CHAMPION, undone, {}, "release_record", change.model_name)
+            raise registry.RegistryError(
+                f"{action} of {change.model_name!r} to version {change.to_version}: the release file could not be "
+                f"written to {self.releases_dir}: {exc}"
+            ) from exc
 
     def history(self, con: duckdb.DuckDBPyConnection, project: str | None = None) -> pd.DataFrame:
         """Every recorded alias move (of `project`, or of all), oldest first."""

@@ -47,6 +47,13 @@ class SettingsResource(dg.ConfigurableResource):
     clock: str = Field(description="MLOPS_TODAY: a date, or 'system' for the machine's clock.")
     partitions_start: str = Field(description="MLOPS_PARTITIONS_START: the first daily partition (YYYY-MM-DD).")
     serving_url: str = Field(description="MLOPS_SERVING_URL: the production endpoint.")
+    releases_dir: str = Field(default="", description="MLOPS_RELEASES_DIR: the release files (empty: none).")
+    releases_git_remote: str = Field(
+        default="", description="MLOPS_RELEASES_GIT_REMOTE: the GitOps repository release commits are pushed to."
+    )
+    releases_git_branch: str = Field(
+        default="mlops/releases", description="MLOPS_RELEASES_GIT_BRANCH: the branch release commits go to."
+    )
 
     @classmethod
     def of(cls, settings: Settings) -> SettingsResource:
@@ -58,6 +65,8 @@ class SettingsResource(dg.ConfigurableResource):
                 if isinstance(value, dt.date)
                 else str(value)
                 if isinstance(value, Path)
+                else ""
+                if value is None and name == "releases_dir"
                 else value
                 for name, value in plain.items()
             }
@@ -65,7 +74,7 @@ class SettingsResource(dg.ConfigurableResource):
 
     def get(self) -> Settings:
         """The settings, validated as mlops_core builds them."""
-        parse = {Path: Path, dt.date: dt.date.fromisoformat}
+        parse = {Path: Path, dt.date: dt.date.fromisoformat, Path | None: lambda v: Path(v) if v else None}
         return Settings(**{name: parse.get(kind, _same)(getattr(self, name)) for name, kind in _SETTINGS_TYPES.items()})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -13,6 +13,7 @@ from mlops_assets.training.models import TRAINED_THROUGH_TAG, load_training_set
 from mlops_core import registry
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
+from mlops_core.releases import GATES_ARTIFACT
 from mlops_core.training import gates as g
 from mlops_core.training import matrix
 from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
@@ -214,6 +215,12 @@ def candidate_evaluation(
     card_path = reports_dir / f"model-card-{fraud_model_candidate.run_id}.md"
     card_path.write_text(card)
     client.log_text(fraud_model_candidate.run_id, card, MODEL_CARD_ARTIFACT)
+    # The gates' verdicts travel with the version: its release file quotes them (mlops_core/releases.py).
+    client.log_dict(
+        fraud_model_candidate.run_id,
+        {name: {"passed": o.passed, "detail": o.detail} for name, o in evaluation.outcomes.items()},
+        GATES_ARTIFACT,
+    )
     artifact = f"evaluation/{path.name}"
     experiment_id = client.get_run(fraud_model_candidate.run_id).info.experiment_id
     report_url = registry.artifact_page_url(client.tracking_uri, experiment_id, fraud_model_candidate.run_id, artifact)

@@ -68,6 +68,13 @@ def download_onnx(client: MlflowClient, version: str, model_name: str = registry
     threshold = details.tags.get("threshold") or client.get_run(details.run_id).data.tags.get("threshold")
     if threshold is None:
         raise ModelLoadError(f"{model_name!r} version {version} has no 'threshold' tag on the version or its run")
+    return onnx_bytes(client, version, model_name), float(threshold)
+
+
+def onnx_bytes(client: MlflowClient, version: str, model_name: str = registry.MODEL_NAME) -> bytes:
+    """The ONNX graph of `version` as the registry stores it (what a release file hashes)."""
+    import mlflow
+
     with tempfile.TemporaryDirectory() as tmp:
         # `models:/` URIs resolve against the process-wide tracking/registry URI, not the
         # client's: point it at the client's store (a no-op inside a Dagster run, which set it).
@@ -77,11 +84,21 @@ def download_onnx(client: MlflowClient, version: str, model_name: str = registry
         graphs = sorted(local.rglob("*.onnx"))
         if not graphs:
             raise ModelLoadError(f"{model_name!r} version {version} has no .onnx file in its artifacts")
-        return graphs[0].read_bytes(), float(threshold)
+        return graphs[0].read_bytes()
 
 
-def load_version(client: MlflowClient, version: str, model_name: str = registry.MODEL_NAME) -> LoadedModel:
+def load_version(
+    client: MlflowClient, version: str, model_name: str = registry.MODEL_NAME, releases_dir: Path | None = None
+) -> LoadedModel:
+    """Download and load `version`. With `releases_dir`, a version its release file names must hash to the
+    release's ONNX sha256, or it is refused (mlops_core/releases.py)."""
+    from mlops_core.releases import ReleaseMismatch, verify
+
     model_bytes, threshold = download_onnx(client, version, model_name)
+    try:
+        verify(releases_dir, model_name, str(version), model_bytes)
+    except ReleaseMismatch as exc:
+        raise ModelLoadError(str(exc)) from exc
     try:
         return LoadedModel.from_bytes(str(version), model_bytes, threshold)
     except ModelLoadError:

@@ -93,7 +93,7 @@ def build_service(
     staging = model_version is not None
     service = ScoringService(
         features=OnlineFeatureService(settings_online_store(settings)),
-        loader=lambda version: load_version(client, version),
+        loader=lambda version: load_version(client, version, releases_dir=settings.releases_dir),
         prediction_log=PredictionLog(paths.predictions),
         plan_path=None if staging else paths.plan,
         record_events=not staging,

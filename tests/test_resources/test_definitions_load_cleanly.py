@@ -86,6 +86,9 @@ def test_the_settings_resource_carries_every_setting_unchanged(tmp_path):
         clock="2026-07-02",
         partitions_start=dt.date(2026, 4, 3),
         serving_url="http://127.0.0.1:8123",
+        releases_dir=tmp_path / "gitops",
+        releases_git_remote="/srv/gitops.git",
+        releases_git_branch="release-bot",
     )
     changed = {f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(base, f.name)}
     assert changed == {f.name for f in dataclasses.fields(Settings)} - {"home"}
