@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 GATES_ARTIFACT = "gates.json"
 MODEL_CARD_ARTIFACT = "model_card.md"
 PROMOTE, ROLLBACK = "promote", "rollback"
+KUSTOMIZATION = "kustomization.yaml"
+CONFIGMAP = "mlops-releases"
+NAMESPACE = "mlops"
 HEADER = (
     "# The deployed version of this registered model, written by the platform on every promotion and rollback\n"
     "# (mlops_core/releases.py). Review it like code; the endpoint refuses an ONNX graph that does not match.\n"
@@ -176,9 +179,10 @@ def write(
     partial = path.with_suffix(".yaml.partial")
     partial.write_text(release.to_yaml())
     partial.replace(path)
+    write_kustomization(releases_dir)
     if not remote:
         return path, None
-    _git(releases_dir, "add", path.name)
+    _git(releases_dir, "add", path.name, KUSTOMIZATION)
     message = (
         f"{release.registered_model}: {release.action} to version {release.version}"
         f"{'' if release.previous_version is None else f' (was {release.previous_version})'}\n\n"
@@ -188,6 +192,28 @@ def write(
     _git(releases_dir, "commit", "--quiet", "--allow-empty", "-m", message)
     _git(releases_dir, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
     return path, _git(releases_dir, "rev-parse", "HEAD").stdout.strip()
+
+
+def write_kustomization(releases_dir: Path) -> Path:
+    """kustomization.yaml beside the release files: one ConfigMap (CONFIGMAP) holding every one of them, which
+    Argo CD renders (deploy/argocd/application.yaml) and the serving pods mount as MLOPS_RELEASES_DIR. The name
+    keeps no hash suffix: the Deployment names it, and the endpoint re-reads the files at each model load."""
+    files = sorted(p.name for p in Path(releases_dir).glob("*.yaml") if p.name != KUSTOMIZATION)
+    document = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": NAMESPACE,
+        "configMapGenerator": [{"name": CONFIGMAP, "files": files}],
+        "generatorOptions": {
+            "disableNameSuffixHash": True,
+            "labels": {"app.kubernetes.io/part-of": "mlops-platform", "app.kubernetes.io/component": "releases"},
+        },
+    }
+    path = Path(releases_dir) / KUSTOMIZATION
+    path.write_text(
+        "# Written by mlops_core/releases.py with every release file.\n" + yaml.safe_dump(document, sort_keys=False)
+    )
+    return path
 
 
 def verify(releases_dir: Path | None, model_name: str, version: str, onnx_bytes: bytes) -> None:
