@@ -25,6 +25,7 @@ from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources
+from sensors.approvals import approval_expiry_sensor
 from sensors.canary import canary_rollback_sensor
 from sensors.champion_watch import champion_hourly_watch, champion_watch_sensor
 from sensors.retraining import performance_sensor, retraining_sensor, weekly_retraining
@@ -75,6 +76,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             retraining_sensor,
             performance_sensor,
             champion_watch_sensor,
+            approval_expiry_sensor,
             monitoring_automation,
         ],
         schedules=[weekly_retraining],

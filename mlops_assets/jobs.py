@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets.constants import (
+    APPROVAL_JOB,
     DATA_LAYER_JOB,
     FEATURE_JOB,
     FEATURES,
@@ -65,6 +66,15 @@ promote_job = dg.define_asset_job(
     description="Move the champion alias to the current challenger by hand (recorded in the alias history) and serve it.",
 )
 
+approval_job = dg.define_asset_job(
+    APPROVAL_JOB,
+    tags=FRAUD_MODEL,
+    selection=_promotion,
+    description="The human decision on a challenger waiting for approval (rollout.approval): launch it with "
+    "champion_model's config decision (approve or reject), decision_version, actor and reason. Approved: it "
+    "is promoted and served; rejected: the challenger alias is removed. Both are recorded with who and why.",
+)
+
 rollout_job = dg.define_asset_job(
     ROLLOUT_JOB,
     tags=FRAUD_MODEL,
@@ -123,6 +133,7 @@ jobs = [
     feature_job,
     training_job,
     promote_job,
+    approval_job,
     rollout_job,
     canary_rollback_job,
     scoring_job,

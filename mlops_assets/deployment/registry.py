@@ -1,5 +1,6 @@
 """The model registry as assets: the challenger alias, the explicit promote step, and the alias history."""
 
+import datetime as dt
 import json
 
 import dagster as dg
@@ -9,7 +10,8 @@ from pydantic import Field
 from mlops_assets.constants import DEPLOYMENT
 from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
-from mlops_core import registry
+from mlops_core import approvals, registry
+from mlops_core.projects.catalog import fraud_project
 from mlops_core.training.candidates import TrainedModel
 from resources.registry import ModelRegistry
 
@@ -79,31 +81,100 @@ def _training_cutoff(context: dg.AssetExecutionContext) -> str | None:
 
 
 class PromoteConfig(dg.Config):
-    """Why the challenger becomes champion; recorded in the alias history."""
+    """Why the challenger becomes champion; recorded in the alias history. With an approval required, the
+    decision on it (approval_job, `mlops approve`/`mlops reject`) comes in here too."""
 
     reason: str = Field(
         default="promoted by hand from the Dagster UI", description="Why this promotion happens (audit history)."
     )
     actor: str = Field(default="dagster", description="Who or what promotes (audit history).")
+    require_approval: bool | None = Field(
+        default=None,
+        description="Wait for a human decision before production; unset: the project's rollout.approval.required.",
+    )
+    decision: str = Field(
+        default="",
+        description="'approve' or 'reject' the pending approval of `decision_version` (actor and reason say who "
+        "and why); empty: no decision in this run.",
+    )
+    decision_version: str = Field(default="", description="The challenger version the decision is about.")
+
+
+def _approval_evidence(model_registry: ModelRegistry, challenger) -> tuple[dict, str | None]:
+    """What the approver reads: the challenger's test metrics and where its report and model card are."""
+    client = model_registry.client()
+    metrics = registry.run_metrics(client, challenger.run_id) if challenger.run_id else {}
+    evidence = {k: v for k, v in sorted(metrics.items()) if k.startswith("test_")}
+    evidence["model_card"] = f"runs:/{challenger.run_id}/model_card.md"
+    return evidence, f"runs:/{challenger.run_id}/evaluation"
 
 
 @dg.asset(
     group_name=DEPLOYMENT,
     deps=[CHALLENGER, dg.AssetKey("canary_endpoint")],
     kinds={"mlflow"},
+    output_required=False,
 )
-def champion_model(config: PromoteConfig, warehouse: DuckDBResource, model_registry: ModelRegistry):
+def champion_model(
+    context: dg.AssetExecutionContext, config: PromoteConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
+):
     """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
-    hand (promote_job). The previous champion stays recorded for rollback."""
+    hand (promote_job). The previous champion stays recorded for rollback.
+
+    With an approval required (the project's rollout.approval, or the config), a challenger nobody approved
+    is not promoted: a pending approval is recorded, this asset is not materialized and production is left as
+    it was, until approval_job (or `mlops approve`) brings the decision. A rejection removes the challenger."""
     challenger = model_registry.challenger()
-    metrics = registry.run_metrics(model_registry.client(), challenger.run_id) if challenger else {}
+    approval_rules = fraud_project().rollout.approval
+    required = approval_rules.required if config.require_approval is None else config.require_approval
+    now = dt.datetime.now(dt.UTC)
+    actor, reason = config.actor, config.reason
     with warehouse.get_connection() as con:
-        change = model_registry.promote_challenger(con, reason=config.reason, metrics=metrics, actor=config.actor)
-    return dg.MaterializeResult(
+        if config.decision:
+            if challenger is None or challenger.version != config.decision_version:
+                raise dg.Failure(
+                    f"the decision is about version {config.decision_version or '(none given)'}, but the challenger "
+                    f"is {challenger.version if challenger else 'not set'}: nothing decided"
+                )
+            try:
+                decided = approvals.decide(
+                    con, registry.MODEL_NAME, challenger.version, config.decision, config.actor, config.reason, now
+                )
+            except approvals.ApprovalError as exc:
+                raise dg.Failure(str(exc)) from exc
+            if decided.status == approvals.REJECTED:
+                model_registry.remove_alias(
+                    con, registry.CHALLENGER, f"rejected by {config.actor}: {config.reason}", actor=config.actor
+                )
+                context.log.info(f"version {challenger.version} rejected by {config.actor}: production unchanged")
+                return
+        if required and challenger is not None:
+            approval = approvals.latest(con, registry.MODEL_NAME, challenger.version)
+            if approval is None or approval.status != approvals.APPROVED:
+                evidence, report = _approval_evidence(model_registry, challenger)
+                approval = approvals.request(
+                    con,
+                    registry.MODEL_NAME,
+                    challenger.version,
+                    evidence,
+                    report,
+                    now,
+                    approval_rules.expires_after_hours,
+                )
+                context.log.warning(
+                    f"version {challenger.version} waits for approval until {approval.expires_at.isoformat()} UTC: "
+                    f"`mlops approve fraud {challenger.version} --reason ...` or `mlops reject ...`; production unchanged"
+                )
+                return
+            actor, reason = approval.decided_by, f"approved by {approval.decided_by}: {approval.reason}"
+        metrics = registry.run_metrics(model_registry.client(), challenger.run_id) if challenger else {}
+        change = model_registry.promote_challenger(con, reason=reason, metrics=metrics, actor=actor)
+    yield dg.MaterializeResult(
         metadata={
             "model": registry.MODEL_NAME,
             "champion_version": change.to_version,
             "previous_champion": change.from_version,
+            "promoted_by": actor,
         }
     )
 

@@ -233,12 +233,21 @@ class CanaryStage(_Section):
     rules: CanaryRulesSection = Field(default_factory=CanaryRulesSection)  # type: ignore[valid-type]
 
 
+class ApprovalStage(_Section):
+    """A human decision between the canary and production (mlops_core/approvals.py); off by default."""
+
+    required: bool = False
+    expires_after_hours: Annotated[float, Field(gt=0)] = 72.0
+
+
 class Rollout(_Section):
-    """Staging smoke test, then shadow, then canary, then promotion; each stage can stop the rollout."""
+    """Staging smoke test, then shadow, then canary, then (optionally) a human approval, then promotion; each
+    stage can stop the rollout."""
 
     staging: StagingStage = Field(default_factory=StagingStage)
     shadow: ShadowStage = Field(default_factory=ShadowStage)
     canary: CanaryStage = Field(default_factory=CanaryStage)
+    approval: ApprovalStage = Field(default_factory=ApprovalStage)
 
 
 class Monitoring(_Section):
