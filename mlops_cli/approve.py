@@ -12,7 +12,8 @@ from mlops_core.settings import Settings
 
 def _decide(decision: str, project: str, version: str, reason: str, actor: str | None) -> None:
     from mlops_assets.constants import APPROVAL_JOB
-    from mlops_cli.common import prepare_instance, run_stage
+    from mlops_cli.common import run_stage
+    from mlops_core.local_state import prepare_instance
 
     if project != "fraud":
         raise click.ClickException(

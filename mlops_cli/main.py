@@ -3,6 +3,7 @@ happen inside the commands that need them, so `mlops serve` and `mlops demo gene
 
 import click
 
+from mlops_cli.approve import approve, reject
 from mlops_cli.demo import demo
 from mlops_cli.features import features
 from mlops_cli.pipeline import ingest, prepare, promote, rollout, train
@@ -31,6 +32,8 @@ for command in (
     features,
     project,
     release,
+    approve,
+    reject,
 ):
     main.add_command(command)
 
