@@ -1,0 +1,159 @@
+"""The A/B verdict on matured labels: is the canary catching more fraud, at what cost, than the champion on
+the same days? No dagster here.
+
+The canary answers a sticky share of accounts, the champion the rest, so the two arms are independent
+samples of the same traffic. Each answered transaction whose label has matured costs what the business says a
+decision costs: a missed fraud `cost_of_miss` (20), a false alarm `cost_of_false_alarm` (1), the same rule the
+training threshold minimises. The verdict compares the mean cost per transaction of the two arms:
+
+- the difference (canary - champion) with a Welch 95% interval;
+- the sample size each arm needs to detect a `min_effect` relative change of the champion's cost with 80%
+  power (the usual two-sample formula on the champion's cost variance);
+- the verdict: `better` or `worse` when the interval excludes 0 and both arms have that many rows; `not worse`
+  when it lies below +min_effect x the champion's cost; else `not yet decidable`.
+
+Recall and precision are reported per arm with their difference and a Newcombe (Wilson) interval: the cost
+is the one number the decision follows, the rest explain it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+BETTER, WORSE, NOT_WORSE, UNDECIDED = "better", "worse", "not worse", "not yet decidable"
+
+
+@dataclass(frozen=True)
+class ABRules:
+    cost_of_miss: float = 20.0
+    cost_of_false_alarm: float = 1.0
+    min_effect: float = 0.1
+    confidence: float = 0.95
+    power: float = 0.8
+
+
+@dataclass(frozen=True)
+class Arm:
+    rows: int
+    frauds: int
+    flagged: int
+    caught: int
+    recall: float
+    precision: float
+    cost_per_transaction: float
+    cost_variance: float
+
+
+@dataclass(frozen=True)
+class ABVerdict:
+    champion: Arm
+    canary: Arm
+    cost_difference: float
+    cost_interval: tuple[float, float]
+    recall_difference: float
+    recall_interval: tuple[float, float]
+    required_rows_per_arm: int
+    verdict: str
+    detail: str
+
+    def as_metadata(self) -> dict[str, object]:
+        out = asdict(self)
+        out["cost_interval"] = list(self.cost_interval)
+        out["recall_interval"] = list(self.recall_interval)
+        return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def arm(decisions: np.ndarray, labels: np.ndarray, rules: ABRules) -> Arm:
+    decisions, labels = np.asarray(decisions, dtype=int), np.asarray(labels, dtype=int)
+    cost = np.where((labels == 1) & (decisions == 0), rules.cost_of_miss, 0.0) + np.where(
+        (labels == 0) & (decisions == 1), rules.cost_of_false_alarm, 0.0
+    )
+    caught = int(((labels == 1) & (decisions == 1)).sum())
+    return Arm(
+        rows=len(labels),
+        frauds=int(labels.sum()),
+        flagged=int(decisions.sum()),
+        caught=caught,
+        recall=_ratio(caught, labels.sum()),
+        precision=_ratio(caught, decisions.sum()),
+        cost_per_transaction=float(cost.mean()) if len(cost) else float("nan"),
+        cost_variance=float(cost.var(ddof=1)) if len(cost) > 1 else float("nan"),
+    )
+
+
+def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _newcombe(a: Arm, b: Arm, z: float) -> tuple[float, tuple[float, float]]:
+    """Difference of the recalls b - a with Newcombe's hybrid score interval (method 10)."""
+    if not a.frauds or not b.frauds:
+        return float("nan"), (float("nan"), float("nan"))
+    pa, pb = a.caught / a.frauds, b.caught / b.frauds
+    la, ua = _wilson(a.caught, a.frauds, z)
+    lb, ub = _wilson(b.caught, b.frauds, z)
+    difference = pb - pa
+    low = difference - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)
+    high = difference + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
+    return difference, (low, high)
+
+
+def required_rows(champion_variance: float, champion_cost: float, rules: ABRules) -> int:
+    """Rows per arm to detect a change of min_effect x the champion's cost (two-sided, at the rules' power)."""
+    delta = rules.min_effect * champion_cost
+    if not delta or math.isnan(champion_variance) or math.isnan(delta):
+        return 0
+    z = norm.ppf(1 - (1 - rules.confidence) / 2) + norm.ppf(rules.power)
+    return math.ceil(2 * z * z * champion_variance / (delta * delta))
+
+
+def ab_verdict(
+    champion_decisions: np.ndarray,
+    champion_labels: np.ndarray,
+    canary_decisions: np.ndarray,
+    canary_labels: np.ndarray,
+    rules: ABRules | None = None,
+) -> ABVerdict:
+    rules = rules or ABRules()
+    a, b = arm(champion_decisions, champion_labels, rules), arm(canary_decisions, canary_labels, rules)
+    z = float(norm.ppf(1 - (1 - rules.confidence) / 2))
+    difference = b.cost_per_transaction - a.cost_per_transaction
+    if a.rows > 1 and b.rows > 1:
+        half = z * math.sqrt(a.cost_variance / a.rows + b.cost_variance / b.rows)
+        interval = (difference - half, difference + half)
+    else:
+        interval = (float("nan"), float("nan"))
+    recall_difference, recall_interval = _newcombe(a, b, z)
+    needed = required_rows(a.cost_variance, a.cost_per_transaction, rules)
+    margin = rules.min_effect * a.cost_per_transaction
+    enough = needed > 0 and min(a.rows, b.rows) >= needed
+    if not enough or math.isnan(interval[0]):
+        verdict = UNDECIDED
+    elif interval[1] < 0:
+        verdict = BETTER
+    elif interval[0] > 0:
+        verdict = WORSE
+    elif interval[1] < margin:
+        verdict = NOT_WORSE
+    else:
+        verdict = UNDECIDED
+    detail = (
+        f"cost per transaction canary {b.cost_per_transaction:.4f} vs champion {a.cost_per_transaction:.4f}: "
+        f"difference {difference:+.4f} ({rules.confidence:.0%} interval {interval[0]:+.4f} to {interval[1]:+.4f}); "
+        f"recall {b.recall:.3f} vs {a.recall:.3f}; {min(a.rows, b.rows)} of {needed} labelled rows per arm needed "
+        f"to detect a {rules.min_effect:.0%} change"
+    )
+    return ABVerdict(a, b, difference, interval, recall_difference, recall_interval, needed, verdict, detail)
