@@ -200,8 +200,8 @@ class Settings:
             "MLOPS_MLFLOW_DIR": str(self.mlflow_dir),
             "MLOPS_LABEL_MATURITY_DAYS": str(self.label_maturity_days),
         }
-        if self.releases_dir is not None:
-            env["MLOPS_RELEASES_DIR"] = str(self.releases_dir)
+        # MLOPS_RELEASES_DIR is not published: a child derives it from MLOPS_HOME (or inherits the caller's own
+        # setting). Published, one home's releases would follow a process into the next home it builds settings for.
         if self.training_lookback_days is not None:
             env["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
         return env

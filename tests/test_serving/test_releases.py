@@ -4,6 +4,7 @@ undone when its release cannot be recorded."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,21 @@ def test_release_diff_shows_what_promoting_the_challenger_would_change(world, tm
         assert "actor" not in result.output  # who and why always change: not a difference to review
     finally:
         _reset(world)
+
+
+def test_one_homes_releases_never_follow_a_process_into_the_next_home(tmp_path, monkeypatch):
+    """Settings.export() publishes paths to children; the releases dir is derived from MLOPS_HOME instead, so a
+    second home built in the same process (a simulation after another, a test after another) gets its own."""
+    from mlops_core.settings import Settings
+
+    monkeypatch.delenv("MLOPS_RELEASES_DIR", raising=False)
+    first = Settings.from_env({"MLOPS_HOME": str(tmp_path / "a")})
+    assert first.releases_dir == tmp_path / "a" / "releases"
+    assert "MLOPS_RELEASES_DIR" not in first.environment()
+    exported = {**os.environ, **first.environment()}  # what a child of the first home's process sees
+    second = Settings.from_env({**exported, "MLOPS_HOME": str(tmp_path / "b")})
+    assert second.releases_dir == tmp_path / "b" / "releases"
+    # Set by the caller, it is kept: production points it at the GitOps clone.
+    assert Settings.from_env(
+        {"MLOPS_HOME": str(tmp_path / "b"), "MLOPS_RELEASES_DIR": "/srv/gitops"}
+    ).releases_dir == Path("/srv/gitops")
