@@ -37,7 +37,6 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     reason VARCHAR
 )
 """
-_COLUMNS = "model_name, version, status, requested_at, expires_at, evidence, report, decided_by, decided_at, reason"
 
 
 class ApprovalError(RuntimeError):
@@ -77,7 +76,7 @@ def latest(con: duckdb.DuckDBPyConnection, model_name: str, version: str) -> App
     """The newest request for this version, whatever its status."""
     ensure_table(con)
     found = con.execute(
-        f"SELECT {_COLUMNS} FROM {TABLE} WHERE model_name = ? AND version = ? ORDER BY requested_at DESC, rowid DESC LIMIT 1",
+        f"SELECT model_name, version, status, requested_at, expires_at, evidence, report, decided_by, decided_at, reason FROM {TABLE} WHERE model_name = ? AND version = ? ORDER BY requested_at DESC, rowid DESC LIMIT 1",
         [model_name, str(version)],
     ).fetchone()
     return None if found is None else _row(found)
@@ -85,9 +84,9 @@ def latest(con: duckdb.DuckDBPyConnection, model_name: str, version: str) -> App
 
 def pending(con: duckdb.DuckDBPyConnection, model_name: str | None = None) -> list[Approval]:
     ensure_table(con)
-    where, params = ("AND model_name = ?", [model_name]) if model_name else ("", [])
     rows = con.execute(
-        f"SELECT {_COLUMNS} FROM {TABLE} WHERE status = '{PENDING}' {where} ORDER BY requested_at", params
+        f"SELECT model_name, version, status, requested_at, expires_at, evidence, report, decided_by, decided_at, reason FROM {TABLE} WHERE status = ? AND (? IS NULL OR model_name = ?) ORDER BY requested_at",
+        [PENDING, model_name, model_name],
     ).fetchall()
     return [_row(r) for r in rows]
 
@@ -108,7 +107,7 @@ def request(
         return current
     requested = _naive(now)
     con.execute(
-        f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+        f"INSERT INTO {TABLE} (model_name, version, status, requested_at, expires_at, evidence, report, decided_by, decided_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
         [
             model_name,
             str(version),
