@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 GATES_ARTIFACT = "gates.json"
-MODEL_CARD_ARTIFACT = "model_card.md"
+from mlops_core.training.model_card import MODEL_CARD_ARTIFACT  # noqa: E402 - one name for the artifact
+
 PROMOTE, ROLLBACK = "promote", "rollback"
 KUSTOMIZATION = "kustomization.yaml"
 CONFIGMAP = "mlops-releases"
