@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlops_core import registry
+from mlops_core.training.model_card import MODEL_CARD_ARTIFACT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 GATES_ARTIFACT = "gates.json"
-from mlops_core.training.model_card import MODEL_CARD_ARTIFACT  # noqa: E402 - one name for the artifact
-
 PROMOTE, ROLLBACK = "promote", "rollback"
 KUSTOMIZATION = "kustomization.yaml"
 CONFIGMAP = "mlops-releases"
