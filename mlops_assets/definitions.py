@@ -10,6 +10,7 @@ from mlops_assets.features.online_store import online_features, online_store_fre
 from mlops_assets.features.training_set import training_set
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.jobs import jobs, monitoring_automation
+from mlops_assets.monitoring.ab_verdict import ab_verdict
 from mlops_assets.monitoring.drift import feature_drift
 from mlops_assets.monitoring.estimated_performance import estimated_performance
 from mlops_assets.monitoring.labels import label_volume
@@ -25,6 +26,7 @@ from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.settings import Settings
 from resources.environment import build_executor, build_resources
+from sensors.ab_verdict import ab_verdict_sensor
 from sensors.approvals import approval_expiry_sensor
 from sensors.canary import canary_rollback_sensor
 from sensors.champion_watch import champion_hourly_watch, champion_watch_sensor
@@ -66,6 +68,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                     prediction_drift,
                     concept_drift,
                     estimated_performance,
+                    ab_verdict,
                     champion_hourly_watch,
                 ],
                 fraud_project(),
@@ -77,6 +80,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             performance_sensor,
             champion_watch_sensor,
             approval_expiry_sensor,
+            ab_verdict_sensor,
             monitoring_automation,
         ],
         schedules=[weekly_retraining],

@@ -14,6 +14,21 @@ from mlops_cli.demo import _claim_calendar_and_port, _run_closed_loop
 from mlops_core.settings import Settings
 
 
+def _retrain_day(text: str) -> tuple[int, dict]:
+    """'14' or '14:false_negative_cost=3,max_depth=3' -> (14, {'false_negative_cost': 3.0, 'max_depth': 3})."""
+    day, _, settings = text.partition(":")
+    try:
+        overrides = {}
+        for pair in filter(None, settings.split(",")):
+            key, value = pair.split("=", 1)
+            overrides[key.strip()] = json.loads(value)
+        return int(day), overrides
+    except ValueError as err:
+        raise ValueError(
+            f"--retrain-day {text!r}: expected DAY[:SETTING=VALUE,...], e.g. 14:false_negative_cost=3"
+        ) from err
+
+
 @click.command("simulate")
 @click.option(
     "--days", type=click.IntRange(min=1), default=60, show_default=True, help="Simulated days after the history."
@@ -68,6 +83,36 @@ from mlops_core.settings import Settings
     help="Beside the platform, retrain an oracle every day on every label known that day (no gates) and score the same traffic.",
 )
 @click.option(
+    "--ab-test",
+    "ab_test",
+    type=click.Choice(["off", "better", "not-worse"]),
+    default="off",
+    show_default=True,
+    help="The A/B verdict on matured labels a canary needs before production (rollout.ab_test.required).",
+)
+@click.option(
+    "--ab-min-effect",
+    type=click.FloatRange(min=0.0, min_open=False),
+    default=0.0,
+    show_default=True,
+    help="Relative change of the champion's cost per transaction the A/B test must be able to detect (0: the declaration's).",
+)
+@click.option("--canary-share", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.25, show_default=True)
+@click.option(
+    "--retrain-day",
+    "retrain_days",
+    multiple=True,
+    metavar="DAY[:SETTING=VALUE,...]",
+    help="Also launch retraining_job after DAY's sensors, the candidate's config changed as given, e.g. "
+    "14:false_negative_cost=3 (a cost setting changed by mistake). Repeatable.",
+)
+@click.option(
+    "--retrain-new-labels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="New labels that make retraining_sensor retrain (default: 14 days of rows).",
+)
+@click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=None,
@@ -90,6 +135,11 @@ def simulate_command(
     fairness_min_frauds,
     seed,
     oracle,
+    ab_test,
+    ab_min_effect,
+    canary_share,
+    retrain_days,
+    retrain_new_labels,
     port,
     keep_endpoint,
     out_dir,
@@ -118,6 +168,11 @@ def simulate_command(
             seed=seed,
             oracle=oracle,
             port=port,
+            ab_test_required=ab_test.replace("-", " "),
+            ab_min_effect=ab_min_effect,
+            canary_share=canary_share,
+            forced_retrainings=tuple(_retrain_day(text) for text in retrain_days),
+            retrain_new_labels=retrain_new_labels,
         )
         from mlops_core.datagen.scenarios import get_scenario
 

@@ -10,10 +10,13 @@ from pydantic import Field
 from mlops_assets.constants import DEPLOYMENT
 from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
-from mlops_core import approvals, registry
+from mlops_core import ab_tests, approvals, registry
+from mlops_core.features.spec import EVENTS_TABLE
 from mlops_core.projects.catalog import fraud_project
+from mlops_core.serving.client import EndpointError
 from mlops_core.training.candidates import TrainedModel
 from resources.registry import ModelRegistry
+from resources.serving import ServingEndpointResource
 
 ALIAS_HISTORY = dg.AssetKey("model_alias_history")
 CHALLENGER = dg.AssetKey("registered_challenger")
@@ -98,6 +101,19 @@ class PromoteConfig(dg.Config):
         "and why); empty: no decision in this run.",
     )
     decision_version: str = Field(default="", description="The challenger version the decision is about.")
+    ab_test_required: str = Field(
+        default="",
+        description="'better', 'not worse' or 'off': the A/B verdict the canary needs before production; empty: "
+        "the project's rollout.ab_test.required.",
+    )
+    ab_min_effect: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Relative change of the champion's cost the A/B test must be able to detect; 0: the declaration's.",
+    )
+    ab_max_days: int = Field(
+        default=0, ge=0, description="Days the A/B test may run without a verdict; 0: the declaration's."
+    )
 
 
 def _approval_evidence(model_registry: ModelRegistry, challenger) -> tuple[dict, str | None]:
@@ -109,6 +125,41 @@ def _approval_evidence(model_registry: ModelRegistry, challenger) -> tuple[dict,
     return evidence, f"runs:/{challenger.run_id}/evaluation"
 
 
+def _start_ab_test(con, config: PromoteConfig, ab_rules, required: str, challenger, model_registry, serving_endpoint):
+    """The A/B test of the live canary: its share and excluded segments as the endpoint serves them, from the next
+    event day on (the warehouse's newest day was answered before it)."""
+    if required not in ("better", "not worse"):
+        raise dg.Failure(f"rollout.ab_test.required must be 'off', 'better' or 'not worse', got {required!r}")
+    champion = model_registry.champion()
+    try:
+        with serving_endpoint.client() as client:
+            deployment = client.deployment()
+    except EndpointError as exc:
+        raise dg.Failure(f"an A/B test needs the live canary, but the endpoint is not reachable: {exc}") from exc
+    if champion is None or str(deployment.get("canary_version")) != str(challenger.version):
+        raise dg.Failure(
+            f"an A/B test needs version {challenger.version} live as canary beside a champion; the endpoint serves "
+            f"champion {deployment.get('champion_version')}, canary {deployment.get('canary_version')}: run the rollout"
+        )
+    newest = con.execute(f"select max(event_date) from {EVENTS_TABLE}").fetchall()[0][0]
+    rules = ab_rules.rules.model_dump()
+    if config.ab_min_effect:
+        rules["min_effect"] = config.ab_min_effect
+    return ab_tests.start(
+        con,
+        registry.MODEL_NAME,
+        challenger.version,
+        champion.version,
+        required,
+        float(deployment["canary_share"]),
+        list(deployment.get("canary_excluded") or []),
+        rules,
+        (newest or dt.date.today()) + dt.timedelta(days=1),
+        config.ab_max_days or ab_rules.max_days,
+        dt.datetime.now(dt.UTC),
+    )
+
+
 @dg.asset(
     group_name=DEPLOYMENT,
     deps=[CHALLENGER, dg.AssetKey("canary_endpoint")],
@@ -116,16 +167,26 @@ def _approval_evidence(model_registry: ModelRegistry, challenger) -> tuple[dict,
     output_required=False,
 )
 def champion_model(
-    context: dg.AssetExecutionContext, config: PromoteConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: PromoteConfig,
+    warehouse: DuckDBResource,
+    model_registry: ModelRegistry,
+    serving_endpoint: ServingEndpointResource,
 ):
     """The `champion` alias moved to the current challenger, after its canary passed (rollout_job) or by
     hand (promote_job). The previous champion stays recorded for rollback.
 
     With an approval required (the project's rollout.approval, or the config), a challenger nobody approved
     is not promoted: a pending approval is recorded, this asset is not materialized and production is left as
-    it was, until approval_job (or `mlops approve`) brings the decision. A rejection removes the challenger."""
+    it was, until approval_job (or `mlops approve`) brings the decision. A rejection removes the challenger.
+
+    With an A/B verdict required (rollout.ab_test), a canary that passed its soak keeps answering its share of
+    accounts: an A/B test is started (registry.ab_tests) and nothing is promoted until the daily ab_verdict
+    says it passed; ab_verdict_sensor then launches this asset again, which promotes it."""
     challenger = model_registry.challenger()
     approval_rules = fraud_project().rollout.approval
+    ab_rules = fraud_project().rollout.ab_test
+    ab_required = config.ab_test_required or ab_rules.required
     required = approval_rules.required if config.require_approval is None else config.require_approval
     now = dt.datetime.now(dt.UTC)
     actor, reason = config.actor, config.reason
@@ -148,6 +209,17 @@ def champion_model(
                 )
                 context.log.info(f"version {challenger.version} rejected by {config.actor}: production unchanged")
                 return
+        if ab_required != "off" and challenger is not None:
+            test = ab_tests.latest(con, registry.MODEL_NAME, challenger.version)
+            if test is None or test.status != ab_tests.PASSED:
+                test = _start_ab_test(con, config, ab_rules, ab_required, challenger, model_registry, serving_endpoint)
+                context.log.warning(
+                    f"version {challenger.version} stays canary on {test.canary_share:.0%} of accounts until its A/B "
+                    f"verdict ({test.required}) on matured labels, by {test.deadline.isoformat()}: ab_verdict judges it "
+                    "daily; production unchanged"
+                )
+                return
+            actor, reason = "ab_verdict", test.reason or f"A/B verdict met {test.required}"
         if required and challenger is not None:
             approval = approvals.latest(con, registry.MODEL_NAME, challenger.version)
             if approval is None or approval.status != approvals.APPROVED:

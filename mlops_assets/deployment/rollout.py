@@ -307,12 +307,15 @@ def canary_endpoint(
             check_name=CHECK_CANARY, asset_key=CANARY, passed=True, description="skipped: first deployment"
         )
         return
+    excluded = [segment.model_dump() for segment in fraud_project().rollout.canary.excluded_segments]
     with endpoint.client() as client:
         client.traffic(
-            f"canary: version {challenger} on {config.share:.0%} of accounts",
+            f"canary: version {challenger} on {config.share:.0%} of accounts"
+            + (f", except {', '.join(s['name'] for s in excluded)}" if excluded else ""),
             champion_version=champion,
             canary_version=challenger,
             canary_share=config.share,
+            canary_excluded=excluded,
         )
     expected = model_registry.offline_expectation(model_registry.challenger())
     began = _soak(warehouse, endpoint, config)  # answered means logged: no wait for a commit
@@ -328,6 +331,7 @@ def canary_endpoint(
             "champion_version": champion,
             "url": endpoint.url,
             "traffic_split": f"champion {champion} {1 - config.share:.0%}, canary {challenger} {config.share:.0%}",
+            "canary_excluded": [f"{s['name']}: {s['feature']} >= {s['at_least']:g}" for s in excluded],
             "drained_after_failing": bool(window.violations),
             **window.as_metadata(),
         }

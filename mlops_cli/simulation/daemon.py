@@ -21,6 +21,16 @@ def failed_checks(result: dg.ExecuteInProcessResult) -> tuple[str, ...]:
     )
 
 
+def _merge(base: dict | None, request: dict | None) -> dict:
+    """The job's run config here, with the request's own config (a rollback's version and reason) on top."""
+    merged = dict(base or {})
+    for key, value in (request or {}).items():
+        merged[key] = (
+            _merge(merged.get(key), value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
 @dataclass(frozen=True)
 class LaunchedRun:
     sensor: str
@@ -76,7 +86,10 @@ class InProcessDaemon:
                 job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
                 tags = {**request.tags, "dagster/sensor_name": sensor_name, **({"dagster/run_key": key} if key else {})}
                 result = job.execute_in_process(
-                    instance=instance, tags=tags, run_config=self.run_configs.get(job.name), raise_on_error=False
+                    instance=instance,
+                    tags=tags,
+                    run_config=_merge(self.run_configs.get(job.name), request.run_config),
+                    raise_on_error=False,
                 )
                 runs.append(
                     LaunchedRun(

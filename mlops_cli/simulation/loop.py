@@ -27,8 +27,16 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from mlops_assets.constants import DATA_LAYER_JOB, MONITORING_JOB, RETRAINING_JOB, ROLLOUT_JOB, TRAINING_JOB
-from mlops_cli.simulation.daemon import InProcessDaemon, TickResult, failed_checks
+from mlops_assets.constants import (
+    DATA_LAYER_JOB,
+    MONITORING_JOB,
+    PROMOTE_JOB,
+    RETRAINING_JOB,
+    ROLLBACK_JOB,
+    ROLLOUT_JOB,
+    TRAINING_JOB,
+)
+from mlops_cli.simulation.daemon import InProcessDaemon, LaunchedRun, TickResult, failed_checks
 from mlops_core import registry
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate
@@ -44,7 +52,7 @@ from mlops_core.settings import Settings, record_settings
 from mlops_core.training.matrix import encode_rows
 from mlops_core.training.oracle import Oracle
 
-SENSORS = ("retraining_sensor", "performance_sensor", "champion_watch_sensor")
+SENSORS = ("retraining_sensor", "performance_sensor", "champion_watch_sensor", "ab_verdict_sensor")
 # Settings a caller's environment may carry that would point a simulation in another MLOPS_HOME at
 # foreign state, an endpoint, or another policy.
 INHERITED_VARIABLES = (
@@ -99,6 +107,16 @@ class SimulationSpec:
     oracle: bool = True
     # Its XGBoost threads: the simulation is idle while it fits. Fixed, so its models do not depend on the machine.
     oracle_threads: int = 2
+    # The A/B verdict a canary needs before production ("off", "better", "not worse"), the relative change of the
+    # champion's cost it must be able to detect (0: the declaration's) and the days it may run.
+    ab_test_required: str = "off"
+    ab_min_effect: float = 0.0
+    ab_max_days: int = 0
+    # Retrainings the simulation launches itself after the sensors of a day: (day index, the candidate's
+    # XGBoostConfig overrides), e.g. (14, {"false_negative_cost": 3.0}): a setting changed by mistake.
+    forced_retrainings: tuple[tuple[int, dict], ...] = ()
+    # Labels that make retraining_sensor retrain (MLOPS_RETRAIN_NEW_LABELS); None: 14 days of rows.
+    retrain_new_labels: int | None = None
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
@@ -149,9 +167,22 @@ def _rollout_config(spec: SimulationSpec) -> dict:
                 "config": {"replay_requests": int(spec.rollout_replay / spec.canary_share), "share": spec.canary_share}
             },
             "champion_model": {
-                "config": {"reason": "staged rollout: staging, shadow and canary passed", "actor": "simulation"}
+                "config": {
+                    "reason": "staged rollout: staging, shadow and canary passed",
+                    "actor": "simulation",
+                    **_ab_config(spec),
+                }
             },
         }
+    }
+
+
+def _ab_config(spec: SimulationSpec) -> dict:
+    """champion_model's A/B settings in every run that may promote: the rollout's and the A/B sensor's."""
+    return {
+        "ab_test_required": spec.ab_test_required,
+        "ab_min_effect": spec.ab_min_effect,
+        "ab_max_days": spec.ab_max_days,
     }
 
 
@@ -264,7 +295,14 @@ class ClosedLoop:
             MLOPS_TODAY=self.settings.clock,
             MLOPS_PARTITIONS_START=self.first_day.isoformat(),
         )
-        os.environ.setdefault("MLOPS_RETRAIN_NEW_LABELS", str(self.spec.rows_per_day * 14))
+        os.environ.setdefault(
+            "MLOPS_RETRAIN_NEW_LABELS",
+            str(
+                self.spec.retrain_new_labels
+                if self.spec.retrain_new_labels is not None
+                else self.spec.rows_per_day * 14
+            ),
+        )
         self.settings.export()
 
     def start(self) -> tuple[dg.Definitions, list[SimulatedDay]]:
@@ -397,6 +435,29 @@ class ClosedLoop:
             oracle_decision=oracle_decision,
         )
 
+    def _running_ab_test(self) -> str | None:
+        """The version whose A/B test is running, if one is."""
+        import duckdb
+
+        from mlops_core import ab_tests
+
+        con = duckdb.connect(str(self.settings.duckdb_path))
+        try:
+            running = ab_tests.running(con, registry.MODEL_NAME)
+        finally:
+            con.close()
+        return running[-1].version if running else None
+
+    def _forced_retraining(self, defs: dg.Definitions, day: SimulatedDay, overrides: dict) -> TickResult:
+        """retraining_job launched by the simulation itself, its candidate's config changed by `overrides`."""
+        reason = "simulation: retraining with " + (
+            ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "the defaults"
+        )
+        config = _merge(_retraining_config(self.spec), {"ops": {"fraud_model_candidate": {"config": dict(overrides)}}})
+        result = _run(defs, RETRAINING_JOB, {"mlops/trigger": "simulation", "mlops/reasons": reason}, config)
+        run = LaunchedRun("simulation", RETRAINING_JOB, result.run_id, result.success, reason, failed_checks(result))
+        return TickResult("simulation", None, (run,))
+
     def day(
         self, defs: dg.Definitions, daemon: InProcessDaemon, client: EndpointClient, index: int, day: SimulatedDay
     ) -> DayRecord:
@@ -421,6 +482,14 @@ class ClosedLoop:
         concept = _latest_metadata("concept_drift", day.date)
         before = client.deployment().get("champion_version")
         ticks: list[TickResult] = [daemon.tick(name) for name in SENSORS]
+        forced = [overrides for at, overrides in self.spec.forced_retrainings if at == index]
+        running = self._running_ab_test() if forced else None
+        for overrides in forced:
+            if running is not None:
+                # A new challenger would end the running test before its verdict: the forced retraining waits.
+                ticks.append(TickResult("simulation", f"held: the A/B test of v{running} is running", ()))
+                continue
+            ticks.append(self._forced_retraining(defs, day, overrides))
         after = client.deployment().get("champion_version")
         lap("sensors")
         triggers, outcomes = [], []
@@ -428,7 +497,7 @@ class ClosedLoop:
             for run in tick.runs:
                 triggers.append(f"{tick.sensor}: {run.reasons}")
                 outcomes.append(
-                    f"retraining {run.run_id[:8]} "
+                    f"{run.job.removesuffix('_job').replace('_', ' ')} {run.run_id[:8]} "
                     + (
                         "succeeded"
                         if run.success
@@ -478,7 +547,11 @@ class ClosedLoop:
 
     def run(self) -> list[DayRecord]:
         defs, simulated = self.start()
-        run_configs = {RETRAINING_JOB: _merge(QUIET, _retraining_config(self.spec))}
+        run_configs = {
+            RETRAINING_JOB: _merge(QUIET, _retraining_config(self.spec)),
+            PROMOTE_JOB: _merge(QUIET, {"ops": {"champion_model": {"config": _ab_config(self.spec)}}}),
+            ROLLBACK_JOB: QUIET,
+        }
         # Beside the instance whose storage ids the cursors count: a fresh instance with an old cursor
         # file made the sensors skip every new verdict (a re-run of the demo never retrained).
         daemon = InProcessDaemon(defs, sensor_cursor_file(self.settings), run_configs)

@@ -18,11 +18,15 @@ is the one number the decision follows, the rest explain it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
+
+from mlops_core.serving.routing import SegmentRule, excluded_by, in_canary
 
 BETTER, WORSE, NOT_WORSE, UNDECIDED = "better", "worse", "not worse", "not yet decidable"
 
@@ -157,3 +161,61 @@ def ab_verdict(
         f"to detect a {rules.min_effect:.0%} change"
     )
     return ABVerdict(a, b, difference, interval, recall_difference, recall_interval, needed, verdict, detail)
+
+
+def meets(verdict: str, required: str) -> bool:
+    """Whether a verdict lets the canary be promoted: "better" needs better; "not worse" takes either."""
+    return verdict == BETTER or (required == NOT_WORSE and verdict == NOT_WORSE)
+
+
+@dataclass(frozen=True)
+class Arms:
+    """The two arms of a test, read from the logged answers joined to their matured labels."""
+
+    champion: pd.DataFrame
+    canary: pd.DataFrame
+    excluded_rows: int  # answers in a segment kept on the champion, left out of both arms
+    unlabelled_rows: int  # matured answers without any label, left out
+
+
+def split_arms(
+    answers: pd.DataFrame,
+    champion_version: str,
+    canary_version: str,
+    canary_share: float,
+    excluded: tuple[SegmentRule, ...] = (),
+) -> Arms:
+    """The canary arm is what the canary answered (its sticky accounts); the champion arm is what the champion
+    answered for the other accounts only, so the two are independent samples of the same traffic: a canary
+    account the champion answered (a segment kept on it, or before the canary began) is in neither. A request
+    in an excluded segment is left out of both arms, so the arms compare like with like.
+
+    `answers`: transaction_id, account_id, decision, model_version, variant, features (JSON or dict) and
+    is_fraud (NaN where no label is known)."""
+    frame = answers.copy()
+    features = frame["features"].map(lambda f: json.loads(f) if isinstance(f, str) else (f or {}))
+    in_segment = features.map(lambda f: excluded_by(excluded, f) is not None) if excluded else False
+    frame["in_segment"] = in_segment
+    canary_account = frame["account_id"].astype(str).map(lambda a: in_canary(a, canary_share))
+    version = frame["model_version"].astype(str)
+    canary = frame[(frame["variant"] == "canary") & (version == str(canary_version)) & ~frame["in_segment"]]
+    champion = frame[
+        (frame["variant"] == "champion") & (version == str(champion_version)) & ~canary_account & ~frame["in_segment"]
+    ]
+    unlabelled = int(canary["is_fraud"].isna().sum() + champion["is_fraud"].isna().sum())
+    return Arms(
+        champion=champion[champion["is_fraud"].notna()],
+        canary=canary[canary["is_fraud"].notna()],
+        excluded_rows=int(frame["in_segment"].sum()),
+        unlabelled_rows=unlabelled,
+    )
+
+
+def verdict_of(arms: Arms, rules: ABRules) -> ABVerdict:
+    return ab_verdict(
+        arms.champion["decision"].astype(int).to_numpy(),
+        arms.champion["is_fraud"].astype(int).to_numpy(),
+        arms.canary["decision"].astype(int).to_numpy(),
+        arms.canary["is_fraud"].astype(int).to_numpy(),
+        rules,
+    )

@@ -19,6 +19,7 @@ from mlops_core.serving.prediction_log import WAREHOUSE_TABLE, warehouse_log_exi
 
 __all__ = [
     "LabelCounts",
+    "ab_answers",
     "day_predictions",
     "first_served_day",
     "label_counts_between",
@@ -34,6 +35,16 @@ select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.serv
 from {WAREHOUSE_TABLE} as p
 join {EVENTS_TABLE} as t using (transaction_id)
 where p.status = 'ok' and p.served and p.model_version = $version and t.event_date between $first and $last
+qualify row_number() over (partition by p.transaction_id order by p.id) = 1
+"""
+
+# The answers served to the transactions of [first, last] by either version of an A/B test: the first served
+# answer per transaction (a replay answers again, and the first answer is the one the customer met).
+_AB_ANSWERS_SQL = f"""
+select p.transaction_id, t.account_id, p.decision, p.model_version, p.variant, p.features, t.event_date
+from {WAREHOUSE_TABLE} as p
+join {EVENTS_TABLE} as t using (transaction_id)
+where p.status = 'ok' and p.served and t.event_date between $first and $last
 qualify row_number() over (partition by p.transaction_id order by p.id) = 1
 """
 
@@ -72,6 +83,12 @@ def served_decisions(con: duckdb.DuckDBPyConnection, version: str, first: dt.dat
     whose event_date is in [first, last], the first logged answer per transaction. Columns transaction_id,
     score, decision, model_version, variant, served, event_timestamp, event_date."""
     return con.execute(_SERVED_SQL, {"version": version, "first": first, "last": last}).df()
+
+
+def ab_answers(con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The first served answer on each transaction whose event_date is in [first, last], whichever version gave
+    it. Columns transaction_id, account_id, decision, model_version, variant, features, event_date."""
+    return con.execute(_AB_ANSWERS_SQL, {"first": first, "last": last}).df()
 
 
 def first_served_day(con: duckdb.DuckDBPyConnection, version: str) -> dt.date | None:

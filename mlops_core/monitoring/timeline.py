@@ -339,6 +339,8 @@ def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> Loo
                 stopped[gate] = stopped.get(gate, 0) + 1
             # Stopped past the offline gates (staging, shadow, canary): the rollout was rolled back.
             rolled_back += not gates
+        # A canary rolled back after its rollout (on an A/B verdict): a run of its own.
+        rolled_back += sum(1 for part in r.retraining.split("; ") if part.startswith("canary rollback "))
     drift_start = dt.datetime.fromisoformat(days[0].day) if _is_iso_day(days[0].day) else None
     flagged = sorted(h for r in days for h in r.hours_flagged)
     to_detection = None

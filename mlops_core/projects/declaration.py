@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from mlops_core.features import spec
+from mlops_core.monitoring.ab_test import ABRules
 from mlops_core.projects import snapshots
 from mlops_core.serving.analysis import CanaryRules
 from mlops_core.training.gates import GateThresholds
@@ -65,6 +66,7 @@ def _section_from_dataclass(cls: type, name: str) -> type[BaseModel]:
 
 GatesSection = _section_from_dataclass(GateThresholds, "GatesSection")
 CanaryRulesSection = _section_from_dataclass(CanaryRules, "CanaryRulesSection")
+ABRulesSection = _section_from_dataclass(ABRules, "ABRulesSection")
 XGBoostHyperparameters = _section_from_dataclass(XGBoostParams, "XGBoostHyperparameters")
 LogisticHyperparameters = _section_from_dataclass(LogisticParams, "LogisticHyperparameters")
 
@@ -228,9 +230,40 @@ class ShadowStage(_Section):
     min_decision_agreement: Annotated[float, Field(ge=0, le=1)] = 0.9
 
 
+class ExcludedSegment(_Section):
+    """Requests the canary never answers (serving.routing.SegmentRule): online feature `feature` >= `at_least`."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    feature: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    at_least: float
+
+
 class CanaryStage(_Section):
     share: Annotated[float, Field(gt=0, le=1)] = 0.1
     rules: CanaryRulesSection = Field(default_factory=CanaryRulesSection)  # type: ignore[valid-type]
+    # Segments that stay on the champion, as the guides' "high-value customers stay on the champion".
+    excluded_segments: list[ExcludedSegment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _segment_names_unique(self) -> CanaryStage:
+        names = [segment.name for segment in self.excluded_segments]
+        if len(names) != len(set(names)):
+            raise ValueError(
+                f"excluded_segments names a segment twice: {sorted({n for n in names if names.count(n) > 1})}"
+            )
+        return self
+
+
+class ABTestStage(_Section):
+    """The A/B verdict on matured labels (mlops_core/monitoring/ab_test.py) before full promotion; off by default.
+
+    `required`: "better" promotes only a canary whose expected cost per transaction is significantly lower
+    than the champion's; "not worse" also one within `rules.min_effect` of it. A "worse" verdict rolls the
+    canary back, and so does no verdict within `max_days` of the canary's start."""
+
+    required: Literal["off", "better", "not worse"] = "off"
+    rules: ABRulesSection = Field(default_factory=ABRulesSection)  # type: ignore[valid-type]
+    max_days: Annotated[int, Field(ge=1)] = 42
 
 
 class ApprovalStage(_Section):
@@ -248,6 +281,7 @@ class Rollout(_Section):
     shadow: ShadowStage = Field(default_factory=ShadowStage)
     canary: CanaryStage = Field(default_factory=CanaryStage)
     approval: ApprovalStage = Field(default_factory=ApprovalStage)
+    ab_test: ABTestStage = Field(default_factory=ABTestStage)
 
 
 class Monitoring(_Section):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from mlops_core.features.spec import FEATURE_NAMES
 from mlops_core.registry import MODEL_NAME
 from mlops_core.serving.limits import ServingLimits
 from mlops_core.serving.models import ModelLoadError
@@ -336,8 +337,16 @@ def create_app(
 
     @app.post("/admin/traffic", dependencies=[Depends(require_admin)])
     def traffic(change: TrafficRequest):
+        unknown = sorted({rule.feature for rule in change.canary_excluded} - set(FEATURE_NAMES))
+        if unknown:
+            raise TrafficError(f"canary_excluded names features the endpoint does not compute: {unknown}")
         return service.apply(
-            change.champion_version, change.canary_version, change.canary_share, change.shadow_version, change.reason
+            change.champion_version,
+            change.canary_version,
+            change.canary_share,
+            change.shadow_version,
+            change.reason,
+            [rule.model_dump() for rule in change.canary_excluded],
         ).describe()
 
     @app.post("/admin/rollback", dependencies=[Depends(require_admin)])

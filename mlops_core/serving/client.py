@@ -1,7 +1,7 @@
 """A small HTTP client of the scoring endpoint, for Dagster assets, sensors, the CLI and tests."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -71,6 +71,7 @@ class EndpointClient:
         canary_version: str | None = None,
         canary_share: float = 0.0,
         shadow_version: str | None = None,
+        canary_excluded: Sequence[Mapping[str, object]] = (),
     ) -> dict:
         body = {
             "champion_version": champion_version,
@@ -78,6 +79,7 @@ class EndpointClient:
             "canary_share": canary_share,
             "shadow_version": shadow_version,
             "reason": reason,
+            "canary_excluded": [dict(rule) for rule in canary_excluded],
         }
         return self._call("POST", "/admin/traffic", admin=True, json=body)
 

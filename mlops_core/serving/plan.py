@@ -25,6 +25,8 @@ class TrafficPlan:
     canary_share: float = 0.0
     shadow_version: str | None = None
     previous_champion_version: str | None = None
+    # Segments the canary never answers (routing.SegmentRule as dicts).
+    canary_excluded: tuple[dict, ...] = ()
     reason: str = ""
     changed_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     # The plans this one replaced, oldest first, each without its own history.
@@ -56,6 +58,7 @@ class TrafficPlan:
         try:
             raw = json.loads(path.read_text())
             raw["history"] = tuple(raw.get("history", ()))
+            raw["canary_excluded"] = tuple(raw.get("canary_excluded", ()))
             return cls(**raw)
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise ValueError(

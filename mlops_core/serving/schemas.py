@@ -61,6 +61,16 @@ class BatchResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class SegmentRuleModel(BaseModel):
+    """A segment kept on the champion: requests whose online feature `feature` is at least `at_least`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    feature: Annotated[str, Field(min_length=1, max_length=100)]
+    at_least: float
+
+
 class TrafficRequest(BaseModel):
     """A new traffic plan. Versions are registry versions of the model; None clears a slot."""
 
@@ -71,6 +81,9 @@ class TrafficRequest(BaseModel):
     canary_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     shadow_version: str | None = Field(default=None, description="Version scoring every request silently.")
     reason: Annotated[str, Field(min_length=1, max_length=500)] = "traffic change"
+    canary_excluded: list[SegmentRuleModel] = Field(
+        default_factory=list, description="Segments the canary never answers: they stay on the champion."
+    )
 
 
 class RollbackRequest(BaseModel):

@@ -21,7 +21,7 @@ from mlops_core.serving.limits import EventTimeBounds, wall_clock
 from mlops_core.serving.models import LoadedModel
 from mlops_core.serving.plan import TrafficPlan
 from mlops_core.serving.prediction_log import Commit, PredictionLog, PredictionRecord, features_json
-from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW, Deployment
+from mlops_core.serving.routing import CANARY, CHAMPION, SHADOW, Deployment, SegmentRule
 from mlops_core.training.matrix import encode_rows
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class ScoringService:
                 ]
             ) from exc
         X = encode_rows(features)
-        variants = [deployment.variant_for(str(r["account_id"])) for r in rows]
+        variants = [deployment.variant_for(str(r["account_id"]), f) for r, f in zip(rows, features)]
         scores = np.empty(len(rows))
         versions = [champion.version] * len(rows)
         errors: list[tuple[int, str, str, str]] = []  # (row, variant, version, message)
@@ -422,6 +422,7 @@ class ScoringService:
         canary_share: float = 0.0,
         shadow_version: str | None = None,
         reason: str = "traffic change",
+        canary_excluded: Sequence[Mapping[str, object] | SegmentRule] = (),
     ) -> Deployment:
         """Load what is new, then swap in one step. A new champion keeps the old one as `previous`."""
         with self._change_lock:
@@ -442,6 +443,7 @@ class ScoringService:
                     champion=champion,
                     canary=canary,
                     canary_share=canary_share if canary else 0.0,
+                    canary_excluded=tuple(SegmentRule.of(rule) for rule in canary_excluded) if canary else (),
                     shadow=shadow,
                     previous=previous,
                     reason=reason,
@@ -473,6 +475,9 @@ class ScoringService:
                 champion=champion,
                 canary=self._model(plan.canary_version, current),
                 canary_share=plan.canary_share if plan.canary_version else 0.0,
+                canary_excluded=tuple(SegmentRule.of(rule) for rule in plan.canary_excluded)
+                if plan.canary_version
+                else (),
                 shadow=self._model(plan.shadow_version, current),
                 previous=self._model(plan.previous_champion_version, current),
                 reason=plan.reason,

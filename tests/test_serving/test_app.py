@@ -191,6 +191,45 @@ def test_canary_is_sticky_by_account_and_honours_the_share(http):
     assert 0.4 < share < 0.6
 
 
+HIGH_VALUE = {"name": "high_value", "feature": "amount_usd", "at_least": 100.0}
+
+
+def test_an_excluded_segment_stays_on_the_champion_and_the_rest_keeps_its_buckets(http, service):
+    """A request in the segment is answered by the champion even when its account is a canary account; a request
+    just under the bound (99.99) is routed by its bucket as before. The rule survives a restart of the plan."""
+    response = http.post(
+        "/admin/traffic",
+        json={"canary_version": "2", "canary_share": 1.0, "reason": "canary", "canary_excluded": [HIGH_VALUE]},
+        headers=ADMIN,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["canary_excluded"] == [HIGH_VALUE]
+    answers = {}
+    for i, amount in enumerate((100.0, 99.99, 250.0, 5.0, 100.01)):
+        body = {**transaction(2000 + i), "amount": amount}
+        answers[amount] = http.post("/v1/predict", json=body).json()
+    assert {a: answers[a]["variant"] for a in answers} == {
+        100.0: "champion",
+        99.99: "canary",
+        250.0: "champion",
+        5.0: "canary",
+        100.01: "champion",
+    }
+    assert answers[100.0]["model_version"] == "1" and answers[99.99]["model_version"] == "2"
+    assert TrafficPlan.load(service.plan_path).canary_excluded == (HIGH_VALUE,)
+
+
+def test_an_exclusion_on_a_feature_the_endpoint_does_not_compute_is_refused(http):
+    typo = {**HIGH_VALUE, "feature": "amount_sum_30"}  # the real name is amount_sum_30d
+    response = http.post(
+        "/admin/traffic",
+        json={"canary_version": "2", "canary_share": 0.5, "reason": "canary", "canary_excluded": [typo]},
+        headers=ADMIN,
+    )
+    assert response.status_code >= 400 and "amount_sum_30" in response.text
+    assert http.get("/deployment").json()["canary_version"] is None  # nothing changed
+
+
 def test_shadow_scores_every_request_but_only_the_champion_answers(http, service):
     http.post("/admin/traffic", json={"shadow_version": "2", "reason": "shadow"}, headers=ADMIN).raise_for_status()
     answers = [http.post("/v1/predict", json=transaction(300 + i)).json() for i in range(20)]
@@ -290,6 +329,7 @@ def test_deployment_route_describes_the_traffic(http):
         "canary_share",
         "shadow_version",
         "previous_champion_version",
+        "canary_excluded",
         "reason",
         "changed_at",
     }
