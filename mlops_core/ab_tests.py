@@ -10,7 +10,8 @@ canary answering its share. The daily `ab_verdict` asset judges the matured days
   launches the promotion, and champion_model promotes the version because this row says it passed;
 - `failed` on a "worse" verdict, and `expired` without a verdict by the deadline: the sensor drains the
   canary and launches canary_rollback_job;
-- `superseded` when another challenger replaced the version before a verdict.
+- `superseded` when another challenger replaced the version before a verdict;
+- `promoted` once champion_model promoted the version on a passed test.
 
 One row per test in registry.ab_tests, in the warehouse beside registry.alias_history and registry.approvals.
 """
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 TABLE = "registry.ab_tests"
 RUNNING, PASSED, FAILED, EXPIRED, SUPERSEDED = "running", "passed", "failed", "expired", "superseded"
-ENDED = (PASSED, FAILED, EXPIRED, SUPERSEDED)
+# A passed test whose version was promoted on it: used once; a later rollout of that version is tested anew.
+PROMOTED = "promoted"
+ENDED = (PASSED, FAILED, EXPIRED, SUPERSEDED, PROMOTED)
 _COLUMNS = (
     "model_name, version, champion_version, required, canary_share, excluded, rules, started_on, deadline, "
     "status, verdict, verdict_day, started_at, ended_at, reason"

@@ -209,7 +209,9 @@ def champion_model(
                 )
                 context.log.info(f"version {challenger.version} rejected by {config.actor}: production unchanged")
                 return
-        if ab_required != "off" and challenger is not None:
+        # The first model has no champion to be compared with: it goes to production as before.
+        passed_test = None
+        if ab_required != "off" and challenger is not None and model_registry.champion() is not None:
             test = ab_tests.latest(con, registry.MODEL_NAME, challenger.version)
             if test is None or test.status != ab_tests.PASSED:
                 test = _start_ab_test(con, config, ab_rules, ab_required, challenger, model_registry, serving_endpoint)
@@ -220,6 +222,7 @@ def champion_model(
                 )
                 return
             actor, reason = "ab_verdict", test.reason or f"A/B verdict met {test.required}"
+            passed_test = test
         if required and challenger is not None:
             approval = approvals.latest(con, registry.MODEL_NAME, challenger.version)
             if approval is None or approval.status != approvals.APPROVED:
@@ -241,6 +244,8 @@ def champion_model(
             actor, reason = approval.decided_by, f"approved by {approval.decided_by}: {approval.reason}"
         metrics = registry.run_metrics(model_registry.client(), challenger.run_id) if challenger else {}
         change = model_registry.promote_challenger(con, reason=reason, metrics=metrics, actor=actor)
+        if passed_test is not None:
+            ab_tests.end(con, passed_test, ab_tests.PROMOTED, passed_test.reason or reason, now)
     yield dg.MaterializeResult(
         metadata={
             "model": registry.MODEL_NAME,

@@ -4,6 +4,7 @@ than the champion, on the days whose labels have matured?"""
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -41,9 +42,17 @@ def _arm_metadata(name: str, arm) -> dict[str, object]:
     }
 
 
+def _plain(value: object) -> object:
+    """numpy numbers as Python's; NaN (an arm with no frauds yet) as None."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return None if value != value else float(value)
+    return value
+
+
 def _clean(metadata: dict[str, object]) -> dict[str, object]:
-    """NaN (an arm with no frauds yet) is not JSON: recorded as None."""
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metadata.items()}
+    return {k: _plain(v) for k, v in metadata.items()}
 
 
 @dg.asset(

@@ -406,7 +406,7 @@ class ClosedLoop:
         while True:  # the log writer commits every 50 ms
             new_rows = read_predictions(self.paths.predictions, after_id=self.log_after)
             logged = new_rows[
-                (new_rows["variant"] == "champion")
+                new_rows["variant"].isin(("champion", "canary"))
                 & new_rows["transaction_id"].isin(ids)
                 & new_rows["features"].notna()
             ]

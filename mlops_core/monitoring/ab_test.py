@@ -157,8 +157,8 @@ def ab_verdict(
     detail = (
         f"cost per transaction canary {b.cost_per_transaction:.4f} vs champion {a.cost_per_transaction:.4f}: "
         f"difference {difference:+.4f} ({rules.confidence:.0%} interval {interval[0]:+.4f} to {interval[1]:+.4f}); "
-        f"recall {b.recall:.3f} vs {a.recall:.3f}; {min(a.rows, b.rows)} of {needed} labelled rows per arm needed "
-        f"to detect a {rules.min_effect:.0%} change"
+        f"recall {b.recall:.3f} vs {a.recall:.3f}; {min(a.rows, b.rows)} labelled rows in the smaller arm, {needed} "
+        f"needed per arm to detect a {rules.min_effect:.0%} change"
     )
     return ABVerdict(a, b, difference, interval, recall_difference, recall_interval, needed, verdict, detail)
 

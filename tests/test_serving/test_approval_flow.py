@@ -7,6 +7,7 @@ from dagster_duckdb import DuckDBResource
 from mlops_assets.deployment.registry import champion_model
 from mlops_core import approvals, registry
 from resources.registry import ModelRegistry
+from resources.serving import ServingEndpointResource
 
 
 def _materialize(world, tmp_path, **config):
@@ -17,6 +18,12 @@ def _materialize(world, tmp_path, **config):
                 update={"releases_dir": str(tmp_path / "releases")}
             ),
             "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
+            # Never called: no A/B test is required here.
+            "serving_endpoint": ServingEndpointResource(
+                url="http://127.0.0.1:9",
+                prediction_log_path=str(tmp_path / "none.db"),
+                plan_path=str(tmp_path / "plan.json"),
+            ),
         },
         run_config={"ops": {"champion_model": {"config": {"require_approval": True, **config}}}},
         instance=dg.DagsterInstance.ephemeral(),
