@@ -118,7 +118,8 @@ def _serve(url, resources, first_id: int, count: int, first_day: dt.date, amount
     events = answers[["transaction_id", "account_id", "amount", "event_date"]].copy()
     events["event_timestamp"] = pd.to_datetime(events["event_date"])
     with resources["warehouse"].get_connection() as con:
-        con.execute("insert into marts.transactions_enriched select * from events")
+        con.register("_events", events)
+        con.execute("insert into marts.transactions_enriched select * from _events")
         copy_to_warehouse(con, resources["serving_endpoint"].prediction_log_path)
     return answers
 
@@ -134,7 +135,8 @@ def _label(resources, answers: pd.DataFrame, miss_rate: dict[str, float], landed
             rows.append((tx, bool(flagged) or tx in misses, dt.datetime.combine(landed, dt.time()), landed))
     labels = pd.DataFrame(rows, columns=["transaction_id", "is_fraud", "labeled_at", "landed_date"])
     with resources["warehouse"].get_connection() as con:
-        con.execute("insert into marts.label_events select * from labels")
+        con.register("_labels", labels)
+        con.execute("insert into marts.label_events select * from _labels")
 
 
 def _verdict(resources, day: dt.date):
