@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from mlops_core.features import spec
 from mlops_core.monitoring.ab_test import ABRules
@@ -265,6 +265,12 @@ class ABTestStage(_Section):
     rules: ABRulesSection = Field(default_factory=ABRulesSection)  # type: ignore[valid-type]
     max_days: Annotated[int, Field(ge=1)] = 42
 
+    @field_validator("required", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
 
 class ApprovalStage(_Section):
     """A human decision between the canary and production (mlops_core/approvals.py); off by default."""
@@ -319,6 +325,18 @@ class ModelProject(_Section):
     serving: Serving
     rollout: Rollout = Field(default_factory=Rollout)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @model_validator(mode="after")
+    def _canary_excludes_by_the_models_features(self) -> ModelProject:
+        """A segment kept on the champion is judged on the features the endpoint computes for this model."""
+        known = set(self.feature_names())
+        for i, segment in enumerate(self.rollout.canary.excluded_segments):
+            if segment.feature not in known:
+                raise ValueError(
+                    f"rollout.canary.excluded_segments.{i}.feature {segment.feature!r} is not one of the model's "
+                    f"features; allowed: {self.feature_names()}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _reads_what_exists(self) -> ModelProject:

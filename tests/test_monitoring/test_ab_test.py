@@ -61,3 +61,59 @@ def test_a_clear_difference_on_too_few_rows_is_not_yet_decidable():
     assert small.verdict == ab_test.UNDECIDED and small.required_rows_per_arm > needed - 1
     assert f"{needed - 1} labelled rows in the smaller arm, {small.required_rows_per_arm} needed" in small.detail
     assert ab_verdict(np.array([]), np.array([]), np.array([1]), np.array([1])).verdict == ab_test.UNDECIDED
+
+
+def _answers(rows):
+    import pandas as pd
+
+    return pd.DataFrame(
+        rows, columns=["transaction_id", "account_id", "decision", "model_version", "variant", "features", "is_fraud"]
+    )
+
+
+def test_the_arms_are_the_canarys_accounts_and_the_champions_other_accounts_alike_in_segments():
+    from mlops_core.serving.routing import SegmentRule, in_canary
+
+    accounts = [f"acct{i:04d}" for i in range(400)]
+    canary_acct = next(a for a in accounts if in_canary(a, 0.3))
+    champion_acct = next(a for a in accounts if not in_canary(a, 0.3))
+    rule = SegmentRule("high_value", "amount_sum_30d", 5000.0)
+    rows = [
+        ("t1", canary_acct, 1, "6", "canary", '{"amount_sum_30d": 10.0}', 1.0),
+        ("t2", canary_acct, 0, "5", "champion", '{"amount_sum_30d": 5000.0}', 0.0),  # kept on the champion: neither arm
+        ("t3", champion_acct, 0, "5", "champion", '{"amount_sum_30d": 4999.99}', 1.0),
+        ("t4", champion_acct, 1, "5", "champion", '{"amount_sum_30d": 5000.01}', 0.0),  # excluded segment: neither
+        (
+            "t5",
+            canary_acct,
+            0,
+            "5",
+            "champion",
+            '{"amount_sum_30d": 1.0}',
+            0.0,
+        ),  # canary account, champion answer: neither
+        ("t6", champion_acct, 0, "4", "champion", "{}", 0.0),  # an older champion: neither
+        ("t7", canary_acct, 1, "6", "canary", "{}", float("nan")),  # no label yet: counted, left out
+        ("t8", champion_acct, 1, "5", "champion", None, 0.0),
+    ]
+    arms = ab_test.split_arms(_answers(rows), "5", "6", 0.3, (rule,))
+    assert list(arms.canary["transaction_id"]) == ["t1"]
+    assert list(arms.champion["transaction_id"]) == ["t3", "t8"]
+    assert (arms.excluded_rows, arms.unlabelled_rows) == (2, 1)
+    verdict = ab_test.verdict_of(arms, ABRules())
+    assert (verdict.canary.rows, verdict.champion.rows, verdict.champion.frauds) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "verdict, required, promote",
+    [
+        (ab_test.BETTER, "better", True),
+        (ab_test.NOT_WORSE, "better", False),
+        (ab_test.NOT_WORSE, "not worse", True),
+        (ab_test.BETTER, "not worse", True),
+        (ab_test.UNDECIDED, "not worse", False),
+        (ab_test.WORSE, "not worse", False),
+    ],
+)
+def test_what_a_verdict_lets_through(verdict, required, promote):
+    assert ab_test.meets(verdict, required) is promote

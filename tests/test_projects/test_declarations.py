@@ -320,3 +320,24 @@ def test_project_validate_exits_non_zero_naming_the_bad_field(tmp_path, fraud_at
     assert "fraud/defs.yaml" in result.output and "model.family" in result.output and "'svm'" in result.output
     ok = CliRunner().invoke(main, ["project", "validate", "fraud"])
     assert ok.exit_code == 0 and "ok  fraud: 31 features" in ok.output
+
+
+def test_an_ab_requirement_out_of_its_words_is_refused_with_the_allowed_ones(tmp_path, fraud_attributes):
+    fraud_attributes["rollout"]["ab_test"] = {"required": "not-worse"}  # the CLI's spelling, not the declaration's
+    message = _error(tmp_path, fraud_attributes)
+    assert "rollout.ab_test.required" in message and "'not-worse'" in message
+    assert "'not worse'" in message and "'better'" in message
+
+
+def test_a_canary_exclusion_on_a_feature_the_model_does_not_have_is_refused(tmp_path, fraud_attributes):
+    fraud_attributes["rollout"]["canary"]["excluded_segments"] = [
+        {"name": "high_value", "feature": "amount_sum_30", "at_least": 5000}  # the model's is amount_sum_30d
+    ]
+    message = _error(tmp_path, fraud_attributes)
+    assert "excluded_segments.0.feature 'amount_sum_30'" in message and "amount_sum_30d" in message
+
+
+def test_the_fraud_defaults_leave_the_ab_test_off_and_every_account_in_the_canary_draw(fraud):
+    assert fraud.rollout.ab_test.required == "off"
+    assert fraud.rollout.canary.excluded_segments == []
+    assert fraud.rollout.ab_test.rules.cost_of_miss == fraud.model.false_negative_cost  # one business cost
