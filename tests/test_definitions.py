@@ -180,6 +180,7 @@ def test_monitoring_assets_are_daily_and_in_their_job():
         "live_performance",
         "concept_drift",
         "estimated_performance",
+        "ab_verdict",
     }
     for name in daily:
         asset = defs.resolve_assets_def(dg.AssetKey(name))
