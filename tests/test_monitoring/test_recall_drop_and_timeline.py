@@ -167,3 +167,9 @@ def test_the_checks_that_stopped_a_run_are_read_from_its_outcome_with_their_meas
     summary = summarize([_record(30, 0.3, 0.3, retraining=outcome)], first_day=30)
     assert summary.stopped_by_gate == {"gate_minimum_quality": 1, "gate_calibration": 1}
     assert summary.rolled_back == 1 and summary.triggers == 3
+
+
+def test_a_canary_rolled_back_on_its_ab_verdict_counts_as_rolled_back_not_as_a_trigger():
+    outcome = "retraining 11111111 succeeded; canary rollback 22222222 succeeded; promote 33333333 succeeded"
+    summary = summarize([_record(30, 0.3, 0.3, retraining=outcome)], first_day=30)
+    assert (summary.rolled_back, summary.triggers, summary.stopped_by_gate) == (1, 1, {})

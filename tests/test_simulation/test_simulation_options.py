@@ -1,0 +1,30 @@
+"""The simulation's own options: forced retrainings as the CLI spells them, and a sensor's run config (tier 1)."""
+
+import pytest
+
+from mlops_cli.simulate import _retrain_day
+from mlops_cli.simulation.daemon import _merge
+
+
+def test_a_forced_retraining_reads_its_day_and_typed_settings():
+    assert _retrain_day("14") == (14, {})
+    assert _retrain_day("14:false_negative_cost=3,max_depth=3,refit_on_all_rows=false") == (
+        14,
+        {"false_negative_cost": 3, "max_depth": 3, "refit_on_all_rows": False},
+    )
+
+
+@pytest.mark.parametrize("text", ["fourteen", "14:false_negative_cost", "14:false_negative_cost=three"])
+def test_a_misspelt_forced_retraining_names_the_expected_form(text):
+    with pytest.raises(ValueError, match=r"DAY\[:SETTING=VALUE"):
+        _retrain_day(text)
+
+
+def test_a_sensors_run_config_goes_on_top_of_the_jobs_own():
+    base = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {"a": {"config": {"x": 1, "y": 2}}}}
+    request = {"ops": {"a": {"config": {"y": 3}}, "b": {"config": {"z": 4}}}}
+    assert _merge(base, request) == {
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "ops": {"a": {"config": {"x": 1, "y": 3}}, "b": {"config": {"z": 4}}},
+    }
+    assert _merge(None, None) == {} and base["ops"]["a"]["config"]["y"] == 2  # the job's config is not changed
