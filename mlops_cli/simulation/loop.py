@@ -260,6 +260,17 @@ def _latest_metadata(key: str, day: dt.date) -> dict:
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
+def _ab_line(metadata: dict) -> str:
+    """The day's A/B verdict for the timeline: version, verdict, the smaller arm's rows against those needed."""
+    if "verdict" not in metadata:
+        return ""
+    rows = min(metadata.get("canary_rows") or 0, metadata.get("champion_rows") or 0)
+    return (
+        f"A/B v{metadata['version']} vs v{metadata['champion_version']}: {metadata['verdict']} "
+        f"({rows} of {metadata.get('required_rows_per_arm') or '?'} matured rows per arm; {metadata['status']})"
+    )
+
+
 def sensor_cursor_file(settings: Settings) -> Path:
     """Where the in-process daemon keeps its sensors' cursors: inside DAGSTER_HOME, wiped with the instance."""
     return settings.dagster_home / "simulation" / "sensor_cursors.json"
@@ -480,6 +491,7 @@ class ClosedLoop:
         drift = _latest_metadata("feature_drift", day.date)
         prediction = _latest_metadata("prediction_drift", day.date)
         concept = _latest_metadata("concept_drift", day.date)
+        ab = _latest_metadata("ab_verdict", day.date)
         before = client.deployment().get("champion_version")
         ticks: list[TickResult] = [daemon.tick(name) for name in SENSORS]
         forced = [overrides for at, overrides in self.spec.forced_retrainings if at == index]
@@ -543,6 +555,7 @@ class ClosedLoop:
             monitoring="ok" if monitored.success else _failed(monitored),
             hours_judged=len(watched),
             hours_flagged=flagged_hours,
+            ab_test=_ab_line(ab),
         )
 
     def run(self) -> list[DayRecord]:

@@ -64,6 +64,8 @@ class DayRecord:
     # champion_watch_sensor's hours of the champion's traffic judged that day, and the ISO hours it flagged.
     hours_judged: int = 0
     hours_flagged: list[str] = field(default_factory=list)
+    # The running A/B test's verdict that day (ab_verdict): "" when none ran.
+    ab_test: str = ""
 
 
 def recall(is_fraud: np.ndarray, decision: np.ndarray) -> float:
@@ -107,6 +109,8 @@ def format_line(record: DayRecord) -> str:
         events.append(f"monitoring failed: {record.monitoring}")
     if record.hours_flagged:
         events.append(f"hours flagged: {', '.join(h[11:16] for h in record.hours_flagged)}")
+    if record.ab_test:
+        events.append(record.ab_test)
     events += [f"trigger: {t}" for t in record.triggers]
     if record.retraining:
         events.append(record.retraining)
