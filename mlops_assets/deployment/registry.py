@@ -142,6 +142,8 @@ def _start_ab_test(con, config: PromoteConfig, ab_rules, required: str, challeng
             f"champion {deployment.get('champion_version')}, canary {deployment.get('canary_version')}: run the rollout"
         )
     newest = con.execute(f"select max(event_date) from {EVENTS_TABLE}").fetchall()[0][0]
+    if newest is None:
+        raise dg.Failure(f"an A/B test counts event days from the warehouse's newest, but {EVENTS_TABLE} is empty")
     rules = ab_rules.rules.model_dump()
     if config.ab_min_effect:
         rules["min_effect"] = config.ab_min_effect
@@ -154,7 +156,7 @@ def _start_ab_test(con, config: PromoteConfig, ab_rules, required: str, challeng
         float(deployment["canary_share"]),
         list(deployment.get("canary_excluded") or []),
         rules,
-        (newest or dt.date.today()) + dt.timedelta(days=1),
+        newest + dt.timedelta(days=1),
         config.ab_max_days or ab_rules.max_days,
         dt.datetime.now(dt.UTC),
     )
