@@ -229,6 +229,8 @@ def champion_model(
             approval = approvals.latest(con, registry.MODEL_NAME, challenger.version)
             if approval is None or approval.status != approvals.APPROVED:
                 evidence, report = _approval_evidence(model_registry, challenger)
+                if passed_test is not None:  # the approver reads the verdict on real outcomes too
+                    evidence["ab_verdict"] = passed_test.reason
                 approval = approvals.request(
                     con,
                     registry.MODEL_NAME,
