@@ -12,8 +12,9 @@ tick become one run tagged with all their reasons. An evaluation that is not a v
 (error log and alert), never skipped in silence.
 
 Simultaneous triggers make one run: the run key is the newest day judged, and `request_retraining`
-launches nothing while a retraining run is in flight or within the policy's cool-down after the last
-sensor-launched one (in days of data), whichever sensor launched it. Held triggers are logged and
+launches nothing while a retraining run is in flight, within the policy's cool-down after the last
+sensor-launched one (in days of data), whichever sensor launched it, or while a canary is held for its A/B
+verdict (a new challenger would end the test before its labels matured; the test's deadline bounds the wait). Held triggers are logged and
 alerted, never silently dropped. Every launch is alerted through the `alerts` resource.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from mlops_assets.constants import RETRAINING_JOB
+from mlops_assets.monitoring.ab_verdict import AB_VERDICT
 from mlops_assets.monitoring.drift import FEATURE_DRIFT_CHECK
 from mlops_assets.monitoring.estimated_performance import ESTIMATED_PERFORMANCE_CHECK
 from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
@@ -142,6 +144,18 @@ def _still_running(read: Verdicts) -> str:
     return f" ({read.pending} still being evaluated)" if read.pending else ""
 
 
+def running_ab_test(instance: dg.DagsterInstance) -> dict | None:
+    """The A/B test the newest ab_verdict found running (version, deadline), if it did: a canary held for its
+    verdict on matured labels (mlops_core/ab_tests.py)."""
+    event = instance.get_latest_materialization_event(AB_VERDICT)
+    if event is None or event.asset_materialization is None:
+        return None
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    if metadata.get("status") != "running":
+        return None
+    return {"version": metadata.get("version"), "deadline": metadata.get("deadline")}
+
+
 def request_retraining(
     context: dg.SensorEvaluationContext,
     sensor_name: str,
@@ -153,6 +167,15 @@ def request_retraining(
     reasons = [v.reason for v in triggers]
     newest = max(v.day for v in triggers)
     summary = " | ".join(reasons)
+    testing = running_ab_test(context.instance)
+    if testing:
+        held = (
+            f"held: the A/B test of v{testing['version']} is running until its verdict (deadline {testing['deadline']}); "
+            f"a new challenger would end it before its labels matured: {summary}"
+        )
+        context.log.info(held)
+        alerts.send("Retraining trigger held", held, {"sensor": sensor_name, "triggers": len(reasons)})
+        return dg.SkipReason(held)
     in_flight = context.instance.get_runs(dg.RunsFilter(job_name=RETRAINING_JOB, statuses=IN_FLIGHT), limit=1)
     if in_flight:
         held = f"held: retraining run {in_flight[0].run_id[:8]} is in flight; its rollout answers these triggers too: {summary}"

@@ -372,3 +372,25 @@ def test_a_cursor_of_the_materialization_reader_is_replaced(instance):
     result, cursor = tick(instance, json.dumps({"feature_drift": 12345, "label_volume": 678}))
     assert isinstance(result, dg.RunRequest)
     assert set(json.loads(cursor)) == {FEATURE_DRIFT_CHECK.to_user_string()}
+
+
+def _ab_status(instance, day: str, status: str) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "ab_verdict", partition=day, metadata={"status": status, "version": "7", "deadline": "2026-04-20"}
+        )
+    )
+
+
+def test_a_trigger_is_held_while_a_canary_waits_for_its_ab_verdict_and_launches_once_it_ended(instance):
+    SENT.clear()
+    _ab_status(instance, "2026-03-09", "running")
+    drift(instance, "2026-03-09", 0.9)
+    held, cursor = tick(instance, None, alerts=RecordedAlerts())
+    assert isinstance(held, dg.SkipReason) and "held: the A/B test of v7 is running" in held.skip_message
+    assert "2026-04-20" in held.skip_message and SENT[-1][0] == "Retraining trigger held"
+    # The test ended (the newest verdict says so): the next trigger launches.
+    _ab_status(instance, "2026-03-10", "failed")
+    drift(instance, "2026-03-10", 0.9)
+    launched_now, _ = tick(instance, cursor)
+    assert isinstance(launched_now, dg.RunRequest)
