@@ -97,7 +97,20 @@ def _retrain_day(text: str) -> tuple[int, dict]:
     show_default=True,
     help="Relative change of the champion's cost per transaction the A/B test must be able to detect (0: the declaration's).",
 )
-@click.option("--canary-share", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.25, show_default=True)
+@click.option(
+    "--ab-max-days",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Days an A/B test may run without a verdict before its canary is rolled back (0: the declaration's).",
+)
+@click.option(
+    "--canary-share",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.25,
+    show_default=True,
+    help="Share of accounts the canary answers during a rollout (and an A/B test).",
+)
 @click.option(
     "--retrain-day",
     "retrain_days",
