@@ -10,7 +10,10 @@ training threshold minimises. The verdict compares the mean cost per transaction
 - the sample size each arm needs to detect a `min_effect` relative change of the champion's cost with 80%
   power (the usual two-sample formula on the champion's cost variance);
 - the verdict: `better` or `worse` when the interval excludes 0 and both arms have that many rows; `not worse`
-  when it lies below +min_effect x the champion's cost; else `not yet decidable`.
+  when it lies below +not_worse_margin x the champion's cost (the business's tolerance, 10%); else `not yet
+  decidable`. The margin is its own rule, not min_effect: a large effect to detect buys a quick verdict, and
+  must not also buy a lax definition of "not worse" (a canary whose cost was 28% higher passed as "not worse"
+  in the simulation when the margin was the 100% effect it was sized for).
 
 Recall and precision are reported per arm with their difference and a Newcombe (Wilson) interval: the cost
 is the one number the decision follows, the rest explain it.
@@ -36,6 +39,7 @@ class ABRules:
     cost_of_miss: float = 20.0
     cost_of_false_alarm: float = 1.0
     min_effect: float = 0.1
+    not_worse_margin: float = 0.1
     confidence: float = 0.95
     power: float = 0.8
 
@@ -142,7 +146,7 @@ def ab_verdict(
         interval = (float("nan"), float("nan"))
     recall_difference, recall_interval = _newcombe(a, b, z)
     needed = required_rows(a.cost_variance, a.cost_per_transaction, rules)
-    margin = rules.min_effect * a.cost_per_transaction
+    margin = rules.not_worse_margin * a.cost_per_transaction
     enough = needed > 0 and min(a.rows, b.rows) >= needed
     if not enough or math.isnan(interval[0]):
         verdict = UNDECIDED

@@ -117,3 +117,19 @@ def test_the_arms_are_the_canarys_accounts_and_the_champions_other_accounts_alik
 )
 def test_what_a_verdict_lets_through(verdict, required, promote):
     assert ab_test.meets(verdict, required) is promote
+
+
+def test_a_large_effect_to_detect_does_not_make_not_worse_lax():
+    """The simulation's case: sized for a 100% effect (a quick verdict), a canary catching less fraud (recall 0.5
+    against 0.6, cost about 20% higher) must not pass as "not worse"; the margin is the business's 10%."""
+    rng = np.random.default_rng(1)  # a draw where the canary's cost is 28% higher and the interval spans 0
+    champion, canary = _arms(rng, 4000, 0.02, 0.6, 0.01), _arms(rng, 4000, 0.02, 0.5, 0.01)
+    quick = ABRules(min_effect=1.0)
+    verdict = ab_verdict(*champion, *canary, quick)
+    low, high = verdict.cost_interval
+    assert low < 0 < high and verdict.canary.cost_per_transaction > 1.25 * verdict.champion.cost_per_transaction
+    assert min(verdict.champion.rows, verdict.canary.rows) >= verdict.required_rows_per_arm
+    assert verdict.verdict == ab_test.UNDECIDED, verdict.detail
+    # The same numbers with the margin as wide as the effect: the lax rule it replaced.
+    lax = ab_verdict(*champion, *canary, ABRules(min_effect=1.0, not_worse_margin=1.0))
+    assert lax.verdict == ab_test.NOT_WORSE
