@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     import duckdb
 
 TABLE = "registry.ab_tests"
+# The triggers that say the champion itself degraded (recall on confirmed frauds, the hourly watch): with
+# rollout.ab_test.unless_champion_degraded, their retraining neither waits for a verdict nor is held by a test.
+DEGRADATION_TRIGGERS = ("performance_sensor", "champion_watch_sensor")
+TRIGGER_TAG = "mlops/trigger"
 RUNNING, PASSED, FAILED, EXPIRED, SUPERSEDED = "running", "passed", "failed", "expired", "superseded"
 # A passed test whose version was promoted on it: used once; a later rollout of that version is tested anew.
 PROMOTED = "promoted"

@@ -31,6 +31,7 @@ from mlops_assets.monitoring.estimated_performance import ESTIMATED_PERFORMANCE_
 from mlops_assets.monitoring.labels import LABEL_VOLUME_CHECK
 from mlops_assets.monitoring.model_quality import CHAMPION_PERFORMANCE_CHECK, PREDICTION_DRIFT_CHECK
 from mlops_assets.monitoring.verdict_checks import verdict_of
+from mlops_core import ab_tests
 from mlops_core.monitoring.verdicts import MonitoringVerdict, VerdictError
 from mlops_core.projects.catalog import fraud_project
 from resources.alerts import AlertResource
@@ -168,7 +169,8 @@ def request_retraining(
     newest = max(v.day for v in triggers)
     summary = " | ".join(reasons)
     testing = running_ab_test(context.instance)
-    if testing:
+    urgent = sensor_name in ab_tests.DEGRADATION_TRIGGERS and fraud_project().rollout.ab_test.unless_champion_degraded
+    if testing and not urgent:
         held = (
             f"held: the A/B test of v{testing['version']} is running until its verdict (deadline {testing['deadline']}); "
             f"a new challenger would end it before its labels matured: {summary}"

@@ -213,7 +213,12 @@ def champion_model(
                 return
         # The first model has no champion to be compared with: it goes to production as before.
         passed_test = None
-        if ab_required != "off" and challenger is not None and model_registry.champion() is not None:
+        trigger = context.run.tags.get(ab_tests.TRIGGER_TAG, "")
+        urgent = ab_rules.unless_champion_degraded and trigger in ab_tests.DEGRADATION_TRIGGERS
+        if ab_required != "off" and urgent:
+            reason = f"{reason} (no A/B test: launched by {trigger} because the champion degraded)"
+            context.log.warning(f"version {challenger.version if challenger else '-'}: {reason}")
+        elif ab_required != "off" and challenger is not None and model_registry.champion() is not None:
             test = ab_tests.latest(con, registry.MODEL_NAME, challenger.version)
             if test is None or test.status != ab_tests.PASSED:
                 test = _start_ab_test(con, config, ab_rules, ab_required, challenger, model_registry, serving_endpoint)
@@ -250,6 +255,9 @@ def champion_model(
         change = model_registry.promote_challenger(con, reason=reason, metrics=metrics, actor=actor)
         if passed_test is not None:
             ab_tests.end(con, passed_test, ab_tests.PROMOTED, passed_test.reason or reason, now)
+        for stale in ab_tests.running(con, registry.MODEL_NAME):
+            # Its champion is no longer serving: what it compared is gone, and its end must not roll back anything.
+            ab_tests.end(con, stale, ab_tests.SUPERSEDED, f"version {change.to_version} was promoted ({reason})", now)
     yield dg.MaterializeResult(
         metadata={
             "model": registry.MODEL_NAME,

@@ -98,9 +98,13 @@ def ab_verdict(
             )
             return
         test = tests[-1]
-        challenger = model_registry.challenger()
+        challenger, champion = model_registry.challenger(), model_registry.champion()
+        reason = None
         if challenger is None or str(challenger.version) != test.version:
             reason = f"version {test.version} is no longer the challenger (now {challenger.version if challenger else 'none'})"
+        elif champion is None or str(champion.version) != test.champion_version:
+            reason = f"the champion is no longer version {test.champion_version} (now {champion.version if champion else 'none'})"
+        if reason:
             ab_tests.end(con, test, ab_tests.SUPERSEDED, reason, now)
             yield dg.MaterializeResult(
                 metadata={"day": day.isoformat(), "status": ab_tests.SUPERSEDED, "reason": reason}

@@ -259,11 +259,16 @@ class ABTestStage(_Section):
 
     `required`: "better" promotes only a canary whose expected cost per transaction is significantly lower
     than the champion's; "not worse" also one within `rules.min_effect` of it. A "worse" verdict rolls the
-    canary back, and so does no verdict within `max_days` of the canary's start."""
+    canary back, and so does no verdict within `max_days` of the canary's start. `unless_champion_degraded`: a
+    retraining launched because the champion degraded is neither held by a test nor waits for a verdict."""
 
     required: Literal["off", "better", "not worse"] = "off"
     rules: ABRulesSection = Field(default_factory=ABRulesSection)  # type: ignore[valid-type]
     max_days: Annotated[int, Field(ge=1)] = 42
+    # A retraining launched because the champion degraded (performance_sensor, champion_watch_sensor) goes to
+    # production after its canary without waiting weeks for matured labels, and is not held by a running test:
+    # the champion it would be compared with is failing now.
+    unless_champion_degraded: bool = True
 
     @field_validator("required", mode="before")
     @classmethod

@@ -394,3 +394,15 @@ def test_a_trigger_is_held_while_a_canary_waits_for_its_ab_verdict_and_launches_
     drift(instance, "2026-03-10", 0.9)
     launched_now, _ = tick(instance, cursor)
     assert isinstance(launched_now, dg.RunRequest)
+
+
+def test_a_degraded_champion_is_not_held_by_an_ab_test(instance):
+    """The champion failing on confirmed frauds cannot wait weeks for a canary's matured labels
+    (rollout.ab_test.unless_champion_degraded): the performance trigger launches; a drift trigger still waits."""
+    _ab_status(instance, "2026-03-11", "running")
+    degraded(instance, "2026-03-11", True)
+    urgent, _ = tick(instance, None, sensor=performance_sensor)
+    assert isinstance(urgent, dg.RunRequest) and urgent.tags["mlops/trigger"] == "performance_sensor"
+    drift(instance, "2026-03-11", 0.9)
+    held, _ = tick(instance, None)
+    assert isinstance(held, dg.SkipReason) and "A/B test of v7" in held.skip_message

@@ -90,13 +90,14 @@ def _start_canary(world, url, resources, excluded=()):
         )
 
 
-def _promote(resources, **config):
+def _promote(resources, tags=None, **config):
     return dg.materialize(
         [champion_model],
         resources=resources,
         run_config={"ops": {"champion_model": {"config": {**AB, **config}}}},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
+        tags=tags,
     )
 
 
@@ -240,3 +241,23 @@ def test_a_better_canary_is_promoted_as_the_verdicts_act_and_an_excluded_segment
         last = registry.history(con).iloc[-1]
     assert (last["alias"], last["to_version"], last["actor"]) == ("champion", "2", "ab_verdict")
     assert last["reason"].startswith("A/B verdict better")
+
+
+def test_a_retraining_for_a_degraded_champion_goes_to_production_without_waiting_for_a_verdict(world, live):
+    """rollout.ab_test.unless_champion_degraded: the run performance_sensor launched is promoted after its canary,
+    and the alias history says why no A/B test ran."""
+    url, resources = live
+    _, cursor = _tick(resources)
+    _start_canary(world, url, resources)
+    assert not _materialized(_promote(resources))  # a drift-triggered rollout of it is held for a verdict
+    urgent = _promote(resources, tags={"mlops/trigger": "performance_sensor"})
+    assert urgent.success and _materialized(urgent)
+    assert registry.alias_version(world.client(), registry.CHAMPION) == "2"
+    with resources["warehouse"].get_connection() as con:
+        last = registry.history(con).iloc[-1]
+        test = ab_tests.latest(con, registry.MODEL_NAME, "2")
+    assert last["reason"].endswith("(no A/B test: launched by performance_sensor because the champion degraded)")
+    # The test that was running ends with the promotion: its end can never roll the new champion back.
+    assert test.status == ab_tests.SUPERSEDED and "version 2 was promoted" in test.reason
+    with resources["warehouse"].get_connection() as con:
+        assert ab_tests.running(con, registry.MODEL_NAME) == []
