@@ -32,8 +32,8 @@ def claim_port(settings: Settings, port: int) -> int | None:
 
 def reset_local_state(settings: Settings, port: int) -> int | None:
     """Stop the endpoint recorded on `port` (it serves state about to go) after making sure no foreign server
-    holds the port, then remove the landing zone, warehouse, Dagster instance, reports and MLflow store (the
-    admin token stays: a server started later in this MLOPS_HOME shares it). Returns the stopped endpoint's pid."""
+    holds the port, then remove the landing zone, warehouse, Dagster instance, reports, MLflow store and the
+    release files under MLOPS_HOME (the admin token stays: a server started later in this MLOPS_HOME shares it). Returns the stopped endpoint's pid."""
     stopped = claim_port(settings, port)
     # home/simulation held the in-process sensors' cursors before they moved into DAGSTER_HOME: stale
     # cursors against a fresh instance skip every new event.
@@ -46,6 +46,12 @@ def reset_local_state(settings: Settings, port: int) -> int | None:
     ):
         shutil.rmtree(path, ignore_errors=True)
     settings.duckdb_path.unlink(missing_ok=True)
+    # Release files describe versions of the registry just removed: kept, they made the endpoint refuse the
+    # next run's version 1 (another graph under the same number). A releases directory outside MLOPS_HOME is
+    # a user's deploy repository and is never touched here.
+    releases = settings.releases_dir
+    if releases is not None and releases.resolve().is_relative_to(settings.home.resolve()):
+        shutil.rmtree(releases, ignore_errors=True)
     return stopped
 
 

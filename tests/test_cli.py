@@ -419,3 +419,31 @@ def test_a_fresh_start_leaves_no_sensor_cursor_behind(tmp_path):
     reset_local_state(settings, port)
     assert not cursors.exists() and not legacy.exists()
     assert cursors.is_relative_to(settings.dagster_home)
+
+
+def test_a_fresh_start_forgets_the_release_files_of_the_registry_it_removes_but_not_a_deploy_repo(tmp_path):
+    """`make demo` run twice: the first run's release file named version 1 with its graph's hash, and the second
+    run's endpoint refused its own version 1 (another graph under the same number). A releases directory
+    outside MLOPS_HOME is a user's deploy repository: left alone."""
+    import socket
+
+    from mlops_core.local_state import reset_local_state
+    from mlops_core.settings import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inside = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+    release = inside.releases_dir / "fraud_detector.yaml"
+    release.parent.mkdir(parents=True)
+    release.write_text("version: '1'\nonnx_sha256: 48231a2d\n")
+    reset_local_state(inside, port)
+    assert not release.exists()
+
+    repo = tmp_path / "deploy" / "releases"
+    outside = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home2"), "MLOPS_RELEASES_DIR": str(repo)})
+    kept = repo / "fraud_detector.yaml"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("version: '3'\n")
+    reset_local_state(outside, port)
+    assert kept.read_text() == "version: '3'\n"
