@@ -58,6 +58,9 @@ def to_onnx(model: NativeModel, n_features: int) -> bytes:
             f"cannot export {type(model).__name__}: expected XGBClassifier, HistGradientBoostingClassifier "
             "or a scikit-learn Pipeline"
         )
+    # The converters name the graph with a fresh uuid4: the same model exported twice hashed differently, so a
+    # re-run's version 1 could not match its release file (and "same inputs, same model" was false on the bytes).
+    proto.graph.name = type(model).__name__
     return proto.SerializeToString()
 
 

@@ -47,3 +47,13 @@ def test_scorer_rejects_wrong_width(model_and_scorer):
 def test_to_onnx_rejects_other_models():
     with pytest.raises(TypeError):
         to_onnx(object(), 3)
+
+
+@pytest.mark.parametrize("family", ["xgboost_model", "logistic_model", "hist_gradient_boosting_model"])
+def test_the_same_model_exports_to_the_same_bytes(request, family):
+    """The release file pins a version's ONNX sha256: an export must not differ by a random graph name."""
+    import hashlib
+
+    model = request.getfixturevalue(family)
+    first, second = to_onnx(model, len(matrix.FEATURE_COLUMNS)), to_onnx(model, len(matrix.FEATURE_COLUMNS))
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
