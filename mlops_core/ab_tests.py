@@ -35,9 +35,23 @@ RUNNING, PASSED, FAILED, EXPIRED, SUPERSEDED = "running", "passed", "failed", "e
 # A passed test whose version was promoted on it: used once; a later rollout of that version is tested anew.
 PROMOTED = "promoted"
 ENDED = (PASSED, FAILED, EXPIRED, SUPERSEDED, PROMOTED)
-_COLUMNS = (
-    "model_name, version, champion_version, required, canary_share, excluded, rules, started_on, deadline, "
-    "status, verdict, verdict_day, started_at, ended_at, reason"
+# The columns in the order ABTest takes them.
+COLUMNS = (
+    "model_name",
+    "version",
+    "champion_version",
+    "required",
+    "canary_share",
+    "excluded",
+    "rules",
+    "started_on",
+    "deadline",
+    "status",
+    "verdict",
+    "verdict_day",
+    "started_at",
+    "ended_at",
+    "reason",
 )
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -100,7 +114,7 @@ def latest(con: duckdb.DuckDBPyConnection, model_name: str, version: str) -> ABT
     """The newest test of this version, whatever its status."""
     ensure_table(con)
     found = con.execute(
-        f"SELECT {_COLUMNS} FROM {TABLE} WHERE model_name = ? AND version = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+        f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE model_name = ? AND version = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
         [model_name, str(version)],
     ).fetchall()
     return _row(found[0]) if found else None
@@ -109,7 +123,8 @@ def latest(con: duckdb.DuckDBPyConnection, model_name: str, version: str) -> ABT
 def running(con: duckdb.DuckDBPyConnection, model_name: str) -> list[ABTest]:
     ensure_table(con)
     rows = con.execute(
-        f"SELECT {_COLUMNS} FROM {TABLE} WHERE model_name = ? AND status = ? ORDER BY started_at", [model_name, RUNNING]
+        f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE model_name = ? AND status = ? ORDER BY started_at",
+        [model_name, RUNNING],
     ).fetchall()
     return [_row(r) for r in rows]
 
@@ -143,7 +158,7 @@ def start(
     for other in running(con, model_name):
         end(con, other, SUPERSEDED, f"version {version} replaced it as canary before a verdict", now)
     con.execute(
-        f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL, NULL)",
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL, NULL)",
         [
             model_name,
             str(version),
@@ -202,7 +217,7 @@ def ended_since(con: duckdb.DuckDBPyConnection, model_name: str, since: dt.datet
     ab_verdict_sensor has to act on. A superseded test needs nothing."""
     ensure_table(con)
     rows = con.execute(
-        f"SELECT {_COLUMNS} FROM {TABLE} WHERE model_name = ? AND status IN (?, ?, ?) "
+        f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE model_name = ? AND status IN (?, ?, ?) "
         "AND (CAST(? AS TIMESTAMP) IS NULL OR ended_at > CAST(? AS TIMESTAMP)) ORDER BY ended_at",
         [model_name, PASSED, FAILED, EXPIRED, since, since],
     ).fetchall()
