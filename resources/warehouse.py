@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
@@ -40,7 +43,19 @@ def prune_run_folders(target: Path, keep: int) -> list[Path]:
 
 
 class WarehouseResource(DuckDBResource):
-    """The warehouse file; connections through `get_connection()` as DuckDBResource's."""
+    """The warehouse file; connections through `get_connection()` as DuckDBResource's, closed when the block
+    raises too. dagster_duckdb closes a connection only when its block ends normally: an asset that failed
+    inside one (a refused decision, an endpoint down) left it open until garbage collection, and the next
+    connection to the file with another configuration was refused ("different configuration than existing
+    connections")."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with super().get_connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.close()  # closing twice (DuckDBResource closes after a normal end) is harmless
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
 from mlops_core import ab_tests, approvals, registry
 from mlops_core.features.spec import EVENTS_TABLE
+from mlops_core.monitoring.reads import newest_event_day
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.serving.client import EndpointError
 from mlops_core.training.candidates import TrainedModel
@@ -141,7 +142,7 @@ def _start_ab_test(con, config: PromoteConfig, ab_rules, required: str, challeng
             f"an A/B test needs version {challenger.version} live as canary beside a champion; the endpoint serves "
             f"champion {deployment.get('champion_version')}, canary {deployment.get('canary_version')}: run the rollout"
         )
-    newest = con.execute(f"select max(event_date) from {EVENTS_TABLE}").fetchall()[0][0]
+    newest = newest_event_day(con)
     if newest is None:
         raise dg.Failure(f"an A/B test counts event days from the warehouse's newest, but {EVENTS_TABLE} is empty")
     rules = ab_rules.rules.model_dump()

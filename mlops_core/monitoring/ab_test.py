@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from mlops_core.serving.routing import SegmentRule, excluded_by, in_canary
 
@@ -121,6 +120,8 @@ def _newcombe(a: Arm, b: Arm, z: float) -> tuple[float, tuple[float, float]]:
 
 def required_rows(champion_variance: float, champion_cost: float, rules: ABRules) -> int:
     """Rows per arm to detect a change of min_effect x the champion's cost (two-sided, at the rules' power)."""
+    from scipy.stats import norm  # the declaration imports ABRules while the code location loads: scipy waits
+
     delta = rules.min_effect * champion_cost
     if not delta or math.isnan(champion_variance) or math.isnan(delta):
         return 0
@@ -135,6 +136,8 @@ def ab_verdict(
     canary_labels: np.ndarray,
     rules: ABRules | None = None,
 ) -> ABVerdict:
+    from scipy.stats import norm
+
     rules = rules or ABRules()
     a, b = arm(champion_decisions, champion_labels, rules), arm(canary_decisions, canary_labels, rules)
     z = float(norm.ppf(1 - (1 - rules.confidence) / 2))

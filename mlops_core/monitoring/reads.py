@@ -20,6 +20,7 @@ from mlops_core.serving.prediction_log import WAREHOUSE_TABLE, warehouse_log_exi
 __all__ = [
     "LabelCounts",
     "ab_answers",
+    "newest_event_day",
     "day_predictions",
     "first_served_day",
     "label_counts_between",
@@ -89,6 +90,11 @@ def ab_answers(con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) ->
     """The first served answer on each transaction whose event_date is in [first, last], whichever version gave
     it. Columns transaction_id, account_id, decision, model_version, variant, features, event_date."""
     return con.execute(_AB_ANSWERS_SQL, {"first": first, "last": last}).df()
+
+
+def newest_event_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The newest event_date in the warehouse's transactions; None when it holds none."""
+    return con.execute(f"select max(event_date) from {EVENTS_TABLE}").fetchall()[0][0]
 
 
 def first_served_day(con: duckdb.DuckDBPyConnection, version: str) -> dt.date | None:

@@ -25,8 +25,9 @@ class TrafficPlan:
     canary_share: float = 0.0
     shadow_version: str | None = None
     previous_champion_version: str | None = None
-    # Segments the canary never answers (routing.SegmentRule as dicts).
-    canary_excluded: tuple[dict, ...] = ()
+    # Segments the canary never answers (routing.SegmentRule as dicts); a list, as the file holds it, so a plan
+    # read back equals the one written.
+    canary_excluded: list[dict] = field(default_factory=list)
     reason: str = ""
     changed_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     # The plans this one replaced, oldest first, each without its own history.
@@ -58,7 +59,7 @@ class TrafficPlan:
         try:
             raw = json.loads(path.read_text())
             raw["history"] = tuple(raw.get("history", ()))
-            raw["canary_excluded"] = tuple(raw.get("canary_excluded", ()))
+            raw["canary_excluded"] = list(raw.get("canary_excluded", []))
             return cls(**raw)
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise ValueError(

@@ -19,7 +19,6 @@ from unittest import mock
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_duckdb import DuckDBResource
 from serving_world import free_port, running_endpoint, transaction
 
 from mlops_assets.deployment.registry import champion_model
@@ -31,6 +30,7 @@ from mlops_core.serving.server import ServingPaths
 from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
 from resources.settings import SettingsResource
+from resources.warehouse import WarehouseResource
 from sensors.ab_verdict import ab_verdict_sensor
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ HIGH_VALUE = {"name": "high_value", "feature": "amount_usd", "at_least": 100.0}
 @pytest.fixture(scope="module")
 def live(world, tmp_path_factory):
     warehouse = tmp_path_factory.mktemp("ab") / "warehouse.duckdb"
-    with DuckDBResource(database=str(warehouse)).get_connection() as con:
+    with WarehouseResource(database=str(warehouse)).get_connection() as con:
         con.execute("create schema if not exists marts")
         con.execute(
             "create table marts.transactions_enriched (transaction_id varchar, account_id varchar, amount double, "
@@ -64,7 +64,7 @@ def live(world, tmp_path_factory):
                 update={"releases_dir": str(warehouse.parent / "releases")}
             ),
             "settings": SettingsResource.of(dataclasses.replace(world.settings, label_maturity_days=MATURITY)),
-            "warehouse": DuckDBResource(database=str(warehouse)),
+            "warehouse": WarehouseResource(database=str(warehouse)),
             "serving_endpoint": ServingEndpointResource(
                 url=url,
                 admin_token=os.environ["MLOPS_ADMIN_TOKEN"],

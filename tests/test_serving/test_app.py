@@ -216,7 +216,7 @@ def test_an_excluded_segment_stays_on_the_champion_and_the_rest_keeps_its_bucket
         100.01: "champion",
     }
     assert answers[100.0]["model_version"] == "1" and answers[99.99]["model_version"] == "2"
-    assert TrafficPlan.load(service.plan_path).canary_excluded == (HIGH_VALUE,)
+    assert TrafficPlan.load(service.plan_path).canary_excluded == [HIGH_VALUE]
 
 
 def test_an_exclusion_on_a_feature_the_endpoint_does_not_compute_is_refused(http):

@@ -2,12 +2,12 @@
 approved it is promoted as the approver's act; rejected the challenger is removed; a wrong version is refused."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from mlops_assets.deployment.registry import champion_model
 from mlops_core import approvals, registry
 from resources.registry import ModelRegistry
 from resources.serving import ServingEndpointResource
+from resources.warehouse import WarehouseResource
 
 
 def _materialize(world, tmp_path, **config):
@@ -17,7 +17,7 @@ def _materialize(world, tmp_path, **config):
             "model_registry": ModelRegistry.for_settings(world.settings).model_copy(
                 update={"releases_dir": str(tmp_path / "releases")}
             ),
-            "warehouse": DuckDBResource(database=str(world.settings.duckdb_path)),
+            "warehouse": WarehouseResource(database=str(world.settings.duckdb_path)),
             # Never called: no A/B test is required here.
             "serving_endpoint": ServingEndpointResource(
                 url="http://127.0.0.1:9",
