@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.approvals import naive_utc
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -34,7 +36,6 @@ TRIGGER_TAG = "mlops/trigger"
 RUNNING, PASSED, FAILED, EXPIRED, SUPERSEDED = "running", "passed", "failed", "expired", "superseded"
 # A passed test whose version was promoted on it: used once; a later rollout of that version is tested anew.
 PROMOTED = "promoted"
-ENDED = (PASSED, FAILED, EXPIRED, SUPERSEDED, PROMOTED)
 # The columns in the order ABTest takes them.
 COLUMNS = (
     "model_name",
@@ -91,10 +92,6 @@ class ABTest:
     started_at: dt.datetime
     ended_at: dt.datetime | None
     reason: str | None
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def ensure_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -170,7 +167,7 @@ def start(
             started_on,
             started_on + dt.timedelta(days=max_days),
             RUNNING,
-            _naive(now),
+            naive_utc(now),
         ],
     )
     return latest(con, model_name, version)
@@ -194,7 +191,7 @@ def record_verdict(
             day,
             status,
             reason,
-            None if status == RUNNING else _naive(now),
+            None if status == RUNNING else naive_utc(now),
             test.model_name,
             test.version,
             test.started_at,
@@ -208,7 +205,7 @@ def end(con: duckdb.DuckDBPyConnection, test: ABTest, status: str, reason: str, 
     con.execute(
         f"UPDATE {TABLE} SET status = ?, reason = ?, ended_at = ? "
         "WHERE model_name = ? AND version = ? AND started_at = ? AND status = ?",
-        [status, reason, _naive(now), test.model_name, test.version, test.started_at, test.status],
+        [status, reason, naive_utc(now), test.model_name, test.version, test.started_at, test.status],
     )
 
 

@@ -57,7 +57,8 @@ class Approval:
     reason: str | None
 
 
-def _naive(moment: dt.datetime) -> dt.datetime:
+def naive_utc(moment: dt.datetime) -> dt.datetime:
+    """As the warehouse stores times: naive UTC."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
@@ -105,7 +106,7 @@ def request(
     current = latest(con, model_name, version)
     if current is not None and current.status in (PENDING, APPROVED):
         return current
-    requested = _naive(now)
+    requested = naive_utc(now)
     con.execute(
         f"INSERT INTO {TABLE} (model_name, version, status, requested_at, expires_at, evidence, report, decided_by, decided_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
         [
@@ -140,7 +141,7 @@ def decide(
     if current is None or current.status != PENDING:
         found = "no request" if current is None else f"its latest request is {current.status}"
         raise ApprovalError(f"{model_name!r} version {version} has no pending approval ({found})")
-    when = _naive(now)
+    when = naive_utc(now)
     if when > current.expires_at:
         _set(con, current, EXPIRED, "approval_expiry", f"expired at {current.expires_at.isoformat()}", when)
         raise ApprovalError(
@@ -161,7 +162,7 @@ def _set(con, approval: Approval, status: str, actor: str, reason: str, when: dt
 
 def expire_due(con: duckdb.DuckDBPyConnection, now: dt.datetime) -> list[Approval]:
     """Mark every pending request past its expiry as expired; returns them (as now recorded)."""
-    when = _naive(now)
+    when = naive_utc(now)
     due = [a for a in pending(con) if when > a.expires_at]
     for approval in due:
         _set(con, approval, EXPIRED, "approval_expiry", f"no decision by {approval.expires_at.isoformat()}", when)

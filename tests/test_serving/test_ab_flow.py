@@ -191,8 +191,11 @@ def test_a_worse_canary_is_held_then_drained_and_rolled_back_on_its_verdict(worl
 
     late, check = _verdict(resources, first_day + dt.timedelta(days=MATURITY + 2))
     assert (late["verdict"], late["status"]) == ("worse", ab_tests.FAILED)
-    assert late["canary_cost_per_transaction"] == pytest.approx(20 * 0.25, rel=0.02)
-    assert late["champion_cost_per_transaction"] == pytest.approx(20 * 0.10, rel=0.02)
+    # Exactly the misses the labels planted, at 20 each: every flagged row is a fraud, so no false alarm.
+    arms = answers["variant"].value_counts()
+    for variant, rate in (("canary", 0.25), ("champion", 0.10)):
+        planted = round(rate * arms[variant])
+        assert late[f"{variant}_cost_per_transaction"] == pytest.approx(20 * planted / arms[variant], abs=1e-12)
     assert late["cost_interval_low"] > 0 and not check.passed
     # The champion arm holds only the champion's own accounts: every canary answer and no other is in the canary arm.
     assert late["canary_rows"] == (answers["variant"] == "canary").sum()
