@@ -9,7 +9,13 @@ from pydantic import Field
 from mlops_assets.constants import FEATURES
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
-from mlops_core.features.offline import TRAINING_SET_TABLE, TrainingSetSpec, build_training_set, newest_landed_day
+from mlops_core.features.offline import (
+    TRAINING_SET_TABLE,
+    TrainingSetSpec,
+    build_training_set,
+    newest_landed_day,
+    slices_for,
+)
 from resources.settings import SettingsResource
 
 TRAINING_SET = dg.AssetKey("training_set")
@@ -39,6 +45,11 @@ class TrainingSetConfig(dg.Config):
     )
     test_share: float = Field(default=0.15, description="Share of rows, by time, in the test split (the newest).")
     leakage_sample_size: int = Field(default=300, description="Rows the leakage check recomputes by brute force.")
+    slices: int | None = Field(
+        default=None,
+        description="Account-hash slices the rows are built in, one at a time, which bounds the warehouse's memory "
+        "(the table is the same). Default: one slice per 2 million events before the horizon.",
+    )
 
 
 def resolve_cutoff(con, config: TrainingSetConfig) -> dt.datetime:
@@ -96,7 +107,8 @@ def training_set(
             validation_share=config.validation_share,
             test_share=config.test_share,
         )
-        summary = build_training_set(con, spec)
+        slices = config.slices or slices_for(con, spec)
+        summary = build_training_set(con, spec, slices=slices)
         leakage = audit_point_in_time(con, TRAINING_SET_TABLE, spec, sample_size=config.leakage_sample_size)
         join = audit_join(con, TRAINING_SET_TABLE, spec)
     context.log.info(f"training set {summary.data_version}: {summary.rows_by_split}")
@@ -118,6 +130,7 @@ def training_set(
             "label_maturity_days": spec.label_maturity_days,
             "lookback_days": spec.lookback_days,
             "entity_horizon": spec.entity_horizon.isoformat(),
+            "slices": slices,
             "splits": dg.MetadataValue.md(splits),
             "labels_after_cutoff_left_out": summary.labels_after_cutoff,
             "mature_transactions_without_label": summary.unlabeled_mature_transactions,

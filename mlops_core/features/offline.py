@@ -263,6 +263,21 @@ group by transaction_id
 """
 
 
+# Rows per slice of an automatically sliced build: the window query sorts one slice at a time, so DuckDB's
+# peak memory follows this number, not the history's length (benchmarks/memory.py measures it).
+ROWS_PER_SLICE = 2_000_000
+
+
+def slices_for(con: duckdb.DuckDBPyConnection, spec: TrainingSetSpec, events: str = EVENTS_TABLE) -> int:
+    """How many account-hash slices keep each slice's window query near ROWS_PER_SLICE events."""
+    events = checked_identifier(events)
+    rows = con.execute(
+        f"select count(*) from {events} where event_timestamp < $horizon",
+        {"horizon": spec.entity_horizon},
+    ).fetchone()[0]
+    return max(1, -(-rows // ROWS_PER_SLICE))
+
+
 def build_training_set(
     con: duckdb.DuckDBPyConnection,
     spec: TrainingSetSpec,
@@ -270,33 +285,72 @@ def build_training_set(
     events: str = EVENTS_TABLE,
     account_history: str = ACCOUNT_HISTORY_TABLE,
     labels: str = LABEL_EVENTS_TABLE,
+    slices: int | None = 1,
 ) -> TrainingSetSummary:
     """Write `target`: one row per mature labelled transaction, features as of its event time.
+
+    `slices` > 1 builds the rows one account-hash slice at a time into a staging table: every window and the
+    account join are per account, so a slice holds every row its accounts' features read, and the table is the
+    same, row for row, as one pass's (tested). DuckDB then sorts one slice at a time, which bounds its memory.
+    None picks the count from the events (`slices_for`). The splits are cut afterwards, on all rows.
 
     Replaces the table in one transaction, so a failed build leaves the previous one.
     """
     target = checked_identifier(target)
+    events, account_history, labels = (checked_identifier(x) for x in (events, account_history, labels))
+    if slices is None:
+        slices = slices_for(con, spec, events)
+    if slices < 1:
+        raise ValueError(f"slices must be >= 1 or None, got {slices}")
     params = spec.entity_params
     schema = checked_identifier(target.split(".")[0]) if "." in target else None
-    con.execute("begin transaction")
+    staging = f"{target}__staging"
+    if schema:
+        con.execute(f"create schema if not exists {schema}")
+    # The labels known at the cutoff once, not once per slice (a hash aggregate over every label event).
+    con.execute(
+        f"create or replace temp table training_labels_at_cutoff as {labels_known_at_cutoff_sql(labels)}",
+        {"cutoff": params["cutoff"]},
+    )
     try:
-        if schema:
-            con.execute(f"create schema if not exists {schema}")
-        con.execute(
-            f"""
-create or replace table {target} as
-with labels as ({labels_known_at_cutoff_sql(labels)}),
-features as ({point_in_time_features_sql(events, account_history)}),
-entity as (
-    select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
-    from features join labels using (transaction_id)
-    where features.event_timestamp < $horizon and features.event_timestamp >= $start
+        for index in range(slices):
+            # Each slice is its own statement (and commit), so DuckDB frees one slice's sort before the next.
+            # A failure leaves only the staging table, which the next build replaces.
+            con.execute(
+                f"""
+{"create or replace table " + staging + " as" if index == 0 else "insert into " + staging}
+with slice_events as (
+    -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
+    select * from {events}
+    where event_timestamp < $horizon and event_timestamp >= $history_start
+      and hash(account_id) % $slices = $slice
 ),
-bounds as (
+slice_history as (
+    select * from {account_history} where hash(account_id) % $slices = $slice
+)
+select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
+from ({point_in_time_features_sql("slice_events", "slice_history")}) as features
+join training_labels_at_cutoff as labels using (transaction_id)
+where features.event_timestamp < $horizon and features.event_timestamp >= $start
+""",
+                {
+                    "horizon": params["horizon"],
+                    "start": params["start"],
+                    "history_start": params["start"] - dt.timedelta(seconds=MAX_WINDOW_SECONDS),
+                    "slices": slices,
+                    "slice": index,
+                },
+            )
+        con.execute("begin transaction")
+        try:
+            con.execute(
+                f"""
+create or replace table {target} as
+with bounds as (
     select
         quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
         quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
-    from entity
+    from {staging}
 )
 select
     entity.*,
@@ -305,14 +359,17 @@ select
         when event_timestamp <= bounds.validation_end then 'validation'
         else 'test'
     end as split
-from entity, bounds
-""",
-            params,
-        )
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+from {staging} as entity, bounds
+"""
+            )
+            con.execute(f"drop table {staging}")
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    finally:
+        con.execute("drop table if exists training_labels_at_cutoff")
+        con.execute(f"drop table if exists {staging}")
     return summarize_training_set(con, spec, target, events, labels)
 
 

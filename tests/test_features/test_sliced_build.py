@@ -1,0 +1,170 @@
+"""The training set built one account-hash slice at a time is the one-pass table, row for row.
+
+Slicing exists to bound DuckDB's memory on big histories (issue 18); it must never change a value. The
+history below is built to trip a slicing bug: accounts whose events tie to the microsecond, events at the
+same instant in other accounts (which a slice does not hold), snapshots that change mid-history, a lookback
+whose start cuts through the accounts' 30-day windows, and more slices than accounts (empty slices, the
+first one included).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+import reference
+from reference import event, label, snapshot
+
+from mlops_core.features import offline
+from mlops_core.features.offline import TrainingSetSpec, build_training_set
+
+CUTOFF = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+HORIZON = dt.datetime(2024, 4, 17)  # CUTOFF - 45 days
+START = dt.datetime(2024, 1, 1)
+CATEGORIES = ("grocery", "restaurants", "retail", "travel", "electronics", "digital_goods")
+
+
+def nasty_history(accounts: int = 37, events_per_account: int = 30, seed: int = 11):
+    rng = random.Random(seed)
+    events, snapshots, labels = [], [], []
+    shared_instants = [START + dt.timedelta(days=rng.randrange(0, 130), seconds=rng.randrange(86400)) for _ in range(8)]
+    for a in range(accounts):
+        account = f"acct{a:03d}"
+        snapshots.append(snapshot(account, START - dt.timedelta(days=30), home_country="US"))
+        # A mid-history change of home country: rows after it must see the new snapshot, in every slice.
+        snapshots.append(snapshot(account, START + dt.timedelta(days=40 + a), home_country="GB", age_band="45-54"))
+        for i in range(events_per_account):
+            if i % 7 == 0:
+                at = rng.choice(shared_instants)  # the same instant as events of other accounts
+            else:
+                at = START + dt.timedelta(days=rng.randrange(0, 135), seconds=rng.randrange(86400))
+            txid = f"t{a:03d}_{i:02d}"
+            events.append(
+                event(
+                    txid,
+                    account,
+                    at,
+                    amount_usd=round(rng.lognormvariate(3, 1), 2),
+                    merchant_id=f"m{rng.randrange(12)}",
+                    merchant_category=rng.choice(CATEGORIES),
+                    channel=rng.choice(("in_store", "online")),
+                )
+            )
+            if i % 3 == 0:  # a tie with the event before, to the microsecond, in the same account
+                events.append(event(f"{txid}_tie", account, at, amount_usd=1.0, merchant_id="m_tie"))
+    for e in events:
+        if e["event_timestamp"] < HORIZON and rng.random() < 0.9:
+            labels.append(
+                label(
+                    e["transaction_id"],
+                    rng.random() < 0.1,
+                    e["event_timestamp"] + dt.timedelta(days=20),
+                    e["event_timestamp"],
+                )
+            )
+    return events, snapshots, labels
+
+
+def table_rows(con) -> list[tuple]:
+    return con.execute("select * from features.training_set order by transaction_id").fetchall()
+
+
+def assert_same_rows(actual: list[tuple], expected: list[tuple]) -> None:
+    """Equal row for row; a float may differ only in its last bits (a window's sum adds the same values in
+    another order when the slice holds fewer rows), never by 1e-12 of its size."""
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            if isinstance(b, float):
+                assert isinstance(a, float) and abs(a - b) <= 1e-12 * max(1.0, abs(b)), (got[0], a, b)
+            else:
+                assert a == b, (got[0], a, b)
+
+
+@pytest.mark.parametrize("lookback_days", [None, 40])
+@pytest.mark.parametrize("slices", [2, 3, 7, 64])
+def test_a_sliced_build_is_the_one_pass_table_row_for_row(slices, lookback_days):
+    events, snapshots, labels = nasty_history()
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45, lookback_days=lookback_days)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        one_pass = build_training_set(con, spec, slices=1)
+        expected = table_rows(con)
+        sliced = build_training_set(con, spec, slices=slices)
+        assert_same_rows(table_rows(con), expected)
+        # The summary too: split bounds and counts. The data version hashes the floats' last bits, so it is
+        # the same for the same slice count (a rebuild), not across slice counts.
+        assert {**vars(sliced), "data_version": None} == {**vars(one_pass), "data_version": None}
+        assert build_training_set(con, spec, slices=slices).data_version == sliced.data_version
+        assert len(expected) > (300 if lookback_days else 800)
+        staging = con.execute("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchone()[0]
+        assert staging == 0, "the staging table is dropped once the build is committed"
+    finally:
+        con.close()
+
+
+def test_sliced_rows_carry_the_features_an_independent_reference_computes_with_the_lookback_cutting_windows():
+    """The lookback starts mid-history: a row just after the start must still count the events before it
+    in its 30-day windows (a slice that read only from the start would give it short windows)."""
+    events, snapshots, labels = nasty_history(accounts=13, events_per_account=25)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45, lookback_days=40)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        build_training_set(con, spec, slices=5)
+        cursor = con.execute("select * from features.training_set")
+        names = [c[0] for c in cursor.description]
+        rows = reference.by_transaction([dict(zip(names, r)) for r in cursor.fetchall()])
+    finally:
+        con.close()
+    expected_all = reference.reference_all(events, snapshots)
+    labelled = {l["transaction_id"] for l in labels}
+    kept = {
+        e["transaction_id"]
+        for e in events
+        if spec.entity_start <= e["event_timestamp"] < HORIZON and e["transaction_id"] in labelled
+    }
+    near_start = [
+        t
+        for t in kept
+        if next(e for e in events if e["transaction_id"] == t)["event_timestamp"]
+        < spec.entity_start + dt.timedelta(days=5)
+    ]
+    assert near_start, "the history must have rows in the first days of the lookback"
+    reference.assert_features_match(rows, {t: expected_all[t] for t in kept}, "sliced build")
+
+
+def test_a_failing_sliced_build_leaves_the_previous_table_and_no_staging_table():
+    events, snapshots, labels = nasty_history(accounts=9, events_per_account=10)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        before_summary = build_training_set(con, spec, slices=3)
+        before = table_rows(con)
+        con.execute("drop table marts.account_history")
+        with pytest.raises(Exception, match="account_history"):
+            build_training_set(con, spec, slices=3)
+        assert table_rows(con) == before
+        assert offline.data_version(con) == before_summary.data_version
+        assert con.execute("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+def test_the_automatic_slice_count_follows_the_events_before_the_horizon(monkeypatch):
+    events, snapshots, labels = nasty_history(accounts=9, events_per_account=10)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        before_horizon = sum(e["event_timestamp"] < HORIZON for e in events)
+        monkeypatch.setattr(offline, "ROWS_PER_SLICE", 10)
+        assert offline.slices_for(con, spec) == -(-before_horizon // 10)
+        monkeypatch.setattr(offline, "ROWS_PER_SLICE", before_horizon)
+        assert offline.slices_for(con, spec) == 1
+        monkeypatch.setattr(offline, "ROWS_PER_SLICE", before_horizon - 1)
+        assert offline.slices_for(con, spec) == 2
+        with pytest.raises(ValueError, match="slices must be >= 1"):
+            build_training_set(con, spec, slices=0)
+    finally:
+        con.close()
