@@ -15,7 +15,7 @@ test:
 	bash scripts/bootstrap.sh
 	bash scripts/system_packages.sh
 	.venv/bin/mlops prepare
-	.venv/bin/python -m pytest
+	bash scripts/run_tests.sh
 
 ui:
 	bash scripts/bootstrap.sh

@@ -13,12 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from production_world import production_world  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "postgres: starts a real PostgreSQL server on 127.0.0.1 (Debian package postgresql)"
-    )
-
-
 @pytest.fixture(scope="session")
 def production_world_session(tmp_path_factory):
     """Postgres, mlflow server and redis-server on loopback; data_layer_job and training_job already run."""

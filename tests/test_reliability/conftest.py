@@ -7,12 +7,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "load: sustained load on a live endpoint (60 s by design); runs in CI by default"
-    )
-
-
 def pytest_terminal_summary(terminalreporter):
     from reliability_results import ROWS, markdown
 

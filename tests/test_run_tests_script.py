@@ -1,0 +1,64 @@
+"""scripts/run_tests.sh (what `make test` runs): the suite over both cores, then the load tests alone. Its exit
+status is what CI trusts, so a failure in either phase fails it, and a run that collects nothing fails too."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "run_tests.sh"
+
+pytestmark = pytest.mark.slow
+
+TESTS = """
+import os
+import pytest
+
+def test_ordinary():
+    assert {ordinary}
+
+@pytest.mark.load
+def test_under_load():
+    # The load phase runs in the controlling process, not in an xdist worker.
+    assert "PYTEST_XDIST_WORKER" not in os.environ
+    assert {load}
+"""
+
+
+def run(tmp_path: Path, ordinary: bool, load: bool, *extra: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_phases.py").write_text(TESTS.format(ordinary=ordinary, load=load))
+    return subprocess.run(
+        ["bash", str(SCRIPT), "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), "-p", "no:randomly",
+         "-p", "no:cacheprovider", str(tmp_path / "test_phases.py"), *extra],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ordinary", "load", "status"),
+    [(False, True, 1), (True, False, 1)],
+    ids=["a parallel test fails", "a load test fails"],
+)
+def test_either_phase_failing_fails_the_run(tmp_path, ordinary, load, status):
+    result = run(tmp_path, ordinary, load)
+    assert result.returncode == status, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"parallel phase exit {0 if ordinary else 1}, load phase exit {0 if load else 1}" in result.stdout
+
+
+def test_the_parallel_phase_runs_in_workers_and_leaves_the_load_test_out(tmp_path):
+    result = run(tmp_path, True, True, "-v")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "parallel phase exit 0, load phase exit 0" in result.stdout
+    assert "created: 2/2 workers" in result.stdout
+    parallel, load = result.stdout.split("created: 2/2 workers", 1)[1].split("run_tests:")[0], result.stdout
+    assert "test_ordinary" in parallel and "1 deselected" in parallel
+    assert "test_under_load PASSED" in load
+
+
+def test_collecting_no_test_at_all_fails(tmp_path):
+    result = run(tmp_path, True, True, "-k", "no_test_has_this_name")
+    assert result.returncode == 5
+    assert "no test was collected" in result.stderr
