@@ -3,6 +3,7 @@ status is what CI trusts, so a failure in either phase fails it, and a run that 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,8 +34,14 @@ def run(tmp_path: Path, ordinary: bool, load: bool, *extra: str) -> subprocess.C
     return subprocess.run(
         ["bash", str(SCRIPT), "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), "-p", "no:randomly",
          "-p", "no:cacheprovider", str(tmp_path / "test_phases.py"), *extra],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=_outer_pytest_removed(),
     )  # fmt: skip
+
+
+def _outer_pytest_removed() -> dict[str, str]:
+    """The environment without what the pytest running this test exports: as an xdist worker it sets
+    PYTEST_XDIST_WORKER (which the inner load test checks), and CI sets PYTEST_ADDOPTS."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
 
 
 @pytest.mark.parametrize(
