@@ -24,6 +24,7 @@ import pandas as pd
 from mlops_core.features.offline import checked_identifier, day_features
 from mlops_core.features.spec import ACCOUNT_HISTORY_TABLE, EVENTS_TABLE
 from mlops_core.training import matrix
+from mlops_core.warehouse import transaction
 
 if TYPE_CHECKING:  # serving's model loading imports MLflow: batch scoring is handed a loaded model
     from mlops_core.serving.models import LoadedModel
@@ -124,15 +125,10 @@ def write_scores(con: duckdb.DuckDBPyConnection, day: dt.date, scores: pd.DataFr
     # hide the error that aborted it.
     con.register(_STAGING_VIEW, frame)
     try:
-        con.execute("begin transaction")
-        try:
+        with transaction(con):
             ensure_scores_table(con)
             con.execute(f"delete from {SCORES_TABLE} where event_date = $day", {"day": day})
             con.execute(f"insert into {SCORES_TABLE} ({columns}) select {casts} from {_STAGING_VIEW}")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
     finally:
         con.unregister(_STAGING_VIEW)
     return len(frame)

@@ -9,6 +9,8 @@ quarantine.rejected_rows with their reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
@@ -333,6 +335,19 @@ def replace_partitions(
         raise
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The block's statements in one transaction: committed when it ends, rolled back (and the error raised)
+    when it or the commit fails, so a failed write leaves what was there."""
+    con.execute("begin transaction").fetchall()
+    try:
+        yield con
+        con.execute("commit").fetchall()
+    except Exception:
+        con.execute("rollback").fetchall()
+        raise
+
+
 def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows: pd.DataFrame) -> None:
     """Replace the rows of `day` (column `day`) in `table` with `rows`, in one transaction.
 
@@ -346,13 +361,8 @@ def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows:
             con.execute(statement).fetchall()
     con.register("_day_rows", rows)
     try:
-        con.execute("begin").fetchall()
-        try:
+        with transaction(con):
             con.execute(f"delete from {table} where day = $day", {"day": day}).fetchall()
             con.execute(f"insert into {table} by name select * from _day_rows").fetchall()
-            con.execute("commit").fetchall()
-        except Exception:
-            con.execute("rollback").fetchall()
-            raise
     finally:
         con.unregister("_day_rows")

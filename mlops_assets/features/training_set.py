@@ -47,6 +47,7 @@ class TrainingSetConfig(dg.Config):
     leakage_sample_size: int = Field(default=300, description="Rows the leakage check recomputes by brute force.")
     slices: int | None = Field(
         default=None,
+        ge=1,
         description="Account-hash slices the rows are built in, one at a time, which bounds the warehouse's memory "
         "(the table is the same). Default: one slice per 2 million events before the horizon.",
     )

@@ -35,7 +35,10 @@ from mlops_core.features.spec import (
     spec_version,
 )
 from mlops_core.features.transforms import sql_expression
-from mlops_core.warehouse import checked_identifier  # noqa: F401  (re-exported: audits and scoring import it from here)
+from mlops_core.warehouse import (
+    checked_identifier,  # noqa: F401  (re-exported: audits and scoring import it from here)
+    transaction,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -268,12 +271,18 @@ group by transaction_id
 ROWS_PER_SLICE = 2_000_000
 
 
+def _history_start(spec: TrainingSetSpec) -> dt.datetime:
+    """The oldest event any kept row's windows read: the lookback's start less the longest window."""
+    return spec.entity_start - dt.timedelta(seconds=MAX_WINDOW_SECONDS)
+
+
 def slices_for(con: duckdb.DuckDBPyConnection, spec: TrainingSetSpec, events: str = EVENTS_TABLE) -> int:
-    """How many account-hash slices keep each slice's window query near ROWS_PER_SLICE events."""
+    """How many account-hash slices keep each slice's window query near ROWS_PER_SLICE events: the events of
+    [history start, horizon), the ones the slices read."""
     events = checked_identifier(events)
     rows = con.execute(
-        f"select count(*) from {events} where event_timestamp < $horizon",
-        {"horizon": spec.entity_horizon},
+        f"select count(*) from {events} where event_timestamp < $horizon and event_timestamp >= $history_start",
+        {"horizon": spec.entity_horizon, "history_start": _history_start(spec)},
     ).fetchone()[0]
     return max(1, -(-rows // ROWS_PER_SLICE))
 
@@ -336,13 +345,12 @@ where features.event_timestamp < $horizon and features.event_timestamp >= $start
                 {
                     "horizon": params["horizon"],
                     "start": params["start"],
-                    "history_start": params["start"] - dt.timedelta(seconds=MAX_WINDOW_SECONDS),
+                    "history_start": _history_start(spec),
                     "slices": slices,
                     "slice": index,
                 },
             )
-        con.execute("begin transaction")
-        try:
+        with transaction(con):
             con.execute(
                 f"""
 create or replace table {target} as
@@ -363,10 +371,6 @@ from {staging} as entity, bounds
 """
             )
             con.execute(f"drop table {staging}")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
     finally:
         con.execute("drop table if exists training_labels_at_cutoff")
         con.execute(f"drop table if exists {staging}")

@@ -164,6 +164,15 @@ def test_the_automatic_slice_count_follows_the_events_before_the_horizon(monkeyp
         assert offline.slices_for(con, spec) == 1
         monkeypatch.setattr(offline, "ROWS_PER_SLICE", before_horizon - 1)
         assert offline.slices_for(con, spec) == 2
+        # With a lookback, only the events the slices read count: [lookback start - 30 days, horizon).
+        lookback = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45, lookback_days=40)
+        history_start = lookback.entity_start - dt.timedelta(days=30)
+        read = sum(history_start <= e["event_timestamp"] < HORIZON for e in events)
+        assert 0 < read < before_horizon
+        monkeypatch.setattr(offline, "ROWS_PER_SLICE", read)
+        assert offline.slices_for(con, lookback) == 1
+        monkeypatch.setattr(offline, "ROWS_PER_SLICE", read - 1)
+        assert offline.slices_for(con, lookback) == 2
         with pytest.raises(ValueError, match="slices must be >= 1"):
             build_training_set(con, spec, slices=0)
     finally:
