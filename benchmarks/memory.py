@@ -22,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,14 +43,50 @@ WINDOWED = [f.name for f in spec.WINDOWED_FEATURES]
 GOAL_MB = 4096
 
 
-def leg(db: Path, slices: int | None, out_json: Path) -> None:
+def rss_mb() -> float:
+    """This process's resident set now (ru_maxrss gives only the peak of the whole process)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class StepTrace:
+    """The peak RSS of each step of the build, sampled every 50 ms by a thread: which step holds the peak."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+        self.current = "connect"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def step(self, name: str) -> None:
+        self.current = name
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), rss_mb())
+
+    def __enter__(self) -> StepTrace:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def leg(db: Path, slices: int | None, out_json: Path, warehouse_memory: str | None) -> None:
     con = duckdb.connect(str(db))
     con.execute("set TimeZone='UTC'")
     training_spec = offline.TrainingSetSpec(cutoff=_cutoff())
     chosen = slices or offline.slices_for(con, training_spec)
     table = f"features.training_set_{'sliced' if slices is None else 'one_pass'}"
     started = time.perf_counter()
-    summary = offline.build_training_set(con, training_spec, target=table, slices=chosen)
+    with StepTrace() as trace:
+        summary = offline.build_training_set(
+            con, training_spec, target=table, slices=chosen, warehouse_memory=warehouse_memory, on_step=trace.step
+        )
     seconds = time.perf_counter() - started
     sums = con.execute(f"select {', '.join(f'sum({name})' for name in WINDOWED)} from {table}").fetchone()
     con.close()
@@ -61,16 +98,28 @@ def leg(db: Path, slices: int | None, out_json: Path) -> None:
                 "rows": summary.rows,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "feature_sums": [float(v) for v in sums],
+                "warehouse_memory": warehouse_memory,
+                # Slices are folded into one entry: the largest slice's peak.
+                "peak_rss_mb_by_step": _fold_slices(trace.peaks),
             }
         )
     )
 
 
-def run_leg(db: Path, slices: int | None) -> dict:
+def _fold_slices(peaks: dict[str, float]) -> dict[str, float]:
+    folded: dict[str, float] = {}
+    for name, mb in peaks.items():
+        key = "slices" if name.startswith("slice ") else name
+        folded[key] = round(max(folded.get(key, 0.0), mb), 1)
+    return folded
+
+
+def run_leg(db: Path, slices: int | None, warehouse_memory: str | None) -> dict:
     out = WORK / f"{db.stem}-{'auto' if slices is None else slices}.json"
     argv = [sys.executable, __file__, "--leg", str(db), "--out-json", str(out)]
     if slices is not None:
         argv += ["--slices", str(slices)]
+    argv += ["--warehouse-memory", warehouse_memory or "none"]
     subprocess.run(argv, check=True)
     return json.loads(out.read_text())
 
@@ -88,9 +137,19 @@ def main() -> None:
     parser.add_argument("--leg", help=argparse.SUPPRESS)
     parser.add_argument("--slices", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out-json", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--warehouse-memory",
+        default=offline.DEFAULT_WAREHOUSE_MEMORY,
+        help="DuckDB's memory limit for the sliced build (the asset's default); the one-pass peer keeps DuckDB's own",
+    )
     args = parser.parse_args()
     if args.leg:
-        leg(Path(args.leg), args.slices, Path(args.out_json))
+        leg(
+            Path(args.leg),
+            args.slices,
+            Path(args.out_json),
+            None if args.warehouse_memory == "none" else args.warehouse_memory,
+        )
         return
     WORK.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -100,11 +159,12 @@ def main() -> None:
             started = time.perf_counter()
             synthesize(db, rows, accounts=max(1000, rows // 100))
             print(f"{rows:,} rows synthesized in {time.perf_counter() - started:.0f} s", flush=True)
-        ours = run_leg(db, None)
-        peer = run_leg(db, 1) if rows <= args.peer_max_rows else None
+        ours = run_leg(db, None, args.warehouse_memory)
+        peer = run_leg(db, 1, None) if rows <= args.peer_max_rows else None
         results[rows] = {"ours": ours, "peer": peer, "same_values": None if peer is None else same_values(ours, peer)}
         print(
-            f"{rows:,}: sliced ({ours['slices']} slices) {ours['seconds']:.1f} s, peak {ours['peak_rss_mb']:,.0f} MB"
+            f"{rows:,}: sliced ({ours['slices']} slices, DuckDB limit {ours['warehouse_memory']}) {ours['seconds']:.1f} s, "
+            f"peak {ours['peak_rss_mb']:,.0f} MB, by step {ours['peak_rss_mb_by_step']}"
             + (
                 f"; one pass {peer['seconds']:.1f} s, peak {peer['peak_rss_mb']:,.0f} MB; same values: "
                 f"{results[rows]['same_values']}"
@@ -135,6 +195,8 @@ def main() -> None:
                     "seconds_sliced": round(ours["seconds"], 2),
                     "seconds_one_pass": round(peer["seconds"], 2) if peer else None,
                     "same_values": r["same_values"],
+                    "warehouse_memory": ours["warehouse_memory"],
+                    "peak_rss_mb_by_step": ours["peak_rss_mb_by_step"],
                     "cpus": os.cpu_count(),
                     "load_average_at_end": os.getloadavg(),
                 },

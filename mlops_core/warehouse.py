@@ -348,6 +348,29 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
+@contextmanager
+def memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """DuckDB's memory limit for the block (for example "2GB"), the previous one restored after it; None leaves it.
+
+    DuckDB's default is 80% of the machine, and it keeps every block it scanned cached up to it, so a build over
+    a large history grows to the machine's size though its operators could spill. With a limit, sorts, joins,
+    aggregates and windows spill to the database's temp directory instead. The limit is the database
+    instance's, not the connection's: every connection to it shares it while the block runs."""
+    if limit is None:
+        yield con
+        return
+    previous = con.execute("select current_setting('memory_limit')").fetchone()[0]
+    con.execute("set memory_limit = $limit", {"limit": limit}).fetchall()
+    try:
+        yield con
+    finally:
+        # DuckDB prints the limit rounded (18.8 GiB), so setting the printed value back would move it: the
+        # default comes back exactly by a reset, and a limit someone set is set again only when it differs.
+        con.execute("reset memory_limit").fetchall()
+        if con.execute("select current_setting('memory_limit')").fetchone()[0] != previous:
+            con.execute("set memory_limit = $limit", {"limit": previous}).fetchall()
+
+
 def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows: pd.DataFrame) -> None:
     """Replace the rows of `day` (column `day`) in `table` with `rows`, in one transaction.
 

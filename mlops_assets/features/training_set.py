@@ -10,6 +10,7 @@ from mlops_assets.constants import FEATURES
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
 from mlops_core.features.offline import (
+    DEFAULT_WAREHOUSE_MEMORY,
     TRAINING_SET_TABLE,
     TrainingSetSpec,
     build_training_set,
@@ -50,6 +51,11 @@ class TrainingSetConfig(dg.Config):
         ge=1,
         description="Account-hash slices the rows are built in, one at a time, which bounds the warehouse's memory "
         "(the table is the same). Default: one slice per 2 million events before the horizon.",
+    )
+    warehouse_memory: str | None = Field(
+        default=DEFAULT_WAREHOUSE_MEMORY,
+        description="DuckDB's memory limit during the build (e.g. '2GB'); past it DuckDB spills to disk, so the "
+        "step's memory stays bounded as the history grows. Null: DuckDB's default, 80% of the machine.",
     )
 
 
@@ -109,7 +115,9 @@ def training_set(
             test_share=config.test_share,
         )
         slices = config.slices or slices_for(con, spec)
-        summary = build_training_set(con, spec, slices=slices)
+        summary = build_training_set(
+            con, spec, slices=slices, warehouse_memory=config.warehouse_memory, on_step=context.log.debug
+        )
         leakage = audit_point_in_time(con, TRAINING_SET_TABLE, spec, sample_size=config.leakage_sample_size)
         join = audit_join(con, TRAINING_SET_TABLE, spec)
     context.log.info(f"training set {summary.data_version}: {summary.rows_by_split}")
@@ -132,6 +140,7 @@ def training_set(
             "lookback_days": spec.lookback_days,
             "entity_horizon": spec.entity_horizon.isoformat(),
             "slices": slices,
+            "warehouse_memory": config.warehouse_memory or "DuckDB default",
             "splits": dg.MetadataValue.md(splits),
             "labels_after_cutoff_left_out": summary.labels_after_cutoff,
             "mature_transactions_without_label": summary.unlabeled_mature_transactions,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ from mlops_core.features.spec import (
 from mlops_core.features.transforms import sql_expression
 from mlops_core.warehouse import (
     checked_identifier,  # noqa: F401  (re-exported: audits and scoring import it from here)
+    memory_limit,
     transaction,
 )
 
@@ -266,6 +268,10 @@ group by transaction_id
 """
 
 
+# DuckDB's memory limit for a training-set build unless the caller sets one: with the slices, it keeps the whole
+# process under 4 GB at 30M transactions (benchmarks/memory.py); DuckDB spills to disk past it.
+DEFAULT_WAREHOUSE_MEMORY = "2GB"
+
 # Rows per slice of an automatically sliced build: the window query sorts one slice at a time, so DuckDB's
 # peak memory follows this number, not the history's length (benchmarks/memory.py measures it).
 ROWS_PER_SLICE = 2_000_000
@@ -295,6 +301,8 @@ def build_training_set(
     account_history: str = ACCOUNT_HISTORY_TABLE,
     labels: str = LABEL_EVENTS_TABLE,
     slices: int | None = 1,
+    warehouse_memory: str | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> TrainingSetSummary:
     """Write `target`: one row per mature labelled transaction, features as of its event time.
 
@@ -302,6 +310,10 @@ def build_training_set(
     account join are per account, so a slice holds every row its accounts' features read, and the table is the
     same, row for row, as one pass's (tested). DuckDB then sorts one slice at a time, which bounds its memory.
     None picks the count from the events (`slices_for`). The splits are cut afterwards, on all rows.
+
+    `warehouse_memory` caps DuckDB's memory for the build (`warehouse.memory_limit`): the steps that still see
+    every row (the labels at the cutoff, the split cut, the summary) then spill instead of growing with the
+    history. `on_step` is told the name of each step as it starts (the memory benchmark traces RSS by step).
 
     Replaces the table in one transaction, so a failed build leaves the previous one.
     """
@@ -316,65 +328,71 @@ def build_training_set(
     staging = f"{target}__staging"
     if schema:
         con.execute(f"create schema if not exists {schema}")
-    # The labels known at the cutoff once, not once per slice (a hash aggregate over every label event).
-    con.execute(
-        f"create or replace temp table training_labels_at_cutoff as {labels_known_at_cutoff_sql(labels)}",
-        {"cutoff": params["cutoff"]},
+    step = on_step or (lambda name: None)
+    with memory_limit(con, warehouse_memory):
+        step("labels at cutoff")
+        # The labels known at the cutoff once, not once per slice (a hash aggregate over every label event).
+        con.execute(
+            f"create or replace temp table training_labels_at_cutoff as {labels_known_at_cutoff_sql(labels)}",
+            {"cutoff": params["cutoff"]},
+        )
+        try:
+            for index in range(slices):
+                step(f"slice {index + 1}/{slices}")
+                # Each slice is its own statement (and commit), so DuckDB frees one slice's sort before the next.
+                # A failure leaves only the staging table, which the next build replaces.
+                con.execute(
+                    f"""
+    {"create or replace table " + staging + " as" if index == 0 else "insert into " + staging}
+    with slice_events as (
+        -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
+        select * from {events}
+        where event_timestamp < $horizon and event_timestamp >= $history_start
+          and hash(account_id) % $slices = $slice
+    ),
+    slice_history as (
+        select * from {account_history} where hash(account_id) % $slices = $slice
     )
-    try:
-        for index in range(slices):
-            # Each slice is its own statement (and commit), so DuckDB frees one slice's sort before the next.
-            # A failure leaves only the staging table, which the next build replaces.
-            con.execute(
-                f"""
-{"create or replace table " + staging + " as" if index == 0 else "insert into " + staging}
-with slice_events as (
-    -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
-    select * from {events}
-    where event_timestamp < $horizon and event_timestamp >= $history_start
-      and hash(account_id) % $slices = $slice
-),
-slice_history as (
-    select * from {account_history} where hash(account_id) % $slices = $slice
-)
-select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
-from ({point_in_time_features_sql("slice_events", "slice_history")}) as features
-join training_labels_at_cutoff as labels using (transaction_id)
-where features.event_timestamp < $horizon and features.event_timestamp >= $start
-""",
-                {
-                    "horizon": params["horizon"],
-                    "start": params["start"],
-                    "history_start": _history_start(spec),
-                    "slices": slices,
-                    "slice": index,
-                },
-            )
-        with transaction(con):
-            con.execute(
-                f"""
-create or replace table {target} as
-with bounds as (
+    select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
+    from ({point_in_time_features_sql("slice_events", "slice_history")}) as features
+    join training_labels_at_cutoff as labels using (transaction_id)
+    where features.event_timestamp < $horizon and features.event_timestamp >= $start
+    """,
+                    {
+                        "horizon": params["horizon"],
+                        "start": params["start"],
+                        "history_start": _history_start(spec),
+                        "slices": slices,
+                        "slice": index,
+                    },
+                )
+            step("splits")
+            with transaction(con):
+                con.execute(
+                    f"""
+    create or replace table {target} as
+    with bounds as (
+        select
+            quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
+            quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
+        from {staging}
+    )
     select
-        quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
-        quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
-    from {staging}
-)
-select
-    entity.*,
-    case
-        when event_timestamp <= bounds.train_end then 'train'
-        when event_timestamp <= bounds.validation_end then 'validation'
-        else 'test'
-    end as split
-from {staging} as entity, bounds
-"""
-            )
-            con.execute(f"drop table {staging}")
-    finally:
-        con.execute("drop table if exists training_labels_at_cutoff")
-        con.execute(f"drop table if exists {staging}")
-    return summarize_training_set(con, spec, target, events, labels)
+        entity.*,
+        case
+            when event_timestamp <= bounds.train_end then 'train'
+            when event_timestamp <= bounds.validation_end then 'validation'
+            else 'test'
+        end as split
+    from {staging} as entity, bounds
+    """
+                )
+                con.execute(f"drop table {staging}")
+        finally:
+            con.execute("drop table if exists training_labels_at_cutoff")
+            con.execute(f"drop table if exists {staging}")
+        step("summary")
+        return summarize_training_set(con, spec, target, events, labels)
 
 
 def summarize_training_set(

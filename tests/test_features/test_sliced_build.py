@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import duckdb
 import pytest
 import reference
 from reference import event, label, snapshot
@@ -175,5 +176,58 @@ def test_the_automatic_slice_count_follows_the_events_before_the_horizon(monkeyp
         assert offline.slices_for(con, lookback) == 2
         with pytest.raises(ValueError, match="slices must be >= 1"):
             build_training_set(con, spec, slices=0)
+    finally:
+        con.close()
+
+
+def _rendered(limit: str) -> str:
+    """How DuckDB shows `limit` once set (it stores bytes and prints them in its own unit)."""
+    scratch = duckdb.connect()
+    try:
+        scratch.execute("set memory_limit = $limit", {"limit": limit})
+        return scratch.execute("select current_setting('memory_limit')").fetchone()[0]
+    finally:
+        scratch.close()
+
+
+def test_a_build_under_a_memory_limit_holds_it_in_every_step_gives_the_same_rows_and_restores_the_previous_limit():
+    events, snapshots, labels = nasty_history(accounts=11, events_per_account=20)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        before = con.execute("select current_setting('memory_limit')").fetchone()[0]
+        unlimited = build_training_set(con, spec, slices=3)
+        expected = table_rows(con)
+        seen: list[tuple[str, str]] = []
+
+        def record(step: str) -> None:
+            seen.append((step, con.execute("select current_setting('memory_limit')").fetchone()[0]))
+
+        limited = build_training_set(con, spec, slices=3, warehouse_memory="48MB", on_step=record)
+        assert [step for step, _ in seen] == [
+            "labels at cutoff",
+            "slice 1/3",
+            "slice 2/3",
+            "slice 3/3",
+            "splits",
+            "summary",
+        ]
+        assert {limit for _, limit in seen} == {_rendered("48MB")} != {before}
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] == before
+        assert limited.data_version == unlimited.data_version
+        assert table_rows(con) == expected
+
+        # A limit someone set before the build comes back after it, not DuckDB's default.
+        con.execute("set memory_limit = '3GB'")
+        build_training_set(con, spec, slices=1, warehouse_memory="48MB")
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] == _rendered("3GB")
+        con.execute("reset memory_limit")
+
+        # A failed build restores the limit too, and leaves the table as it was.
+        con.execute("drop table marts.account_history")
+        with pytest.raises(Exception, match="account_history"):
+            build_training_set(con, spec, slices=3, warehouse_memory="48MB")
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] == before
+        assert table_rows(con) == expected
     finally:
         con.close()
