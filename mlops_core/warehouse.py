@@ -364,8 +364,8 @@ def memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[
     try:
         yield con
     finally:
-        # DuckDB prints the limit rounded (18.8 GiB), so setting the printed value back would move it: the
-        # default comes back exactly by a reset, and a limit someone set is set again only when it differs.
+        # DuckDB gives the limit back only as printed, truncated to 0.1 GiB, so setting the print back would move
+        # it: the default comes back exactly by a reset, a limit someone set to within 0.1 GiB.
         con.execute("reset memory_limit").fetchall()
         if con.execute("select current_setting('memory_limit')").fetchone()[0] != previous:
             con.execute("set memory_limit = $limit", {"limit": previous}).fetchall()
