@@ -364,11 +364,20 @@ def memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[
     try:
         yield con
     finally:
-        # DuckDB gives the limit back only as printed, truncated to 0.1 GiB, so setting the print back would move
-        # it: the default comes back exactly by a reset, a limit someone set to within 0.1 GiB.
+        # DuckDB gives the limit back only as printed, truncated to a tenth ("2.7 GiB" for 3GB), and setting that
+        # print back would print one tenth lower. The default comes back exactly by a reset; a limit someone set
+        # comes back as the middle of its printed tenth, which prints the same.
         con.execute("reset memory_limit").fetchall()
         if con.execute("select current_setting('memory_limit')").fetchone()[0] != previous:
-            con.execute("set memory_limit = $limit", {"limit": previous}).fetchall()
+            con.execute("set memory_limit = $limit", {"limit": _middle_of_printed_tenth(previous)}).fetchall()
+
+
+def _middle_of_printed_tenth(printed: str) -> str:
+    number, _, unit = printed.partition(" ")
+    try:
+        return f"{float(number) + 0.05} {unit}" if unit else printed
+    except ValueError:
+        return printed
 
 
 def replace_day(con: duckdb.DuckDBPyConnection, table: str, ddl: str, day, rows: pd.DataFrame) -> None:
