@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_core.training import gates as g
-from mlops_core.training import matrix, metrics
+from mlops_core.training import in_batches, matrix, metrics
 from mlops_core.training.models import (
     LogisticParams,
     XGBoostParams,
@@ -26,6 +26,7 @@ from mlops_core.training.onnx_export import OnnxScorer, max_probability_differen
 from mlops_core.training.report import EvaluationReport, ScoredModel
 
 SEGMENT_COLUMNS = ("channel", "merchant_category", "country", "age_band")
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -99,36 +100,110 @@ def fit(
     X_val, y_val = matrix.encode(validation), matrix.labels(validation)
     if kind == "xgboost":
         model = train_xgboost(X_train, y_train, X_val, y_val, xgboost_params)
-        params, best = xgboost_params.as_dict(), int(model.best_iteration)
+        params = xgboost_params.as_dict()
     elif kind == "logistic":
         model = train_logistic(X_train, y_train, logistic_params)
-        params, best = logistic_params.as_dict(), None
+        params = logistic_params.as_dict()
     else:
         raise ValueError(f"unknown model kind {kind!r}: expected 'xgboost' or 'logistic'")
+    del X_train, y_train
+    trained_on = frame if refit else train
+    return _package(
+        model,
+        kind,
+        params,
+        data_version,
+        X_val,
+        y_val,
+        matrix.encode(split(frame, "test")),
+        false_negative_cost,
+        refit_with=(lambda early_stopped: refit_on(frame, kind, early_stopped, xgboost_params, logistic_params))
+        if refit
+        else None,
+        trained_through=str(pd.Timestamp(trained_on["event_timestamp"].max()).isoformat())
+        if "event_timestamp" in trained_on
+        else None,
+    )
+
+
+def fit_from_warehouse(
+    con,
+    table: str,
+    data_version: str,
+    xgboost_params: XGBoostParams = XGBoostParams(),
+    false_negative_cost: float = 20.0,
+    refit: bool = False,
+    batch_rows: int = in_batches.BATCH_ROWS,
+) -> tuple[TrainedModel, pd.DataFrame]:
+    """`fit` of the XGBoost candidate with its training rows read from the warehouse table in batches
+    (`in_batches`): the training split (and, with `refit`, every split) is never one pandas frame. Only the
+    validation and test splits are read whole, for early stopping, the threshold and the ONNX parity.
+    Returns the model and the validation rows (the MLflow input example comes from them)."""
+    validation = in_batches.read_splits(con, table, ["validation"])
+    if validation.empty:
+        raise ValueError("the training set has no rows in split 'validation'")
+    X_val, y_val = matrix.encode(validation), matrix.labels(validation)
+    X_test = matrix.encode(in_batches.read_splits(con, table, ["test"]))
+    if len(X_test) == 0:
+        raise ValueError("the training set has no rows in split 'test'")
+    model = in_batches.train_xgboost_in_batches(con, table, X_val, y_val, xgboost_params, ("train",), batch_rows)
+    trained_on = SPLITS if refit else ("train",)
+
+    def refit_in_batches(early_stopped):
+        trees = int(early_stopped.best_iteration) + 1
+        fixed = dataclasses.replace(xgboost_params, n_estimators=trees)
+        return in_batches.train_xgboost_in_batches(con, table, None, None, fixed, SPLITS, batch_rows)
+
+    trained = _package(
+        model,
+        "xgboost",
+        xgboost_params.as_dict(),
+        data_version,
+        X_val,
+        y_val,
+        X_test,
+        false_negative_cost,
+        refit_with=refit_in_batches if refit else None,
+        trained_through=in_batches.newest_event(con, table, trained_on),
+    )
+    return trained, validation
+
+
+def _package(
+    model,
+    kind: str,
+    params: dict[str, object],
+    data_version: str,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    X_test: np.ndarray,
+    false_negative_cost: float,
+    refit_with,
+    trained_through: str | None,
+) -> TrainedModel:
+    """What every fit ends with: the ONNX export, the threshold on validation, the refit (when `refit_with`
+    is given: early-stopped model -> the model to register) and the parity of the registered model."""
+    best = int(model.best_iteration) if kind == "xgboost" else None
     onnx_bytes = to_onnx(model, len(matrix.FEATURE_COLUMNS))
     scorer = OnnxScorer(onnx_bytes)
     p_val = scorer.predict(X_val)
     threshold = metrics.choose_threshold(y_val, p_val, false_negative_cost=false_negative_cost)
-    evaluated_onnx, trained_on = None, train
-    if refit:
-        evaluated_onnx, trained_on = onnx_bytes, frame
-        model = refit_on(frame, kind, model, xgboost_params, logistic_params)
+    evaluated_onnx = None
+    if refit_with is not None:
+        evaluated_onnx = onnx_bytes
+        model = refit_with(model)
         onnx_bytes = to_onnx(model, len(matrix.FEATURE_COLUMNS))
         scorer = OnnxScorer(onnx_bytes)
     return TrainedModel(
         kind=kind,
         onnx=onnx_bytes,
         evaluated_onnx=evaluated_onnx,
-        trained_through=str(pd.Timestamp(trained_on["event_timestamp"].max()).isoformat())
-        if "event_timestamp" in trained_on
-        else None,
+        trained_through=trained_through,
         feature_columns=tuple(matrix.FEATURE_COLUMNS),
         threshold=float(threshold),
         params=params,
         validation_metrics=metrics.classification_metrics(y_val, p_val, threshold),
-        onnx_max_difference=float(
-            max_probability_difference(model, scorer, np.vstack([X_val, matrix.encode(split(frame, "test"))]))
-        ),
+        onnx_max_difference=float(max_probability_difference(model, scorer, np.vstack([X_val, X_test]))),
         feature_importance=_importance(model, kind),
         data_version=data_version,
         best_iteration=best,

@@ -73,17 +73,30 @@ class HistGradientBoostingParams:
         return asdict(self)
 
 
-def _check_training_data(X: np.ndarray, y: np.ndarray, split: str) -> None:
+def check_training_data(X: np.ndarray, y: np.ndarray, split: str) -> None:
     if len(X) != len(y):
         raise ValueError(f"{split}: {len(X)} feature rows but {len(y)} labels")
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{split}: needs both fraud and non-fraud rows, got only {np.unique(y).tolist()}")
+    check_both_classes(len(y), int(np.sum(y)), split)
+
+
+def check_both_classes(rows: int, positives: int, split: str) -> None:
+    if positives == 0 or positives == rows:
+        raise ValueError(f"{split}: needs both fraud and non-fraud rows, got only {[1] if positives else [0]}")
 
 
 def balancing_weight(y_train: np.ndarray) -> float:
     """Negatives over positives: the `scale_pos_weight` that makes both classes weigh the same."""
-    positives = int(np.sum(y_train))
-    return (len(y_train) - positives) / positives
+    return balancing_weight_of(len(y_train), int(np.sum(y_train)))
+
+
+def balancing_weight_of(rows: int, positives: int) -> float:
+    """`balancing_weight` from the counts alone (training in batches never holds every label at once)."""
+    return (rows - positives) / positives
+
+
+def positive_weight(params: XGBoostParams, rows: int, positives: int) -> float:
+    """The `scale_pos_weight` a fit uses: the configured one, else the balancing weight of its rows."""
+    return params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight_of(rows, positives)
 
 
 def train_xgboost(
@@ -99,8 +112,8 @@ def train_xgboost(
     number of trees that generalises forward. The returned model's `best_iteration` is the
     last tree kept; `predict_proba` and the ONNX export both use trees up to it.
     """
-    _check_training_data(X_train, y_train, "train")
-    _check_training_data(X_val, y_val, "validation")
+    check_training_data(X_train, y_train, "train")
+    check_training_data(X_val, y_val, "validation")
     model = _xgboost_classifier(
         params, y_train, early_stopping_rounds=params.early_stopping_rounds, eval_metric="aucpr"
     )
@@ -111,12 +124,17 @@ def train_xgboost(
 def train_xgboost_fixed(X: np.ndarray, y: np.ndarray, params: XGBoostParams) -> xgboost.XGBClassifier:
     """Fit exactly `params.n_estimators` trees, no early stopping: the refit on every labelled row, whose tree
     count an early-stopped fit already chose (there is no later split left to stop on)."""
-    _check_training_data(X, y, "refit")
+    check_training_data(X, y, "refit")
     return _xgboost_classifier(params, y).fit(X, y, verbose=False)
 
 
 def _xgboost_classifier(params: XGBoostParams, y_train: np.ndarray, **extra) -> xgboost.XGBClassifier:
-    """The classifier both fits build: the same parameters, seed and threads; `extra` adds early stopping."""
+    return xgboost_classifier(params, positive_weight(params, len(y_train), int(np.sum(y_train))), **extra)
+
+
+def xgboost_classifier(params: XGBoostParams, scale_pos_weight: float, **extra) -> xgboost.XGBClassifier:
+    """The classifier every fit builds, in memory or in batches: the same parameters, seed and threads;
+    `extra` adds early stopping."""
     import xgboost
 
     return xgboost.XGBClassifier(
@@ -127,7 +145,7 @@ def _xgboost_classifier(params: XGBoostParams, y_train: np.ndarray, **extra) -> 
         subsample=params.subsample,
         colsample_bytree=params.colsample_bytree,
         reg_lambda=params.reg_lambda,
-        scale_pos_weight=params.scale_pos_weight if params.scale_pos_weight is not None else balancing_weight(y_train),
+        scale_pos_weight=scale_pos_weight,
         objective="binary:logistic",
         tree_method="hist",
         random_state=params.seed,
@@ -142,7 +160,7 @@ def train_logistic(X_train: np.ndarray, y_train: np.ndarray, params: LogisticPar
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    _check_training_data(X_train, y_train, "train")
+    check_training_data(X_train, y_train, "train")
     model = Pipeline(
         [
             ("scale", StandardScaler()),
@@ -166,8 +184,8 @@ def train_hist_gradient_boosting(
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    _check_training_data(X_train, y_train, "train")
-    _check_training_data(X_val, y_val, "validation")
+    check_training_data(X_train, y_train, "train")
+    check_training_data(X_val, y_val, "validation")
     model = HistGradientBoostingClassifier(
         max_iter=params.max_iter,
         learning_rate=params.learning_rate,
