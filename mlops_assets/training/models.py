@@ -10,13 +10,14 @@ from pydantic import Field
 
 from mlops_assets.constants import TRAINING
 from mlops_assets.features.training_set import TRAINING_SET
-from mlops_core.features.offline import TRAINING_SET_TABLE, data_version, read_training_set
+from mlops_core.features.offline import DEFAULT_WAREHOUSE_MEMORY, TRAINING_SET_TABLE, data_version, read_training_set
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
-from mlops_core.training import matrix
-from mlops_core.training.candidates import TrainedModel, fit, split
+from mlops_core.training import in_batches, matrix
+from mlops_core.training.candidates import TrainedModel, fit, fit_from_warehouse, split
 from mlops_core.training.models import LogisticParams, XGBoostParams
 from mlops_core.training.onnx_export import OnnxScorer
+from mlops_core.warehouse import memory_limit
 from resources.registry import ModelRegistry
 
 MODEL_ARTIFACT = "model"
@@ -53,6 +54,12 @@ class XGBoostConfig(dg.Config):
         description="After early stopping on validation, fit again with the trees it kept on train, validation and "
         "test, and register that model: the newest labelled days reach the served model at once. The test metrics "
         "and the quality gates stay those of the early-stopped model, which never saw the test rows.",
+    )
+    in_batches: bool | None = Field(
+        default=None,
+        description="Read the training rows from the warehouse in batches into XGBoost's quantized matrix instead "
+        "of one pandas frame: memory follows the batch, not the training set. Default: in batches above "
+        f"{in_batches.IN_BATCHES_ABOVE_ROWS:,} training rows.",
     )
 
     def params(self) -> XGBoostParams:
@@ -150,21 +157,34 @@ def _metadata(trained: TrainedModel) -> dict:
 def fraud_model_candidate(
     context: dg.AssetExecutionContext, config: XGBoostConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
 ) -> TrainedModel:
-    """XGBoost trained on the point-in-time training set, early-stopped on the validation split, exported to ONNX."""
-    frame, version = load_training_set(warehouse)
-    trained = log_to_mlflow(
-        model_registry,
-        fit(
+    """XGBoost trained on the point-in-time training set, early-stopped on the validation split, exported to ONNX.
+    A large training set is read from the warehouse in batches (`in_batches`), never as one frame."""
+    with warehouse.get_connection() as con:
+        train_rows, _ = in_batches.split_counts(con, TRAINING_SET_TABLE, ["train"])
+        batched = config.in_batches if config.in_batches is not None else train_rows > in_batches.IN_BATCHES_ABOVE_ROWS
+        if batched:
+            # The batches are read in the training order: DuckDB's sort spills past the limit instead of growing.
+            with memory_limit(con, DEFAULT_WAREHOUSE_MEMORY):
+                trained, frame = fit_from_warehouse(
+                    con,
+                    TRAINING_SET_TABLE,
+                    data_version(con, TRAINING_SET_TABLE),
+                    xgboost_params=config.params(),
+                    false_negative_cost=config.false_negative_cost,
+                    refit=config.refit_on_all_rows,
+                )
+    if not batched:
+        frame, version = load_training_set(warehouse)
+        trained = fit(
             frame,
             "xgboost",
             version,
             xgboost_params=config.params(),
             false_negative_cost=config.false_negative_cost,
             refit=config.refit_on_all_rows,
-        ),
-        frame,
-    )
-    context.add_output_metadata(_metadata(trained))
+        )
+    trained = log_to_mlflow(model_registry, trained, frame)
+    context.add_output_metadata({**_metadata(trained), "trained_in_batches": batched, "train_rows": train_rows})
     return trained
 
 

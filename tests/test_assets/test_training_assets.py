@@ -115,6 +115,43 @@ def test_same_data_and_config_give_identical_predictions(settings):
     assert a.threshold == b.threshold and a.best_iteration == b.best_iteration and a.run_id != b.run_id
 
 
+def test_the_candidate_trained_in_batches_from_the_warehouse_is_the_in_memory_one(settings, monkeypatch):
+    """`in_batches` reads the training rows from DuckDB a batch at a time; on this history (an exact quantile
+    sketch) it must give the same trees, threshold and bookkeeping. The automatic choice is by training rows."""
+    resources = build_resources(settings)
+
+    def candidate(run_config: dict | None = None):
+        result = dg.materialize(
+            [fraud_model_candidate],
+            resources=resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {"fraud_model_candidate": {"config": run_config or {}}}},
+        )
+        metadata = result.asset_materializations_for_node("fraud_model_candidate")[0].metadata
+        return result.output_for_node("fraud_model_candidate"), metadata
+
+    in_memory, memory_metadata = candidate({"in_batches": False})
+    batched, batched_metadata = candidate({"in_batches": True})
+    assert memory_metadata["trained_in_batches"].value is False and batched_metadata["trained_in_batches"].value
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        test = con.execute("select * from features.training_set where split = 'test'").df()
+    X = matrix.encode(test)
+    assert (batched.scorer().predict(X) == in_memory.scorer().predict(X)).all()
+    assert (batched.evaluated_scorer().predict(X) == in_memory.evaluated_scorer().predict(X)).all()
+    assert (batched.threshold, batched.best_iteration, batched.trained_through, batched.data_version) == (
+        in_memory.threshold,
+        in_memory.best_iteration,
+        in_memory.trained_through,
+        in_memory.data_version,
+    )
+    # By default: in batches only above the threshold of training rows.
+    train_rows = batched_metadata["train_rows"].value
+    monkeypatch.setattr(model_assets.in_batches, "IN_BATCHES_ABOVE_ROWS", train_rows - 1)
+    assert candidate()[1]["trained_in_batches"].value is True
+    monkeypatch.setattr(model_assets.in_batches, "IN_BATCHES_ABOVE_ROWS", train_rows)
+    assert candidate()[1]["trained_in_batches"].value is False
+
+
 def test_a_rebuilt_training_set_gives_the_same_model(settings):
     """The training set is written by parallel threads, so its row order changes from build to build;
     the model must not (its subsample is seeded by row position)."""
