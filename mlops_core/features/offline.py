@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -303,96 +305,143 @@ def build_training_set(
     slices: int | None = 1,
     warehouse_memory: str | None = None,
     on_step: Callable[[str], None] | None = None,
+    staging_dir: str | Path | None = None,
 ) -> TrainingSetSummary:
     """Write `target`: one row per mature labelled transaction, features as of its event time.
 
-    `slices` > 1 builds the rows one account-hash slice at a time into a staging table: every window and the
-    account join are per account, so a slice holds every row its accounts' features read, and the table is the
-    same, row for row, as one pass's (tested). DuckDB then sorts one slice at a time, which bounds its memory.
-    None picks the count from the events (`slices_for`). The splits are cut afterwards, on all rows.
+    The rows are built one account-hash bucket at a time (`write_bucket`), each into its own Parquet file, and
+    the table is made of the files (`combine_buckets`). Every window, the account join and the labels are per
+    account, so a bucket holds every row its accounts' features read, and the table is the same, row for row,
+    whatever the count (tested). DuckDB then sorts one bucket at a time, which bounds its memory. `slices` is
+    the count; None picks it from the events (`slices_for`). The splits are cut afterwards, on all rows.
+    The training_set asset runs the same two functions as separate steps (one pod per bucket on Kubernetes).
 
     `warehouse_memory` caps DuckDB's memory for the build (`warehouse.memory_limit`): the steps that still see
-    every row (the labels at the cutoff, the split cut, the summary) then spill instead of growing with the
-    history. `on_step` is told the name of each step as it starts (the memory benchmark traces RSS by step).
+    every row (the split cut, the summary) then spill instead of growing with the history. `on_step` is told
+    the name of each step as it starts (the memory benchmark traces RSS by step). The bucket files go to a
+    temporary folder under `staging_dir` (default: the system's), removed when the build ends.
 
     Replaces the table in one transaction, so a failed build leaves the previous one.
     """
-    target = checked_identifier(target)
-    events, account_history, labels = (checked_identifier(x) for x in (events, account_history, labels))
     if slices is None:
         slices = slices_for(con, spec, events)
     if slices < 1:
         raise ValueError(f"slices must be >= 1 or None, got {slices}")
-    params = spec.entity_params
-    schema = checked_identifier(target.split(".")[0]) if "." in target else None
-    staging = f"{target}__staging"
-    if schema:
-        con.execute(f"create schema if not exists {schema}")
     step = on_step or (lambda name: None)
-    with memory_limit(con, warehouse_memory):
-        step("labels at cutoff")
-        # The labels known at the cutoff once, not once per slice (a hash aggregate over every label event).
-        con.execute(
-            f"create or replace temp table training_labels_at_cutoff as {labels_known_at_cutoff_sql(labels)}",
-            {"cutoff": params["cutoff"]},
-        )
-        try:
-            for index in range(slices):
-                step(f"slice {index + 1}/{slices}")
-                # Each slice is its own statement (and commit), so DuckDB frees one slice's sort before the next.
-                # A failure leaves only the staging table, which the next build replaces.
-                con.execute(
-                    f"""
-    {"create or replace table " + staging + " as" if index == 0 else "insert into " + staging}
-    with slice_events as (
-        -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
-        select * from {events}
-        where event_timestamp < $horizon and event_timestamp >= $history_start
-          and hash(account_id) % $slices = $slice
-    ),
-    slice_history as (
-        select * from {account_history} where hash(account_id) % $slices = $slice
-    )
-    select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
-    from ({point_in_time_features_sql("slice_events", "slice_history")}) as features
-    join training_labels_at_cutoff as labels using (transaction_id)
-    where features.event_timestamp < $horizon and features.event_timestamp >= $start
-    """,
-                    {
-                        "horizon": params["horizon"],
-                        "start": params["start"],
-                        "history_start": _history_start(spec),
-                        "slices": slices,
-                        "slice": index,
-                    },
-                )
-            step("splits")
-            with transaction(con):
-                con.execute(
-                    f"""
-    create or replace table {target} as
-    with bounds as (
-        select
-            quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
-            quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
-        from {staging}
-    )
-    select
-        entity.*,
-        case
-            when event_timestamp <= bounds.train_end then 'train'
-            when event_timestamp <= bounds.validation_end then 'validation'
-            else 'test'
-        end as split
-    from {staging} as entity, bounds
-    """
-                )
-                con.execute(f"drop table {staging}")
-        finally:
-            con.execute("drop table if exists training_labels_at_cutoff")
-            con.execute(f"drop table if exists {staging}")
+    with (
+        memory_limit(con, warehouse_memory),
+        tempfile.TemporaryDirectory(prefix="training_set_buckets_", dir=staging_dir) as folder,
+    ):
+        paths = []
+        for bucket in range(slices):
+            step(f"slice {bucket + 1}/{slices}")
+            paths.append(Path(folder) / bucket_file_name(bucket, slices))
+            write_bucket(con, spec, bucket, slices, paths[-1], events, account_history, labels)
+        step("splits")
+        combine_buckets(con, spec, paths, target)
         step("summary")
         return summarize_training_set(con, spec, target, events, labels)
+
+
+def bucket_file_name(bucket: int, buckets: int) -> str:
+    return f"bucket_{bucket:04d}_of_{buckets:04d}.parquet"
+
+
+def _sql_string(path: str | Path) -> str:
+    """A file path as a SQL string literal (COPY takes no bound parameter for its target)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def write_bucket(
+    con: duckdb.DuckDBPyConnection,
+    spec: TrainingSetSpec,
+    bucket: int,
+    buckets: int,
+    path: str | Path,
+    events: str = EVENTS_TABLE,
+    account_history: str = ACCOUNT_HISTORY_TABLE,
+    labels: str = LABEL_EVENTS_TABLE,
+) -> int:
+    """Write the training rows of the accounts with `hash(account_id) % buckets = bucket` to a Parquet file at
+    `path`; returns how many. Reads the warehouse only, so it runs beside other readers (a bucket step's pod).
+
+    Only the bucket's events before the horizon and within the windows' reach of the lookback are read, and
+    only the label events of those transactions: memory follows the bucket, not the history."""
+    events, account_history, labels = (checked_identifier(x) for x in (events, account_history, labels))
+    if not 0 <= bucket < buckets:
+        raise ValueError(f"bucket must be in [0, {buckets}), got {bucket}")
+    params = spec.entity_params
+    # The labels' SQL reads a named relation; the CTE holds only this bucket's transactions' label events.
+    known_labels = labels_known_at_cutoff_sql("bucket_label_events")
+    return con.execute(
+        f"""
+copy (
+with bucket_events as (
+    -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
+    select * from {events}
+    where event_timestamp < $horizon and event_timestamp >= $history_start
+      and hash(account_id) % $buckets = $bucket
+),
+bucket_history as (
+    select * from {account_history} where hash(account_id) % $buckets = $bucket
+),
+bucket_label_events as (
+    select * from {labels}
+    where transaction_id in (select transaction_id from bucket_events where event_timestamp >= $start)
+),
+bucket_labels as ({known_labels})
+select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
+from ({point_in_time_features_sql("bucket_events", "bucket_history")}) as features
+join bucket_labels as labels using (transaction_id)
+where features.event_timestamp < $horizon and features.event_timestamp >= $start
+) to {_sql_string(path)} (format parquet)
+""",
+        {
+            "horizon": params["horizon"],
+            "start": params["start"],
+            "cutoff": params["cutoff"],
+            "history_start": _history_start(spec),
+            "buckets": buckets,
+            "bucket": bucket,
+        },
+    ).fetchone()[0]
+
+
+def combine_buckets(
+    con: duckdb.DuckDBPyConnection, spec: TrainingSetSpec, paths: list[str | Path], target: str = TRAINING_SET_TABLE
+) -> None:
+    """Replace `target` with the rows of the bucket files, the time splits cut over all of them, in one
+    transaction: a failure leaves the previous table."""
+    target = checked_identifier(target)
+    if not paths:
+        raise ValueError("no bucket files to combine")
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"bucket files missing: {missing}")
+    schema = checked_identifier(target.split(".")[0]) if "." in target else None
+    if schema:
+        con.execute(f"create schema if not exists {schema}")
+    files = "[" + ", ".join(_sql_string(p) for p in paths) + "]"
+    with transaction(con):
+        con.execute(
+            f"""
+create or replace table {target} as
+with bounds as (
+    select
+        quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
+        quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
+    from read_parquet({files})
+)
+select
+    entity.*,
+    case
+        when event_timestamp <= bounds.train_end then 'train'
+        when event_timestamp <= bounds.validation_end then 'validation'
+        else 'test'
+    end as split
+from read_parquet({files}) as entity, bounds
+"""
+        )
 
 
 def summarize_training_set(

@@ -86,22 +86,21 @@ def assert_same_rows(actual: list[tuple], expected: list[tuple]) -> None:
 
 @pytest.mark.parametrize("lookback_days", [None, 40])
 @pytest.mark.parametrize("slices", [2, 3, 7, 64])
-def test_a_sliced_build_is_the_one_pass_table_row_for_row(slices, lookback_days):
+def test_a_sliced_build_is_the_one_pass_table_row_for_row(slices, lookback_days, tmp_path):
     events, snapshots, labels = nasty_history()
     spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45, lookback_days=lookback_days)
     con = reference.make_connection(events, snapshots, labels)
     try:
         one_pass = build_training_set(con, spec, slices=1)
         expected = table_rows(con)
-        sliced = build_training_set(con, spec, slices=slices)
+        sliced = build_training_set(con, spec, slices=slices, staging_dir=tmp_path)
         assert_same_rows(table_rows(con), expected)
         # The summary too: split bounds and counts. The data version hashes the floats' last bits, so it is
         # the same for the same slice count (a rebuild), not across slice counts.
         assert {**vars(sliced), "data_version": None} == {**vars(one_pass), "data_version": None}
         assert build_training_set(con, spec, slices=slices).data_version == sliced.data_version
         assert len(expected) > (300 if lookback_days else 800)
-        staging = con.execute("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchone()[0]
-        assert staging == 0, "the staging table is dropped once the build is committed"
+        assert not list(tmp_path.iterdir()), "the bucket files are removed once the build is committed"
     finally:
         con.close()
 
@@ -136,7 +135,7 @@ def test_sliced_rows_carry_the_features_an_independent_reference_computes_with_t
     reference.assert_features_match(rows, {t: expected_all[t] for t in kept}, "sliced build")
 
 
-def test_a_failing_sliced_build_leaves_the_previous_table_and_no_staging_table():
+def test_a_failing_sliced_build_leaves_the_previous_table_and_no_bucket_files(tmp_path):
     events, snapshots, labels = nasty_history(accounts=9, events_per_account=10)
     spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
     con = reference.make_connection(events, snapshots, labels)
@@ -145,10 +144,10 @@ def test_a_failing_sliced_build_leaves_the_previous_table_and_no_staging_table()
         before = table_rows(con)
         con.execute("drop table marts.account_history")
         with pytest.raises(Exception, match="account_history"):
-            build_training_set(con, spec, slices=3)
+            build_training_set(con, spec, slices=3, staging_dir=tmp_path)
         assert table_rows(con) == before
         assert offline.data_version(con) == before_summary.data_version
-        assert con.execute("select count(*) from duckdb_tables() where table_name like '%staging%'").fetchone()[0] == 0
+        assert not list(tmp_path.iterdir())
     finally:
         con.close()
 
@@ -205,7 +204,6 @@ def test_a_build_under_a_memory_limit_holds_it_in_every_step_gives_the_same_rows
 
         limited = build_training_set(con, spec, slices=3, warehouse_memory="48MB", on_step=record)
         assert [step for step, _ in seen] == [
-            "labels at cutoff",
             "slice 1/3",
             "slice 2/3",
             "slice 3/3",
@@ -231,5 +229,35 @@ def test_a_build_under_a_memory_limit_holds_it_in_every_step_gives_the_same_rows
             build_training_set(con, spec, slices=3, warehouse_memory="48MB")
         assert con.execute("select current_setting('memory_limit')").fetchone()[0] == before
         assert table_rows(con) == expected
+    finally:
+        con.close()
+
+
+def test_buckets_written_apart_and_combined_are_the_table_and_a_bad_bucket_file_changes_nothing(tmp_path):
+    """What the asset's bucket steps do, each with its own read-only connection: every row lands in exactly one
+    bucket file; a missing or corrupt file stops the combine with the previous table kept."""
+    events, snapshots, labels = nasty_history(accounts=11, events_per_account=20)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        build_training_set(con, spec, slices=1)
+        expected = table_rows(con)
+        paths = [tmp_path / offline.bucket_file_name(b, 4) for b in range(4)]
+        counts = [offline.write_bucket(con, spec, b, 4, path) for b, path in enumerate(paths)]
+        assert sum(counts) == len(expected) and min(counts) > 0
+        ids = [{r[0] for r in con.execute(f"select transaction_id from read_parquet('{p}')").fetchall()} for p in paths]
+        assert sum(len(i) for i in ids) == len(set().union(*ids)) == len(expected), "a row in two buckets"
+        con.execute("drop table features.training_set")
+        offline.combine_buckets(con, spec, paths)
+        assert_same_rows(table_rows(con), expected)
+
+        with pytest.raises(FileNotFoundError, match="bucket_0002_of_0004"):
+            offline.combine_buckets(con, spec, [paths[0], paths[1], tmp_path / "bucket_0002_of_0004.parquet.gone"])
+        paths[3].write_bytes(b"not parquet")
+        with pytest.raises(duckdb.Error):
+            offline.combine_buckets(con, spec, paths)
+        assert_same_rows(table_rows(con), expected)
+        with pytest.raises(ValueError, match=r"bucket must be in \[0, 4\), got 4"):
+            offline.write_bucket(con, spec, 4, 4, tmp_path / "x.parquet")
     finally:
         con.close()
