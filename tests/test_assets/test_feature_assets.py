@@ -150,3 +150,65 @@ def test_store_behind_the_warehouse_is_not_fresh(settings):
     finally:
         with duckdb.connect(str(settings.duckdb_path)) as con:
             con.execute("delete from marts.transactions_enriched where transaction_id = 't-late'")
+
+
+def test_the_training_set_in_buckets_is_one_step_per_bucket_and_the_same_table(settings):
+    """slices=3: a plan step, three bucket steps and the combine; the table and its data version are those of
+    one bucket (same rows; the data version may differ only in a float's last bit, so the rows are compared),
+    and the bucket files are gone once the table holds them."""
+
+    def build(slices: int):
+        config = {"ops": {"training_set": {"config": {"leakage_sample_size": 150, "slices": slices}}}}
+        result = dg.materialize(
+            [training_set],
+            resources=build_resources(settings),
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config=config,
+            raise_on_error=False,
+        )
+        assert result.success
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            rows = con.execute(
+                "select * exclude (split), split from features.training_set order by transaction_id"
+            ).fetchall()
+        return result, rows
+
+    one, rows_one = build(1)
+    three, rows_three = build(3)
+    steps = sorted({e.step_key for e in three.all_events if e.event_type_value == "STEP_SUCCESS"})
+    assert steps == [
+        "training_set.build_training_set_bucket[bucket_0]",
+        "training_set.build_training_set_bucket[bucket_1]",
+        "training_set.build_training_set_bucket[bucket_2]",
+        "training_set.combine_training_set",
+        "training_set.plan_training_set",
+    ]
+    metadata = three.asset_materializations_for_node("training_set")[0].metadata
+    assert metadata["slices"].value == 3 and len(metadata["rows_by_bucket"].value) == 3
+    assert sum(metadata["rows_by_bucket"].value) == metadata["dagster/row_count"].value == len(rows_one)
+    assert len(rows_three) == len(rows_one)
+    for a, b in zip(rows_three, rows_one):
+        assert a[0] == b[0]
+        for x, y in zip(a, b):
+            assert x == y or (isinstance(y, float) and abs(x - y) <= 1e-12 * max(1.0, abs(y))), (a[0], x, y)
+    assert all(check.passed for check in check_results(three).values())
+    assert not list((settings.home / "staging" / "training_set").iterdir()), "bucket files left behind"
+
+
+def test_a_failed_check_on_the_bucketed_training_set_stops_the_candidate(settings, monkeypatch):
+    from mlops_assets.training.models import fraud_model_candidate
+
+    honest = offline.point_in_time_features_sql
+    monkeypatch.setattr(
+        offline, "point_in_time_features_sql", lambda *a, **k: honest(*a, **k).replace("exclude group", "")
+    )
+    result = dg.materialize(
+        [training_set, fraud_model_candidate],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"training_set": {"config": {"leakage_sample_size": 150, "slices": 2}}}},
+        raise_on_error=False,
+    )
+    assert not check_results(result)[CHECK_POINT_IN_TIME].passed
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "fraud_model_candidate" not in materialized
