@@ -5,6 +5,8 @@ here. State is created by `mlops prepare` or, when a run starts, by the resource
 """
 
 import os
+import re
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -72,14 +74,38 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     }
 
 
+# The op that builds one bucket of the training set (mlops_assets/features/training_set.py): on Kubernetes each
+# is a pod, and its memory is set here from the production profile, not in code.
+TRAINING_BUCKET_OP = "build_training_set_bucket"
+# A bucket step's memory, requested and the limit: DuckDB's 2GB cap for the build (offline.DEFAULT_WAREHOUSE_MEMORY)
+# plus Python and Arrow (benchmarks/memory.py measures a bucket step's peak).
+DEFAULT_TRAINING_BUCKET_MEMORY = "3Gi"
+
+
+def k8s_executor_config(environ: Mapping[str, str] = os.environ) -> dict:
+    """k8s_job_executor's config: one step at a time (one DuckDB writer), and the bucket steps' memory from
+    MLOPS_TRAINING_BUCKET_MEMORY (a Kubernetes quantity, e.g. 3Gi), requested and as the limit so the scheduler
+    places each bucket pod where that much is free and the pod cannot grow past it."""
+    memory = environ.get("MLOPS_TRAINING_BUCKET_MEMORY", DEFAULT_TRAINING_BUCKET_MEMORY)
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?", memory):
+        raise ValueError(
+            f"MLOPS_TRAINING_BUCKET_MEMORY must be a Kubernetes memory quantity such as 3Gi, got {memory!r}"
+        )
+    resources = {"requests": {"memory": memory}, "limits": {"memory": memory}}
+    return {
+        "max_concurrent": 1,
+        "per_step_k8s_config": {TRAINING_BUCKET_OP: {"container_config": {"resources": resources}}},
+    }
+
+
 def build_executor() -> dg.ExecutorDefinition:
     """In process by default (one DuckDB writer, no per-step start-up). MLOPS_EXECUTOR=k8s runs each step
-    as its own Kubernetes Job (dagster-k8s), one at a time for the same reason."""
+    as its own Kubernetes Job (dagster-k8s), one at a time for the same reason (`k8s_executor_config`)."""
     choice = os.environ.get("MLOPS_EXECUTOR", "in_process")
     if choice == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured({"max_concurrent": 1}, name="k8s_job_executor")
+        return k8s_job_executor.configured(k8s_executor_config(), name="k8s_job_executor")
     if choice != "in_process":
         raise ValueError(f"MLOPS_EXECUTOR must be 'in_process' or 'k8s', got {choice!r}")
     return dg.in_process_executor

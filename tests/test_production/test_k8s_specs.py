@@ -430,6 +430,138 @@ def rendered(kubeconfig):
     }
 
 
+BUCKET_STEP = "training_set.build_training_set_bucket[bucket_1]"
+
+
+@pytest.fixture(scope="module")
+def bucket_step(kubeconfig, monkeypatch_module):
+    """The Job for one bucket step of the training set, in a run whose plan step yielded two buckets, with
+    k8s_job_executor configured as the code location configures it (`k8s_executor_config`) from a production
+    profile that asks 5Gi per bucket."""
+    from dagster._core.execution.plan.state import KnownExecutionState
+
+    from resources.environment import k8s_executor_config
+
+    monkeypatch_module.setenv("MLOPS_TRAINING_BUCKET_MEMORY", "5Gi")
+    executor_config = k8s_executor_config()
+    values = _values()
+    deployment = _user_deployment(values)
+    launcher_config = dict(chart_run_launcher(values)["config"])
+    launcher_config.update(load_incluster_config=False, kubeconfig_file=kubeconfig)
+    repository = ReconstructableRepository.for_module(
+        "mlops_assets.definitions",
+        "defs",
+        working_directory="/app",
+        container_image=_image(deployment),
+        container_context=chart_container_context(values, deployment),
+    )
+    recon_job = repository.get_reconstructable_job(TRAINING_JOB)
+    origin = recon_job.get_python_origin()
+    known_state = KnownExecutionState(
+        dynamic_mappings={"training_set.plan_training_set": {"result": ["bucket_0", "bucket_1"]}}
+    )
+    recorder = JobRecorder()
+    with instance_for_test(
+        overrides={"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher_config}}
+    ) as instance:
+        run = create_run_for_test(instance, job_name=TRAINING_JOB, job_code_origin=origin)
+        processed = process_config(
+            resolve_to_config_type(_K8S_EXECUTOR_CONFIG_SCHEMA),
+            {
+                **executor_config,
+                "job_namespace": NAMESPACE,
+                "load_incluster_config": False,
+                "kubeconfig_file": kubeconfig,
+            },
+        )
+        assert processed.success, processed.errors
+        executor = k8s_job_executor.executor_creation_fn(
+            InitExecutorContext(
+                job=recon_job, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance
+            )
+        )
+        # The plan as the run's orchestrator holds it once the plan step has yielded its two buckets.
+        plan = create_execution_plan(
+            recon_job,
+            step_keys_to_execute=["training_set.build_training_set_bucket[bucket_0]", BUCKET_STEP, STEP_KEY],
+            known_state=known_state,
+        )
+        assert {k for k in plan.step_keys_to_execute if "build_training_set_bucket" in k} == {
+            "training_set.build_training_set_bucket[bucket_0]",
+            BUCKET_STEP,
+        }
+        step_context = StepHandlerContext(
+            instance=instance,
+            plan_context=PlanOrchestrationContext(
+                plan_data=PlanData(
+                    job=recon_job,
+                    dagster_run=run,
+                    instance=instance,
+                    execution_plan=plan,
+                    raise_on_error=True,
+                    retry_mode=RetryMode.DISABLED,
+                ),
+                log_manager=create_context_free_log_manager(instance, run),
+                executor=executor,
+                output_capture=None,
+            ),
+            steps=[plan.get_step_by_key(BUCKET_STEP)],
+            execute_step_args=ExecuteStepArgs(origin, run.run_id, [BUCKET_STEP], known_state=known_state),
+        )
+        handler = K8sStepHandler(
+            image=None,
+            container_context=K8sContainerContext(namespace=NAMESPACE),
+            load_incluster_config=False,
+            kubeconfig_file=kubeconfig,
+            k8s_client_batch_api=recorder,
+            per_step_k8s_config=processed.value["per_step_k8s_config"],
+        )
+        list(handler.launch_step(step_context))
+        # Another step of the same run gets no bucket memory: the override is the bucket op's alone.
+        step_context_other = StepHandlerContext(
+            instance=instance,
+            plan_context=step_context._plan_context,
+            steps=[plan.get_step_by_key(STEP_KEY)],
+            execute_step_args=ExecuteStepArgs(origin, run.run_id, [STEP_KEY], known_state=known_state),
+        )
+        list(handler.launch_step(step_context_other))
+    (_, bucket_job), (_, other_job) = recorder.jobs
+    return {"bucket": _serialize(bucket_job), "other": _serialize(other_job)}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_each_training_set_bucket_is_a_pod_with_the_production_profiles_memory(bucket_step):
+    job = bucket_step["bucket"]
+    validate(job)
+    validate(pod_of(job), kubernetes_validate.utils.latest_version())
+    container = _container(job)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DAGSTER_RUN_STEP_KEY"] == BUCKET_STEP
+    assert container["args"][:3] == ["dagster", "api", "execute_step"]
+    # The bucket's memory, request and limit; the rest (the CPU request) is the run launcher's, as for every step.
+    launcher = _values()["runLauncher"]["config"]["k8sRunLauncher"]["resources"]
+    assert container["resources"]["requests"] == {**launcher.get("requests", {}), "memory": "5Gi"}
+    assert container["resources"]["limits"]["memory"] == "5Gi"
+    other = _container(bucket_step["other"]).get("resources", {})
+    assert other.get("requests", {}).get("memory") != "5Gi" and other.get("limits", {}).get("memory") != "5Gi"
+
+
+def test_the_bucket_memory_setting_is_a_kubernetes_quantity(monkeypatch):
+    from resources.environment import DEFAULT_TRAINING_BUCKET_MEMORY, k8s_executor_config
+
+    monkeypatch.delenv("MLOPS_TRAINING_BUCKET_MEMORY", raising=False)
+    resources = k8s_executor_config()["per_step_k8s_config"]["build_training_set_bucket"]["container_config"]
+    assert resources["resources"]["requests"]["memory"] == DEFAULT_TRAINING_BUCKET_MEMORY
+    for bad in ("3 GB", "3GB", "lots", ""):
+        with pytest.raises(ValueError, match="MLOPS_TRAINING_BUCKET_MEMORY must be a Kubernetes memory quantity"):
+            k8s_executor_config({"MLOPS_TRAINING_BUCKET_MEMORY": bad})
+
+
 def _container(job: dict) -> dict:
     (container,) = job["spec"]["template"]["spec"]["containers"]
     return container
