@@ -9,15 +9,16 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
-from mlops_assets.training.models import TRAINED_THROUGH_TAG, load_training_set
+from mlops_assets.training.models import TRAINED_THROUGH_TAG
 from mlops_core import registry
+from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
 from mlops_core.releases import GATES_ARTIFACT
 from mlops_core.training import gates as g
-from mlops_core.training import matrix
-from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate, split
-from mlops_core.training.model_card import MODEL_CARD_ARTIFACT, ModelCard, render_markdown, split_windows
+from mlops_core.training import in_batches, matrix
+from mlops_core.training.candidates import Evaluation, TrainedModel, evaluate
+from mlops_core.training.model_card import MODEL_CARD_ARTIFACT, ModelCard, render_markdown
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.training.report import markdown_tables, plots, render_html
 from resources.registry import ModelRegistry
@@ -123,7 +124,7 @@ def champion_test_metrics(model_registry: ModelRegistry) -> dict[str, float] | N
     return recorded if "auc_pr" in recorded else None
 
 
-def model_card(candidate: TrainedModel, evaluation: Evaluation, frame, label_maturity_days: int) -> str:
+def model_card(candidate: TrainedModel, evaluation: Evaluation, windows, label_maturity_days: int) -> str:
     """The candidate's model card (mlops_core/training/model_card.py) as Markdown, from its evaluation."""
     project = fraud_project()
     return render_markdown(
@@ -140,7 +141,7 @@ def model_card(candidate: TrainedModel, evaluation: Evaluation, frame, label_mat
             trained_through=candidate.trained_through,
             refit=candidate.evaluated_onnx is not None,
             label_maturity_days=label_maturity_days,
-            windows=split_windows(frame),
+            windows=windows,
             report=evaluation.report,
             run_id=candidate.run_id,
         )
@@ -174,11 +175,16 @@ def candidate_evaluation(
 ):
     """Candidate vs champion vs baseline on the same frozen test split: metrics, segments, plots, latency,
     and the quality gates. Writes a self-contained HTML report and logs it to the candidate's MLflow run."""
-    frame, _ = load_training_set(warehouse)
+    # Only the test split as a frame, and the splits' counts from DuckDB: the training rows never load here.
+    with warehouse.get_connection() as con:
+        test = in_batches.read_splits(con, TRAINING_SET_TABLE, ["test"])
+        windows = in_batches.split_windows_in(con, TRAINING_SET_TABLE)
+    if test.empty:
+        raise ValueError("the training set has no rows in split 'test'")
     client = model_registry.client()
     evaluation = evaluate(
         fraud_model_candidate,
-        split(frame, "test"),
+        test,
         config.thresholds(),
         baseline=baseline_model,
         champion=champion_scorer(model_registry),
@@ -199,7 +205,6 @@ def candidate_evaluation(
     client.log_artifact(fraud_model_candidate.run_id, str(path), "evaluation")
     # The test split as the model that never saw it scored it: estimated_performance calibrates on it once this
     # candidate is the champion (CBPE's reference, mlops_core/monitoring/cbpe.py).
-    test = split(frame, "test")
     client.log_dict(
         fraud_model_candidate.run_id,
         {
@@ -211,7 +216,7 @@ def candidate_evaluation(
         },
         CBPE_REFERENCE_ARTIFACT,
     )
-    card = model_card(fraud_model_candidate, evaluation, frame, settings.get().label_maturity_days)
+    card = model_card(fraud_model_candidate, evaluation, windows, settings.get().label_maturity_days)
     card_path = reports_dir / f"model-card-{fraud_model_candidate.run_id}.md"
     card_path.write_text(card)
     client.log_text(fraud_model_candidate.run_id, card, MODEL_CARD_ARTIFACT)

@@ -106,3 +106,14 @@ def test_bad_inputs_are_named(con):
     con.execute(f"delete from {TABLE} where split = 'test'")
     with pytest.raises(ValueError, match="no rows in split 'test'"):
         fit_from_warehouse(con, TABLE, "v1", xgboost_params=dataclasses.replace(PARAMS))
+
+
+def test_split_windows_counted_by_duckdb_are_the_frames(frame, con):
+    """The evaluation's model card takes its split windows from DuckDB; they must read as the frame's did."""
+    from mlops_core.training.model_card import split_windows
+
+    assert in_batches.split_windows_in(con, TABLE) == split_windows(frame)
+    con.execute(f"update {TABLE} set is_fraud = true where transaction_id = (select max(transaction_id) from {TABLE})")
+    changed = frame.copy()
+    changed.loc[changed["transaction_id"].idxmax(), "is_fraud"] = True
+    assert in_batches.split_windows_in(con, TABLE) == split_windows(changed) != split_windows(frame)
