@@ -7,6 +7,7 @@ pickled estimator: evaluation and serving both score the exported graph.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -134,10 +135,12 @@ def fit_from_warehouse(
     false_negative_cost: float = 20.0,
     refit: bool = False,
     batch_rows: int = in_batches.BATCH_ROWS,
+    dask: DaskEngine | None = None,
 ) -> tuple[TrainedModel, pd.DataFrame]:
     """`fit` of the XGBoost candidate with its training rows read from the warehouse table in batches
     (`in_batches`): the training split (and, with `refit`, every split) is never one pandas frame. Only the
     validation and test splits are read whole, for early stopping, the threshold and the ONNX parity.
+    With `dask`, the batches train on a Dask cluster (`distributed`) instead of in this process.
     Returns the model and the validation rows (the MLflow input example comes from them)."""
     validation = in_batches.read_splits(con, table, ["validation"])
     if validation.empty:
@@ -146,27 +149,52 @@ def fit_from_warehouse(
     X_test = matrix.encode(in_batches.read_splits(con, table, ["test"]))
     if len(X_test) == 0:
         raise ValueError("the training set has no rows in split 'test'")
-    model = in_batches.train_xgboost_in_batches(con, table, X_val, y_val, xgboost_params, ("train",), batch_rows)
-    trained_on = SPLITS if refit else ("train",)
+    with contextlib.ExitStack() as stack:
+        if dask is None:
 
-    def refit_in_batches(early_stopped):
-        trees = int(early_stopped.best_iteration) + 1
-        fixed = dataclasses.replace(xgboost_params, n_estimators=trees)
-        return in_batches.train_xgboost_in_batches(con, table, None, None, fixed, SPLITS, batch_rows)
+            def train(X_v, y_v, params, splits):
+                return in_batches.train_xgboost_in_batches(con, table, X_v, y_v, params, splits, batch_rows)
 
-    trained = _package(
-        model,
-        "xgboost",
-        xgboost_params.as_dict(),
-        data_version,
-        X_val,
-        y_val,
-        X_test,
-        false_negative_cost,
-        refit_with=refit_in_batches if refit else None,
-        trained_through=in_batches.newest_event(con, table, trained_on),
-    )
+        else:
+            from mlops_core.training import distributed
+
+            client = stack.enter_context(distributed.dask_client(dask.workers, dask.scheduler))
+
+            def train(X_v, y_v, params, splits):
+                return distributed.train_xgboost_dask(
+                    client, con, table, X_v, y_v, params, splits, batch_rows, dask.staging_dir
+                )
+
+        model = train(X_val, y_val, xgboost_params, ("train",))
+        trained_on = SPLITS if refit else ("train",)
+
+        def refit_in_batches(early_stopped):
+            trees = int(early_stopped.best_iteration) + 1
+            return train(None, None, dataclasses.replace(xgboost_params, n_estimators=trees), SPLITS)
+
+        trained = _package(
+            model,
+            "xgboost",
+            {**xgboost_params.as_dict(), **({"dask_workers": dask.workers} if dask else {})},
+            data_version,
+            X_val,
+            y_val,
+            X_test,
+            false_negative_cost,
+            refit_with=refit_in_batches if refit else None,
+            trained_through=in_batches.newest_event(con, table, trained_on),
+        )
     return trained, validation
+
+
+@dataclass(frozen=True)
+class DaskEngine:
+    """Where `fit_from_warehouse` trains with Dask: a LocalCluster of `workers`, or the cluster at `scheduler`;
+    the staged batches go under `staging_dir` (a folder every worker reads)."""
+
+    workers: int = 2
+    scheduler: str | None = None
+    staging_dir: str | None = None
 
 
 def _package(
