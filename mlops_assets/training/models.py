@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import os
+from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -14,11 +17,12 @@ from mlops_core.features.offline import DEFAULT_WAREHOUSE_MEMORY, TRAINING_SET_T
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
 from mlops_core.training import in_batches, matrix
-from mlops_core.training.candidates import TrainedModel, fit, fit_from_warehouse, split
+from mlops_core.training.candidates import DaskEngine, TrainedModel, fit, fit_from_warehouse, split
 from mlops_core.training.models import LogisticParams, XGBoostParams
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.warehouse import memory_limit
 from resources.registry import ModelRegistry
+from resources.settings import SettingsResource
 
 MODEL_ARTIFACT = "model"
 # MLflow run tag: the newest event the registered model learnt from (a champion is compared after it).
@@ -62,6 +66,14 @@ class XGBoostConfig(dg.Config):
         f"{in_batches.IN_BATCHES_ABOVE_ROWS:,} training rows.",
     )
 
+    training_engine: Literal["in_process", "dask"] = Field(
+        default="in_process",
+        description="Where the candidate trains: in this process, or on a Dask cluster (xgboost.dask) with the "
+        "training rows read from the warehouse in batches: a LocalCluster of dask_workers processes, or the cluster "
+        "at MLOPS_DASK_SCHEDULER when it is set (docs/production.md).",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster the dask engine starts.")
+
     def params(self) -> XGBoostParams:
         return XGBoostParams(
             n_estimators=self.n_estimators,
@@ -89,6 +101,13 @@ class LogisticConfig(dg.Config):
 
     def params(self) -> LogisticParams:
         return LogisticParams(C=self.C, class_weight="balanced" if self.balanced else None, max_iter=self.max_iter)
+
+
+def staging_folder(settings: SettingsResource) -> Path:
+    """Where the dask engine stages the training batches: on the state volume, which every worker mounts."""
+    folder = Path(settings.get().home) / "staging" / "dask"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def load_training_set(warehouse: DuckDBResource):
@@ -155,13 +174,28 @@ def _metadata(trained: TrainedModel) -> dict:
     kinds={"xgboost", "mlflow", "onnx"},
 )
 def fraud_model_candidate(
-    context: dg.AssetExecutionContext, config: XGBoostConfig, warehouse: DuckDBResource, model_registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    config: XGBoostConfig,
+    warehouse: DuckDBResource,
+    model_registry: ModelRegistry,
+    settings: SettingsResource,
 ) -> TrainedModel:
     """XGBoost trained on the point-in-time training set, early-stopped on the validation split, exported to ONNX.
     A large training set is read from the warehouse in batches (`in_batches`), never as one frame."""
+    dask = (
+        DaskEngine(
+            workers=config.dask_workers,
+            scheduler=os.environ.get("MLOPS_DASK_SCHEDULER") or None,
+            staging_dir=str(staging_folder(settings)),
+        )
+        if config.training_engine == "dask"
+        else None
+    )
     with warehouse.get_connection() as con:
         train_rows, _ = in_batches.split_counts(con, TRAINING_SET_TABLE, ["train"])
         batched = config.in_batches if config.in_batches is not None else train_rows > in_batches.IN_BATCHES_ABOVE_ROWS
+        # Dask workers read the rows as the batches stage them: the dask engine always trains in batches.
+        batched = batched or dask is not None
         if batched:
             # The batches are read in the training order: DuckDB's sort spills past the limit instead of growing.
             with memory_limit(con, DEFAULT_WAREHOUSE_MEMORY):
@@ -172,6 +206,7 @@ def fraud_model_candidate(
                     xgboost_params=config.params(),
                     false_negative_cost=config.false_negative_cost,
                     refit=config.refit_on_all_rows,
+                    dask=dask,
                 )
     if not batched:
         frame, version = load_training_set(warehouse)
@@ -184,7 +219,15 @@ def fraud_model_candidate(
             refit=config.refit_on_all_rows,
         )
     trained = log_to_mlflow(model_registry, trained, frame)
-    context.add_output_metadata({**_metadata(trained), "trained_in_batches": batched, "train_rows": train_rows})
+    context.add_output_metadata(
+        {
+            **_metadata(trained),
+            "trained_in_batches": batched,
+            "train_rows": train_rows,
+            "training_engine": config.training_engine,
+            "dask_cluster": (dask.scheduler or f"LocalCluster, {dask.workers} worker(s)") if dask else "-",
+        }
+    )
     return trained
 
 

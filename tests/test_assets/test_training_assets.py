@@ -152,6 +152,30 @@ def test_the_candidate_trained_in_batches_from_the_warehouse_is_the_in_memory_on
     assert candidate()[1]["trained_in_batches"].value is False
 
 
+def test_the_candidate_trained_on_one_dask_worker_is_the_in_process_one(settings):
+    """training_engine: dask with one worker of a LocalCluster sees every batch in order: the same trees."""
+    resources = build_resources(settings)
+    results = [
+        dg.materialize(
+            [fraud_model_candidate],
+            resources=resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {"fraud_model_candidate": {"config": config}}},
+        )
+        for config in ({}, {"training_engine": "dask", "dask_workers": 1})
+    ]
+    local, on_dask = (r.output_for_node("fraud_model_candidate") for r in results)
+    metadata = results[1].asset_materializations_for_node("fraud_model_candidate")[0].metadata
+    assert metadata["training_engine"].value == "dask" and metadata["trained_in_batches"].value is True
+    assert metadata["dask_cluster"].value == "LocalCluster, 1 worker(s)"
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        test = con.execute("select * from features.training_set where split = 'test'").df()
+    X = matrix.encode(test)
+    assert abs(on_dask.scorer().predict(X) - local.scorer().predict(X)).max() < 1e-6
+    assert (on_dask.best_iteration, on_dask.threshold) == (local.best_iteration, local.threshold)
+    assert not list((settings.home / "staging" / "dask").iterdir())
+
+
 def test_a_rebuilt_training_set_gives_the_same_model(settings):
     """The training set is written by parallel threads, so its row order changes from build to build;
     the model must not (its subsample is seeded by row position)."""
