@@ -115,7 +115,7 @@ def _fold_slices(peaks: dict[str, float]) -> dict[str, float]:
 
 
 def run_leg(db: Path, slices: int | None, warehouse_memory: str | None) -> dict:
-    out = WORK / f"{db.stem}-{'auto' if slices is None else slices}.json"
+    out = WORK / f"{db.stem}-{'auto' if slices is None else slices}-{warehouse_memory or 'default'}.json"
     argv = [sys.executable, __file__, "--leg", str(db), "--out-json", str(out)]
     if slices is not None:
         argv += ["--slices", str(slices)]
@@ -130,6 +130,48 @@ def same_values(a: dict, b: dict) -> bool:
     )
 
 
+def fixed_buckets(args) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    out_rows = []
+    for rows in (int(r) for r in args.rows.split(",")):
+        db = WORK / f"tx{rows}.duckdb"
+        if not db.exists():
+            synthesize(db, rows, accounts=max(1000, rows // 100))
+        legs = {n: run_leg(db, n, args.warehouse_memory) for n in (int(b) for b in args.fixed_buckets.split(","))}
+        first = legs[min(legs)]
+        for n, result in legs.items():
+            print(
+                f"{rows:,} in {n} bucket(s): {result['seconds']:.1f} s, peak {result['peak_rss_mb']:,.0f} MB, "
+                f"by step {result['peak_rss_mb_by_step']}, same values as {min(legs)}: {same_values(result, first)}",
+                flush=True,
+            )
+            out_rows.append(
+                row(
+                    f"memory_training_set_build_{rows}_rows_{n}_buckets",
+                    ours=result["peak_rss_mb"],
+                    peer=first["peak_rss_mb"],
+                    peer_name=f"the same build in {min(legs)} bucket(s), same run",
+                    ratio="peer/ours",
+                    meaning=f"times less memory than {min(legs)} bucket(s)",
+                    unit="MB peak RSS",
+                    goal=None,
+                    met=None,
+                    details={
+                        "buckets": n,
+                        "seconds": round(result["seconds"], 1),
+                        "seconds_in_fewest_buckets": round(first["seconds"], 1),
+                        "peak_rss_mb_by_step": result["peak_rss_mb_by_step"],
+                        "warehouse_memory": result["warehouse_memory"],
+                        "same_values": same_values(result, first),
+                        "load_average_at_end": os.getloadavg(),
+                    },
+                )
+            )
+        db.unlink()
+    record(out_rows)
+    show(out_rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="1000000,10000000,30000000")
@@ -142,7 +184,16 @@ def main() -> None:
         default=offline.DEFAULT_WAREHOUSE_MEMORY,
         help="DuckDB's memory limit for the sliced build (the asset's default); the one-pass peer keeps DuckDB's own",
     )
+    parser.add_argument(
+        "--fixed-buckets",
+        default="",
+        help="e.g. 1,2,4: instead of the automatic count against one pass, build each size with each of these "
+        "bucket counts (same DuckDB limit) and record a row per count: how per-bucket memory and time scale",
+    )
     args = parser.parse_args()
+    if args.fixed_buckets and not args.leg:
+        fixed_buckets(args)
+        return
     if args.leg:
         leg(
             Path(args.leg),

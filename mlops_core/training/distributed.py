@@ -96,24 +96,14 @@ def train_xgboost_dask(
     import xgboost
     import xgboost.dask
 
-    from mlops_core.training.models import check_both_classes, check_training_data, positive_weight, xgboost_classifier
-
-    rows, frauds = in_batches.split_counts(con, table, splits)
-    check_both_classes(rows, frauds, "+".join(splits))
+    booster_params = in_batches.booster_params_for(con, table, splits, params, X_val, y_val)
     early_stopping = X_val is not None
-    template = xgboost_classifier(
-        params,
-        positive_weight(params, rows, frauds),
-        **({"early_stopping_rounds": params.early_stopping_rounds, "eval_metric": "aucpr"} if early_stopping else {}),
-    )
-    booster_params = {k: v for k, v in template.get_xgb_params().items() if v is not None}
     folder = Path(tempfile.mkdtemp(prefix="dask_training_", dir=staging_dir))
     try:
         X, y = _staged_arrays(con, table, splits, folder, batch_rows)
         train = xgboost.dask.DaskQuantileDMatrix(client, X, y, max_bin=256)
         evals = []
         if early_stopping:
-            check_training_data(X_val, y_val, "validation")
             chunk = max(1, min(len(X_val), batch_rows))
             evals = [
                 (

@@ -138,6 +138,33 @@ def quantile_matrix(
     return xgboost.QuantileDMatrix(_Batches(), max_bin=256)
 
 
+def booster_params_for(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    splits: Sequence[str],
+    params: XGBoostParams,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+) -> dict[str, object]:
+    """XGBoost's parameters for a fit on the rows of `splits`, taken from the XGBClassifier the in-memory path
+    builds (the balancing weight from the rows' counts; early stopping's metric when a validation set is
+    given), after checking that the rows and the validation set hold both classes."""
+    from mlops_core.training.models import check_both_classes, check_training_data, positive_weight, xgboost_classifier
+
+    rows, frauds = split_counts(con, table, splits)
+    check_both_classes(rows, frauds, "+".join(splits))
+    if X_val is not None:
+        check_training_data(X_val, y_val, "validation")
+    template = xgboost_classifier(
+        params,
+        positive_weight(params, rows, frauds),
+        **(
+            {"early_stopping_rounds": params.early_stopping_rounds, "eval_metric": "aucpr"} if X_val is not None else {}
+        ),
+    )
+    return {k: v for k, v in template.get_xgb_params().items() if v is not None}
+
+
 def train_xgboost_in_batches(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -154,22 +181,10 @@ def train_xgboost_in_batches(
     back as one, so the ONNX export, the importances and `best_iteration` work the same."""
     import xgboost
 
-    from mlops_core.training.models import check_both_classes, check_training_data, positive_weight, xgboost_classifier
-
-    rows, frauds = split_counts(con, table, splits)
-    check_both_classes(rows, frauds, "+".join(splits))
+    booster_params = booster_params_for(con, table, splits, params, X_val, y_val)
     early_stopping = X_val is not None
-    template = xgboost_classifier(
-        params,
-        positive_weight(params, rows, frauds),
-        **({"early_stopping_rounds": params.early_stopping_rounds, "eval_metric": "aucpr"} if early_stopping else {}),
-    )
     train = quantile_matrix(con, table, splits, batch_rows)
-    evals = []
-    if early_stopping:
-        check_training_data(X_val, y_val, "validation")
-        evals = [(xgboost.QuantileDMatrix(X_val, label=y_val, ref=train), "validation")]
-    booster_params = {k: v for k, v in template.get_xgb_params().items() if v is not None}
+    evals = [(xgboost.QuantileDMatrix(X_val, label=y_val, ref=train), "validation")] if early_stopping else []
     booster = xgboost.train(
         booster_params,
         train,

@@ -340,16 +340,8 @@ def kubeconfig(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def rendered(kubeconfig):
-    """The run Job (K8sRunLauncher.launch_run) and a step Job (K8sStepHandler.launch_step) for
-    training_job of the real code location, configured exactly as the chart configures them."""
-    values = _values()
-    deployment = _user_deployment(values)
-    launcher_config = dict(chart_run_launcher(values)["config"])
-    # In the cluster: in-cluster config. Here: a kubeconfig that is never contacted.
-    launcher_config.update(load_incluster_config=False, kubeconfig_file=kubeconfig)
-
+def _training_job(values: dict, deployment: dict):
+    """training_job of the real code location as the chart's code server serves it: (job, its origin)."""
     repository = ReconstructableRepository.for_module(
         "mlops_assets.definitions",
         "defs",
@@ -360,9 +352,59 @@ def rendered(kubeconfig):
     recon_job = repository.get_reconstructable_job(TRAINING_JOB)
     origin = recon_job.get_python_origin()
     # The code server in the image reports its own interpreter, not this test's.
-    origin = origin._replace(
+    return recon_job, origin._replace(
         repository_origin=origin.repository_origin._replace(executable_path="/app/.venv/bin/python")
     )
+
+
+def _k8s_executor(recon_job, instance, executor_config: dict, kubeconfig: str):
+    """k8s_job_executor built from `executor_config` as a run's would be: (executor, its processed config)."""
+    processed = process_config(
+        resolve_to_config_type(_K8S_EXECUTOR_CONFIG_SCHEMA),
+        {**executor_config, "load_incluster_config": False, "kubeconfig_file": kubeconfig},
+    )
+    assert processed.success, processed.errors
+    executor = k8s_job_executor.executor_creation_fn(
+        InitExecutorContext(
+            job=recon_job, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance
+        )
+    )
+    return executor, processed.value
+
+
+def _step_context(instance, recon_job, run, executor, plan, origin, step_key: str, known_state=None):
+    """What K8sStepHandler.launch_step gets for `step_key` of `plan`."""
+    return StepHandlerContext(
+        instance=instance,
+        plan_context=PlanOrchestrationContext(
+            plan_data=PlanData(
+                job=recon_job,
+                dagster_run=run,
+                instance=instance,
+                execution_plan=plan,
+                raise_on_error=True,
+                retry_mode=RetryMode.DISABLED,
+            ),
+            log_manager=create_context_free_log_manager(instance, run),
+            executor=executor,
+            output_capture=None,
+        ),
+        steps=[plan.get_step_by_key(step_key)],
+        execute_step_args=ExecuteStepArgs(origin, run.run_id, [step_key], known_state=known_state),
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(kubeconfig):
+    """The run Job (K8sRunLauncher.launch_run) and a step Job (K8sStepHandler.launch_step) for
+    training_job of the real code location, configured exactly as the chart configures them."""
+    values = _values()
+    deployment = _user_deployment(values)
+    launcher_config = dict(chart_run_launcher(values)["config"])
+    # In the cluster: in-cluster config. Here: a kubeconfig that is never contacted.
+    launcher_config.update(load_incluster_config=False, kubeconfig_file=kubeconfig)
+
+    recon_job, origin = _training_job(values, deployment)
 
     recorder = JobRecorder()
     with instance_for_test(
@@ -374,38 +416,9 @@ def rendered(kubeconfig):
         launcher.register_instance(instance)
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
 
-        processed = process_config(
-            resolve_to_config_type(_K8S_EXECUTOR_CONFIG_SCHEMA),
-            {**STEP_EXECUTOR_CONFIG, "load_incluster_config": False, "kubeconfig_file": kubeconfig},
-        )
-        assert processed.success, processed.errors
-        executor = k8s_job_executor.executor_creation_fn(
-            InitExecutorContext(
-                job=recon_job,
-                executor_def=k8s_job_executor,
-                executor_config=processed.value,
-                instance=instance,
-            )
-        )
+        executor, _ = _k8s_executor(recon_job, instance, STEP_EXECUTOR_CONFIG, kubeconfig)
         plan = create_execution_plan(recon_job)
-        step_context = StepHandlerContext(
-            instance=instance,
-            plan_context=PlanOrchestrationContext(
-                plan_data=PlanData(
-                    job=recon_job,
-                    dagster_run=run,
-                    instance=instance,
-                    execution_plan=plan,
-                    raise_on_error=True,
-                    retry_mode=RetryMode.DISABLED,
-                ),
-                log_manager=create_context_free_log_manager(instance, run),
-                executor=executor,
-                output_capture=None,
-            ),
-            steps=[plan.get_step_by_key(STEP_KEY)],
-            execute_step_args=ExecuteStepArgs(origin, run.run_id, [STEP_KEY]),
-        )
+        step_context = _step_context(instance, recon_job, run, executor, plan, origin, STEP_KEY)
         handler = K8sStepHandler(
             image=None,
             container_context=K8sContainerContext(
@@ -448,15 +461,7 @@ def bucket_step(kubeconfig, monkeypatch_module):
     deployment = _user_deployment(values)
     launcher_config = dict(chart_run_launcher(values)["config"])
     launcher_config.update(load_incluster_config=False, kubeconfig_file=kubeconfig)
-    repository = ReconstructableRepository.for_module(
-        "mlops_assets.definitions",
-        "defs",
-        working_directory="/app",
-        container_image=_image(deployment),
-        container_context=chart_container_context(values, deployment),
-    )
-    recon_job = repository.get_reconstructable_job(TRAINING_JOB)
-    origin = recon_job.get_python_origin()
+    recon_job, origin = _training_job(values, deployment)
     known_state = KnownExecutionState(
         dynamic_mappings={"training_set.plan_training_set": {"result": ["bucket_0", "bucket_1"]}}
     )
@@ -465,20 +470,8 @@ def bucket_step(kubeconfig, monkeypatch_module):
         overrides={"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher_config}}
     ) as instance:
         run = create_run_for_test(instance, job_name=TRAINING_JOB, job_code_origin=origin)
-        processed = process_config(
-            resolve_to_config_type(_K8S_EXECUTOR_CONFIG_SCHEMA),
-            {
-                **executor_config,
-                "job_namespace": NAMESPACE,
-                "load_incluster_config": False,
-                "kubeconfig_file": kubeconfig,
-            },
-        )
-        assert processed.success, processed.errors
-        executor = k8s_job_executor.executor_creation_fn(
-            InitExecutorContext(
-                job=recon_job, executor_def=k8s_job_executor, executor_config=processed.value, instance=instance
-            )
+        executor, processed = _k8s_executor(
+            recon_job, instance, {**executor_config, "job_namespace": NAMESPACE}, kubeconfig
         )
         # The plan as the run's orchestrator holds it once the plan step has yielded its two buckets.
         plan = create_execution_plan(
@@ -490,40 +483,18 @@ def bucket_step(kubeconfig, monkeypatch_module):
             "training_set.build_training_set_bucket[bucket_0]",
             BUCKET_STEP,
         }
-        step_context = StepHandlerContext(
-            instance=instance,
-            plan_context=PlanOrchestrationContext(
-                plan_data=PlanData(
-                    job=recon_job,
-                    dagster_run=run,
-                    instance=instance,
-                    execution_plan=plan,
-                    raise_on_error=True,
-                    retry_mode=RetryMode.DISABLED,
-                ),
-                log_manager=create_context_free_log_manager(instance, run),
-                executor=executor,
-                output_capture=None,
-            ),
-            steps=[plan.get_step_by_key(BUCKET_STEP)],
-            execute_step_args=ExecuteStepArgs(origin, run.run_id, [BUCKET_STEP], known_state=known_state),
-        )
+        step_context = _step_context(instance, recon_job, run, executor, plan, origin, BUCKET_STEP, known_state)
         handler = K8sStepHandler(
             image=None,
             container_context=K8sContainerContext(namespace=NAMESPACE),
             load_incluster_config=False,
             kubeconfig_file=kubeconfig,
             k8s_client_batch_api=recorder,
-            per_step_k8s_config=processed.value["per_step_k8s_config"],
+            per_step_k8s_config=processed["per_step_k8s_config"],
         )
         list(handler.launch_step(step_context))
         # Another step of the same run gets no bucket memory: the override is the bucket op's alone.
-        step_context_other = StepHandlerContext(
-            instance=instance,
-            plan_context=step_context._plan_context,
-            steps=[plan.get_step_by_key(STEP_KEY)],
-            execute_step_args=ExecuteStepArgs(origin, run.run_id, [STEP_KEY], known_state=known_state),
-        )
+        step_context_other = _step_context(instance, recon_job, run, executor, plan, origin, STEP_KEY, known_state)
         list(handler.launch_step(step_context_other))
     (_, bucket_job), (_, other_job) = recorder.jobs
     return {"bucket": _serialize(bucket_job), "other": _serialize(other_job)}

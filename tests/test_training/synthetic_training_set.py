@@ -51,3 +51,16 @@ def make_training_frame(n_rows: int = 3000, seed: int = 0, shuffle_labels: bool 
 
 def split_matrices(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {split: (matrix.encode(part), matrix.labels(part)) for split, part in frame.groupby("split", sort=False)}
+
+
+def warehouse_of(frame: pd.DataFrame, table: str = "features.training_set", seed: int = 3):
+    """An in-memory DuckDB holding `frame` as `table`, its rows written shuffled: a reader that forgets the
+    training order gets another order, not the right one by luck."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute(f"create schema if not exists {table.split('.')[0]}")
+    shuffled = frame.sample(frac=1.0, random_state=seed)  # noqa: F841  (read by DuckDB below)
+    con.execute(f"create table {table} as select * from shuffled")
+    return con

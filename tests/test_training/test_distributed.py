@@ -4,10 +4,9 @@ One worker sees every batch in order, as the in-process fit does, so it must giv
 split the rows, so their model may differ slightly, but it must learn the same signal, be the same model for
 the same worker count, and carry the same bookkeeping (trained_through, refit)."""
 
-import duckdb
 import numpy as np
 import pytest
-from synthetic_training_set import make_training_frame
+from synthetic_training_set import make_training_frame, warehouse_of
 
 from mlops_core.training import matrix, metrics
 from mlops_core.training.candidates import DaskEngine, fit_from_warehouse
@@ -27,11 +26,7 @@ def frame():
 
 @pytest.fixture()
 def con(frame):
-    con = duckdb.connect()
-    con.execute("set TimeZone='UTC'")
-    con.execute("create schema features")
-    shuffled = frame.sample(frac=1.0, random_state=4)  # noqa: F841  (read by DuckDB below)
-    con.execute(f"create table {TABLE} as select * from shuffled")
+    con = warehouse_of(frame, TABLE, seed=4)
     yield con
     con.close()
 

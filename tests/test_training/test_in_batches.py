@@ -7,11 +7,10 @@ drops or repeats a row changes the model."""
 
 import dataclasses
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_training_set import make_training_frame
+from synthetic_training_set import make_training_frame, warehouse_of
 
 from mlops_core.training import in_batches, matrix
 from mlops_core.training.candidates import fit, fit_from_warehouse
@@ -31,11 +30,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture()
 def con(frame):
-    con = duckdb.connect()
-    con.execute("set TimeZone='UTC'")
-    con.execute("create schema features")
-    shuffled = frame.sample(frac=1.0, random_state=3)  # noqa: F841  (read by DuckDB below)
-    con.execute(f"create table {TABLE} as select * from shuffled")
+    con = warehouse_of(frame, TABLE, seed=3)
     yield con
     con.close()
 
