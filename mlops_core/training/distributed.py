@@ -8,8 +8,9 @@ the shared state volume). Each batch is one partition of the Dask arrays; `DaskQ
 them on the workers and XGBoost trains with its collective (allreduce) across them. The model comes back as
 one XGBClassifier, so the ONNX export, the threshold and the gates are the same as for every fit.
 
-The same data, parameters and worker count give the same trees; another worker count gives another sketch
-and row sampling, so slightly different trees (benchmarks/training_dask.py measures 1, 2 and 4 workers).
+The same data, parameters and worker count give the same trees (each batch is pinned to a worker by position;
+tested with two workers); another worker count gives another sketch and row sampling, so slightly different
+trees (benchmarks/training_dask.py measures 1, 2 and 4 workers).
 """
 
 from __future__ import annotations
@@ -64,18 +65,25 @@ def _load(path: str) -> np.ndarray:
     return np.load(path)
 
 
-def _staged_arrays(con, table: str, splits: Sequence[str], folder: Path, batch_rows: int):
-    """Dask arrays (X, y) of the rows of `splits`, one partition per batch staged as .npy files in `folder`."""
-    import dask.array as da
-    from dask import delayed
+def _staged_arrays(client: Client, con, table: str, splits: Sequence[str], folder: Path, batch_rows: int):
+    """Dask arrays (X, y) of the rows of `splits`, one partition per batch staged as .npy files in `folder`.
 
+    Batch i is loaded on the i-th worker (by address, round robin), not wherever the scheduler finds room:
+    which rows a worker holds decides its share of the quantile sketch and the histogram sums, so a free
+    placement gave another model on every run with the same data and worker count."""
+    import dask.array as da
+
+    workers = sorted(client.scheduler_info()["workers"])
     xs, ys = [], []
     for index, (X, y) in enumerate(in_batches.encoded_batches(con, table, splits, batch_rows)):
         x_path, y_path = folder / f"x{index:05d}.npy", folder / f"y{index:05d}.npy"
         np.save(x_path, X)
         np.save(y_path, y)
-        xs.append(da.from_delayed(delayed(_load)(str(x_path)), shape=X.shape, dtype=X.dtype))
-        ys.append(da.from_delayed(delayed(_load)(str(y_path)), shape=y.shape, dtype=y.dtype))
+        worker = [workers[index % len(workers)]]
+        x_part = client.submit(_load, str(x_path), workers=worker, allow_other_workers=False, pure=False)
+        y_part = client.submit(_load, str(y_path), workers=worker, allow_other_workers=False, pure=False)
+        xs.append(da.from_delayed(x_part, shape=X.shape, dtype=X.dtype))
+        ys.append(da.from_delayed(y_part, shape=y.shape, dtype=y.dtype))
     return da.concatenate(xs), da.concatenate(ys)
 
 
@@ -100,7 +108,7 @@ def train_xgboost_dask(
     early_stopping = X_val is not None
     folder = Path(tempfile.mkdtemp(prefix="dask_training_", dir=staging_dir))
     try:
-        X, y = _staged_arrays(con, table, splits, folder, batch_rows)
+        X, y = _staged_arrays(client, con, table, splits, folder, batch_rows)
         train = xgboost.dask.DaskQuantileDMatrix(client, X, y, max_bin=256)
         evals = []
         if early_stopping:
