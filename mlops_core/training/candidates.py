@@ -142,11 +142,11 @@ def fit_from_warehouse(
     validation and test splits are read whole, for early stopping, the threshold and the ONNX parity.
     With `dask`, the batches train on a Dask cluster (`distributed`) instead of in this process.
     Returns the model and the validation rows (the MLflow input example comes from them)."""
-    validation = in_batches.read_splits(con, table, ["validation"])
+    validation = in_batches.read_splits(con, table, ["validation"], in_batches.MODEL_COLUMNS)
     if validation.empty:
         raise ValueError("the training set has no rows in split 'validation'")
     X_val, y_val = matrix.encode(validation), matrix.labels(validation)
-    X_test = matrix.encode(in_batches.read_splits(con, table, ["test"]))
+    X_test = matrix.encode(in_batches.read_splits(con, table, ["test"], in_batches.MODEL_COLUMNS))
     if len(X_test) == 0:
         raise ValueError("the training set has no rows in split 'test'")
     with contextlib.ExitStack() as stack:

@@ -54,10 +54,19 @@ def split_counts(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[st
     return int(rows), int(frauds)
 
 
-def read_splits(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> pd.DataFrame:
-    """Every column of the rows of `splits`, in the training order: the small splits the evaluation needs."""
+# What a model reads of a row, and what places it: the columns fit_from_warehouse reads of the validation and
+# test splits (the evaluation reads every column of the test split, for its segments).
+MODEL_COLUMNS = (*_COLUMNS, "event_timestamp", "transaction_id", "split")
+
+
+def read_splits(
+    con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str], columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The rows of `splits`, in the training order: every column, or only `columns` (ids, keys and the raw
+    fields cost more as pandas objects than the features do)."""
     table = checked_identifier(table)
-    return con.execute(f"select * from {table} where {_split_filter(splits)} order by {ORDER}").df()
+    selected = ", ".join(checked_identifier(c) for c in columns) if columns else "*"
+    return con.execute(f"select {selected} from {table} where {_split_filter(splits)} order by {ORDER}").df()
 
 
 def newest_event(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
