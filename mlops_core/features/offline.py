@@ -347,11 +347,6 @@ def bucket_file_name(bucket: int, buckets: int) -> str:
     return f"bucket_{bucket:04d}_of_{buckets:04d}.parquet"
 
 
-def _sql_string(path: str | Path) -> str:
-    """A file path as a SQL string literal (COPY takes no bound parameter for its target)."""
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def write_bucket(
     con: duckdb.DuckDBPyConnection,
     spec: TrainingSetSpec,
@@ -373,9 +368,15 @@ def write_bucket(
     params = spec.entity_params
     # The labels' SQL reads a named relation; the CTE holds only this bucket's transactions' label events.
     known_labels = labels_known_at_cutoff_sql("bucket_label_events")
-    return con.execute(
-        f"""
-copy (
+    # COPY takes no bound parameter for its target, so the relation writes the file: the path never enters SQL.
+    # On its own cursor: a relation with parameters leaves its connection busy until it is closed.
+    cursor = con.cursor()
+    try:
+        # A cursor starts with the default session settings: the caller's time zone decides calendar features.
+        time_zone = con.execute("select current_setting('TimeZone')").fetchone()[0]
+        cursor.execute("set TimeZone = $time_zone", {"time_zone": time_zone})
+        cursor.sql(
+            f"""
 with bucket_events as (
     -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
     select * from {events}
@@ -394,17 +395,19 @@ select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
 from ({point_in_time_features_sql("bucket_events", "bucket_history")}) as features
 join bucket_labels as labels using (transaction_id)
 where features.event_timestamp < $horizon and features.event_timestamp >= $start
-) to {_sql_string(path)} (format parquet)
 """,
-        {
-            "horizon": params["horizon"],
-            "start": params["start"],
-            "cutoff": params["cutoff"],
-            "history_start": _history_start(spec),
-            "buckets": buckets,
-            "bucket": bucket,
-        },
-    ).fetchone()[0]
+            params={
+                "horizon": params["horizon"],
+                "start": params["start"],
+                "cutoff": params["cutoff"],
+                "history_start": _history_start(spec),
+                "buckets": buckets,
+                "bucket": bucket,
+            },
+        ).write_parquet(str(path))
+    finally:
+        cursor.close()
+    return con.execute("select count(*) from read_parquet($path)", {"path": str(path)}).fetchone()[0]
 
 
 def combine_buckets(
@@ -421,7 +424,6 @@ def combine_buckets(
     schema = checked_identifier(target.split(".")[0]) if "." in target else None
     if schema:
         con.execute(f"create schema if not exists {schema}")
-    files = "[" + ", ".join(_sql_string(p) for p in paths) + "]"
     with transaction(con):
         con.execute(
             f"""
@@ -430,7 +432,7 @@ with bounds as (
     select
         quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
         quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
-    from read_parquet({files})
+    from read_parquet($files)
 )
 select
     entity.*,
@@ -439,8 +441,9 @@ select
         when event_timestamp <= bounds.validation_end then 'validation'
         else 'test'
     end as split
-from read_parquet({files}) as entity, bounds
-"""
+from read_parquet($files) as entity, bounds
+""",
+            {"files": [str(p) for p in paths]},
         )
 
 

@@ -33,15 +33,15 @@ if TYPE_CHECKING:
 BATCH_ROWS = 250_000
 # Training rows above which the candidate trains in batches by default (the asset's `in_batches`).
 IN_BATCHES_ABOVE_ROWS = 2_000_000
-ORDER = "event_timestamp, transaction_id"
 _COLUMNS = (*matrix.INPUT_FEATURES, matrix.LABEL_COLUMN)
 
 
-def _split_filter(splits: Sequence[str]) -> str:
+def _splits(splits: Sequence[str]) -> dict[str, list[str]]:
+    """The bound parameter `$splits` of a query that keeps `split` in it (`list_contains($splits, split)`)."""
     unknown = sorted(set(splits) - {"train", "validation", "test"})
     if unknown or not splits:
         raise ValueError(f"splits must be some of train, validation, test; got {list(splits)}")
-    return "split in (" + ", ".join(f"'{s}'" for s in splits) + ")"
+    return {"splits": list(splits)}
 
 
 def split_counts(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> tuple[int, int]:
@@ -49,7 +49,8 @@ def split_counts(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[st
     table = checked_identifier(table)
     rows, frauds = con.execute(
         f"select count(*), coalesce(sum(cast({matrix.LABEL_COLUMN} as integer)), 0) from {table} "
-        f"where {_split_filter(splits)}"
+        "where list_contains($splits, split)",
+        _splits(splits),
     ).fetchone()
     return int(rows), int(frauds)
 
@@ -66,13 +67,18 @@ def read_splits(
     fields cost more as pandas objects than the features do)."""
     table = checked_identifier(table)
     selected = ", ".join(checked_identifier(c) for c in columns) if columns else "*"
-    return con.execute(f"select {selected} from {table} where {_split_filter(splits)} order by {ORDER}").df()
+    return con.execute(
+        f"select {selected} from {table} where list_contains($splits, split) order by event_timestamp, transaction_id",
+        _splits(splits),
+    ).df()
 
 
 def newest_event(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
     """The newest event_timestamp (ISO) of `splits`: what a model trained on them learnt through."""
     table = checked_identifier(table)
-    newest = con.execute(f"select max(event_timestamp) from {table} where {_split_filter(splits)}").fetchone()[0]
+    newest = con.execute(
+        f"select max(event_timestamp) from {table} where list_contains($splits, split)", _splits(splits)
+    ).fetchone()[0]
     return None if newest is None else pd.Timestamp(newest).isoformat()
 
 
@@ -106,11 +112,14 @@ def encoded_batches(
     table = checked_identifier(table)
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    params = _splits(splits)
     cursor = con.cursor()
     try:
         # A relation's reader streams; the same reader on an executed cursor copies every row first.
         reader = cursor.sql(
-            f"select {', '.join(_COLUMNS)} from {table} where {_split_filter(splits)} order by {ORDER}"
+            f"select {', '.join(_COLUMNS)} from {table} where list_contains($splits, split) "
+            "order by event_timestamp, transaction_id",
+            params=params,
         ).to_arrow_reader(batch_rows)
         for batch in reader:
             frame = batch.to_pandas()
