@@ -153,7 +153,7 @@ def main() -> None:
     peer = results.get(0)
     out_rows = [
         row(
-            f"training_dask_{workers}_workers_{args.rows // 1_000_000}m_rows",
+            f"training_dask_{workers}_workers_{args.rows // 1000}k_rows",
             ours=r["seconds"],
             peer=peer["seconds"] if peer else None,
             peer_name="the same fit in batches in one process, same run" if peer else None,
