@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import datetime
 import gc
 import json
 import math
@@ -56,6 +57,26 @@ def build_requests(host: str, port: int, path: str, bodies: list[str | list[str]
         )
         data = body.encode()
         out.append(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return out
+
+
+def fresh_transactions(bodies: list[str], first: int, count: int) -> list[str]:
+    """`count` transactions none of which was sent before: body g (from `first`) is body g mod n of `bodies`
+    with the transaction_id `<id>-lg<g>` and its event_timestamp moved forward by (g div n) times the span of
+    `bodies`, so each pass over them continues the stream in time.
+
+    A repeated transaction_id is an idempotent no-op for the scoring endpoint (nothing is recorded), so
+    cycling a few thousand payloads measured a cheaper path than real traffic; each transaction here is new
+    to the online store and the prediction log, and account histories grow as they would."""
+    parsed = [json.loads(body) for body in bodies]
+    stamps = [datetime.datetime.fromisoformat(p["event_timestamp"]) for p in parsed]
+    span = max(stamps) - min(stamps) + datetime.timedelta(seconds=1)
+    out = []
+    for g in range(first, first + count):
+        body = dict(parsed[g % len(parsed)])
+        body["transaction_id"] = f"{body['transaction_id']}-lg{g}"
+        body["event_timestamp"] = (stamps[g % len(parsed)] + (g // len(parsed)) * span).isoformat()
+        out.append(json.dumps(body))
     return out
 
 
@@ -192,7 +213,7 @@ async def _connect(host: str, port: int, on_done) -> Connection:
     return conn
 
 
-async def run_closed(args, requests: list[bytes]) -> dict:
+async def run_closed(args, requests: list[bytes], sent: list[int]) -> dict:
     loop = asyncio.get_running_loop()
     counter = 0
     reconnects = 0
@@ -211,6 +232,7 @@ async def run_closed(args, requests: list[bytes]) -> dict:
         outstanding += 1
         conn.send(requests[counter % len(requests)], None, now)
         counter += 1
+        sent[0] = counter
 
     def on_done(conn: Connection, status: int, t_end: float, body: bytes) -> None:
         nonlocal outstanding
@@ -268,7 +290,12 @@ async def run_closed(args, requests: list[bytes]) -> dict:
     }
 
 
-async def run_open(args, requests: list[bytes]) -> dict:
+def open_loop_requests(args) -> int:
+    """How many requests an open-loop leg schedules."""
+    return int(min(args.rate * (args.warmup + args.duration), args.max_requests + args.rate * args.warmup))
+
+
+async def run_open(args, requests: list[bytes], sent: list[int]) -> dict:
     loop = asyncio.get_running_loop()
     pending: collections.deque = collections.deque()
     idle: collections.deque = collections.deque()
@@ -324,7 +351,7 @@ async def run_open(args, requests: list[bytes]) -> dict:
 
     for _ in range(args.connections):
         idle.append(await _connect(args.host, args.port, on_done))
-    total = int(min(args.rate * (args.warmup + args.duration), args.max_requests + args.rate * args.warmup))
+    total = open_loop_requests(args)
     interval = 1.0 / args.rate
     t0 = time.monotonic() + 0.05
     rec = Recorder(t0 + args.warmup, args.max_requests)
@@ -346,6 +373,7 @@ async def run_open(args, requests: list[bytes]) -> dict:
                     queued_dispatches += 1
             k += 1
     all_sent = True
+    sent[0] = total
     sent_until = time.monotonic()
     if outstanding or pending:
         try:
@@ -400,11 +428,23 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=20_000, help="recorded requests at most")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for outstanding responses")
     parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument(
+        "--fresh-transactions-from",
+        type=int,
+        help="bodies are transactions: send each with a transaction_id never sent before, numbered from this "
+        "(the next leg starts at this plus the leg's `sent`), its time moved on per pass (fresh_transactions)",
+    )
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("loopback only")
     with open(args.bodies) as handle:
-        requests = build_requests(args.host, args.port, args.path, json.load(handle))
+        bodies = json.load(handle)
+    if args.fresh_transactions_from is not None:
+        # Built in advance like any body: every request an open leg schedules; a closed leg's recorded maximum
+        # and its warm-up at up to 20,000 requests/s. Past that a closed leg would repeat ids: counted below.
+        count = open_loop_requests(args) if args.mode == "open" else args.max_requests + int(20_000 * args.warmup)
+        bodies = fresh_transactions(bodies, args.fresh_transactions_from, count)
+    requests = build_requests(args.host, args.port, args.path, bodies)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -413,11 +453,15 @@ def main() -> None:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
     try:
+        sent = [0]
         result = loop.run_until_complete(
-            run_closed(args, requests) if args.mode == "closed" else run_open(args, requests)
+            run_closed(args, requests, sent) if args.mode == "closed" else run_open(args, requests, sent)
         )
     finally:
         loop.close()
+    result["sent"] = sent[0]
+    # Bodies sent more than once (cycling): with fresh transactions each repeat is a no-op for the endpoint.
+    result["repeated_bodies"] = max(0, sent[0] - len(requests))
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
     result["client_cpu_share"] = ((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)) / wall

@@ -89,6 +89,8 @@ sys.path.insert(0, str(ROOT))
 WORK = HERE / ".work" / "serving"
 HOME = WORK / "home"
 VENV_BIN = ROOT / ".venv" / "bin"
+# Issue 18's goal for ours at the open-loop rate (500 requests/s), the online feature lookup included.
+P99_GOAL_MS = 2.0
 PYTHON = VENV_BIN / "python"
 MODEL_NAME = "fraud_detector"
 TRACKING_URI = f"sqlite:///{HOME / 'mlflow' / 'mlflow.db'}"
@@ -103,6 +105,8 @@ def ensure_state(force: bool) -> None:
     """A demo MLOPS_HOME with a champion; made with `mlops demo run --days 90` when missing."""
     have = (HOME / "warehouse.duckdb").exists() and (HOME / "mlflow" / "mlflow.db").exists()
     if have and not force:
+        if not _pristine_store().exists():  # a home from before the benchmark kept its store's first state
+            save_pristine_online_store()
         return
     shutil.rmtree(HOME, ignore_errors=True)  # `demo run --fresh` keeps the MLflow store; start clean
     HOME.mkdir(parents=True)
@@ -123,6 +127,7 @@ def ensure_state(force: bool) -> None:
             subprocess.run(
                 [str(VENV_BIN / "mlops"), "serve", "--stop"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
             )
+    save_pristine_online_store()
 
 
 def _clean_env() -> dict[str, str]:
@@ -416,11 +421,17 @@ def group_stats(pgid: int) -> dict[str, float]:
     return {"cpu_s": cpu, "rss_mb": rss, "processes": n}
 
 
+def pinned(cmd: list[str], cores: str | None) -> list[str]:
+    """`cmd` run on `cores` only (taskset; its children inherit the set), or as it is."""
+    return ["taskset", "-c", cores, *cmd] if cores else cmd
+
+
 class Server:
-    def __init__(self, endpoint: Endpoint, prepared: Prepared, log_path: Path) -> None:
+    def __init__(self, endpoint: Endpoint, prepared: Prepared, log_path: Path, server_cores: str | None) -> None:
         self.endpoint = endpoint
         self.port = free_port()
         cmd, env = endpoint.command(self.port, prepared)
+        cmd = pinned(cmd, server_cores)
         self.cmd = cmd
         self.log_path = log_path
         self.log = open(log_path, "w")
@@ -429,6 +440,7 @@ class Server:
             cmd, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.ready_seconds: float | None = None
+        self.fresh_from = 0  # ours: the number of the next fresh transaction (benchmarks/loadgen.py)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         import httpx
@@ -527,6 +539,9 @@ def loadgen(server: Server, prepared: Prepared, args: argparse.Namespace, **opti
     ]
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
+    if server.endpoint.name == "ours":
+        cmd += ["--fresh-transactions-from", str(server.fresh_from)]
+    cmd = pinned(cmd, args.client_cores)
     quiet = wait_quiet(args, server.proc.pid)
     before, others_before = group_stats(server.proc.pid), cpu_snapshot()
     started = time.monotonic()
@@ -536,6 +551,7 @@ def loadgen(server: Server, prepared: Prepared, args: argparse.Namespace, **opti
     if done.returncode != 0 or not out.exists():
         return {"fatal": f"loadgen exited {done.returncode}: {done.stderr[-1500:]}", "errors": 1}
     result = json.loads(out.read_text())
+    server.fresh_from += result.get("sent", 0)
     # CPU shares (cores) over the whole leg, load-generator start-up included.
     result["server_cpu_share"] = (after["cpu_s"] - before["cpu_s"]) / wall
     result["server_rss_mb"] = after["rss_mb"]
@@ -609,7 +625,9 @@ def wait_quiet(args: argparse.Namespace, server_pgid: int | None = None) -> dict
 def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, rep: int) -> dict:
     log_path = WORK / "logs" / f"{endpoint.name}-rep{rep}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    server = Server(endpoint, prepared, log_path)
+    if endpoint.name == "ours":
+        restore_online_store()  # every repeat starts from the same store: the fresh transactions of the last are gone
+    server = Server(endpoint, prepared, log_path, args.server_cores)
     result: dict = {
         "endpoint": endpoint.name,
         "repeat": rep,
@@ -665,6 +683,10 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
         result["max_rps_within_budget"] = best["throughput_rps"] if best else 0.0
         result["best_concurrency"] = best["concurrency"] if best else None
         result["best_p99_ms"] = best["latency"]["p99_ms"] if best else None
+        # Requests per second per core the server used at that level: the same work on fewer cores is the aim.
+        result["best_rps_per_server_core"] = (
+            best["throughput_rps"] / best["server_cpu_share"] if best and best.get("server_cpu_share") else None
+        )
         if server.proc.poll() is None:
             open_leg = loadgen(
                 server,
@@ -703,6 +725,13 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
         result["online_store_events_before_after"] = [store_before, _store_events()]
         result["prediction_log_rows_added"] = _logged_predictions() - logged_before
         result["answered_2xx"] = answered
+        # Each answered load request was a new transaction: the store holds one more event per answer (the
+        # parity requests repeat stored transactions, which records nothing).
+        result["online_store_events_added"] = result["online_store_events_before_after"][1] - store_before
+        result["load_answers"] = answered - 2 * result.get("parity", {}).get("samples", 0)
+        result["repeated_bodies"] = sum(
+            leg.get("repeated_bodies", 0) for leg in [*result.get("sweep", []), result.get("open_loop", {})]
+        )
     return result
 
 
@@ -728,6 +757,28 @@ def _logged_predictions() -> int:
         return con.execute("select count(*) from predictions").fetchone()[0]
     finally:
         con.close()
+
+
+def _pristine_store() -> Path:
+    return WORK / "online_store_pristine.sqlite"
+
+
+def save_pristine_online_store() -> None:
+    """A copy of the demo's online store as set up, which each repeat of ours starts from."""
+    source = sqlite3.connect(f"file:{HOME / 'data' / 'online_store.sqlite'}?mode=ro", uri=True)
+    target = sqlite3.connect(_pristine_store())
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def restore_online_store() -> None:
+    live = HOME / "data" / "online_store.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{live}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(_pristine_store(), live)
 
 
 def _store_events() -> int:
@@ -756,6 +807,14 @@ def summarize(runs: list[dict], names: list[str]) -> dict:
             "max_rps_within_budget": med([r["max_rps_within_budget"] for r in mine]),
             "max_rps_within_budget_runs": [r["max_rps_within_budget"] for r in mine],
             "best_concurrency_runs": [r["best_concurrency"] for r in mine],
+            "max_rps_per_server_core": med(
+                [r["best_rps_per_server_core"] for r in mine if r.get("best_rps_per_server_core")]
+            ),
+            # ours: every load request a new transaction, each one event more in the online store.
+            "repeated_transactions": sum(r.get("repeated_bodies", 0) for r in mine) if name == "ours" else None,
+            "store_events_added_equal_answers": all(r["online_store_events_added"] == r["load_answers"] for r in mine)
+            if name == "ours"
+            else None,
             "open_p50_ms": med([o["latency"]["p50_ms"] for o in opened]),
             "open_p99_ms": med([o["latency"]["p99_ms"] for o in opened]),
             "open_p999_ms": med([o["latency"]["p999_ms"] for o in opened]),
@@ -878,6 +937,16 @@ def main() -> None:
         help="before each leg, wait until the machine uses at most this many cores",
     )
     parser.add_argument(
+        "--server-cores",
+        default="0" if (os.cpu_count() or 1) >= 2 else "",
+        help="taskset CPU list every server runs on (the same for ours and the peers); empty: not pinned",
+    )
+    parser.add_argument(
+        "--client-cores",
+        default="1" if (os.cpu_count() or 1) >= 2 else "",
+        help="taskset CPU list of the load generator; empty: not pinned",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=120.0,
@@ -896,6 +965,7 @@ def main() -> None:
         )
     ensure_state(args.setup)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    restore_online_store()
     prepared = prepare(args.payloads, peers=bool(set(names) - {"ours"}), retrain="fastapi" in names)
     print(json.dumps(prepared.facts, indent=1), flush=True)
     runs = []
@@ -919,7 +989,7 @@ def main() -> None:
             summary["ours"]["max_rps_within_budget"] / summary["fastapi"]["max_rps_within_budget"]
         )
     if summary.get("ours", {}).get("open_p99_ms") is not None:
-        ratios["ours_open_p99_under_5ms"] = summary["ours"]["open_p99_ms"] < 5.0
+        ratios["ours_open_p99_under_goal"] = summary["ours"]["open_p99_ms"] < P99_GOAL_MS
     out = {
         "started": started,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -951,8 +1021,13 @@ def result_rows(summary: dict, args: argparse.Namespace) -> list[dict]:
     peers = {name: s for name, s in summary.items() if name != "ours" and "repeats" in s}
     keep = ("repeats", "max_rps_within_budget_runs", "open_p50_ms", "open_p99_ms_runs", "open_p999_ms")
     keep += ("open_service_p99_ms", "open_send_lag_p99_ms", "open_server_cpu_share", "errors", "requests")
-    keep += ("other_cpu_share_median", "other_cpu_share_max", "legs_started_noisy")
+    keep += ("other_cpu_share_median", "other_cpu_share_max", "legs_started_noisy", "max_rps_per_server_core")
+    keep += ("repeated_transactions", "store_events_added_equal_answers")
     details = {name: {k: s[k] for k in keep} for name, s in summary.items() if "repeats" in s}
+    details["cores"] = {
+        "servers": args.server_cores or "not pinned",
+        "load_generator": args.client_cores or "not pinned",
+    }
     rows = []
     # Zero is a result (no level within the budget), not a missing one.
     if ours.get("max_rps_within_budget") is not None and peers.get("mlflow", {}).get("max_rps_within_budget"):
@@ -987,8 +1062,8 @@ def result_rows(summary: dict, args: argparse.Namespace) -> list[dict]:
                 ratio="peer/ours",
                 meaning="times lower ours' p99 is than the peer's",
                 unit="ms",
-                goal=f"p99 under 5 ms at {args.open_rate:g} requests/s (open loop)",
-                met=ours["open_p99_ms"] < 5.0,
+                goal=f"p99 under {P99_GOAL_MS:g} ms at {args.open_rate:g} requests/s (open loop), features included",
+                met=ours["open_p99_ms"] < P99_GOAL_MS,
                 details=details,
                 shared=shared,
             )

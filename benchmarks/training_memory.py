@@ -4,7 +4,7 @@ in-memory path, side by side (issue 18, bounded memory).
 Two legs, each in a fresh process so its peak RSS is its own, on the same table, both with the asset's defaults
 (XGBoost config defaults, refit on every row after early stopping):
   ours   candidates.fit_from_warehouse: the training rows read from DuckDB in batches into XGBoost's quantized
-         matrix, DuckDB limited to offline.DEFAULT_WAREHOUSE_MEMORY (what fraud_model_candidate does above
+         matrix, DuckDB limited to in_batches.READ_MEMORY (what fraud_model_candidate does above
          2M training rows)
   peer   read_training_set + candidates.fit: the whole table as one pandas frame (what the asset did before)
 Same values: the best iteration, the validation AUC-PR and the largest difference between the two registered
@@ -41,8 +41,8 @@ sys.path.insert(0, str(HERE))
 
 from results import record, row, show  # noqa: E402
 
-from mlops_core.features.offline import DEFAULT_WAREHOUSE_MEMORY, read_training_set  # noqa: E402
-from mlops_core.training import matrix  # noqa: E402
+from mlops_core.features.offline import read_training_set  # noqa: E402
+from mlops_core.training import in_batches, matrix  # noqa: E402
 from mlops_core.training.candidates import fit, fit_from_warehouse  # noqa: E402
 from mlops_core.warehouse import memory_limit  # noqa: E402
 
@@ -71,11 +71,11 @@ def prepare(db: Path, source: str) -> None:
         con.close()
 
 
-def leg(db: Path, kind: str, out: Path) -> None:
+def leg(db: Path, kind: str, out: Path, warehouse_memory: str) -> None:
     con = duckdb.connect(str(db), read_only=True)
     started = time.perf_counter()
     if kind == "in_batches":
-        with memory_limit(con, DEFAULT_WAREHOUSE_MEMORY):
+        with memory_limit(con, warehouse_memory):
             trained, _ = fit_from_warehouse(con, TABLE, "bench", refit=True)
     else:
         frame = read_training_set(con, TABLE)
@@ -103,9 +103,13 @@ def leg(db: Path, kind: str, out: Path) -> None:
     )
 
 
-def run_leg(db: Path, kind: str) -> dict:
+def run_leg(db: Path, kind: str, warehouse_memory: str) -> dict:
     out = WORK / f"{kind}.json"
-    subprocess.run([sys.executable, __file__, "--leg", kind, "--db", str(db), "--out-json", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--leg", kind, "--db", str(db), "--out-json", str(out)]
+        + ["--warehouse-memory", warehouse_memory],
+        check=True,
+    )
     result = json.loads(out.read_text())
     result["scores"] = np.load(out.with_suffix(".npy"))
     return result
@@ -116,18 +120,21 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=HERE / ".work" / "keep10m.duckdb")
     parser.add_argument("--source", default="features.training_set_sliced", help="The training-set table to label.")
     parser.add_argument("--legs", default="in_batches,in_memory")
+    parser.add_argument(
+        "--warehouse-memory", default=in_batches.READ_MEMORY, help="DuckDB's limit while the batches are read."
+    )
     parser.add_argument("--no-record", action="store_true", help="Print the row, leave results.json alone.")
     parser.add_argument("--leg", help=argparse.SUPPRESS)
     parser.add_argument("--out-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.leg:
-        leg(args.db, args.leg, Path(args.out_json))
+        leg(args.db, args.leg, Path(args.out_json), args.warehouse_memory)
         return
     if not args.db.exists():
         sys.exit(f"{args.db} missing: benchmarks/memory.py builds a 10M-transaction training set")
     WORK.mkdir(parents=True, exist_ok=True)
     prepare(args.db, args.source)
-    results = {kind: run_leg(args.db, kind) for kind in args.legs.split(",")}
+    results = {kind: run_leg(args.db, kind, args.warehouse_memory) for kind in args.legs.split(",")}
     for kind, r in results.items():
         print(
             f"{kind}: {r['seconds']:.1f} s, peak {r['peak_rss_mb']:,.0f} MB, best iteration {r['best_iteration']}, "
@@ -153,7 +160,7 @@ def main() -> None:
                 "rows": ours["rows"],
                 "train_rows": ours["train_rows"],
                 "refit_on_all_rows": True,
-                "warehouse_memory": DEFAULT_WAREHOUSE_MEMORY,
+                "warehouse_memory": args.warehouse_memory,
                 "seconds_in_batches": round(ours["seconds"], 1),
                 "seconds_in_memory": round(peer["seconds"], 1) if peer else None,
                 "best_iteration": [ours["best_iteration"], peer["best_iteration"] if peer else None],

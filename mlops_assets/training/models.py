@@ -13,11 +13,12 @@ from pydantic import Field
 
 from mlops_assets.constants import TRAINING
 from mlops_assets.features.training_set import TRAINING_SET
-from mlops_core.features.offline import DEFAULT_WAREHOUSE_MEMORY, TRAINING_SET_TABLE, data_version, read_training_set
+from mlops_core.features.offline import TRAINING_SET_TABLE, data_version, read_training_set
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
 from mlops_core.training import in_batches, matrix
 from mlops_core.training.candidates import DaskEngine, TrainedModel, fit, fit_from_warehouse, split
+from mlops_core.training.in_batches import READ_MEMORY
 from mlops_core.training.models import LogisticParams, XGBoostParams
 from mlops_core.training.onnx_export import OnnxScorer
 from mlops_core.warehouse import memory_limit
@@ -73,6 +74,11 @@ class XGBoostConfig(dg.Config):
         "at MLOPS_DASK_SCHEDULER when it is set (docs/production.md).",
     )
     dask_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster the dask engine starts.")
+    warehouse_memory: str = Field(
+        default=READ_MEMORY,  # the field `in_batches` above hides the module's name in this class
+        description="DuckDB's memory limit while the training rows are read in batches: their training order is a "
+        "sort of every row, which spills to disk past the limit (a larger limit is faster and takes more memory).",
+    )
 
     def params(self) -> XGBoostParams:
         return XGBoostParams(
@@ -198,7 +204,7 @@ def fraud_model_candidate(
         batched = batched or dask is not None
         if batched:
             # The batches are read in the training order: DuckDB's sort spills past the limit instead of growing.
-            with memory_limit(con, DEFAULT_WAREHOUSE_MEMORY):
+            with memory_limit(con, config.warehouse_memory):
                 trained, frame = fit_from_warehouse(
                     con,
                     TRAINING_SET_TABLE,

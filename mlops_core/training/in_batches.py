@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 BATCH_ROWS = 250_000
 # Training rows above which the candidate trains in batches by default (the asset's `in_batches`).
 IN_BATCHES_ABOVE_ROWS = 2_000_000
+# DuckDB's memory limit while the batches are read. The training order is a sort of every row read, which DuckDB
+# spills to disk past its limit: at 8.77M rows the quantized matrix's build peaked at 3.46 GB with 2GB and
+# 2.10 GB with 512MB, 10% slower (benchmarks/training_memory.py, RESULTS.md).
+READ_MEMORY = "512MB"
 _COLUMNS = (*matrix.INPUT_FEATURES, matrix.LABEL_COLUMN)
 
 
