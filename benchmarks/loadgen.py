@@ -62,8 +62,9 @@ def build_requests(host: str, port: int, path: str, bodies: list[str | list[str]
 
 def fresh_transactions(bodies: list[str], first: int, count: int) -> list[str]:
     """`count` transactions none of which was sent before: body g (from `first`) is body g mod n of `bodies`
-    with the transaction_id `<id>-lg<g>` and its event_timestamp moved forward by (g div n) times the span of
-    `bodies`, so each pass over them continues the stream in time.
+    with the transaction_id `<id>-lg<g>` and its event_timestamp moved forward by (g div n + 1) times the span
+    of `bodies`, so every transaction sent comes after the bodies themselves (which may be stored already) and
+    each pass over them continues the stream in time.
 
     A repeated transaction_id is an idempotent no-op for the scoring endpoint (nothing is recorded), so
     cycling a few thousand payloads measured a cheaper path than real traffic; each transaction here is new
@@ -75,7 +76,7 @@ def fresh_transactions(bodies: list[str], first: int, count: int) -> list[str]:
     for g in range(first, first + count):
         body = dict(parsed[g % len(parsed)])
         body["transaction_id"] = f"{body['transaction_id']}-lg{g}"
-        body["event_timestamp"] = (stamps[g % len(parsed)] + (g // len(parsed)) * span).isoformat()
+        body["event_timestamp"] = (stamps[g % len(parsed)] + (g // len(parsed) + 1) * span).isoformat()
         out.append(json.dumps(body))
     return out
 
@@ -213,6 +214,9 @@ async def _connect(host: str, port: int, on_done) -> Connection:
     return conn
 
 
+_RECORDERS: list[Recorder] = []  # the leg's recorder, for --samples-out
+
+
 async def run_closed(args, requests: list[bytes], sent: list[int]) -> dict:
     loop = asyncio.get_running_loop()
     counter = 0
@@ -263,6 +267,7 @@ async def run_closed(args, requests: list[bytes], sent: list[int]) -> dict:
     measure_from = t0 + args.warmup
     stop_at = measure_from + args.duration
     rec = Recorder(measure_from, args.max_requests)
+    _RECORDERS.append(rec)
     for conn in conns:
         issue(conn)
     try:
@@ -355,6 +360,7 @@ async def run_open(args, requests: list[bytes], sent: list[int]) -> dict:
     interval = 1.0 / args.rate
     t0 = time.monotonic() + 0.05
     rec = Recorder(t0 + args.warmup, args.max_requests)
+    _RECORDERS.append(rec)
     k = 0
     while k < total:
         now = time.monotonic()
@@ -429,6 +435,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for outstanding responses")
     parser.add_argument("--out", help="write the JSON here instead of stdout")
     parser.add_argument(
+        "--samples-out",
+        help="also write every recorded request's [end time, latency] (s, monotonic) here: the tail over time",
+    )
+    parser.add_argument(
         "--fresh-transactions-from",
         type=int,
         help="bodies are transactions: send each with a transaction_id never sent before, numbered from this "
@@ -465,6 +475,10 @@ def main() -> None:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - wall0
     result["client_cpu_share"] = ((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)) / wall
+    if args.samples_out and _RECORDERS:
+        rec = _RECORDERS[-1]
+        with open(args.samples_out, "w") as handle:
+            json.dump([[end, latency] for end, latency in zip(rec.ends, rec.latencies)], handle)
     text = json.dumps(result)
     if args.out:
         with open(args.out, "w") as handle:

@@ -35,6 +35,7 @@ from mlops_core.features.online import (
     StoreRead,
 )
 from mlops_core.features.spec import spec_version
+from mlops_core.wal_checkpoints import WalCheckpointer
 
 DEFAULT_ALLOWED_LATENESS_US = DEFAULT_ALLOWED_LATENESS_SECONDS * MICROS
 # Prefix of every key the Redis store writes, unless told otherwise.
@@ -189,9 +190,13 @@ class SqliteOnlineStore(OnlineStore):
     the replica is reloaded from the file. That makes several writer processes
     correct but slow; run one serving process per file, or use Redis, for scale-out.
     Transaction ids are unique in the file (a unique index), whatever the account or time.
+
+    With `checkpoint_interval` (what `mlops serve` passes), sqlite's automatic checkpoint is off and a thread
+    checkpoints the WAL every that many seconds instead (mlops_core/wal_checkpoints.py): otherwise one recording
+    commit in a few hundred copies the WAL into the file and fsyncs both, on the request's thread.
     """
 
-    def __init__(self, path: str | Path, replica: bool = True) -> None:
+    def __init__(self, path: str | Path, replica: bool = True, checkpoint_interval: float | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +211,13 @@ class SqliteOnlineStore(OnlineStore):
         self._use_replica = replica
         self._replica: _Replica | None = None
         self._data_version: int | None = None
+        self.commits = 0  # recording commits of this client: what the checkpointer watches
+        self.checkpoints: WalCheckpointer | None = None
+        if checkpoint_interval is not None and self.path != ":memory:":
+            self._con.execute("pragma wal_autocheckpoint=0")
+            self.checkpoints = WalCheckpointer(
+                self.path, lambda: self.commits, checkpoint_interval, name="online-store-checkpoints"
+            )
 
     def _ensure_transaction_index(self) -> None:
         if self._con.execute(
@@ -323,6 +335,7 @@ class SqliteOnlineStore(OnlineStore):
                 self._set_meta_max("watermark_us", max(e.ts_us for e in events))
                 self._set_meta("last_recorded_at", repr(time.time()))
                 self._con.execute("commit")
+                self.commits += 1
             except BaseException:
                 self._con.execute("rollback")
                 self._replica = None
@@ -372,6 +385,7 @@ class SqliteOnlineStore(OnlineStore):
                 self._set_meta("materialized_at", repr(time.time()))
                 self._set_meta("spec_version", spec_version())
                 self._con.execute("commit")
+                self.commits += 1
             except BaseException:
                 self._con.execute("rollback")
                 raise
@@ -386,6 +400,8 @@ class SqliteOnlineStore(OnlineStore):
         return StoreStatus.from_meta(meta, events, accounts)
 
     def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         with self._lock:
             self._con.close()
 
@@ -658,12 +674,14 @@ def open_online_store(
     sqlite_path: str | Path | None = None,
     redis_url: str | None = None,
     key_prefix: str = DEFAULT_REDIS_PREFIX,
+    checkpoint_interval: float | None = None,
 ) -> OnlineStore:
     """A new client of the online store: `backend` "sqlite" opens (or creates) the file `sqlite_path`,
     "redis" connects to `redis_url` (redis://host:port/db) with every key under `key_prefix`. The caller
     closes it. ValueError naming what is missing when the backend's location is empty, or when the backend
     is neither. The one place that picks a store class: the serving process and the Dagster resource both
-    come here."""
+    come here. `checkpoint_interval` (sqlite): checkpoint the WAL in a thread every that many seconds, never
+    inside a recording commit (the serving process's choice; see SqliteOnlineStore)."""
     if backend == "redis":
         if not redis_url:
             raise ValueError("online store backend is redis but redis_url is empty: set MLOPS_REDIS_URL")
@@ -671,5 +689,5 @@ def open_online_store(
     if backend == "sqlite":
         if not sqlite_path:
             raise ValueError("online store backend is sqlite but sqlite_path is empty")
-        return SqliteOnlineStore(sqlite_path)
+        return SqliteOnlineStore(sqlite_path, checkpoint_interval=checkpoint_interval)
     raise ValueError(f"online store backend must be one of {BACKENDS}, got {backend!r}")

@@ -12,7 +12,8 @@ Durability is against the process dying: a commit is in the WAL file (the OS pag
 before the answer. `synchronous=normal` does not fsync each commit, so an OS crash or power
 loss can still drop the last commits; `PredictionLog(sync="full")` fsyncs each one.
 Checkpoints (copying the WAL into the database file, with an fsync) run in a thread and a
-connection of their own every `checkpoint_interval`, not inside a commit a request waits for.
+connection of their own every `checkpoint_interval`, not inside a commit a request waits for
+(mlops_core/wal_checkpoints.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pandas as pd
+
+from mlops_core.wal_checkpoints import CHECKPOINT_SECONDS, WalCheckpointer
 
 if TYPE_CHECKING:  # the serving process never opens the warehouse: duckdb is for the copy below only
     import duckdb
@@ -127,7 +130,7 @@ class PredictionLog:
         attempts: int = 2,
         busy_timeout: float = 5.0,
         sync: str = "normal",
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = CHECKPOINT_SECONDS,
     ) -> None:
         if sync not in ("normal", "full"):
             raise ValueError(f"sync must be 'normal' or 'full', got {sync!r}")
@@ -139,19 +142,20 @@ class PredictionLog:
         self._con = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self._con.execute("pragma journal_mode=wal")
         self._con.execute(f"pragma synchronous={sync}")
-        self._con.execute("pragma wal_autocheckpoint=0")  # see _checkpoints
+        self._con.execute("pragma wal_autocheckpoint=0")  # checkpoints run in self.checkpoints
         self._con.executescript(SCHEMA)
         self._lock = threading.Lock()  # guards _current, _scheduled and the waiters of each batch
         self._write_lock = threading.Lock()  # one commit at a time, whoever leads it; guards _con
         self._current = Commit(self)
         self._scheduled: set[asyncio.AbstractEventLoop] = set()  # loops with a commit callback pending
-        self._stop = threading.Event()
         self.written = 0
         self.batches = 0
         self.failures = 0
         self.last_error: str | None = None
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="prediction-log-checkpoints", daemon=True)
-        self._checkpointer.start()
+        # Checkpoints in a thread of their own, never inside a commit a request waits for (wal_checkpoints).
+        self.checkpoints = WalCheckpointer(
+            self.path, lambda: self.batches, checkpoint_interval, busy_timeout, name="prediction-log-checkpoints"
+        )
 
     def append(self, records: list[PredictionRecord]) -> Commit:
         """Queue `records`; the returned Commit is done once they are on disk."""
@@ -251,29 +255,9 @@ class PredictionLog:
             except RuntimeError:  # that loop is closed: nobody waits any more
                 pass
 
-    def _checkpoints(self) -> None:
-        """A passive checkpoint after each interval with new commits: it never blocks a commit, and
-        its fsync happens here rather than inside a commit (an automatic checkpoint runs in the
-        commit that crosses 1,000 WAL pages, and its fsync took up to 20 ms on the development VM)."""
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            seen = 0
-            while not self._stop.wait(self.checkpoint_interval):
-                if self.batches != seen:
-                    seen = self.batches
-                    try:
-                        con.execute("pragma wal_checkpoint(passive)")
-                    except (
-                        sqlite3.Error
-                    ) as exc:  # busy or failing disk: the WAL keeps the rows, the next interval retries
-                        self.last_error = f"checkpoint: {type(exc).__name__}: {exc}"
-        finally:
-            con.close()
-
     def close(self) -> None:
         """Commit what is queued, stop the checkpoints and close the file."""
-        self._stop.set()
-        self._checkpointer.join(timeout=30)
+        self.checkpoints.stop()
         self.flush()
         self._con.close()
 

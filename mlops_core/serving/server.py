@@ -29,6 +29,7 @@ from mlops_core.serving.models import load_version
 from mlops_core.serving.prediction_log import PredictionLog
 from mlops_core.serving.service import ScoringService
 from mlops_core.settings import SYSTEM_CLOCK, Settings
+from mlops_core.wal_checkpoints import CHECKPOINT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ class ServingPaths:
 def settings_online_store(settings: Settings) -> OnlineStore:
     """The online store the settings name (MLOPS_ONLINE_STORE; Redis at MLOPS_REDIS_URL)."""
     return open_online_store(
-        settings.online_store, sqlite_path=settings.online_store_path, redis_url=os.environ.get("MLOPS_REDIS_URL")
+        settings.online_store,
+        sqlite_path=settings.online_store_path,
+        redis_url=os.environ.get("MLOPS_REDIS_URL"),
+        # Every request records its transaction: the WAL's checkpoints (and their fsyncs) must not be in one.
+        checkpoint_interval=CHECKPOINT_SECONDS,
     )
 
 

@@ -520,6 +520,8 @@ class ScoringService:
                 "batches": pl.batches,
                 "failures": pl.failures,
                 "last_error": pl.last_error,
+                "checkpoints": pl.checkpoints.checkpoints,
+                "last_checkpoint_error": pl.checkpoints.last_error,
             }
         return d
 

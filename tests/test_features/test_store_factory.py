@@ -11,6 +11,7 @@ from mlops_core.features.stores import (
 )
 from mlops_core.serving import server
 from mlops_core.settings import Settings
+from mlops_core.wal_checkpoints import CHECKPOINT_SECONDS
 from resources.online_store import OnlineStoreResource
 
 
@@ -61,6 +62,14 @@ def test_the_resource_and_the_server_open_the_same_store(tmp_path, monkeypatch):
     server.settings_online_store(settings).close()
     assert opened == [
         ("sqlite", {"sqlite_path": str(tmp_path / "a.sqlite"), "redis_url": "", "key_prefix": DEFAULT_REDIS_PREFIX}),
-        ("sqlite", {"sqlite_path": tmp_path / "data" / "online_store.sqlite", "redis_url": None}),
+        # The serving process checkpoints the WAL in a thread, never inside the commit of a request.
+        (
+            "sqlite",
+            {
+                "sqlite_path": tmp_path / "data" / "online_store.sqlite",
+                "redis_url": None,
+                "checkpoint_interval": CHECKPOINT_SECONDS,
+            },
+        ),
     ]
     assert (tmp_path / "data" / "online_store.sqlite").exists()

@@ -365,3 +365,61 @@ def test_sqlite_and_redis_stores_serve_identical_features(redis_server, data):
         redis_store.close()
     assert from_redis == from_sqlite  # exactly equal, floats included
     reference.assert_features_match(from_redis, reference.reference_all(events, snapshots), "online replay on redis")
+
+
+def _file_size(path) -> int:
+    return path.stat().st_size
+
+
+def test_with_a_checkpoint_interval_the_wal_is_checkpointed_outside_the_recording_commits(tmp_path, monkeypatch):
+    """What `mlops serve` opens: sqlite's automatic checkpoint (a copy of the WAL and two fsyncs inside one
+    recording commit in a few hundred, on the request's thread) is off, and a thread copies the WAL into the
+    file instead. Its checkpoints are not commits: the replica is not reloaded because of them."""
+    path = tmp_path / "online.sqlite"
+    store = SqliteOnlineStore(path, checkpoint_interval=0.05)
+    loads = []
+    real_load = store._load_all
+    monkeypatch.setattr(store, "_load_all", lambda: loads.append(1) or real_load())
+    try:
+        assert store._con.execute("pragma wal_autocheckpoint").fetchone() == (0,)
+        empty = _file_size(path)
+        for i in range(300):  # a few hundred pages of WAL, past what one page of the file holds
+            assert store.record_events([ev(f"t{i:04d}", T + i * S, account=f"a{i % 7}", merchant="m" * 200)]) == 1
+        deadline = time.monotonic() + 10
+        while _file_size(path) <= empty:
+            assert time.monotonic() < deadline, "no checkpoint copied the WAL into the database file"
+            time.sleep(0.02)
+        assert store.checkpoints.checkpoints >= 1 and store.checkpoints.last_error is None
+        time.sleep(0.2)  # more checkpoint intervals pass
+        # Every recorded event is read back from the replica, which was loaded once (by the first record).
+        assert sum(len(h.ts_us) for h in store.read([f"a{k}" for k in range(7)], *WIDE).values()) == 300
+        assert loads == [1]
+    finally:
+        store.close()
+    assert not store.checkpoints._thread.is_alive()
+    reopened = SqliteOnlineStore(path)
+    try:
+        assert reopened._con.execute("pragma wal_autocheckpoint").fetchone() == (1000,)  # the default elsewhere
+        assert reopened.checkpoints is None
+        assert reopened._con.execute("select count(*) from events").fetchone() == (300,)
+    finally:
+        reopened.close()
+
+
+def test_the_checkpointer_checkpoints_only_after_commits_and_refuses_a_zero_interval(tmp_path):
+    from mlops_core.wal_checkpoints import WalCheckpointer
+
+    path = tmp_path / "online.sqlite"
+    store = SqliteOnlineStore(path, checkpoint_interval=0.02)
+    try:
+        time.sleep(0.2)  # ten intervals without a commit
+        assert store.checkpoints.checkpoints == 0
+        store.record_events([ev("t1", T)])
+        deadline = time.monotonic() + 10
+        while store.checkpoints.checkpoints == 0:
+            assert time.monotonic() < deadline, "a commit was never followed by a checkpoint"
+            time.sleep(0.01)
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        WalCheckpointer(path, lambda: 0, interval=0)
