@@ -426,6 +426,40 @@ def pinned(cmd: list[str], cores: str | None) -> list[str]:
     return ["taskset", "-c", cores, *cmd] if cores else cmd
 
 
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of a process group."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def pin_threads(pgid: int, cores: str) -> dict[str, object]:
+    """Every thread of the server's processes back on `cores`, and what they were on before.
+
+    The inherited CPU set is not enough: onnxruntime pins the threads of its intra-op pool itself, one per
+    core, so `mlflow models serve` (default session options) had a thread on the load generator's core and
+    used 1.9 cores where ours used one (2026-12-03). Once the model is loaded (the server is ready) no new
+    pool thread starts, so setting every thread's set here holds for the run."""
+    wanted = {int(c) for c in cores.split(",")}
+    outside = 0
+    for pid in group_pids(pgid):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                if not os.sched_getaffinity(int(tid)) <= wanted:
+                    outside += 1
+                os.sched_setaffinity(int(tid), wanted)
+            except OSError:  # the thread ended meanwhile
+                continue
+    return {"threads_moved_back_to_server_cores": outside}
+
+
 class Server:
     def __init__(self, endpoint: Endpoint, prepared: Prepared, log_path: Path, server_cores: str | None) -> None:
         self.endpoint = endpoint
@@ -433,6 +467,8 @@ class Server:
         cmd, env = endpoint.command(self.port, prepared)
         cmd = pinned(cmd, server_cores)
         self.cmd = cmd
+        self.server_cores = server_cores
+        self.pinning: dict[str, object] = {}
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.started = time.monotonic()
@@ -454,6 +490,8 @@ class Server:
             try:
                 if httpx.get(f"http://{HOST}:{self.port}{self.endpoint.ready_path}", timeout=2).status_code == 200:
                     self.ready_seconds = time.monotonic() - self.started
+                    if self.server_cores:
+                        self.pinning = pin_threads(self.proc.pid, self.server_cores)
                     return
             except httpx.HTTPError:
                 pass
@@ -641,6 +679,7 @@ def measure(endpoint: Endpoint, prepared: Prepared, args: argparse.Namespace, re
     try:
         server.wait_ready()
         result["ready_seconds"] = server.ready_seconds
+        result["pinning"] = server.pinning
         result["parity"] = parity(server, prepared)
         if endpoint.name != "ours" and (result["parity"]["mismatches"] or result["parity"]["failures"]):
             raise AssertionError(f"{endpoint.name} disagrees with the registered ONNX model: {result['parity']}")
