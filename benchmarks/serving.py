@@ -38,14 +38,18 @@ peer. Before each measured run, every endpoint must return the ONNX probability 
 sample payloads within 1e-5 (for ours this also checks its feature lookup).
 
 Payloads: the newest `--payloads` transactions of marts.transactions_enriched (raw fields),
-in time order, cycled. They are already in the online store (it is rebuilt from the
-warehouse), so for ours the lookup sees the same history as the precomputed features and
-recording them is an idempotent no-op write. Their features come from
-OnlineFeatureService over a copy of the online store, encoded with matrix.encode_rows.
+in time order. Their features come from OnlineFeatureService over a copy of the online
+store, encoded with matrix.encode_rows: what the peers get precomputed and what the parity
+checks compare with. Ours gets every load request as a new transaction
+(`loadgen.py --fresh-transactions-from`: a new id, the time moved on past every stored
+event): a repeated id is an idempotent no-op, which measured a cheaper path than real
+traffic. Each repeat of ours starts from the demo's online store as set up (a pristine copy).
 
 Method (benchmarks/loadgen.py, one load-generator process per leg, raw asyncio HTTP/1.1
-keep-alive, requests serialized in advance; one endpoint at a time, so on this 2-core
-machine the server and the load generator each have a core):
+keep-alive, requests serialized in advance; one endpoint at a time. Every server runs on
+`--server-cores` (default core 0) and the load generator on `--client-cores` (core 1):
+taskset at start, and every thread of the server put back on its cores once it is ready,
+since onnxruntime pins its own pool threads, one per core):
   (a) closed loop at concurrency 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 0.5 s warm-up
       and 4 s measured per level (at most 20,000 requests), stopping after two levels in a
       row over the p99 budget; the result is the highest throughput whose p99 <= 10 ms
@@ -59,7 +63,7 @@ by anything but the server and the load generator during the leg (`other_cpu_sha
 per-process times): the noise.
 Errors (non-2xx, socket errors, timeouts) are counted, never retried. For ours it also
 checks that the prediction log gained one row per answered request and that the online
-store's event count is unchanged. Output: a markdown table on stdout and
+store gained one event per answered load request. Output: a markdown table on stdout and
 benchmarks/.work/serving/results.json (per leg: latency percentiles, CPU of server, load
 generator and the rest of the machine). Server logs: benchmarks/.work/serving/logs/.
 """
