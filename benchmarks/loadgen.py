@@ -8,7 +8,11 @@ Run by benchmarks/serving.py as a separate process, one leg per process; also us
       --mode open --rate 500 --duration 10 --warmup 1 --connections 32
 
 `--bodies` is a JSON list of request bodies, each already serialized as a JSON string; they
-are sent in order, cycling. Every request is built once, before the clock starts.
+are sent in order, cycling. Every request is built once, before the clock starts. With
+`--fresh-transactions-from N` the bodies are transactions and each is sent as a new one
+(`fresh_transactions`: a new id numbered from N, the time moved on per pass), so no leg
+repeats a transaction; `sent` in the output is where the next leg starts. `--samples-out`
+writes every recorded request's end time and latency, to see when the slow ones came.
 
 Modes:
 - closed: `concurrency` keep-alive connections, each sending its next request as soon as the
