@@ -445,7 +445,7 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def pin_threads(pgid: int, cores: str) -> dict[str, object]:
-    """Every thread of the server's processes back on `cores`, and what they were on before.
+    """Every thread of the server's processes back on `cores`; returns how many were outside them.
 
     The inherited CPU set is not enough: onnxruntime pins the threads of its intra-op pool itself, one per
     core, so `mlflow models serve` (default session options) had a thread on the load generator's core and
