@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,14 +22,25 @@ from pydantic import Field, PrivateAttr
 DUCKDB_PATH_ENV = "MLOPS_DUCKDB_PATH"
 # dagster-dbt gives every invocation its own target folder, <op>-<run id[:7]>-<uuid[:7]>.
 RUN_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}$")
+# dbt's saved parse state; with it a run re-parses only the files that changed (dbt checks every hash itself).
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def partial_parse_cache(duckdb_path: str | Path) -> Path:
+    """Where a warehouse keeps dbt's parse state for the next run: beside the warehouse file, one per file.
+
+    dbt's saved state holds a hash of the connection (the DuckDB path among it), so the state in
+    dbt_project/target, parsed for one warehouse, is refused by a run on any other ("Unable to do partial
+    parsing because profile has changed") and that run parses the whole project again (5.8 s against 3.5 s
+    for `dbt parse` here). Every home but the one `mlops prepare` ran in paid that on every dbt run."""
+    path = Path(duckdb_path)
+    return path.with_name(f"{path.name}.dbt_{PARTIAL_PARSE}")
 
 
 def prune_run_folders(target: Path, keep: int) -> list[Path]:
     """Delete all but the `keep` newest per-run folders dagster-dbt left in dbt's target/ (each holds that
     run's compiled SQL, run_results.json and manifest: about 260 files). The manifest, partial parse and
     anything not named like a run folder stay. Returns the folders deleted."""
-    import shutil
-
     if not target.is_dir():
         return []
     runs = sorted(
@@ -74,6 +86,32 @@ class WarehouseDbtResource(DbtCliResource):
     )
 
     _previous: str | None = PrivateAttr(default=None)
+    _run_folders: list[Path] = PrivateAttr(default_factory=list)
+
+    def cli(self, args, *, target_path: Path | None = None, context=None, **kwargs):
+        """dagster-dbt's `cli`, with this warehouse's saved parse state put in the run's target folder first
+        (dagster-dbt copies dbt_project/target's only where the folder has none). Stale state is harmless:
+        dbt compares every file, variable and connection hash and parses in full on any difference."""
+        target_path = target_path or self._get_unique_target_path(context=context)
+        folder = target_path if target_path.is_absolute() else Path(self.project_dir) / target_path
+        saved = partial_parse_cache(self.duckdb_path)
+        if saved.is_file() and not (folder / PARTIAL_PARSE).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(saved, folder / PARTIAL_PARSE)
+        self._run_folders.append(folder)
+        return super().cli(args, target_path=target_path, context=context, **kwargs)
+
+    def _save_partial_parse(self) -> None:
+        """The newest parse state this resource's runs wrote becomes the warehouse's, replaced atomically (a
+        concurrent run reads the old file or the new one, never half of one)."""
+        for folder in reversed(self._run_folders):
+            state = folder / PARTIAL_PARSE
+            if state.is_file():
+                saved = partial_parse_cache(self.duckdb_path)
+                partial = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+                shutil.copyfile(state, partial)
+                os.replace(partial, saved)
+                return
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         super().setup_for_execution(context)
@@ -86,6 +124,11 @@ class WarehouseDbtResource(DbtCliResource):
             os.environ.pop(DUCKDB_PATH_ENV, None)
         else:
             os.environ[DUCKDB_PATH_ENV] = self._previous
+        try:
+            self._save_partial_parse()
+        except OSError as exc:  # a cache: the next run parses in full, nothing else depends on it
+            if context.log is not None:
+                context.log.warning(f"dbt's parse state was not kept for the next run: {exc}")
         target = Path(self.project_dir) / os.environ.get("DBT_TARGET_PATH", "target")  # where dagster-dbt puts them
         pruned = prune_run_folders(target, self.keep_run_artifacts)
         if pruned and context.log is not None:

@@ -19,7 +19,9 @@ from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, generate_landing
 from mlops_core.ingestion import ingest_partitions
 from mlops_core.settings import Settings
+from mlops_assets.transform.project import DBT_PROJECT_DIR
 from resources.environment import build_resources
+from resources.warehouse import partial_parse_cache
 
 START = date(2026, 3, 2)
 DAYS = 6
@@ -78,8 +80,20 @@ def test_baseline_days_flow_into_the_marts(settings):
     assert query(settings, "SELECT count(*) FROM marts.transactions_enriched") == [(summary.rows["transactions"],)]
     assert query(settings, "SELECT count(*) FROM quarantine.rejected_rows") == [(0,)]
     # Re-materializing the same days replaces them: the marts do not grow.
-    assert materialize(settings, START, BAD_DAY).success
+    again = materialize(settings, START, BAD_DAY)
+    assert again.success
     assert query(settings, "SELECT count(*) FROM marts.transactions_enriched") == [(summary.rows["transactions"],)]
+    # dbt parsed the project in full once for this warehouse (its path is not the one `mlops prepare` parsed
+    # for), then reused the state the warehouse kept: the second run says nothing about a full parse.
+    assert partial_parse_cache(settings.duckdb_path).is_file()
+    assert "Unable to do partial parsing" in dbt_log(result)
+    assert "Unable to do partial parsing" not in dbt_log(again) and "Partial parsing enabled" in dbt_log(again)
+
+
+def dbt_log(result: dg.ExecuteInProcessResult) -> str:
+    """The dbt log of the run's dbt invocation (dagster-dbt writes it in the run's own target folder)."""
+    (folder,) = (DBT_PROJECT_DIR / "target").glob(f"warehouse_models-{result.run_id[:7]}-*")
+    return (folder / "dbt.log").read_text()
 
 
 # scenario -> (asset, the exact set of blocking checks that fail, text in the check message,
