@@ -15,11 +15,11 @@ import pytest
 from mlops_assets.ingestion.assets import raw_assets
 from mlops_assets.ingestion.summary import held_day_lines
 from mlops_assets.transform.assets import warehouse_assets
+from mlops_assets.transform.project import DBT_PROJECT_DIR
 from mlops_core.contracts import SOURCES
 from mlops_core.datagen.generator import DemoSpec, generate_landing
 from mlops_core.ingestion import ingest_partitions
 from mlops_core.settings import Settings
-from mlops_assets.transform.project import DBT_PROJECT_DIR
 from resources.environment import build_resources
 from resources.warehouse import partial_parse_cache
 
