@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -90,3 +91,24 @@ def loaded_history(
         )
         assert result.success
         yield settings
+
+
+class HomeTemplate:
+    """A loaded home that each test gets back pristine, at the path it was built at.
+
+    Tests that each need their own copy of one history restore it here rather than copy it to a new path:
+    dbt's saved parse state holds the warehouse path (resources/warehouse.py, partial_parse_cache), so a copy
+    at another path parses the whole dbt project again on its first run (2-3 s a test).
+    Tests using one template run one at a time (a module's tests share an xdist worker's fixture)."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self._pristine = root / "pristine"
+
+    def freeze(self) -> None:
+        shutil.copytree(self.home, self._pristine)
+
+    def restore(self) -> Path:
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.copytree(self._pristine, self.home)
+        return self.home

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from generated_history import loaded_history
+from generated_history import HomeTemplate, loaded_history
 from reliability_results import record
 
 from mlops_assets.ingestion.assets import raw_assets
@@ -47,16 +47,18 @@ SECTION = "bad data: held days and gate gaps"
 def base_home(tmp_path_factory):
     """Six clean days through the data layer, and two more clean days landed aside in `scratch`."""
     root = tmp_path_factory.mktemp("bad-data-days")
-    with loaded_history(root / "base", START, DAYS, ROWS, SEED):
+    template = HomeTemplate(root)
+    with loaded_history(template.home, START, DAYS, ROWS, SEED):
         pass
+    template.freeze()
     generate_landing(DemoSpec(START, DAYS + 2, ROWS, seed=SEED), root / "scratch")
-    return root
+    return template, root / "scratch"
 
 
 @pytest.fixture
-def world(base_home, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(base_home / "base", home)
+def world(base_home, monkeypatch):
+    template, scratch = base_home
+    home = template.restore()
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
     for key, value in {
         "MLOPS_HOME": home,
@@ -67,7 +69,7 @@ def world(base_home, tmp_path, monkeypatch):
         "MLOPS_REPORTS_DIR": settings.reports_dir,
     }.items():
         monkeypatch.setenv(key, str(value))
-    return settings, base_home / "scratch"
+    return settings, scratch
 
 
 def land(settings: Settings, scratch: Path, day: date) -> None:

@@ -25,7 +25,7 @@ import dagster as dg
 import duckdb
 import httpx
 import pytest
-from generated_history import loaded_history
+from generated_history import HomeTemplate, loaded_history
 from reliability_results import record
 from serving_world import build_world, free_port, running_endpoint, transaction
 
@@ -88,12 +88,13 @@ def _id(case: LandingCase) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_home(tmp_path_factory):
-    """Six clean days loaded through the data layer (raw, checks, dbt marts); each case copies it."""
-    home = tmp_path_factory.mktemp("bad-inputs") / "base"
-    with loaded_history(home, START, DAYS, ROWS, SEED):
+def base_home(tmp_path_factory) -> HomeTemplate:
+    """Six clean days loaded through the data layer (raw, checks, dbt marts); each case restores it."""
+    template = HomeTemplate(tmp_path_factory.mktemp("bad-inputs"))
+    with loaded_history(template.home, START, DAYS, ROWS, SEED):
         pass
-    return home
+    template.freeze()
+    return template
 
 
 # The marts row that says which landed day it came from; the held day's other sources may add rows (a
@@ -144,8 +145,7 @@ def _files_digest(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", LANDING_CASES, ids=_id)
 def test_bad_landing_day_is_held_with_reasons_and_production_is_unchanged(case, base_home, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(base_home, home)
+    home = base_home.restore()
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
     for key, value in {
         "MLOPS_HOME": home,

@@ -4,6 +4,7 @@ newest `keep_run_artifacts` of them when a run ends, and never touches the manif
 import os
 
 import dagster as dg
+import pytest
 
 from mlops_assets.transform.project import DBT_EXECUTABLE
 from resources.warehouse import WarehouseDbtResource, prune_run_folders
@@ -55,3 +56,42 @@ def test_the_resource_prunes_when_its_run_ends(tmp_path):
     resource.teardown_after_execution(context)
     kept = [p for p in run_folders(target) if p != "warehouse_models-1234567-89abcde0"]
     assert kept == [f"warehouse_models-{i:07x}-{(i * 7919) % 16**7:07x}" for i in (3, 4)]
+
+
+def test_the_venvs_dbt_version_is_read_without_a_subprocess_and_another_dbt_is_asked(tmp_path, monkeypatch):
+    """dagster-dbt ran `dbt --version` (a whole dbt import, 1.5-2 s) before every run's dbt build."""
+    import subprocess
+
+    import dbt.version
+    from packaging import version
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args}")
+
+    monkeypatch.setattr(subprocess, "check_output", no_subprocess)
+    project = tmp_path / "dbt"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: x\n")
+    own = WarehouseDbtResource(
+        project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=DBT_EXECUTABLE
+    )
+    assert own._cli_version == version.parse(dbt.version.__version__)
+    monkeypatch.undo()
+    # A dbt elsewhere (another venv, a Fusion binary) answers for itself: here one that says 2.0.0-beta.
+    foreign = tmp_path / "fusion" / "dbt"
+    foreign.parent.mkdir()
+    foreign.write_text("#!/bin/sh\necho 'dbt-fusion 2.0.0-beta.41'\n")
+    foreign.chmod(0o755)
+    other = WarehouseDbtResource(
+        project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=str(foreign)
+    )
+    assert other._cli_version == version.parse("2.0.0")
+    silent = tmp_path / "silent" / "dbt"
+    silent.parent.mkdir()
+    silent.write_text("#!/bin/sh\necho 'no version here'\n")
+    silent.chmod(0o755)
+    broken = WarehouseDbtResource(
+        project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=str(silent)
+    )
+    with pytest.raises(ValueError, match="could not read a version from .*silent/dbt.*no version here"):
+        broken._cli_version  # noqa: B018 (the property raises)
