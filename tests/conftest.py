@@ -48,45 +48,6 @@ def pytest_terminal_summary(terminalreporter, config):
         )
 
 
-# Fixtures that build a world (a loaded history, a trained champion, Postgres and an MLflow server) once for
-# their module or folder. xdist builds module and session fixtures once per worker, so tests that share one
-# and land on both workers built it twice: the production world (about a minute) was built on both.
-_SHARED_SCOPES = ("module", "package", "session")
-
-
-def shared_fixture_group(item: pytest.Item) -> str | None:
-    """Where the widest shared fixture this test uses lives, or None: the folder of a session- or package-scoped
-    one (built once per worker for the folder's tests), else the test's module for a module-scoped one (built
-    once per module, wherever it is defined). The root conftest's fixtures (cheap, and set up on every worker
-    anyway) are left out."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    module = item.nodeid.split("::")[0]
-    places = set()
-    for name in info.names_closure:
-        definitions = info.name2fixturedefs.get(name) or ()
-        if not definitions or definitions[-1].baseid in ("", "tests"):
-            continue
-        scope = definitions[-1].scope
-        if scope == "module":
-            places.add(module)
-        elif scope in _SHARED_SCOPES:
-            places.add(definitions[-1].baseid)
-    return min(places, key=lambda place: (len(place), place)) if places else None
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under `--dist loadgroup` (scripts/run_tests.sh), the tests sharing such a fixture form one group, which
-    xdist runs on one worker: the fixture is built once. Every other test is handed out one at a time. Runs
-    before xdist's own hook, which reads the groups."""
-    for item in items:
-        group = shared_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_unconfigure(config):
     if _SESSION_HOME:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
