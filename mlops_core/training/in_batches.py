@@ -59,10 +59,6 @@ def split_counts(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[st
     return int(rows), int(frauds)
 
 
-# The training order, the same in every read: the in-memory path's rows (offline.read_training_set) come in it,
-# and a model fit on the same rows in another order grows other trees.
-TRAINING_ORDER = "event_timestamp, transaction_id"
-
 # What a model reads of a row, and what places it: the columns fit_from_warehouse reads of the validation and
 # test splits (the evaluation reads every column of the test split, for its segments).
 MODEL_COLUMNS = (*_COLUMNS, "event_timestamp", "transaction_id", "split")
@@ -76,7 +72,7 @@ def read_splits(
     table = checked_identifier(table)
     selected = ", ".join(checked_identifier(c) for c in columns) if columns else "*"
     return con.execute(
-        f"select {selected} from {table} where list_contains($splits, split) order by {TRAINING_ORDER}",
+        f"select {selected} from {table} where list_contains($splits, split) order by event_timestamp, transaction_id",
         _splits(splits),
     ).df()
 
@@ -125,7 +121,8 @@ def encoded_batches(
     try:
         # A relation's reader streams; the same reader on an executed cursor copies every row first.
         reader = cursor.sql(
-            f"select {', '.join(_COLUMNS)} from {table} where list_contains($splits, split) order by {TRAINING_ORDER}",
+            f"select {', '.join(_COLUMNS)} from {table} where list_contains($splits, split) "
+            "order by event_timestamp, transaction_id",
             params=params,
         ).to_arrow_reader(batch_rows)
         for batch in reader:
