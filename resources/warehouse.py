@@ -5,12 +5,10 @@ Both create the file's directory when a run starts (a new MLOPS_HOME), not when 
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,17 +28,6 @@ DUCKDB_PATH_ENV = "MLOPS_DUCKDB_PATH"
 RUN_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}$")
 # dbt's saved parse state; with it a run re-parses only the files that changed (dbt checks every hash itself).
 PARTIAL_PARSE = "partial_parse.msgpack"
-
-
-@functools.cache
-def _dbt_version(executable: str) -> version.Version:
-    if Path(executable).resolve() == Path(sys.executable).with_name("dbt").resolve():
-        return version.parse(importlib.metadata.version("dbt-core"))
-    output = subprocess.check_output([executable, "--version"], text=True)
-    found = re.search(r"(\d+\.\d+\.\d+)", output)
-    if not found:
-        raise ValueError(f"could not read a version from `{executable} --version`: {output.strip()[:200]}")
-    return version.parse(found.group(1))
 
 
 def partial_parse_cache(duckdb_path: str | Path) -> Path:
@@ -109,8 +96,10 @@ class WarehouseDbtResource(DbtCliResource):
     def _cli_version(self) -> version.Version:
         """dbt's version without dagster-dbt's `dbt --version` subprocess, which imports all of dbt once more
         (1.5-2 s) before every run's `dbt build`: the executable is this venv's own dbt, so its version is
-        the installed dbt-core's. Any other executable (a dbt Fusion binary, another venv) is asked, once."""
-        return _dbt_version(self.dbt_executable)
+        the installed dbt-core's. Any other executable (a dbt Fusion binary, another venv) is asked as before."""
+        if Path(self.dbt_executable).resolve() == Path(sys.executable).with_name("dbt").resolve():
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)
 
     def cli(self, args, *, target_path: Path | None = None, context=None, **kwargs):
         """dagster-dbt's `cli`, with this warehouse's saved parse state put in the run's target folder first

@@ -77,21 +77,17 @@ def test_the_venvs_dbt_version_is_read_without_a_subprocess_and_another_dbt_is_a
     )
     assert own._cli_version == version.parse(dbt.version.__version__)
     monkeypatch.undo()
-    # A dbt elsewhere (another venv, a Fusion binary) answers for itself: here one that says 2.0.0-beta.
-    foreign = tmp_path / "fusion" / "dbt"
-    foreign.parent.mkdir()
-    foreign.write_text("#!/bin/sh\necho 'dbt-fusion 2.0.0-beta.41'\n")
-    foreign.chmod(0o755)
-    other = WarehouseDbtResource(
-        project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=str(foreign)
-    )
-    assert other._cli_version == version.parse("2.0.0")
-    silent = tmp_path / "silent" / "dbt"
-    silent.parent.mkdir()
-    silent.write_text("#!/bin/sh\necho 'no version here'\n")
-    silent.chmod(0o755)
-    broken = WarehouseDbtResource(
-        project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=str(silent)
-    )
-    with pytest.raises(ValueError, match="could not read a version from .*silent/dbt.*no version here"):
-        broken._cli_version  # noqa: B018 (the property raises)
+
+    def resource_for(name: str, says: str) -> WarehouseDbtResource:
+        executable = tmp_path / name / "dbt"
+        executable.parent.mkdir()
+        executable.write_text(f"#!/bin/sh\necho '{says}'\n")
+        executable.chmod(0o755)
+        return WarehouseDbtResource(
+            project_dir=str(project), duckdb_path=str(tmp_path / "w.duckdb"), dbt_executable=str(executable)
+        )
+
+    # A dbt elsewhere (another venv, a Fusion binary) answers for itself, through dagster-dbt's own question.
+    assert resource_for("fusion", "dbt-fusion 2.0.0-beta.41")._cli_version == version.parse("2.0.0")
+    with pytest.raises(ValueError, match="Could not parse dbt version from output: no version here"):
+        resource_for("silent", "no version here")._cli_version  # noqa: B018 (the property raises)
