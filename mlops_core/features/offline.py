@@ -343,6 +343,16 @@ def build_training_set(
         return summarize_training_set(con, spec, target, events, labels)
 
 
+def plan_asof_as_a_sorted_join(con: duckdb.DuckDBPyConnection) -> None:
+    """Keep the account join a sorted ASOF join, never a nested loop.
+
+    DuckDB turns an ASOF join into a nested-loop join when it estimates at most `asof_loop_join_threshold`
+    rows on its left side. It cannot estimate a CTE filtered by bound parameters (a bucket's events), so it
+    guessed low and looped: on 1M transactions of 20k accounts the join took 29 s of a 36 s bucket, and
+    4.6 s for the whole bucket as a sorted join (benchmarks/RESULTS.md, the feature-store section)."""
+    con.execute("set asof_loop_join_threshold = 0")
+
+
 def bucket_file_name(bucket: int, buckets: int) -> str:
     return f"bucket_{bucket:04d}_of_{buckets:04d}.parquet"
 
@@ -362,21 +372,39 @@ def write_bucket(
 
     Only the bucket's events before the horizon and within the windows' reach of the lookback are read, and
     only the label events of those transactions: memory follows the bucket, not the history."""
+    # COPY takes no bound parameter for its target, so the relation writes the file: the path never enters SQL.
+    # On its own cursor: a relation with parameters leaves its connection busy until it is closed.
+    cursor = con.cursor()
+    try:
+        bucket_rows(cursor, con, spec, bucket, buckets, events, account_history, labels).write_parquet(str(path))
+    finally:
+        cursor.close()
+    return con.execute("select count(*) from read_parquet($path)", {"path": str(path)}).fetchone()[0]
+
+
+def bucket_rows(
+    cursor: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection,
+    spec: TrainingSetSpec,
+    bucket: int,
+    buckets: int,
+    events: str = EVENTS_TABLE,
+    account_history: str = ACCOUNT_HISTORY_TABLE,
+    labels: str = LABEL_EVENTS_TABLE,
+) -> duckdb.DuckDBPyRelation:
+    """The relation `write_bucket` writes, on `cursor` (a cursor of `con`, set up here like `con`)."""
     events, account_history, labels = (checked_identifier(x) for x in (events, account_history, labels))
     if not 0 <= bucket < buckets:
         raise ValueError(f"bucket must be in [0, {buckets}), got {bucket}")
     params = spec.entity_params
     # The labels' SQL reads a named relation; the CTE holds only this bucket's transactions' label events.
     known_labels = labels_known_at_cutoff_sql("bucket_label_events")
-    # COPY takes no bound parameter for its target, so the relation writes the file: the path never enters SQL.
-    # On its own cursor: a relation with parameters leaves its connection busy until it is closed.
-    cursor = con.cursor()
-    try:
-        # A cursor starts with the default session settings: the caller's time zone decides calendar features.
-        time_zone = con.execute("select current_setting('TimeZone')").fetchone()[0]
-        cursor.execute("set TimeZone = $time_zone", {"time_zone": time_zone})
-        cursor.sql(
-            f"""
+    # A cursor starts with the default session settings: the caller's time zone decides calendar features.
+    time_zone = con.execute("select current_setting('TimeZone')").fetchone()[0]
+    cursor.execute("set TimeZone = $time_zone", {"time_zone": time_zone})
+    plan_asof_as_a_sorted_join(cursor)
+    return cursor.sql(
+        f"""
 with bucket_events as (
     -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
     select * from {events}
@@ -396,18 +424,15 @@ from ({point_in_time_features_sql("bucket_events", "bucket_history")}) as featur
 join bucket_labels as labels using (transaction_id)
 where features.event_timestamp < $horizon and features.event_timestamp >= $start
 """,
-            params={
-                "horizon": params["horizon"],
-                "start": params["start"],
-                "cutoff": params["cutoff"],
-                "history_start": _history_start(spec),
-                "buckets": buckets,
-                "bucket": bucket,
-            },
-        ).write_parquet(str(path))
-    finally:
-        cursor.close()
-    return con.execute("select count(*) from read_parquet($path)", {"path": str(path)}).fetchone()[0]
+        params={
+            "horizon": params["horizon"],
+            "start": params["start"],
+            "cutoff": params["cutoff"],
+            "history_start": _history_start(spec),
+            "buckets": buckets,
+            "bucket": bucket,
+        },
+    )
 
 
 def combine_buckets(
@@ -519,6 +544,7 @@ def day_features(
     warehouse; the restriction is a CTE with bound parameters (DuckDB refuses them in a view)."""
     events = checked_identifier(events)
     since, start, until = day_bounds(day)
+    plan_asof_as_a_sorted_join(con)
     return con.execute(
         f"""
 with scoring_window as (

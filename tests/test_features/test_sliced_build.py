@@ -261,3 +261,25 @@ def test_buckets_written_apart_and_combined_are_the_table_and_a_bad_bucket_file_
             offline.write_bucket(con, spec, 4, 4, tmp_path / "x.parquet")
     finally:
         con.close()
+
+
+def test_a_bucket_joins_its_accounts_by_a_sorted_asof_join_not_a_nested_loop():
+    """DuckDB cannot estimate a bucket's parameter-filtered events and, guessing few, planned the account join as
+    a nested loop: 29 s of a 36 s bucket at 1M transactions against 4.6 s for the whole bucket sorted. The
+    physical plan of the very relation write_bucket writes must hold the ASOF join and no nested loop."""
+    events, snapshots, labels = nasty_history(accounts=11, events_per_account=20)
+    spec = TrainingSetSpec(cutoff=CUTOFF, label_maturity_days=45)
+    con = reference.make_connection(events, snapshots, labels)
+    try:
+        for buckets in (1, 3):
+            cursor = con.cursor()
+            try:
+                plan = offline.bucket_rows(cursor, con, spec, 0, buckets).explain()
+            finally:
+                cursor.close()
+            assert "Asof Join" in plan and "Nested Loop Join" not in plan, plan
+        # day_features, scoring's query, runs the same join over a parameter-filtered window.
+        offline.day_features(con, START.date() + dt.timedelta(days=20))
+        assert con.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0] == 0
+    finally:
+        con.close()
