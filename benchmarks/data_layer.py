@@ -102,6 +102,16 @@ def leg_floor(first: str, last: str) -> dict:
     return {"ok": True, "seconds": time.perf_counter() - start, "load_seconds": load_seconds}
 
 
+def landing_days(days: int) -> tuple[date, date]:
+    """The first and last landed day of the benchmark's history: `days` days ending two days before the
+    platform's today. Its calendar (fixed unless MLOPS_TODAY says otherwise), not the machine's: the daily
+    partitions end at that today, and a machine date past it made the ours leg fail."""
+    from mlops_core.settings import Settings
+
+    first = Settings.from_env().today - timedelta(days=days + 1)
+    return first, first + timedelta(days=days - 1)
+
+
 def run_leg(name: str, home: Path, first: str, last: str, data_dir: Path) -> dict:
     """Run one leg in a child process against its own MLOPS_HOME and the shared landing zone."""
     shutil.rmtree(home, ignore_errors=True)
@@ -148,8 +158,7 @@ def main() -> None:
 
     data_dir = WORK / "data"
     shutil.rmtree(WORK, ignore_errors=True)
-    first = date.today() - timedelta(days=args.days + 1)
-    last = first + timedelta(days=args.days - 1)
+    first, last = landing_days(args.days)
     start = time.perf_counter()
     summary = generate_landing(
         DemoSpec(start=first, days=args.days, rows_per_day=args.rows_per_day, seed=11), data_dir / "landing"
