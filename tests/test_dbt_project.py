@@ -223,6 +223,12 @@ def test_dbt_build_gives_expected_marts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     # The only warning: the accepted label of held transaction t3 has no transaction.
     assert "WARN=1 " in result.stdout, result.stdout[-4000:]
+    # dbt's unit tests run here, in CI; the warehouse_models asset leaves them out of every materialization.
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    unit_tests = [r for r in results if r["unique_id"].startswith("unit_test.")]
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    assert len(unit_tests) == len(manifest["unit_tests"]) >= 5
+    assert {r["status"] for r in unit_tests} == {"pass"}, unit_tests
 
     con = duckdb.connect(str(duckdb_path), read_only=True)
     try:

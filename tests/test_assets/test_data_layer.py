@@ -88,12 +88,23 @@ def test_baseline_days_flow_into_the_marts(settings):
     assert partial_parse_cache(settings.duckdb_path).is_file()
     assert "Unable to do partial parsing" in dbt_log(result)
     assert "Unable to do partial parsing" not in dbt_log(again) and "Partial parsing enabled" in dbt_log(again)
+    # The models and their data tests ran; dbt's unit tests (logic on fixed fixtures) are left to CI.
+    ran = {r["unique_id"].split(".")[0] for r in dbt_run_results(again)}
+    assert {"model", "test"} <= ran and "unit_test" not in ran, ran
+
+
+def dbt_folder(result: dg.ExecuteInProcessResult) -> Path:
+    """The target folder of the run's dbt invocation (dagster-dbt makes one per run)."""
+    (folder,) = (DBT_PROJECT_DIR / "target").glob(f"warehouse_models-{result.run_id[:7]}-*")
+    return folder
 
 
 def dbt_log(result: dg.ExecuteInProcessResult) -> str:
-    """The dbt log of the run's dbt invocation (dagster-dbt writes it in the run's own target folder)."""
-    (folder,) = (DBT_PROJECT_DIR / "target").glob(f"warehouse_models-{result.run_id[:7]}-*")
-    return (folder / "dbt.log").read_text()
+    return (dbt_folder(result) / "dbt.log").read_text()
+
+
+def dbt_run_results(result: dg.ExecuteInProcessResult) -> list[dict]:
+    return json.loads((dbt_folder(result) / "run_results.json").read_text())["results"]
 
 
 # scenario -> (asset, the exact set of blocking checks that fail, text in the check message,
