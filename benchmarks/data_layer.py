@@ -26,7 +26,8 @@ from pathlib import Path
 from results import common, record, row, show
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE / ".work"
+# Its own folder: the run starts by removing it, and the other benchmarks keep their state beside it.
+WORK = HERE / ".work" / "data_layer"
 
 
 def _tree_rss_bytes(root: int) -> int:
