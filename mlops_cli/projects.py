@@ -7,12 +7,19 @@ from pathlib import Path
 
 import click
 
-from mlops_core.projects.catalog import projects_dir
-
 # Shipped inside the package (package-data), so an installed CLI scaffolds without a checkout.
 TEMPLATES = Path(__file__).resolve().parents[1] / "mlops_core" / "projects" / "templates"
 TEMPLATE = TEMPLATES / "defs.yaml"
 SQL_TEMPLATE = TEMPLATES / "snapshots.sql"
+
+
+def projects_dir() -> Path:
+    # Imported when a project command runs: the catalog loads every declaration's schema (pandas and numpy
+    # among its imports), 0.5 s that `mlops serve --help` and every other command paid at start-up.
+    from mlops_core.projects import catalog
+
+    return catalog.projects_dir()
+
 
 root_option = click.option(
     "--root",

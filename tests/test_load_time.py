@@ -46,3 +46,20 @@ def test_loading_the_code_location_imports_no_run_time_library():
         f"loading mlops_assets.definitions imported {loaded}: import them inside the functions that use them "
         "(`python -X importtime -c 'import mlops_assets.definitions'` shows which module pulled them in)"
     )
+
+
+# `mlops --help`, `mlops serve` and every other command load the CLI's command groups first. The project
+# commands once imported the project catalog at module level, and with it pandas and numpy: 0.57 s of
+# start-up for every command, `mlops serve --help` included (benchmarks/RESULTS.md, start-up).
+CLI_LOAD = """
+import json, sys
+from mlops_cli.main import main
+print(json.dumps(sorted(name for name in ("pandas", "numpy", "pyarrow", "dagster", "duckdb") if name in sys.modules)))
+"""
+
+
+def test_loading_the_cli_imports_no_data_library():
+    done = subprocess.run([sys.executable, "-c", CLI_LOAD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"importing mlops_cli.main imported {loaded}: import them inside the commands that use them"
