@@ -123,7 +123,7 @@ def _retrain_day(text: str) -> tuple[int, dict]:
     "--retrain-new-labels",
     type=click.IntRange(min=1),
     default=None,
-    help="New labels that make retraining_sensor retrain (default: 14 days of rows).",
+    help="New labels that make retraining_sensor retrain (default: 30 days of rows).",
 )
 @click.option(
     "--port",

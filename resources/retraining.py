@@ -24,7 +24,8 @@ class RetrainingPolicy(dg.ConfigurableResource):
     new_labels: int = Field(
         default=2000,
         ge=0,
-        description="check_label_volume fails (retrain) when this many labels arrived after the champion's training cutoff.",
+        description="check_label_volume fails (retrain) when this many labels arrived after the newest training cutoff "
+        "(the champion's, or the last candidate's when newer, so a candidate a gate stopped is not retrained on the same labels).",
     )
     prediction_psi: float = Field(
         default=0.25,

@@ -8,6 +8,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import DEPLOYMENT
+from mlops_assets.features.training_set import latest_training_cutoff
 from mlops_assets.training.evaluation import EVALUATION
 from mlops_assets.training.models import MODEL_ARTIFACT
 from mlops_core import ab_tests, approvals, registry
@@ -53,7 +54,7 @@ def registered_challenger(
                 "threshold": repr(fraud_model_candidate.threshold),
                 "data_version": fraud_model_candidate.data_version,
                 # Labels known after this were never seen in training: label_volume counts them.
-                "training_cutoff": _training_cutoff(context) or "",
+                "training_cutoff": latest_training_cutoff(context.instance) or "",
             },
             model_uri=fraud_model_candidate.model_uri,
         )
@@ -76,12 +77,6 @@ def require_onnx(client, trained: TrainedModel) -> None:
     files = registry.artifact_files(client, trained.model_uri)
     if not any(path.endswith(".onnx") for path in files):
         raise dg.Failure(f"{trained.model_uri} holds no .onnx file ({sorted(files)}): nothing to register")
-
-
-def _training_cutoff(context: dg.AssetExecutionContext) -> str | None:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
-    cutoff = event.asset_materialization.metadata.get("cutoff") if event and event.asset_materialization else None
-    return None if cutoff is None else str(cutoff.value)
 
 
 class PromoteConfig(dg.Config):

@@ -34,6 +34,17 @@ from mlops_core.warehouse import memory_limit
 from resources.settings import SettingsResource
 
 TRAINING_SET = dg.AssetKey("training_set")
+
+
+def latest_training_cutoff(instance: dg.DagsterInstance) -> str | None:
+    """The label cutoff of the newest training set: what a model trained now learns from. Builds of the
+    training set never run side by side (their jobs hold the one warehouse-writer slot), so a model step
+    reading it after its build reads its own build's cutoff."""
+    event = instance.get_latest_materialization_event(TRAINING_SET)
+    cutoff = event.asset_materialization.metadata.get("cutoff") if event and event.asset_materialization else None
+    return None if cutoff is None else str(cutoff.value)
+
+
 CHECK_POINT_IN_TIME = "check_point_in_time_correct"
 CHECK_JOIN = "check_one_row_per_labelled_transaction"
 MARTS = [dg.AssetKey(["marts", name]) for name in ("transactions_enriched", "account_history", "label_events")]

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
-from mlops_assets.features.training_set import TRAINING_SET
+from mlops_assets.features.training_set import TRAINING_SET, latest_training_cutoff
 from mlops_core.features.offline import TRAINING_SET_TABLE, data_version, read_training_set
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
@@ -28,6 +28,9 @@ from resources.settings import SettingsResource
 MODEL_ARTIFACT = "model"
 # MLflow run tag: the newest event the registered model learnt from (a champion is compared after it).
 TRAINED_THROUGH_TAG = "trained_through"
+FRAUD_MODEL_CANDIDATE = dg.AssetKey("fraud_model_candidate")
+# Metadata of every candidate: the label cutoff of the training set it learnt from.
+TRAINING_CUTOFF = "training_cutoff"
 
 
 class XGBoostConfig(dg.Config):
@@ -230,6 +233,9 @@ def fraud_model_candidate(
             **_metadata(trained),
             "trained_in_batches": batched,
             "train_rows": train_rows,
+            # The labels this candidate learnt from, whatever its gates decide: label_volume counts new
+            # evidence from here, so a candidate stopped by a gate is not retrained on the same labels.
+            TRAINING_CUTOFF: latest_training_cutoff(context.instance) or "-",
             "training_engine": config.training_engine,
             "dask_cluster": (dask.scheduler or f"LocalCluster, {dask.workers} worker(s)") if dask else "-",
         }

@@ -115,7 +115,10 @@ class SimulationSpec:
     # Retrainings the simulation launches itself after the sensors of a day: (day index, the candidate's
     # XGBoostConfig overrides), e.g. (14, {"false_negative_cost": 3.0}): a setting changed by mistake.
     forced_retrainings: tuple[tuple[int, dict], ...] = ()
-    # Labels that make retraining_sensor retrain (MLOPS_RETRAIN_NEW_LABELS); None: 14 days of rows.
+    # Labels that make retraining_sensor retrain (MLOPS_RETRAIN_NEW_LABELS); None: 30 days of rows, a monthly
+    # retraining on a stable world. At 14 days' worth a plain 60-day history retrained four times by design,
+    # each a chance to promote a model that is worse within the gates' tolerance; drift and performance
+    # triggers, not label volume, answer a changed world.
     retrain_new_labels: int | None = None
 
     def __post_init__(self) -> None:
@@ -144,6 +147,10 @@ def isolated_home(home: Path, **overrides: str) -> Iterator[Settings]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+# The simulation's label-volume policy in days of transactions (SimulationSpec.retrain_new_labels).
+LABEL_VOLUME_DAYS = 30
 
 
 def _merge(*configs: dict | None) -> dict:
@@ -311,7 +318,7 @@ class ClosedLoop:
             str(
                 self.spec.retrain_new_labels
                 if self.spec.retrain_new_labels is not None
-                else self.spec.rows_per_day * 14
+                else self.spec.rows_per_day * LABEL_VOLUME_DAYS
             ),
         )
         self.settings.export()

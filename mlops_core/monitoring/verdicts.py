@@ -67,7 +67,13 @@ VALUE_FIELDS: dict[str, dict[str, Kind]] = {
         "transactions": INTEGER,
     },
     PREDICTION_DRIFT: {"psi": OPTIONAL_NUMBER, "threshold": NUMBER},
-    LABEL_VOLUME: {"new_labels_since_cutoff": INTEGER, "threshold": INTEGER, "champion_training_cutoff": OPTIONAL_TEXT},
+    LABEL_VOLUME: {
+        "new_labels_since_cutoff": INTEGER,
+        "threshold": INTEGER,
+        # The newest cutoff any model learnt from, and whose it is ("champion" or "last candidate").
+        "training_cutoff": OPTIONAL_TEXT,
+        "counted_from": TEXT,
+    },
     CONCEPT_DRIFT: {
         "recent_recall": OPTIONAL_NUMBER,
         "reference_recall": OPTIONAL_NUMBER,
@@ -204,21 +210,27 @@ def prediction_drift_verdict(day: dt.date, psi: float | None, threshold: float, 
     )
 
 
-def label_volume_verdict(day: dt.date, new_labels: int, threshold: int, cutoff: str | None) -> MonitoringVerdict:
-    """Retrain when `threshold` labels or more arrived after the champion's training cutoff."""
+def label_volume_verdict(
+    day: dt.date, new_labels: int, threshold: int, cutoff: str | None, counted_from: str = "champion"
+) -> MonitoringVerdict:
+    """Retrain when `threshold` labels or more arrived after the newest training cutoff: the champion's, or
+    the last candidate's (`counted_from`) when a newer one learnt from more labels."""
     values = {
         "new_labels_since_cutoff": int(new_labels),
         "threshold": int(threshold),
-        "champion_training_cutoff": cutoff,
+        "training_cutoff": cutoff,
+        "counted_from": counted_from,
     }
     if new_labels >= threshold:
-        reason = f"label volume on {day}: {new_labels} labels since the champion's training cutoff (>= {threshold})"
+        reason = (
+            f"label volume on {day}: {new_labels} labels since the {counted_from}'s training cutoff (>= {threshold})"
+        )
         return MonitoringVerdict(LABEL_VOLUME, day.isoformat(), True, reason, values)
     return MonitoringVerdict(
         LABEL_VOLUME,
         day.isoformat(),
         False,
-        f"{new_labels} labels since the champion's training cutoff on {day}, under {threshold}",
+        f"{new_labels} labels since the {counted_from}'s training cutoff on {day}, under {threshold}",
         values,
     )
 

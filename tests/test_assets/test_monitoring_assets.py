@@ -24,6 +24,7 @@ from mlops_assets.monitoring.model_quality import (
     concept_drift,
     prediction_drift,
 )
+from mlops_assets.training.models import FRAUD_MODEL_CANDIDATE, TRAINING_CUTOFF
 from mlops_core import registry
 from resources.alerts import AlertResource
 from resources.environment import build_resources
@@ -186,6 +187,61 @@ def test_label_volume_counts_labels_after_the_champions_cutoff(settings):
             [LAST_DAY - timedelta(days=9), LAST_DAY + timedelta(days=1)],
         ).fetchall()[0][0]
     assert moved["new_labels_since_cutoff"] == expected > 0
+
+
+def _labels_between(settings, since: date, until: date) -> int:
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        return con.execute(
+            "select count(*) from marts.label_events where labeled_at > ? and labeled_at < ?", [since, until]
+        ).fetchall()[0][0]
+
+
+def _candidate_trained(instance, cutoff: str) -> None:
+    """What fraud_model_candidate records on every run, a gate stopping it or not: its training set's cutoff."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=FRAUD_MODEL_CANDIDATE, metadata={TRAINING_CUTOFF: cutoff})
+    )
+
+
+def test_label_volume_counts_from_a_newer_candidates_cutoff_so_a_stopped_candidate_is_not_retrained_on_the_same_labels(
+    settings,
+):
+    """The champion learnt up to day -9; a candidate trained since learnt up to day -3 and was stopped by a gate.
+    New evidence is what came after day -3: counting from the champion would ask for the same retraining again
+    after every cool-down. A candidate older than the champion does not pull the count back."""
+    client, champion = _champion_client(settings)
+    cutoff = client.get_model_version(registry.MODEL_NAME, champion).tags["training_cutoff"]
+    champion_day, candidate_day, end = (
+        LAST_DAY - timedelta(days=9),
+        LAST_DAY - timedelta(days=3),
+        LAST_DAY + timedelta(days=1),
+    )
+    client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", f"{champion_day}T00:00:00+00:00")
+    # Between the two cutoffs, so that a count from the wrong one is far off.
+    threshold = (_labels_between(settings, champion_day, end) + _labels_between(settings, candidate_day, end)) // 2
+    policy = RetrainingPolicy(new_labels=threshold)
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            _candidate_trained(instance, f"{LAST_DAY - timedelta(days=30)}T00:00:00+00:00")
+            older = metadata(materialize(settings, label_volume, LAST_DAY, policy=policy, instance=instance), "*")
+            older_verdict, older_request = read_back(instance, LABEL_VOLUME_CHECK, retraining_sensor, policy)
+        with dg.DagsterInstance.ephemeral() as instance:
+            _candidate_trained(instance, f"{candidate_day}T00:00:00+00:00")
+            newer = materialize(settings, label_volume, LAST_DAY, policy=policy, instance=instance)
+            verdict, request = read_back(instance, LABEL_VOLUME_CHECK, retraining_sensor, policy)
+    finally:
+        client.set_model_version_tag(registry.MODEL_NAME, champion, "training_cutoff", cutoff)
+    assert older["new_labels_since_cutoff"] == _labels_between(settings, champion_day, end) >= threshold
+    assert older["counted_since"] == f"{champion_day}T00:00:00+00:00 (champion)"
+    assert older_verdict.triggered and isinstance(older_request, dg.RunRequest)
+    meta = metadata(newer, "*")
+    assert meta["new_labels_since_cutoff"] == _labels_between(settings, candidate_day, end) < threshold
+    assert meta["counted_since"] == f"{candidate_day}T00:00:00+00:00 (last candidate)"
+    assert meta["champion_training_cutoff"] == f"{champion_day}T00:00:00+00:00"
+    assert not verdict.triggered and verdict.values["counted_from"] == "last candidate"
+    assert "since the last candidate's training cutoff" in verdict.reason
+    assert verdict.values["training_cutoff"] == f"{candidate_day}T00:00:00+00:00"
+    assert not isinstance(request, dg.RunRequest)
 
 
 def _champion_client(settings) -> tuple[mlflow.MlflowClient, str]:

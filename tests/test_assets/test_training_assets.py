@@ -223,6 +223,14 @@ def test_shuffled_labels_fail_the_minimum_quality_gate(settings, monkeypatch):
     )
     _stopped_by(settings, result, gates.GATE_MINIMUMS)
     assert challenger(settings) == before
+    # The stopped candidate still records the labels it learnt from: label_volume counts new evidence from
+    # there, so the same labels do not trigger the same retraining again.
+    (built,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("training_set")]
+    (trained,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == model_assets.FRAUD_MODEL_CANDIDATE
+    ]
+    cutoff = built.materialization.metadata["cutoff"].value
+    assert trained.materialization.metadata[model_assets.TRAINING_CUTOFF].value == cutoff != "-"
 
 
 def test_a_slow_model_fails_the_latency_gate(settings, monkeypatch):

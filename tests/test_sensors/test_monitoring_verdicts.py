@@ -129,7 +129,7 @@ def test_a_writer_cannot_build_a_verdict_the_reader_would_refuse():
             "2026-03-04",
             True,
             "label volume",
-            {"new_labels": 3, "threshold": 2, "champion_training_cutoff": None},
+            {"new_labels": 3, "threshold": 2, "training_cutoff": None, "counted_from": "champion"},
         )
     with pytest.raises(VerdictError, match="field 'threshold' is missing"):
         MonitoringVerdict("prediction_drift", "2026-03-04", False, "quiet", {"psi": 0.1})
