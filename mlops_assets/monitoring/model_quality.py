@@ -159,8 +159,8 @@ def concept_drift(
     """Has the relation between features and fraud moved away from what the champion learned? Three tests
     on its served decisions, with the labels known by the end of the day:
     - recall on the frauds confirmed so far among the last `recall_window_days` days of events, against the
-      test recall it was promoted with (a one-sided binomial test): frauds are confirmed within days, so
-      this reacts first;
+      test recall it was promoted with, measured on the test split's frauds (one-sided, two-sample: Fisher's
+      exact test): frauds are confirmed within days, so this reacts first;
     - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
     check_champion_performance fails when any of them fires; the performance sensor retrains on it."""
@@ -193,8 +193,14 @@ def concept_drift(
 
     recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
     caught = int(served["decision"].to_numpy(bool)[recent].sum())
+    # The frauds of the test split the reference recall was measured on: the test is two-sample with them.
+    reference_frauds = _metric(metrics, "test_positives")
     recall = recall_drop(
-        caught, int(recent.sum()), reference_recall if reference_recall is not None else 0.0, policy.confidence
+        caught,
+        int(recent.sum()),
+        reference_recall if reference_recall is not None else 0.0,
+        policy.confidence,
+        reference_frauds=int(reference_frauds) if reference_frauds is not None else None,
     )
 
     matured_before = pd.Timestamp(day - dt.timedelta(days=maturity - 1))
@@ -224,6 +230,8 @@ def concept_drift(
             "recent_frauds": recall["frauds"],
             "recent_recall": None if np.isnan(recall["recall"]) else float(recall["recall"]),
             "reference_recall": reference_recall,
+            "reference_frauds": recall["reference_frauds"],
+            "recall_test": recall["test"],
             "recall_p_value": recall["p_value"],
             "matured_labelled": len(errors),
             "matured_error_rate": float(errors.mean()) if len(errors) else None,

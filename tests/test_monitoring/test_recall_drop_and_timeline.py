@@ -39,6 +39,36 @@ def test_false_alarm_rate_at_the_reference_is_below_one_percent():
     assert alarms / 2000 < 0.01
 
 
+def test_a_reference_measured_on_few_frauds_is_tested_two_sample_and_keeps_false_alarms_under_one_percent():
+    """The reference recall is itself measured on the test split's frauds. Taken as exact (one-sample), a
+    stationary world alarms about twice as often as the confidence allows; two-sample it does not."""
+    rng = np.random.default_rng(11)
+    one_sample = two_sample = 0
+    runs = 3000
+    for _ in range(runs):
+        reference_frauds, recent_frauds = 170, 80
+        reference_recall = rng.binomial(reference_frauds, 0.78) / reference_frauds
+        caught = int(rng.binomial(recent_frauds, 0.78))
+        one_sample += recall_drop(caught, recent_frauds, reference_recall)["drop"]
+        two_sample += recall_drop(caught, recent_frauds, reference_recall, reference_frauds=reference_frauds)["drop"]
+    assert two_sample / runs < 0.01 < 0.015 < one_sample / runs
+
+
+def test_the_two_sample_recall_test_is_fishers_exact_and_still_sees_a_collapse():
+    from scipy.stats import fisher_exact
+
+    # The plain-history case that used to trigger: 53 of 81 recent frauds caught, 0.787 measured on 174.
+    plain = recall_drop(53, 81, 137 / 174, reference_frauds=174)
+    expected = fisher_exact([[53, 28], [137, 37]], alternative="less").pvalue
+    assert plain["p_value"] == pytest.approx(expected, rel=1e-12) and 0.01 < plain["p_value"] < 0.05
+    assert not plain["drop"] and plain["test"] == "fisher_two_sample" and plain["reference_frauds"] == 174
+    one_sample = recall_drop(53, 81, 137 / 174)
+    assert one_sample["drop"] and one_sample["test"] == "binomial_one_sample" and one_sample["p_value"] < 0.005
+    # A new fraud pattern the champion misses: recall 0.15 on 40 frauds is a drop either way.
+    collapsed = recall_drop(6, 40, 0.8, reference_frauds=120)
+    assert collapsed["drop"] and collapsed["p_value"] < 1e-8
+
+
 @pytest.mark.parametrize("caught, frauds", [(-1, 3), (4, 3)])
 def test_impossible_counts_are_refused(caught, frauds):
     with pytest.raises(ValueError, match="caught"):
