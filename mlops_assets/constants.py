@@ -1,4 +1,4 @@
-"""Names shared across asset families: groups, partitions, job names."""
+"""Names shared across asset families: groups, partitions, job names; and reading an asset's newest metadata."""
 
 import warnings
 
@@ -41,3 +41,11 @@ PROJECT_TAG = "mlops/project"
 _calendar = Settings.from_env()
 PARTITIONS_START = _calendar.partitions_start.isoformat()
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_date=_calendar.today.isoformat())
+
+
+def latest_metadata_text(instance: dg.DagsterInstance, asset: dg.AssetKey, name: str) -> str | None:
+    """The metadata entry `name` of `asset`'s newest materialization, as text (None: no materialization or
+    no such entry)."""
+    event = instance.get_latest_materialization_event(asset)
+    value = event.asset_materialization.metadata.get(name) if event and event.asset_materialization else None
+    return None if value is None else str(value.value)

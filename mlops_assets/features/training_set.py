@@ -16,7 +16,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from mlops_assets.constants import FEATURES
+from mlops_assets.constants import FEATURES, latest_metadata_text
 from mlops_core.features import spec as feature_spec
 from mlops_core.features.audits import audit_join, audit_point_in_time
 from mlops_core.features.offline import (
@@ -40,9 +40,7 @@ def latest_training_cutoff(instance: dg.DagsterInstance) -> str | None:
     """The label cutoff of the newest training set: what a model trained now learns from. Builds of the
     training set never run side by side (their jobs hold the one warehouse-writer slot), so a model step
     reading it after its build reads its own build's cutoff."""
-    event = instance.get_latest_materialization_event(TRAINING_SET)
-    cutoff = event.asset_materialization.metadata.get("cutoff") if event and event.asset_materialization else None
-    return None if cutoff is None else str(cutoff.value)
+    return latest_metadata_text(instance, TRAINING_SET, "cutoff")
 
 
 CHECK_POINT_IN_TIME = "check_point_in_time_correct"

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mlops_assets.constants import MONITORING, daily_partitions
+from mlops_assets.constants import MONITORING, daily_partitions, latest_metadata_text
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_assets.training.models import FRAUD_MODEL_CANDIDATE, TRAINING_CUTOFF
 from mlops_core.monitoring.reads import label_counts_between, label_counts_landed_on
@@ -52,7 +52,7 @@ def label_volume(
     champion = model_registry.champion()
     tag = champion.tags.get(CUTOFF_TAG) if champion is not None else None
     champion_cutoff = _aware(tag)
-    candidate_cutoff = _aware(_last_candidate_cutoff(context.instance))
+    candidate_cutoff = _aware(latest_metadata_text(context.instance, FRAUD_MODEL_CANDIDATE, TRAINING_CUTOFF))
     cutoff, counted_from = champion_cutoff, "champion"
     if candidate_cutoff is not None and (cutoff is None or candidate_cutoff > cutoff):
         cutoff, counted_from = candidate_cutoff, "last candidate"
@@ -86,9 +86,3 @@ def _aware(stamp: str | None) -> dt.datetime | None:
         return None
     moment = dt.datetime.fromisoformat(stamp)
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _last_candidate_cutoff(instance: dg.DagsterInstance) -> str | None:
-    event = instance.get_latest_materialization_event(FRAUD_MODEL_CANDIDATE)
-    value = event.asset_materialization.metadata.get(TRAINING_CUTOFF) if event and event.asset_materialization else None
-    return None if value is None else str(value.value)
