@@ -126,6 +126,12 @@ def _retrain_day(text: str) -> tuple[int, dict]:
     help="New labels that make retraining_sensor retrain (default: 30 days of rows).",
 )
 @click.option(
+    "--early-frauds/--no-early-frauds",
+    default=True,
+    show_default=True,
+    help="Retraining also learns the frauds confirmed before their transactions matured (MLOPS_TRAIN_ON_EARLY_FRAUDS).",
+)
+@click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=None,
@@ -154,6 +160,7 @@ def simulate_command(
     canary_share,
     retrain_days,
     retrain_new_labels,
+    early_frauds,
     port,
     keep_endpoint,
     out_dir,
@@ -188,6 +195,7 @@ def simulate_command(
             canary_share=canary_share,
             forced_retrainings=tuple(_retrain_day(text) for text in retrain_days),
             retrain_new_labels=retrain_new_labels,
+            early_frauds=early_frauds,
         )
         from mlops_core.datagen.scenarios import get_scenario
 

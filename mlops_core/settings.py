@@ -78,6 +78,15 @@ def _int_env(env, name: str, default: int | None) -> int | None:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _bool_env(env, name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved locations of the platform's local state.
@@ -99,6 +108,9 @@ class Settings:
     label_maturity_days: int = 45
     # Days of mature history the training set takes (MLOPS_TRAINING_LOOKBACK_DAYS; unset: all of it).
     training_lookback_days: int | None = None
+    # Train on the frauds confirmed before their transactions matured too (MLOPS_TRAIN_ON_EARLY_FRAUDS=1):
+    # a new fraud pattern reaches a retraining days sooner. Off by default.
+    train_on_early_frauds: bool = False
     # How late a transaction may reach the online store and still get its full windows
     # (MLOPS_ONLINE_ALLOWED_LATENESS_DAYS); a rebuild keeps the longest window plus this.
     online_allowed_lateness_days: int = 7
@@ -158,6 +170,7 @@ class Settings:
             online_store=env.get("MLOPS_ONLINE_STORE", "sqlite"),
             label_maturity_days=_int_env(env, "MLOPS_LABEL_MATURITY_DAYS", 45),
             training_lookback_days=_int_env(env, "MLOPS_TRAINING_LOOKBACK_DAYS", None),
+            train_on_early_frauds=_bool_env(env, "MLOPS_TRAIN_ON_EARLY_FRAUDS"),
             online_allowed_lateness_days=_int_env(env, "MLOPS_ONLINE_ALLOWED_LATENESS_DAYS", 7),
             clock=chosen("MLOPS_TODAY", DEFAULT_TODAY.isoformat()),
             partitions_start=_date_setting(
@@ -204,6 +217,8 @@ class Settings:
         # setting). Published, one home's releases would follow a process into the next home it builds settings for.
         if self.training_lookback_days is not None:
             env["MLOPS_TRAINING_LOOKBACK_DAYS"] = str(self.training_lookback_days)
+        if self.train_on_early_frauds:
+            env["MLOPS_TRAIN_ON_EARLY_FRAUDS"] = "1"
         return env
 
     def export(self) -> None:
@@ -211,6 +226,8 @@ class Settings:
         os.environ.update(self.environment())
         if self.training_lookback_days is None:
             os.environ.pop("MLOPS_TRAINING_LOOKBACK_DAYS", None)
+        if not self.train_on_early_frauds:
+            os.environ.pop("MLOPS_TRAIN_ON_EARLY_FRAUDS", None)
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.data_dir, self.landing_dir, self.dagster_home, self.reports_dir):

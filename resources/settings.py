@@ -41,6 +41,10 @@ class SettingsResource(dg.ConfigurableResource):
     training_lookback_days: int | None = Field(
         default=None, description="MLOPS_TRAINING_LOOKBACK_DAYS: days of mature history training takes (None: all)."
     )
+    train_on_early_frauds: bool = Field(
+        default=False,
+        description="MLOPS_TRAIN_ON_EARLY_FRAUDS: training also learns the frauds confirmed inside the maturity window.",
+    )
     online_allowed_lateness_days: int = Field(
         default=7, description="MLOPS_ONLINE_ALLOWED_LATENESS_DAYS: how late a transaction may reach the online store."
     )

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from mlops_assets.constants import TRAINING
-from mlops_assets.training.models import TRAINED_THROUGH_TAG
+from mlops_assets.training.models import EARLY_FRAUDS_THROUGH_TAG, TRAINED_THROUGH_TAG
 from mlops_core import registry
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.projects.catalog import fraud_project
@@ -106,12 +106,14 @@ def champion_scorer(model_registry: ModelRegistry) -> tuple[str, OnnxScorer, flo
     return f"champion (version {champion.version})", OnnxScorer(model_bytes), float(threshold)
 
 
-def champion_trained_through(model_registry: ModelRegistry) -> str | None:
-    """The newest event the champion learnt from (its run's tag; None for a model registered before the tag)."""
+def champion_trained_through(model_registry: ModelRegistry) -> tuple[str | None, str | None]:
+    """What the champion learnt from, from its run's tags: the newest mature event, and the newest verdict of
+    the early frauds it learnt (None for a tag it does not carry: registered before it, or no early frauds)."""
     champion = model_registry.champion()
     if champion is None or not champion.run_id:
-        return None
-    return model_registry.client().get_run(champion.run_id).data.tags.get(TRAINED_THROUGH_TAG)
+        return None, None
+    tags = model_registry.client().get_run(champion.run_id).data.tags
+    return tags.get(TRAINED_THROUGH_TAG), tags.get(EARLY_FRAUDS_THROUGH_TAG)
 
 
 def champion_test_metrics(model_registry: ModelRegistry) -> dict[str, float] | None:
@@ -182,14 +184,16 @@ def candidate_evaluation(
     if test.empty:
         raise ValueError("the training set has no rows in split 'test'")
     client = model_registry.client()
+    trained_through, early_frauds_through = champion_trained_through(model_registry)
     evaluation = evaluate(
         fraud_model_candidate,
         test,
         config.thresholds(),
         baseline=baseline_model,
         champion=champion_scorer(model_registry),
-        champion_trained_through=champion_trained_through(model_registry),
+        champion_trained_through=trained_through,
         champion_recorded=champion_test_metrics(model_registry),
+        champion_early_frauds_through=early_frauds_through,
     )
     figures = plots(evaluation.report)
     page = render_html(evaluation.report, figures)

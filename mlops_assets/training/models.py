@@ -28,6 +28,7 @@ from resources.settings import SettingsResource
 MODEL_ARTIFACT = "model"
 # MLflow run tag: the newest event the registered model learnt from (a champion is compared after it).
 TRAINED_THROUGH_TAG = "trained_through"
+EARLY_FRAUDS_THROUGH_TAG = "early_frauds_through"
 FRAUD_MODEL_CANDIDATE = dg.AssetKey("fraud_model_candidate")
 # Metadata of every candidate: the label cutoff of the training set it learnt from.
 TRAINING_CUTOFF = "training_cutoff"
@@ -146,6 +147,7 @@ def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -
                 "threshold": repr(trained.threshold),
                 "refit_on_all_rows": str(trained.refit).lower(),
                 **({TRAINED_THROUGH_TAG: trained.trained_through} if trained.trained_through else {}),
+                **({EARLY_FRAUDS_THROUGH_TAG: trained.early_frauds_through} if trained.early_frauds_through else {}),
             }
         )
         mlflow.log_dict({"feature_columns": list(trained.feature_columns)}, "features.json")
@@ -167,6 +169,7 @@ def _metadata(trained: TrainedModel) -> dict:
         "best_iteration": trained.best_iteration,
         "refit_on_all_rows": trained.refit,
         "trained_through": trained.trained_through or "-",
+        "early_frauds_through": trained.early_frauds_through or "-",
         "validation_auc_pr": trained.validation_metrics.get("auc_pr"),
         "validation_recall": trained.validation_metrics.get("recall"),
         "onnx_max_probability_difference": trained.onnx_max_difference,

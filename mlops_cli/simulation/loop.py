@@ -120,6 +120,10 @@ class SimulationSpec:
     # each a chance to promote a model that is worse within the gates' tolerance; drift and performance
     # triggers, not label volume, answer a changed world.
     retrain_new_labels: int | None = None
+    # Retraining also learns the frauds confirmed before their transactions matured (MLOPS_TRAIN_ON_EARLY_FRAUDS):
+    # a customer report arrives within 3 days, a chargeback by maturity - 3, so a new pattern reaches the train
+    # split days before its legitimate neighbours mature. The oracle learns them too.
+    early_frauds: bool = True
 
     def __post_init__(self) -> None:
         if self.days < 1 or not 0 <= self.drift_day < self.days:
@@ -288,7 +292,12 @@ class ClosedLoop:
         self.spec = spec
         self.echo = echo
         # The first champion learns from all the history; retraining takes the lookback window (set after it).
-        self.settings = replace(settings, label_maturity_days=spec.label_maturity_days, training_lookback_days=None)
+        self.settings = replace(
+            settings,
+            label_maturity_days=spec.label_maturity_days,
+            training_lookback_days=None,
+            train_on_early_frauds=spec.early_frauds,
+        )
         self.records: list[DayRecord] = []
         self.scores: list[DayScores] = []
         self.frozen: LoadedModel | None = None

@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from mlops_core.features.offline import (
+    EARLY_SPLIT,
     TrainingSetSpec,
     brute_force_features_sql,
     checked_identifier,
@@ -137,8 +138,11 @@ def audit_point_in_time(
     labels_after = con.execute(
         f"select count(*) from {table} where labeled_at > $cutoff", {"cutoff": params["cutoff"]}
     ).fetchone()[0]
+    # Inside the maturity window only the early frauds belong, and only when the spec keeps them.
     inside = con.execute(
-        f"select count(*) from {table} where event_timestamp >= $horizon", {"horizon": params["horizon"]}
+        f"select count(*) from {table} where event_timestamp >= $horizon "
+        f"and not ($early and split = '{EARLY_SPLIT}' and is_fraud and event_timestamp < $cutoff)",
+        {"horizon": params["horizon"], "cutoff": params["cutoff"], "early": spec.early_frauds},
     ).fetchone()[0]
     differing = con.execute(
         f"""select count(*) from {table} as t
@@ -163,7 +167,7 @@ class JoinReport:
 
     def describe(self) -> str:
         text = (
-            f"{self.rows} rows for {self.expected_rows} mature labelled transactions "
+            f"{self.rows} rows for {self.expected_rows} labelled transactions "
             f"({self.distinct_transactions} distinct ids): "
             f"{self.expected_rows - min(self.rows, self.distinct_transactions)} dropped, "
             f"{self.rows - self.distinct_transactions} duplicated."
@@ -180,14 +184,16 @@ def audit_join(
     events: str = EVENTS_TABLE,
     labels: str = LABEL_EVENTS_TABLE,
 ) -> JoinReport:
-    """The training set has exactly one row per mature labelled transaction and no nulls."""
+    """The training set has exactly one row per mature labelled transaction (and, when the spec keeps them, per
+    fraud already confirmed inside the maturity window) and no nulls."""
     table, events = checked_identifier(table), checked_identifier(events)
     rows, distinct = con.execute(f"select count(*), count(distinct transaction_id) from {table}").fetchone()
     expected = con.execute(
         f"""select count(*) from {events} as e
             join ({labels_known_at_cutoff_sql(labels)}) as l using (transaction_id)
-            where e.event_timestamp < $horizon and e.event_timestamp >= $start""",
-        spec.entity_params,
+            where e.event_timestamp >= $start
+              and (e.event_timestamp < $horizon or ($early and l.is_fraud and e.event_timestamp < $cutoff))""",
+        {**spec.entity_params, "early": spec.early_frauds},
     ).fetchone()[0]
     null_counts = con.execute(
         f"select {', '.join(f'count(*) - count({name})' for name in FEATURE_NAMES)} from {table}"

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 TRAINING_SET_TABLE = "features.training_set"
 SPLITS = ("train", "validation", "test")
+# Frauds confirmed before their transaction matured (TrainingSetSpec.early_frauds): training rows only. They
+# have no legitimate neighbours of their own days yet, so they cannot judge a model and stay out of the splits
+# the gates read.
+EARLY_SPLIT = "early"
+ALL_SPLITS = (*SPLITS, EARLY_SPLIT)
 
 
 def _window_clause(window: str) -> str:
@@ -204,6 +209,10 @@ class TrainingSetSpec:
     # Only transactions in the last `lookback_days` before the maturity horizon (None: all history):
     # after the world changed, old behaviour stops outweighing the new in the train split.
     lookback_days: int | None = None
+    # Also train on the frauds already confirmed inside the maturity window (a customer report, an early
+    # chargeback), as split 'early': a new fraud pattern reaches the model days before its transactions
+    # mature (docs/monitoring.md, "Training on the newest labels").
+    early_frauds: bool = False
 
     def __post_init__(self) -> None:
         if self.lookback_days is not None and self.lookback_days < 1:
@@ -236,6 +245,11 @@ class TrainingSetSpec:
         if self.lookback_days is None:
             return dt.datetime(1900, 1, 1)
         return self.entity_horizon - dt.timedelta(days=self.lookback_days)
+
+    @property
+    def rows_end(self) -> dt.datetime:
+        """No row is at or after this instant: the horizon, or the cutoff when early frauds are kept."""
+        return self.cutoff_naive_utc if self.early_frauds else self.entity_horizon
 
     @property
     def entity_params(self) -> dict[str, dt.datetime]:
@@ -408,7 +422,7 @@ def bucket_rows(
 with bucket_events as (
     -- Only the windows' reach before the lookback's start: no feature of a kept row reads further back.
     select * from {events}
-    where event_timestamp < $horizon and event_timestamp >= $history_start
+    where event_timestamp < $rows_end and event_timestamp >= $history_start
       and hash(account_id) % $buckets = $bucket
 ),
 bucket_history as (
@@ -422,10 +436,12 @@ bucket_labels as ({known_labels})
 select features.*, labels.is_fraud, labels.labeled_at, labels.label_source
 from ({point_in_time_features_sql("bucket_events", "bucket_history")}) as features
 join bucket_labels as labels using (transaction_id)
-where features.event_timestamp < $horizon and features.event_timestamp >= $start
+where features.event_timestamp >= $start
+  and (features.event_timestamp < $horizon or (labels.is_fraud and features.event_timestamp < $rows_end))
 """,
         params={
             "horizon": params["horizon"],
+            "rows_end": spec.rows_end,
             "start": params["start"],
             "cutoff": params["cutoff"],
             "history_start": _history_start(spec),
@@ -454,21 +470,24 @@ def combine_buckets(
             f"""
 create or replace table {target} as
 with bounds as (
+    -- The time splits are cut over the mature rows only; the early frauds are training rows.
     select
         quantile_disc(event_timestamp, {float(1 - spec.validation_share - spec.test_share)!r}) as train_end,
         quantile_disc(event_timestamp, {float(1 - spec.test_share)!r}) as validation_end
     from read_parquet($files)
+    where event_timestamp < $horizon
 )
 select
     entity.*,
     case
+        when event_timestamp >= $horizon then '{EARLY_SPLIT}'
         when event_timestamp <= bounds.train_end then 'train'
         when event_timestamp <= bounds.validation_end then 'validation'
         else 'test'
     end as split
 from read_parquet($files) as entity, bounds
 """,
-            {"files": [str(p) for p in paths]},
+            {"files": [str(p) for p in paths], "horizon": spec.entity_horizon},
         )
 
 
@@ -485,8 +504,9 @@ def summarize_training_set(
                    cast(min(event_timestamp) as varchar), cast(max(event_timestamp) as varchar)
             from {target} group by split"""
     ).fetchall()
-    rows_by_split = {s: 0 for s in SPLITS}
-    fraud_rate = {s: 0.0 for s in SPLITS}
+    splits = ALL_SPLITS if spec.early_frauds else SPLITS
+    rows_by_split = {s: 0 for s in splits}
+    fraud_rate = {s: 0.0 for s in splits}
     bounds: dict[str, tuple[str, str]] = {}
     for split, n, rate, first, last in by_split:
         rows_by_split[split], fraud_rate[split], bounds[split] = n, rate, (first, last)

@@ -29,6 +29,10 @@ from mlops_core.training.report import EvaluationReport, ScoredModel
 
 SEGMENT_COLUMNS = ("channel", "merchant_category", "country", "age_band")
 SPLITS = ("train", "validation", "test")
+# The rows a candidate learns from before its evaluation: the train split and the frauds confirmed inside the
+# maturity window (offline.EARLY_SPLIT), newer than the test split but never in it.
+LEARNING_SPLITS = ("train", "early")
+ALL_SPLITS = (*SPLITS, "early")
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,12 @@ class TrainedModel:
     # With a refit, `onnx` learnt from every split and this is the early-stopped model that learnt from
     # `train` only: the one whose test metrics are honest. None: `onnx` is that model.
     evaluated_onnx: bytes | None = None
-    # The newest event_timestamp (ISO) the registered model learnt from: a champion is compared with a
-    # challenger only on test rows after it.
+    # The newest event_timestamp (ISO) of the mature rows the registered model learnt from: a champion is
+    # compared with a challenger only on test rows after it.
     trained_through: str | None = None
+    # The newest labeled_at (ISO) of the early frauds it learnt from (None: none). It also learnt every fraud
+    # after `trained_through` confirmed by then, so those rows are left out of that comparison too.
+    early_frauds_through: str | None = None
 
     def scorer(self) -> OnnxScorer:
         """The model that is registered and served."""
@@ -97,7 +104,8 @@ def fit(
     fitted again, with the same parameters and the number of trees early stopping chose, on every row:
     train, validation and test. The newest labelled days then reach the served model at once instead of
     weeks later (docs/monitoring.md, "Training on the newest labels")."""
-    train, validation = split(frame, "train"), split(frame, "validation")
+    split(frame, "train")
+    train, validation = frame[frame["split"].isin(LEARNING_SPLITS)], split(frame, "validation")
     X_train, y_train = matrix.encode(train), matrix.labels(train)
     X_val, y_val = matrix.encode(validation), matrix.labels(validation)
     if kind == "xgboost":
@@ -109,7 +117,8 @@ def fit(
     else:
         raise ValueError(f"unknown model kind {kind!r}: expected 'xgboost' or 'logistic'")
     del X_train, y_train
-    trained_on = frame if refit else train
+    mature = frame[frame["split"].isin(SPLITS if refit else ("train",))]
+    early = frame[frame["split"] == "early"]
     return _package(
         model,
         kind,
@@ -122,8 +131,11 @@ def fit(
         refit_with=(lambda early_stopped: refit_on(frame, kind, early_stopped, xgboost_params, logistic_params))
         if refit
         else None,
-        trained_through=str(pd.Timestamp(trained_on["event_timestamp"].max()).isoformat())
-        if "event_timestamp" in trained_on
+        trained_through=str(pd.Timestamp(mature["event_timestamp"].max()).isoformat())
+        if "event_timestamp" in mature
+        else None,
+        early_frauds_through=str(pd.Timestamp(early["labeled_at"].max()).isoformat())
+        if len(early) and "labeled_at" in early
         else None,
     )
 
@@ -166,12 +178,12 @@ def fit_from_warehouse(
                     client, con, table, X_v, y_v, params, splits, batch_rows, dask.staging_dir
                 )
 
-        model = train(X_val, y_val, xgboost_params, ("train",))
-        trained_on = SPLITS if refit else ("train",)
+        model = train(X_val, y_val, xgboost_params, LEARNING_SPLITS)
+        mature = SPLITS if refit else ("train",)
 
         def refit_in_batches(early_stopped):
             trees = int(early_stopped.best_iteration) + 1
-            return train(None, None, dataclasses.replace(xgboost_params, n_estimators=trees), SPLITS)
+            return train(None, None, dataclasses.replace(xgboost_params, n_estimators=trees), ALL_SPLITS)
 
         trained = _package(
             model,
@@ -183,7 +195,8 @@ def fit_from_warehouse(
             X_test,
             false_negative_cost,
             refit_with=refit_in_batches if refit else None,
-            trained_through=in_batches.newest_event(con, table, trained_on),
+            trained_through=in_batches.newest_event(con, table, mature),
+            early_frauds_through=in_batches.newest_label(con, table, ("early",)),
         )
     return trained, validation
 
@@ -209,6 +222,7 @@ def _package(
     false_negative_cost: float,
     refit_with,
     trained_through: str | None,
+    early_frauds_through: str | None = None,
 ) -> TrainedModel:
     """What every fit ends with: the ONNX export, the threshold on validation, the refit (when `refit_with`
     is given: early-stopped model -> the model to register) and the parity of the registered model."""
@@ -231,6 +245,7 @@ def _package(
         onnx=onnx_bytes,
         evaluated_onnx=evaluated_onnx,
         trained_through=trained_through,
+        early_frauds_through=early_frauds_through,
         feature_columns=tuple(matrix.FEATURE_COLUMNS),
         threshold=float(threshold),
         params=params,
@@ -258,17 +273,27 @@ def refit_on(
     return train_logistic(X, y, logistic_params)
 
 
-def unseen_by(test: pd.DataFrame, trained_through: str | None) -> np.ndarray:
-    """Which test rows came after `trained_through` (all of them when it is unknown)."""
+def _comparable(bound: pd.Timestamp, times: pd.Series) -> pd.Timestamp:
+    if bound.tzinfo is not None and times.dt.tz is None:
+        return bound.tz_convert("UTC").tz_localize(None)
+    if bound.tzinfo is None and times.dt.tz is not None:
+        return bound.tz_localize("UTC")
+    return bound
+
+
+def unseen_by(test: pd.DataFrame, trained_through: str | None, early_frauds_through: str | None = None) -> np.ndarray:
+    """Which test rows a model never learnt from: those after `trained_through` (all of them when it is
+    unknown), less the frauds after it confirmed by `early_frauds_through` (its early frauds: it learnt every
+    fraud of its maturity window known at its cutoff, and the newest of their verdicts is that instant)."""
     if trained_through is None or "event_timestamp" not in test:
         return np.ones(len(test), dtype=bool)
-    bound = pd.Timestamp(trained_through)
     times = pd.to_datetime(test["event_timestamp"])
-    if bound.tzinfo is not None and times.dt.tz is None:
-        bound = bound.tz_convert("UTC").tz_localize(None)
-    elif bound.tzinfo is None and times.dt.tz is not None:
-        bound = bound.tz_localize("UTC")
-    return (times > bound).to_numpy()
+    unseen = times > _comparable(pd.Timestamp(trained_through), times)
+    if early_frauds_through is not None and "labeled_at" in test:
+        labeled = pd.to_datetime(test["labeled_at"])
+        learnt = test["is_fraud"].astype(bool) & (labeled <= _comparable(pd.Timestamp(early_frauds_through), labeled))
+        unseen &= ~learnt
+    return unseen.to_numpy()
 
 
 @dataclass
@@ -306,6 +331,7 @@ def evaluate(
     latency_calls: int = 1000,
     champion_trained_through: str | None = None,
     champion_recorded: dict[str, float] | None = None,
+    champion_early_frauds_through: str | None = None,
 ) -> Evaluation:
     """Score the candidate, the baseline and the champion on the same frozen test rows; apply the gates.
 
@@ -324,7 +350,7 @@ def evaluate(
     champion_metrics = candidate_on_window = None
     if champion is not None:
         name, champion_scorer, champion_threshold = champion
-        unseen = unseen_by(test, champion_trained_through)
+        unseen = unseen_by(test, champion_trained_through, champion_early_frauds_through)
         if unseen.all():
             window_y, window_X, window_p = y, X, p
         else:

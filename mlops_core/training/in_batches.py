@@ -42,9 +42,9 @@ _COLUMNS = (*matrix.INPUT_FEATURES, matrix.LABEL_COLUMN)
 
 def _splits(splits: Sequence[str]) -> dict[str, list[str]]:
     """The bound parameter `$splits` of a query that keeps `split` in it (`list_contains($splits, split)`)."""
-    unknown = sorted(set(splits) - {"train", "validation", "test"})
+    unknown = sorted(set(splits) - {"train", "validation", "test", "early"})
     if unknown or not splits:
-        raise ValueError(f"splits must be some of train, validation, test; got {list(splits)}")
+        raise ValueError(f"splits must be some of train, validation, test, early; got {list(splits)}")
     return {"splits": list(splits)}
 
 
@@ -86,6 +86,15 @@ def newest_event(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[st
     return None if newest is None else pd.Timestamp(newest).isoformat()
 
 
+def newest_label(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
+    """The newest labeled_at (ISO) of `splits`, None when they have no rows."""
+    table = checked_identifier(table)
+    newest = con.execute(
+        f"select max(labeled_at) from {table} where list_contains($splits, split)", _splits(splits)
+    ).fetchone()[0]
+    return None if newest is None else pd.Timestamp(newest).isoformat()
+
+
 def split_windows_in(con: duckdb.DuckDBPyConnection, table: str):
     """`model_card.split_windows` of the table, counted by DuckDB instead of over a frame of every row."""
     from mlops_core.training.model_card import SplitWindow
@@ -100,7 +109,7 @@ def split_windows_in(con: duckdb.DuckDBPyConnection, table: str):
     }
     return tuple(
         SplitWindow(name, int(rows), int(frauds), str(pd.Timestamp(first)), str(pd.Timestamp(last)))
-        for name in ("train", "validation", "test")
+        for name in ("train", "validation", "test", "early")
         if name in found
         for rows, frauds, first, last in [found[name]]
     )

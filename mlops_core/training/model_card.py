@@ -91,7 +91,7 @@ class ModelCard:
 def split_windows(frame: pd.DataFrame, label_column: str = "is_fraud", time_column: str = "event_timestamp"):
     """One SplitWindow per split of the training set, oldest split first."""
     windows = []
-    for name in ("train", "validation", "test"):
+    for name in ("train", "validation", "test", "early"):
         part = frame[frame["split"] == name]
         if part.empty:
             continue

@@ -91,7 +91,7 @@ def test_one_row_lost_at_a_batch_boundary_changes_the_model(frame, con, monkeypa
 
 
 def test_bad_inputs_are_named(con):
-    with pytest.raises(ValueError, match=r"splits must be some of train, validation, test; got \['trian'\]"):
+    with pytest.raises(ValueError, match=r"splits must be some of train, validation, test, early; got \['trian'\]"):
         in_batches.split_counts(con, TABLE, ["trian"])
     with pytest.raises(ValueError, match="batch_rows must be >= 1, got 0"):
         next(in_batches.encoded_batches(con, TABLE, ["train"], batch_rows=0))
