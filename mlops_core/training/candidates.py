@@ -178,7 +178,9 @@ def fit_from_warehouse(
                     client, con, table, X_v, y_v, params, splits, batch_rows, dask.staging_dir
                 )
 
-        model = train(X_val, y_val, xgboost_params, LEARNING_SPLITS)
+        # Named as they are: a training set without early frauds learns from (and is checked as) 'train'.
+        learning = LEARNING_SPLITS if in_batches.split_counts(con, table, ["early"])[0] else ("train",)
+        model = train(X_val, y_val, xgboost_params, learning)
         mature = SPLITS if refit else ("train",)
 
         def refit_in_batches(early_stopped):

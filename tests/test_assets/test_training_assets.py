@@ -333,3 +333,51 @@ def test_training_tracks_and_registers_on_a_real_mlflow_server(settings, mlflow_
 
     page = httpx.get(registry.artifact_download_url(uri, run_id, f"evaluation/evaluation-{run_id}.html"), timeout=30)
     assert page.status_code == 200 and "Quality gates" in page.text
+
+
+def test_with_early_frauds_the_training_set_keeps_them_apart_and_the_candidate_records_them(settings):
+    """MLOPS_TRAIN_ON_EARLY_FRAUDS (Settings.train_on_early_frauds): the frauds already confirmed inside the
+    45-day maturity window join as split 'early', the point-in-time and join checks still pass, the mature rows
+    keep their splits, and the candidate's run records the newest early verdict it learnt."""
+    import dataclasses
+
+    early = dataclasses.replace(settings, train_on_early_frauds=True)
+    try:
+        result = dg.materialize(
+            [training_set, fraud_model_candidate],
+            resources=build_resources(early),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            by_split = dict(
+                con.execute(
+                    "select split, count(*) filter (where not is_fraud) from features.training_set group by split"
+                ).fetchall()
+            )
+            newest_verdict, horizon_ok = con.execute(
+                "select max(labeled_at), min(event_timestamp) > (select max(event_timestamp) from features.training_set "
+                "where split <> 'early') from features.training_set where split = 'early'"
+            ).fetchone()
+            with_early = con.execute("select transaction_id, split from features.training_set where split <> 'early'")
+            mature_with_early = sorted(with_early.fetchall())
+        assert "early" in by_split and by_split["early"] == 0  # frauds only
+        assert horizon_ok
+        checks = {
+            e.event_specific_data.check_name: e.event_specific_data.passed
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+        assert checks and all(checks.values()), checks
+        (built,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("training_set")]
+        assert built.materialization.metadata["early_frauds"].value is True
+        trained = result.output_for_node("fraud_model_candidate")
+        assert trained.early_frauds_through is not None
+        assert trained.early_frauds_through.startswith(str(newest_verdict).replace(" ", "T")[:19])
+        tags = mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir)).get_run(trained.run_id).data.tags
+        assert tags[model_assets.EARLY_FRAUDS_THROUGH_TAG] == trained.early_frauds_through
+    finally:
+        # The module's other tests read the plain training set.
+        dg.materialize([training_set], resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral())
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        plain = sorted(con.execute("select transaction_id, split from features.training_set").fetchall())
+    assert plain == mature_with_early
