@@ -368,6 +368,9 @@ def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
 
 # The candidate's test split as scored by its evaluated model: CBPE's calibration reference.
 CBPE_REFERENCE_ARTIFACT = "cbpe_reference.json"
+# Run tag, "true" or "false": the candidate's own test metrics were below the gates' minimums (it could pass
+# only as clearly better than a failing champion). A champion so tagged is provisional (concept_drift).
+BELOW_MINIMUMS_TAG = "below_quality_minimums"
 
 
 def run_json_artifact(client: MlflowClient, run_id: str, name: str) -> dict | None:

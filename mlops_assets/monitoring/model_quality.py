@@ -143,7 +143,8 @@ def _metric(metrics: dict[str, float], name: str) -> float | None:
             CHAMPION_PERFORMANCE_CHECK,
             "Passes while the champion holds: its recall on recently confirmed frauds is not significantly below its recall "
             "at promotion, Page-Hinkley raises no alarm on its matured decision errors, and its calibration stays within "
-            "bounds (the retraining policy's confidence and page_hinkley_threshold). A failure (WARN) asks performance_sensor "
+            "bounds (the retraining policy's confidence and page_hinkley_threshold), and it is not provisional (promoted "
+            "below the quality minimums as better than a failing champion). A failure (WARN) asks performance_sensor "
             "to retrain.",
         )
     ],
@@ -183,8 +184,18 @@ def concept_drift(
         first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
         served = served_decisions(con, version, first, day)
         labels = latest_labels(con, served, landed_by=day)
-    metrics = registry.run_metrics(model_registry.client(), champion.run_id)
+    client = model_registry.client()
+    metrics = registry.run_metrics(client, champion.run_id)
     reference_recall = _metric(metrics, "test_recall")
+    provisional = None
+    if client.get_run(champion.run_id).data.tags.get(registry.BELOW_MINIMUMS_TAG) == "true":
+        auc_pr = _metric(metrics, "test_auc_pr")
+        provisional = (
+            f"version {version} was promoted below the quality minimums (test AUC-PR "
+            f"{'-' if auc_pr is None else f'{auc_pr:.3f}'}, recall "
+            f"{'-' if reference_recall is None else f'{reference_recall:.2f}'}) as better than a failing champion; "
+            "retrain as the new pattern's labels arrive"
+        )
     reference_ece = _metric(metrics, "test_expected_calibration_error")
     verdict = labels.set_index("transaction_id")["is_fraud"]
     label = served["transaction_id"].map(verdict)
@@ -223,6 +234,7 @@ def concept_drift(
         reference_recall=reference_recall,
         alarm_at=alarm_at,
         calibration=calibration,
+        provisional=provisional,
     )
     return dg.MaterializeResult(
         metadata={
@@ -239,6 +251,7 @@ def concept_drift(
             "calibration_ece": None if calibration is None else float(calibration["ece"]),
             "calibration_bound": None if calibration is None else float(calibration["bound"]),
             "calibration_drift": bool(calibration is not None and calibration["drift"]),
+            "provisional_champion": provisional is not None,
         },
         check_results=[verdict_check_result(CHAMPION_PERFORMANCE_CHECK, verdict)],
     )

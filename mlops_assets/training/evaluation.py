@@ -13,7 +13,7 @@ from mlops_assets.training.models import EARLY_FRAUDS_THROUGH_TAG, TRAINED_THROU
 from mlops_core import registry
 from mlops_core.features.offline import TRAINING_SET_TABLE
 from mlops_core.projects.catalog import fraud_project
-from mlops_core.registry import CBPE_REFERENCE_ARTIFACT
+from mlops_core.registry import BELOW_MINIMUMS_TAG, CBPE_REFERENCE_ARTIFACT
 from mlops_core.releases import GATES_ARTIFACT
 from mlops_core.training import gates as g
 from mlops_core.training import in_batches, matrix
@@ -236,6 +236,10 @@ def candidate_evaluation(
     for name, value in evaluation.test_metrics.items():
         if value == value:  # NaN (a split without one class) is not a metric
             client.log_metric(fraud_model_candidate.run_id, f"test_{name}", float(value))
+    # Passed only as better than a failing champion: once promoted, concept_drift asks for a retraining at every
+    # cool-down until a champion reaches the minimums on its own (the new pattern's labels keep arriving).
+    below = not g.meets_minimums(evaluation.test_metrics, config.thresholds())
+    client.set_tag(fraud_model_candidate.run_id, BELOW_MINIMUMS_TAG, str(below).lower())
     tables = markdown_tables(evaluation.report)
     plot_md = "\n\n".join(
         f"![{n}](data:image/png;base64,{base64.b64encode(png).decode()})" for n, png in figures.items()

@@ -83,6 +83,8 @@ VALUE_FIELDS: dict[str, dict[str, Kind]] = {
         "calibration_bound": OPTIONAL_NUMBER,
         "confidence": NUMBER,
         "page_hinkley_threshold": NUMBER,
+        # Promoted below the quality minimums (as better than a failing champion): retrained at every cool-down.
+        "provisional_champion": BOOLEAN,
     },
     ESTIMATED_PERFORMANCE: {
         "estimated_auc_pr": OPTIONAL_NUMBER,
@@ -244,11 +246,15 @@ def concept_drift_verdict(
     reference_recall: float | None = None,
     alarm_at: object = None,
     calibration: Mapping[str, float | bool] | None = None,
+    provisional: str | None = None,
     note: str = "",
 ) -> MonitoringVerdict:
     """Retrain when any of the three tests fires: `recall` (from performance.recall_drop, judged only
     against a known `reference_recall`), a Page-Hinkley alarm at `alarm_at`, `calibration` (from
-    performance.calibration_drift). Without a champion, `note` says so and nothing fires."""
+    performance.calibration_drift); or while the champion is `provisional` (why: it was promoted below the
+    quality minimums, as better than a failing champion). Its own recall is then no norm to hold it to, and
+    each retraining learns more of the new pattern's labels; the sensor's cool-down spaces them. Without a
+    champion, `note` says so and nothing fires."""
     values = {
         "recent_recall": finite(recall["recall"]) if recall else None,
         "reference_recall": finite(reference_recall),
@@ -258,6 +264,7 @@ def concept_drift_verdict(
         "calibration_bound": finite(calibration["bound"]) if calibration else None,
         "confidence": float(confidence),
         "page_hinkley_threshold": float(page_hinkley_threshold),
+        "provisional_champion": provisional is not None,
     }
     fired = []
     if recall and reference_recall is not None and recall["drop"]:
@@ -268,6 +275,8 @@ def concept_drift_verdict(
         fired.append(f"Page-Hinkley alarm on matured decision errors at {alarm_at}")
     if calibration and calibration["drift"]:
         fired.append(f"calibration error {calibration['ece']:.3f} above its bound {calibration['bound']:.3f}")
+    if provisional is not None:
+        fired.append(f"provisional champion: {provisional}")
     if fired:
         return MonitoringVerdict(
             CONCEPT_DRIFT, day.isoformat(), True, f"model degraded on {day}: " + "; ".join(fired), values

@@ -73,6 +73,12 @@ def _nan(value: float) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def meets_minimums(metrics: dict[str, float], t: GateThresholds) -> bool:
+    """The test metrics reach the AUC-PR and recall minimums on their own (no failing-champion exception)."""
+    auc_pr, recall = metrics.get("auc_pr", float("nan")), metrics.get("recall", float("nan"))
+    return not _nan(auc_pr) and not _nan(recall) and auc_pr >= t.min_auc_pr and recall >= t.min_recall
+
+
 def minimum_quality(
     metrics: dict[str, float],
     t: GateThresholds,
@@ -87,7 +93,7 @@ def minimum_quality(
     passes when, on the same test rows after the champion's training data, the champion is below the AUC-PR
     minimum and the candidate's AUC-PR is at least `failing_champion_min_gain` times the champion's."""
     auc_pr, recall = metrics.get("auc_pr", float("nan")), metrics.get("recall", float("nan"))
-    passed = not _nan(auc_pr) and not _nan(recall) and auc_pr >= t.min_auc_pr and recall >= t.min_recall
+    passed = meets_minimums(metrics, t)
     detail = f"AUC-PR {auc_pr:.4f} (min {t.min_auc_pr}), recall {recall:.4f} (min {t.min_recall})"
     if passed or champion is None or candidate_on_window is None:
         return GateOutcome(GATE_MINIMUMS, passed, detail)

@@ -372,3 +372,28 @@ def test_contract_an_estimated_performance_verdict_reaches_the_performance_senso
     # Constant scores rank nothing: the estimated ROC AUC is a coin's.
     assert meta["estimated_roc_auc"] == pytest.approx(0.5)
     assert isinstance(request, dg.RunRequest) and request.tags["mlops/reasons"] == verdict.reason
+
+
+def test_a_champion_promoted_below_the_minimums_is_provisional_and_asks_for_a_retraining(settings, served):
+    """The evaluation tags a candidate whose own test metrics miss the minimums (registry.BELOW_MINIMUMS_TAG).
+    Promoted anyway, as better than a failing champion, concept_drift fires on it every day, whatever its
+    recall does, until a champion meets the minimums; untagged, the same day says nothing of the kind."""
+    client, version = _champion_client(settings)
+    run_id = client.get_model_version(registry.MODEL_NAME, version).run_id
+    day = SWITCH - timedelta(days=1)
+    policy = RetrainingPolicy()
+    try:
+        client.set_tag(run_id, registry.BELOW_MINIMUMS_TAG, "true")
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = materialize(settings, concept_drift, day, policy=policy, instance=instance)
+            verdict, request = read_back(instance, CHAMPION_PERFORMANCE_CHECK, performance_sensor, policy)
+        assert verdict.triggered and verdict.values["provisional_champion"] is True
+        assert f"provisional champion: version {version} was promoted below the quality minimums" in verdict.reason
+        assert metadata(result, "provisional_champion")["provisional_champion"] is True
+        assert isinstance(request, dg.RunRequest) and request.tags["mlops/reasons"] == verdict.reason
+    finally:
+        client.set_tag(run_id, registry.BELOW_MINIMUMS_TAG, "false")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(settings, concept_drift, day, policy=policy, instance=instance)
+    assert metadata(result, "provisional_champion")["provisional_champion"] is False
+    assert "provisional" not in result.get_asset_check_evaluations()[0].description

@@ -87,6 +87,8 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
     run = client.get_run(client.get_model_version(registry.MODEL_NAME, version).run_id)
     assert {"data_version", "code_version", "feature_spec_version", "threshold"} <= set(run.data.tags)
     assert run.data.metrics["test_auc_pr"] > 0
+    # It met the minimums on its own: not provisional (concept_drift retrains a provisional champion).
+    assert run.data.tags[registry.BELOW_MINIMUMS_TAG] == "false"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"evaluation", "features.json", "feature_importance.json", "model_card.md"} <= artifacts
     # The version's model card carries the numbers its evaluation logged, and the gates' verdict.
@@ -223,6 +225,9 @@ def test_shuffled_labels_fail_the_minimum_quality_gate(settings, monkeypatch):
     )
     _stopped_by(settings, result, gates.GATE_MINIMUMS)
     assert challenger(settings) == before
+    stopped = result.output_for_node("fraud_model_candidate").run_id
+    client = mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir))
+    assert client.get_run(stopped).data.tags[registry.BELOW_MINIMUMS_TAG] == "true"
     # The stopped candidate still records the labels it learnt from: label_volume counts new evidence from
     # there, so the same labels do not trigger the same retraining again.
     (built,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("training_set")]

@@ -154,3 +154,20 @@ def test_each_monitoring_asset_carries_its_verdict_as_a_non_blocking_check(
     assert key.asset_key.to_user_string() in VALUE_FIELDS
     # The thresholds come from the policy resource the sensors use, not from the asset's own config.
     assert "retraining_policy" in asset.required_resource_keys
+
+
+def test_a_provisional_champion_asks_for_a_retraining_whatever_its_recall():
+    """Promoted below the quality minimums (as better than a failing champion), its own low recall at
+    promotion is no norm: the verdict fires, and says why, even when every test holds."""
+    holding = {"recall": 0.3, "frauds": 40, "p_value": 0.6, "drop": False}
+    why = "version 3 was promoted below the quality minimums (test AUC-PR 0.100, recall 0.30)"
+    provisional = concept_drift_verdict(
+        DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=holding, reference_recall=0.3, provisional=why
+    )
+    assert provisional.triggered and provisional.values["provisional_champion"] is True
+    assert provisional.reason == f"model degraded on {DAY}: provisional champion: {why}"
+    assert MonitoringVerdict.from_metadata(provisional.to_metadata()) == provisional
+    plain = concept_drift_verdict(
+        DAY, confidence=0.99, page_hinkley_threshold=50.0, recall=holding, reference_recall=0.3
+    )
+    assert not plain.triggered and plain.values["provisional_champion"] is False

@@ -188,3 +188,15 @@ def test_markdown_tables_escape_pipes_so_every_row_keeps_its_cells():
         ["gate_onnx_parity", "pass", "max |ONNX - native| = 2.4e-07 (max 1e-05)"],
         ["gate|odd", "FAIL", "a \\| b next line"],
     ]
+
+
+def test_meets_minimums_is_the_plain_rule_without_the_failing_champion_exception():
+    """What tags a promoted candidate provisional: its own test metrics, at the exact minimums."""
+    assert g.meets_minimums({"auc_pr": T.min_auc_pr, "recall": T.min_recall}, T)
+    assert not g.meets_minimums({"auc_pr": T.min_auc_pr - 1e-9, "recall": 0.9}, T)
+    assert not g.meets_minimums({"auc_pr": 0.9, "recall": T.min_recall - 1e-9}, T)
+    assert not g.meets_minimums({"auc_pr": float("nan"), "recall": 0.9}, T)
+    below = {"auc_pr": 0.05, "recall": 0.2}
+    # Passing as better than a failing champion does not make the metrics meet the minimums.
+    assert g.minimum_quality(below, T, champion={"auc_pr": 0.01}, candidate_on_window={"auc_pr": 0.05}).passed
+    assert not g.meets_minimums(below, T)
