@@ -82,6 +82,7 @@ def test_the_settings_resource_carries_every_setting_unchanged(tmp_path):
         online_store="redis",
         label_maturity_days=46,
         training_lookback_days=36,
+        train_on_early_frauds=True,
         online_allowed_lateness_days=8,
         clock="2026-07-02",
         partitions_start=dt.date(2026, 4, 3),
