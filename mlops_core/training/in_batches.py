@@ -77,22 +77,23 @@ def read_splits(
     ).df()
 
 
-def newest_event(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
-    """The newest event_timestamp (ISO) of `splits`: what a model trained on them learnt through."""
-    table = checked_identifier(table)
+def _newest(con: duckdb.DuckDBPyConnection, table: str, column: str, splits: Sequence[str]) -> str | None:
+    """The largest `column` (ISO) among the rows of `splits`, None when they have none."""
+    table, column = checked_identifier(table), checked_identifier(column)
     newest = con.execute(
-        f"select max(event_timestamp) from {table} where list_contains($splits, split)", _splits(splits)
+        f"select max({column}) from {table} where list_contains($splits, split)", _splits(splits)
     ).fetchone()[0]
     return None if newest is None else pd.Timestamp(newest).isoformat()
+
+
+def newest_event(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
+    """The newest event_timestamp (ISO) of `splits`: what a model trained on them learnt through."""
+    return _newest(con, table, "event_timestamp", splits)
 
 
 def newest_label(con: duckdb.DuckDBPyConnection, table: str, splits: Sequence[str]) -> str | None:
     """The newest labeled_at (ISO) of `splits`, None when they have no rows."""
-    table = checked_identifier(table)
-    newest = con.execute(
-        f"select max(labeled_at) from {table} where list_contains($splits, split)", _splits(splits)
-    ).fetchone()[0]
-    return None if newest is None else pd.Timestamp(newest).isoformat()
+    return _newest(con, table, "labeled_at", splits)
 
 
 def split_windows_in(con: duckdb.DuckDBPyConnection, table: str):
