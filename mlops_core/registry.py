@@ -363,7 +363,13 @@ def artifact_files(client: MlflowClient, model_uri: str) -> list[str]:
 
 def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     """The metrics logged on an MLflow run."""
-    return _call(client, f"get run {run_id}", lambda: client.get_run(run_id).data.metrics)
+    return run_metrics_and_tags(client, run_id)[0]
+
+
+def run_metrics_and_tags(client: MlflowClient, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+    """The metrics and the tags of an MLflow run, in one request."""
+    data = _call(client, f"get run {run_id}", lambda: client.get_run(run_id).data)
+    return data.metrics, data.tags
 
 
 # The candidate's test split as scored by its evaluated model: CBPE's calibration reference.

@@ -184,11 +184,10 @@ def concept_drift(
         first = day - dt.timedelta(days=maturity + config.error_window_days - 1)
         served = served_decisions(con, version, first, day)
         labels = latest_labels(con, served, landed_by=day)
-    client = model_registry.client()
-    metrics = registry.run_metrics(client, champion.run_id)
+    metrics, tags = registry.run_metrics_and_tags(model_registry.client(), champion.run_id)
     reference_recall = _metric(metrics, "test_recall")
     provisional = None
-    if client.get_run(champion.run_id).data.tags.get(registry.BELOW_MINIMUMS_TAG) == "true":
+    if tags.get(registry.BELOW_MINIMUMS_TAG) == "true":
         auc_pr = _metric(metrics, "test_auc_pr")
         provisional = (
             f"version {version} was promoted below the quality minimums (test AUC-PR "

@@ -104,7 +104,7 @@ def fit(
     fitted again, with the same parameters and the number of trees early stopping chose, on every row:
     train, validation and test. The newest labelled days then reach the served model at once instead of
     weeks later (docs/monitoring.md, "Training on the newest labels")."""
-    split(frame, "train")
+    split(frame, "train")  # raises, naming it, when the train split is empty
     train, validation = frame[frame["split"].isin(LEARNING_SPLITS)], split(frame, "validation")
     X_train, y_train = matrix.encode(train), matrix.labels(train)
     X_val, y_val = matrix.encode(validation), matrix.labels(validation)
