@@ -38,6 +38,7 @@ from mlops_core.features.spec import (
     spec_version,
 )
 from mlops_core.features.transforms import sql_expression
+from mlops_core.splits import ALL_SPLITS, EARLY_SPLIT, SPLITS
 from mlops_core.warehouse import (
     checked_identifier,  # noqa: F401  (re-exported: audits and scoring import it from here)
     memory_limit,
@@ -48,12 +49,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TRAINING_SET_TABLE = "features.training_set"
-SPLITS = ("train", "validation", "test")
-# Frauds confirmed before their transaction matured (TrainingSetSpec.early_frauds): training rows only. They
-# have no legitimate neighbours of their own days yet, so they cannot judge a model and stay out of the splits
-# the gates read.
-EARLY_SPLIT = "early"
-ALL_SPLITS = (*SPLITS, EARLY_SPLIT)
 
 
 def _window_clause(window: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlops_core.splits import ALL_SPLITS, EARLY_SPLIT, SPLITS
 from mlops_core.training import gates as g
 from mlops_core.training import in_batches, matrix, metrics
 from mlops_core.training.models import (
@@ -28,11 +29,9 @@ from mlops_core.training.onnx_export import OnnxScorer, max_probability_differen
 from mlops_core.training.report import EvaluationReport, ScoredModel
 
 SEGMENT_COLUMNS = ("channel", "merchant_category", "country", "age_band")
-SPLITS = ("train", "validation", "test")
 # The rows a candidate learns from before its evaluation: the train split and the frauds confirmed inside the
-# maturity window (offline.EARLY_SPLIT), newer than the test split but never in it.
-LEARNING_SPLITS = ("train", "early")
-ALL_SPLITS = (*SPLITS, "early")
+# maturity window (EARLY_SPLIT), newer than the test split but never in it.
+LEARNING_SPLITS = ("train", EARLY_SPLIT)
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def fit(
         raise ValueError(f"unknown model kind {kind!r}: expected 'xgboost' or 'logistic'")
     del X_train, y_train
     mature = frame[frame["split"].isin(SPLITS if refit else ("train",))]
-    early = frame[frame["split"] == "early"]
+    early = frame[frame["split"] == EARLY_SPLIT]
     return _package(
         model,
         kind,
@@ -179,7 +178,7 @@ def fit_from_warehouse(
                 )
 
         # Named as they are: a training set without early frauds learns from (and is checked as) 'train'.
-        learning = LEARNING_SPLITS if in_batches.split_counts(con, table, ["early"])[0] else ("train",)
+        learning = LEARNING_SPLITS if in_batches.split_counts(con, table, [EARLY_SPLIT])[0] else ("train",)
         model = train(X_val, y_val, xgboost_params, learning)
         mature = SPLITS if refit else ("train",)
 
@@ -198,7 +197,7 @@ def fit_from_warehouse(
             false_negative_cost,
             refit_with=refit_in_batches if refit else None,
             trained_through=in_batches.newest_event(con, table, mature),
-            early_frauds_through=in_batches.newest_label(con, table, ("early",)),
+            early_frauds_through=in_batches.newest_label(con, table, (EARLY_SPLIT,)),
         )
     return trained, validation
 

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mlops_core.splits import ALL_SPLITS
 from mlops_core.training import matrix
 from mlops_core.warehouse import checked_identifier
 
@@ -42,9 +43,9 @@ _COLUMNS = (*matrix.INPUT_FEATURES, matrix.LABEL_COLUMN)
 
 def _splits(splits: Sequence[str]) -> dict[str, list[str]]:
     """The bound parameter `$splits` of a query that keeps `split` in it (`list_contains($splits, split)`)."""
-    unknown = sorted(set(splits) - {"train", "validation", "test", "early"})
+    unknown = sorted(set(splits) - set(ALL_SPLITS))
     if unknown or not splits:
-        raise ValueError(f"splits must be some of train, validation, test, early; got {list(splits)}")
+        raise ValueError(f"splits must be some of {', '.join(ALL_SPLITS)}; got {list(splits)}")
     return {"splits": list(splits)}
 
 
@@ -110,7 +111,7 @@ def split_windows_in(con: duckdb.DuckDBPyConnection, table: str):
     }
     return tuple(
         SplitWindow(name, int(rows), int(frauds), str(pd.Timestamp(first)), str(pd.Timestamp(last)))
-        for name in ("train", "validation", "test", "early")
+        for name in ALL_SPLITS
         if name in found
         for rows, frauds, first, last in [found[name]]
     )

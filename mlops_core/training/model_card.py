@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from mlops_core.splits import ALL_SPLITS
 from mlops_core.training.report import EvaluationReport
 
 MODEL_CARD_ARTIFACT = "model_card.md"
@@ -91,7 +92,7 @@ class ModelCard:
 def split_windows(frame: pd.DataFrame, label_column: str = "is_fraud", time_column: str = "event_timestamp"):
     """One SplitWindow per split of the training set, oldest split first."""
     windows = []
-    for name in ("train", "validation", "test", "early"):
+    for name in ALL_SPLITS:
         part = frame[frame["split"] == name]
         if part.empty:
             continue

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import mlflow
 import onnx
+import pandas as pd
 import pytest
 from generated_history import loaded_history
 
@@ -377,7 +378,9 @@ def test_with_early_frauds_the_training_set_keeps_them_apart_and_the_candidate_r
         assert built.materialization.metadata["early_frauds"].value is True
         trained = result.output_for_node("fraud_model_candidate")
         assert trained.early_frauds_through is not None
-        assert trained.early_frauds_through.startswith(str(newest_verdict).replace(" ", "T")[:19])
+        # Exact to the microsecond: a bound one verdict older would let the champion's comparison count a fraud
+        # the model had already learnt.
+        assert pd.Timestamp(trained.early_frauds_through) == pd.Timestamp(newest_verdict)
         tags = mlflow.MlflowClient(registry.tracking_uri(settings.mlflow_dir)).get_run(trained.run_id).data.tags
         assert tags[model_assets.EARLY_FRAUDS_THROUGH_TAG] == trained.early_frauds_through
     finally:
