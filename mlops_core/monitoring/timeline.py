@@ -235,7 +235,7 @@ class LoopSummary:
             f"Days {self.first_day}-{self.last_day} (from the drift): mean daily AUC-PR platform {_fmt(mean['served'], '{:.3f}')}, "
             f"oracle {_fmt(mean['oracle'], '{:.3f}')}, frozen {_fmt(mean['frozen'], '{:.3f}')}; "
             f"platform's gap to the oracle {_fmt(self.gap_to_oracle, '{:.1%}')}",
-            "Recovered (7-day AUC-PR within 10% of the oracle's) "
+            "Recovered (7-day AUC-PR within 10% of the oracle's, or above it, from then to the window's end) "
             + (
                 f"on day {self.recovered_on}, {self.days_to_recover} days after the drift"
                 if self.recovered_on is not None
@@ -300,18 +300,21 @@ def _close_to_oracle(r: DayRecord) -> bool | None:
 
 
 def recovery_day(days: list[DayRecord]) -> int | None:
-    """The first day the platform's 7-day AUC-PR is back within RECOVERY_TOLERANCE of the oracle's, after it
-    first fell out of that band; the window's first day when it never fell out (nothing to recover), None
-    when it never came back. Right after a drift both models miss the new pattern alike, so "within 10%"
-    alone would call that day a recovery."""
-    fell_out = False
+    """The first day from which the platform's 7-day AUC-PR stays within RECOVERY_TOLERANCE of the oracle's
+    (or above it) to the end of the window; None when the last judged day is out of that band. Days the
+    oracle did not score say nothing either way.
+
+    "Back within the band once" is not enough: right after a drift both models miss the new pattern alike,
+    so their 7-day windows meet again near zero (0.01 against 0.01 on day 36 of seed 23, 2026-12-05) days
+    before either has learnt anything, and the platform fell out again once the oracle started to learn."""
+    recovered = None
     for r in days:
         close = _close_to_oracle(r)
         if close is False:
-            fell_out = True
-        elif close and fell_out:
-            return r.index
-    return None if fell_out else (days[0].index if days else None)
+            recovered = None
+        elif close and recovered is None:
+            recovered = r.index
+    return recovered
 
 
 def summarize(records: list[DayRecord], first_day: int, window: int = 30) -> LoopSummary:

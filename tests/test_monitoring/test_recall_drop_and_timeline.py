@@ -179,11 +179,24 @@ def test_the_summary_counts_only_the_window_from_the_drift_and_recovery_follows_
     assert any("gap to the oracle 20.0%" in line for line in summary.lines())
 
 
-def test_recovery_is_the_first_day_when_never_lost_and_none_when_never_regained():
+def test_recovery_is_the_first_day_the_platform_stays_within_the_band_and_none_when_it_ends_outside():
     assert recovery_day([_record(30, 0.5, 0.52), _record(31, 0.5, 0.5)]) == 30
     assert recovery_day([_record(30, 0.5, 0.52), _record(31, 0.3, 0.5), _record(32, 0.44, 0.5)]) is None
     # A day the oracle did not score says nothing either way.
     assert recovery_day([_record(30, 0.3, None), _record(31, 0.2, 0.5), _record(32, 0.46, 0.5)]) == 32
+    # Both blind after the drift: the windows meet near zero (day 33), then the oracle learns first and the
+    # platform falls out again (day 34, 0.0899 is 0.1% short of 90% of 0.1); it recovers on day 35 for good.
+    blind_then_learning = [
+        _record(31, 0.2, 0.3),
+        _record(32, 0.05, 0.1),
+        _record(33, 0.01, 0.01),
+        _record(34, 0.0899, 0.1),
+        _record(35, 0.0901, 0.1),
+        _record(36, 0.3, 0.2),
+    ]
+    assert recovery_day(blind_then_learning) == 35
+    # Out on the last day: not recovered, however long it was in the band before.
+    assert recovery_day([*blind_then_learning, _record(37, 0.2, 0.3)]) is None
     with pytest.raises(ValueError, match="no simulated day"):
         summarize([_record(3, 0.5, 0.5)], first_day=30)
 
