@@ -5,7 +5,8 @@ every known label, no gates) and the frozen first champion, over the 30 days fro
         MLOPS_HOME=/tmp/sim-$seed .venv/bin/mlops simulate --days 60 --scenario concept_drift --drift-day 30 --seed $seed
     done
     MLOPS_HOME=/tmp/sim-baseline .venv/bin/mlops simulate --days 60 --scenario baseline --drift-day 30
-    .venv/bin/python benchmarks/loop_vs_oracle.py /tmp/sim-7 /tmp/sim-11 /tmp/sim-23 --baseline /tmp/sim-baseline
+    MLOPS_HOME=/tmp/sim-bad .venv/bin/mlops simulate --days 37 --scenario bad_nulls --drift-day 30 --no-oracle
+    .venv/bin/python benchmarks/loop_vs_oracle.py /tmp/sim-7 /tmp/sim-11 /tmp/sim-23 --baseline /tmp/sim-baseline --bad-data /tmp/sim-bad
 
 The summaries are recomputed from each run's timeline.json (mlops_core.monitoring.timeline.summarize), one
 row of results.json per concept-drift run (ours: the platform's mean daily AUC-PR; peer: the oracle's), one
@@ -101,6 +102,36 @@ def baseline_row(home: Path) -> dict:
     )
 
 
+def bad_data_row(home: Path) -> dict:
+    """A bad-data scenario (`--scenario bad_*`): every affected day held by the data gates, nothing retrained on
+    it and nothing promoted from its first day on."""
+    records = load(home)
+    affected = [r for r in records if r.affected]
+    held = [r for r in affected if r.data_layer != "ok"]
+    promotions = [r for r in affected if r.promoted]
+    launched = [r for r in affected if "retraining " in r.retraining]
+    print(
+        f"  bad data: {len(held)} of {len(affected)} affected days held, {len(launched)} retraining runs, "
+        f"promotions on days {[r.index for r in promotions]}"
+    )
+    return row(
+        f"loop_bad_data_promotions_{home.name}",
+        ours=float(len(promotions)),
+        peer=None,
+        peer_name=None,
+        ratio="ours/peer",
+        unit="models promoted from the first bad day on",
+        goal="the bad-data scenario promotes nothing",
+        met=not promotions,
+        details={
+            "affected_days": [r.index for r in affected],
+            "held_days": [r.index for r in held],
+            "retraining_days": [r.index for r in launched],
+            "promoted_days": [r.index for r in promotions],
+        },
+    )
+
+
 def _promoted_worse(records: list[DayRecord], promoted: DayRecord) -> bool:
     """The first 7-day window served wholly by the promoted model is worse than the frozen model's."""
     after = [r for r in records if r.index == promoted.index + 7]
@@ -111,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("homes", nargs="*", type=Path, help="MLOPS_HOMEs of finished concept-drift runs")
     parser.add_argument("--baseline", type=Path, action="append", default=[])
+    parser.add_argument("--bad-data", type=Path, action="append", default=[], help="a finished bad_* run")
     args = parser.parse_args()
     rows = []
     for home in args.homes:
@@ -119,6 +151,9 @@ def main() -> None:
     for home in args.baseline:
         print(home)
         rows.append(baseline_row(home))
+    for home in args.bad_data:
+        print(home)
+        rows.append(bad_data_row(home))
     record(rows)
 
 
