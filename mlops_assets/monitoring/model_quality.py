@@ -13,7 +13,13 @@ from mlops_assets.constants import MONITORING, daily_partitions
 from mlops_assets.deployment.prediction_log import PREDICTION_LOG
 from mlops_assets.monitoring.verdict_checks import verdict_check_result, verdict_check_spec
 from mlops_core import registry
-from mlops_core.monitoring.performance import PageHinkley, calibration_drift, error_stream, recall_drop
+from mlops_core.monitoring.performance import (
+    PageHinkley,
+    calibration_drift,
+    design_effect,
+    error_stream,
+    recall_drop,
+)
 from mlops_core.monitoring.psi import psi_on_edges
 from mlops_core.monitoring.reads import first_served_day, latest_labels, served_decisions, warehouse_log_exists
 from mlops_core.monitoring.verdicts import concept_drift_verdict, prediction_drift_verdict
@@ -164,6 +170,9 @@ def concept_drift(
       exact test): frauds are confirmed within days, so this reacts first;
     - Page-Hinkley on the decision errors of matured events (older than the label maturity, labels complete);
     - calibration of those matured scores against its test ECE, with a bound that widens for small windows.
+    Each test counts independent evidence: a card's frauds and errors come together, so the design effect of
+    the window's accounts (performance.design_effect) scales the recall test's counts, the Page-Hinkley
+    threshold and the calibration noise.
     check_champion_performance fails when any of them fires; the performance sensor retrains on it."""
     day = dt.date.fromisoformat(context.partition_key)
     champion = model_registry.champion()
@@ -203,6 +212,10 @@ def concept_drift(
 
     recent = (event_date > day - dt.timedelta(days=config.recall_window_days)).to_numpy() & (label == True).to_numpy()  # noqa: E712
     caught = int(served["decision"].to_numpy(bool)[recent].sum())
+    # Each test counts independent evidence: a card's frauds (or errors) rise and fall together.
+    recall_design_effect = design_effect(
+        served["decision"].to_numpy(float)[recent], served["account_id"].to_numpy()[recent]
+    )
     # The frauds of the test split the reference recall was measured on: the test is two-sample with them.
     reference_frauds = _metric(metrics, "test_positives")
     recall = recall_drop(
@@ -211,24 +224,35 @@ def concept_drift(
         reference_recall if reference_recall is not None else 0.0,
         policy.confidence,
         reference_frauds=int(reference_frauds) if reference_frauds is not None else None,
+        design_effect=recall_design_effect,
     )
 
     matured_before = pd.Timestamp(day - dt.timedelta(days=maturity - 1))
     errors = error_stream(served, labels, kind="decision", complete_before=matured_before)
-    detector = PageHinkley(delta=config.ph_delta, threshold=policy.page_hinkley_threshold)
-    alarm_at = detector.detect(errors) if len(errors) else None
     matured = served[(label.notna() & (event_day < matured_before)).to_numpy()]
+    matured_labels = matured["transaction_id"].map(verdict).to_numpy(float)
+    error_design_effect = design_effect(
+        matured["decision"].to_numpy(float) != matured_labels, matured["account_id"].to_numpy()
+    )
+    # The policy's threshold is for independent errors; clustered ones random-walk design_effect times wider.
+    ph_threshold = policy.page_hinkley_threshold * error_design_effect
+    detector = PageHinkley(delta=config.ph_delta, threshold=ph_threshold)
+    alarm_at = detector.detect(errors) if len(errors) else None
     calibration = None
+    label_design_effect = design_effect(matured_labels, matured["account_id"].to_numpy())
     if len(matured) >= 500 and reference_ece is not None:
-        y = matured["transaction_id"].map(verdict).to_numpy(float)
         calibration = calibration_drift(
-            y, matured["score"].to_numpy(float), reference_ece, confidence=policy.confidence
+            matured_labels,
+            matured["score"].to_numpy(float),
+            reference_ece,
+            confidence=policy.confidence,
+            design_effect=label_design_effect,
         )
 
     verdict = concept_drift_verdict(
         day,
         confidence=policy.confidence,
-        page_hinkley_threshold=policy.page_hinkley_threshold,
+        page_hinkley_threshold=ph_threshold,
         recall=recall,
         reference_recall=reference_recall,
         alarm_at=alarm_at,
@@ -242,11 +266,17 @@ def concept_drift(
             "recent_recall": None if np.isnan(recall["recall"]) else float(recall["recall"]),
             "reference_recall": reference_recall,
             "reference_frauds": recall["reference_frauds"],
+            "recent_fraud_accounts": int(served["account_id"][recent].nunique()),
+            "recall_design_effect": recall_design_effect,
+            "effective_frauds": recall["effective_frauds"],
             "recall_test": recall["test"],
             "recall_p_value": recall["p_value"],
             "matured_labelled": len(errors),
             "matured_error_rate": float(errors.mean()) if len(errors) else None,
             "page_hinkley_alarm": alarm_at is not None,
+            "error_design_effect": error_design_effect,
+            "page_hinkley_threshold_applied": ph_threshold,
+            "label_design_effect": label_design_effect,
             "calibration_ece": None if calibration is None else float(calibration["ece"]),
             "calibration_bound": None if calibration is None else float(calibration["bound"]),
             "calibration_drift": bool(calibration is not None and calibration["drift"]),

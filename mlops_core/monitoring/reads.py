@@ -32,7 +32,8 @@ __all__ = [
 
 # The decisions a version served (not shadow scores), once per transaction, with the event time.
 _SERVED_SQL = f"""
-select p.transaction_id, p.score, p.decision, p.model_version, p.variant, p.served, t.event_timestamp, t.event_date
+select p.transaction_id, t.account_id, p.score, p.decision, p.model_version, p.variant, p.served, t.event_timestamp,
+       t.event_date
 from {WAREHOUSE_TABLE} as p
 join {EVENTS_TABLE} as t using (transaction_id)
 where p.status = 'ok' and p.served and p.model_version = $version and t.event_date between $first and $last
@@ -82,7 +83,7 @@ qualify row_number() over (partition by transaction_id order by labeled_at desc)
 def served_decisions(con: duckdb.DuckDBPyConnection, version: str, first: dt.date, last: dt.date) -> pd.DataFrame:
     """The answers registry version `version` served (status ok, served, not shadow scores) on transactions
     whose event_date is in [first, last], the first logged answer per transaction. Columns transaction_id,
-    score, decision, model_version, variant, served, event_timestamp, event_date."""
+    account_id, score, decision, model_version, variant, served, event_timestamp, event_date."""
     return con.execute(_SERVED_SQL, {"version": version, "first": first, "last": last}).df()
 
 

@@ -83,6 +83,8 @@ VALUE_FIELDS: dict[str, dict[str, Kind]] = {
         "calibration_bound": OPTIONAL_NUMBER,
         "confidence": NUMBER,
         "page_hinkley_threshold": NUMBER,
+        # How many transactions count as one independent fraud in the recall test (frauds cluster by card).
+        "recall_design_effect": OPTIONAL_NUMBER,
         # Promoted below the quality minimums (as better than a failing champion): retrained at every cool-down.
         "provisional_champion": BOOLEAN,
     },
@@ -264,15 +266,23 @@ def concept_drift_verdict(
         "calibration_bound": finite(calibration["bound"]) if calibration else None,
         "confidence": float(confidence),
         "page_hinkley_threshold": float(page_hinkley_threshold),
+        "recall_design_effect": finite(recall.get("design_effect")) if recall else None,
         "provisional_champion": provisional is not None,
     }
     fired = []
     if recall and reference_recall is not None and recall["drop"]:
+        independent = (
+            f" ({recall['effective_frauds']} independent, design effect {recall['design_effect']:.2f})"
+            if recall.get("design_effect", 1.0) > 1
+            else ""
+        )
         fired.append(
-            f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})"
+            f"recall {recall['recall']:.2f} on {recall['frauds']} recent frauds{independent} vs {reference_recall:.2f} at promotion (p={recall['p_value']:.1e})"
         )
     if alarm_at is not None:
-        fired.append(f"Page-Hinkley alarm on matured decision errors at {alarm_at}")
+        fired.append(
+            f"Page-Hinkley alarm on matured decision errors at {alarm_at} (threshold {page_hinkley_threshold:.0f})"
+        )
     if calibration and calibration["drift"]:
         fired.append(f"calibration error {calibration['ece']:.3f} above its bound {calibration['bound']:.3f}")
     if provisional is not None:
