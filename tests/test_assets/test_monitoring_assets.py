@@ -397,3 +397,52 @@ def test_a_champion_promoted_below_the_minimums_is_provisional_and_asks_for_a_re
         result = materialize(settings, concept_drift, day, policy=policy, instance=instance)
     assert metadata(result, "provisional_champion")["provisional_champion"] is False
     assert "provisional" not in result.get_asset_check_evaluations()[0].description
+
+
+def test_concept_drift_counts_a_cards_frauds_as_one_piece_of_evidence(settings, served):
+    """A compromised card is used several times before it is blocked, and a model catches all of its frauds or
+    none. The recall test then has fewer independent frauds than transactions: the asset measures the design
+    effect on the recent frauds' cards (not their transactions: that would give exactly 1) and tests on the
+    counts divided by it."""
+    from mlops_core.monitoring.performance import design_effect, recall_drop
+    from mlops_core.monitoring.reads import latest_labels, served_decisions
+
+    # A long window: the small history lands about two frauds a day.
+    day, window = LAST_DAY, 40
+    config = {"recall_window_days": window, "error_window_days": window}
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("create or replace table serving.prediction_log_kept as select * from serving.prediction_log")
+        # Every card's frauds share one decision: caught on half of the cards, by a hash of the card.
+        con.execute(
+            """
+            update serving.prediction_log as p set decision = (hash(t.account_id) % 2 = 0)::int
+            from marts.transactions_enriched as t where t.transaction_id = p.transaction_id
+            """
+        )
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = materialize(settings, concept_drift, day, config, RetrainingPolicy(), instance)
+            verdict, _ = read_back(instance, CHAMPION_PERFORMANCE_CHECK, performance_sensor, RetrainingPolicy())
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            log = served_decisions(con, served, day - timedelta(days=window - 1), day)
+            labels = latest_labels(con, log, landed_by=day)
+    finally:
+        with duckdb.connect(str(settings.duckdb_path)) as con:
+            con.execute("create or replace table serving.prediction_log as select * from serving.prediction_log_kept")
+            con.execute("drop table serving.prediction_log_kept")
+    frauds = log[log["transaction_id"].map(labels.set_index("transaction_id")["is_fraud"]) == True]  # noqa: E712
+    expected = design_effect(frauds["decision"].to_numpy(float), frauds["account_id"].to_numpy())
+    meta = metadata(result, "*")
+    assert meta["recent_frauds"] == len(frauds) and meta["recent_fraud_accounts"] == frauds["account_id"].nunique()
+    assert frauds["account_id"].nunique() < len(frauds)  # the history's frauds do cluster by card
+    assert meta["recall_design_effect"] == pytest.approx(expected) and expected > 1.3
+    assert meta["effective_frauds"] == round(len(frauds) / expected) < len(frauds)
+    test = recall_drop(
+        int(frauds["decision"].sum()),
+        len(frauds),
+        meta["reference_recall"],
+        reference_frauds=meta["reference_frauds"],
+        design_effect=expected,
+    )
+    assert meta["recall_p_value"] == pytest.approx(test["p_value"])
+    assert verdict.values["recall_design_effect"] == pytest.approx(expected)

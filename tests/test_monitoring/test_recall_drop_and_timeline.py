@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlops_core.monitoring.performance import recall_drop
+from mlops_core.monitoring.performance import calibration_drift, design_effect, recall_drop
 from mlops_core.monitoring.timeline import (
     DayRecord,
     DayScores,
@@ -67,6 +67,82 @@ def test_the_two_sample_recall_test_is_fishers_exact_and_still_sees_a_collapse()
     # A new fraud pattern the champion misses: recall 0.15 on 40 frauds is a drop either way.
     collapsed = recall_drop(6, 40, 0.8, reference_frauds=120)
     assert collapsed["drop"] and collapsed["p_value"] < 1e-8
+
+
+def test_the_design_effect_is_the_cluster_size_when_a_card_is_caught_whole_and_one_when_independent():
+    rng = np.random.default_rng(5)
+    independent = rng.random(3000) < 0.3
+    assert design_effect(independent, np.arange(3000)) == pytest.approx(1.0)
+    # Independent values in arbitrary groups of three: close to 1 (sampling noise only).
+    assert 1.0 <= design_effect(independent, np.arange(3000) // 3) < 1.15
+    # Three transactions per card, caught or missed together: three times the variance.
+    cards = np.repeat(np.arange(1000), 3)
+    whole = np.repeat(rng.random(1000) < 0.3, 3)
+    assert design_effect(whole, cards) == pytest.approx(3.0, rel=0.01)
+    # Card ids as text, in any order: the same answer.
+    order = rng.permutation(3000)
+    assert design_effect(whole[order], np.char.add("a", cards.astype(str))[order]) == pytest.approx(
+        design_effect(whole, cards)
+    )
+    # Nothing to estimate: one card, or one value everywhere.
+    assert design_effect(whole, np.zeros(3000)) == design_effect(np.ones(3000), cards) == 1.0
+    with pytest.raises(ValueError, match="length"):
+        design_effect(whole, cards[:-1])
+
+
+def test_frauds_clustered_by_card_keep_the_recall_tests_false_alarms_at_its_level_only_with_the_design_effect():
+    """A stationary world where each compromised card brings 3 frauds that the model catches or misses together
+    (per-card recall 0.78). Counted as transactions, the test alarms several times as often as its 1% allows;
+    divided by the design effect measured on the recent window's cards, it stays at its level. A drop of the
+    size a new fraud pattern brings is still seen."""
+    rng = np.random.default_rng(17)
+    naive = corrected = 0
+    runs = 1500
+    for _ in range(runs):
+        reference_cards, recent_cards, per_card = 58, 27, 3
+        reference_recall = rng.binomial(reference_cards, 0.78) / reference_cards
+        caught_cards = rng.random(recent_cards) < 0.78
+        decisions = np.repeat(caught_cards, per_card).astype(float)
+        cards = np.repeat(np.arange(recent_cards), per_card)
+        caught, frauds = int(decisions.sum()), len(decisions)
+        naive += recall_drop(caught, frauds, reference_recall, reference_frauds=174)["drop"]
+        effect = design_effect(decisions, cards)
+        corrected += recall_drop(caught, frauds, reference_recall, reference_frauds=174, design_effect=effect)["drop"]
+    assert corrected / runs <= 0.01 < 0.03 < naive / runs
+    # Recall 0.3 on the same cards, against 0.78: still a drop with the design effect (about 3 here).
+    caught_cards = np.arange(27) < 8
+    decisions = np.repeat(caught_cards, 3).astype(float)
+    effect = design_effect(decisions, np.repeat(np.arange(27), 3))
+    assert effect == pytest.approx(3.0, rel=0.05)
+    assert recall_drop(24, 81, 0.78, reference_frauds=174, design_effect=effect)["drop"]
+
+
+def test_the_plain_historys_day_27_is_no_alarm_once_its_cards_are_counted_and_the_drifts_first_alarm_stays():
+    """The measured cases (docs/monitoring.md): 51 of 81 recent frauds caught on 32 cards (design effect 1.48)
+    against 0.80 on 174 raised the plain history's first false alarm (p = 0.0036); the drift's first alarm on
+    seed 11 was 33 of 76 on 33 cards (design effect 3.23) against 0.75 on 183."""
+    plain = recall_drop(51, 81, 139 / 174, reference_frauds=174)
+    assert plain["drop"] and plain["p_value"] < 0.005
+    counted = recall_drop(51, 81, 139 / 174, reference_frauds=174, design_effect=1.48)
+    assert not counted["drop"] and 0.01 < counted["p_value"] < 0.05
+    assert counted["effective_frauds"] == 55 and counted["design_effect"] == 1.48
+    drift = recall_drop(33, 76, 137 / 183, reference_frauds=183, design_effect=3.23)
+    assert drift["drop"] and drift["p_value"] < 0.01
+    with pytest.raises(ValueError, match="design_effect"):
+        recall_drop(51, 81, 0.8, design_effect=0.9)
+
+
+def test_the_calibration_bounds_noise_widens_with_the_square_root_of_the_labels_design_effect():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.0, 0.2, 20000)
+    y = (rng.random(20000) < p).astype(float)
+    independent = calibration_drift(y, p, reference_ece=0.002)
+    clustered = calibration_drift(y, p, reference_ece=0.002, design_effect=4.4)
+    assert clustered["noise_quantile"] == pytest.approx(independent["noise_quantile"] * np.sqrt(4.4), rel=1e-12)
+    assert clustered["bound"] == pytest.approx(0.002 + clustered["noise_quantile"], rel=1e-12)
+    assert clustered["ece"] == independent["ece"] and clustered["design_effect"] == 4.4
+    with pytest.raises(ValueError, match="design_effect"):
+        calibration_drift(y, p, reference_ece=0.002, design_effect=0.5)
 
 
 @pytest.mark.parametrize("caught, frauds", [(-1, 3), (4, 3)])
