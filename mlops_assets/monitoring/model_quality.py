@@ -149,7 +149,8 @@ def _metric(metrics: dict[str, float], name: str) -> float | None:
             CHAMPION_PERFORMANCE_CHECK,
             "Passes while the champion holds: its recall on recently confirmed frauds is not significantly below its recall "
             "at promotion, Page-Hinkley raises no alarm on its matured decision errors, and its calibration stays within "
-            "bounds (the retraining policy's confidence and page_hinkley_threshold), and it is not provisional (promoted "
+            "bounds (the retraining policy's confidence and page_hinkley_threshold, each widened by the design effect of "
+            "the window's cards), and it is not provisional (promoted "
             "below the quality minimums as better than a failing champion). A failure (WARN) asks performance_sensor "
             "to retrain.",
         )
@@ -239,14 +240,16 @@ def concept_drift(
     detector = PageHinkley(delta=config.ph_delta, threshold=ph_threshold)
     alarm_at = detector.detect(errors) if len(errors) else None
     calibration = None
-    label_design_effect = design_effect(matured_labels, matured["account_id"].to_numpy())
+    matured_scores = matured["score"].to_numpy(float)
+    # The calibration noise is the labels' scatter around their scores: its clustering is the residuals'.
+    residual_design_effect = design_effect(matured_labels - matured_scores, matured["account_id"].to_numpy())
     if len(matured) >= 500 and reference_ece is not None:
         calibration = calibration_drift(
             matured_labels,
-            matured["score"].to_numpy(float),
+            matured_scores,
             reference_ece,
             confidence=policy.confidence,
-            design_effect=label_design_effect,
+            design_effect=residual_design_effect,
         )
 
     verdict = concept_drift_verdict(
@@ -276,7 +279,7 @@ def concept_drift(
             "page_hinkley_alarm": alarm_at is not None,
             "error_design_effect": error_design_effect,
             "page_hinkley_threshold_applied": ph_threshold,
-            "label_design_effect": label_design_effect,
+            "residual_design_effect": residual_design_effect,
             "calibration_ece": None if calibration is None else float(calibration["ece"]),
             "calibration_bound": None if calibration is None else float(calibration["bound"]),
             "calibration_drift": bool(calibration is not None and calibration["drift"]),

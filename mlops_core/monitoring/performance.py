@@ -206,7 +206,7 @@ def design_effect(values: Sequence[float] | np.ndarray, clusters: Sequence[objec
     before it is blocked, and a model that misses it misses all of them; a legitimate card the model
     dislikes is flagged again and again. On the demo's plain 60-day history the 7-day window held 81
     frauds on 32 cards (design effect 1.5), the matured decision errors had a design effect of about 2.3
-    and the labels one of about 4.4. Tests that count transactions as independent then see noise as
+    and the residuals label - score one of about 3. Tests that count transactions as independent then see noise as
     signal: that history raised three false alarms, one from each of the recall test, Page-Hinkley and
     the calibration bound. Dividing counts (or multiplying variances) by this factor restores their
     stated confidence. The variance is statsmodels' cluster-robust one (with its small-sample
@@ -330,9 +330,11 @@ def calibration_drift(
     scores|, so a window as miscalibrated as the reference stays under the bound with about
     that confidence; a small window gets a wide bound rather than a false alarm.
 
-    The simulated labels are independent; the real ones cluster by card (`design_effect` of the labels,
-    about 4.4 on the demo's history), which widens every bin's noise by its square root, and so the
-    quantile (ECE is a sum of absolute deviations, which scale with the standard deviation).
+    The simulated labels are independent; the real ones cluster by card. Pass the `design_effect` of the
+    residuals label - score by card (about 3 on the demo's plain history; the labels alone, 4.4, would
+    overstate it: part of their clustering is risk the score already knows). It widens every bin's noise
+    by its square root, and so the quantile (ECE is a sum of absolute deviations, which scale with the
+    standard deviation).
 
     Also returned: mean score / realized fraud rate (1 when calibrated on average; 0.5 when
     fraud doubled; NaN without fraud). Both need complete labels: an immature window is

@@ -404,7 +404,7 @@ def test_concept_drift_counts_a_cards_frauds_as_one_piece_of_evidence(settings, 
     none. The recall test then has fewer independent frauds than transactions: the asset measures the design
     effect on the recent frauds' cards (not their transactions: that would give exactly 1) and tests on the
     counts divided by it."""
-    from mlops_core.monitoring.performance import design_effect, recall_drop
+    from mlops_core.monitoring.performance import calibration_drift, design_effect, recall_drop
     from mlops_core.monitoring.reads import latest_labels, served_decisions
 
     # A long window: the small history lands about two frauds a day.
@@ -423,9 +423,12 @@ def test_concept_drift_counts_a_cards_frauds_as_one_piece_of_evidence(settings, 
         with dg.DagsterInstance.ephemeral() as instance:
             result = materialize(settings, concept_drift, day, config, RetrainingPolicy(), instance)
             verdict, _ = read_back(instance, CHAMPION_PERFORMANCE_CHECK, performance_sensor, RetrainingPolicy())
+        first_matured = day - timedelta(days=settings.label_maturity_days + window - 1)
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
             log = served_decisions(con, served, day - timedelta(days=window - 1), day)
             labels = latest_labels(con, log, landed_by=day)
+            older = served_decisions(con, served, first_matured, day)
+            older_labels = latest_labels(con, older, landed_by=day)
     finally:
         with duckdb.connect(str(settings.duckdb_path)) as con:
             con.execute("create or replace table serving.prediction_log as select * from serving.prediction_log_kept")
@@ -446,3 +449,25 @@ def test_concept_drift_counts_a_cards_frauds_as_one_piece_of_evidence(settings, 
     )
     assert meta["recall_p_value"] == pytest.approx(test["p_value"])
     assert verdict.values["recall_design_effect"] == pytest.approx(expected)
+    # Page-Hinkley and the calibration bound count the matured rows' cards: a legitimate card flagged once is
+    # flagged every time, so its errors come together.
+    y = older["transaction_id"].map(older_labels.set_index("transaction_id")["is_fraud"])
+    matured = older[
+        (y.notna() & (older["event_date"].dt.date < day - timedelta(days=settings.label_maturity_days - 1))).to_numpy()
+    ]
+    matured_y = y[matured.index].to_numpy(float)
+    errors = design_effect(matured["decision"].to_numpy(float) != matured_y, matured["account_id"].to_numpy())
+    residuals = design_effect(matured_y - matured["score"].to_numpy(float), matured["account_id"].to_numpy())
+    assert meta["error_design_effect"] == pytest.approx(errors) and errors > 1.5
+    assert meta["page_hinkley_threshold_applied"] == pytest.approx(RetrainingPolicy().page_hinkley_threshold * errors)
+    assert verdict.values["page_hinkley_threshold"] == pytest.approx(meta["page_hinkley_threshold_applied"])
+    assert meta["residual_design_effect"] == pytest.approx(residuals) and residuals > 1.1
+    client, version = _champion_client(settings)
+    run = client.get_run(client.get_model_version(registry.MODEL_NAME, version).run_id)
+    bound = calibration_drift(
+        matured_y,
+        matured["score"].to_numpy(float),
+        run.data.metrics["test_expected_calibration_error"],
+        design_effect=residuals,
+    )["bound"]
+    assert meta["calibration_bound"] == pytest.approx(bound)
