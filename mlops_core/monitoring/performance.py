@@ -213,9 +213,12 @@ def design_effect(values: Sequence[float] | np.ndarray, clusters: Sequence[objec
     correction); with one cluster, or a constant value, nothing can be estimated and 1 is returned.
     """
     y = np.asarray(values, dtype=np.float64).ravel()
-    groups = pd.factorize(pd.Series(np.asarray(clusters, dtype=object).ravel()))[0]
+    # A missing cluster id is a cluster of its own (one unknown card), not an error.
+    groups = pd.factorize(pd.Series(np.asarray(clusters, dtype=object).ravel()), use_na_sentinel=False)[0]
     if len(y) != len(groups):
         raise ValueError(f"values and clusters differ in length: {len(y)} vs {len(groups)}")
+    if np.isnan(y).any():
+        raise ValueError(f"values hold {int(np.isnan(y).sum())} NaN: pass labelled rows only")
     if len(y) < 3 or np.unique(groups).size < 2 or np.ptp(y) == 0:
         return 1.0
     import statsmodels.api as sm

@@ -88,6 +88,11 @@ def test_the_design_effect_is_the_cluster_size_when_a_card_is_caught_whole_and_o
     assert design_effect(whole, np.zeros(3000)) == design_effect(np.ones(3000), cards) == 1.0
     with pytest.raises(ValueError, match="length"):
         design_effect(whole, cards[:-1])
+    with pytest.raises(ValueError, match="1 NaN"):
+        design_effect(np.r_[whole[:-1].astype(float), np.nan], cards)
+    # Cards without an id form one cluster, not a crash.
+    unknown = np.where(cards < 2, None, cards).astype(object)
+    assert design_effect(whole, unknown) == pytest.approx(design_effect(whole, np.where(cards < 2, -1, cards)))
 
 
 def test_frauds_clustered_by_card_keep_the_recall_tests_false_alarms_at_its_level_only_with_the_design_effect():
