@@ -131,6 +131,13 @@ def test_the_plain_historys_day_27_is_no_alarm_once_its_cards_are_counted_and_th
     counted = recall_drop(51, 81, 139 / 174, reference_frauds=174, design_effect=1.48)
     assert not counted["drop"] and 0.01 < counted["p_value"] < 0.05
     assert counted["effective_frauds"] == 55 and counted["design_effect"] == 1.48
+    # Both samples shrink: 34 of 55 recent against 94 of 118 at promotion (only the recent one would give 34/55
+    # against 139/174, a different p).
+    from scipy.stats import fisher_exact
+
+    both = fisher_exact([[34, 21], [94, 24]], alternative="less").pvalue
+    recent_only = fisher_exact([[34, 21], [139, 35]], alternative="less").pvalue
+    assert counted["p_value"] == pytest.approx(both, rel=1e-12) and abs(recent_only - both) > 1e-3
     drift = recall_drop(33, 76, 137 / 183, reference_frauds=183, design_effect=3.23)
     assert drift["drop"] and drift["p_value"] < 0.01
     with pytest.raises(ValueError, match="design_effect"):
