@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from mlops_assets.transform.project import DBT_EXECUTABLE, dbt_project
+from mlops_assets.transform.project import dbt_executable, dbt_project
 from mlops_core.projects.catalog import fraud_project
 from mlops_core.serving.server import ADMIN_TOKEN_ENV, ServingPaths, admin_token_file
 from mlops_core.settings import Settings
@@ -68,7 +68,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "dbt": WarehouseDbtResource(
             project_dir=dbt_project,
             profiles_dir=str(dbt_project.profiles_dir),
-            dbt_executable=DBT_EXECUTABLE,
+            dbt_executable=dbt_executable(settings.dbt_launcher),
             duckdb_path=str(settings.duckdb_path),
         ),
     }

@@ -58,6 +58,11 @@ class SettingsResource(dg.ConfigurableResource):
     releases_git_branch: str = Field(
         default="mlops/releases", description="MLOPS_RELEASES_GIT_BRANCH: the branch release commits go to."
     )
+    dbt_launcher: str = Field(
+        default="warm",
+        description="MLOPS_DBT_LAUNCHER: 'warm' forks each dbt command from a server that imported dbt once, 'cold' "
+        "starts dbt every time.",
+    )
 
     @classmethod
     def of(cls, settings: Settings) -> SettingsResource:

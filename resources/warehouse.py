@@ -96,8 +96,9 @@ class WarehouseDbtResource(DbtCliResource):
     def _cli_version(self) -> version.Version:
         """dbt's version without dagster-dbt's `dbt --version` subprocess, which imports all of dbt once more
         (1.5-2 s) before every run's `dbt build`: the executable is this venv's own dbt, so its version is
-        the installed dbt-core's. Any other executable (a dbt Fusion binary, another venv) is asked as before."""
-        if Path(self.dbt_executable).resolve() == Path(sys.executable).with_name("dbt").resolve():
+        the installed dbt-core's (`mlops-dbt` runs that same dbt). Any other executable (a dbt Fusion binary, another venv) is asked as before."""
+        own = {Path(sys.executable).with_name(name).resolve() for name in ("dbt", "mlops-dbt")}
+        if Path(self.dbt_executable).resolve() in own:
             return version.parse(importlib.metadata.version("dbt-core"))
         return DbtCliResource._cli_version.func(self)
 

@@ -16,14 +16,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from server_process import stop_process_group, wait_healthy  # noqa: E402
 
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # noqa: E402
+
 _SESSION_HOME = None
+_WARM_DBT_DIR = None
 
 
 def pytest_configure(config):
     """Point every default path at a throwaway MLOPS_HOME before the code location is imported."""
-    global _SESSION_HOME
+    global _SESSION_HOME, _WARM_DBT_DIR
     _SESSION_HOME = tempfile.mkdtemp(prefix="mlops-tests-")
     os.environ["MLOPS_HOME"] = _SESSION_HOME
+    # One warm dbt server (mlops_core/warm_dbt.py) for the session, in a folder of its own: the xdist workers
+    # inherit the controller's folder and share it, and the controller stops it by its pid at the end.
+    if not hasattr(config, "workerinput"):
+        _WARM_DBT_DIR = tempfile.mkdtemp(prefix="mlops-dbt-")
+        os.environ[SOCKET_DIR_ENV] = _WARM_DBT_DIR
     # The calendar and the endpoint too: every test runs on the fixed simulated calendar, whatever the caller set.
     for key in (
         "MLOPS_DATA_DIR",
@@ -51,6 +59,11 @@ def pytest_terminal_summary(terminalreporter, config):
 def pytest_unconfigure(config):
     if _SESSION_HOME:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+    if _WARM_DBT_DIR:
+        for pid_file in Path(_WARM_DBT_DIR).glob("*.pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        shutil.rmtree(_WARM_DBT_DIR, ignore_errors=True)
 
 
 # What code under test changes in the process for whoever runs next: Settings.export() (the CLI's commands)

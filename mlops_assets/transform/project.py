@@ -12,6 +12,14 @@ from mlops_core.settings import REPO_ROOT, Settings
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # The venv's dbt, so nothing depends on the venv being on PATH (CI, cron, the UI).
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+# The same dbt through a server that imported it once (mlops_core/warm_dbt.py).
+WARM_DBT_EXECUTABLE = str(Path(sys.executable).with_name("mlops-dbt"))
+
+
+def dbt_executable(launcher: str) -> str:
+    """The executable dagster-dbt runs for MLOPS_DBT_LAUNCHER: "warm" or "cold" (Settings.dbt_launcher)."""
+    return WARM_DBT_EXECUTABLE if launcher == "warm" and Path(WARM_DBT_EXECUTABLE).exists() else DBT_EXECUTABLE
+
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
