@@ -85,7 +85,7 @@ def _versions() -> str:
 
 
 def socket_path() -> Path:
-    """Where this interpreter's server listens: one per user, interpreter and dbt version. The directory is
+    """Where this venv's server listens: one per user, venv and dbt version. The directory is
     the user's alone (mode 0700), so no other user can connect and have commands run as this one."""
     base = Path(
         os.environ.get(SOCKET_DIR_ENV)
@@ -94,7 +94,8 @@ def socket_path() -> Path:
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     if base.stat().st_uid != os.getuid() or base.stat().st_mode & 0o077:
         raise Unavailable(f"{base} is not private to uid {os.getuid()}")
-    key = hashlib.sha256(f"{os.path.realpath(sys.executable)}|{_versions()}".encode()).hexdigest()[:16]
+    # The venv, not the interpreter's real path: every venv of one Python links to the same binary.
+    key = hashlib.sha256(f"{sys.prefix}|{sys.executable}|{_versions()}".encode()).hexdigest()[:16]
     return base / f"{key}.sock"
 
 
@@ -231,13 +232,18 @@ def serve(path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
     handlers: set[int] = set()
     last_work = time.monotonic()
     signal.signal(signal.SIGTERM, _stop)
+    # Whatever the starting shell left (a background job ignores SIGINT, some callers ignore SIGCHLD): the
+    # server reaps its handlers itself, and each dbt child sets its own handlers.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         while True:
             ready, _, _ = select.select([listener], [], [], 1.0)
             for pid in list(handlers):
-                with contextlib.suppress(ChildProcessError):
+                try:
                     if os.waitpid(pid, os.WNOHANG)[0]:
                         handlers.discard(pid)
+                except ChildProcessError:  # already reaped: gone all the same
+                    handlers.discard(pid)
             if handlers:
                 last_work = time.monotonic()
             if not ready:

@@ -17,6 +17,7 @@ import yaml
 
 from mlops_cli.common import rollout_run_config
 from mlops_core.settings import REPO_ROOT
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # the session's warm dbt server, stopped by the session
 
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
@@ -86,7 +87,7 @@ def _free_port() -> int:
 def test_the_pipeline_script_runs_data_layer_training_and_rollout_through_dagster_job_execute(tmp_path):
     """scripts/ci_pipeline.sh as the workflow runs it: the gates pass on the sample, the first model goes through
     staging, shadow and canary to champion on an ephemeral endpoint, which is stopped afterwards; the report is kept."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_")) or k == SOCKET_DIR_ENV}
     port = _free_port()
     env |= {
         "MLOPS_HOME": str(tmp_path / "home"),

@@ -13,12 +13,13 @@ import duckdb
 import pytest
 
 from mlops_core.settings import REPO_ROOT
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # the session's warm dbt server, stopped by the session
 
 BIN = Path(sys.executable).parent
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_")) or k == SOCKET_DIR_ENV}
     env["PYTHONWARNINGS"] = "default"  # a warning the code location emits must show in the output
     env["MLOPS_HOME"] = str(tmp_path / "home")
     env["DAGSTER_HOME"] = str(tmp_path / "home" / "dagster_home")

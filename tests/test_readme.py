@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from mlops_core.settings import REPO_ROOT
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # the session's warm dbt server, stopped by the session
 
 BIN = Path(sys.executable).parent
 
@@ -30,7 +31,7 @@ def test_the_readme_marks_its_dagster_cli_block():
 def test_readme_dagster_cli_block_runs_verbatim_on_a_fresh_home(tmp_path):
     # A fresh checkout: nothing of a demo exists, and no MLOPS_/DAGSTER_ variable is set but MLOPS_HOME,
     # which only moves the default ./.mlops out of the repo.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_")) or k == SOCKET_DIR_ENV}
     env["MLOPS_HOME"] = str(tmp_path / "fresh")
     run = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", readme_blocks()["dagster-cli"]],

@@ -193,12 +193,14 @@ def test_a_caller_killed_outright_takes_its_dbt_command_with_it(project, server_
     assert _dbt(WARM, project, *SHOW_HOME).returncode == 0 and warm_dbt.server_pid() == server
 
 
-def test_an_idle_server_exits_and_removes_its_socket(server_dir):
+def test_an_idle_server_exits_and_removes_its_socket(project, server_dir):
+    """Idle means no command for the whole period: one that ran and ended counts as work, then not."""
     path = warm_dbt.socket_path()
-    with warm_dbt.connect_or_start(path, idle_seconds=1.0) as sock:
+    with warm_dbt.connect_or_start(path, idle_seconds=2.0) as sock:
         sock.close()
     pid = warm_dbt.server_pid(path)
     assert pid is not None and path.exists()
+    assert _dbt(WARM, project, *SHOW_HOME).returncode == 0 and warm_dbt.server_pid(path) == pid
     psutil.Process(pid).wait(timeout=30)
     assert not path.exists() and warm_dbt.server_pid(path) is None
 

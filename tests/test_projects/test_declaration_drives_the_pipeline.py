@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from mlops_core.settings import REPO_ROOT
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # the session's warm dbt server, stopped by the session
 
 PROBE = """
 import json
@@ -38,7 +39,7 @@ print(json.dumps({
 
 
 def probe(projects, home, extra_env=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_")) or k == SOCKET_DIR_ENV}
     env.update(MLOPS_HOME=str(home), MLOPS_PROJECTS_DIR=str(projects), **(extra_env or {}))
     return subprocess.run(
         [sys.executable, "-c", PROBE], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_core.serving.server import free_port
+from mlops_core.warm_dbt import SOCKET_DIR_ENV  # the session's warm dbt server, stopped by the session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -72,7 +73,11 @@ def browser_binaries() -> tuple[str, str] | None:
 
 def mlops_env(home: Path) -> dict[str, str]:
     """The environment of a project whose every path lives under `home` (as `mlops` resolves it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") and k != "DAGSTER_HOME"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("MLOPS_") and k != "DAGSTER_HOME") or k == SOCKET_DIR_ENV
+    }
     env.update(
         MLOPS_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster_home"),
