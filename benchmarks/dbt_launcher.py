@@ -21,6 +21,7 @@ is a cause of the test suite's time (issue 18, `make test` under 10 minutes).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import resource
 import shutil
@@ -111,7 +112,14 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-        subprocess.run([str(BIN / "mlops"), "ingest"], env=env, cwd=ROOT, check=True, capture_output=True)
+        end = (dt.date.fromisoformat(start) + dt.timedelta(days=args.days - 1)).isoformat()
+        subprocess.run(
+            [str(BIN / "mlops"), "ingest", "--start", start, "--end", end],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         dbt_env = {**env, "MLOPS_DUCKDB_PATH": str(home / "warehouse.duckdb")}
         state = home / "warehouse.duckdb.dbt_partial_parse.msgpack"
 

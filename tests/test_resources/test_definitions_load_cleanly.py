@@ -90,6 +90,7 @@ def test_the_settings_resource_carries_every_setting_unchanged(tmp_path):
         releases_dir=tmp_path / "gitops",
         releases_git_remote="/srv/gitops.git",
         releases_git_branch="release-bot",
+        dbt_launcher="cold",
     )
     changed = {f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(base, f.name)}
     assert changed == {f.name for f in dataclasses.fields(Settings)} - {"home"}
