@@ -65,6 +65,10 @@ STD_FDS = (0, 1, 2)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class NotStarted(Exception):
+    """The server took the connection but started no dbt (it was stopping): nothing ran, so ask again."""
+
+
 class Unavailable(Exception):
     """The warm server can be neither reached nor started; the caller runs the cold dbt."""
 
@@ -181,16 +185,23 @@ def run(args: list[str], sock: socket.socket) -> int:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    socket.send_fds(sock, [len(request).to_bytes(HEADER_BYTES, "big")], list(STD_FDS))
-    sock.sendall(request)
-    first = _read_line(sock)
+    try:
+        socket.send_fds(sock, [len(request).to_bytes(HEADER_BYTES, "big")], list(STD_FDS))
+        sock.sendall(request)
+        first = _read_line(sock)
+    except OSError as exc:
+        first = f"error {exc}"
     if not first.startswith("pid "):
-        print(f"mlops-dbt: the server did not start dbt ({first or 'connection closed'})", file=sys.stderr)
-        return 1
+        if pending:  # interrupted before dbt started: stop here rather than ask again
+            return 128 + pending[0]
+        raise NotStarted(first or "the connection closed")
     child.append(int(first.split()[1]))
     for signum in pending:
         forward(signum, None)
-    outcome = _read_line(sock)
+    try:
+        outcome = _read_line(sock)
+    except OSError as exc:  # dbt started: never run it a second time, report the loss instead
+        outcome = f"error {exc}"
     kind, _, value = outcome.partition(" ")
     if kind == "exit":
         return int(value)
@@ -205,15 +216,23 @@ def main() -> None:
         serve(Path(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else IDLE_SECONDS)
         return
     args = sys.argv[1:]
-    try:
-        sock = connect_or_start()
-    except Unavailable as exc:
-        print(f"mlops-dbt: running the cold dbt: {exc}", file=sys.stderr)
-        os.execv(cold_dbt(), [cold_dbt(), *args])
-    with sock:
-        code = run(args, sock)
-    sys.stdout.flush()
-    os._exit(code)
+    reason = ""
+    for _attempt in range(3):
+        try:
+            sock = connect_or_start()
+        except (Unavailable, OSError) as exc:
+            reason = str(exc)
+            break
+        try:
+            with sock:
+                code = run(args, sock)
+        except NotStarted as exc:
+            reason = f"the server started no dbt ({exc})"
+            continue
+        sys.stdout.flush()
+        os._exit(code)
+    print(f"mlops-dbt: running the cold dbt: {reason}", file=sys.stderr)
+    os.execv(cold_dbt(), [cold_dbt(), *args])
 
 
 # --- the server: single-threaded, so every fork is safe ---------------------------------------------------
@@ -248,22 +267,32 @@ def serve(path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
                 last_work = time.monotonic()
             if not ready:
                 if not handlers and time.monotonic() - last_work > idle_seconds:
+                    # Unlisted first, so the next command starts a new server; then whoever connected in
+                    # between is still served.
+                    _remove_if_ours(path)
+                    while select.select([listener], [], [], 0)[0]:
+                        _dispatch(listener)
                     break
                 continue
-            conn, _ = listener.accept()
+            handlers.add(_dispatch(listener))
             last_work = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                try:
-                    _handle(conn)
-                finally:
-                    os._exit(0)
-            conn.close()
-            handlers.add(pid)
     finally:
         _remove_if_ours(path)
         listener.close()
+
+
+def _dispatch(listener: socket.socket) -> int:
+    """Accept one command and fork its handler; returns the handler's pid."""
+    conn, _ = listener.accept()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        try:
+            _handle(conn)
+        finally:
+            os._exit(0)
+    conn.close()
+    return pid
 
 
 def _stop(_signum, _frame) -> None:

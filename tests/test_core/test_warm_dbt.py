@@ -229,3 +229,33 @@ def test_the_launcher_is_chosen_by_the_environment_and_a_wrong_one_is_named(tmp_
     assert build_resources(cold)["dbt"].dbt_executable == COLD
     with pytest.raises(ValueError, match="MLOPS_DBT_LAUNCHER must be 'warm' or 'cold', got 'warmer'"):
         Settings.from_env({**home, "MLOPS_DBT_LAUNCHER": "warmer"})
+
+
+def test_a_server_that_stops_as_the_command_arrives_is_replaced_and_the_command_runs_once(project, server_dir):
+    """A server past its idle time may take a connection as it exits: nothing ran, so the command asks a new
+    server, once, and runs there (never on the cold dbt, never twice)."""
+    import socket
+    import threading
+
+    path = warm_dbt.socket_path()
+    stopping = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stopping.bind(str(path))
+    stopping.listen(1)
+    taken = []
+
+    def take_one_and_go():
+        conn, _ = stopping.accept()
+        taken.append(True)
+        conn.close()
+        path.unlink()
+        stopping.close()
+
+    thread = threading.Thread(target=take_one_and_go)
+    thread.start()
+    result = _dbt(WARM, project, "run-operation", "show_env", "--args", "{name: PROBE_DB}")
+    thread.join(timeout=30)
+    assert taken == [True]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _probe_lines(result.stdout) == [f"PROBE PROBE_DB={project / 'probe.duckdb'}"]
+    assert "cold dbt" not in result.stderr
+    assert warm_dbt.server_pid(path) is not None and path.exists()
