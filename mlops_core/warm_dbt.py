@@ -116,7 +116,7 @@ def _connect(path: Path) -> socket.socket | None:
 
 
 def server_pid(path: Path | None = None) -> int | None:
-    """The pid of the server listening at `path` (default: this interpreter's), None when none is."""
+    """The pid of the server listening at `path` (default: this venv's), None when none is."""
     pid_file = (path or socket_path()).with_suffix(".pid")
     try:
         return int(pid_file.read_text())

@@ -111,19 +111,9 @@ def test_each_command_sees_only_its_callers_environment_and_directory(project, s
     # From another directory, without --project-dir, dbt finds no project: the caller's cwd is what counts.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    lost = subprocess.run(
-        [WARM, "run-operation", "show_env", "--args", "{name: HOME}"],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    cold_lost = subprocess.run(
-        [COLD, "run-operation", "show_env", "--args", "{name: HOME}"],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    lost, cold_lost = (
+        subprocess.run([executable, *SHOW_HOME], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+        for executable in (WARM, COLD)
     )
     assert lost.returncode == cold_lost.returncode != 0
     assert lost.stdout + lost.stderr == cold_lost.stdout + cold_lost.stderr
