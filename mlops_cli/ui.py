@@ -78,6 +78,9 @@ def ui(port, mlflow_port) -> None:
     if mlflow_port and not tracking.startswith("http"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         os.environ["MLOPS_MLFLOW_UI_URL"] = f"http://127.0.0.1:{mlflow_port}"
+        # A viewer of runs, models and reports: MLflow's GenAI job runner would add 8 processes and about 25 s
+        # of CPU at every start (deploy/mlflow/run_server.sh). The user's own setting wins.
+        os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         commands.append(
             [
                 str(bin_dir / "mlflow"),

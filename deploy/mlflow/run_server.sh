@@ -13,6 +13,7 @@
 #   MLOPS_MLFLOW_WORKERS  default 2
 #   MLOPS_MLFLOW_ALLOWED_HOSTS  extra Host headers to accept, e.g. mlflow.mlops.svc (optional)
 #   MLFLOW_BIN            the mlflow executable, default: mlflow on PATH
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  default false here (MLflow's default is true; see below)
 #
 # Clients then set MLOPS_MLFLOW_TRACKING_URI=http://<host>:<port>.
 set -euo pipefail
@@ -46,6 +47,11 @@ fi
 
 export MLFLOW_BACKEND_STORE_URI="$backend"
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
+# The platform uses tracking, the registry and artifacts. MLflow 3's server job runner (huey consumers for
+# GenAI scorers, evaluations and prompt optimization, plus periodic trace tasks) starts 8 more processes per
+# server: 31.6-33.3 s of CPU in a server's first 28 s against 7.2-7.4 s without it
+# (benchmarks/mlflow_server.py). Set it to true to use those MLflow features.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
 args=(
   server

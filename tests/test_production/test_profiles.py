@@ -111,6 +111,7 @@ def _fake_mlflow(tmp_path: Path) -> Path:
     fake = tmp_path / "mlflow"
     fake.write_text(
         '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD.args"\nprintf "%s" "$MLFLOW_BACKEND_STORE_URI" > "$RECORD.uri"\n'
+        'printf "%s" "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION-unset}" > "$RECORD.jobs"\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     return fake
@@ -139,6 +140,15 @@ def test_run_server_binds_loopback_and_keeps_the_password_off_the_command_line(t
     assert (
         tmp_path / "record.uri"
     ).read_text() == "postgresql+psycopg2://mlflow:p%40ss%3Aw%2Frd@db.internal:5432/mlflow"
+    # No GenAI job runner beside the registry (8 processes, about 25 s of CPU per start), unless asked for.
+    assert (tmp_path / "record.jobs").read_text() == "false"
+    asked = _run_server(
+        tmp_path,
+        MLOPS_MLFLOW_BACKEND_STORE_URI="postgresql://u:p@h/db",
+        MLOPS_MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path),
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true",
+    )
+    assert asked.returncode == 0 and (tmp_path / "record.jobs").read_text() == "true"
 
 
 def test_run_server_refuses_to_start_without_a_backend_or_an_artifact_root(tmp_path: Path):

@@ -37,6 +37,13 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
@@ -70,8 +77,20 @@ def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
                 time.sleep(0.5)
         else:
             pytest.fail(f"the UI did not answer within 180 s:\n{log.read_text()[-3000:]}")
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{mlflow_port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the MLflow UI did not answer within 180 s:\n{log.read_text()[-3000:]}")
         children = _descendants(ui.pid)
         assert len(children) >= 2, "dagster dev and its webserver run under mlops ui"
+        # The MLflow UI runs without MLflow's GenAI job runner (its huey consumers): a viewer needs none.
+        commands = [_command(pid) for pid in children]
+        assert any("mlflow" in c and " ui " in f" {c} " for c in commands), commands
+        assert not [c for c in commands if "huey" in c or "mlflow.server.jobs" in c], commands
         started = time.monotonic()
         ui.send_signal(signum)
         ui.wait(timeout=10)
