@@ -5,6 +5,7 @@ and stops it by its pid."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -122,7 +123,19 @@ def test_each_command_sees_only_its_callers_environment_and_directory(project, s
 
 def _dbt_children(server: int) -> list[psutil.Process]:
     """The commands the server runs: grandchildren (server -> handler -> dbt)."""
-    return [grandchild for child in psutil.Process(server).children() for grandchild in child.children()]
+    commands = []
+    for handler in psutil.Process(server).children():
+        # A handler whose command just ended (the previous one's) can exit between the two listings.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            commands += handler.children()
+    return commands
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _wait_for(condition, seconds: float = 30.0):
@@ -163,7 +176,7 @@ def test_sigint_to_the_caller_reaches_dbt(project, server_dir, tmp_path):
         output = log.read_text()
         assert code == 1 and "Query interrupted" in output, output
         assert "Traceback" not in output
-        _wait_for(lambda: not command.is_running() or command.status() == psutil.STATUS_ZOMBIE)
+        _wait_for(lambda: _ended(command))
     finally:
         caller.kill()
         caller.wait()
@@ -177,7 +190,7 @@ def test_a_caller_killed_outright_takes_its_dbt_command_with_it(project, server_
     (command,) = _wait_for(lambda: _dbt_children(server))
     caller.kill()
     caller.wait()
-    _wait_for(lambda: not command.is_running() or command.status() == psutil.STATUS_ZOMBIE)
+    _wait_for(lambda: _ended(command))
     _wait_for(lambda: not _dbt_children(server))
     # The server itself keeps serving.
     assert _dbt(WARM, project, *SHOW_HOME).returncode == 0 and warm_dbt.server_pid() == server
