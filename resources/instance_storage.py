@@ -27,11 +27,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 import sqlalchemy as db
-from dagster._config import StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -39,7 +38,6 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from dagster._utils import mkdir_p
 from sqlalchemy.engine import Connection, Engine
 
 # Run files that keep an engine in one process. A run writes to its own file and to the index, so one
@@ -65,20 +63,20 @@ class _EngineCache:
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
-    def get(self, name: str, conn_string: str) -> tuple[Engine, bool]:
-        """The engine for `name`, and whether it was created by this call."""
+    def get(self, name: str, conn_string: str) -> Engine:
+        """The engine for `name`, made on first use."""
         with self._lock:
             self._forget_if_forked()
             engine = self._engines.get(name)
             if engine is not None:
                 self._engines.move_to_end(name)
-                return engine, False
+                return engine
             engine = _engine(conn_string)
             self._engines[name] = engine
             evictable = [n for n in self._engines if n not in self._pinned]
             for stale in evictable[: max(0, len(evictable) - self._keep)]:
                 self._engines.pop(stale).dispose()
-            return engine, True
+            return engine
 
     def dispose(self, keep_pinned: bool = False) -> None:
         with self._lock:
@@ -110,7 +108,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     @contextlib.contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
         with self._db_lock:
-            engine, _ = self._engine_cache.get(shard, self.conn_string_for_shard(shard))
+            engine = self._engine_cache.get(shard, self.conn_string_for_shard(shard))
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
@@ -127,40 +125,32 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engine_cache.dispose()
 
 
-class PooledSqliteRunStorage(SqliteRunStorage):
+class _OneKeptEngine:
+    """For Dagster's run and schedule storages, which open one database through `connect()`."""
+
+    _conn_string: str
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
+        self._engine_cache = _EngineCache(keep=1)
+        super().__init__(conn_string, inst_data=inst_data)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        engine = self._engine_cache.get("db", self._conn_string)
+        with engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine_cache.dispose()
+
+
+class PooledSqliteRunStorage(_OneKeptEngine, SqliteRunStorage):
     """Dagster's SqliteRunStorage with its one engine kept."""
 
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
-        self._engine_cache = _EngineCache(keep=1)
-        super().__init__(conn_string, inst_data=inst_data)
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        engine, _ = self._engine_cache.get("runs", self._conn_string)
-        with engine.connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine_cache.dispose()
-
-
-class PooledSqliteScheduleStorage(SqliteScheduleStorage):
+class PooledSqliteScheduleStorage(_OneKeptEngine, SqliteScheduleStorage):
     """Dagster's SqliteScheduleStorage (sensor and schedule ticks, cursors) with its one engine kept."""
-
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
-        self._engine_cache = _EngineCache(keep=1)
-        super().__init__(conn_string, inst_data=inst_data)
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        engine, _ = self._engine_cache.get("schedules", self._conn_string)
-        with engine.connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine_cache.dispose()
 
 
 class PooledSqliteStorage(DagsterSqliteStorage):
@@ -168,18 +158,14 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     base_dir (history/, history/runs/, schedules/), written and read through kept engines."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
-        # DagsterSqliteStorage.__init__ builds Dagster's own storages; build the pooled ones instead, with the
-        # same from_local set-up (directories, schema creation and migration checks).
+        # DagsterSqliteStorage.__init__ builds Dagster's own storages; build the pooled ones instead.
         self.base_dir = base_dir
-        self._run_storage = _from_local(PooledSqliteRunStorage, _runs_directory(base_dir), "runs")
+        # from_local does Dagster's set-up (directories, schema, migration checks) and builds `cls(conn_string)`.
+        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
-        self._schedule_storage = _from_local(PooledSqliteScheduleStorage, _schedule_directory(base_dir), "schedules")
+        self._schedule_storage = PooledSqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
-
-    @classmethod
-    def config_type(cls):
-        return {"base_dir": StringSource}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value) -> PooledSqliteStorage:
@@ -188,13 +174,3 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def dispose(self) -> None:
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             storage.dispose()
-
-
-def _from_local(storage_class, base_dir: str, db_name: str):
-    """Dagster's `from_local` for the run and schedule storages (schema creation, migration checks), which
-    construct `cls(conn_string)` and so build the pooled subclass."""
-    mkdir_p(base_dir)
-    storage = storage_class.from_local(base_dir)
-    assert isinstance(storage, storage_class), (storage_class, type(storage))
-    assert storage._conn_string == create_db_conn_string(base_dir, db_name)  # noqa: SLF001
-    return storage

@@ -3,7 +3,6 @@ kept. It must store and read exactly what Dagster's own storage does, in the sam
 
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -221,7 +220,6 @@ def test_wipe_disposes_the_run_engines_before_deleting_their_files(tmp_path):
         again = _materialize(instance, "2026-01-02").run_id
         assert len([e for e in instance.all_logs(again) if e.user_message.startswith("line ")]) == 25
     assert os.path.exists(home / "history" / "runs" / "index.db")
-    shutil.rmtree(home)
 
 
 def test_dagster_takes_the_same_sqlite_paths_with_either_storage(tmp_path):
