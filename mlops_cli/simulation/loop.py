@@ -108,6 +108,9 @@ class SimulationSpec:
     oracle: bool = True
     # Its XGBoost threads: the simulation is idle while it fits. Fixed, so its models do not depend on the machine.
     oracle_threads: int = 2
+    # Its bound on boosting rounds (early stopping picks the count below it); None: the platform's own bound
+    # (XGBoostConfig.n_estimators). A test of the loop's wiring, not of the oracle's quality, sets it low.
+    oracle_max_trees: int | None = None
     # The A/B verdict a canary needs before production ("off", "better", "not worse"), the relative change of the
     # champion's cost it must be able to detect (0: the declaration's) and the days it may run.
     ab_test_required: str = "off"
@@ -136,6 +139,8 @@ class SimulationSpec:
                 f"history_days must be >= {35 + self.label_maturity_days}: 30 days for the windowed features to warm up, "
                 f"the label maturity ({self.label_maturity_days}) and a few days to train on; got {self.history_days}"
             )
+        if self.oracle_max_trees is not None and self.oracle_max_trees < 1:
+            raise ValueError(f"oracle_max_trees must be >= 1 (or None), got {self.oracle_max_trees}")
 
 
 @contextlib.contextmanager
@@ -404,6 +409,8 @@ class ClosedLoop:
         from mlops_core.features.offline import point_in_time_features_sql
 
         params = replace(XGBoostConfig().params(), n_jobs=self.spec.oracle_threads)
+        if self.spec.oracle_max_trees is not None:
+            params = replace(params, n_estimators=self.spec.oracle_max_trees)
         oracle = Oracle(params, validation_share=self.spec.validation_share)
         con = duckdb.connect(str(self.settings.duckdb_path), read_only=True)
         try:

@@ -28,3 +28,12 @@ def test_a_sensors_run_config_goes_on_top_of_the_jobs_own():
         "ops": {"a": {"config": {"x": 1, "y": 3}}, "b": {"config": {"z": 4}}},
     }
     assert _merge(None, None) == {} and base["ops"]["a"]["config"]["y"] == 2  # the job's config is not changed
+
+
+@pytest.mark.parametrize("trees", [0, -5])
+def test_an_oracle_bound_below_one_tree_is_refused_with_its_value(trees):
+    from mlops_cli.simulation.loop import SimulationSpec
+
+    with pytest.raises(ValueError, match=rf"oracle_max_trees must be >= 1 \(or None\), got {trees}"):
+        SimulationSpec(history_days=45, oracle_max_trees=trees)
+    assert SimulationSpec(history_days=45, oracle_max_trees=1).oracle_max_trees == 1
