@@ -49,7 +49,28 @@ def _engine(conn_string: str) -> Engine:
     # SQLAlchemy's default pool for a sqlite file (QueuePool, connections usable from any thread) keeps the
     # connection between statements. Idle pooled connections hold no transaction, so they block neither
     # another process's writes nor WAL checkpoints.
-    return db.create_engine(conn_string, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    engine = db.create_engine(conn_string, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    db.event.listen(engine, "checkout", _sync_at_checkpoints_in_wal)
+    return engine
+
+
+def _sync_at_checkpoints_in_wal(dbapi_connection, connection_record, _proxy) -> None:
+    """`synchronous=NORMAL` on a connection to a WAL database: fsync when the WAL is checkpointed, not at
+    every commit. Every event Dagster stores is a commit, and sqlite's default (FULL) made each one wait for
+    the disk: 0.3 ms of wall and 0.1 ms of CPU a commit here against 0.03 and 0.02. SQLite's own guidance for
+    WAL: NORMAL cannot corrupt the database; a power cut (not a crashed process) may lose the last commits.
+    Dagster puts every one of its sqlite files in WAL when it creates them; a connection opened before that
+    (the one creating the file) is asked again at its next checkout, and a non-WAL file keeps FULL."""
+    if connection_record.info.get("synchronous_normal"):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        (journal_mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+        if str(journal_mode).lower() == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            connection_record.info["synchronous_normal"] = True
+    finally:
+        cursor.close()
 
 
 class _EngineCache:

@@ -142,6 +142,36 @@ def test_one_engine_per_database_and_only_the_newest_runs_keep_theirs(tmp_path, 
         assert len(cache) == RUN_ENGINES_KEPT + 1
 
 
+def _pragmas(engine) -> tuple[str, int]:
+    with engine.connect() as conn:
+        return (
+            conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+            conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+        )
+
+
+def test_every_kept_connection_to_a_wal_file_syncs_at_checkpoints_and_others_keep_full(tmp_path):
+    """synchronous=NORMAL (1) only where Dagster put the file in WAL, including the connection that created
+    the file before WAL was set; sqlite's default FULL (2) anywhere else."""
+    with _instance(_home(tmp_path / "home", pooled=True)) as instance:
+        run_id = _materialize(instance, "2026-01-01").run_id
+        engines = instance.event_log_storage._engine_cache._engines  # noqa: SLF001
+        assert set(engines) >= {run_id, "index"}
+        kept = [*engines.values(), instance.run_storage._engine_cache._engines["db"]]  # noqa: SLF001
+        kept.append(instance.schedule_storage._engine_cache._engines["db"])  # noqa: SLF001
+        assert [_pragmas(engine) for engine in kept] == [("wal", 1)] * len(kept)
+        # Every event of the run was stored and reads back (25 log lines).
+        assert sum(e.user_message.startswith("line ") for e in instance.all_logs(run_id)) == 25
+    plain = instance_storage._engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    try:
+        assert _pragmas(plain) == ("delete", 2)
+        with plain.connect() as conn:  # the same pooled connection, once the file is in WAL
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        assert _pragmas(plain) == ("wal", 1)
+    finally:
+        plain.dispose()
+
+
 def _write_lines(home: str, run_id: str, start: int, count: int) -> None:
     with dg.DagsterInstance.from_config(home) as instance:
         for i in range(start, start + count):
