@@ -7,15 +7,18 @@ Dagster's storage and 0.6-0.9 s with an engine kept per database; whole partitio
 check, 1.85x less CPU (benchmarks/instance_storage.py, row `dagster_instance_cpu_pooled_vs_sqlite`). A
 45-day closed-loop simulation test writes about 2,400 events over 10 runs, and reads many more.
 
-These classes change only that: the files, their schema, their WAL journal, their alembic revisions and
-every query are Dagster's, so a home written by either storage is read by the other (dagster.yaml selects
-this one under `storage: custom`, with DAGSTER_HOME as base_dir, the layout Dagster's default uses).
+These classes change only how connections are made and kept (below): the files, their schema, their WAL
+journal, their alembic revisions and every query are Dagster's, so a home written by either storage is read by
+the other (dagster.yaml selects this one under `storage: custom`, with DAGSTER_HOME as base_dir, the layout
+Dagster's default uses).
 
 - Engines are per process: a forked child (a multiprocess executor step, the warm dbt server's children
   never open the instance) drops the inherited engines without closing the parent's connections.
 - A run's events live in their own file, and a process can touch thousands of runs (the webserver, the
   daemon), so only the most recently used run files keep an engine; older engines are disposed.
 - `wipe` deletes run files: their engines are disposed first, so no connection outlives its file.
+- Kept connections to a WAL file use `synchronous=NORMAL` (sqlite's guidance for WAL): every stored event is
+  a commit, and FULL waited for the disk at each one (`_sync_at_checkpoints_in_wal`).
 """
 
 from __future__ import annotations
