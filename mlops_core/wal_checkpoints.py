@@ -44,6 +44,10 @@ class WalCheckpointer:
         self.checkpoints = 0
         self.last_error: str | None = None
         self._commits = commits
+        # The count is read here, not when the thread first runs: on a loaded machine the thread can start after
+        # the writer's commits, and a count read then would take them as already checkpointed (until the next
+        # commit, which a quiet writer may never make: a test's log of 100 predictions stayed in the WAL).
+        self._seen_at_start = commits()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name or f"wal-checkpoints:{self.path}", daemon=True)
         self._thread.start()
@@ -51,7 +55,7 @@ class WalCheckpointer:
     def _run(self) -> None:
         con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         try:
-            seen = self._commits()
+            seen = self._seen_at_start
             while not self._stop.wait(self.interval):
                 committed = self._commits()
                 if committed == seen:

@@ -424,3 +424,43 @@ def test_the_checkpointer_checkpoints_only_after_commits_and_refuses_a_zero_inte
         store.close()
     with pytest.raises(ValueError, match="interval must be > 0"):
         WalCheckpointer(path, lambda: 0, interval=0)
+
+
+def test_commits_made_before_the_checkpoint_thread_runs_are_checkpointed(tmp_path):
+    """On a loaded machine the thread may first run after the writer has committed everything it had: those
+    commits must still be checkpointed. The thread here is held until the writer is done."""
+    import sqlite3
+    import threading
+
+    from mlops_core.wal_checkpoints import WalCheckpointer
+
+    path = tmp_path / "log.sqlite"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("pragma journal_mode=wal")
+    con.execute("pragma wal_autocheckpoint=0")
+    con.execute("create table t (x text)")
+    committed = 0
+    writer_done = threading.Event()
+    constructing_thread = threading.get_ident()
+
+    def commits() -> int:
+        if threading.get_ident() != constructing_thread:
+            writer_done.wait(10)
+        return committed
+
+    checkpointer = WalCheckpointer(path, commits, interval=0.02)
+    try:
+        empty = _file_size(path)
+        for _ in range(50):
+            con.execute("insert into t values (?)", ["x" * 1000])
+            committed += 1
+        writer_done.set()
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 or _file_size(path) <= empty:
+            assert time.monotonic() < deadline, "commits made before the thread ran were never checkpointed"
+            time.sleep(0.01)
+        assert checkpointer.last_error is None
+    finally:
+        writer_done.set()
+        checkpointer.stop()
+        con.close()
