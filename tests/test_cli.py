@@ -141,6 +141,8 @@ def test_demo_run_ends_with_a_live_endpoint(tmp_path):
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
         assert f"Live endpoint:     http://127.0.0.1:{port}" in run.stdout
+        # The last thing a newcomer reads is the demo's own summary, not DuckDB's exit-time leak report.
+        assert "nanobind" not in run.stdout + run.stderr, run.stderr[-2000:]
         # Every declared project after fraud, over the same data layer: churn trained through its own gates,
         # batch-scored, and answered online by the same endpoint.
         assert "churn: hist_gradient_boosting, every declared gate passed" in run.stdout
@@ -381,6 +383,9 @@ def test_ingest_ends_with_a_per_day_summary_naming_the_held_day(tmp_path):
     # The next day's transactions were not blocked by the held day.
     assert "transactions" not in rows["2026-03-04"] and int(rows["2026-03-04"].split()[1]) > 100
     assert "mlops ingest --start DAY" in run.stderr
+    # Nothing after the summary: DuckDB 2.0's nanobind printed ~40 lines of "leaked instances" as the command
+    # exited, while pandera's type caches outlived finalization (mlops_core/contracts.py).
+    assert "nanobind" not in run.stdout + run.stderr, run.stderr[-2000:]
 
 
 def test_allowed_lateness_setting_reaches_the_online_store_resource(tmp_path):
