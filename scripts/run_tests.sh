@@ -2,11 +2,12 @@
 # The suite over both cores (pytest-xdist), then the load tests alone.
 #
 # Phase 1 runs every test but those marked `load` in PYTEST_WORKERS processes (default 2, one per core here;
-# "auto" takes every core). --dist worksteal hands an idle worker the tests another has not started, so one
-# long end-to-end test does not leave a core idle behind it. A module or session fixture is built once per
-# worker that runs one of its tests. Grouping those tests on one worker (--dist loadgroup) was tried on
-# 2026-12-04 and measured slower (1,252 s against 1,192 s): with pytest 9.2 xdist 3.8's groups are silently
-# ignored (pytest-dev/pytest-xdist#1386; it marks the old `_nodeid`), so it ran as plain `load`.
+# "auto" takes every core). A module or session fixture is built once per worker that runs one of its tests,
+# so --shared-fixture-units (tests/shared_fixture_scheduling.py) hands a worker whole test files, and files
+# sharing a session fixture (the production world on Postgres) together, costliest first by
+# tests/test_costs.json, so the last unit to end is a short one. It replaced --dist worksteal, which split a
+# module's tests over both workers and built their fixtures twice; --dist loadgroup would group them, but
+# with pytest 9.2 xdist 3.8 silently ignores its groups (pytest-dev/pytest-xdist#1386).
 # Each worker has its own MLOPS_HOME (tests/conftest.py) and its own ports, so the workers share nothing but
 # the CPU.
 # Phase 2 runs the `load` tests (1000 requests/s held for 60 s) on a machine the suite no longer shares: they
@@ -17,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 workers="${PYTEST_WORKERS:-2}"
-.venv/bin/python -m pytest -n "$workers" --dist worksteal -m "not load" "$@"
+.venv/bin/python -m pytest -n "$workers" --shared-fixture-units -m "not load" "$@"
 parallel=$?
 .venv/bin/python -m pytest -m load "$@"
 serial=$?
