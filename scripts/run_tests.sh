@@ -3,7 +3,7 @@
 #
 # Phase 1 runs every test but those marked `load` in PYTEST_WORKERS processes (default 2, one per core here;
 # "auto" takes every core). A module or session fixture is built once per worker that runs one of its tests,
-# so --shared-fixture-units (tests/shared_fixture_scheduling.py) hands a worker whole test files, and files
+# so the plugin tests/shared_fixture_scheduling.py hands a worker whole test files, and files
 # sharing a session fixture (the production world on Postgres) together, costliest first by
 # tests/test_costs.json, so the last unit to end is a short one. It replaced --dist worksteal, which split a
 # module's tests over both workers and built their fixtures twice; --dist loadgroup would group them, but
@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 workers="${PYTEST_WORKERS:-2}"
-.venv/bin/python -m pytest -n "$workers" --shared-fixture-units -m "not load" "$@"
+.venv/bin/python -m pytest -n "$workers" -p tests.shared_fixture_scheduling -m "not load" "$@"
 parallel=$?
 .venv/bin/python -m pytest -m load "$@"
 serial=$?

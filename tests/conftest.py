@@ -46,35 +46,6 @@ def pytest_configure(config):
         os.environ.pop(key, None)
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--shared-fixture-units",
-        action="store_true",
-        help="with -n: hand each xdist worker whole test files (or families sharing a session fixture), "
-        "longest first (tests/shared_fixture_scheduling.py)",
-    )
-
-
-_SCHEDULER = pytest.StashKey()
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    if not config.getoption("shared_fixture_units"):
-        return None
-    from shared_fixture_scheduling import SharedFixtureScheduling
-
-    config.stash[_SCHEDULER] = scheduler = SharedFixtureScheduling(config, log)
-    return scheduler
-
-
-def pytest_sessionfinish(session):
-    """MLOPS_TEST_COSTS_OUT=path: each unit's measured seconds, to refresh tests/test_costs.json."""
-    scheduler = session.config.stash.get(_SCHEDULER, None)
-    if scheduler is not None and os.environ.get("MLOPS_TEST_COSTS_OUT"):
-        scheduler.write_measured(Path(os.environ["MLOPS_TEST_COSTS_OUT"]))
-
-
 def pytest_terminal_summary(terminalreporter, config):
     """The order's seed again at the end of the log (pytest-randomly prints it in the header only)."""
     if config.pluginmanager.hasplugin("randomly") and isinstance(config.getoption("randomly_seed", None), int):

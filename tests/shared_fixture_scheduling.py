@@ -8,13 +8,15 @@ of files that share a session fixture, and a worker gets a whole unit. Units go 
 costs recorded in test_costs.json), so the last unit to finish is a short one and neither core waits for
 the other at the end.
 
-`scripts/run_tests.sh` selects it (`--shared-fixture-units`, an option of tests/conftest.py); MLOPS_TEST_COSTS_OUT=path writes each unit's
-measured seconds, which is how test_costs.json is refreshed (a unit missing there counts one second a test).
+A pytest plugin: `scripts/run_tests.sh` loads it for its parallel phase (`-p tests.shared_fixture_scheduling`,
+from the repository root), which is what selects it. MLOPS_TEST_COSTS_OUT=path writes each unit's measured
+seconds at the end, which is how test_costs.json is refreshed (a unit missing there counts one second a test).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -76,3 +78,18 @@ class SharedFixtureScheduling(LoadScopeScheduling):
 
     def write_measured(self, path: Path) -> None:
         path.write_text(json.dumps({unit: round(s, 1) for unit, s in sorted(self.measured.items())}, indent=1) + "\n")
+
+
+_SCHEDULER = pytest.StashKey[SharedFixtureScheduling]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> SharedFixtureScheduling:
+    config.stash[_SCHEDULER] = scheduler = SharedFixtureScheduling(config, log)
+    return scheduler
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    scheduler = session.config.stash.get(_SCHEDULER, None)  # set in the xdist controller only
+    if scheduler is not None and os.environ.get("MLOPS_TEST_COSTS_OUT"):
+        scheduler.write_measured(Path(os.environ["MLOPS_TEST_COSTS_OUT"]))
