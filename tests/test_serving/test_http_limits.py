@@ -52,6 +52,7 @@ class _Scorer(threading.Thread):
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.stop, self.statuses, self.slowest = url, threading.Event(), [], 0.0
+        self.answered_at: list[float] = []  # time.monotonic() of each answer counted in statuses
         self.ready = threading.Event()
 
     def run(self) -> None:
@@ -64,7 +65,8 @@ class _Scorer(threading.Thread):
                 # The first answer (connection set up, first scoring) only tells the test the scorer is going.
                 if self.ready.is_set():
                     self.statuses.append(status)
-                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    self.answered_at.append(time.monotonic())
+                    self.slowest = max(self.slowest, self.answered_at[-1] - started)
                 self.ready.set()
                 time.sleep(0.01)
 
@@ -150,11 +152,16 @@ def test_a_half_sent_request_is_closed_after_the_timeout(served, partial):
         if partial:
             sock.sendall(partial)
         answer = _read_all(sock)
-        elapsed = time.monotonic() - started
+        answered = time.monotonic()
         sock.close()
+    elapsed = answered - started
     assert TIMEOUT_S * 0.9 <= elapsed < TIMEOUT_S + 2.0, elapsed
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-    assert len(other.statuses) > 5 and set(other.statuses) == {200}
+    # The other client was answered while the half-sent request waited: a server stuck on that connection
+    # answers nobody until its 408. Counted by when the answers came, not how many: on a loaded CI machine
+    # a request took 250 ms and the old "more than 5 in the second" failed with 4.
+    during = [at for at in other.answered_at if started < at < answered]
+    assert len(during) >= 2 and set(other.statuses) == {200}, (len(during), other.statuses)
     assert 'status="408"} 1.0' in _metrics(url)
 
 
