@@ -55,9 +55,9 @@ def load_costs(path: Path = COSTS_PATH) -> dict[str, float]:
 
 
 class SharedFixtureScheduling(LoadScopeScheduling):
-    def __init__(self, config: pytest.Config, log=None, costs: dict[str, float] | None = None) -> None:
+    def __init__(self, config: pytest.Config, log=None) -> None:
         super().__init__(config, log)
-        self.costs = load_costs() if costs is None else costs
+        self.costs = load_costs()
         self.measured: dict[str, float] = defaultdict(float)
 
     def _split_scope(self, nodeid: str) -> str:
