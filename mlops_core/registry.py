@@ -351,6 +351,29 @@ def register_as(
         raise
 
 
+def log_onnx_model(onnx_bytes: bytes, name: str, example: pd.DataFrame, predictions: Any) -> str:
+    """Log an ONNX model to the active MLflow run; returns its `models:/m-...` URI.
+
+    Its environment is what scoring it needs, onnx and onnxruntime pinned to the versions it was checked
+    with (MLflow adds itself). Left to infer it, MLflow 3 finds this repository's uv.lock beside
+    pyproject.toml and exports the whole platform's lock, 223 packages from dagster to dbt, into every
+    model's requirements.txt: an environment `mlflow models serve` would build for hours, and 2-3 s of CPU
+    per model (a `uv export`, then a version check of each of the 223 when the input example is validated).
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    info = mlflow.onnx.log_model(
+        onnx.load_from_string(onnx_bytes),
+        name=name,
+        signature=mlflow.models.infer_signature(example, predictions),
+        input_example=example,
+        pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+    )
+    return info.model_uri
+
+
 def artifact_files(client: MlflowClient, model_uri: str) -> list[str]:
     """Paths of the files of a logged model (`models:/m-...`, what `log_model` returns)."""
     if not model_uri.startswith("models:/m-"):

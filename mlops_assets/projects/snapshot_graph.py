@@ -131,7 +131,6 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, model_registry: ModelRegistry
     ) -> TrainedModel:
         import mlflow
-        import onnx
 
         frame, version = _load_frame(warehouse, project)
         frame = training.assign_splits(frame)
@@ -152,11 +151,10 @@ def snapshot_project_definitions(project: ModelProject, folder: Path) -> dg.Defi
             )
             mlflow.log_dict({"feature_columns": features}, "features.json")
             mlflow.log_dict(trained.feature_importance, "feature_importance.json")
-            signature = mlflow.models.infer_signature(example, OnnxScorer(trained.onnx).predict(example))
-            info = mlflow.onnx.log_model(
-                onnx.load_from_string(trained.onnx), name=MODEL_ARTIFACT, signature=signature, input_example=example
+            model_uri = registry.log_onnx_model(
+                trained.onnx, MODEL_ARTIFACT, example, OnnxScorer(trained.onnx).predict(example)
             )
-        trained = dataclasses.replace(trained, run_id=run.info.run_id, model_uri=info.model_uri)
+        trained = dataclasses.replace(trained, run_id=run.info.run_id, model_uri=model_uri)
         context.add_output_metadata(
             {
                 "mlflow_run_id": trained.run_id,

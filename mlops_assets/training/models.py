@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mlops_assets.constants import TRAINING
 from mlops_assets.features.training_set import TRAINING_SET, latest_training_cutoff
+from mlops_core import registry
 from mlops_core.features.offline import TRAINING_SET_TABLE, data_version, read_training_set
 from mlops_core.features.spec import spec_version
 from mlops_core.settings import code_version
@@ -129,7 +130,6 @@ def load_training_set(warehouse: DuckDBResource):
 def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -> TrainedModel:
     """A nested MLflow run under the Dagster run's: params, metrics, versions, ONNX model, importances."""
     import mlflow
-    import onnx
 
     example = matrix.encode(split(frame, "validation").head(5))
     with model_registry.model_run(f"{trained.kind}-candidate") as run:
@@ -152,11 +152,10 @@ def log_to_mlflow(model_registry: ModelRegistry, trained: TrainedModel, frame) -
         )
         mlflow.log_dict({"feature_columns": list(trained.feature_columns)}, "features.json")
         mlflow.log_dict(trained.feature_importance, "feature_importance.json")
-        signature = mlflow.models.infer_signature(example, OnnxScorer(trained.onnx).predict(example))
-        info = mlflow.onnx.log_model(
-            onnx.load_from_string(trained.onnx), name=MODEL_ARTIFACT, signature=signature, input_example=example
+        model_uri = registry.log_onnx_model(
+            trained.onnx, MODEL_ARTIFACT, example, OnnxScorer(trained.onnx).predict(example)
         )
-    return dataclasses.replace(trained, run_id=run.info.run_id, model_uri=info.model_uri)
+    return dataclasses.replace(trained, run_id=run.info.run_id, model_uri=model_uri)
 
 
 def _metadata(trained: TrainedModel) -> dict:

@@ -92,6 +92,12 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
     assert run.data.tags[registry.BELOW_MINIMUMS_TAG] == "false"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"evaluation", "features.json", "feature_importance.json", "model_card.md"} <= artifacts
+    # The model's environment is what scoring ONNX needs, pinned: never this repository's whole uv.lock, which
+    # MLflow exports when it infers one (223 packages, dagster and dbt among them).
+    requirements = Path(
+        mlflow.pyfunc.get_model_dependencies(client.get_model_version(registry.MODEL_NAME, version).source)
+    )
+    assert sorted(line.split("==")[0] for line in requirements.read_text().split()) == ["mlflow", "onnx", "onnxruntime"]
     # The version's model card carries the numbers its evaluation logged, and the gates' verdict.
     card = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(settings.home))).read_text()
     assert f"| {run.data.metrics['test_auc_pr']:.4f} |" in card and "**all passed**" in card
