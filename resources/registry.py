@@ -105,6 +105,8 @@ class ModelRegistry(dg.ConfigurableResource):
         """A client of this store (tracking and registry); cheap, one per use is fine."""
         from mlflow import MlflowClient
 
+        if self.tracking_uri.startswith("sqlite:///"):
+            registry.seed_sqlite_store(Path(self.tracking_uri.removeprefix("sqlite:///")))
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def version(self, project: str, alias: str) -> registry.AliasedVersion | None:
@@ -249,8 +251,6 @@ class ModelRegistry(dg.ConfigurableResource):
         if self._experiment_id is None:
             os.environ.setdefault(HTTP_RETRIES_ENV, str(self.http_max_retries))
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self._experiment_id = registry.ensure_experiment(
                 self.client(), self.experiment_name, self.artifact_location or None
             )

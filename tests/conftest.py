@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from server_process import stop_process_group, wait_healthy  # noqa: E402
 
+from mlops_core.registry import seed_sqlite_store  # noqa: E402
 from mlops_core.warm_dbt import SOCKET_DIR_ENV  # noqa: E402
 
 _SESSION_HOME = None
@@ -146,6 +147,7 @@ def mlflow_server(tmp_path: Path):
     port = _free_port()
     data = tmp_path / "server"
     data.mkdir()
+    seed_sqlite_store(data / "mlflow.db")  # as the platform's own stores start (mlops_core/registry.py)
     log_path = tmp_path / "mlflow-server.log"
     # As deploy/mlflow/run_server.sh runs it: no GenAI job runner (8 more processes, ~25 s of CPU per start).
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
