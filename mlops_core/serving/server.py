@@ -238,28 +238,31 @@ def start_detached(
     paths.pid_file(port).write_text(json.dumps({"pid": process.pid, "host": host, "port": port, "role": role}))
     deadline = time.monotonic() + timeout
     url = f"http://{host}:{port}/health"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            paths.pid_file(port).unlink(missing_ok=True)
-            listener = describe_listener(host, port)
-            if listener is not None:  # taken between the check and the bind
-                raise PortInUseError(host, port, listener)
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(
-                f"the {role} server exited with code {process.returncode} during start-up; log {log_path}:\n{tail}"
-            )
-        if _health(url).get("pid") == process.pid:  # another server answering on the port does not count
-            return process.pid
-        time.sleep(0.2)
+    # One client for the whole wait: each new httpx client loads the CA bundle into a TLS context (30-50 ms of
+    # CPU, even for plain http), and a start polls 10-30 times.
+    with httpx.Client(timeout=1.0) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                paths.pid_file(port).unlink(missing_ok=True)
+                listener = describe_listener(host, port)
+                if listener is not None:  # taken between the check and the bind
+                    raise PortInUseError(host, port, listener)
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"the {role} server exited with code {process.returncode} during start-up; log {log_path}:\n{tail}"
+                )
+            if _health(url, http=http).get("pid") == process.pid:  # another server answering on the port does not count
+                return process.pid
+            time.sleep(0.2)
     stop_pid(process.pid)
     paths.pid_file(port).unlink(missing_ok=True)
     raise TimeoutError(f"the {role} server did not answer {url} within {timeout:.0f} s; log {log_path}")
 
 
-def _health(url: str, timeout: float = 1.0) -> dict:
+def _health(url: str, timeout: float = 1.0, http: httpx.Client | None = None) -> dict:
     """/health's JSON, {} if nothing answers it as JSON."""
     try:
-        answer = httpx.get(url, timeout=timeout)
+        answer = http.get(url, timeout=timeout) if http is not None else httpx.get(url, timeout=timeout)
         body = answer.json()
     except (httpx.HTTPError, ValueError):
         return {}

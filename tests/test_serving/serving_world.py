@@ -103,7 +103,7 @@ class World:
 def build_world(home: Path) -> World:
     settings = Settings.from_env({"MLOPS_HOME": str(home)})
     settings.ensure_dirs()
-    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    registry.seed_sqlite_store(settings.mlflow_dir / "mlflow.db")
     uri = registry.tracking_uri_for(settings.mlflow_dir)
     client = mlflow.MlflowClient(uri)
     experiment = registry.ensure_experiment(client, "serving-tests", registry.artifact_root_for(settings.mlflow_dir))
@@ -112,7 +112,11 @@ def build_world(home: Path) -> World:
     try:
         for seed, bad, threshold in ((1, False, 0.5), (1, False, 0.5), (3, True, 0.1)):
             with mlflow.start_run(experiment_id=experiment) as run:
-                info = mlflow.onnx.log_model(onnx.load_from_string(tiny_model_onnx(seed, bad)), name="model")
+                info = mlflow.onnx.log_model(
+                    onnx.load_from_string(tiny_model_onnx(seed, bad)),
+                    name="model",
+                    pip_requirements=mlflow.onnx.get_default_pip_requirements(),  # as the platform logs them
+                )
             registry.register_version(
                 client, run.info.run_id, "model", tags={"threshold": repr(threshold)}, model_uri=info.model_uri
             )
