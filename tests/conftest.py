@@ -14,6 +14,7 @@ import pytest
 # landing_factory lives beside the tests; test folders have no __init__.py by design.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from load_phase import load_tests_the_shortcut_misses, skipped_by_the_load_phase  # noqa: E402
 from server_process import stop_process_group, wait_healthy  # noqa: E402
 
 from mlops_core.registry import seed_sqlite_store  # noqa: E402
@@ -45,6 +46,22 @@ def pytest_configure(config):
         "MLOPS_SERVING_URL",
     ):
         os.environ.pop(key, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every full collection (the parallel phase's, before `-m "not load"` deselects) checks the load phase's
+    shortcut (tests/load_phase.py)."""
+    missed = load_tests_the_shortcut_misses(items)
+    if missed:
+        raise pytest.UsageError(
+            f"load tests in {', '.join(missed)} are marked without `mark.load` in their file: the load phase "
+            "(tests/load_phase.py) would skip them; mark them with @pytest.mark.load"
+        )
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    return skipped_by_the_load_phase(collection_path, config.getoption("markexpr", "")) or None
 
 
 def pytest_terminal_summary(terminalreporter, config):

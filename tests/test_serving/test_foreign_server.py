@@ -23,8 +23,11 @@ from mlops_core.serving.server import PortInUseError, ServingPaths
 pytestmark = pytest.mark.slow
 
 # A stand-in for another program on the port: /health answers `HEALTH` (or 404 when None).
+# It takes SIGTERM's default action whatever it inherited: under nohup (SIGINT ignored) the worker's SIGTERM
+# ends up ignored too (tests/conftest.py says how), and a child that inherits that outlives __exit__'s wait.
 FAKE_SERVER = """
-import http.server, json, sys
+import http.server, json, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 HEALTH = json.loads(sys.argv[2])
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):

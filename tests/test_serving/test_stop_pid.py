@@ -43,7 +43,13 @@ def test_a_server_ignoring_sigterm_is_killed_and_gone_when_stop_pid_returns():
 
 def test_a_server_that_honours_sigterm_is_gone_without_waiting_for_the_grace():
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"],
+        # SIGTERM's default action, whatever it inherited: under nohup the worker's SIGTERM can end up ignored
+        # (tests/conftest.py says how), and this stand-in must honour it.
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); print('ready', flush=True); time.sleep(120)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
