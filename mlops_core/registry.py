@@ -150,14 +150,19 @@ def seed_sqlite_store(db_path: Path) -> None:
     db_path = Path(db_path)
     if db_path.exists():
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-platform"
-    template = cache / f"mlflow-{version('mlflow')}-empty-store.db"
-    if not template.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        building = _unique_sibling(template)
-        _build_empty_store(building)
-        os.replace(building, template)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-platform"
+        template = cache / f"mlflow-{version('mlflow')}-empty-store.db"
+        if not template.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            building = _unique_sibling(template)
+            _build_empty_store(building)
+            os.replace(building, template)
+    except OSError as error:
+        # No writable cache (a read-only home in a container): MLflow creates the store itself, only slower.
+        log.info("no MLflow store template (%s); MLflow creates %s itself", error, db_path)
+        return
     copy = _unique_sibling(db_path)
     shutil.copyfile(template, copy)
     try:

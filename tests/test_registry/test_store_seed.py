@@ -102,3 +102,16 @@ def test_stores_seeded_at_once_by_many_threads_end_as_one_store(tmp_path, cache)
     assert errors == []
     assert sorted(os.listdir(target.parent)) == ["mlflow.db"]
     assert _client(target.parent).search_experiments()[0].name == "Default"
+
+
+def test_without_a_writable_cache_mlflow_creates_the_store_itself(tmp_path, monkeypatch):
+    """A read-only home (a container's) must never fail training: the store is MLflow's own, only slower."""
+    not_a_folder = tmp_path / "cache-is-a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder))
+    mlflow_dir = tmp_path / "mlflow"
+    seed_sqlite_store(mlflow_dir / "mlflow.db")
+    assert mlflow_dir.is_dir() and not (mlflow_dir / "mlflow.db").exists()
+    client = _client(mlflow_dir)
+    experiment = ensure_experiment(client, "fraud", artifact_root_for(mlflow_dir))
+    assert [e.name for e in client.search_experiments()] == ["fraud", "Default"] and experiment
