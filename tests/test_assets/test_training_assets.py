@@ -7,6 +7,7 @@ candidate is stopped by the gate made for it, and the registry stays as it was.
 from __future__ import annotations
 
 from datetime import date
+from importlib import metadata
 from pathlib import Path
 
 import dagster as dg
@@ -97,7 +98,12 @@ def test_a_good_candidate_passes_every_gate_and_becomes_challenger(settings):
     requirements = Path(
         mlflow.pyfunc.get_model_dependencies(client.get_model_version(registry.MODEL_NAME, version).source)
     )
-    assert sorted(line.split("==")[0] for line in requirements.read_text().split()) == ["mlflow", "onnx", "onnxruntime"]
+    pinned = [
+        f"mlflow=={mlflow.__version__}",
+        f"onnx=={onnx.__version__}",
+        f"onnxruntime=={metadata.version('onnxruntime')}",
+    ]
+    assert sorted(requirements.read_text().split()) == pinned  # each at the version installed here
     # The version's model card carries the numbers its evaluation logged, and the gates' verdict.
     card = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(settings.home))).read_text()
     assert f"| {run.data.metrics['test_auc_pr']:.4f} |" in card and "**all passed**" in card

@@ -23,7 +23,7 @@ def _client(mlflow_dir: Path) -> MlflowClient:
 
 
 def _schema(db: Path) -> dict[str, object]:
-    """Tables with their columns and types, indexes, and the migration the store is at. (Not the SQL text: a
+    """Tables with their columns and types, index names, and the migration the store is at. (Not the SQL text: a
     table MLflow rebuilt in a migration lists a column elsewhere when the same process migrated a store before.)"""
     with sqlite3.connect(db) as con:
         names = con.execute("select type, name from sqlite_master where name not like 'sqlite_%'").fetchall()
