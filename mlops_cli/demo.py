@@ -181,7 +181,7 @@ def demo_run(days, rows_per_day, seed, scenario, churn_share, fresh, port, loop_
     settings = replace(settings, serving_url=url, partitions_start=first)
     prepare_instance(settings)
     from mlops_assets.constants import DATA_LAYER_JOB, ROLLOUT_JOB, TRAINING_JOB
-    from mlops_assets.transform.project import ensure_manifest
+    from mlops_assets.transform.manifest import ensure_manifest
     from mlops_cli.simulation.loop import NEXT_STEPS
 
     log_path = settings.home / "demo.log"

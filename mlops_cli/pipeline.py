@@ -33,7 +33,7 @@ def ingest(start, end) -> None:
             param_hint="--start/--end",
         )
     prepare_instance(settings)
-    from mlops_assets.transform.project import ensure_manifest
+    from mlops_assets.transform.manifest import ensure_manifest
     from mlops_core.ingestion_summary import format_day_summary
 
     log_path = settings.home / "ingest.log"
@@ -130,7 +130,7 @@ def prepare(as_env) -> None:
     prepare_instance(settings)
     # Loading the code location writes nothing; the token the endpoint and Dagster share is made here.
     server.ensure_admin_token(settings)
-    from mlops_assets.transform.project import ensure_manifest
+    from mlops_assets.transform.manifest import ensure_manifest
 
     with _output_to(settings.home / "prepare.log") if as_env else contextlib.nullcontext():
         manifest = ensure_manifest()

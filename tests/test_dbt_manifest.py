@@ -3,11 +3,16 @@ model used to stay invisible until someone deleted target/manifest.json."""
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from dagster_dbt import DbtProject
 
-from mlops_assets.transform.project import DBT_PROJECT_DIR, ensure_manifest, sources_digest
+from mlops_assets.transform import manifest
+from mlops_assets.transform.manifest import DBT_PROJECT_DIR, ensure_manifest, sources_digest
+from mlops_assets.transform.project import dbt_project
 
 
 def test_the_digest_follows_content_not_modification_times(tmp_path):
@@ -47,8 +52,6 @@ def test_the_digest_never_walks_the_run_folders_dagster_dbt_leaves_in_target(tmp
     suite): walking them made each load of the definitions seconds slower with every run ever made."""
     import os
 
-    from mlops_assets.transform import project
-
     copy = tmp_path / "dbt"
     shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     before = sources_digest(copy)
@@ -63,7 +66,34 @@ def test_the_digest_never_walks_the_run_folders_dagster_dbt_leaves_in_target(tmp
             visited.append(os.path.relpath(folder, copy))
             yield folder, subfolders, names
 
-    monkeypatch.setattr(project.os, "walk", spying_walk)
+    monkeypatch.setattr(manifest.os, "walk", spying_walk)
     assert sources_digest(copy) == before
     assert "models" in visited
     assert not [folder for folder in visited if folder.split(os.sep)[0] in ("target", "logs", "dbt_packages")]
+
+
+def test_the_manifest_checked_without_dagster_is_the_one_the_code_location_loads():
+    """manifest.py repeats dagster-dbt's defaults (target/manifest.json in the project) so that checking the
+    manifest needs no dagster-dbt; a different target or project folder would check one file and load another."""
+    assert manifest.MANIFEST_PATH == Path(dbt_project.manifest_path)
+    assert manifest.DBT_PROJECT_DIR == Path(dbt_project.project_dir)
+    assert Path(dbt_project.project_dir, manifest.TARGET_PATH) == Path(dbt_project.manifest_path).parent
+
+
+CHECK_ONLY = """
+import json, sys
+from mlops_assets.transform.manifest import ensure_manifest
+path = ensure_manifest()
+print(json.dumps([str(path), sorted(name for name in ("dagster", "dagster_dbt", "dbt", "pandas") if name in sys.modules)]))
+"""
+
+
+def test_a_current_manifest_is_checked_without_importing_dagster_or_dbt():
+    """`mlops prepare`, `mlops ui` and `mlops demo` check the manifest before anything else: with dagster-dbt
+    imported for it (and dbt with it), `mlops prepare` took 3.2 s, against 0.7 s without."""
+    ensure_manifest()  # current now: the fresh interpreter below only checks it
+    done = subprocess.run([sys.executable, "-c", CHECK_ONLY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(path) == Path(dbt_project.manifest_path)
+    assert imported == [], f"checking a current manifest imported {imported}"

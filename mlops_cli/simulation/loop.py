@@ -342,7 +342,7 @@ class ClosedLoop:
         reset_local_state(self.settings, self.spec.port)
         self._environment()
         prepare_instance(self.settings)
-        from mlops_assets.transform.project import ensure_manifest
+        from mlops_assets.transform.manifest import ensure_manifest
 
         ensure_manifest()
         from mlops_assets.definitions import build_definitions

@@ -93,6 +93,9 @@ def test_mlops_ui_stops_with_its_children_within_10_seconds(tmp_path, signum):
         commands = [_command(pid) for pid in _descendants(ui.pid)]
         assert any("mlflow" in c and " ui " in f" {c} " for c in commands), commands
         assert not [c for c in commands if "huey" in c or "mlflow.server.jobs" in c], commands
+        # One uvicorn worker: MLflow's default of 4 imports its server four times for one person's viewer.
+        workers = [c for c in commands if "multiprocessing" in c and "spawn" in c]
+        assert any("--workers 1 " in f"{c} " for c in commands) and not workers, commands
         http.close()  # no keep-alive connection of ours for the servers to wait on while they stop
         started = time.monotonic()
         ui.send_signal(signum)
