@@ -36,6 +36,10 @@ COPY sensors/ sensors/
 COPY dbt_project/ dbt_project/
 COPY projects/ projects/
 RUN uv sync --frozen --no-dev
+# UV_COMPILE_BYTECODE compiles the installed libraries; the project is installed editable, so its own packages
+# are compiled here. Without this, every run and step pod (PYTHONDONTWRITEBYTECODE, read-only source) compiled
+# them from source again: 0.4 s of each import of the code location.
+RUN /app/.venv/bin/python -m compileall -q mlops_cli mlops_core mlops_assets resources sensors
 
 # The dbt manifest is parsed once here (no network, no database), so no process parses
 # it at import time. Build-time state goes to a scratch MLOPS_HOME that is then deleted.

@@ -842,6 +842,11 @@ def test_dockerfile_claims():
         assert package.split(".")[0] in copied, package
         assert (ROOT / package.replace(".", "/")).is_dir()
     assert "dbt_project" in copied and "uv.lock" not in copied  # uv.lock comes with pyproject above
+    # The project is installed editable, so uv compiles none of it: each of its packages is compiled after the
+    # install (the pods run with PYTHONDONTWRITEBYTECODE and would compile them in every process).
+    install = max(i for i, (ins, args) in enumerate(instructions) if ins == "RUN" and "uv sync" in args)
+    compiled = [set(args.split()) for ins, args in instructions[install + 1 :] if ins == "RUN" and "compileall" in args]
+    assert compiled and {package.split(".")[0] for package in packages} <= compiled[0], compiled
 
     # Non-root, and the same uid the pods' security contexts ask for.
     user = _last(instructions, "USER").split(":")[0]
