@@ -1,5 +1,5 @@
 """The dbt project as dagster-dbt sees it: the project the code location's dbt assets and the warehouse
-resource are built from. What only checks the manifest lives in manifest.py, which imports neither."""
+resource are built from. What only checks the manifest lives in manifest.py, which imports neither dagster nor dbt."""
 
 import sys
 from pathlib import Path
