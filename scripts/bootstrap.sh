@@ -10,5 +10,5 @@ UV_COMPILE_BYTECODE=1 uv sync --frozen --python python3.11 --quiet
 # The repo's own packages are installed editable, so uv compiles none of them; where PYTHONDONTWRITEBYTECODE is
 # set (this machine, CI) every process then compiled each module it imported from source: 0.4 s of the 3.6 s a
 # process takes to import the code location, paid again by every dagster and mlops command. A stale file is
-# recompiled in memory, never trusted. tests/test_load_time.py keeps this list whole.
-.venv/bin/python -m compileall -q -j 0 mlops_assets mlops_core mlops_cli resources sensors projects
+# recompiled in memory, never trusted. tests/test_load_time.py keeps this list to pyproject's packages.
+.venv/bin/python -m compileall -q -j 0 mlops_assets mlops_core mlops_cli resources sensors

@@ -65,9 +65,8 @@ def ensure_manifest(project: DbtProject | None = None) -> Path:
     if not manifest_path.exists() or not stamp.exists() or stamp.read_text().strip() != current:
         import dagster_dbt
 
-        project = project or dagster_dbt.DbtProject(
-            project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=TARGET_PATH
-        )
+        if project is None:
+            from mlops_assets.transform.project import dbt_project as project
         # profiles.yml renders env_var('MLOPS_DUCKDB_PATH'); parsing never opens the file. Set for the parse
         # only: loading the definitions leaves the environment as it found it.
         unset = "MLOPS_DUCKDB_PATH" not in os.environ
