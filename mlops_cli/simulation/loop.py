@@ -81,6 +81,9 @@ class SimulationSpec:
     days: int = 60
     scenario: str = "concept_drift"
     drift_day: int = 30  # 0-based simulated day the scenario starts
+    # Single bad landing days on top of the scenario: (0-based simulated day, a "bad_*" scenario), e.g.
+    # ((1, "bad_missing_column"),). The data layer holds that day while the world goes on drifting.
+    bad_days: tuple[tuple[int, str], ...] = ()
     history_days: int = 60  # landed and trained on before day 0 (windows warm up, labels mature)
     rows_per_day: int = 2000
     label_maturity_days: int = 7
@@ -141,6 +144,8 @@ class SimulationSpec:
             )
         if self.oracle_max_trees is not None and self.oracle_max_trees < 1:
             raise ValueError(f"oracle_max_trees must be >= 1 (or None), got {self.oracle_max_trees}")
+        if any(not 0 <= index < self.days for index, _ in self.bad_days):
+            raise ValueError(f"bad_days must name simulated days 0..{self.days - 1}, got {list(self.bad_days)}")
 
 
 @contextlib.contextmanager
@@ -359,6 +364,7 @@ class ClosedLoop:
             seed=spec.seed,
             scenario=spec.scenario,
             drift_day=spec.history_days + spec.drift_day,
+            bad_days=tuple((spec.history_days + index, name) for index, name in spec.bad_days),
             label_maturity_days=spec.label_maturity_days,
             churn_share=spec.churn_share,
         )

@@ -49,6 +49,10 @@ class DemoSpec:
     # Share of the accounts whose spending fades and stops during the window (customer churn; see
     # datagen/churn.py). 0 leaves every day exactly as without churn.
     churn_share: float = 0.0
+    # Single bad landing days on top of the scenario: (0-based day index, a landing-fault scenario such as
+    # "bad_missing_column"). Only that day's files carry the fault; the world, and every other day, is the
+    # scenario's. A pipeline meets a broken file in the middle of drift, not instead of it.
+    bad_days: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, dt.date) or isinstance(self.start, dt.datetime):
@@ -70,6 +74,18 @@ class DemoSpec:
             raise ValueError(f"churn_share must be in [0, 1), got {self.churn_share}")
         if self.file_format not in ("parquet", "csv"):
             raise ValueError(f"file_format must be 'parquet' or 'csv', got {self.file_format!r}")
+        indexes = [index for index, _ in self.bad_days]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError(f"bad_days names a day twice: {sorted(indexes)}")
+        for index, name in self.bad_days:
+            if not 0 <= index < self.days:
+                raise ValueError(f"bad_days: day {index} is not in 0..{self.days - 1} (0-based day index)")
+            fault = get_scenario(name)
+            if fault.transactions_fault is None and fault.labels_fault is None:
+                raise ValueError(
+                    f"bad_days: {name!r} is not a landing fault (it changes the world, not the files); "
+                    f"faults: {', '.join(n for n in SCENARIOS if n.startswith('bad_'))}"
+                )
 
     @property
     def first_affected_day(self) -> int:
@@ -81,10 +97,14 @@ class DemoSpec:
 
     @property
     def affected_dates(self) -> tuple[dt.date, ...]:
-        """Days the scenario changes: none for the baseline, else drift day to the end."""
-        if not get_scenario(self.scenario).changes_anything:
-            return ()
-        return tuple(self.dates[self.first_affected_day :])
+        """Days the scenario changes (none for the baseline, else drift day to the end) and the bad days."""
+        faulty = {index for index, _ in self.bad_days}
+        drifting = get_scenario(self.scenario).changes_anything
+        return tuple(
+            day
+            for index, day in enumerate(self.dates)
+            if index in faulty or (drifting and index >= self.first_affected_day)
+        )
 
 
 @dataclass(frozen=True)
@@ -139,10 +159,15 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
     baseline = get_scenario("baseline")
     opened_before_start = 0
     churn = churn_plan(spec, world)
+    bad_days = {index: get_scenario(name) for index, name in spec.bad_days}
     for index, day in enumerate(spec.dates):
         day_s = world.start_s + index * SECONDS_PER_DAY
-        affected = scenario.changes_anything and index >= spec.first_affected_day
-        active = scenario if affected else baseline
+        drifting = scenario.changes_anything and index >= spec.first_affected_day
+        active = scenario if drifting else baseline
+        bad = bad_days.get(index)
+        affected = drifting or bad is not None
+        transactions_fault = bad.transactions_fault if bad and bad.transactions_fault else active.transactions_fault
+        labels_fault = bad.labels_fault if bad and bad.labels_fault else active.labels_fault
         ctx = DayContext(day, day_s, spec.file_format, tables.account_digits, transaction_id_maker(day))
 
         # Accounts: the first partition is the whole book so far, later ones the day's openings.
@@ -160,15 +185,15 @@ def simulate(spec: DemoSpec) -> Iterator[SimulatedDay]:
         labeled_s, source = label_times(
             _rng(spec, _LABELS_STREAM, index), txs.event_s, txs.is_fraud, spec.label_maturity_days
         )
-        if active.transactions_fault is None:
+        if transactions_fault is None:
             landed = Landed(clean)
             queue.add(clean["transaction_id"].combine_chunks(), txs.is_fraud, labeled_s, source)
         else:
             # Ingestion rejects or holds a bad day's batch, so labels pointing into it would
             # be orphans: its transactions never get labels and the labels source stays clean.
-            landed = active.transactions_fault(clean, faults, ctx)
+            landed = transactions_fault(clean, faults, ctx)
         due = queue.pop(index)
-        labels = active.labels_fault(due, faults, ctx) if active.labels_fault else Landed(due)
+        labels = labels_fault(due, faults, ctx) if labels_fault else Landed(due)
 
         yield SimulatedDay(index, day, affected, accounts, landed, labels, clean, txs.is_fraud)
 
