@@ -39,7 +39,7 @@ from mlops_assets.constants import (
 from mlops_cli.simulation.daemon import InProcessDaemon, LaunchedRun, TickResult, failed_checks
 from mlops_core import registry
 from mlops_core.contracts import SOURCES
-from mlops_core.datagen.generator import DemoSpec, SimulatedDay, simulate
+from mlops_core.datagen.generator import DemoSpec, SimulatedDay, check_bad_days, simulate
 from mlops_core.datagen.writer import write_partition
 from mlops_core.local_state import prepare_instance, reset_local_state
 from mlops_core.monitoring.timeline import ROLLING_DAYS, DayRecord, DayScores, format_line, pooled_auc_pr, recall
@@ -144,8 +144,8 @@ class SimulationSpec:
             )
         if self.oracle_max_trees is not None and self.oracle_max_trees < 1:
             raise ValueError(f"oracle_max_trees must be >= 1 (or None), got {self.oracle_max_trees}")
-        if any(not 0 <= index < self.days for index, _ in self.bad_days):
-            raise ValueError(f"bad_days must name simulated days 0..{self.days - 1}, got {list(self.bad_days)}")
+        # Before the run resets anything: the same rules as the generator's, on the simulated days.
+        check_bad_days(self.bad_days, self.days)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 Every random stream is keyed by (seed, purpose, day), so a day's clean data does not
 depend on the scenario: before the drift day every scenario equals the baseline byte
-for byte, and the same spec always gives the same files.
+for byte (a spec's single bad days aside), and the same spec always gives the same files.
 """
 
 from __future__ import annotations
@@ -29,6 +29,23 @@ from mlops_core.datagen.writer import write_partition
 MIN_ROWS_PER_DAY = 10
 # Purposes of the random streams; a day's stream is SeedSequence([seed, purpose, day]).
 _TRANSACTIONS_STREAM, _LABELS_STREAM, _FAULTS_STREAM, _CHURN_STREAM = 1, 2, 3, 4
+
+
+def check_bad_days(bad_days: tuple[tuple[int, str], ...], days: int) -> None:
+    """Raise ValueError naming the problem unless each (0-based day, scenario) is a landing fault on its own
+    day inside the window."""
+    indexes = [index for index, _ in bad_days]
+    if len(set(indexes)) != len(indexes):
+        raise ValueError(f"bad_days names a day twice: {sorted(indexes)}")
+    for index, name in bad_days:
+        if not 0 <= index < days:
+            raise ValueError(f"bad_days: day {index} is not in 0..{days - 1} (0-based day index)")
+        fault = get_scenario(name)
+        if fault.transactions_fault is None and fault.labels_fault is None:
+            raise ValueError(
+                f"bad_days: {name!r} is not a landing fault (it changes the world, not the files); "
+                f"faults: {', '.join(n for n in SCENARIOS if n.startswith('bad_'))}"
+            )
 
 
 @dataclass(frozen=True)
@@ -74,18 +91,7 @@ class DemoSpec:
             raise ValueError(f"churn_share must be in [0, 1), got {self.churn_share}")
         if self.file_format not in ("parquet", "csv"):
             raise ValueError(f"file_format must be 'parquet' or 'csv', got {self.file_format!r}")
-        indexes = [index for index, _ in self.bad_days]
-        if len(set(indexes)) != len(indexes):
-            raise ValueError(f"bad_days names a day twice: {sorted(indexes)}")
-        for index, name in self.bad_days:
-            if not 0 <= index < self.days:
-                raise ValueError(f"bad_days: day {index} is not in 0..{self.days - 1} (0-based day index)")
-            fault = get_scenario(name)
-            if fault.transactions_fault is None and fault.labels_fault is None:
-                raise ValueError(
-                    f"bad_days: {name!r} is not a landing fault (it changes the world, not the files); "
-                    f"faults: {', '.join(n for n in SCENARIOS if n.startswith('bad_'))}"
-                )
+        check_bad_days(self.bad_days, self.days)
 
     @property
     def first_affected_day(self) -> int:

@@ -37,3 +37,23 @@ def test_an_oracle_bound_below_one_tree_is_refused_with_its_value(trees):
     with pytest.raises(ValueError, match=rf"oracle_max_trees must be >= 1 \(or None\), got {trees}"):
         SimulationSpec(history_days=45, oracle_max_trees=trees)
     assert SimulationSpec(history_days=45, oracle_max_trees=1).oracle_max_trees == 1
+
+
+@pytest.mark.parametrize(
+    "bad_days, message",
+    [
+        (((4, "bad_nulls"),), r"day 4 is not in 0\.\.3"),
+        (((1, "bad_nulls"), (1, "bad_empty_file")), r"names a day twice: \[1, 1\]"),
+        (((1, "concept_drift"),), "'concept_drift' is not a landing fault"),
+    ],
+)
+def test_a_wrong_bad_day_is_refused_before_the_simulation_touches_anything(bad_days, message):
+    """The spec refuses it on construction: ClosedLoop.start resets the home first, so a late refusal would
+    have wiped it for nothing."""
+    from mlops_cli.simulation.loop import SimulationSpec
+
+    with pytest.raises(ValueError, match=message):
+        SimulationSpec(days=4, drift_day=2, history_days=45, bad_days=bad_days)
+    assert SimulationSpec(days=4, drift_day=2, history_days=45, bad_days=((3, "bad_nulls"),)).bad_days == (
+        (3, "bad_nulls"),
+    )
