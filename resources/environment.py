@@ -70,6 +70,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             profiles_dir=str(dbt_project.profiles_dir),
             dbt_executable=dbt_executable(settings.dbt_launcher),
             duckdb_path=str(settings.duckdb_path),
+            global_config_flags=["--log-level-file", settings.dbt_file_log_level],
         ),
     }
 

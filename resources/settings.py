@@ -63,6 +63,11 @@ class SettingsResource(dg.ConfigurableResource):
         description="MLOPS_DBT_LAUNCHER: 'warm' forks each dbt command from a server that imported dbt once, 'cold' "
         "starts dbt every time.",
     )
+    dbt_file_log_level: str = Field(
+        default="warn",
+        description="MLOPS_DBT_FILE_LOG_LEVEL: what each dbt command writes to its run's dbt.log (debug, info, warn, "
+        "error, none).",
+    )
 
     @classmethod
     def of(cls, settings: Settings) -> SettingsResource:

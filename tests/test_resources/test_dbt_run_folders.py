@@ -1,6 +1,7 @@
 """dagster-dbt leaves a target folder per run (about 260 files each); the warehouse's dbt resource keeps the
 newest `keep_run_artifacts` of them when a run ends, and never touches the manifest or anything else."""
 
+import json
 import os
 
 import dagster as dg
@@ -123,3 +124,25 @@ def test_the_dbt_adapter_is_opened_only_when_metadata_is_fetched(tmp_path, monke
     with pushd(str(DBT_PROJECT_DIR)):
         adapter = resource(fetch_dbt_metadata=True)._initialize_dbt_core_adapter(["build"])
     assert opened == [["build"]] and type(adapter).__name__ == "DuckDBAdapter"
+
+
+@pytest.mark.parametrize(("level", "debug_lines"), [(None, False), ("debug", True)], ids=["default", "debug"])
+def test_dbts_file_log_holds_no_debug_lines_unless_asked(tmp_path, level, debug_lines):
+    """dbt's own default writes every statement and connection event to each run's dbt.log (2 MB a build, about
+    0.35 s of its CPU): the platform's default keeps warnings and errors, MLOPS_DBT_FILE_LOG_LEVEL=debug all."""
+    from mlops_core.settings import Settings
+    from resources.environment import build_resources
+
+    env = {"MLOPS_HOME": str(tmp_path / "home")} | ({"MLOPS_DBT_FILE_LOG_LEVEL": level} if level else {})
+    saved = dict(os.environ)
+    try:
+        dbt = build_resources(Settings.from_env(env))["dbt"]
+    finally:  # build_resources exports the home's paths; later tests must not inherit them
+        os.environ.clear()
+        os.environ.update(saved)
+    dbt.cli(["deps"], target_path=tmp_path / "run").wait()  # dagster-dbt sets DBT_LOG_PATH to the run's target
+    log = (tmp_path / "run" / "dbt.log").read_text()  # JSON lines: dagster-dbt asks for --log-format json
+    levels = {json.loads(line)["info"]["level"] for line in log.splitlines() if line.strip()}
+    assert ("debug" in levels) is debug_lines, log[:500]
+    with pytest.raises(ValueError, match="MLOPS_DBT_FILE_LOG_LEVEL must be one of debug, info, warn, error, none, got 'verbose'"):
+        Settings.from_env({**env, "MLOPS_DBT_FILE_LOG_LEVEL": "verbose"})

@@ -91,6 +91,7 @@ def test_the_settings_resource_carries_every_setting_unchanged(tmp_path):
         releases_git_remote="/srv/gitops.git",
         releases_git_branch="release-bot",
         dbt_launcher="cold",
+        dbt_file_log_level="debug",
     )
     changed = {f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(base, f.name)}
     assert changed == {f.name for f in dataclasses.fields(Settings)} - {"home"}
