@@ -25,8 +25,10 @@ cd "$(dirname "$0")/.."
 workers="${PYTEST_WORKERS:-2}"
 .venv/bin/python -m pytest -n "$workers" -p tests.shared_fixture_scheduling -m "not load and not beside_load" "$@"
 parallel=$?
-last_core=$(($(nproc) - 1))
-if [ "$last_core" -ge 1 ] && command -v taskset >/dev/null 2>&1; then
+# The last of the cores this script may use, and how many it may use (not `nproc`: it obeys OMP_NUM_THREADS,
+# which libraries the suite imports may set).
+read -r last_core cores < <(.venv/bin/python -c 'import os; a = os.sched_getaffinity(0); print(max(a), len(a))')
+if [ "$cores" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
   beside_log=$(mktemp)
   taskset -c "$last_core" .venv/bin/python -m pytest -m beside_load "$@" >"$beside_log" 2>&1 &
   beside_pid=$!

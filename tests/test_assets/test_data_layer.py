@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -28,9 +30,24 @@ DAYS = 6
 BAD_DAY = START + timedelta(days=DAYS - 1)
 
 
+@pytest.fixture(scope="module")
+def home_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data-layer") / "home"
+
+
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch) -> Settings:
-    settings = Settings.from_env({"MLOPS_HOME": str(tmp_path / "home")})
+def settings(home_path: Path, monkeypatch) -> Settings:
+    """An empty home, at the same path for every test of the module: dbt's saved parse state holds the warehouse
+    path (resources/warehouse.py, partial_parse_cache), so a new path per test parsed the whole dbt project
+    again (about 2 s of CPU). That state is all a test inherits: dbt checks every hash before using it."""
+    cache = partial_parse_cache(home_path / "warehouse.duckdb")
+    state = cache.read_bytes() if cache.is_file() else None
+    shutil.rmtree(home_path, ignore_errors=True)
+    home_path.mkdir(parents=True)
+    if state is not None:
+        cache.write_bytes(state)
+    settings = Settings.from_env({"MLOPS_HOME": str(home_path)})
+    assert settings.duckdb_path == home_path / "warehouse.duckdb" and not settings.duckdb_path.exists()
     # Registered with monkeypatch so build_resources' export is undone after the test.
     monkeypatch.setenv("MLOPS_HOME", str(settings.home))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(settings.data_dir))
@@ -72,6 +89,10 @@ def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
 
 @pytest.mark.slow
 def test_baseline_days_flow_into_the_marts(settings):
+    # This test reads dbt's own log: at debug, as a user diagnosing dbt would ask. Its warehouse starts without
+    # saved parse state, whichever test of the module used the path before.
+    settings = dataclasses.replace(settings, dbt_file_log_level="debug")
+    partial_parse_cache(settings.duckdb_path).unlink(missing_ok=True)
     summary = generate_landing(DemoSpec(start=START, days=DAYS, rows_per_day=400, seed=5), settings.landing_dir)
     result = materialize(settings, START, BAD_DAY)
     assert result.success
