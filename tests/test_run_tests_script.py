@@ -45,7 +45,9 @@ UNUSED_PLUGINS = ("randomly", "cacheprovider", "hypothesispytest", "faker", "typ
 
 def run(tmp_path: Path, ordinary: bool, load: bool, *extra: str, beside: bool = True) -> subprocess.CompletedProcess:
     last_core = max(os.sched_getaffinity(0))  # the script's cores are this test's
-    (tmp_path / "test_phases.py").write_text(TESTS.format(ordinary=ordinary, load=load, beside=beside, last_core=last_core))
+    (tmp_path / "test_phases.py").write_text(
+        TESTS.format(ordinary=ordinary, load=load, beside=beside, last_core=last_core)
+    )
     unused = [arg for plugin in UNUSED_PLUGINS for arg in ("-p", f"no:{plugin}")]
     return subprocess.run(
         ["bash", str(SCRIPT), "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), *unused,
@@ -68,7 +70,9 @@ def _outer_pytest_removed() -> dict[str, str]:
 def test_any_phase_failing_fails_the_run(tmp_path, ordinary, load, beside):
     result = run(tmp_path, ordinary, load, beside=beside)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    exits = f"parallel phase exit {int(not ordinary)}, load phase exit {int(not load)}, beside-load exit {int(not beside)}"
+    exits = (
+        f"parallel phase exit {int(not ordinary)}, load phase exit {int(not load)}, beside-load exit {int(not beside)}"
+    )
     assert exits in result.stdout
 
 

@@ -144,5 +144,7 @@ def test_dbts_file_log_holds_no_debug_lines_unless_asked(tmp_path, level, debug_
     log = (tmp_path / "run" / "dbt.log").read_text()  # JSON lines: dagster-dbt asks for --log-format json
     levels = {json.loads(line)["info"]["level"] for line in log.splitlines() if line.strip()}
     assert ("debug" in levels) is debug_lines, log[:500]
-    with pytest.raises(ValueError, match="MLOPS_DBT_FILE_LOG_LEVEL must be one of debug, info, warn, error, none, got 'verbose'"):
+    with pytest.raises(
+        ValueError, match="MLOPS_DBT_FILE_LOG_LEVEL must be one of debug, info, warn, error, none, got 'verbose'"
+    ):
         Settings.from_env({**env, "MLOPS_DBT_FILE_LOG_LEVEL": "verbose"})
