@@ -55,9 +55,8 @@ def pytest_collection_modifyitems(config, items):
     missed = load_tests_the_shortcut_misses(items)
     if missed:
         raise pytest.UsageError(
-            f"load or beside-load tests in {', '.join(missed)} are marked without `mark.load`/`mark.beside_load` in "
-            "their file: the second phase (tests/load_phase.py) would skip them; mark them with @pytest.mark.load or "
-            "@pytest.mark.beside_load"
+            f"load tests in {', '.join(missed)} are marked without `mark.load` in their file: the load phase "
+            "(tests/load_phase.py) would skip them; mark them with @pytest.mark.load"
         )
 
 

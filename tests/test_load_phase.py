@@ -21,7 +21,6 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "test_marked.py": "import pytest\n\n@pytest.mark.load\ndef test_a():\n    pass\n",
         "test_module_marked.py": "import pytest\n\npytestmark = [pytest.mark.slow, pytest.mark.load]\n",
         "test_plain.py": "import pytest\n\n@pytest.mark.slow\ndef test_b():\n    pass\n# loads of load tests elsewhere\n",
-        "test_beside.py": "import pytest\n\npytestmark = pytest.mark.beside_load\n\ndef test_d():\n    pass\n",
         "helpers.py": "LOAD = 1\n",
     }
     for name, text in sources.items():
@@ -32,11 +31,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
 def test_under_load_alone_only_files_naming_the_mark_are_collected(files, monkeypatch):
     monkeypatch.delenv(COLLECT_EVERY_FILE_ENV, raising=False)
     skipped = {name for name, path in files.items() if skipped_by_the_load_phase(path, "load")}
-    assert skipped == {"test_plain.py", "test_beside.py"}
-    skipped = {name for name, path in files.items() if skipped_by_the_load_phase(path, "beside_load")}
-    assert skipped == {"test_marked.py", "test_module_marked.py", "test_plain.py"}
+    assert skipped == {"test_plain.py"}
     # Any other selection collects everything: the parallel phase must see every file to deselect load tests.
-    for markexpr in ("", "not load", "not load and not beside_load", "load or slow", "slow", "beside_load or load"):
+    for markexpr in ("", "not load", "load or slow", "slow"):
         assert not any(skipped_by_the_load_phase(path, markexpr) for path in files.values()), markexpr
     monkeypatch.setenv(COLLECT_EVERY_FILE_ENV, "1")
     assert not any(skipped_by_the_load_phase(path, "load") for path in files.values())
@@ -56,11 +53,6 @@ def test_a_load_test_marked_where_the_shortcut_cannot_see_it_is_named(files, tmp
     ]
     assert load_tests_the_shortcut_misses(items) == [str(hidden)]
     assert load_tests_the_shortcut_misses(items[:3]) == []
-    # A beside-load test marked out of the file's sight, or marked load in a file naming only beside_load.
-    beside = [item(files["test_beside.py"], {"beside_load"})]
-    assert load_tests_the_shortcut_misses(beside) == []
-    assert load_tests_the_shortcut_misses([item(hidden, {"beside_load"})]) == [str(hidden)]
-    assert load_tests_the_shortcut_misses([item(files["test_beside.py"], {"load"})]) == [str(files["test_beside.py"])]
 
 
 @pytest.mark.slow

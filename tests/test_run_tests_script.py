@@ -1,6 +1,5 @@
-"""scripts/run_tests.sh (what `make test` runs): the suite over both cores, then the load tests, with the
-beside-load tests on one pinned core beside them. Its exit status is what CI trusts, so a failure in any phase
-fails it, and a run that collects nothing fails too."""
+"""scripts/run_tests.sh (what `make test` runs): the suite over both cores, then the load tests alone. Its exit
+status is what CI trusts, so a failure in either phase fails it, and a run that collects nothing fails too."""
 
 from __future__ import annotations
 
@@ -27,13 +26,6 @@ def test_under_load():
     # The load phase runs in the controlling process, not in an xdist worker.
     assert "PYTEST_XDIST_WORKER" not in os.environ
     assert {load}
-
-@pytest.mark.beside_load
-def test_beside_load():
-    # Beside the load phase, never in a worker, and on the last of the script's cores only.
-    assert "PYTEST_XDIST_WORKER" not in os.environ
-    assert os.sched_getaffinity(0) == {{{last_core}}}
-    assert {beside}
 """
 
 
@@ -43,11 +35,8 @@ def test_beside_load():
 UNUSED_PLUGINS = ("randomly", "cacheprovider", "hypothesispytest", "faker", "typeguard", "anyio", "timeout")
 
 
-def run(tmp_path: Path, ordinary: bool, load: bool, *extra: str, beside: bool = True) -> subprocess.CompletedProcess:
-    last_core = max(os.sched_getaffinity(0))  # the script's cores are this test's
-    (tmp_path / "test_phases.py").write_text(
-        TESTS.format(ordinary=ordinary, load=load, beside=beside, last_core=last_core)
-    )
+def run(tmp_path: Path, ordinary: bool, load: bool, *extra: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_phases.py").write_text(TESTS.format(ordinary=ordinary, load=load))
     unused = [arg for plugin in UNUSED_PLUGINS for arg in ("-p", f"no:{plugin}")]
     return subprocess.run(
         ["bash", str(SCRIPT), "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), *unused,
@@ -63,30 +52,24 @@ def _outer_pytest_removed() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("ordinary", "load", "beside"),
-    [(False, True, True), (True, False, True), (True, True, False)],
-    ids=["a parallel test fails", "a load test fails", "a beside-load test fails"],
+    ("ordinary", "load", "status"),
+    [(False, True, 1), (True, False, 1)],
+    ids=["a parallel test fails", "a load test fails"],
 )
-def test_any_phase_failing_fails_the_run(tmp_path, ordinary, load, beside):
-    result = run(tmp_path, ordinary, load, beside=beside)
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    exits = (
-        f"parallel phase exit {int(not ordinary)}, load phase exit {int(not load)}, beside-load exit {int(not beside)}"
-    )
-    assert exits in result.stdout
+def test_either_phase_failing_fails_the_run(tmp_path, ordinary, load, status):
+    result = run(tmp_path, ordinary, load)
+    assert result.returncode == status, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"parallel phase exit {0 if ordinary else 1}, load phase exit {0 if load else 1}" in result.stdout
 
 
-def test_the_parallel_phase_runs_in_workers_and_leaves_the_load_and_beside_load_tests_out(tmp_path):
+def test_the_parallel_phase_runs_in_workers_and_leaves_the_load_test_out(tmp_path):
     result = run(tmp_path, True, True, "-v")
     assert result.returncode == 0, result.stdout[-2000:]
-    assert "parallel phase exit 0, load phase exit 0, beside-load exit 0" in result.stdout
-    # Three pytest sessions in this order; the beside-load one's output is printed after the load phase's.
-    _, parallel, load, beside = result.stdout.split("test session starts")
-    assert "created: 2/2 workers" in parallel and "PASSED" in parallel and "test_ordinary" in parallel
-    assert "test_under_load" not in parallel and "test_beside_load" not in parallel
-    assert "test_under_load PASSED" in load and "test_beside_load" not in load
-    assert f"run_tests: the beside_load tests, pinned to core {max(os.sched_getaffinity(0))} while" in load
-    assert "test_beside_load PASSED" in beside and "test_under_load" not in beside
+    assert "parallel phase exit 0, load phase exit 0" in result.stdout
+    assert "created: 2/2 workers" in result.stdout
+    parallel, load = result.stdout.split("created: 2/2 workers", 1)[1].split("run_tests:")[0], result.stdout
+    assert "test_ordinary" in parallel and "1 deselected" in parallel
+    assert "test_under_load PASSED" in load
 
 
 def test_collecting_no_test_at_all_fails(tmp_path):

@@ -28,10 +28,6 @@ from mlops_core.features.audits import materialize_online_store
 from mlops_core.features.online import OnlineFeatureService, TooLateError
 from mlops_core.features.stores import RedisOnlineStore, SqliteOnlineStore
 
-# CPU-bound and in-process (the Redis cases' redis-server inherits the pin): scripts/run_tests.sh runs this file on
-# one core beside the load test.
-pytestmark = pytest.mark.beside_load
-
 T = dt.datetime(2024, 5, 10, 12, 0)  # naive UTC, a Friday
 SECOND, HOUR, DAY = dt.timedelta(seconds=1), dt.timedelta(hours=1), dt.timedelta(days=1)
 LATENESS_S = 7 * 86_400

@@ -20,9 +20,6 @@ from reference import event, label, snapshot
 from mlops_core.features import offline
 from mlops_core.features.offline import TrainingSetSpec, build_training_set
 
-# In-process and CPU-bound, no server: scripts/run_tests.sh runs this file on one core beside the load test.
-pytestmark = pytest.mark.beside_load
-
 CUTOFF = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
 HORIZON = dt.datetime(2024, 4, 17)  # CUTOFF - 45 days
 START = dt.datetime(2024, 1, 1)

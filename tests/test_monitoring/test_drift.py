@@ -18,9 +18,6 @@ from mlops_core.monitoring.drift import (
     evidently_verdicts,
 )
 
-# In-process and CPU-bound, no server: scripts/run_tests.sh runs this file on one core beside the load test.
-pytestmark = pytest.mark.beside_load
-
 
 def _one(reference, current, kind: str = "numeric", **options) -> FeatureDrift:
     frames = pd.DataFrame({"x": reference}), pd.DataFrame({"x": current})

@@ -22,9 +22,6 @@ from mlops_core.serving.limits import EventTimeBounds
 from mlops_core.serving.plan import HISTORY_LIMIT, TrafficPlan
 from mlops_core.serving.prediction_log import read_predictions
 
-# In-process and CPU-bound, no server: scripts/run_tests.sh runs this file on one core beside the load test.
-pytestmark = pytest.mark.beside_load
-
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PREDICTION_KEYS = {"transaction_id", "fraud_probability", "is_fraud", "model_version", "variant", "request_id"}
 
