@@ -31,7 +31,7 @@ from generated_history import loaded_history
 from reliability_results import record
 from serving_world import build_world, free_port, running_endpoint, transaction
 
-from mlops_assets.ingestion.assets import raw_assets
+from mlops_assets.ingestion.assets import HELD_DAYS, raw_assets
 from mlops_assets.transform.assets import warehouse_assets
 from mlops_core.datagen.generator import DemoSpec, generate_landing
 from mlops_core.datagen.scenarios import SCENARIOS
@@ -201,9 +201,7 @@ def held_days(tmp_path_factory) -> HeldDays:
         )
         failed = {
             # The raw assets' checks name each held day (the summary's gate names none of its own).
-            (e.asset_key.to_user_string(), e.check_name): e.metadata["held_days"].value
-            if "held_days" in e.metadata
-            else {}
+            (e.asset_key.to_user_string(), e.check_name): e.metadata[HELD_DAYS].value if HELD_DAYS in e.metadata else {}
             for e in (
                 ev.event_specific_data for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION"
             )

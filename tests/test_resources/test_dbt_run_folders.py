@@ -143,7 +143,10 @@ def test_dbts_file_log_holds_no_debug_lines_unless_asked(tmp_path, level, debug_
     dbt.cli(["deps"], target_path=tmp_path / "run").wait()  # dagster-dbt sets DBT_LOG_PATH to the run's target
     log = (tmp_path / "run" / "dbt.log").read_text()  # JSON lines: dagster-dbt asks for --log-format json
     levels = {json.loads(line)["info"]["level"] for line in log.splitlines() if line.strip()}
-    assert ("debug" in levels) is debug_lines, log[:500]
+    if debug_lines:
+        assert "debug" in levels, log[:500]
+    else:  # warnings and errors only: a level one step off (info) would fail too
+        assert levels <= {"warn", "error"}, log[:500]
     with pytest.raises(
         ValueError, match="MLOPS_DBT_FILE_LOG_LEVEL must be one of debug, info, warn, error, none, got 'verbose'"
     ):
