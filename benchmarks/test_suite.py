@@ -4,14 +4,16 @@ Usage:
   .venv/bin/python benchmarks/test_suite.py --peer-ref <commit> [--seed 20261202]
   .venv/bin/python benchmarks/test_suite.py --from-logs ours.log peer.log --peer-ref <commit>
 
-The first form runs scripts/run_tests.sh here, then in a git worktree of --peer-ref (sharing this .venv, after
-its own `mlops prepare`), one after the other on the same machine, each with its own MLOPS_HOME and CI's
-shuffled order (--randomly-seed). A full run takes 25-30 minutes on 2 cores, so there is one run each: read
-the ratio, and the load average the row keeps. The second form records two logs of that same command made
-by hand (PYTEST_ADDOPTS="--randomly-seed=N --durations=60" bash scripts/run_tests.sh > log).
+The first form runs scripts/run_tests.sh here, then in a git worktree of --peer-ref (with its own .venv from
+scripts/bootstrap.sh and its own `mlops prepare`), one after the other on the same machine, each with its own
+MLOPS_HOME and CI's shuffled order (--randomly-seed). A pair takes 18-30 minutes on 2 cores, depending on the
+host, so there is one run each: read the ratio, and the load average the row keeps. The second form records two
+logs of that same command made by hand
+(PYTEST_ADDOPTS="--randomly-seed=N --durations=60" bash scripts/run_tests.sh > log).
 
 The row's figure is the wall time of the two pytest phases as pytest reports them ("in 1500.59s"), without
-the install `make test` does first (about 4 minutes on a fresh machine, the same for any commit).
+the install `make test` does first (30-60 s on this machine with uv's cache, the same for any commit; `.ci/run`
+prints the whole `make test`'s seconds, install included, which is the figure the goal is about).
 Goal (issue 18): `make test` under 10 minutes on this 2-core machine, no test dropped.
 """
 
@@ -63,7 +65,9 @@ def run_suite(repo: Path, seed: int, log_path: Path) -> str:
 def peer_worktree(ref: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="suite-peer-")) / "repo"
     subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=ROOT, check=True)
-    (path / ".venv").symlink_to(ROOT / ".venv")
+    # Its own venv: the repo's packages are installed editable, so a venv shared with this checkout would run
+    # this checkout's code in every subprocess the peer's tests start (`mlops`, `dagster`, `mlops-dbt`).
+    subprocess.run(["bash", "scripts/bootstrap.sh"], cwd=path, check=True)
     subprocess.run([str(path / ".venv" / "bin" / "mlops"), "prepare"], cwd=path, check=True, capture_output=True)
     return path
 
@@ -74,6 +78,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261202, help="CI's shuffled order (.ci/run)")
     parser.add_argument("--from-logs", nargs=2, type=Path, metavar=("OURS", "PEER"))
     parser.add_argument("--note", default="", help="what else ran on the machine, kept in the row")
+    parser.add_argument(
+        "--make-test-seconds",
+        type=float,
+        help="the whole `make test` of this checkout from a clean clone, install included, as .ci/run prints it; "
+        "when given, the goal is met only if this is under 600 s too",
+    )
     args = parser.parse_args()
     if args.from_logs:
         ours_log, peer_log = (p.read_text() for p in args.from_logs)
@@ -102,7 +112,7 @@ def main() -> int:
             meaning="times the earlier suite's wall time",
             unit="s",
             goal="under 10 minutes (600 s) on this 2-core machine, no test dropped",
-            met=ours_s < GOAL_SECONDS,
+            met=ours_s < GOAL_SECONDS and (args.make_test_seconds is None or args.make_test_seconds < GOAL_SECONDS),
             details={
                 "phases_ours": [{"summary": c, "seconds": s} for c, s in ours],
                 "phases_peer": [{"summary": c, "seconds": s} for c, s in peer],
@@ -112,6 +122,7 @@ def main() -> int:
                 "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                 "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "note": args.note,
+                "make_test_clean_clone_seconds_ours": args.make_test_seconds,
             },
             shared=shared,
         )
